@@ -1,0 +1,26 @@
+"""gpugraph: trace tensor code into a static graph, optimize, fuse, schedule, plan memory and
+run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
+
+from .backends import default_backend
+from .device import device_info
+from .errors import DTypeError, GpuGraphError, ShapeError, TraceError, UnsupportedError
+from .ir import Graph, TensorType
+from .ops import API as _API
+from .ops.core import DEFAULT_FLOAT as _F32
+from .runtime import Compiled
+from .trace import JitFunction, ShapeDtype, jit
+from .tracer import Tracer, install_tracer_methods
+
+globals().update(_API)
+install_tracer_methods(_API)
+
+float32, float64, int32, int64 = "float32", "float64", "int32", "int64"
+bool_ = "bool"
+del _F32
+
+__all__ = [
+    "Compiled", "DTypeError", "GpuGraphError", "Graph", "JitFunction", "ShapeDtype",
+    "ShapeError", "TensorType", "TraceError", "Tracer", "UnsupportedError", "default_backend",
+    "device_info", "jit", *sorted(_API),
+]
+__version__ = "0.1.0"

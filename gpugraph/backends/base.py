@@ -1,0 +1,125 @@
+"""The backend interface and backend selection ("auto" | "numpy" | "cupy")."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Node, TensorType
+from ..ops.registry import get_op
+
+Runner = Callable[[list, list], None]
+
+
+class Backend:
+    """What a plan needs from an array library. Subclasses set ``name`` and ``xp``."""
+
+    name = "base"
+    xp: Any = np
+
+    # -- memory ---------------------------------------------------------------------------
+    def alloc(self, nbytes: int) -> Any:
+        return self.xp.empty(max(nbytes, 1), dtype=np.uint8)
+
+    def view(self, arena: Any, offset: int, t: TensorType) -> Any:
+        raw = arena[offset : offset + t.nbytes]
+        return raw.view(t.dtype).reshape(t.shape)
+
+    def empty(self, t: TensorType) -> Any:
+        return self.xp.empty(t.shape, dtype=t.dtype)
+
+    def asarray(self, host: np.ndarray) -> Any:
+        return self.xp.asarray(host)
+
+    def copy(self, a: Any) -> Any:
+        return self.xp.array(a, copy=True)
+
+    def is_native(self, a: Any) -> bool:
+        return isinstance(a, self.xp.ndarray)
+
+    # -- streams (one implicit stream unless a backend has real ones) ----------------------
+    def make_streams(self, n: int) -> list:
+        return [None] * n
+
+    def record(self, stream: Any) -> Any:
+        return None
+
+    def wait(self, stream: Any, event: Any) -> None:
+        return None
+
+    def run_on(self, stream: Any, fn: Callable[[], None]) -> None:
+        fn()
+
+    def synchronize(self) -> None:
+        return None
+
+    # -- ops ------------------------------------------------------------------------------
+    def prepare(self, node: Node) -> Runner:
+        """A callable that runs ``node`` writing into preallocated output arrays."""
+        opdef = get_op(node.op)
+        hook = opdef.extra.get("prepare", {}).get(self.name)
+        if hook is not None:  # op-specific lowering for this backend (e.g. fused kernels)
+            return hook(node, self)
+        xp, attrs = self.xp, node.attrs
+        if opdef.out_kw and len(node.outputs) == 1:
+
+            def run_out(ins: list, outs: list) -> None:
+                opdef.impl(xp, *ins, out=outs[0], **attrs)
+
+            return run_out
+
+        def run_copy(ins: list, outs: list) -> None:
+            res = opdef.impl(xp, *ins, **attrs)
+            for o, r in zip(outs, res if isinstance(res, tuple) else (res,)):
+                o[...] = r
+
+        return run_copy
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+@functools.lru_cache(maxsize=1)
+def default_backend() -> BackendInfo:
+    """Which backend "auto" picks, and why."""
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA install
+        return BackendInfo("numpy", f"CuPy is not importable: {type(e).__name__}: {e}")
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return BackendInfo("numpy", f"CuPy imports but no CUDA device is usable: {e}")
+    if n < 1:
+        return BackendInfo("numpy", "CuPy imports but reports no CUDA device")
+    return BackendInfo("cupy", f"CuPy found {n} CUDA device(s)")
+
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {}
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    _BACKENDS[name] = factory
+
+
+@functools.lru_cache(maxsize=None)
+def get_backend(name: str = "auto") -> Backend:
+    from . import cupy_backend, numpy_backend, sim  # noqa: F401  (registration)
+
+    if name == "auto":
+        name = default_backend().name
+    if name not in _BACKENDS:
+        raise UnsupportedError(
+            f"backend {name!r} is not known; use 'auto', " + ", ".join(map(repr, _BACKENDS))
+        )
+    return _BACKENDS[name]()

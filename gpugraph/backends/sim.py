@@ -1,0 +1,1 @@
+"""The stream simulator backend (placeholder module; the race checker lives in testing)."""

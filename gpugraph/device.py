@@ -1,0 +1,60 @@
+"""device_info(): what GPU is here, through NVML; never raises for a missing GPU or NVML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DeviceInfo:
+    available: bool
+    reason: str
+    devices: list[dict] = field(default_factory=list)
+    driver: str | None = None
+
+    def __str__(self) -> str:
+        if not self.available:
+            return f"no GPU: {self.reason}"
+        parts = [
+            f"GPU {d['index']}: {d['name']}, {d['memory_total'] / 2**30:.1f} GiB total, "
+            f"{d['memory_free'] / 2**30:.1f} GiB free"
+            for d in self.devices
+        ]
+        return "; ".join(parts) + f" (driver {self.driver})"
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def device_info() -> DeviceInfo:
+    try:
+        import pynvml
+    except ImportError:
+        return DeviceInfo(False, "pynvml is not installed (pip install nvidia-ml-py)")
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:  # NVMLError: no driver / no GPU
+        return DeviceInfo(False, f"NVML could not start: {e}")
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        devices = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            devices.append({
+                "index": i,
+                "name": _text(pynvml.nvmlDeviceGetName(h)),
+                "memory_total": int(mem.total),
+                "memory_free": int(mem.free),
+            })
+        if not devices:
+            return DeviceInfo(False, "NVML reports no GPU", [], driver)
+        return DeviceInfo(True, f"{len(devices)} GPU(s) found by NVML", devices, driver)
+    except Exception as e:
+        return DeviceInfo(False, f"NVML query failed: {e}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass

@@ -1,0 +1,325 @@
+"""The typed graph IR: TensorType, Value, Node, Graph, a builder, verify() and two printers.
+
+A Graph is a list of nodes in a valid topological order. Values are SSA: each is defined once,
+either as a graph input or as an output of exactly one node. Nodes are never edited in place;
+passes build new graphs with GraphBuilder (``Graph.rebuild`` helps with the common case).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+SUPPORTED_DTYPES = (
+    np.dtype("float32"),
+    np.dtype("float64"),
+    np.dtype("int32"),
+    np.dtype("int64"),
+    np.dtype("bool"),
+)
+SHORT_NAMES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b1"}
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Static shape and dtype of a value. ``weak`` marks a Python scalar that has not yet
+    been given a dtype by promotion (NumPy 2 weak-scalar semantics)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    weak: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.dtype not in SUPPORTED_DTYPES:
+            from .errors import DTypeError
+
+            raise DTypeError(
+                f"dtype {self.dtype} is not supported; use one of "
+                + ", ".join(d.name for d in SUPPORTED_DTYPES)
+            )
+        if any(s < 0 for s in self.shape):
+            raise ValueError(f"negative dimension in shape {self.shape}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def strong(self) -> TensorType:
+        return TensorType(self.shape, self.dtype) if self.weak else self
+
+    def __str__(self) -> str:
+        return f"{SHORT_NAMES[self.dtype.name]}[{','.join(map(str, self.shape))}]"
+
+
+class Value:
+    """An SSA value. Identity-hashed; ``node`` is None for graph inputs."""
+
+    __slots__ = ("id", "type", "node", "index", "name")
+
+    def __init__(self, type: TensorType, node: Node | None = None, index: int = 0, name=None):
+        self.id = next(_ids)
+        self.type = type
+        self.node = node
+        self.index = index
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"Value#{self.id}:{self.type}"
+
+
+class Node:
+    """One op application. ``attrs`` must be treated as immutable; ``loc`` is the user's
+    file:line that created it (for error messages and explain())."""
+
+    __slots__ = ("id", "op", "inputs", "attrs", "outputs", "loc")
+
+    def __init__(self, op: str, inputs, attrs: dict, out_types, loc: str | None = None):
+        self.id = next(_ids)
+        self.op = op
+        self.inputs: tuple[Value, ...] = tuple(inputs)
+        self.attrs: dict[str, Any] = dict(attrs)
+        self.outputs: tuple[Value, ...] = tuple(Value(t, self, i) for i, t in enumerate(out_types))
+        self.loc = loc
+
+    @property
+    def output(self) -> Value:
+        assert len(self.outputs) == 1, f"{self.op} has {len(self.outputs)} outputs"
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        return f"Node#{self.id}({self.op})"
+
+
+def freeze(obj: Any) -> Any:
+    """A hashable stand-in for an attribute value (used by CSE and signature caches)."""
+    if isinstance(obj, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        digest = hashlib.sha1(np.ascontiguousarray(obj).tobytes()).hexdigest()
+        return ("ndarray", obj.dtype.str, obj.shape, digest)
+    if isinstance(obj, np.generic):
+        return ("scalar", obj.dtype.str, obj.item())
+    if isinstance(obj, float) and obj != obj:
+        return ("nan",)
+    if isinstance(obj, np.dtype):
+        return ("dtype", obj.str)
+    if isinstance(obj, Graph):
+        return ("graph", id(obj))
+    if isinstance(obj, slice):
+        return ("slice", obj.start, obj.stop, obj.step)
+    return obj
+
+
+@dataclass
+class Graph:
+    inputs: list[Value]
+    nodes: list[Node]
+    outputs: list[Value]
+    meta: dict = field(default_factory=dict)
+
+    def values(self) -> Iterable[Value]:
+        yield from self.inputs
+        for n in self.nodes:
+            yield from n.outputs
+
+    def users(self) -> dict[Value, list[Node]]:
+        uses: dict[Value, list[Node]] = {v: [] for v in self.values()}
+        for n in self.nodes:
+            for v in n.inputs:
+                uses.setdefault(v, []).append(n)
+        return uses
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __str__(self) -> str:
+        return format_graph(self)
+
+    def to_dot(self, stream_of: dict[Node, int] | None = None) -> str:
+        return to_dot(self, stream_of)
+
+
+class GraphBuilder:
+    """Appends nodes in order; ``emit`` for new nodes, ``copy_node`` to carry a node over
+    from another graph with remapped inputs."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+
+    def add_input(self, type: TensorType, name: str | None = None) -> Value:
+        v = Value(type, None, 0, name)
+        self.inputs.append(v)
+        return v
+
+    def add_node(self, op: str, inputs, attrs: dict, out_types, loc=None) -> Node:
+        node = Node(op, inputs, attrs, out_types, loc)
+        self.nodes.append(node)
+        return node
+
+    def build(self, outputs: Iterable[Value], meta: dict | None = None) -> Graph:
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), dict(meta or {}))
+
+
+def rebuild(
+    graph: Graph,
+    visit: Callable[[GraphBuilder, Node, list[Value]], list[Value] | None],
+) -> Graph:
+    """Copy ``graph`` node by node. ``visit(builder, node, new_inputs)`` may return the
+    replacement outputs for ``node`` (emitting nodes into the builder as needed) or None to
+    keep a copy of the node. Inputs are carried over as the same Value objects."""
+    b = GraphBuilder()
+    b.inputs = list(graph.inputs)
+    env: dict[Value, Value] = {v: v for v in graph.inputs}
+    for node in graph.nodes:
+        new_inputs = [env[v] for v in node.inputs]
+        outs = visit(b, node, new_inputs)
+        if outs is None:
+            if all(a is o for a, o in zip(new_inputs, node.inputs)):
+                b.nodes.append(node)
+                outs = list(node.outputs)
+            else:
+                copy = b.add_node(
+                    node.op, new_inputs, node.attrs, [o.type for o in node.outputs], node.loc
+                )
+                outs = list(copy.outputs)
+        assert len(outs) == len(node.outputs), node
+        for old, new in zip(node.outputs, outs):
+            env[old] = new
+    return b.build([env[v] for v in graph.outputs], graph.meta)
+
+
+def verify(graph: Graph, check_types: bool = True) -> None:
+    """Check SSA form, topological order and (optionally) that every node's output types
+    agree with its op's shape rule. Raises AssertionError: a failure is a bug in gpugraph."""
+    from .ops.registry import get_op  # lazy: ops import the IR
+
+    defined: set[Value] = set()
+    for v in graph.inputs:
+        assert v not in defined, f"input {v} listed twice"
+        assert v.node is None, f"graph input {v} has a producer"
+        defined.add(v)
+    for node in graph.nodes:
+        for v in node.inputs:
+            assert v in defined, f"{node.op} ({node.loc}) uses {v} before it is defined"
+        for i, v in enumerate(node.outputs):
+            assert v.node is node and v.index == i, f"broken output link on {node}"
+            assert v not in defined, f"{v} defined twice"
+            defined.add(v)
+        if check_types:
+            opdef = get_op(node.op)
+            expected = opdef.infer([v.type for v in node.inputs], **node.attrs)
+            got = [v.type.strong() for v in node.outputs]
+            assert [t.strong() for t in expected] == got, (
+                f"{node.op}: outputs {got} but its rule gives {expected}"
+            )
+        for a in node.attrs.values():
+            for sub in a if isinstance(a, (tuple, list)) else (a,):
+                if isinstance(sub, Graph):
+                    verify(sub, check_types)
+    for v in graph.outputs:
+        assert v in defined, f"output {v} is not defined in the graph"
+
+
+def _fmt_attr(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        if v.size <= 4:
+            return np.array2string(v, separator=",").replace("\n", "")
+        return f"<array {TensorType(v.shape, v.dtype)}>"
+    if isinstance(v, np.dtype):
+        return SHORT_NAMES.get(v.name, v.name)
+    if isinstance(v, Graph):
+        return f"<graph {len(v.nodes)} nodes>"
+    if isinstance(v, (list, tuple)) and any(isinstance(x, Graph) for x in v):
+        return "[" + ", ".join(_fmt_attr(x) for x in v) + "]"
+    return repr(v)
+
+
+def format_graph(graph: Graph, indent: str = "") -> str:
+    names: dict[Value, str] = {}
+
+    def name(v: Value) -> str:
+        if v not in names:
+            names[v] = f"%{len(names)}"
+        return names[v]
+
+    args = ", ".join(f"{name(v)}:{v.type}" for v in graph.inputs)
+    lines = [f"{indent}graph({args}) {{"]
+    for n in graph.nodes:
+        outs = ", ".join(f"{name(v)}:{v.type}" for v in n.outputs)
+        ins = " ".join(name(v) for v in n.inputs)
+        attrs = {k: v for k, v in n.attrs.items() if not k.startswith("_")}
+        attr_s = (
+            " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs.items()) + "}" if attrs else ""
+        )
+        lines.append(f"{indent}  {outs} = {n.op}{' ' + ins if ins else ''}{attr_s}")
+    outs = ", ".join(name(v) if v in names else f"?{v.id}" for v in graph.outputs)
+    lines.append(f"{indent}  return {outs}")
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)
+
+
+_COLOURS = ["lightblue", "lightgoldenrod", "palegreen", "lightpink", "plum", "lightsalmon"]
+
+
+def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None) -> str:
+    """Graphviz DOT: inputs as ellipses, nodes as boxes coloured by stream; fused nodes are
+    drawn as clusters holding their member ops."""
+    lines = ["digraph gpugraph {", "  rankdir=TB;", "  node [shape=box, style=filled];"]
+    ids: dict[Value, str] = {}
+    for i, v in enumerate(graph.inputs):
+        ids[v] = f"in{i}"
+        lines.append(f'  in{i} [shape=ellipse, fillcolor=white, label="in{i}\\n{v.type}"];')
+    for k, n in enumerate(graph.nodes):
+        colour = _COLOURS[(stream_of or {}).get(n, 0) % len(_COLOURS)]
+        label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
+        sub = n.attrs.get("body")
+        if isinstance(sub, Graph):
+            members = "\\n".join(m.op for m in sub.nodes)
+            lines.append(f"  subgraph cluster_{k} {{ label=\"{n.op}\"; style=dashed;")
+            lines.append(f'    n{k} [fillcolor={colour}, label="{members}"]; }}')
+        else:
+            lines.append(f'  n{k} [fillcolor={colour}, label="{label}"];')
+        for v in n.outputs:
+            ids[v] = f"n{k}"
+        for v in n.inputs:
+            if v in ids:
+                lines.append(f"  {ids[v]} -> n{k};")
+    for i, v in enumerate(graph.outputs):
+        lines.append(f'  out{i} [shape=ellipse, fillcolor=white, label="out{i}"];')
+        if v in ids:
+            lines.append(f"  {ids[v]} -> out{i};")
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""The op set. Importing this package registers every op; API lists the public functions."""
+
+from __future__ import annotations
+
+from ..ir import TensorType
+from .core import bind
+from .registry import REGISTRY, OpDef, get_op, register
+
+register(OpDef(
+    "constant", "internal",
+    lambda types, value: [TensorType(value.shape, value.dtype)],
+    lambda xp, value: xp.asarray(value),
+    doc="a host array baked into the graph",
+))
+
+from . import creation, elementwise, linalg, nn, reduce, shape  # noqa: E402
+
+API: dict = {
+    **elementwise.API,
+    **{n: getattr(reduce, n) for n in ("sum", "mean", "max", "min", "argmax")},
+    "matmul": linalg.matmul,
+    "dot": linalg.dot,
+    **{n: getattr(shape, n) for n in (
+        "reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
+        "concatenate", "stack", "getitem", "take", "sum_to_shape")},
+    **{n: getattr(nn, n) for n in (
+        "softmax", "log_softmax", "logsumexp", "layer_norm", "gelu", "var")},
+    **{n: getattr(creation, n) for n in (
+        "zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")},
+}
+
+__all__ = ["API", "REGISTRY", "OpDef", "bind", "get_op", "register"]

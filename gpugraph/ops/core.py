@@ -1,0 +1,178 @@
+"""bind(): the single entry point of every op call, eager or traced; dtype promotion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, GpuGraphError, UnsupportedError
+from ..ir import SUPPORTED_DTYPES, TensorType
+from ..tracer import Tracer, current_trace, innermost_trace, user_loc
+from .registry import OpDef, get_op
+
+DEFAULT_FLOAT = np.dtype("float32")
+DEFAULT_INT = np.dtype("int64")
+
+try:  # CuPy is optional; eager calls on CuPy arrays stay on the device
+    import cupy as _cupy
+
+    _CUPY_ARRAY: tuple[type, ...] = (_cupy.ndarray,)
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+    _CUPY_ARRAY = ()
+
+
+def is_cupy(x: Any) -> bool:
+    return bool(_CUPY_ARRAY) and isinstance(x, _CUPY_ARRAY)
+
+
+def is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or is_cupy(x)
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, Tracer) or is_array(x)
+
+
+def is_python_scalar(x: Any) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def array_module(args) -> Any:
+    return _cupy if any(is_cupy(a) for a in args) else np
+
+
+def check_dtype(dtype: Any, what: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"{what}: {dtype!r} is not a dtype") from None
+    if dt not in SUPPORTED_DTYPES:
+        raise DTypeError(
+            f"{what}: dtype {dt} is not supported (use float32, float64, int32, int64 or bool)"
+        )
+    return dt
+
+
+def type_of(x: Any, what: str = "argument") -> TensorType:
+    if isinstance(x, Tracer):
+        return x.value.type
+    if is_python_scalar(x):
+        return TensorType((), scalar_default_dtype(x), weak=True)
+    if is_array(x):
+        return TensorType(x.shape, check_dtype(x.dtype, what))
+    if isinstance(x, complex):
+        raise UnsupportedError(f"{what}: complex numbers are not supported")
+    raise GpuGraphError(f"{what}: expected an array or a number, got {type(x).__name__}")
+
+
+def scalar_default_dtype(x: Any) -> np.dtype:
+    if isinstance(x, bool):
+        return np.dtype(bool)
+    if isinstance(x, int):
+        return DEFAULT_INT
+    return DEFAULT_FLOAT
+
+
+def constant_array(x: Any) -> np.ndarray:
+    """A host NumPy array for a constant captured by a trace."""
+    if is_cupy(x):
+        x = x.get()
+    if is_python_scalar(x):
+        return np.asarray(x, dtype=scalar_default_dtype(x))
+    arr = np.asarray(x)
+    check_dtype(arr.dtype, "constant")
+    return arr
+
+
+def result_dtype(*xs: Any) -> np.dtype:
+    """NumPy 2 promotion with Python scalars weak; all-scalar operands get gpugraph defaults."""
+    strong = [type_of(x).dtype for x in xs if not _is_weak(x)]
+    weak = [_weak_stand_in(x) for x in xs if _is_weak(x)]
+    if not strong:
+        return max((scalar_default_dtype(w) for w in weak), key=lambda d: "bif".index(d.kind))
+    return np.result_type(*strong, *weak)
+
+
+def _is_weak(x: Any) -> bool:
+    return is_python_scalar(x) or (isinstance(x, Tracer) and x.value.type.weak)
+
+
+def _weak_stand_in(x: Any) -> Any:
+    """A Python scalar of x's kind, which NumPy's result_type treats as weak."""
+    return x if is_python_scalar(x) else {"b": False, "i": 0, "f": 0.0}[x.dtype.kind]
+
+
+def promote(*xs: Any, dtype: Any = None) -> list[Any]:
+    """Bring operands to one dtype: scalars become constants of it, tensors are cast."""
+    target = np.dtype(dtype) if dtype is not None else result_dtype(*xs)
+    from .elementwise import astype  # local: elementwise imports this module
+
+    out = []
+    for x in xs:
+        if is_python_scalar(x):
+            out.append(np.asarray(x, dtype=target)[()])
+        elif type_of(x).dtype != target or type_of(x).weak:
+            out.append(astype(x, target))
+        else:
+            out.append(x)
+    return out
+
+
+def to_float(x: Any) -> Any:
+    """Operand of a floating-point op: ints become float64 and bools float32 (as NumPy)."""
+    t = type_of(x)
+    if t.dtype.kind == "f":
+        return x
+    if is_python_scalar(x):
+        return np.asarray(x, dtype=DEFAULT_FLOAT)[()]
+    from .elementwise import astype
+
+    return astype(x, np.float64 if t.dtype.kind in "iu" else DEFAULT_FLOAT)
+
+
+def _with_loc(err: GpuGraphError, loc: str) -> GpuGraphError:
+    return type(err)(f"{err} (at {loc})")
+
+
+def bind(name: str, *args: Any, **attrs: Any) -> Any:
+    """Apply op ``name``: record a node if any operand is traced, else compute eagerly."""
+    opdef = get_op(name)
+    trace = innermost_trace(args)
+    if trace is None and not args:
+        trace = current_trace()  # creation ops inside a traced function become nodes
+    if trace is None:
+        return _eager(opdef, args, attrs)
+    values = [trace.lift(a) for a in args]
+    loc = user_loc()
+    try:
+        out_types = opdef.infer([v.type for v in values], **attrs)
+    except GpuGraphError as e:
+        raise _with_loc(e, loc) from None
+    node = trace.builder.add_node(name, values, attrs, out_types, loc)
+    outs = tuple(Tracer(trace, v) for v in node.outputs)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def _eager(opdef: OpDef, args: tuple, attrs: dict) -> Any:
+    try:
+        types = [type_of(a, f"{opdef.name} operand {i}") for i, a in enumerate(args)]
+        out_types = opdef.infer(types, **attrs)
+    except GpuGraphError as e:
+        raise _with_loc(e, user_loc()) from None
+    xp = array_module(args)
+    arrays = [xp.asarray(a) if not is_array(a) or xp is not np else a for a in args]
+    result = opdef.impl(xp, *arrays, **attrs)
+    results = result if isinstance(result, tuple) else (result,)
+    fixed = tuple(
+        r if getattr(r, "dtype", None) == t.dtype else xp.asarray(r).astype(t.dtype)
+        for r, t in zip(results, out_types)
+    )
+    return fixed[0] if len(fixed) == 1 else fixed
+
+
+def run_node_impl(xp: Any, node_op: str, arrays, attrs: dict) -> tuple:
+    """Run an op's impl on concrete arrays (used by constant folding and simple backends)."""
+    result = get_op(node_op).impl(xp, *arrays, **attrs)
+    return result if isinstance(result, tuple) else (result,)

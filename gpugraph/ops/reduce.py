@@ -1,0 +1,149 @@
+"""Reductions: sum, max, min, argmax; mean is sugar. Axes are canonical sorted tuples."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir import TensorType
+from .core import bind, type_of
+from .registry import OpDef, register
+from .shape import broadcast_to, normalize_axis, reshape
+
+
+def canonical_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    norm = tuple(sorted(normalize_axis(op, int(a), ndim) for a in axes))
+    if len(set(norm)) != len(norm):
+        raise ShapeError(f"{op}: repeated axis in {axis}")
+    return norm
+
+
+def reduced_shape(shape, axis, keepdims) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axis else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axis)
+
+
+def _sum_dtype(dt: np.dtype) -> np.dtype:
+    return np.dtype(np.int64) if dt.kind in "biu" else dt
+
+
+def _reduce_infer(op, dtype_rule):
+    def infer(types, axis, keepdims):
+        t = types[0]
+        if op in ("max", "min") and any(t.shape[a] == 0 for a in axis):
+            raise ShapeError(f"{op}: zero-size reduction over axis {axis} of {t} has no identity")
+        return [TensorType(reduced_shape(t.shape, axis, keepdims), dtype_rule(t.dtype))]
+
+    return infer
+
+
+def _expand_back(g, x, axis, keepdims):
+    """Broadcast a reduced value back over the reduced axes of x."""
+    shape = type_of(x).shape
+    if not keepdims:
+        g = reshape(g, reduced_shape(shape, axis, True))
+    return broadcast_to(g, shape)
+
+
+def _sum_vjp(cts, outs, x, axis, keepdims):
+    g = cts[0]
+    if type_of(g).dtype != type_of(x).dtype:
+        return [None]
+    return [_expand_back(g, x, axis, keepdims)]
+
+
+def _extreme_mask(x, out, axis, keepdims):
+    from .elementwise import astype, divide, equal
+
+    hit = astype(equal(x, _expand_back(out, x, axis, keepdims)), type_of(x).dtype)
+    count = sum(hit, axis=axis, keepdims=True)
+    return divide(hit, count)
+
+
+def _extreme_vjp(cts, outs, x, axis, keepdims):
+    from .elementwise import multiply
+
+    mask = _extreme_mask(x, outs[0], axis, keepdims)
+    return [multiply(_expand_back(cts[0], x, axis, keepdims), mask)]
+
+
+def _extreme_jvp(ts, outs, x, axis, keepdims):
+    from .elementwise import multiply
+
+    mask = _extreme_mask(x, outs[0], axis, keepdims)
+    return [sum(multiply(ts[0], mask), axis=axis, keepdims=keepdims)]
+
+
+register(OpDef(
+    "sum", "reduce", _reduce_infer("sum", _sum_dtype),
+    lambda xp, a, axis, keepdims, out=None: xp.sum(
+        a, axis=axis, keepdims=keepdims, dtype=_sum_dtype(a.dtype), out=out),
+    vjp=_sum_vjp, jvp=lambda ts, outs, x, **k: [sum(ts[0], **k)], out_kw=True,
+))
+for _name, _fn in (("max", "amax"), ("min", "amin")):
+    register(OpDef(
+        _name, "reduce", _reduce_infer(_name, lambda d: d),
+        lambda xp, a, axis, keepdims, out=None, _fn=_fn: getattr(xp, _fn)(
+            a, axis=axis, keepdims=keepdims, out=out),
+        vjp=_extreme_vjp, jvp=_extreme_jvp, out_kw=True,
+    ))
+
+
+def _argmax_infer(types, axis, keepdims):
+    t = types[0]
+    if t.shape[axis] == 0:
+        raise ShapeError(f"argmax: attempt to get argmax of an empty axis of {t}")
+    return [TensorType(reduced_shape(t.shape, (axis,), keepdims), np.int64)]
+
+
+register(OpDef(
+    "argmax", "nondiff", _argmax_infer,
+    lambda xp, a, axis, keepdims: xp.argmax(a, axis=axis, keepdims=keepdims),
+    differentiable=False,
+))
+
+
+def _reduce(op: str, x: Any, axis: Any, keepdims: bool) -> Any:
+    t = type_of(x)
+    axes = canonical_axes(op, axis, t.ndim)
+    if op != "sum" and not axes:
+        return x
+    return bind(op, x, axis=axes, keepdims=bool(keepdims))
+
+
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return _reduce("sum", x, axis, keepdims)
+
+
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return _reduce("max", x, axis, keepdims)
+
+
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return _reduce("min", x, axis, keepdims)
+
+
+def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    from .core import to_float
+    from .elementwise import divide
+
+    x = to_float(x) if type_of(x).dtype.kind != "f" else x
+    t = type_of(x)
+    axes = canonical_axes("mean", axis, t.ndim)
+    count = int(np.prod([t.shape[a] for a in axes], dtype=np.int64))
+    return divide(sum(x, axes, keepdims), np.asarray(builtins.max(count, 0), t.dtype)[()])
+
+
+def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    t = type_of(x)
+    if axis is None:
+        flat = bind("argmax", reshape(x, (-1,)), axis=0, keepdims=False)
+        return reshape(flat, (1,) * t.ndim) if keepdims else flat
+    return bind("argmax", x, axis=normalize_axis("argmax", axis, t.ndim), keepdims=bool(keepdims))

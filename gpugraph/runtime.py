@@ -1,0 +1,188 @@
+"""Compiled: one traced signature taken through the pipeline, and the loop that runs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Backend, get_backend
+from .errors import DTypeError, GpuGraphError, ShapeError
+from .ir import Graph, TensorType, Value, verify
+from .memory import MemoryPlan, plan_memory
+from .passes.pipeline import PassRecord, lower_for_backend, optimize
+from .pytree import TreeDef, leaf_paths, unflatten
+from .schedule import Schedule, schedule
+
+
+@dataclass(frozen=True)
+class Options:
+    backend: str = "auto"
+    optimize: bool = True
+    fuse: bool = True
+    streams: int | None = None
+    cuda_graph: bool = False
+    verify: bool = False
+
+
+@dataclass
+class Launch:
+    step: int
+    runner: Any  # Runner, or None for a view (reshape without a copy)
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    stream: int
+    waits: tuple[int, ...]
+    record: bool
+
+
+class Executable:
+    """A flat list of launches over one arena. ``run`` is the only per-call work."""
+
+    def __init__(self, graph: Graph, sched: Schedule, plan: MemoryPlan, backend: Backend):
+        self.graph, self.schedule, self.plan, self.backend = graph, sched, plan, backend
+        self.arena = backend.alloc(plan.arena_bytes)
+        self.fixed: dict[Value, Any] = {}  # constants and arena views: the same every call
+        for v, slot in plan.slots.items():
+            if slot.kind == "const":
+                self.fixed[v] = backend.asarray(v.node.attrs["value"])
+            elif slot.kind == "arena":
+                self.fixed[v] = backend.view(self.arena, slot.offset, v.type)
+        self.fresh = [v for v, s in plan.slots.items() if s.kind == "output"]
+        self.launches: list[Launch] = []
+        for i, step in enumerate(sched.steps):
+            node = step.node
+            if node.op == "constant":
+                continue
+            is_view = plan.slots[node.outputs[0]].kind == "view"
+            runner = None if is_view else backend.prepare(node)
+            self.launches.append(
+                Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
+            )
+        self.streams = backend.make_streams(sched.num_streams)
+
+    def run(self, args: list[Any]) -> list[Any]:
+        b = self.backend
+        env = dict(self.fixed)
+        env.update(zip(self.graph.inputs, args))
+        for v in self.fresh:
+            env[v] = b.empty(v.type)
+        events: dict[int, Any] = {}
+        for launch in self.launches:
+            stream = self.streams[launch.stream]
+            for w in launch.waits:
+                b.wait(stream, events[w])
+            ins = [env[v] for v in launch.inputs]
+            if launch.runner is None:
+                out = launch.outputs[0]
+                env[out] = ins[0].reshape(out.type.shape)
+            else:
+                outs = [env[v] for v in launch.outputs]
+                b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
+            if launch.record:
+                events[launch.step] = b.record(stream)
+        results, seen = [], set()
+        for v in self.graph.outputs:
+            slot = self.plan.slots[v]
+            r = env[v]
+            if slot.kind != "output" or id(r) in seen:
+                r = b.copy(r)  # never hand out an input, a constant or the same buffer twice
+            seen.add(id(r))
+            results.append(r)
+        return results
+
+
+class Compiled:
+    """A function compiled for one input signature. Call it with arrays like the original."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        in_tree: TreeDef,
+        out_tree: TreeDef,
+        options: Options,
+        arg_names: list[str] | None = None,
+        weak_inputs: tuple[bool, ...] = (),
+    ):
+        self.traced_graph = graph
+        self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
+        self.arg_names = arg_names or leaf_paths(in_tree, "args")
+        self.backend = get_backend(options.backend)
+        self.pass_log: list[PassRecord] = []
+        check = options.verify
+        if check:
+            verify(graph)
+        g = optimize(graph, self.pass_log, check) if options.optimize else graph
+        self.graph = lower_for_backend(g, self.pass_log, options.fuse, check)
+        self.schedule = schedule(self.graph, options.streams)
+        self.memory = plan_memory(self.graph, self.schedule)
+        self.executable = Executable(self.graph, self.schedule, self.memory, self.backend)
+
+    # -- calling --------------------------------------------------------------------------
+    @property
+    def input_types(self) -> list[TensorType]:
+        return [v.type for v in self.traced_graph.inputs]
+
+    def check_args(self, leaves: list[Any]) -> list[Any]:
+        types = self.input_types
+        if len(leaves) != len(types):
+            raise GpuGraphError(
+                f"compiled function takes {len(types)} array arguments, got {len(leaves)}"
+            )
+        out = []
+        b = self.backend
+        for name, t, x in zip(self.arg_names, types, leaves):
+            if isinstance(x, (bool, int, float)) and t.weak:
+                out.append(b.asarray(np.asarray(x, dtype=t.dtype)))
+                continue
+            shape = tuple(getattr(x, "shape", ()))
+            dtype = getattr(x, "dtype", None)
+            if shape != t.shape:
+                raise ShapeError(f"argument {name}: expected shape {t.shape}, got {shape}")
+            if dtype != t.dtype:
+                raise DTypeError(f"argument {name}: expected dtype {t.dtype}, got {dtype}")
+            out.append(x if b.is_native(x) else b.asarray(np.asarray(x)))
+        return out
+
+    def call_flat(self, leaves: list[Any]) -> list[Any]:
+        return self.executable.run(self.check_args(leaves))
+
+    def __call__(self, *args: Any) -> Any:
+        from .pytree import flatten
+
+        leaves, _ = flatten(args)
+        return unflatten(self.out_tree, self.call_flat(leaves))
+
+    # -- introspection --------------------------------------------------------------------
+    @property
+    def kernels(self) -> dict[str, str]:
+        """Generated CUDA kernels of this plan: name -> source."""
+        found: dict[str, str] = {}
+        for node in self.graph.nodes:
+            src = node.attrs.get("cuda_source")
+            if src:
+                found[node.attrs["kernel_name"]] = src
+        return found
+
+    def to_dot(self) -> str:
+        return self.graph.to_dot({s.node: s.stream for s in self.schedule.steps})
+
+    def explain(self) -> str:
+        lines = [
+            f"backend: {self.backend.name}",
+            f"traced graph: {len(self.traced_graph.nodes)} nodes; "
+            f"final graph: {len(self.graph.nodes)} nodes",
+            "passes:",
+        ]
+        if not self.pass_log:
+            lines.append("  (no pass changed the graph)")
+        for rec in self.pass_log:
+            fired = ", ".join(f"{k} x{n}" for k, n in sorted(rec.rewrites.items()))
+            lines.append(f"  {rec.name}: {rec.nodes_before} -> {rec.nodes_after} nodes; {fired}")
+        for note in self.graph.meta.get("fusion_notes", []):
+            lines.append(f"  fusion: {note}")
+        lines.append(f"schedule: {self.schedule.num_streams} stream(s), "
+                     f"{len(self.schedule.steps)} steps")
+        lines.append(f"memory: {self.memory.summary()}")
+        return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""Run CUDA C kernels on the host, thread by thread, to check their numbers against NumPy.
+
+The kernel source is compiled by the host C++ compiler together with ``cuda_prelude.h`` (which
+defines ``__global__``, ``threadIdx`` & co. and CUDA's math functions) and a two-line driver, then
+loaded with ctypes. The driver walks every (block, thread) of the launch sequentially.
+
+Array arguments are copied into buffers with canary guard zones on both sides, so out-of-bounds
+writes are reported (instead of silently corrupting the Python heap) and out-of-bounds reads see
+NaN / -1 and show up as wrong numbers. Results are copied back into the caller's arrays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpugraph.errors import GpuGraphError, UnsupportedError
+from gpugraph.testing.nvrtc import KernelCompileError, number_lines
+
+CXX = "g++"
+CXX_FLAGS = ("-O1", "-shared", "-fPIC", "-std=c++17")
+PRELUDE_PATH = Path(__file__).with_name("cuda_prelude.h")
+GUARD_BYTES = 4096
+ALIGN_BYTES = 256  # cudaMalloc alignment; kernels doing vector loads may rely on it
+CANARY = 0xFF  # NaN as float/double, -1 as an integer
+# CUDA's launch limits, checked so that a launch the GPU would refuse fails here too.
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_THREADS_PER_BLOCK = 1024
+
+Dim = int | tuple[int, ...]
+
+
+class KernelRuntimeError(GpuGraphError):
+    """An emulated kernel failed: assert/__trap, or it wrote outside an argument buffer."""
+
+
+def emulator_available() -> bool:
+    """True when the host C++ compiler the emulator needs is installed."""
+    return shutil.which(CXX) is not None
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter, as reported by the compiled driver."""
+
+    pointer: bool
+    kind: str  # numpy dtype kind: f, i, u, b; v for void, ? for anything else
+    itemsize: int
+    const: bool
+
+    @classmethod
+    def parse(cls, token: str) -> Param:
+        const = token.endswith("c") and token[0] == "P"
+        body = token[1:-1] if const else token[1:]
+        return cls(token[0] == "P", body[0], int(body[1:]), const)
+
+    def matches(self, dtype: np.dtype) -> bool:
+        if self.kind in "v?":
+            return True
+        return dtype.kind == self.kind and dtype.itemsize == self.itemsize
+
+    def __str__(self) -> str:
+        base = "void" if self.kind == "v" else f"{self.kind}{self.itemsize * 8}"
+        return f"{'const ' if self.const else ''}{base}{'*' if self.pointer else ''}"
+
+
+def _cache_dir() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = Path(tempfile.gettempdir()) / f"gpugraph-emu-{uid}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _build(text: str) -> Path:
+    """Compile ``text`` to a shared library, reusing an earlier build of the same text."""
+    digest = hashlib.sha256((" ".join((CXX, *CXX_FLAGS)) + "\n" + text).encode()).hexdigest()
+    lib = _cache_dir() / f"{digest}.so"
+    if lib.exists():
+        return lib
+    src = lib.with_suffix(f".{os.getpid()}.cpp")
+    tmp = lib.with_suffix(f".{os.getpid()}.tmp.so")
+    src.write_text(text)
+    proc = subprocess.run(
+        [CXX, *CXX_FLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
+    )
+    src.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise KernelCompileError(f"{CXX} failed to compile the emulated kernel.\n{proc.stderr}")
+    os.replace(tmp, lib)  # atomic, so concurrent test workers never load a half-written file
+    return lib
+
+
+class EmulatedKernel:
+    """A compiled kernel; call it like ``cupy.RawKernel``: ``kernel(grid, block, args)``."""
+
+    def __init__(self, source: str, kernel_name: str, name: str = "kernel.cu") -> None:
+        if not kernel_name.isidentifier():
+            raise ValueError(f"kernel name {kernel_name!r} is not a C identifier")
+        if not re.search(rf"\b{kernel_name}\s*\(", source):
+            raise KernelCompileError(f"no kernel named {kernel_name!r} in {name}")
+        self.name = kernel_name
+        # #line directives make compiler errors point at lines of the caller's source.
+        text = (
+            f'#line 1 "{PRELUDE_PATH.name}"\n{PRELUDE_PATH.read_text()}\n'
+            f'#line 1 "{name}"\n{source}\n'
+            '#line 1 "gpugraph_emulator_driver.cpp"\n'
+            f'extern "C" const char* gpugraph_emu_signature() {{\n'
+            f"  return __gpugraph_emu::signature(&{kernel_name}); }}\n"
+            'extern "C" int gpugraph_emu_launch(const unsigned* d, void** a, char* e, size_t n)'
+            " {\n"
+            f"  return __gpugraph_emu::launch(&{kernel_name}, d, a, e, n); }}\n"
+        )
+        try:
+            lib = ctypes.CDLL(str(_build(text)))
+        except KernelCompileError as exc:
+            raise KernelCompileError(f"{exc}\n--- {name} ---\n{number_lines(source)}") from None
+        lib.gpugraph_emu_signature.restype = ctypes.c_char_p
+        lib.gpugraph_emu_launch.restype = ctypes.c_int
+        self._launch = lib.gpugraph_emu_launch
+        self._lib = lib  # keeps the library loaded as long as the kernel lives
+        tokens = lib.gpugraph_emu_signature().decode().split()
+        self.params = tuple(Param.parse(t) for t in tokens)
+
+    def __call__(self, grid: Dim, block: Dim, args: list | tuple) -> None:
+        dims = _check_dims("grid", grid, MAX_GRID) + _check_dims("block", block, MAX_BLOCK)
+        if dims[3] * dims[4] * dims[5] > MAX_THREADS_PER_BLOCK:
+            raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name} takes {len(self.params)} args, got {len(args)}")
+        staged: dict[tuple[int, int], _Staged] = {}
+        slots = (ctypes.c_void_p * max(len(args), 1))()
+        keep = []  # storage the slots point into must outlive the call
+        for i, (arg, param) in enumerate(zip(args, self.params, strict=True)):
+            value = self._pack(i, arg, param, staged)
+            keep.append(value)
+            slots[i] = value.ctypes.data
+        err = ctypes.create_string_buffer(1024)
+        c_dims = (ctypes.c_uint * 6)(*dims)
+        if self._launch(c_dims, slots, err, len(err)) != 0:
+            raise KernelRuntimeError(f"{self.name}: {err.value.decode()}")
+        for stage in staged.values():
+            stage.check_guards(self.name)
+        for stage in staged.values():
+            stage.copy_back()
+
+    def _pack(self, i: int, arg: object, param: Param, staged: dict) -> np.ndarray:
+        """Storage holding the bytes of the i-th parameter (a pointer, or the scalar itself)."""
+        where = f"{self.name} arg {i} (declared {param})"
+        if isinstance(arg, np.ndarray):
+            if not param.pointer or not param.matches(arg.dtype):
+                raise TypeError(f"{where}: got array of {arg.dtype}")
+            stage = _stage(arg, i, staged)
+            stage.written |= not param.const
+            return np.array([stage.ptr], dtype=np.uintp)
+        if isinstance(arg, np.generic):
+            if param.pointer or not param.matches(arg.dtype):
+                raise TypeError(f"{where}: got scalar {arg.dtype}")
+            return np.array(arg)
+        # Python numbers have no C type; on a GPU, CuPy would guess one that may not match.
+        raise TypeError(f"{where}: pass a numpy array or numpy scalar, got {type(arg).__name__}")
+
+
+class _Staged:
+    """A copy of one argument array inside canary guard zones."""
+
+    def __init__(self, arr: np.ndarray, index: int) -> None:
+        self.arr, self.index, self.written = arr, index, False
+        raw = np.full(arr.nbytes + 2 * GUARD_BYTES + ALIGN_BYTES, CANARY, dtype=np.uint8)
+        self.start = GUARD_BYTES + (-(raw.ctypes.data + GUARD_BYTES) % ALIGN_BYTES)
+        self.raw = raw
+        self.inner = raw[self.start : self.start + arr.nbytes]
+        self.inner[...] = _bytes_of(arr)
+        self.ptr = raw.ctypes.data + self.start
+
+    def check_guards(self, kernel: str) -> None:
+        end = self.start + self.arr.nbytes
+        before = np.flatnonzero(self.raw[self.start - GUARD_BYTES : self.start] != CANARY)
+        after = np.flatnonzero(self.raw[end : end + GUARD_BYTES] != CANARY)
+        if before.size or after.size:
+            offset = int(before[0]) - GUARD_BYTES if before.size else self.arr.nbytes + after[0]
+            raise KernelRuntimeError(
+                f"{kernel} wrote out of bounds of arg {self.index} ({self.arr.dtype} "
+                f"{self.arr.shape}, {self.arr.nbytes} bytes): byte offset {offset}"
+            )
+
+    def copy_back(self) -> None:
+        if self.written:
+            target = _bytes_of(self.arr)
+            if not np.array_equal(target, self.inner):
+                np.copyto(target, self.inner)  # raises for a read-only array, as it should
+
+
+def _bytes_of(arr: np.ndarray) -> np.ndarray:
+    return arr.ravel(order="K").view(np.uint8)
+
+
+def _stage(arr: np.ndarray, index: int, staged: dict) -> _Staged:
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        raise UnsupportedError(f"arg {index}: the emulator needs contiguous arrays")
+    key = (arr.__array_interface__["data"][0], arr.nbytes)
+    if key in staged:  # the same buffer passed twice must stay aliased, as on the GPU
+        return staged[key]
+    for other in staged.values():
+        if np.may_share_memory(arr, other.arr):
+            raise UnsupportedError(f"args {other.index} and {index} partially overlap")
+    staged[key] = _Staged(arr, index)
+    return staged[key]
+
+
+def _check_dims(what: str, dim: Dim, limits: tuple[int, ...]) -> tuple[int, int, int]:
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"{what} {dim} must have 1 to 3 dimensions")
+    dims = tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    if any(not 1 <= d <= lim for d, lim in zip(dims, limits, strict=True)):
+        raise ValueError(f"{what} {dim} is outside CUDA's limits {limits}")
+    return dims  # type: ignore[return-value]
+
+
+_KERNELS: dict[tuple[str, str], EmulatedKernel] = {}
+
+
+def load_kernel(source: str, kernel_name: str) -> EmulatedKernel:
+    """Compile (or fetch from the in-process cache) ``kernel_name`` from ``source``."""
+    key = (source, kernel_name)
+    if key not in _KERNELS:
+        _KERNELS[key] = EmulatedKernel(source, kernel_name)
+    return _KERNELS[key]
+
+
+def emulate_kernel(source: str, kernel_name: str, grid: Dim, block: Dim, args: list) -> None:
+    """Run ``extern "C" __global__`` kernel ``kernel_name`` over the whole launch on the host.
+
+    Arrays are passed by pointer and updated in place; numpy scalars are passed by value and must
+    match the declared parameter type exactly (np.float32 for float, np.int64 for long long, ...).
+    """
+    load_kernel(source, kernel_name)(grid, block, args)

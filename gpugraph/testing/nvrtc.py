@@ -1,0 +1,99 @@
+"""Compile CUDA C to PTX with NVRTC, with no GPU and no driver.
+
+CuPy's RawKernel and compile_with_cache query the current device, so they fail on machines without
+a GPU. NVRTC itself only needs its shared library (the ``nvidia-cuda-nvrtc`` wheel), so we call
+CuPy's thin binding ``cupy_backends.cuda.libs.nvrtc`` directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from types import ModuleType
+
+from gpugraph.errors import GpuGraphError
+
+DEFAULT_OPTIONS: tuple[str, ...] = ("--std=c++17", "-default-device")
+
+
+class KernelCompileError(GpuGraphError):
+    """NVRTC (or the host compiler, for the emulator) rejected a kernel source."""
+
+
+def number_lines(source: str) -> str:
+    """Source with 1-based line numbers, so compiler messages like ``k.cu(12)`` can be followed."""
+    lines = source.splitlines()
+    width = len(str(len(lines)))
+    return "\n".join(f"{i:>{width}} | {line}" for i, line in enumerate(lines, start=1))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_nvrtc() -> tuple[ModuleType | None, str]:
+    """Import the binding and make one call that really loads libnvrtc; cache the outcome."""
+    try:
+        nvrtc = importlib.import_module("cupy_backends.cuda.libs.nvrtc")
+    except Exception as exc:  # noqa: BLE001 - ImportError, or CuPy failing to set itself up
+        return None, f"cannot import cupy_backends.cuda.libs.nvrtc: {exc!r}"
+    try:
+        # The import succeeds even without libnvrtc; the first real call is what loads it.
+        nvrtc.getVersion()
+    except Exception as exc:  # noqa: BLE001 - the error type depends on the CuPy version
+        return None, f"NVRTC library cannot be loaded (pip install nvidia-cuda-nvrtc): {exc!r}"
+    return nvrtc, ""
+
+
+def nvrtc_available() -> bool:
+    """True when NVRTC can be loaded and called on this machine (no GPU needed)."""
+    return _load_nvrtc()[0] is not None
+
+
+def nvrtc_unavailable_reason() -> str:
+    """Why NVRTC cannot be used, or an empty string when it can."""
+    return _load_nvrtc()[1]
+
+
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the loaded NVRTC."""
+    return tuple(_require_nvrtc().getVersion())  # type: ignore[return-value]
+
+
+def _require_nvrtc() -> ModuleType:
+    nvrtc, reason = _load_nvrtc()
+    if nvrtc is None:
+        raise GpuGraphError(f"NVRTC is not available: {reason}")
+    return nvrtc
+
+
+def compile_ptx(
+    source: str,
+    name: str = "kernel.cu",
+    arch: str = "compute_90",
+    options: tuple[str, ...] = (),
+) -> str:
+    """Compile ``source`` to PTX for virtual architecture ``arch`` (e.g. ``compute_80``).
+
+    Raises KernelCompileError carrying the NVRTC log and the numbered source on failure.
+    """
+    nvrtc = _require_nvrtc()
+    all_options = [f"--gpu-architecture={arch}", *DEFAULT_OPTIONS, *options]
+    prog = nvrtc.createProgram(source, name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, all_options)
+        except nvrtc.NVRTCError as exc:
+            log = _log_text(nvrtc.getProgramLog(prog))
+            raise KernelCompileError(
+                f"NVRTC failed to compile {name} for {arch} ({exc}).\n"
+                f"options: {' '.join(all_options)}\n"
+                f"--- NVRTC log ---\n{log.rstrip()}\n"
+                f"--- source ---\n{number_lines(source)}"
+            ) from None
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    return _log_text(ptx).rstrip("\x00")
+
+
+def _log_text(data: str | bytes) -> str:
+    # The binding returns bytes for PTX and str for the log, depending on the CuPy version.
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data

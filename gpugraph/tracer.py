@@ -1,0 +1,220 @@
+"""Tracers and trace contexts: how op calls on symbolic values become graph nodes.
+
+A Trace owns a GraphBuilder. Traces nest (grad inside jit, grad of grad); a tracer of an outer
+trace used inside an inner one is captured as an extra input of the inner graph, so closures
+over traced values work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from .errors import TraceError
+from .ir import GraphBuilder, TensorType, Value
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_local = threading.local()
+
+
+def user_loc() -> str:
+    """file:line of the innermost stack frame outside the gpugraph package."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        fname = frame.f_code.co_filename
+        if not os.path.abspath(fname).startswith(_PKG_DIR + os.sep):
+            return f"{os.path.basename(fname)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def trace_stack() -> list[Trace]:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    return _local.stack
+
+
+def current_trace() -> Trace | None:
+    stack = trace_stack()
+    return stack[-1] if stack else None
+
+
+class Trace:
+    """One level of tracing. Use as a context manager while the user function runs."""
+
+    def __init__(self, name: str = "trace") -> None:
+        self.name = name
+        self.builder = GraphBuilder()
+        parent = current_trace()
+        self.level = 0 if parent is None else parent.level + 1
+        self.captures: list[tuple[Any, Value]] = []  # (outer tracer, inner input value)
+        self._captured: dict[int, Value] = {}
+        self.active = False
+
+    def __enter__(self) -> Trace:
+        trace_stack().append(self)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        popped = trace_stack().pop()
+        assert popped is self
+        self.active = False
+
+    def new_input(self, type: TensorType, name: str | None = None) -> Tracer:
+        return Tracer(self, self.builder.add_input(type, name))
+
+    def lift(self, x: Any) -> Value:
+        """The Value inside this trace for x: own tracer, captured outer tracer or constant."""
+        if isinstance(x, Tracer):
+            if x.trace is self:
+                return x.value
+            if not x.trace.active:
+                raise TraceError(
+                    "a traced value escaped the function that traced it (it was stored "
+                    "outside and used after tracing ended); return it instead"
+                )
+            if x.trace.level > self.level:
+                raise TraceError("a value from an inner trace was used in an outer one")
+            key = id(x)
+            if key not in self._captured:
+                v = self.builder.add_input(x.value.type, name="capture")
+                self._captured[key] = v
+                self.captures.append((x, v))
+            return self._captured[key]
+        from .ops.core import constant_array
+
+        arr = constant_array(x)
+        t = TensorType(arr.shape, arr.dtype)
+        node = self.builder.add_node("constant", [], {"value": arr}, [t], user_loc())
+        return node.output
+
+
+def innermost_trace(args) -> Trace | None:
+    best: Trace | None = None
+    for a in args:
+        if isinstance(a, Tracer) and (best is None or a.trace.level > best.level):
+            best = a.trace
+    return best
+
+
+class Tracer:
+    """A symbolic array inside a Trace. Behaves like an ndarray for the common operations."""
+
+    __slots__ = ("trace", "value")
+    __array_ufunc__ = None  # make NumPy defer `ndarray + tracer` to our reflected ops
+
+    def __init__(self, trace: Trace, value: Value) -> None:
+        self.trace = trace
+        self.value = value
+
+    # -- metadata ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.value.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.value.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self.value.type.size
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d traced array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Tracer<{self.value.type}>"
+
+    # -- things a static graph cannot do ----------------------------------------------
+    def __bool__(self) -> bool:
+        raise TraceError(
+            f"the truth value of a traced array ({self.value.type}) is not known while "
+            f"tracing (at {user_loc()}): a Python `if`/`while` cannot depend on it. Pass the "
+            "value as a static argument (static_argnums) or use gg.where for a data-dependent "
+            "choice"
+        )
+
+    def __array__(self, *a, **k):
+        raise TraceError(
+            f"a traced array ({self.value.type}) cannot be converted to a concrete array "
+            f"inside a traced function (at {user_loc()}); use gg ops instead of NumPy calls"
+        )
+
+    def __float__(self):
+        return self.__bool__()
+
+    __int__ = __index__ = __float__
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d traced array")
+        return (self[i] for i in range(self.shape[0]))
+
+
+def install_tracer_methods(namespace: dict) -> None:
+    """Attach arithmetic and ndarray-style methods (called once the ops exist)."""
+    ns = namespace
+
+    def rev(fn):
+        return lambda self, other: fn(other, self)
+
+    methods = {
+        "__add__": ns["add"],
+        "__radd__": rev(ns["add"]),
+        "__sub__": ns["subtract"],
+        "__rsub__": rev(ns["subtract"]),
+        "__mul__": ns["multiply"],
+        "__rmul__": rev(ns["multiply"]),
+        "__truediv__": ns["divide"],
+        "__rtruediv__": rev(ns["divide"]),
+        "__pow__": ns["power"],
+        "__rpow__": rev(ns["power"]),
+        "__matmul__": ns["matmul"],
+        "__rmatmul__": rev(ns["matmul"]),
+        "__neg__": ns["negative"],
+        "__pos__": lambda self: self,
+        "__abs__": ns["abs"],
+        "__lt__": ns["less"],
+        "__le__": ns["less_equal"],
+        "__gt__": ns["greater"],
+        "__ge__": ns["greater_equal"],
+        "__eq__": ns["equal"],
+        "__ne__": ns["not_equal"],
+        "__and__": ns["logical_and"],
+        "__or__": ns["logical_or"],
+        "__invert__": ns["logical_not"],
+        "__getitem__": ns["getitem"],
+        "sum": ns["sum"],
+        "mean": ns["mean"],
+        "max": ns["max"],
+        "min": ns["min"],
+        "argmax": ns["argmax"],
+        "astype": ns["astype"],
+        "squeeze": ns["squeeze"],
+        "reshape": lambda self, *shape: ns["reshape"](
+            self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        ),
+        "transpose": lambda self, *axes: ns["transpose"](
+            self,
+            None
+            if not axes
+            else (axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes),
+        ),
+        "flatten": lambda self: ns["reshape"](self, (-1,)),
+        "T": property(lambda self: ns["transpose"](self)),
+    }
+    for k, v in methods.items():
+        setattr(Tracer, k, v)
+    Tracer.__hash__ = object.__hash__
