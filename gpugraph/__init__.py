@@ -1,6 +1,7 @@
 """gpugraph: trace tensor code into a static graph, optimize, fuse, schedule, plan memory and
 run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
 
+from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import default_backend
 from .device import device_info
 from .errors import DTypeError, GpuGraphError, ShapeError, TraceError, UnsupportedError
@@ -22,5 +23,6 @@ __all__ = [
     "Compiled", "DTypeError", "GpuGraphError", "Graph", "JitFunction", "ShapeDtype",
     "ShapeError", "TensorType", "TraceError", "Tracer", "UnsupportedError", "default_backend",
     "device_info", "jit", *sorted(_API),
+    "eval_graph", "grad", "jvp", "value_and_grad", "vjp",
 ]
 __version__ = "0.1.0"

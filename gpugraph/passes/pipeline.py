@@ -6,13 +6,23 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..ir import Graph, verify
+from .cse import cse
 from .dce import dce
+from .fold import fold
+from .simplify import simplify, simplify_unsafe
 
 Pass = Callable[[Graph], tuple[Graph, dict[str, int]]]
 
+# The optimizer, in order: fold constants, rewrite algebra, merge duplicates, drop dead nodes;
+# repeated until no pass changes the graph (at most MAX_ROUNDS rounds).
 OPTIMIZE_PASSES: list[tuple[str, Pass]] = [
+    ("fold", fold),
+    ("simplify", simplify),
+    ("cse", cse),
     ("dce", dce),
 ]
+# Default of optimize(unsafe_math=None): non-IEEE-exact rewrites (x * 0 -> 0, x + 0.0 -> x).
+UNSAFE_MATH = False
 MAX_ROUNDS = 8
 
 
@@ -41,8 +51,19 @@ def run_passes(graph: Graph, passes, log: list[PassRecord], check: bool = False,
     return graph
 
 
-def optimize(graph: Graph, log: list[PassRecord], check: bool = False) -> Graph:
-    return run_passes(graph, OPTIMIZE_PASSES, log, check)
+def optimize_passes(unsafe_math: bool = False) -> list[tuple[str, Pass]]:
+    """OPTIMIZE_PASSES, with simplify swapped for its unsafe-math variant when asked."""
+    if not unsafe_math:
+        return list(OPTIMIZE_PASSES)
+    return [(n, simplify_unsafe if fn is simplify else fn) for n, fn in OPTIMIZE_PASSES]
+
+
+def optimize(
+    graph: Graph, log: list[PassRecord], check: bool = False, unsafe_math: bool | None = None
+) -> Graph:
+    """Run OPTIMIZE_PASSES to a fixpoint; ``check`` runs ir.verify after every pass."""
+    unsafe = UNSAFE_MATH if unsafe_math is None else unsafe_math
+    return run_passes(graph, optimize_passes(unsafe), log, check)
 
 
 def lower_for_backend(graph: Graph, log: list[PassRecord], fuse: bool, check: bool = False):

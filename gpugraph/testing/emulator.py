@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def _build(text: str) -> Path:
     lib = _cache_dir() / f"{digest}.so"
     if lib.exists():
         return lib
-    src = lib.with_suffix(f".{os.getpid()}.cpp")
-    tmp = lib.with_suffix(f".{os.getpid()}.tmp.so")
+    unique = f".{os.getpid()}-{threading.get_ident()}"  # several builders may race on one digest
+    src = lib.with_suffix(f"{unique}.cpp")
+    tmp = lib.with_suffix(f"{unique}.tmp.so")
     src.write_text(text)
     proc = subprocess.run(
         [CXX, *CXX_FLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False

@@ -1,0 +1,27 @@
+"""CPU-side proofs for GPU code: NVRTC compilation and a host emulator for CUDA kernels."""
+
+from gpugraph.testing.emulator import (
+    EmulatedKernel,
+    KernelRuntimeError,
+    emulate_kernel,
+    emulator_available,
+    load_kernel,
+)
+from gpugraph.testing.nvrtc import (
+    KernelCompileError,
+    compile_ptx,
+    nvrtc_available,
+    nvrtc_unavailable_reason,
+)
+
+__all__ = [
+    "EmulatedKernel",
+    "KernelCompileError",
+    "KernelRuntimeError",
+    "compile_ptx",
+    "emulate_kernel",
+    "emulator_available",
+    "load_kernel",
+    "nvrtc_available",
+    "nvrtc_unavailable_reason",
+]

@@ -1,0 +1,1 @@
+"""Hand-written CUDA C sources, shipped as package data (installed as gpugraph.kernels)."""
