@@ -45,9 +45,12 @@ def demo(batch: int, hidden: int, repeats: int) -> None:
     out = model(params, x)
     rows = out.sum(axis=1)
     rows = rows.get() if hasattr(rows, "get") else rows
-    print(f"\noutput {out.shape} {out.dtype}; rows sum to 1: {bool(np.allclose(rows, 1, atol=1e-5))}")
-    print(f"median per call over {repeats} runs: jit {jit_ms:.3f} ms, eager {eager_ms:.3f} ms "
-          f"(eager/jit = {eager_ms / jit_ms:.2f}x)")
+    ok = bool(np.allclose(rows, 1, atol=1e-5))
+    print(f"\noutput {out.shape} {out.dtype}; rows sum to 1: {ok}")
+    print(
+        f"median per call over {repeats} runs: jit {jit_ms:.3f} ms, eager {eager_ms:.3f} ms "
+        f"(eager/jit = {eager_ms / jit_ms:.2f}x)"
+    )
 
 
 def _synchronizer(backend: str):

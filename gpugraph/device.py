@@ -42,12 +42,14 @@ def device_info() -> DeviceInfo:
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            devices.append({
-                "index": i,
-                "name": _text(pynvml.nvmlDeviceGetName(h)),
-                "memory_total": int(mem.total),
-                "memory_free": int(mem.free),
-            })
+            devices.append(
+                {
+                    "index": i,
+                    "name": _text(pynvml.nvmlDeviceGetName(h)),
+                    "memory_total": int(mem.total),
+                    "memory_free": int(mem.free),
+                }
+            )
         if not devices:
             return DeviceInfo(False, "NVML reports no GPU", [], driver)
         return DeviceInfo(True, f"{len(devices)} GPU(s) found by NVML", devices, driver)

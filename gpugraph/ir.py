@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -308,7 +309,7 @@ def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None) -> str:
         sub = n.attrs.get("body")
         if isinstance(sub, Graph):
             members = "\\n".join(m.op for m in sub.nodes)
-            lines.append(f"  subgraph cluster_{k} {{ label=\"{n.op}\"; style=dashed;")
+            lines.append(f'  subgraph cluster_{k} {{ label="{n.op}"; style=dashed;')
             lines.append(f'    n{k} [fillcolor={colour}, label="{members}"]; }}')
         else:
             lines.append(f'  n{k} [fillcolor={colour}, label="{label}"];')

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,7 @@ class JitFunction:
                 hash(freeze(v))
             except TypeError:
                 raise GpuGraphError(
-                    f"static argument {self._arg_name(i)} must be hashable, got "
-                    f"{type(v).__name__}"
+                    f"static argument {self._arg_name(i)} must be hashable, got {type(v).__name__}"
                 ) from None
 
         def call(*dyn: Any) -> Any:

@@ -168,8 +168,14 @@ def test_eager_returns_numpy():
 @pytest.mark.parametrize(
     "a,b",
     [
-        (np.float32, 2.0), (np.int32, 2), (np.int32, 2.5), (np.float32, np.float64),
-        (np.int32, np.float32), (np.int64, np.float32), (np.bool_, 1), (np.int32, np.int64),
+        (np.float32, 2.0),
+        (np.int32, 2),
+        (np.int32, 2.5),
+        (np.float32, np.float64),
+        (np.int32, np.float32),
+        (np.int64, np.float32),
+        (np.bool_, 1),
+        (np.int32, np.int64),
     ],
 )
 def test_promotion_matches_numpy2(a, b):
@@ -291,7 +297,13 @@ def test_index_errors():
 def test_demo_command_runs():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    out = subprocess.run([sys.executable, "-m", "gpugraph", "demo"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpugraph", "demo"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "backend:" in out.stdout and "ms" in out.stdout and "graph(" in out.stdout

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpugraph as gg
@@ -16,6 +15,8 @@ from gpugraph.ops import REGISTRY
 from gpugraph.ops.registry import FAMILY_RULES
 
 RNG = np.random.default_rng(0)
+
+
 def _erf(x):
     return np.vectorize(math.erf)(x).astype(x.dtype)
 
@@ -36,8 +37,11 @@ UNARY = {
     "sigmoid": (gg.sigmoid, lambda x: 1 / (1 + np.exp(-x)), "any"),
     "relu": (gg.relu, lambda x: np.maximum(x, 0), "any"),
     "gelu_tanh": (lambda x: gg.gelu(x, "tanh"), _gelu_tanh, "any"),
-    "gelu_exact": (lambda x: gg.gelu(x, "none"),
-                   lambda x: (0.5 * x * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype), "any"),
+    "gelu_exact": (
+        lambda x: gg.gelu(x, "none"),
+        lambda x: (0.5 * x * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype),
+        "any",
+    ),
     "sin": (gg.sin, np.sin, "any"),
     "cos": (gg.cos, np.cos, "any"),
     "erf": (gg.erf, _erf, "any"),
@@ -60,10 +64,16 @@ BINARY = {
     "less_equal": (gg.less_equal, np.less_equal, "small_int"),
     "greater": (gg.greater, np.greater, "any"),
     "greater_equal": (gg.greater_equal, np.greater_equal, "small_int"),
-    "logical_and": (lambda a, b: gg.logical_and(a > 0, b > 0),
-                    lambda a, b: np.logical_and(a > 0, b > 0), "any"),
-    "logical_or": (lambda a, b: gg.logical_or(a > 0, b > 0),
-                   lambda a, b: np.logical_or(a > 0, b > 0), "any"),
+    "logical_and": (
+        lambda a, b: gg.logical_and(a > 0, b > 0),
+        lambda a, b: np.logical_and(a > 0, b > 0),
+        "any",
+    ),
+    "logical_or": (
+        lambda a, b: gg.logical_or(a > 0, b > 0),
+        lambda a, b: np.logical_or(a > 0, b > 0),
+        "any",
+    ),
 }
 
 
@@ -118,8 +128,12 @@ def test_binary_broadcasting(name, dtype, shapes):
 @given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3))
 def test_where_broadcasting(dtype, shapes):
     c, a, b = (sample(s, dtype, "any") for s in shapes.input_shapes)
-    check(lambda c, a, b: gg.where(c > 0, a, b), lambda c, a, b: np.where(c > 0, a, b),
-          [c, a, b], dtype)
+    check(
+        lambda c, a, b: gg.where(c > 0, a, b),
+        lambda c, a, b: np.where(c > 0, a, b),
+        [c, a, b],
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("src", ["float32", "float64", "int32", "int64", "bool"])
@@ -144,16 +158,24 @@ REDUCTIONS = {
 def test_reductions(name, dtype, axis, keepdims):
     fn, ref = REDUCTIONS[name]
     x = sample((3, 4, 2), dtype, "any")
-    check(lambda x: fn(x, axis=axis, keepdims=keepdims),
-          lambda x: ref(x, axis=axis, keepdims=keepdims), [x], dtype)
+    check(
+        lambda x: fn(x, axis=axis, keepdims=keepdims),
+        lambda x: ref(x, axis=axis, keepdims=keepdims),
+        [x],
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1, -1])
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_argmax(axis, keepdims):
     x = sample((3, 5), np.float32, "any")
-    check(lambda x: gg.argmax(x, axis=axis, keepdims=keepdims),
-          lambda x: np.argmax(x, axis=axis, keepdims=keepdims), [x], np.float64)
+    check(
+        lambda x: gg.argmax(x, axis=axis, keepdims=keepdims),
+        lambda x: np.argmax(x, axis=axis, keepdims=keepdims),
+        [x],
+        np.float64,
+    )
 
 
 def test_sum_of_ints_promotes_like_numpy():
@@ -163,8 +185,13 @@ def test_sum_of_ints_promotes_like_numpy():
 
 
 MATMUL_SHAPES = [
-    ((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
-    ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((1, 3, 4), (2, 4, 5)),
+    ((3, 4), (4, 5)),
+    ((4,), (4, 5)),
+    ((3, 4), (4,)),
+    ((4,), (4,)),
+    ((2, 3, 4), (4, 5)),
+    ((2, 1, 3, 4), (5, 4, 2)),
+    ((1, 3, 4), (2, 4, 5)),
 ]
 
 
@@ -173,29 +200,41 @@ MATMUL_SHAPES = [
 def test_matmul(sa, sb, dtype):
     a, b = sample(sa, dtype, "any"), sample(sb, dtype, "any")
     check(gg.matmul, np.matmul, [a, b], dtype)
-    check(lambda a, b: a @ b if not isinstance(a, np.ndarray) else gg.matmul(a, b), np.matmul,
-          [a, b], dtype)
+    check(
+        lambda a, b: a @ b if not isinstance(a, np.ndarray) else gg.matmul(a, b),
+        np.matmul,
+        [a, b],
+        dtype,
+    )
 
 
 SHAPE_CASES = {
     "reshape": (lambda x: gg.reshape(x, (4, -1)), lambda x: x.reshape(4, -1)),
     "transpose": (lambda x: gg.transpose(x, (2, 0, 1)), lambda x: x.transpose(2, 0, 1)),
     "transpose_default": (gg.transpose, np.transpose),
-    "broadcast_to": (lambda x: gg.broadcast_to(x[:, :1], (3, 2, 4, 2)),
-                     lambda x: np.broadcast_to(x[:, :1], (3, 2, 4, 2))),
+    "broadcast_to": (
+        lambda x: gg.broadcast_to(x[:, :1], (3, 2, 4, 2)),
+        lambda x: np.broadcast_to(x[:, :1], (3, 2, 4, 2)),
+    ),
     "expand_dims": (lambda x: gg.expand_dims(x, (0, -1)), lambda x: np.expand_dims(x, (0, -1))),
     "squeeze": (lambda x: gg.squeeze(x[:, :1]), lambda x: np.squeeze(x[:, :1])),
-    "concatenate": (lambda x: gg.concatenate([x, x * 2], axis=1),
-                    lambda x: np.concatenate([x, x * 2], axis=1)),
+    "concatenate": (
+        lambda x: gg.concatenate([x, x * 2], axis=1),
+        lambda x: np.concatenate([x, x * 2], axis=1),
+    ),
     "stack": (lambda x: gg.stack([x, x + 1, x], axis=-1), lambda x: np.stack([x, x + 1, x], -1)),
     "index_int": (lambda x: x[1], lambda x: x[1]),
     "index_slices": (lambda x: x[::-1, 1:3, ::2], lambda x: x[::-1, 1:3, ::2]),
     "index_none_ellipsis": (lambda x: x[None, ..., -1], lambda x: x[None, ..., -1]),
     "index_mixed": (lambda x: x[-1, None, 2:0:-1], lambda x: x[-1, None, 2:0:-1]),
-    "take": (lambda x: gg.take(x, np.array([2, 0, 2]), axis=1),
-             lambda x: np.take(x, np.array([2, 0, 2]), axis=1)),
-    "take_2d_idx": (lambda x: gg.take(x, np.array([[1, 0], [0, 1]]), axis=0),
-                    lambda x: np.take(x, np.array([[1, 0], [0, 1]]), axis=0)),
+    "take": (
+        lambda x: gg.take(x, np.array([2, 0, 2]), axis=1),
+        lambda x: np.take(x, np.array([2, 0, 2]), axis=1),
+    ),
+    "take_2d_idx": (
+        lambda x: gg.take(x, np.array([[1, 0], [0, 1]]), axis=0),
+        lambda x: np.take(x, np.array([[1, 0], [0, 1]]), axis=0),
+    ),
 }
 
 
@@ -261,12 +300,20 @@ def test_logsumexp_is_stable():
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "bool"])
 def test_creation(dtype):
     def fn(x):
-        return (gg.zeros((2, 3), dtype), gg.ones(4, dtype), gg.full((2,), 1, dtype),
-                gg.arange(5, dtype=dtype if dtype != "bool" else "int64") + x)
+        return (
+            gg.zeros((2, 3), dtype),
+            gg.ones(4, dtype),
+            gg.full((2,), 1, dtype),
+            gg.arange(5, dtype=dtype if dtype != "bool" else "int64") + x,
+        )
 
     x = np.zeros((), np.int64)
-    expected = (np.zeros((2, 3), dtype), np.ones(4, dtype), np.full((2,), 1, dtype),
-                np.arange(5, dtype=dtype if dtype != "bool" else "int64") + x)
+    expected = (
+        np.zeros((2, 3), dtype),
+        np.ones(4, dtype),
+        np.full((2,), 1, dtype),
+        np.arange(5, dtype=dtype if dtype != "bool" else "int64") + x,
+    )
     for got in (fn(x), gg.jit(fn)(x)):
         for g, e in zip(got, expected):
             assert np.asarray(g).dtype == e.dtype
@@ -288,9 +335,26 @@ def test_every_op_has_every_rule_its_family_needs():
 
 def test_every_public_op_is_tested_here():
     tested = set(UNARY) | set(BINARY) | set(REDUCTIONS) | {"argmax", "astype", "matmul", "where"}
-    tested |= {"reshape", "transpose", "broadcast_to", "expand_dims", "squeeze", "concatenate",
-               "stack", "take", "getitem", "softmax", "log_softmax", "logsumexp", "layer_norm",
-               "gelu", "zeros", "ones", "full", "arange"}
+    tested |= {
+        "reshape",
+        "transpose",
+        "broadcast_to",
+        "expand_dims",
+        "squeeze",
+        "concatenate",
+        "stack",
+        "take",
+        "getitem",
+        "softmax",
+        "log_softmax",
+        "logsumexp",
+        "layer_norm",
+        "gelu",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+    }
     primitives = {n for n, o in REGISTRY.items() if o.family != "internal"}
     internal_only = {"slice", "slice_scatter", "take_grad"}  # reached via getitem/take and grads
     missing = primitives - tested - internal_only

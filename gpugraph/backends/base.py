@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,11 @@ class Backend:
         hook = opdef.extra.get("prepare", {}).get(self.name)
         if hook is not None:  # op-specific lowering for this backend (e.g. fused kernels)
             return hook(node, self)
+        return self.generic_runner(node)
+
+    def generic_runner(self, node: Node) -> Runner:
+        """Run the op's array-API impl, through ``out=`` when the impl takes it."""
+        opdef = get_op(node.op)
         xp, attrs = self.xp, node.attrs
         if opdef.out_kw and len(node.outputs) == 1:
 
@@ -112,7 +118,7 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     _BACKENDS[name] = factory
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_backend(name: str = "auto") -> Backend:
     from . import cupy_backend, numpy_backend, sim  # noqa: F401  (registration)
 
