@@ -8,7 +8,8 @@ serves both modes. Ops whose derivative is not a pointwise factor pass explicit 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -250,7 +251,8 @@ cos = elementwise("cos", 1, lambda xp, a, out=None: xp.cos(a, out=out), "cos({0}
 
 def _sigmoid_impl(xp, a, out=None):
     # exp(-log(1 + exp(-x))) is exact for large |x| and raises no overflow warnings
-    r = xp.logaddexp(0, -a, out=out) if out is None else xp.logaddexp(0, xp.negative(a), out=out)
+    # asarray: on a 0-d input the ufunc returns a scalar, which cannot be an ``out=`` below
+    r = xp.asarray(xp.logaddexp(0, -a)) if out is None else xp.logaddexp(0, -a, out=out)
     r = xp.negative(r, out=r)
     return xp.exp(r, out=r)
 

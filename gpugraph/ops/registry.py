@@ -3,8 +3,9 @@ in the sibling modules. Nothing outside this table switches on op names."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UnsupportedError
 from ..ir import TensorType

@@ -3,7 +3,8 @@ sugar built on them (expand_dims, squeeze, stack, getitem, sum_to_shape)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
