@@ -24,6 +24,7 @@ class Options:
     streams: int | None = None
     cuda_graph: bool = False
     verify: bool = False
+    unsafe_math: bool = False
 
 
 @dataclass
@@ -38,7 +39,13 @@ class Launch:
 
 
 class Executable:
-    """A flat list of launches over one arena. ``run`` is the only per-call work."""
+    """A flat list of launches over one arena. ``run`` is the only per-call work.
+
+    The arena is allocated once; every arena value (and every view of one) is an array made
+    once at its planned offset and written through ``out=``. Values the user gets back are
+    fresh buffers each call ("output" slots) or copies, never arena memory; user inputs are
+    only read.
+    """
 
     def __init__(self, graph: Graph, sched: Schedule, plan: MemoryPlan, backend: Backend):
         self.graph, self.schedule, self.plan, self.backend = graph, sched, plan, backend
@@ -49,6 +56,10 @@ class Executable:
                 self.fixed[v] = backend.asarray(v.node.attrs["value"])
             elif slot.kind == "arena":
                 self.fixed[v] = backend.view(self.arena, slot.offset, v.type)
+        for v, slot in plan.slots.items():  # views of arena bytes are fixed too
+            root = plan.slots[plan.root(v)]
+            if slot.kind == "view" and root.kind == "arena":
+                self.fixed[v] = backend.view(self.arena, root.offset, v.type)
         self.fresh = [v for v, s in plan.slots.items() if s.kind == "output"]
         self.launches: list[Launch] = []
         for i, step in enumerate(sched.steps):
@@ -56,6 +67,8 @@ class Executable:
             if node.op == "constant":
                 continue
             is_view = plan.slots[node.outputs[0]].kind == "view"
+            if is_view and node.outputs[0] in self.fixed and not (step.waits or step.record):
+                continue  # nothing to do at run time
             runner = None if is_view else backend.prepare(node)
             self.launches.append(
                 Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
@@ -68,20 +81,11 @@ class Executable:
         env.update(zip(self.graph.inputs, args))
         for v in self.fresh:
             env[v] = b.empty(v.type)
-        events: dict[int, Any] = {}
-        for launch in self.launches:
-            stream = self.streams[launch.stream]
-            for w in launch.waits:
-                b.wait(stream, events[w])
-            ins = [env[v] for v in launch.inputs]
-            if launch.runner is None:
-                out = launch.outputs[0]
-                env[out] = ins[0].reshape(out.type.shape)
-            else:
-                outs = [env[v] for v in launch.outputs]
-                b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
-            if launch.record:
-                events[launch.step] = b.record(stream)
+        execute = getattr(b, "execute", None)  # issue 7: a backend may own the launch sequence
+        if execute is not None:  # (CuPy: the caller's stream, fork/join events, CUDA graphs)
+            execute(self, env)
+        else:
+            self.launch_all(env, self.streams)
         results, seen = [], set()
         for v in self.graph.outputs:
             slot = self.plan.slots[v]
@@ -91,6 +95,26 @@ class Executable:
             seen.add(id(r))
             results.append(r)
         return results
+
+    def launch_all(self, env: dict, streams: list) -> None:
+        """Every launch, in order, on ``streams`` (issue 7: split out of ``run`` so that a
+        backend's ``execute`` can run it with the caller's stream or under CUDA graph capture)."""
+        b = self.backend
+        events: dict[int, Any] = {}
+        for launch in self.launches:
+            stream = streams[launch.stream]
+            for w in launch.waits:
+                b.wait(stream, events[w])
+            ins = [env[v] for v in launch.inputs]
+            if launch.runner is None:
+                out = launch.outputs[0]
+                if out not in self.fixed:
+                    env[out] = ins[0].reshape(out.type.shape)
+            else:
+                outs = [env[v] for v in launch.outputs]
+                b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
+            if launch.record:
+                events[launch.step] = b.record(stream)
 
 
 class Compiled:
@@ -113,11 +137,16 @@ class Compiled:
         check = options.verify
         if check:
             verify(graph)
-        g = optimize(graph, self.pass_log, check) if options.optimize else graph
+        g = (
+            optimize(graph, self.pass_log, check, unsafe_math=options.unsafe_math)
+            if options.optimize
+            else graph
+        )
         self.graph = lower_for_backend(g, self.pass_log, options.fuse, check)
         self.schedule = schedule(self.graph, options.streams)
         self.memory = plan_memory(self.graph, self.schedule)
         self.executable = Executable(self.graph, self.schedule, self.memory, self.backend)
+        self.executable.cuda_graph = options.cuda_graph  # issue 7: read by backend.execute
 
     # -- calling --------------------------------------------------------------------------
     @property

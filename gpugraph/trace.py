@@ -160,14 +160,16 @@ def jit(
     streams: int | None = None,
     cuda_graph: bool = False,
     verify: bool = False,
+    unsafe_math: bool = False,
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
     Usable as ``@gg.jit`` or ``@gg.jit(static_argnums=1, backend="numpy")``.
+    ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     """
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
-    options = Options(backend, optimize, fuse, streams, cuda_graph, verify)
+    options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math)
     if fn is None:
         return lambda f: JitFunction(f, static_argnums, options)
     return JitFunction(fn, static_argnums, options)

@@ -4,7 +4,7 @@ Two nodes are the same computation when they have the same op, the same input va
 earlier merges) and equal attrs. Constants are merged by dtype, shape and exact bytes, so
 ``0.0`` and ``-0.0`` stay apart while two NaN constants with one bit pattern merge. Float attrs
 are compared by their exact bits too (``full(value=-0.0)`` is not ``full(value=0.0)``).
-Non-deterministic ops are never merged.
+``add(a, b)`` and ``add(b, a)`` merge (COMMUTATIVE). Non-deterministic ops are never merged.
 """
 
 from __future__ import annotations
@@ -37,11 +37,17 @@ def attr_key(obj: Any) -> Any:
     return freeze(obj)
 
 
+# Binary ops whose result is the same bits with operands swapped (IEEE add and multiply are
+# commutative; maximum/minimum are not: which zero maximum(-0.0, 0.0) returns depends on order).
+COMMUTATIVE = frozenset({"add", "multiply", "equal", "not_equal", "logical_and", "logical_or"})
+
+
 def node_key(node: Node, ins: list[Value]) -> Any:
     """Structural identity of ``node`` given its (already merged) inputs."""
     out_types = tuple((v.type.shape, v.type.dtype.str, v.type.weak) for v in node.outputs)
     attrs = tuple(sorted((k, attr_key(v)) for k, v in node.attrs.items()))
-    return (node.op, tuple(ins), attrs, out_types)
+    operands = tuple(sorted(ins, key=lambda v: v.id)) if node.op in COMMUTATIVE else tuple(ins)
+    return (node.op, operands, attrs, out_types)
 
 
 def mergeable(node: Node) -> bool:

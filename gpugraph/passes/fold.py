@@ -25,6 +25,7 @@ from ..ops.registry import get_op
 
 FOLD_MAX_ELEMENTS = 1 << 16
 FOLD_MAX_INPUT_ELEMENTS = 1 << 22
+SPLAT_MAX_ELEMENTS = 1 << 16  # larger constants are not scanned for a repeated value
 
 # Families whose ops are pure functions of their operands and attrs.
 FOLDABLE_FAMILIES = frozenset(
@@ -43,6 +44,24 @@ def constant_of(v: Value) -> np.ndarray | None:
     if node is not None and node.op == "constant":
         return node.attrs["value"]
     return None
+
+
+def splat(v: Value) -> np.generic | None:
+    """The one scalar every element of ``v`` equals (bit for bit), if v is a constant or a
+    ``full``; else None."""
+    node = v.node
+    if node is None:
+        return None
+    if node.op == "full":
+        return np.asarray(node.attrs["value"], dtype=node.attrs["dtype"])[()]
+    if node.op != "constant":
+        return None
+    arr = node.attrs["value"]
+    if arr.size == 0 or arr.size > SPLAT_MAX_ELEMENTS:  # big splats are `full` nodes anyway
+        return None
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    bits = flat.view(f"u{arr.dtype.itemsize}")
+    return flat[0] if np.all(bits == bits[0]) else None
 
 
 def foldable(node: Node) -> bool:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..ir import Graph, verify
 from .cse import cse
@@ -68,4 +68,7 @@ def optimize(
 
 def lower_for_backend(graph: Graph, log: list[PassRecord], fuse: bool, check: bool = False):
     """Passes after optimization: fusion (when enabled), then a final DCE."""
-    return run_passes(graph, [("dce", dce)], log, check, rounds=1)
+    from .fuse import fuse as fuse_pass  # local: fusion pulls in the codegen
+
+    passes = [("fuse", fuse_pass), ("dce", dce)] if fuse else [("dce", dce)]
+    return run_passes(graph, passes, log, check, rounds=1)

@@ -12,13 +12,14 @@ keeps an operand emits ``broadcast_to`` when the operand's shape differs from th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..ir import Graph, GraphBuilder, Node, Value, rebuild
 from ..ops.registry import get_op
+from .fold import splat
 
 
 @dataclass
@@ -44,6 +45,11 @@ class Ctx:
             return x
         return self.emit("broadcast_to", [x], shape=self.out.type.shape)
 
+    def constant(self, number: float) -> Value:
+        """A scalar constant of the output's dtype."""
+        value = np.asarray(number, dtype=self.out.type.dtype)
+        return self.emit("constant", [], value=value)
+
     def zeros(self) -> Value:
         t = self.out.type
         return self.emit("full", [], shape=t.shape, value=t.dtype.type(0).item(), dtype=t.dtype)
@@ -53,24 +59,6 @@ Rule = Callable[[Ctx, list[Value]], Value | None]
 
 
 # ---- what a value is known to be ---------------------------------------------------------
-def splat(v: Value) -> np.generic | None:
-    """The one scalar every element of ``v`` equals (bit for bit), if v is a constant or a
-    ``full``; else None."""
-    node = v.node
-    if node is None:
-        return None
-    if node.op == "full":
-        return np.asarray(node.attrs["value"], dtype=node.attrs["dtype"])[()]
-    if node.op != "constant":
-        return None
-    arr = node.attrs["value"]
-    if arr.size == 0:
-        return None
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    bits = flat.view(f"u{arr.dtype.itemsize}")
-    return flat[0] if np.all(bits == bits[0]) else None
-
-
 def _negative_sign(s: np.generic) -> bool:
     return s.dtype.kind == "f" and bool(np.signbit(s))
 
@@ -143,9 +131,9 @@ def _mul_minus_one(c: Ctx, ins: list[Value]) -> Value | None:
 def _mul_zero(c: Ctx, ins: list[Value]) -> Value | None:
     """x * 0 -> 0: exact for ints and bools; for floats (NaN * 0, inf * 0) only if unsafe."""
     exact = c.out.type.dtype.kind in "biu"
-    if any(_is_int_zero(v) for v in ins) or (c.unsafe and not exact and any(
-        splat(v) is not None and splat(v) == 0 for v in ins
-    )):
+    if any(_is_int_zero(v) for v in ins) or (
+        c.unsafe and not exact and any(splat(v) is not None and splat(v) == 0 for v in ins)
+    ):
         return c.zeros()
     return None
 
@@ -247,18 +235,45 @@ def _transpose_transpose(c: Ctx, ins: list[Value]) -> Value | None:
 
 # ---- reductions --------------------------------------------------------------------------
 def _reduce_unit_axes(c: Ctx, ins: list[Value]) -> Value | None:
-    """sum/max/min over axes of size 1 (or none) -> reshape (sum of ints: astype + reshape)."""
+    """sum/max/min over axes of size 1 (or none) -> reshape (sum of ints: astype + reshape).
+
+    A float sum starts from +0.0 (NumPy and CuPy: ``sum([-0.0])`` is ``+0.0``), so by default
+    it becomes ``reshape(x + 0.0)``: an elementwise op that fusion absorbs, exact for -0.0.
+    """
     x, axis = ins[0], c.node.attrs["axis"]
     if any(x.type.shape[a] != 1 for a in axis):
         return None
     out = c.out.type
     if x.type.dtype != out.dtype:
         x = c.emit("astype", [x], dtype=out.dtype)
+    elif c.node.op == "sum" and out.dtype.kind == "f" and not c.unsafe:
+        x = c.emit("add", [x, c.constant(0)])
     return x if x.type.shape == out.shape else c.emit("reshape", [x], shape=out.shape)
 
 
 def _argmax_unit_axis(c: Ctx, ins: list[Value]) -> Value | None:
     return c.zeros() if ins[0].type.shape[c.node.attrs["axis"]] == 1 else None
+
+
+# ---- implicit broadcasting of elementwise operands ----------------------------------------
+def _implicit_broadcast(c: Ctx, ins: list[Value]) -> Value | None:
+    """An elementwise operand that is ``broadcast_to(y)`` or a splat constant/full: use y (or a
+    0-d constant) and let the op broadcast, when that leaves the output shape unchanged."""
+    shapes = [v.type.shape for v in ins]
+    for k, v in enumerate(ins):
+        if v.type.ndim == 0:
+            continue
+        bcast = _producer(v, "broadcast_to")
+        s = splat(v) if bcast is None else None
+        if bcast is None and s is None:
+            continue
+        smaller = bcast.inputs[0].type.shape if bcast is not None else ()
+        rest = shapes[:k] + [smaller] + shapes[k + 1 :]
+        if tuple(np.broadcast_shapes(*rest)) != c.out.type.shape:
+            continue
+        new = bcast.inputs[0] if bcast is not None else c.emit("constant", [], value=np.asarray(s))
+        return c.emit(c.node.op, [*ins[:k], new, *ins[k + 1 :]], **c.node.attrs)
+    return None
 
 
 # Rules per op, tried in order; the first that returns a value wins. Names show in explain().
@@ -294,12 +309,18 @@ RULES: dict[str, tuple[tuple[str, Rule], ...]] = {
 }
 
 
+# Rules for every op of a family, tried after the op's own rules.
+FAMILY_RULES: dict[str, tuple[tuple[str, Rule], ...]] = {
+    "elementwise": (("drop operand broadcast", _implicit_broadcast),),
+}
+
+
 def simplify(graph: Graph, unsafe_math: bool = False) -> tuple[Graph, dict[str, int]]:
     """Apply the first matching rule of RULES to every node, in one topological sweep."""
     rewrites: dict[str, int] = {}
 
     def visit(b: GraphBuilder, node: Node, ins: list[Value]) -> list[Value] | None:
-        rules = RULES.get(node.op, ())
+        rules = RULES.get(node.op, ()) + FAMILY_RULES.get(get_op(node.op).family, ())
         if not rules or len(node.outputs) != 1:
             return None
         ctx = Ctx(b, node, unsafe_math)
