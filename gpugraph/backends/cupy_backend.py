@@ -1,31 +1,77 @@
-"""The GPU backend: CuPy arrays in one device arena, real CUDA streams and events."""
+"""The GPU backend: CuPy arrays in one device arena, real CUDA streams and events.
+
+``execute(executable, env)`` owns the launch sequence of one call (the Executable's run loop
+hands it over):
+
+* **The caller's stream.** Stream 0 of the schedule is the caller's current stream at call
+  time, so work on it starts after whatever the caller queued. The other streams (created once
+  per Executable, non-blocking) first wait on an event recorded on the caller's stream (fork),
+  and at the end the caller's stream waits on an event recorded on each of them (join), so the
+  results are safe to use on the caller's stream with no host synchronization. The next call
+  waits on the previous call's final event first, so a caller that switches streams between
+  calls cannot overlap two calls on the one arena.
+* **CUDA graphs** (``gg.jit(..., cuda_graph=True)``). The first call of a signature allocates
+  persistent input and output buffers, runs the launch list once eagerly (this compiles and
+  loads every kernel and gives that call's results), then captures the same launch list,
+  fork/join events included, on a private capture stream into a CUDA graph. Every later call
+  copies the arguments into the captured input buffers on the caller's stream, launches the
+  graph there, and copies the outputs out of the captured output buffers into fresh arrays
+  (the caller owns those; the captured buffers are reused by the next replay). Allocations
+  made during capture (temporaries of CuPy ops) come from a private memory pool kept alive
+  with the graph, so nothing else can reuse their addresses between replays.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import UnsupportedError
 from .base import Backend, default_backend, register_backend
 
 
+@dataclass
+class _CallState:
+    """Per-Executable state kept by the backend across calls."""
+
+    done: Any = None  # event recorded on the caller's stream at the end of the last call
+    graph: Any = None  # the captured cupy.cuda.Graph (cuda_graph mode)
+    inputs: list = field(default_factory=list)  # captured input buffers
+    outputs: dict = field(default_factory=dict)  # captured output buffers, by Value
+    pool: Any = None  # the memory pool that served allocations during capture
+    capture_stream: Any = None
+    failed: str = ""  # why capture failed (then calls run eagerly)
+    captures: int = 0  # how many times a graph was captured (once per signature)
+    replays: int = 0
+
+
 class CupyBackend(Backend):
     name = "cupy"
 
-    def __init__(self) -> None:
-        info = default_backend()
-        if info.name != "cupy":
-            raise UnsupportedError(f"backend 'cupy' is not usable here: {info.reason}")
-        import cupy
+    def __init__(self, module: Any = None) -> None:
+        """``module`` stands in for ``cupy`` (tests drive the stream logic without a GPU)."""
+        if module is None:
+            info = default_backend()
+            if info.name != "cupy":
+                raise UnsupportedError(f"backend 'cupy' is not usable here: {info.reason}")
+            import cupy as module
 
-        self.xp = cupy
+            from .cupy_kernels import register_cupy_kernels
+
+            register_cupy_kernels()
+        self.xp = module
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def asarray(self, host: Any) -> Any:
         return self.xp.asarray(host)
 
+    # -- streams --------------------------------------------------------------------------
     def make_streams(self, n: int) -> list:
-        return [self.xp.cuda.get_current_stream()] + [
-            self.xp.cuda.Stream(non_blocking=True) for _ in range(n - 1)
-        ]
+        """Slot 0 is filled with the caller's current stream at each call."""
+        return [None] + [self.xp.cuda.Stream(non_blocking=True) for _ in range(n - 1)]
 
     def record(self, stream: Any) -> Any:
         return stream.record()
@@ -39,6 +85,91 @@ class CupyBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    def state(self, executable: Any) -> _CallState:
+        st = self._states.get(executable)
+        if st is None:
+            st = self._states[executable] = _CallState()
+        return st
+
+    # -- one call -------------------------------------------------------------------------
+    def execute(self, executable: Any, env: dict) -> None:
+        """Run every launch of ``executable`` for one call, filling ``env``."""
+        caller = self.xp.cuda.get_current_stream()
+        st = self._states.get(executable)
+        if st is None:
+            # first call of this signature: constants were uploaded at lowering on whatever
+            # stream was current then, which non-blocking streams do not order after
+            self.xp.cuda.Device().synchronize()
+            st = self.state(executable)
+        if st.done is not None:
+            caller.wait_event(st.done)
+        if getattr(executable, "cuda_graph", False):
+            self._graph_call(executable, env, caller, st)
+        else:
+            self.launch(executable, env, caller)
+        st.done = caller.record()
+
+    def launch(self, executable: Any, env: dict, origin: Any) -> None:
+        """The launch list with ``origin`` as stream 0: fork the side streams off ``origin``
+        first, join them back into it at the end."""
+        side = list(executable.streams[1:])
+        if side:
+            fork = origin.record()
+            for s in side:
+                s.wait_event(fork)
+        executable.launch_all(env, [origin, *side])
+        for s in side:
+            origin.wait_event(s.record())
+
+    def _graph_call(self, ex: Any, env: dict, caller: Any, st: _CallState) -> None:
+        if st.failed:  # capture was refused once (e.g. an op that syncs): stay eager
+            self.launch(ex, env, caller)
+            return
+        inputs = ex.graph.inputs
+        fresh = {v: env[v] for v in ex.fresh}  # what the caller gets: filled from the graph's
+        if st.graph is None:
+            st.inputs = [self.xp.empty_like(env[v]) for v in inputs]
+            st.outputs = {v: self.empty(v.type) for v in ex.fresh}
+        for buf, v in zip(st.inputs, inputs):
+            self.xp.copyto(buf, env[v])  # on the caller's (current) stream
+        env.update(zip(inputs, st.inputs))
+        env.update(st.outputs)
+        if st.graph is None:
+            self.launch(ex, env, caller)  # warm-up: loads kernels; gives this call's results
+            caller.synchronize()
+            self._capture(ex, dict(env), st)
+        else:
+            st.graph.launch(stream=caller)
+            st.replays += 1
+        for v, out in fresh.items():
+            self.xp.copyto(out, st.outputs[v])  # ordered after the replay on the caller's stream
+            env[v] = out
+
+    def _capture(self, ex: Any, env: dict, st: _CallState) -> None:
+        cuda = self.xp.cuda
+        st.pool = cuda.MemoryPool()
+        st.capture_stream = cuda.Stream(non_blocking=True)
+        cap = st.capture_stream
+        with cuda.using_allocator(st.pool.malloc), cap:
+            cap.begin_capture()
+            try:
+                self.launch(ex, env, cap)
+            except Exception as e:
+                try:  # leave the stream usable
+                    cap.end_capture()
+                except Exception:
+                    pass
+                st.failed = f"{type(e).__name__}: {e}"
+                warnings.warn(
+                    f"gpugraph: CUDA graph capture failed ({st.failed}); this signature runs "
+                    "without a graph",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return
+            st.graph = cap.end_capture()
+        st.captures += 1
 
 
 register_backend("cupy", CupyBackend)

@@ -13,8 +13,11 @@ from gpugraph.testing.nvrtc import (
     nvrtc_available,
     nvrtc_unavailable_reason,
 )
+from gpugraph.testing.races import Hazard, check_races
 
 __all__ = [
+    "Hazard",
+    "check_races",
     "EmulatedKernel",
     "KernelCompileError",
     "KernelRuntimeError",

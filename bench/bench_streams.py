@@ -1,0 +1,287 @@
+"""Streams and CUDA graphs on a branchy graph of small kernels.
+
+    python bench/bench_streams.py [--branches 8] [--depth 8] [--sizes 64,512] [--streams 4]
+
+On a GPU it times, per call and per node (launch), with CUDA events on the caller's stream:
+gpugraph with 1 stream vs K streams, CUDA graph replay off vs on, against CuPy eager and torch
+eager (when installed). Fusion is off so that every op is its own kernel: this measures launch
+overhead and stream concurrency, not fusion. Goals (issue 7): >= 1.3x from several streams;
+<= 3 us per node with CUDA graph replay.
+
+Without a GPU it says so and times the NumPy path only (one implicit stream: the numbers show
+the per-node cost of the Python launch loop, nothing about streams).
+
+Results go to bench/results/streams-<device>-<date>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpugraph as gg  # noqa: E402
+from gpugraph.backends.base import default_backend  # noqa: E402
+from gpugraph.testing.races import UNARY, branchy_function  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def torch_branchy(branches: int, depth: int):
+    import torch
+
+    ops = {"negative": torch.neg, "relu": torch.relu}
+
+    def fn(x):
+        outs = []
+        for b in range(branches):
+            y = x
+            for d in range(depth):
+                name = UNARY[(b + d) % len(UNARY)]
+                y = ops.get(name, getattr(torch, name, None))(y)
+                y = y * y if d % 2 else y + x
+            outs.append(y)
+        return torch.cat(outs, 0)
+
+    return fn
+
+
+def gpu_timer(cupy, fn, warmup: int, reps: int) -> float:
+    """Median microseconds per call, timed with CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    stream = cupy.cuda.get_current_stream()
+    stream.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        for _ in range(10):
+            fn()
+        end.record(stream)
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) * 1e3 / 10)
+    return statistics.median(times)
+
+
+def cpu_timer(fn, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(10):
+            fn()
+        times.append((time.perf_counter() - t) * 1e6 / 10)
+    return statistics.median(times)
+
+
+def n_launches(compiled) -> int:
+    return sum(1 for la in compiled.executable.launches if la.runner is not None)
+
+
+def bench_gpu(args) -> tuple[str, list[dict]]:
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    rows = []
+    fn = branchy_function(args.branches, args.depth)
+    for n in args.sizes:
+        x_host = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        x = cupy.asarray(x_host)
+        base = None
+        for streams in (1, args.streams):
+            for graph in (False, True):
+                j = gg.jit(fn, backend="cupy", fuse=False, streams=streams, cuda_graph=graph)
+                c = j.lower(x)
+                us = gpu_timer(cupy, lambda j=j, x=x: j(x), args.warmup, args.reps)
+                launches = n_launches(c)
+                base = base or us
+                rows.append(
+                    dict(
+                        size=n,
+                        impl="gpugraph",
+                        streams=c.schedule.num_streams,
+                        cuda_graph=graph,
+                        us_per_call=us,
+                        nodes=launches,
+                        us_per_node=us / launches,
+                        speedup_vs_gg_1stream=base / us,
+                    )
+                )
+        us = gpu_timer(cupy, lambda x=x: fn(x), args.warmup, args.reps)
+        rows.append(
+            dict(
+                size=n,
+                impl="cupy eager",
+                streams=1,
+                cuda_graph=False,
+                us_per_call=us,
+                nodes=launches,
+                us_per_node=us / launches,
+                speedup_vs_gg_1stream=base / us,
+            )
+        )
+        try:
+            import torch
+
+            tfn, tx = torch_branchy(args.branches, args.depth), torch.as_tensor(x_host).cuda()
+            us = gpu_timer(cupy, lambda f=tfn, t=tx: f(t), args.warmup, args.reps)
+            rows.append(
+                dict(
+                    size=n,
+                    impl="torch eager",
+                    streams=1,
+                    cuda_graph=False,
+                    us_per_call=us,
+                    nodes=launches,
+                    us_per_node=us / launches,
+                    speedup_vs_gg_1stream=base / us,
+                )
+            )
+        except Exception as e:  # torch missing, or without CUDA
+            rows.append(dict(size=n, impl="torch eager", skipped=f"{type(e).__name__}: {e}"))
+    return device, rows
+
+
+def bench_cpu(args) -> tuple[str, list[dict]]:
+    print(
+        f"bench_streams: no CUDA device ({default_backend().reason}); streams and CUDA graphs "
+        "need a GPU. Timing the NumPy path only (one implicit stream)."
+    )
+    fn = branchy_function(args.branches, args.depth)
+    rows = []
+    for n in args.sizes:
+        x = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        base = None
+        for streams in (1, args.streams):
+            j = gg.jit(fn, backend="numpy", fuse=False, streams=streams)
+            c = j.lower(x)
+            us = cpu_timer(lambda j=j, x=x: j(x), args.warmup, args.reps)
+            base = base or us
+            rows.append(
+                dict(
+                    size=n,
+                    impl="gpugraph numpy",
+                    streams=c.schedule.num_streams,
+                    cuda_graph=False,
+                    us_per_call=us,
+                    nodes=n_launches(c),
+                    us_per_node=us / n_launches(c),
+                    arena_bytes=c.memory.arena_bytes,
+                    speedup_vs_gg_1stream=base / us,
+                )
+            )
+        us = cpu_timer(lambda x=x: fn(x), args.warmup, args.reps)
+        rows.append(
+            dict(
+                size=n,
+                impl="numpy eager",
+                streams=1,
+                cuda_graph=False,
+                us_per_call=us,
+                nodes=rows[-1]["nodes"],
+                us_per_node=us / rows[-1]["nodes"],
+                speedup_vs_gg_1stream=base / us,
+            )
+        )
+    return f"cpu-{platform.processor() or platform.machine()}", rows
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__, "gpugraph": gg.__version__}
+    for mod in ("cupy", "torch"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
+def write(device: str, rows: list[dict], args, note: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+    stem = RESULTS / f"streams-{slug}-{date}"
+    meta = dict(
+        device=device,
+        date=date,
+        versions=versions(),
+        branches=args.branches,
+        depth=args.depth,
+        streams=args.streams,
+        note=note,
+    )
+    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    cols = [
+        "size",
+        "impl",
+        "streams",
+        "cuda_graph",
+        "us_per_call",
+        "nodes",
+        "us_per_node",
+        "speedup_vs_gg_1stream",
+    ]
+    lines = [
+        f"# bench_streams on {device}, {date}",
+        "",
+        f"branchy graph: {args.branches} branches x {args.depth} (unary, binary) pairs, "
+        "joined by concatenate; fusion off. speedup_vs_gg_1stream: gpugraph with 1 stream and no "
+        "CUDA graph over this row, same size.",
+        "",
+        note,
+        "",
+        f"versions: {meta['versions']}",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        cells = [r.get(c, r.get("skipped", "")) for c in cols]
+        lines.append(
+            "| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in cells) + " |"
+        )
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return stem
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--branches", type=int, default=8)
+    p.add_argument("--depth", type=int, default=8)
+    p.add_argument("--sizes", default="64,512")
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--no-save", action="store_true")
+    args = p.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    gpu = default_backend().name == "cupy"
+    device, rows = bench_gpu(args) if gpu else bench_cpu(args)
+    note = (
+        "Timed with CUDA events on the caller's stream; median of reps x 10 calls."
+        if gpu
+        else "NO GPU: NumPy path only (one implicit stream; the streams column only changes "
+        "the plan, nothing runs concurrently). Wall-clock medians; shared, noisy CPU."
+    )
+    for r in rows:
+        print({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()})
+    if not args.no_save:
+        print("wrote", write(device, rows, args, note).with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The race checker: is a compiled plan safe on concurrent streams?
+
+``check_races(compiled, *args, trials=..., seed=...)`` looks at the launch list exactly as the
+Executable runs it (streams and waits as executed, not the schedule's intent), and
+
+* computes the happens-before relation of those launches (program order on each stream plus
+  one edge per wait, transitively), and reports every pair of launches that is not ordered by
+  it yet touches overlapping bytes with at least one write: a RAW, WAR or WAW ``Hazard``
+  naming both nodes and the byte range;
+* replays the plan on NumPy in ``trials`` random interleavings that respect the waits (arena
+  and outputs poisoned with a different byte each trial) and compares every result with the
+  sequential run (the launches in list order).
+
+Helpers build the planted bugs the tests use: ``with_plan`` / ``with_schedule`` rebuild a
+Compiled around another memory plan or schedule, ``LinearOrder`` is a schedule whose
+happens-before is the linear order (a planner fed it reuses memory as if there were one
+stream), and ``stream_safe_plan`` is a reference planner that is safe under any schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..backends.sim import Range, SimProgram, root_of
+from ..memory import MemoryPlan, plan_intervals, plan_memory
+from ..pytree import flatten
+from ..schedule import Schedule, Step, vector_clocks
+
+
+@dataclass(frozen=True)
+class StepRef:
+    step: int  # schedule step index
+    stream: int
+    op: str
+    loc: str | None
+
+    def __str__(self) -> str:
+        where = f" at {self.loc}" if self.loc else ""
+        return f"step {self.step} ({self.op} on stream {self.stream}{where})"
+
+
+@dataclass(frozen=True)
+class Hazard:
+    kind: str  # "RAW" (b reads what a writes), "WAR" (b writes what a reads) or "WAW"
+    a: StepRef  # the earlier launch in list order
+    b: StepRef
+    space: str  # "arena", or the buffer of one input/output/constant
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        verb = {"RAW": ("writes", "reads"), "WAR": ("reads", "writes"), "WAW": ("writes",) * 2}
+        va, vb = verb[self.kind]
+        return (
+            f"{self.kind} on {self.space}[{self.lo}:{self.hi}): {self.a} {va} and {self.b} "
+            f"{vb}, and no event orders them"
+        )
+
+
+@dataclass
+class RaceReport:
+    hazards: list[Hazard]
+    mismatches: list[str]  # interleavings whose results differ from the sequential run
+    trials: int
+    num_streams: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.hazards and not self.mismatches
+
+    def __iter__(self):
+        return iter(self.hazards)
+
+    def __len__(self) -> int:
+        return len(self.hazards)
+
+    def __str__(self, limit: int = 20) -> str:
+        head = (
+            f"{len(self.hazards)} hazard(s), {len(self.mismatches)} mismatching interleaving(s) "
+            f"in {self.trials} trial(s) on {self.num_streams} stream(s)"
+        )
+        shown = [*map(str, self.hazards[:limit]), *self.mismatches[:limit]]
+        if len(self.hazards) > limit or len(self.mismatches) > limit:
+            shown.append(f"... (first {limit} of each shown; see .hazards / .mismatches)")
+        return "\n".join([head, *shown, *self.notes])
+
+
+def _overlap(xs: list[Range], ys: list[Range]) -> tuple[str, int, int] | None:
+    for sx, lx, hx in xs:
+        for sy, ly, hy in ys:
+            if sx == sy and lx < hy and ly < hx:
+                return str(sx), max(lx, ly), min(hx, hy)
+    return None
+
+
+def find_hazards(prog: SimProgram) -> list[Hazard]:
+    """Every unordered pair of launches with overlapping bytes and at least one write."""
+    steps = prog.steps
+    clock = vector_clocks([s.stream for s in steps], [s.waits for s in steps], prog.num_streams)
+
+    def ref(k: int) -> StepRef:
+        node = prog.node(k)
+        return StepRef(steps[k].step, steps[k].stream, node.op, node.loc)
+
+    hazards = []
+    for j, b in enumerate(steps):
+        for i in range(j):
+            a = steps[i]
+            if clock[j, a.stream] >= i:
+                continue  # a happens before b
+            for kind, xs, ys in (
+                ("WAW", a.writes, b.writes),
+                ("RAW", a.writes, b.reads),
+                ("WAR", a.reads, b.writes),
+            ):
+                hit = _overlap(xs, ys)
+                if hit:
+                    hazards.append(Hazard(kind, ref(i), ref(j), *hit))
+    return hazards
+
+
+def _same(x: np.ndarray, y: np.ndarray) -> bool:
+    if x.dtype.kind in "fc":
+        return np.array_equal(x, y, equal_nan=True)
+    return np.array_equal(x, y)
+
+
+def _host_args(compiled: Any, args: tuple) -> list[np.ndarray]:
+    leaves, _ = flatten(args)
+    out = []
+    for t, x in zip(compiled.input_types, leaves):
+        x = x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
+        out.append(np.asarray(x, dtype=t.dtype))
+    return out
+
+
+def check_races(compiled: Any, *args: Any, trials: int = 20, seed: int = 0) -> RaceReport:
+    """Hazards of ``compiled``'s launch list, and a check of ``trials`` random interleavings
+    against the sequential run. Works for any backend's Compiled (it replays on NumPy)."""
+    prog = SimProgram(compiled.executable)
+    report = RaceReport(find_hazards(prog), [], trials, prog.num_streams)
+    for step, w in prog.dropped_waits:
+        report.notes.append(f"step {step} waits on step {w}, which is not an earlier launch")
+    host = _host_args(compiled, args)
+    reference = prog.run(host, prog.interleaving(None), poison=0xFF)
+    rng = np.random.default_rng(seed)
+    for t in range(trials):
+        order = prog.interleaving(rng)
+        got = prog.run(host, order, poison=int(rng.integers(256)))
+        bad = [k for k, (x, y) in enumerate(zip(reference, got)) if not _same(x, y)]
+        if bad:
+            report.mismatches.append(
+                f"trial {t}: outputs {bad} differ from the sequential run; step order "
+                f"{[prog.steps[k].step for k in order]}"
+            )
+    return report
+
+
+# -- planted bugs and reference plans ---------------------------------------------------------
+
+
+def with_plan(compiled: Any, plan: MemoryPlan | None = None, sched: Schedule | None = None):
+    """A shallow copy of ``compiled`` whose Executable is rebuilt on another plan/schedule."""
+    from ..runtime import Executable
+
+    new = copy.copy(compiled)
+    new.schedule = sched if sched is not None else compiled.schedule
+    new.memory = plan if plan is not None else compiled.memory
+    new.executable = Executable(new.graph, new.schedule, new.memory, new.backend)
+    new.executable.cuda_graph = getattr(compiled.executable, "cuda_graph", False)
+    return new
+
+
+def with_schedule(compiled: Any, sched: Schedule) -> Any:
+    """Rebuild with another schedule, keeping the memory plan (e.g. one wait dropped)."""
+    return with_plan(compiled, compiled.memory, sched)
+
+
+def drop_wait(sched: Schedule, step: int, wait: int) -> Schedule:
+    """A copy of ``sched`` with one wait removed from one step."""
+    steps = [Step(s.node, s.stream, s.waits, s.record) for s in sched.steps]
+    s = steps[step]
+    assert wait in s.waits, f"step {step} does not wait on {wait}"
+    steps[step] = Step(s.node, s.stream, tuple(w for w in s.waits if w != wait), s.record)
+    return Schedule(steps, sched.num_streams)
+
+
+class LinearOrder(Schedule):
+    """The same steps, but happens-before is the linear order: a planner given this reuses
+    memory as if every step ran on one stream (the planted bug)."""
+
+    def __init__(self, sched: Schedule):
+        super().__init__(sched.steps, sched.num_streams)
+
+    def happens_before(self, a, b) -> bool:
+        return self.index(a) < self.index(b)
+
+    def concurrent_until(self, a) -> int:
+        return self.index(a)
+
+
+def stream_safe_plan(graph: Any, sched: Schedule, align: int = 256) -> MemoryPlan:
+    """A reference plan safe under ``sched``'s happens-before: each arena value's live range
+    is widened to the last step that may still run concurrently with one of its uses, so two
+    values share bytes only if every use of one happens before the other's definition."""
+    plan = plan_memory(graph, LinearOrder(sched), align)
+    last: dict[Any, int] = {}
+    for i, step in enumerate(sched.steps):
+        for v in (*step.node.inputs, *step.node.outputs):
+            if v in plan.slots and plan.slots[v].kind != "input":
+                r = root_of(plan, v)
+                last[r] = max(last.get(r, i), sched.concurrent_until(i))
+    arena = [s for s in plan.slots.values() if s.kind == "arena"]
+    triples = [(s.first, max(s.last, last.get(s.value, s.first)), s.size) for s in arena]
+    offsets, total = plan_intervals(triples, align)
+    for s, off in zip(arena, offsets):
+        s.offset = off
+    plan.arena_bytes = total
+    plan.notes.append("stream_safe_plan: live ranges widened by concurrent_until")
+    return plan
+
+
+# -- random DAGs for property tests and benchmarks --------------------------------------------
+
+UNARY = ("tanh", "sin", "cos", "negative", "relu", "sigmoid")
+BINARY = ("add", "multiply", "subtract", "maximum")
+
+
+def dag_function(recipe: list[tuple[str, int, int]], n_inputs: int = 2):
+    """A function of ``n_inputs`` same-shape arrays built from ``recipe``: entry k is
+    ``(op, i, j)`` applied to earlier values i (and j, for binary ops; "reshape" round-trips
+    through a transposed shape, a view). Returns every value nobody consumed, concatenated."""
+    import gpugraph as gg
+
+    def fn(*xs: Any) -> Any:
+        vals = list(xs[:n_inputs])
+        used = [False] * (len(vals) + len(recipe))
+        for op, i, j in recipe:
+            i, j = i % len(vals), j % len(vals)
+            used[i] = True
+            if op == "reshape":
+                shape = vals[i].shape
+                vals.append(gg.reshape(gg.reshape(vals[i], shape[::-1]), shape))
+            elif op in BINARY:
+                used[j] = True
+                vals.append(getattr(gg, op)(vals[i], vals[j]))
+            else:
+                vals.append(getattr(gg, op)(vals[i]))
+        sinks = [v for k, v in enumerate(vals) if not used[k] and k >= n_inputs]
+        return gg.concatenate(sinks or vals[-1:], axis=0)
+
+    return fn
+
+
+def branchy_function(branches: int = 4, depth: int = 3):
+    """Inception-style: ``branches`` parallel chains of ``depth`` elementwise ops on one input,
+    joined by a concatenate."""
+    import gpugraph as gg
+
+    def fn(x: Any) -> Any:
+        outs = []
+        for b in range(branches):
+            y = x
+            for d in range(depth):
+                y = getattr(gg, UNARY[(b + d) % len(UNARY)])(y)
+                y = gg.multiply(y, y) if d % 2 else gg.add(y, x)
+            outs.append(y)
+        return gg.concatenate(outs, axis=0)
+
+    return fn
