@@ -10,7 +10,7 @@ import numpy as np
 from .backends.base import Backend, get_backend
 from .errors import DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
-from .memory import MemoryPlan, plan_memory
+from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
 from .schedule import Schedule, schedule
@@ -143,7 +143,13 @@ class Compiled:
             else graph
         )
         self.graph = lower_for_backend(g, self.pass_log, options.fuse, check)
-        self.schedule = schedule(self.graph, options.streams)
+        # Streams only overlap work where the backend has real ones; elsewhere they would just
+        # cost arena bytes, so the default there is 1 (an explicit streams=K is honoured).
+        streams = options.streams
+        if streams is None and not self.backend.concurrent_streams:
+            streams = 1
+        self.graph = reorder_for_memory(self.graph)
+        self.schedule = schedule(self.graph, streams)
         self.memory = plan_memory(self.graph, self.schedule)
         self.executable = Executable(self.graph, self.schedule, self.memory, self.backend)
         self.executable.cuda_graph = options.cuda_graph  # issue 7: read by backend.execute

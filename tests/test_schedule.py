@@ -22,8 +22,9 @@ recipes = st.lists(
 )
 
 
-def lower(fn, *args, streams=None, fuse=False):
-    # fuse=False by default: these tests are about streams and memory, not fusion
+def lower(fn, *args, streams=4, fuse=False):
+    # fuse=False by default: these tests are about streams and memory, not fusion.
+    # streams=4: up to 4, as a GPU would get (NumPy's own default is 1 stream).
     return gg.jit(fn, backend="numpy", streams=streams, fuse=fuse).lower(*args)
 
 

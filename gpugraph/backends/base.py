@@ -21,6 +21,7 @@ class Backend:
 
     name = "base"
     xp: Any = np
+    concurrent_streams = False  # True where streams really run side by side (CUDA)
 
     # -- memory ---------------------------------------------------------------------------
     def alloc(self, nbytes: int) -> Any:

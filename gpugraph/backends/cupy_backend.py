@@ -50,6 +50,7 @@ class _CallState:
 
 class CupyBackend(Backend):
     name = "cupy"
+    concurrent_streams = True
 
     def __init__(self, module: Any = None) -> None:
         """``module`` stands in for ``cupy`` (tests drive the stream logic without a GPU)."""
