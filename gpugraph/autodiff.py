@@ -14,8 +14,9 @@ then differentiates again.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,6 @@ class _Forward:
                 )
         self.traced = _trace(fn, flat, self.in_tree, names)
         g = self.traced.graph
-        self.primals = flat
         self.wrt_inputs = [g.inputs[i] for i in wrt_idx]
         self._split_outputs(has_aux, fn)
         self.nodes = _live_nodes(g)
@@ -223,8 +223,7 @@ class _Forward:
             if any(o in ct for o in node.outputs):
                 self._transpose_node(node, ct)
         return [
-            _as_output(ct[v]) if v in ct else _fill(v.type, 0, self.env[v])
-            for v in self.wrt_inputs
+            _as_output(ct[v]) if v in ct else _fill(v.type, 0, self.env[v]) for v in self.wrt_inputs
         ]
 
     def _transpose_node(self, node: Node, ct: dict[Value, Any]) -> None:
@@ -270,8 +269,9 @@ class _Forward:
             )
         env = self.env
         ts = [tan.get(v) for v in node.inputs]
-        outs = opdef.jvp(ts, [env[o] for o in node.outputs], *[env[v] for v in node.inputs],
-                         **node.attrs)
+        outs = opdef.jvp(
+            ts, [env[o] for o in node.outputs], *[env[v] for v in node.inputs], **node.attrs
+        )
         for o, t in zip(node.outputs, outs):
             if t is not None and o in self.active:
                 tan[o] = _fit(t, o, node, "JVP")
@@ -389,8 +389,7 @@ def jvp(fn: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple:
     for x, t in zip(p_leaves, t_leaves):
         if type_of(x).shape != type_of(t).shape:
             raise ShapeError(
-                f"jvp: tangent of shape {type_of(t).shape} for a primal of shape "
-                f"{type_of(x).shape}"
+                f"jvp: tangent of shape {type_of(t).shape} for a primal of shape {type_of(x).shape}"
             )
     fwd = _Forward("jvp", fn, tuple(primals), range(len(primals)), False)
     tangents_out = fwd.forward_tangents(t_leaves)

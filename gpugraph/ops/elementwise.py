@@ -183,8 +183,11 @@ divide = elementwise(
 def _power_partial(i, o, a, b):
     if i == 0:
         return multiply(b, power(a, subtract(b, _unit(1, b))))
-    safe = where(equal(a, _unit(0, a)), _unit(1, a), a)
-    return where(equal(a, _unit(0, a)), _unit(0, a), multiply(o, log(safe)))
+    # d/db a**b = a**b log a: 0 at a == 0 (the limit) and NaN for a < 0 (no real derivative);
+    # log only sees positive operands, so eager gradients of x**2 at x < 0 raise no warnings
+    pos = greater(a, _unit(0, a))
+    off = where(equal(a, _unit(0, a)), _unit(0, a), _unit(np.nan, a))
+    return where(pos, multiply(o, log(where(pos, a, _unit(1, a)))), off)
 
 
 power = elementwise("power", 2, lambda xp, a, b, out=None: xp.power(a, b, out=out),
@@ -213,9 +216,11 @@ minimum = elementwise(
 negative = elementwise("negative", 1, lambda xp, a, out=None: xp.negative(a, out=out),
                        "(-{0})", lambda i, o, a: -1, kinds="fi")
 sign = elementwise("sign", 1, lambda xp, a, out=None: xp.sign(a, out=out),
-                   "({T})(({0} > 0) - ({0} < 0))", lambda i, o, a: None, kinds="fi")
+                   "(({0} != {0}) ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
+                   lambda i, o, a: None, kinds="fi")
 abs = elementwise("abs", 1, lambda xp, a, out=None: xp.absolute(a, out=out),
-                  "({0} < 0 ? -{0} : {0})", lambda i, o, a: sign(a), kinds="fi")
+                  "({0} < 0 ? -{0} : ({0} == 0 ? ({T})0 : {0}))",
+                  lambda i, o, a: sign(a), kinds="fi")
 exp = elementwise("exp", 1, lambda xp, a, out=None: xp.exp(a, out=out), "exp({0})",
                   lambda i, o, a: o, kinds="f", prepare=_floats)
 log = elementwise("log", 1, lambda xp, a, out=None: xp.log(a, out=out), "log({0})",
