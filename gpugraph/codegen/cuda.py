@@ -44,8 +44,12 @@ extern "C" __global__ void {name}({params}) {{
   }}
 }}
 """
-IN_PARAM = "const {ct}* __restrict__ in{k}"
-OUT_PARAM = "{ct}* __restrict__ out{k}"
+# No __restrict__: the memory planner may give an output the bytes of a same-shape input that
+# dies at this kernel (ops/fused.py: _inplace_ok); each thread loads element i of every input
+# before it stores element i of any output, which is exact only if the compiler may not assume
+# the pointers never alias.
+IN_PARAM = "const {ct}* in{k}"
+OUT_PARAM = "{ct}* out{k}"
 COORD_LINE = "    const long long c{axis} = (i / {stride}LL) % {extent}LL;"
 INDEX_LINE = "    const long long i{k} = {expr};"
 LOAD_LINE = "    const {ct} v{k} = in{j}[{index}];"
@@ -91,6 +95,8 @@ def inline_literal(value: np.ndarray) -> str | None:
     if arr.dtype.kind == "b":
         return "true" if x else "false"
     if arr.dtype.kind == "i":
+        if int(x) == np.iinfo(np.int64).min:  # -9223372036854775808LL does not parse
+            return f"(({ct})(-9223372036854775807LL - 1))"
         return f"(({ct}){int(x)}LL)"
     if not math.isfinite(x):
         return None  # no portable literal for inf/nan without headers: pass it as an array
@@ -124,6 +130,11 @@ def index_expr(in_shape: tuple[int, ...], out_shape: tuple[int, ...], *, stride_
         return "i", set()
     if int(np.prod(in_shape, dtype=np.int64)) == 1:
         return "0", set()
+    core = tuple(in_shape)
+    while core and core[0] == 1:
+        core = core[1:]
+    if not stride_bug and tuple(out_shape[len(out_shape) - len(core) :]) == core:
+        return f"(i % {int(np.prod(core, dtype=np.int64))}LL)", set()  # a trailing block
     offset = len(out_shape) - len(in_shape)
     terms, axes = [], set()
     for k, (extent, stride) in enumerate(zip(in_shape, c_strides(in_shape))):

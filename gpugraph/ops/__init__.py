@@ -14,6 +14,7 @@ register(OpDef(
 ))
 
 from . import creation, elementwise, linalg, nn, reduce, shape  # noqa: E402
+from . import fused  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
 
 API: dict = {
     **elementwise.API,

@@ -1,0 +1,310 @@
+"""The "fused" op: a group of elementwise ops run as one pass over memory.
+
+attrs: ``body`` (the member ops as a Graph whose inputs/outputs are the node's), ``cuda_source``
+and ``kernel_name`` (from gpugraph.codegen). Backends lower it through ``extra["prepare"]``:
+  numpy: one evaluation over cache-sized chunks, each member op's impl writing with ``out=`` into
+         chunk-sized scratch buffers (reused by liveness); no full-size temporaries.
+  cupy:  one ``cupy.RawKernel`` launch on the current stream (compiled once per source hash).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..ir import Graph, TensorType, Value
+from .registry import OpDef, get_op, register
+
+CHUNK_ELEMENTS = 16384  # per scratch buffer: a handful of them stay in L1/L2
+# NumPy releases the GIL inside ufunc loops, so chunks can run on several threads. Off by
+# default: on the 2-vCPU CI box two threads were slower (Python overhead holds the GIL, and the
+# box is shared). GPUGRAPH_FUSED_THREADS=n turns it on.
+THREADS = max(1, int(os.environ.get("GPUGRAPH_FUSED_THREADS", "1")))
+BLOCK = 256  # threads per block of a generated kernel
+BLOCKS_PER_SM = 16  # grid-stride: enough resident blocks to hide latency, no more
+
+
+def _infer(types: list[TensorType], body: Graph, **attrs: Any) -> list[TensorType]:
+    return [v.type.strong() for v in body.outputs]
+
+
+def evaluate_body(xp: Any, body: Graph, arrays) -> tuple:
+    """Reference evaluation of a body on whole arrays (no chunking)."""
+    env: dict[Value, Any] = dict(zip(body.inputs, arrays))
+    for node in body.nodes:
+        if node.op == "constant":
+            env[node.output] = xp.asarray(node.attrs["value"])
+            continue
+        r = get_op(node.op).impl(xp, *(env[v] for v in node.inputs), **node.attrs)
+        env[node.output] = xp.asarray(r).astype(node.output.dtype, copy=False)
+    return tuple(env[v] for v in body.outputs)
+
+
+def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
+    return evaluate_body(xp, body, arrays)
+
+
+class _ChunkPlan:
+    """A body compiled to a flat list of steps over numbered slots, run once per chunk.
+
+    Slots: the body inputs, then its outputs, then scratch buffers (reused by liveness, in place
+    where an input dies), then constants. The iteration space ``shape`` is split on ``axis`` in
+    runs of ``step``, outer axes one index at a time.
+    """
+
+    def __init__(self, body: Graph, shape: tuple[int, ...], chunk: int) -> None:
+        self.body, self.shape = body, shape
+        self.axis, inner = 0, 1
+        for a in range(len(shape) - 1, -1, -1):
+            self.axis = a
+            if inner * shape[a] > chunk:
+                break
+            inner *= shape[a]
+        # rows of ``axis`` per chunk: chunk / (elements of one row). When the whole shape fits
+        # (no break above) ``inner`` also counts axis 0, so divide by the row size instead
+        row = math.prod(shape[self.axis + 1 :])
+        self.step = max(1, min(shape[self.axis], chunk // max(row, 1))) if shape else 1
+        self.padded = {v: (1,) * (len(shape) - len(v.shape)) + v.shape for v in _values(body)}
+        self._plan_steps()
+
+    def _plan_steps(self) -> None:
+        body, nin = self.body, len(self.body.inputs)
+        slot = {v: j for j, v in enumerate(body.inputs)}
+        outputs = {v: nin + j for j, v in enumerate(body.outputs)}
+        last_use: dict[Value, int] = {}
+        for i, node in enumerate(body.nodes):
+            for v in node.inputs:
+                last_use[v] = i
+        free: dict[tuple, list[int]] = {}
+        self.scratch: list[tuple[tuple[int, ...], np.dtype]] = []
+        self.consts: list[Any] = []
+        first_scratch = nin + len(body.outputs)
+        steps = []
+        for i, node in enumerate(body.nodes):
+            if node.op == "constant":
+                slot[node.output] = -1 - len(self.consts)
+                self.consts.append(np.asarray(node.attrs["value"]))
+                continue
+            for v in dict.fromkeys(node.inputs):  # free inputs that die here: in-place reuse
+                k = slot[v]
+                if k >= first_scratch and last_use[v] == i:
+                    free.setdefault(self._key(v), []).append(k)
+            out = node.output
+            if out in outputs:
+                slot[out] = outputs[out]
+            elif free.get(self._key(out)):
+                slot[out] = free[self._key(out)].pop()
+            else:
+                self.scratch.append(self._key(out))
+                slot[out] = first_scratch + len(self.scratch) - 1
+            steps.append((get_op(node.op), [slot[v] for v in node.inputs], slot[out], node.attrs))
+        n_slots = first_scratch + len(self.scratch)
+        self.steps = [
+            (op, tuple(k if k >= 0 else n_slots - 1 - k for k in ins), dst, attrs)
+            for op, ins, dst, attrs in steps
+        ]
+        self.n_slots = n_slots
+
+    def _key(self, v: Value) -> tuple:
+        return (self._chunk_shape(self.padded[v], self.step), v.dtype)
+
+    def _chunk_shape(self, padded: tuple[int, ...], rows: int) -> tuple[int, ...]:
+        if not padded:
+            return ()
+        k = self.axis
+        return (rows if padded[k] != 1 else 1, *padded[k + 1 :])
+
+    def _cut(self, padded: tuple[int, ...]):
+        """For one value: f(array, outer index, lo, hi) -> the chunk's view of it."""
+        k = self.axis
+        if not padded or all(p == 1 for p in padded):
+            return lambda a, outer, lo, hi: a
+        keep = [p != 1 for p in padded[:k]]
+        if padded[k] == 1:
+            return lambda a, outer, lo, hi: a[(*(i if f else 0 for i, f in zip(outer, keep)),)]
+        if k == 0:
+            return lambda a, outer, lo, hi: a[lo:hi]
+        return lambda a, outer, lo, hi: a[
+            (*(i if f else 0 for i, f in zip(outer, keep)), slice(lo, hi))
+        ]
+
+    def run(self, ins: list, outs: list) -> None:
+        body = self.body
+        arrays = [a.reshape(self.padded[v]) for a, v in zip(ins, body.inputs)]
+        arrays += [o.reshape(self.padded[v]) for o, v in zip(outs, body.outputs)]
+        extent = self.shape[self.axis] if self.shape else 1
+        outer_shape = self.shape[: self.axis]
+        tasks = [
+            (outer, lo, min(lo + self.step, extent))
+            for outer in (np.ndindex(*outer_shape) if outer_shape else [()])
+            for lo in range(0, extent, self.step)
+        ]
+        workers = min(THREADS, len(tasks) // 8) if THREADS > 1 else 1
+        if workers <= 1:
+            self._run_tasks(arrays, tasks)
+            return
+        parts = [
+            tasks[k * len(tasks) // workers : (k + 1) * len(tasks) // workers]
+            for k in range(workers)
+        ]
+        futures = [_pool().submit(self._run_tasks, arrays, p) for p in parts[1:]]
+        self._run_tasks(arrays, parts[0])
+        for f in futures:
+            f.result()
+
+    def _run_tasks(self, arrays: list, tasks: list) -> None:
+        """Run the steps over the given chunks with this thread's own scratch buffers."""
+        body = self.body
+        cuts = [self._cut(self.padded[v]) for v in (*body.inputs, *body.outputs)]
+        bufs = [np.empty(s, dtype=d) for s, d in self.scratch]
+        rows = [b.ndim > 0 and b.shape[0] == self.step and self.step > 1 for b in bufs]
+        slots: list[Any] = [None] * len(arrays) + bufs + self.consts
+        first = len(arrays)
+        steps, current = self.steps, self.step  # the length the scratch slots are cut to
+        pairs = list(enumerate(zip(arrays, cuts)))
+        for outer, lo, hi in tasks:
+            for j, (a, cut) in pairs:
+                slots[j] = cut(a, outer, lo, hi)
+            if hi - lo != current:
+                current = hi - lo
+                for j, (b, r) in enumerate(zip(bufs, rows)):
+                    slots[first + j] = b[:current] if r else b
+            for opdef, src, dst, attrs in steps:
+                opdef.impl(np, *[slots[k] for k in src], out=slots[dst], **attrs)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, THREADS - 1), thread_name_prefix="gg-fused")
+
+
+def _values(body: Graph) -> list[Value]:
+    return list(body.values())
+
+
+def _flat_body_shape(body: Graph) -> tuple[int, ...] | None:
+    """(n,) when every value is full-size or one element, so arrays can be viewed as 1-D."""
+    n = math.prod(body.outputs[0].shape)
+    if all(v.type.size in (n, 1) for v in body.values()):
+        return (n,)
+    return None
+
+
+def _prepare_numpy(node: Any, backend: Any):
+    body: Graph = node.attrs["body"]
+    shape = tuple(body.outputs[0].shape)
+    members = [n for n in body.nodes if n.op != "constant"]
+    if len(members) == 1 and all(n.op != "constant" for n in body.nodes):
+        opdef, attrs = get_op(members[0].op), members[0].attrs
+        where = [body.inputs.index(v) for v in members[0].inputs]
+
+        def run_single(ins: list, outs: list) -> None:  # one op: one ufunc pass, no chunking
+            opdef.impl(np, *[ins[k] for k in where], out=outs[0], **attrs)
+
+        return run_single
+    flat = _flat_body_shape(body)
+    plan_nd = _ChunkPlan(body, shape, CHUNK_ELEMENTS)
+    plan_flat = (
+        _ChunkPlan(_flat(body, flat), flat, CHUNK_ELEMENTS) if flat and flat != shape else None
+    )
+
+    def run(ins: list, outs: list) -> None:
+        if plan_flat is not None and all(a.flags.c_contiguous for a in (*ins, *outs)):
+            plan_flat.run(ins, outs)
+        else:
+            plan_nd.run(ins, outs)
+
+    return run
+
+
+def _flat(body: Graph, flat: tuple[int, ...]) -> Graph:
+    """The same body with every full-size value 1-D (one-element values become shape ())."""
+    from ..ir import GraphBuilder
+
+    def t(v: Value) -> TensorType:
+        return TensorType(flat if v.type.size == flat[0] and flat[0] != 1 else (), v.dtype)
+
+    b = GraphBuilder()
+    env = {v: b.add_input(t(v)) for v in body.inputs}
+    for node in body.nodes:
+        attrs = node.attrs
+        if node.op == "constant":
+            attrs = {"value": np.asarray(attrs["value"]).reshape(())}
+        new = b.add_node(
+            node.op, [env[v] for v in node.inputs], attrs, [t(o) for o in node.outputs], node.loc
+        )
+        env.update(zip(node.outputs, new.outputs))
+    return b.build([env[v] for v in body.outputs])
+
+
+def _inplace_ok(node: Any, out: int, inp: int) -> bool:
+    """May output ``out`` take over the bytes of input ``inp`` (the memory planner asks)?
+
+    Yes when they have the same shape and no member reads that input after the member that
+    writes that output: per element on the GPU (loads precede stores in every thread) and per
+    chunk on NumPy (steps run in body order; an op whose ``out=`` is its own input is exact).
+    """
+    body: Graph = node.attrs["body"]
+    src, dst = body.inputs[inp], body.outputs[out]
+    if src.shape != dst.shape or dst.node is None:
+        return False
+    writer = body.nodes.index(dst.node)
+    readers = [i for i, n in enumerate(body.nodes) if src in n.inputs]
+    return max(readers, default=-1) <= writer
+
+
+@functools.cache
+def _raw_kernel(source: str, name: str) -> Any:
+    import cupy
+
+    return cupy.RawKernel(source, name, options=("--std=c++17",))
+
+
+@functools.cache
+def _sm_count(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
+def launch_config(n: int, sm_count: int) -> tuple[int, int]:
+    """(grid, block) for a grid-stride loop over n elements on a device with sm_count SMs."""
+    return max(1, min(-(-n // BLOCK), sm_count * BLOCKS_PER_SM)), BLOCK
+
+
+def _prepare_cupy(node: Any, backend: Any):
+    import cupy
+
+    kernel = _raw_kernel(node.attrs["cuda_source"], node.attrs["kernel_name"])
+    n = node.outputs[0].type.size
+    grid, block = launch_config(n, _sm_count(cupy.cuda.Device().id))
+
+    def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
+        if n == 0:
+            return
+        args = [cupy.ascontiguousarray(a) for a in ins]
+        targets = [o if o.flags.c_contiguous else cupy.empty(o.shape, o.dtype) for o in outs]
+        kernel((grid,), (block,), (*args, *targets))
+        for o, t in zip(outs, targets):
+            if o is not t:
+                o[...] = t
+
+    return run
+
+
+FUSED = register(
+    OpDef(
+        "fused",
+        "internal",
+        _infer,
+        _impl,
+        differentiable=False,
+        doc="a fused group of elementwise ops (see gpugraph.passes.fuse)",
+        extra={"prepare": {"numpy": _prepare_numpy, "cupy": _prepare_cupy}, "inplace": _inplace_ok},
+    )
+)

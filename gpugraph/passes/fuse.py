@@ -1,0 +1,229 @@
+"""Elementwise fusion: maximal convex groups of elementwise ops become one "fused" node.
+
+Every elementwise op the CUDA codegen can express starts as a group of its own; groups joined by
+a producer -> consumer edge are merged when the union stays convex (no path leaves the group and
+re-enters it, so the fused graph has no cycle) and every value the group hands to the rest of the
+graph (its outputs, each written once) has the group's full iteration shape. Scalar constants are
+copied into the body and become literals in the kernel. Reductions, matmul and shape ops are
+boundaries. Single ops become fused nodes too, so every elementwise op runs as a generated
+kernel on CuPy (uniform launch path). Notes for ``Compiled.explain()`` go to
+``graph.meta["fusion_notes"]``.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from ..codegen import emit_kernel, is_inline_constant, unsupported_reason
+from ..errors import UnsupportedError
+from ..ir import Graph, GraphBuilder, Node, Value
+from ..ops.registry import get_op
+
+FUSED_OP = "fused"
+
+
+class _Groups:
+    """Union-find over eligible nodes, with the facts the legality checks need."""
+
+    def __init__(self, graph: Graph, members: list[Node]) -> None:
+        self.index = {n: i for i, n in enumerate(graph.nodes)}
+        self.users = graph.users()
+        self.graph_outputs = set(graph.outputs)
+        self.parent: dict[Node, Node] = {n: n for n in members}
+        self.sets: dict[Node, set[Node]] = {n: {n} for n in members}
+
+    def find(self, n: Node) -> Node:
+        while self.parent[n] is not n:
+            self.parent[n] = self.parent[self.parent[n]]
+            n = self.parent[n]
+        return n
+
+    def outputs_of(self, group: set[Node]) -> list[Value]:
+        outs = []
+        for node in sorted(group, key=self.index.__getitem__):
+            for v in node.outputs:
+                if v in self.graph_outputs or any(u not in group for u in self.users[v]):
+                    outs.append(v)
+        return outs
+
+    def refusal(self, group: set[Node]) -> str | None:
+        """Why ``group`` may not be one kernel, or None if it may."""
+        last = max(self.index[n] for n in group)
+        frontier = [u for n in group for v in n.outputs for u in self.users[v] if u not in group]
+        seen: set[Node] = set()
+        while frontier:
+            node = frontier.pop()
+            if node in seen or self.index[node] > last:
+                continue
+            seen.add(node)
+            for v in node.outputs:
+                for u in self.users[v]:
+                    if u in group:
+                        return f"a path leaves the group through {node.op} and re-enters it"
+                    frontier.append(u)
+        shape = np.broadcast_shapes(*(n.output.shape for n in group))
+        bad = [v for v in self.outputs_of(group) if v.shape != shape]
+        if bad:
+            return (
+                f"value {bad[0].type} from {bad[0].node.op} is used outside the group but is "
+                f"smaller than the group's shape {tuple(shape)}"
+            )
+        return None
+
+    def try_merge(self, a: Node, b: Node) -> str | None:
+        ra, rb = self.find(a), self.find(b)
+        if ra is rb:
+            return None
+        union = self.sets[ra] | self.sets[rb]
+        why = self.refusal(union)
+        if why is None:
+            self.parent[rb] = ra
+            self.sets[ra] = union
+            del self.sets[rb]
+        return why
+
+
+def _describe(node: Node) -> str:
+    return f"{node.op}{f' ({node.loc})' if node.loc else ''}"
+
+
+def _group_nodes(graph: Graph, notes: list[str]) -> list[set[Node]]:
+    eligible = []
+    for node in graph.nodes:
+        if get_op(node.op).family != "elementwise":
+            continue
+        why = unsupported_reason(node)
+        if why is None:
+            eligible.append(node)
+        else:
+            notes.append(f"left unfused: {_describe(node)}: {why}")
+    groups = _Groups(graph, eligible)
+    for sweep in range(2):  # a second sweep picks up merges a later merge made legal
+        for node in eligible:
+            for v in node.inputs:
+                if v.node in groups.parent and groups.find(v.node) is not groups.find(node):
+                    why = groups.try_merge(v.node, node)
+                    if why and sweep == 1:
+                        notes.append(f"not merged: {v.node.op} -> {node.op}: {why}")
+    return [groups.sets[r] for r in dict.fromkeys(groups.find(n) for n in eligible)]
+
+
+def _body(members: list[Node], outputs: list[Value]) -> tuple[Graph, list[Value]]:
+    """The group as its own graph, and the outer values that feed it (its node's inputs)."""
+    b = GraphBuilder()
+    env: dict[Value, Value] = {}
+    externals: list[Value] = []
+    inside = set(members)
+    for node in members:
+        ins = []
+        for v in node.inputs:
+            if v not in env:
+                if v.node is not None and is_inline_constant(v.node):
+                    const = v.node
+                    env[v] = b.add_node("constant", [], const.attrs, [v.type], const.loc).output
+                else:
+                    assert v.node not in inside
+                    env[v] = b.add_input(v.type)
+                    externals.append(v)
+            ins.append(env[v])
+        copy = b.add_node(node.op, ins, node.attrs, [o.type for o in node.outputs], node.loc)
+        env.update(zip(node.outputs, copy.outputs))
+    return b.build([env[v] for v in outputs]), externals
+
+
+def _order(graph: Graph, units: dict[Node, Node]) -> list[Node]:
+    """Topological order of the new nodes; ``units`` maps each old node to its new node."""
+    deps: dict[Node, set[Node]] = {}
+    key: dict[Node, int] = {}
+    for i, old in enumerate(graph.nodes):
+        new = units[old]
+        key[new] = max(key.get(new, -1), i)
+        d = deps.setdefault(new, set())
+        for v in old.inputs:
+            if v.node is not None and units[v.node] is not new:
+                d.add(units[v.node])
+    waiting = {n: len(d) for n, d in deps.items()}
+    users: dict[Node, list[Node]] = {n: [] for n in deps}
+    for n, d in deps.items():
+        for p in d:
+            users[p].append(n)
+    ready = [(key[n], n.id, n) for n, c in waiting.items() if c == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, _, n = heapq.heappop(ready)
+        order.append(n)
+        for u in users[n]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, (key[u], u.id, u))
+    assert len(order) == len(deps), "fusion produced a cycle"
+    return order
+
+
+def fuse(graph: Graph) -> tuple[Graph, dict[str, int]]:
+    """The fusion pass: (graph with fused nodes, counts of what it did)."""
+    if any(n.op == FUSED_OP for n in graph.nodes):
+        return graph, {}
+    notes: list[str] = []
+    groups = _group_nodes(graph, notes)
+    index = {n: i for i, n in enumerate(graph.nodes)}
+    users, graph_outputs = graph.users(), set(graph.outputs)
+    units: dict[Node, Node] = {n: n for n in graph.nodes}
+    env: dict[Value, Value] = {}
+    fused_ops = 0
+    for k, group in enumerate(groups):
+        members = sorted(group, key=index.__getitem__)
+        outs = [
+            v
+            for n in members
+            for v in n.outputs
+            if v in graph_outputs or any(u not in group for u in users[v])
+        ]
+        body, externals = _body(members, outs)
+        try:
+            kernel = emit_kernel(body)
+        except UnsupportedError as e:
+            notes.append(f"left unfused: {', '.join(map(_describe, members))}: {e}")
+            continue
+        attrs = {"body": body, "cuda_source": kernel.source, "kernel_name": kernel.name}
+        node = Node(FUSED_OP, externals, attrs, [v.type for v in outs], members[-1].loc)
+        for m in members:
+            units[m] = node
+        env.update(zip(outs, node.outputs))
+        fused_ops += len(members)
+        ops = ", ".join(m.op for m in members)
+        kind = "single op" if len(members) == 1 else f"{len(members)} ops"
+        notes.append(
+            f"group {k}: {kind} [{ops}] -> {len(outs)} output(s) "
+            f"{', '.join(str(v.type) for v in outs)}; {len(externals)} input(s); "
+            f"kernel {kernel.name}"
+        )
+    if not fused_ops:
+        if notes:
+            meta = dict(graph.meta, fusion_notes=graph.meta.get("fusion_notes", []) + notes)
+            return Graph(graph.inputs, graph.nodes, graph.outputs, meta), {}
+        return graph, {}
+
+    def resolve(v: Value) -> Value:
+        while v in env:
+            v = env[v]
+        return v
+
+    new_nodes = []
+    for node in _order(graph, units):
+        ins = [resolve(v) for v in node.inputs]
+        if any(a is not b for a, b in zip(ins, node.inputs)):
+            copy = Node(node.op, ins, node.attrs, [o.type for o in node.outputs], node.loc)
+            env.update(zip(node.outputs, copy.outputs))
+            node = copy
+        new_nodes.append(node)
+    meta = dict(graph.meta, fusion_notes=graph.meta.get("fusion_notes", []) + notes)
+    outputs = [resolve(v) for v in graph.outputs]
+    fused_nodes = sum(n.op == FUSED_OP for n in new_nodes)
+    return Graph(list(graph.inputs), new_nodes, outputs, meta), {
+        "elementwise op fused": fused_ops,
+        "fused kernel formed": fused_nodes,
+    }

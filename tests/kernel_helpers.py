@@ -1,0 +1,73 @@
+"""Helpers the fusion and codegen tests share: NVRTC checks and running a graph on the emulator."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from gpugraph.codegen import emit_kernel
+from gpugraph.ir import Graph
+from gpugraph.ops.fused import launch_config
+from gpugraph.ops.registry import get_op
+from gpugraph.testing import (
+    compile_ptx,
+    emulate_kernel,
+    emulator_available,
+    nvrtc_available,
+    nvrtc_unavailable_reason,
+)
+
+ARCHS = ("compute_80", "compute_90")
+requires_nvrtc = pytest.mark.skipif(
+    not nvrtc_available(), reason=f"NVRTC missing: {nvrtc_unavailable_reason()}"
+)
+requires_emulator = pytest.mark.skipif(
+    not emulator_available(), reason="g++ (host C++ compiler for the kernel emulator) missing"
+)
+EMULATOR_SMS = 2  # a tiny pretend device: grid-stride loops run several rounds
+
+
+@functools.cache
+def check_nvrtc(source: str, name: str = "fused.cu") -> None:
+    """Compile for every arch in ARCHS; cached by source so each kernel compiles once."""
+    for arch in ARCHS:
+        compile_ptx(source, name, arch=arch)
+
+
+def emulate_fused(node_attrs: dict, ins: list[np.ndarray], out_types) -> list[np.ndarray]:
+    """Run a fused node's generated kernel on the host, as the CuPy runner would launch it."""
+    outs = [np.full(t.shape, 0, dtype=t.dtype) for t in out_types]
+    n = int(np.prod(out_types[0].shape, dtype=np.int64))
+    grid, block = launch_config(n, EMULATOR_SMS)
+    block = min(block, 64)  # fewer threads per block keeps the emulator quick; still strided
+    args = [np.ascontiguousarray(a) for a in ins] + outs
+    if n:
+        emulate_kernel(node_attrs["cuda_source"], node_attrs["kernel_name"], grid, block, args)
+    return outs
+
+
+def run_graph_emulated(
+    graph: Graph, args: list[np.ndarray], check_compile: bool = True, stride_bug: bool = False
+):
+    """Evaluate ``graph``: fused nodes on the kernel emulator, everything else with NumPy.
+    ``stride_bug`` regenerates every kernel with corrupted broadcast strides (a planted bug)."""
+    env = dict(zip(graph.inputs, args))
+    for node in graph.nodes:
+        ins = [env[v] for v in node.inputs]
+        if node.op == "fused":
+            attrs = node.attrs
+            if stride_bug:
+                k = emit_kernel(attrs["body"], stride_bug=True)
+                attrs = {"cuda_source": k.source, "kernel_name": k.name}
+            if check_compile:
+                check_nvrtc(attrs["cuda_source"])
+            outs = emulate_fused(attrs, ins, [v.type for v in node.outputs])
+        elif node.op == "constant":
+            outs = [np.asarray(node.attrs["value"])]
+        else:
+            r = get_op(node.op).impl(np, *ins, **node.attrs)
+            outs = list(r) if isinstance(r, tuple) else [r]
+        env.update(zip(node.outputs, outs))
+    return [env[v] for v in graph.outputs]

@@ -1,0 +1,453 @@
+"""The fusion pass and the fused op: grouping rules, explain() notes, the chunked NumPy path, and
+random expression DAGs checked fused == unfused == NumPy (NumPy path) and on the kernel emulator."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gpugraph as gg
+from gpugraph.ir import verify
+from gpugraph.testing import emulate_kernel
+from tests.kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc, run_graph_emulated
+
+
+def lower(fn, *args, **options):
+    return gg.jit(fn, backend="numpy", verify=True, **options).lower(*args)
+
+
+def chain(x, n=8):
+    for k in range(n):
+        x = [gg.tanh, lambda t: t * 1.5, lambda t: t + 0.25, gg.sigmoid][k % 4](x)
+    return x
+
+
+def rand(*shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# ---- grouping ------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [2, 8, 20])
+def test_n_op_chain_makes_exactly_one_kernel(n):
+    x = rand(33, 17)
+    c = lower(lambda x: chain(x, n), x)
+    assert [node.op for node in c.graph.nodes] == ["fused"]
+    assert len(c.kernels) == 1
+    assert len([m for m in c.graph.nodes[0].attrs["body"].nodes if m.op != "constant"]) == n
+    np.testing.assert_allclose(c(x), chain(x, n), rtol=1e-6)
+
+
+def test_fuse_false_turns_fusion_off():
+    x = rand(10)
+    c = lower(chain, x, fuse=False)
+    assert "fused" not in c.graph.op_counts() and c.kernels == {}
+    assert "fusion:" not in c.explain()
+
+
+def test_value_used_outside_the_group_is_an_output_written_once():
+    def f(x, y):
+        t = gg.exp(x) * y
+        return t + 1.0, gg.sum(t)  # t feeds a reduction: a group output
+
+    x, y = rand(8, 9), rand(8, 9, seed=1)
+    c = lower(f, x, y)
+    (fused,) = [n for n in c.graph.nodes if n.op == "fused"]
+    assert len(fused.outputs) == 2 and len(c.kernels) == 1
+    assert fused.attrs["cuda_source"].count("out0[i] =") == 1
+    a, s = c(x, y)
+    np.testing.assert_allclose(a, np.exp(x) * y + 1, rtol=1e-6)
+    np.testing.assert_allclose(s, np.sum(np.exp(x) * y), rtol=1e-5)
+
+
+def test_reduction_between_members_is_a_boundary_and_never_a_cycle():
+    def f(x):
+        a = gg.exp(x)
+        s = gg.sum(a, axis=1, keepdims=True)  # a -> sum -> b: a path out of and back into
+        return a * s - a  # the would-be group {exp, multiply, subtract}
+
+    x = rand(5, 6)
+    c = lower(f, x)
+    verify(c.graph)
+    assert c.graph.op_counts()["fused"] == 2
+    assert "not merged" in c.explain() and "re-enters" in c.explain()
+    e = np.exp(x)
+    np.testing.assert_allclose(c(x), e * e.sum(1, keepdims=True) - e, rtol=1e-5)
+
+
+def test_diamond_and_broadcasting_members_fuse_into_one():
+    def f(x, bias, scale):
+        h = x + bias  # (R, C) + (C,)
+        return gg.maximum(gg.sin(h), gg.cos(h)) * scale  # scale (R, 1)
+
+    x, b, s = rand(7, 11), rand(11, seed=1), rand(7, 1, seed=2)
+    c = lower(f, x, b, s)
+    assert c.graph.op_counts() == {"fused": 1}
+    h = x + b
+    np.testing.assert_allclose(c(x, b, s), np.maximum(np.sin(h), np.cos(h)) * s, rtol=1e-6)
+
+
+def test_small_members_recompute_but_small_outputs_split():
+    def f(x, v):
+        r = gg.rsqrt(v + 1e-5)  # (R, 1): used only inside the group
+        return (x - 1.0) * r
+
+    x, v = rand(6, 40), np.abs(rand(6, 1, seed=3))
+    c = lower(f, x, v)
+    assert c.graph.op_counts() == {"fused": 1}
+    np.testing.assert_allclose(c(x, v), (x - 1) / np.sqrt(v + np.float32(1e-5)), rtol=1e-5)
+
+    c2 = lower(lambda x, v: ((x - 1.0) * gg.rsqrt(v + 1e-5), gg.rsqrt(v + 1e-5)), x, v)
+    assert c2.graph.op_counts()["fused"] >= 2  # an (R, 1) output cannot share the (R, C) kernel
+    assert "smaller than the group's shape" in c2.explain()
+
+
+def test_casts_where_comparisons_and_constants_fuse():
+    def f(x, i):
+        y = gg.where(x > 0.5, x, gg.astype(i, np.float32) * 2.0)
+        return gg.astype(y < 1.0, np.int32) + i
+
+    x, i = rand(9, 4), np.arange(36, dtype=np.int32).reshape(9, 4)
+    c = lower(f, x, i)
+    assert c.graph.op_counts() == {"fused": 1}
+    src = next(iter(c.kernels.values()))
+    assert "((float)0.5)" in src and "((float)2.0)" in src  # scalar constants are literals
+    y = np.where(x > 0.5, x, i.astype(np.float32) * 2)
+    np.testing.assert_array_equal(c(x, i), (y < 1).astype(np.int32) + i)
+
+
+def test_unsupported_op_is_left_out_with_a_note():
+    def f(a, b):
+        return gg.power(a + 1, b) * 3
+
+    a, b = np.arange(6, dtype=np.int64), np.full(6, 2, dtype=np.int64)
+    c = lower(f, a, b)
+    assert "power" in c.graph.op_counts()
+    assert "left unfused: power" in c.explain() and "integer power" in c.explain()
+    np.testing.assert_array_equal(c(a, b), (a + 1) ** b * 3)
+
+
+def test_explain_lists_groups_and_kernels_map_names_to_source():
+    c = lower(chain, rand(10))
+    text = c.explain()
+    assert "fusion: group 0: 8 ops" in text
+    ((name, src),) = c.kernels.items()
+    assert name in text and f'extern "C" __global__ void {name}(' in src
+
+
+def test_fused_output_may_take_over_a_dying_input():
+    def f(x):
+        a = gg.exp(x)
+        s = gg.sum(a, axis=1, keepdims=True)
+        b = gg.tanh(a * 2.0 - s) + a  # reads a for the last time: may write into a's bytes
+        return gg.sum(b * b)
+
+    x = rand(6, 50)
+    c = lower(f, x)
+    fused = [n for n in c.graph.nodes if n.op == "fused"]
+    assert any(c.memory.slots[v].inplace is not None for n in fused for v in n.outputs)
+    np.testing.assert_allclose(c(x), gg.jit(f, backend="numpy", fuse=False)(x), rtol=1e-5)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_kernel_is_exact_when_an_output_aliases_an_input():
+    def f(x, y):
+        return gg.tanh(x * y) + x
+
+    x, y = rand(7, 9, dtype=np.float64), rand(9, dtype=np.float64, seed=1)
+    c = lower(f, x, y)
+    (node,) = c.graph.nodes
+    from gpugraph.ops.fused import _inplace_ok
+
+    assert _inplace_ok(node, 0, 0)
+    want = np.tanh(x * y) + x
+    buf = x.copy()
+    emulate_kernel(node.attrs["cuda_source"], node.attrs["kernel_name"], 3, 16, [buf, y, buf])
+    np.testing.assert_allclose(buf, want, rtol=1e-12)
+
+
+# ---- the chunked NumPy path ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [(100_003,), (100_003,)],  # flat, with a partial last chunk
+        [(3, 50_001), (50_001,)],  # row broadcast, flat impossible
+        [(7, 9000), (7, 1)],  # column broadcast: outer axis index by index
+        [(2, 3, 70_001), (3, 1)],
+    ],
+)
+def test_chunked_numpy_path_matches_unfused(shapes):
+    def f(x, y):
+        t = gg.tanh(x * y) + y
+        return gg.sigmoid(t) * x, t
+
+    args = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    fused = gg.jit(f, backend="numpy")(*args)
+    plain = gg.jit(f, backend="numpy", fuse=False)(*args)
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (4, 0), (1,), (1, 1)])
+def test_degenerate_shapes(shape):
+    x = rand(*shape)
+    np.testing.assert_allclose(gg.jit(chain, backend="numpy")(x), chain(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunks_on_several_threads(monkeypatch, threads):
+    from gpugraph.ops import fused as fused_mod
+
+    monkeypatch.setattr(fused_mod, "THREADS", threads)
+    x, col = rand(5, 80_001), rand(5, 1, seed=1)  # 25 chunks: 3 threads get 8 or more
+    f = gg.jit(lambda x, c: (chain(x * c), gg.tanh(x) - c), backend="numpy")
+    for got, want in zip(f(x, col), (chain(x * col), np.tanh(x) - col)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_non_contiguous_inputs_use_the_nd_chunking():
+    x = rand(300, 400).T  # Fortran-ordered view
+    f = gg.jit(chain, backend="numpy")
+    np.testing.assert_allclose(f(x), chain(x), rtol=1e-6)
+
+
+def test_numpy_path_makes_no_full_size_temporaries():
+    x = rand(1 << 20)
+    f = gg.jit(chain, backend="numpy")
+    f(x)  # compile and warm up
+    tracemalloc.start()
+    try:
+        f(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.25 * x.nbytes, f"peak {peak} B for a {x.nbytes} B result"
+
+
+# ---- random expression DAGs ----------------------------------------------------------------
+FLOAT_UNARY = [
+    gg.tanh,
+    gg.sin,
+    gg.sigmoid,
+    gg.relu,
+    gg.abs,
+    gg.negative,
+    lambda t: gg.exp(gg.tanh(t)),
+    lambda t: gg.sqrt(gg.abs(t)),
+]
+NUMERIC_BINARY = [gg.add, gg.subtract, gg.maximum, gg.minimum]
+FLOAT_BINARY = [gg.multiply, lambda a, b: gg.where(a > b, a, b * 0.5)]
+INT_UNARY = [gg.negative, gg.abs, lambda t: t + 3, lambda t: gg.where(t < 0, t, -t)]
+CENTER = lambda t: t - gg.max(t, keepdims=True)  # a reduction boundary inside the DAG
+BOOL_BINARY = [gg.logical_and, gg.logical_or, gg.equal, gg.not_equal]
+BOOL_UNARY = [gg.logical_not]
+DTYPES = ["float32", "float64", "int32", "int64", "bool"]
+
+
+@st.composite
+def dags(draw):
+    """(fn, args): a random elementwise DAG over 1-3 inputs that broadcast together."""
+    dtype = draw(st.sampled_from(DTYPES))
+    ndim = draw(st.integers(0, 3))
+    out_shape = tuple(draw(st.lists(st.integers(1, 5), min_size=ndim, max_size=ndim)))
+    n_in = draw(st.integers(1, 3))
+    shapes = []
+    for _ in range(n_in):
+        keep = draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim))
+        drop = draw(st.integers(0, ndim))
+        shape = tuple(s if k else 1 for s, k in zip(out_shape, keep))[drop:]
+        shapes.append(shape)
+    kind = np.dtype(dtype).kind
+    unary = {"f": FLOAT_UNARY + [CENTER], "i": INT_UNARY + [CENTER], "b": BOOL_UNARY}[kind]
+    binary = {"f": NUMERIC_BINARY + FLOAT_BINARY, "i": NUMERIC_BINARY, "b": BOOL_BINARY}[kind]
+    steps = draw(
+        st.lists(
+            st.tuples(st.booleans(), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99)),
+            min_size=1,
+            max_size=10,
+        )
+    )
+    n_out = draw(st.integers(1, 3))
+    cast = draw(st.booleans()) and kind == "f"
+
+    def fn(*xs):
+        vals = list(xs)
+        for is_unary, k, a, b in steps:
+            if is_unary:
+                vals.append(unary[k % len(unary)](vals[a % len(vals)]))
+            else:
+                vals.append(binary[k % len(binary)](vals[a % len(vals)], vals[b % len(vals)]))
+        if cast:
+            other = "float64" if dtype == "float32" else "float32"
+            vals.append(gg.astype(gg.astype(vals[-1], other) * 2.0, dtype))
+        return tuple(vals[n_in:][-n_out:])
+
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if kind == "b":
+        args = [rng.random(s) < 0.5 for s in shapes]
+    elif kind == "i":
+        args = [rng.integers(-9, 10, s).astype(dtype) for s in shapes]
+    else:
+        args = [rng.uniform(-2, 2, s).astype(dtype) for s in shapes]
+    return fn, args
+
+
+def _close(a, b, dtype):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    if a.dtype.kind == "f":
+        tol = 2e-5 if a.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@SETTINGS
+@given(dags())
+def test_random_dags_fused_equals_unfused_equals_numpy(case):
+    fn, args = case
+    want = fn(*args)  # eager: plain NumPy through the op impls
+    fused = gg.jit(fn, backend="numpy", verify=True)
+    plain = gg.jit(fn, backend="numpy", fuse=False)
+    for w, a, b in zip(want, fused(*args), plain(*args)):
+        _close(a, b, w.dtype)
+        _close(a, w, w.dtype)
+    ops = fused.lower(*args).graph.op_counts()
+    assert set(ops) <= {"fused", "constant", "max"}, f"an elementwise op escaped fusion: {ops}"
+
+
+@pytest.mark.nvrtc
+@pytest.mark.emulator
+@requires_nvrtc
+@requires_emulator
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(dags())
+def test_random_dags_on_the_emulator_match_numpy(case):
+    fn, args = case
+    want = fn(*args)
+    c = gg.jit(fn, backend="numpy").lower(*args)
+    assert set(c.graph.op_counts()) <= {"fused", "constant", "max"}
+    got = run_graph_emulated(c.graph, args)
+    for w, g in zip(want, got):
+        _close(np.asarray(g).reshape(np.shape(w)), w, w.dtype)
+
+
+@pytest.mark.nvrtc
+@requires_nvrtc
+def test_benchmark_graphs_compile_under_nvrtc():
+    def block(x, bias, res):
+        return gg.gelu(x + bias) + res
+
+    c = lower(block, rand(64, 128), rand(128), rand(64, 128))
+    c8 = lower(chain, rand(1000))
+    for comp in (c, c8):
+        ((name, src),) = comp.kernels.items()
+        check_nvrtc(src, f"{name}.cu")
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_planted_broadcast_bug_fails_the_dag_comparison():
+    def f(x, col, row):
+        t = gg.tanh(x * col) + row
+        return t * gg.sigmoid(row - col), t
+
+    args = [rand(5, 6), rand(5, 1, seed=1), rand(6, seed=2)]
+    want = f(*args)
+    c = gg.jit(f, backend="numpy").lower(*args)
+    good = run_graph_emulated(c.graph, args)
+    for w, g in zip(want, good):
+        _close(g, w, w.dtype)
+    bad = run_graph_emulated(c.graph, args, check_compile=False, stride_bug=True)
+    with pytest.raises(AssertionError):
+        for w, g in zip(want, bad):
+            _close(g, w, w.dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gg.default_backend().name != "cupy", reason="needs CuPy and a CUDA device")
+def test_fused_kernels_on_the_gpu_match_numpy():
+    import cupy
+
+    def f(x, b, r):
+        return gg.gelu(x + b) + r, chain(x)
+
+    args = [rand(33, 1000), rand(1000, seed=1), rand(33, 1000, seed=2)]
+    got = gg.jit(f, backend="cupy")(*[cupy.asarray(a) for a in args])
+    want = gg.jit(f, backend="numpy", fuse=False)(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-5, atol=1e-6)
+
+
+class _FakeCupy:
+    """Just enough of CuPy for the fused op's runner: RawKernel launches go to the emulator."""
+
+    def __init__(self) -> None:
+        self.launches: list[tuple] = []
+        fake = self
+
+        class RawKernel:
+            def __init__(self, source, name, options=()):
+                self.source, self.name, self.options = source, name, options
+
+            def __call__(self, grid, block, args):
+                fake.launches.append((self.name, grid, block))
+                emulate_kernel(self.source, self.name, grid, block, list(args))
+
+        class Device:
+            id = 0
+            attributes = {"MultiProcessorCount": 2}
+
+            def __init__(self, *_):
+                pass
+
+        self.RawKernel = RawKernel
+        self.cuda = type("cuda", (), {"Device": Device})
+        self.ascontiguousarray = np.ascontiguousarray
+        self.empty = np.empty
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cupy_runner_launches_the_generated_kernel(monkeypatch):
+    import sys
+
+    from gpugraph.ops import fused as fused_mod
+
+    def f(x, b):
+        t = x + b
+        return gg.gelu(t) * 2.0, t - b
+
+    x, b = rand(9, 40).T.copy().T, rand(40, seed=1)  # a non-contiguous input: made contiguous
+    c = lower(f, x, b)
+    (node,) = c.graph.nodes
+    fake = _FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    fused_mod._raw_kernel.cache_clear()
+    fused_mod._sm_count.cache_clear()
+    try:
+        runner = fused_mod._prepare_cupy(node, None)
+        outs = [np.empty(v.type.shape, v.dtype) for v in node.outputs]
+        runner([x, b], outs)
+    finally:
+        fused_mod._raw_kernel.cache_clear()
+        fused_mod._sm_count.cache_clear()
+    ((name, grid, block),) = fake.launches
+    assert name == node.attrs["kernel_name"] and grid == (2,) and block == (256,)
+    for got, want in zip(outs, gg.jit(f, backend="numpy", fuse=False)(x, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
