@@ -20,9 +20,25 @@ bool_ = "bool"
 del _F32
 
 __all__ = [
-    "Compiled", "DTypeError", "GpuGraphError", "Graph", "JitFunction", "ShapeDtype",
-    "ShapeError", "TensorType", "TraceError", "Tracer", "UnsupportedError", "default_backend",
-    "device_info", "jit", *sorted(_API),
-    "eval_graph", "grad", "jvp", "value_and_grad", "vjp",
+    "Compiled",
+    "DTypeError",
+    "GpuGraphError",
+    "Graph",
+    "JitFunction",
+    "ShapeDtype",
+    "ShapeError",
+    "TensorType",
+    "TraceError",
+    "Tracer",
+    "UnsupportedError",
+    "default_backend",
+    "device_info",
+    "jit",
+    *sorted(_API),
+    "eval_graph",
+    "grad",
+    "jvp",
+    "value_and_grad",
+    "vjp",
 ]
 __version__ = "0.1.0"

@@ -217,7 +217,8 @@ class Compiled:
             lines.append(f"  {rec.name}: {rec.nodes_before} -> {rec.nodes_after} nodes; {fired}")
         for note in self.graph.meta.get("fusion_notes", []):
             lines.append(f"  fusion: {note}")
-        lines.append(f"schedule: {self.schedule.num_streams} stream(s), "
-                     f"{len(self.schedule.steps)} steps")
+        lines.append(
+            f"schedule: {self.schedule.num_streams} stream(s), {len(self.schedule.steps)} steps"
+        )
         lines.append(f"memory: {self.memory.summary()}")
         return "\n".join(lines)

@@ -6,28 +6,55 @@ from ..ir import TensorType
 from .core import bind
 from .registry import REGISTRY, OpDef, get_op, register
 
-register(OpDef(
-    "constant", "internal",
-    lambda types, value: [TensorType(value.shape, value.dtype)],
-    lambda xp, value: xp.asarray(value),
-    doc="a host array baked into the graph",
-))
+register(
+    OpDef(
+        "constant",
+        "internal",
+        lambda types, value: [TensorType(value.shape, value.dtype)],
+        lambda xp, value: xp.asarray(value),
+        doc="a host array baked into the graph",
+    )
+)
 
-from . import creation, elementwise, linalg, nn, reduce, shape  # noqa: E402
-from . import fused  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
+from . import (  # noqa: E402
+    creation,
+    elementwise,
+    fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
+    linalg,
+    nn,
+    reduce,
+    shape,
+)
 
 API: dict = {
     **elementwise.API,
     **{n: getattr(reduce, n) for n in ("sum", "mean", "max", "min", "argmax")},
     "matmul": linalg.matmul,
     "dot": linalg.dot,
-    **{n: getattr(shape, n) for n in (
-        "reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
-        "concatenate", "stack", "getitem", "take", "sum_to_shape")},
-    **{n: getattr(nn, n) for n in (
-        "softmax", "log_softmax", "logsumexp", "layer_norm", "gelu", "var")},
-    **{n: getattr(creation, n) for n in (
-        "zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")},
+    **{
+        n: getattr(shape, n)
+        for n in (
+            "reshape",
+            "transpose",
+            "swapaxes",
+            "broadcast_to",
+            "expand_dims",
+            "squeeze",
+            "concatenate",
+            "stack",
+            "getitem",
+            "take",
+            "sum_to_shape",
+        )
+    },
+    **{
+        n: getattr(nn, n)
+        for n in ("softmax", "log_softmax", "logsumexp", "layer_norm", "gelu", "var")
+    },
+    **{
+        n: getattr(creation, n)
+        for n in ("zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")
+    },
 }
 
 __all__ = ["API", "REGISTRY", "OpDef", "bind", "get_op", "register"]

@@ -16,14 +16,22 @@ def _full_impl(xp, shape, value, dtype):
     return xp.full(shape, value, dtype=dtype)
 
 
-register(OpDef(
-    "full", "creation", lambda types, shape, value, dtype: [TensorType(shape, dtype)], _full_impl,
-))
-register(OpDef(
-    "arange", "creation",
-    lambda types, start, stop, step, dtype: [TensorType((_n(start, stop, step),), dtype)],
-    lambda xp, start, stop, step, dtype: xp.arange(start, stop, step, dtype=dtype),
-))
+register(
+    OpDef(
+        "full",
+        "creation",
+        lambda types, shape, value, dtype: [TensorType(shape, dtype)],
+        _full_impl,
+    )
+)
+register(
+    OpDef(
+        "arange",
+        "creation",
+        lambda types, start, stop, step, dtype: [TensorType((_n(start, stop, step),), dtype)],
+        lambda xp, start, stop, step, dtype: xp.arange(start, stop, step, dtype=dtype),
+    )
+)
 
 
 def _n(start, stop, step) -> int:

@@ -167,16 +167,38 @@ def _unit(x, like):
 
 
 # ---- arithmetic ---------------------------------------------------------------------------
-add = elementwise("add", 2, lambda xp, a, b, out=None: xp.add(a, b, out=out), "({0} + {1})",
-                  lambda i, o, a, b: 1, kinds="fi")
-subtract = elementwise("subtract", 2, lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
-                       "({0} - {1})", lambda i, o, a, b: 1 if i == 0 else -1, kinds="fi")
-multiply = elementwise("multiply", 2, lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
-                       "({0} * {1})", lambda i, o, a, b: b if i == 0 else a, kinds="fib")
+add = elementwise(
+    "add",
+    2,
+    lambda xp, a, b, out=None: xp.add(a, b, out=out),
+    "({0} + {1})",
+    lambda i, o, a, b: 1,
+    kinds="fi",
+)
+subtract = elementwise(
+    "subtract",
+    2,
+    lambda xp, a, b, out=None: xp.subtract(a, b, out=out),
+    "({0} - {1})",
+    lambda i, o, a, b: 1 if i == 0 else -1,
+    kinds="fi",
+)
+multiply = elementwise(
+    "multiply",
+    2,
+    lambda xp, a, b, out=None: xp.multiply(a, b, out=out),
+    "({0} * {1})",
+    lambda i, o, a, b: b if i == 0 else a,
+    kinds="fib",
+)
 divide = elementwise(
-    "divide", 2, lambda xp, a, b, out=None: xp.divide(a, b, out=out), "({0} / {1})",
+    "divide",
+    2,
+    lambda xp, a, b, out=None: xp.divide(a, b, out=out),
+    "({0} / {1})",
     lambda i, o, a, b: reciprocal(b) if i == 0 else negative(divide(o, b)),
-    kinds="f", prepare=_true_divide,
+    kinds="f",
+    prepare=_true_divide,
 )
 
 
@@ -190,8 +212,14 @@ def _power_partial(i, o, a, b):
     return where(pos, multiply(o, log(where(pos, a, _unit(1, a)))), off)
 
 
-power = elementwise("power", 2, lambda xp, a, b, out=None: xp.power(a, b, out=out),
-                    "pow({0}, {1})", _power_partial, kinds="fi")
+power = elementwise(
+    "power",
+    2,
+    lambda xp, a, b, out=None: xp.power(a, b, out=out),
+    "pow({0}, {1})",
+    _power_partial,
+    kinds="fi",
+)
 
 
 def _max_partial(i, o, a, b, *, pick):
@@ -202,31 +230,74 @@ def _max_partial(i, o, a, b, *, pick):
 
 
 maximum = elementwise(
-    "maximum", 2, lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
+    "maximum",
+    2,
+    lambda xp, a, b, out=None: xp.maximum(a, b, out=out),
     "(({0} > {1} || {0} != {0}) ? {0} : {1})",
-    lambda i, o, a, b: _max_partial(i, o, a, b, pick=greater), kinds="fi",
+    lambda i, o, a, b: _max_partial(i, o, a, b, pick=greater),
+    kinds="fi",
 )
 minimum = elementwise(
-    "minimum", 2, lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
+    "minimum",
+    2,
+    lambda xp, a, b, out=None: xp.minimum(a, b, out=out),
     "(({0} < {1} || {0} != {0}) ? {0} : {1})",
-    lambda i, o, a, b: _max_partial(i, o, a, b, pick=less), kinds="fi",
+    lambda i, o, a, b: _max_partial(i, o, a, b, pick=less),
+    kinds="fi",
 )
 
 # ---- unary --------------------------------------------------------------------------------
-negative = elementwise("negative", 1, lambda xp, a, out=None: xp.negative(a, out=out),
-                       "(-{0})", lambda i, o, a: -1, kinds="fi")
-sign = elementwise("sign", 1, lambda xp, a, out=None: xp.sign(a, out=out),
-                   "(({0} != {0}) ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
-                   lambda i, o, a: None, kinds="fi")
-abs = elementwise("abs", 1, lambda xp, a, out=None: xp.absolute(a, out=out),
-                  "({0} < 0 ? -{0} : ({0} == 0 ? ({T})0 : {0}))",
-                  lambda i, o, a: sign(a), kinds="fi")
-exp = elementwise("exp", 1, lambda xp, a, out=None: xp.exp(a, out=out), "exp({0})",
-                  lambda i, o, a: o, kinds="f", prepare=_floats)
-log = elementwise("log", 1, lambda xp, a, out=None: xp.log(a, out=out), "log({0})",
-                  lambda i, o, a: reciprocal(a), kinds="f", prepare=_floats)
-sqrt = elementwise("sqrt", 1, lambda xp, a, out=None: xp.sqrt(a, out=out), "sqrt({0})",
-                   lambda i, o, a: divide(_unit(0.5, o), o), kinds="f", prepare=_floats)
+negative = elementwise(
+    "negative",
+    1,
+    lambda xp, a, out=None: xp.negative(a, out=out),
+    "(-{0})",
+    lambda i, o, a: -1,
+    kinds="fi",
+)
+sign = elementwise(
+    "sign",
+    1,
+    lambda xp, a, out=None: xp.sign(a, out=out),
+    "(({0} != {0}) ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
+    lambda i, o, a: None,
+    kinds="fi",
+)
+abs = elementwise(
+    "abs",
+    1,
+    lambda xp, a, out=None: xp.absolute(a, out=out),
+    "({0} < 0 ? -{0} : ({0} == 0 ? ({T})0 : {0}))",
+    lambda i, o, a: sign(a),
+    kinds="fi",
+)
+exp = elementwise(
+    "exp",
+    1,
+    lambda xp, a, out=None: xp.exp(a, out=out),
+    "exp({0})",
+    lambda i, o, a: o,
+    kinds="f",
+    prepare=_floats,
+)
+log = elementwise(
+    "log",
+    1,
+    lambda xp, a, out=None: xp.log(a, out=out),
+    "log({0})",
+    lambda i, o, a: reciprocal(a),
+    kinds="f",
+    prepare=_floats,
+)
+sqrt = elementwise(
+    "sqrt",
+    1,
+    lambda xp, a, out=None: xp.sqrt(a, out=out),
+    "sqrt({0})",
+    lambda i, o, a: divide(_unit(0.5, o), o),
+    kinds="f",
+    prepare=_floats,
+)
 
 
 def _rsqrt_impl(xp, a, out=None):
@@ -234,24 +305,57 @@ def _rsqrt_impl(xp, a, out=None):
     return xp.divide(1, r, out=r if out is not None else None) if out is not None else 1 / r
 
 
-rsqrt = elementwise("rsqrt", 1, _rsqrt_impl, "rsqrt({0})",
-                    lambda i, o, a: multiply(_unit(-0.5, o), divide(o, a)), kinds="f",
-                    prepare=_floats)
+rsqrt = elementwise(
+    "rsqrt",
+    1,
+    _rsqrt_impl,
+    "rsqrt({0})",
+    lambda i, o, a: multiply(_unit(-0.5, o), divide(o, a)),
+    kinds="f",
+    prepare=_floats,
+)
 
 
 def _reciprocal_impl(xp, a, out=None):
     return xp.divide(1, a, out=out)
 
 
-reciprocal = elementwise("reciprocal", 1, _reciprocal_impl, "(({T})1 / {0})",
-                         lambda i, o, a: negative(multiply(o, o)), kinds="f", prepare=_floats)
-tanh = elementwise("tanh", 1, lambda xp, a, out=None: xp.tanh(a, out=out), "tanh({0})",
-                   lambda i, o, a: subtract(_unit(1, o), multiply(o, o)), kinds="f",
-                   prepare=_floats)
-sin = elementwise("sin", 1, lambda xp, a, out=None: xp.sin(a, out=out), "sin({0})",
-                  lambda i, o, a: cos(a), kinds="f", prepare=_floats)
-cos = elementwise("cos", 1, lambda xp, a, out=None: xp.cos(a, out=out), "cos({0})",
-                  lambda i, o, a: negative(sin(a)), kinds="f", prepare=_floats)
+reciprocal = elementwise(
+    "reciprocal",
+    1,
+    _reciprocal_impl,
+    "(({T})1 / {0})",
+    lambda i, o, a: negative(multiply(o, o)),
+    kinds="f",
+    prepare=_floats,
+)
+tanh = elementwise(
+    "tanh",
+    1,
+    lambda xp, a, out=None: xp.tanh(a, out=out),
+    "tanh({0})",
+    lambda i, o, a: subtract(_unit(1, o), multiply(o, o)),
+    kinds="f",
+    prepare=_floats,
+)
+sin = elementwise(
+    "sin",
+    1,
+    lambda xp, a, out=None: xp.sin(a, out=out),
+    "sin({0})",
+    lambda i, o, a: cos(a),
+    kinds="f",
+    prepare=_floats,
+)
+cos = elementwise(
+    "cos",
+    1,
+    lambda xp, a, out=None: xp.cos(a, out=out),
+    "cos({0})",
+    lambda i, o, a: negative(sin(a)),
+    kinds="f",
+    prepare=_floats,
+)
 
 
 def _sigmoid_impl(xp, a, out=None):
@@ -262,18 +366,29 @@ def _sigmoid_impl(xp, a, out=None):
     return xp.exp(r, out=r)
 
 
-sigmoid = elementwise("sigmoid", 1, _sigmoid_impl, "(({T})1 / (({T})1 + exp(-{0})))",
-                      lambda i, o, a: multiply(o, subtract(_unit(1, o), o)), kinds="f",
-                      prepare=_floats)
+sigmoid = elementwise(
+    "sigmoid",
+    1,
+    _sigmoid_impl,
+    "(({T})1 / (({T})1 + exp(-{0})))",
+    lambda i, o, a: multiply(o, subtract(_unit(1, o), o)),
+    kinds="f",
+    prepare=_floats,
+)
 
 
 def _relu_impl(xp, a, out=None):
     return xp.maximum(a, a.dtype.type(0), out=out)
 
 
-relu = elementwise("relu", 1, _relu_impl, "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
-                   lambda i, o, a: astype(greater(a, _unit(0, a)), type_of(a).dtype),
-                   kinds="fi")
+relu = elementwise(
+    "relu",
+    1,
+    _relu_impl,
+    "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
+    lambda i, o, a: astype(greater(a, _unit(0, a)), type_of(a).dtype),
+    kinds="fi",
+)
 
 
 def _erf_impl(xp, a, out=None):
@@ -294,18 +409,30 @@ def _erf_impl(xp, a, out=None):
 
 
 erf = elementwise(
-    "erf", 1, _erf_impl, "erf({0})",
+    "erf",
+    1,
+    _erf_impl,
+    "erf({0})",
     lambda i, o, a: multiply(_unit(2 / math.sqrt(math.pi), o), exp(negative(multiply(a, a)))),
-    kinds="f", prepare=_floats,
+    kinds="f",
+    prepare=_floats,
 )
 stop_gradient = elementwise(
-    "stop_gradient", 1, lambda xp, a, out=None: xp.copyto(out, a) or out if out is not None
-    else a.copy(), "{0}", None, kinds="fib",
+    "stop_gradient",
+    1,
+    lambda xp, a, out=None: xp.copyto(out, a) or out if out is not None else a.copy(),
+    "{0}",
+    None,
+    kinds="fib",
 )
 
 # ---- comparisons and logic ----------------------------------------------------------------
 _COMPARISONS = {
-    "equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
+    "equal": "==",
+    "not_equal": "!=",
+    "less": "<",
+    "less_equal": "<=",
+    "greater": ">",
     "greater_equal": ">=",
 }
 
@@ -313,23 +440,46 @@ _COMPARISONS = {
 def _comparison(name: str, sym: str) -> Callable:
     fn = getattr(np, name)
     return elementwise(
-        name, 2, lambda xp, a, b, out=None: getattr(xp, name)(a, b, out=out),
-        f"({{0}} {sym} {{1}})", None, out_dtype=np.bool_, doc=f"Elementwise {fn.__name__}.",
+        name,
+        2,
+        lambda xp, a, b, out=None: getattr(xp, name)(a, b, out=out),
+        f"({{0}} {sym} {{1}})",
+        None,
+        out_dtype=np.bool_,
+        doc=f"Elementwise {fn.__name__}.",
     )
 
 
 equal, not_equal, less, less_equal, greater, greater_equal = (
     _comparison(n, s) for n, s in _COMPARISONS.items()
 )
-logical_and = elementwise("logical_and", 2,
-                          lambda xp, a, b, out=None: xp.logical_and(a, b, out=out),
-                          "({0} && {1})", None, kinds="b", prepare=_bools)
-logical_or = elementwise("logical_or", 2,
-                         lambda xp, a, b, out=None: xp.logical_or(a, b, out=out),
-                         "({0} || {1})", None, kinds="b", prepare=_bools)
-logical_not = elementwise("logical_not", 1,
-                          lambda xp, a, out=None: xp.logical_not(a, out=out),
-                          "(!{0})", None, kinds="b", prepare=_bools)
+logical_and = elementwise(
+    "logical_and",
+    2,
+    lambda xp, a, b, out=None: xp.logical_and(a, b, out=out),
+    "({0} && {1})",
+    None,
+    kinds="b",
+    prepare=_bools,
+)
+logical_or = elementwise(
+    "logical_or",
+    2,
+    lambda xp, a, b, out=None: xp.logical_or(a, b, out=out),
+    "({0} || {1})",
+    None,
+    kinds="b",
+    prepare=_bools,
+)
+logical_not = elementwise(
+    "logical_not",
+    1,
+    lambda xp, a, out=None: xp.logical_not(a, out=out),
+    "(!{0})",
+    None,
+    kinds="b",
+    prepare=_bools,
+)
 
 
 # ---- where and astype ---------------------------------------------------------------------
@@ -351,8 +501,11 @@ def _where_vjp(cts, outs, c, a, b):
 
     g = cts[0]
     zero = _unit(0, g)
-    return [None, sum_to_shape(where(c, g, zero), type_of(a).shape),
-            sum_to_shape(where(c, zero, g), type_of(b).shape)]
+    return [
+        None,
+        sum_to_shape(where(c, g, zero), type_of(a).shape),
+        sum_to_shape(where(c, zero, g), type_of(b).shape),
+    ]
 
 
 def _where_jvp(ts, outs, c, a, b):
@@ -367,8 +520,17 @@ def _where_jvp(ts, outs, c, a, b):
     return [r if type_of(r).shape == shape else broadcast_to(r, shape)]
 
 
-where = elementwise("where", 3, _where_impl, "({0} ? {1} : {2})", None, prepare=_where_prepare,
-                    vjp=_where_vjp, jvp=_where_jvp, doc="where(cond, x, y), like np.where.")
+where = elementwise(
+    "where",
+    3,
+    _where_impl,
+    "({0} ? {1} : {2})",
+    None,
+    prepare=_where_prepare,
+    vjp=_where_vjp,
+    jvp=_where_jvp,
+    doc="where(cond, x, y), like np.where.",
+)
 
 
 def _astype_infer(types, dtype):
@@ -391,8 +553,18 @@ def _astype_jvp(ts, outs, a, dtype):
     return [astype(ts[0], dtype) if ts[0] is not None and dtype.kind == "f" else None]
 
 
-register(OpDef("astype", "elementwise", _astype_infer, _astype_impl, cuda="(({T}){0})",
-               vjp=_astype_vjp, jvp=_astype_jvp, out_kw=True))
+register(
+    OpDef(
+        "astype",
+        "elementwise",
+        _astype_infer,
+        _astype_impl,
+        cuda="(({T}){0})",
+        vjp=_astype_vjp,
+        jvp=_astype_jvp,
+        out_kw=True,
+    )
+)
 
 
 def astype(x: Any, dtype: Any) -> Any:

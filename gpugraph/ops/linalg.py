@@ -46,11 +46,17 @@ def _matmul_jvp(ts, outs, a, b):
     return [terms[0] if len(terms) == 1 else add(*terms)]
 
 
-register(OpDef(
-    "matmul", "linalg", lambda types: _matmul_infer(types),
-    lambda xp, a, b, out=None: xp.matmul(a, b, out=out),
-    vjp=_matmul_vjp, jvp=_matmul_jvp, out_kw=True,
-))
+register(
+    OpDef(
+        "matmul",
+        "linalg",
+        lambda types: _matmul_infer(types),
+        lambda xp, a, b, out=None: xp.matmul(a, b, out=out),
+        vjp=_matmul_vjp,
+        jvp=_matmul_jvp,
+        out_kw=True,
+    )
+)
 
 
 def matmul(a: Any, b: Any) -> Any:

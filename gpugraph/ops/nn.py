@@ -58,8 +58,9 @@ def var(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return mean(multiply(centered, centered), axis=axis, keepdims=keepdims)
 
 
-def layer_norm(x: Any, weight: Any = None, bias: Any = None, axis: int = -1,
-               eps: float = 1e-5) -> Any:
+def layer_norm(
+    x: Any, weight: Any = None, bias: Any = None, axis: int = -1, eps: float = 1e-5
+) -> Any:
     """(x - mean) / sqrt(var + eps) over ``axis``, then scaled and shifted."""
     x = to_float(x)
     mu = mean(x, axis=axis, keepdims=True)
@@ -78,8 +79,10 @@ def gelu(x: Any, approximate: str | bool = "tanh") -> Any:
     x = to_float(x)
     half = multiply(_c(0.5, x), x)
     if approximate in ("tanh", True):
-        inner = multiply(_c(math.sqrt(2 / math.pi), x),
-                         add(x, multiply(_c(0.044715, x), multiply(x, multiply(x, x)))))
+        inner = multiply(
+            _c(math.sqrt(2 / math.pi), x),
+            add(x, multiply(_c(0.044715, x), multiply(x, multiply(x, x)))),
+        )
         return multiply(half, add(_c(1.0, x), tanh(inner)))
     if approximate in ("none", False):
         return multiply(half, add(_c(1.0, x), erf(multiply(x, _c(1 / math.sqrt(2), x)))))

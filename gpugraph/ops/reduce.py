@@ -81,19 +81,33 @@ def _extreme_jvp(ts, outs, x, axis, keepdims):
     return [sum(multiply(ts[0], mask), axis=axis, keepdims=keepdims)]
 
 
-register(OpDef(
-    "sum", "reduce", _reduce_infer("sum", _sum_dtype),
-    lambda xp, a, axis, keepdims, out=None: xp.sum(
-        a, axis=axis, keepdims=keepdims, dtype=_sum_dtype(a.dtype), out=out),
-    vjp=_sum_vjp, jvp=lambda ts, outs, x, **k: [sum(ts[0], **k)], out_kw=True,
-))
+register(
+    OpDef(
+        "sum",
+        "reduce",
+        _reduce_infer("sum", _sum_dtype),
+        lambda xp, a, axis, keepdims, out=None: xp.sum(
+            a, axis=axis, keepdims=keepdims, dtype=_sum_dtype(a.dtype), out=out
+        ),
+        vjp=_sum_vjp,
+        jvp=lambda ts, outs, x, **k: [sum(ts[0], **k)],
+        out_kw=True,
+    )
+)
 for _name, _fn in (("max", "amax"), ("min", "amin")):
-    register(OpDef(
-        _name, "reduce", _reduce_infer(_name, lambda d: d),
-        lambda xp, a, axis, keepdims, out=None, _fn=_fn: getattr(xp, _fn)(
-            a, axis=axis, keepdims=keepdims, out=out),
-        vjp=_extreme_vjp, jvp=_extreme_jvp, out_kw=True,
-    ))
+    register(
+        OpDef(
+            _name,
+            "reduce",
+            _reduce_infer(_name, lambda d: d),
+            lambda xp, a, axis, keepdims, out=None, _fn=_fn: getattr(xp, _fn)(
+                a, axis=axis, keepdims=keepdims, out=out
+            ),
+            vjp=_extreme_vjp,
+            jvp=_extreme_jvp,
+            out_kw=True,
+        )
+    )
 
 
 def _argmax_infer(types, axis, keepdims):
@@ -103,11 +117,15 @@ def _argmax_infer(types, axis, keepdims):
     return [TensorType(reduced_shape(t.shape, (axis,), keepdims), np.int64)]
 
 
-register(OpDef(
-    "argmax", "nondiff", _argmax_infer,
-    lambda xp, a, axis, keepdims: xp.argmax(a, axis=axis, keepdims=keepdims),
-    differentiable=False,
-))
+register(
+    OpDef(
+        "argmax",
+        "nondiff",
+        _argmax_infer,
+        lambda xp, a, axis, keepdims: xp.argmax(a, axis=axis, keepdims=keepdims),
+        differentiable=False,
+    )
+)
 
 
 def _reduce(op: str, x: Any, axis: Any, keepdims: bool) -> Any:

@@ -31,11 +31,16 @@ def _reshape_infer(types, shape):
     return _t(types, shape)
 
 
-register(OpDef(
-    "reshape", "shape", _reshape_infer, lambda xp, a, shape: xp.reshape(a, shape),
-    vjp=lambda cts, outs, a, shape: [reshape(cts[0], type_of(a).shape)],
-    jvp=lambda ts, outs, a, shape: [reshape(ts[0], shape)],
-))
+register(
+    OpDef(
+        "reshape",
+        "shape",
+        _reshape_infer,
+        lambda xp, a, shape: xp.reshape(a, shape),
+        vjp=lambda cts, outs, a, shape: [reshape(cts[0], type_of(a).shape)],
+        jvp=lambda ts, outs, a, shape: [reshape(ts[0], shape)],
+    )
+)
 
 
 def reshape(x: Any, shape: Sequence[int] | int) -> Any:
@@ -64,17 +69,25 @@ def _inverse(perm):
     return tuple(int(i) for i in np.argsort(perm))
 
 
-register(OpDef(
-    "transpose", "shape", _transpose_infer, lambda xp, a, perm: xp.transpose(a, perm),
-    vjp=lambda cts, outs, a, perm: [transpose(cts[0], _inverse(perm))],
-    jvp=lambda ts, outs, a, perm: [transpose(ts[0], perm)],
-))
+register(
+    OpDef(
+        "transpose",
+        "shape",
+        _transpose_infer,
+        lambda xp, a, perm: xp.transpose(a, perm),
+        vjp=lambda cts, outs, a, perm: [transpose(cts[0], _inverse(perm))],
+        jvp=lambda ts, outs, a, perm: [transpose(ts[0], perm)],
+    )
+)
 
 
 def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
     nd = type_of(x).ndim
-    perm = tuple(range(nd))[::-1] if axes is None else tuple(
-        normalize_axis("transpose", int(a), nd) for a in axes)
+    perm = (
+        tuple(range(nd))[::-1]
+        if axes is None
+        else tuple(normalize_axis("transpose", int(a), nd) for a in axes)
+    )
     if perm == tuple(range(nd)):
         return x
     return bind("transpose", x, perm=perm)
@@ -91,19 +104,22 @@ def swapaxes(x: Any, a: int, b: int) -> Any:
 # ---- broadcast_to and its adjoint ---------------------------------------------------------
 def _broadcast_infer(types, shape):
     src = types[0].shape
-    ok = len(src) <= len(shape) and all(
-        s in (1, d) for s, d in zip(src[::-1], shape[::-1]))
+    ok = len(src) <= len(shape) and all(s in (1, d) for s, d in zip(src[::-1], shape[::-1]))
     if not ok:
         raise ShapeError(f"broadcast_to: cannot broadcast {types[0]} to shape {shape}")
     return _t(types, shape)
 
 
-register(OpDef(
-    "broadcast_to", "shape", _broadcast_infer,
-    lambda xp, a, shape: xp.broadcast_to(a, shape),
-    vjp=lambda cts, outs, a, shape: [sum_to_shape(cts[0], type_of(a).shape)],
-    jvp=lambda ts, outs, a, shape: [broadcast_to(ts[0], shape)],
-))
+register(
+    OpDef(
+        "broadcast_to",
+        "shape",
+        _broadcast_infer,
+        lambda xp, a, shape: xp.broadcast_to(a, shape),
+        vjp=lambda cts, outs, a, shape: [sum_to_shape(cts[0], type_of(a).shape)],
+        jvp=lambda ts, outs, a, shape: [broadcast_to(ts[0], shape)],
+    )
+)
 
 
 def broadcast_to(x: Any, shape: Sequence[int]) -> Any:
@@ -122,7 +138,8 @@ def sum_to_shape(x: Any, shape: tuple[int, ...]) -> Any:
         return x
     lead = len(xs) - len(shape)
     axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and xs[lead + i] != 1)
+        lead + i for i, s in enumerate(shape) if s == 1 and xs[lead + i] != 1
+    )
     return reshape(_sum(x, axis=axes), shape)
 
 
@@ -141,8 +158,10 @@ def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Any:
     if axis is None:
         axes = {i for i, s in enumerate(shape) if s == 1}
     else:
-        axes = {normalize_axis("squeeze", int(a), len(shape))
-                for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)}
+        axes = {
+            normalize_axis("squeeze", int(a), len(shape))
+            for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)
+        }
         bad = [a for a in axes if shape[a] != 1]
         if bad:
             raise ShapeError(f"squeeze: axis {bad[0]} of shape {shape} has size {shape[bad[0]]}")
@@ -154,9 +173,13 @@ def _concat_infer(types, axis):
     first = types[0]
     for t in types[1:]:
         if t.ndim != first.ndim or any(
-                a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
-            raise ShapeError("concatenate: shapes " + ", ".join(str(t.shape) for t in types)
-                             + f" do not match outside axis {axis}")
+            a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis
+        ):
+            raise ShapeError(
+                "concatenate: shapes "
+                + ", ".join(str(t.shape) for t in types)
+                + f" do not match outside axis {axis}"
+            )
         if t.dtype != first.dtype:
             raise DTypeError("concatenate: operands must share a dtype")
     shape = list(first.shape)
@@ -181,11 +204,17 @@ def _concat_jvp(ts, outs, *xs, axis):
     return [concatenate([zeros_like(x) if t is None else t for t, x in zip(ts, xs)], axis)]
 
 
-register(OpDef(
-    "concatenate", "shape", _concat_infer,
-    lambda xp, *arrays, axis, out=None: xp.concatenate(arrays, axis=axis, out=out),
-    vjp=_concat_vjp, jvp=_concat_jvp, out_kw=True,
-))
+register(
+    OpDef(
+        "concatenate",
+        "shape",
+        _concat_infer,
+        lambda xp, *arrays, axis, out=None: xp.concatenate(arrays, axis=axis, out=out),
+        vjp=_concat_vjp,
+        jvp=_concat_jvp,
+        out_kw=True,
+    )
+)
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Any:
@@ -220,8 +249,9 @@ def _slice_infer(types, starts, stops, steps):
 
 
 def _slices(starts, stops, steps):
-    return tuple(slice(a, None if (b < 0 and s < 0) else b, s)
-                 for a, b, s in zip(starts, stops, steps))
+    return tuple(
+        slice(a, None if (b < 0 and s < 0) else b, s) for a, b, s in zip(starts, stops, steps)
+    )
 
 
 def _scatter_infer(types, shape, starts, stops, steps):
@@ -234,18 +264,27 @@ def _scatter_impl(xp, g, shape, starts, stops, steps):
     return out
 
 
-register(OpDef(
-    "slice", "index", _slice_infer,
-    lambda xp, a, starts, stops, steps: a[_slices(starts, stops, steps)],
-    vjp=lambda cts, outs, a, **k: [bind("slice_scatter", cts[0], shape=type_of(a).shape, **k)],
-    jvp=lambda ts, outs, a, **k: [bind("slice", ts[0], **k)],
-))
-register(OpDef(
-    "slice_scatter", "index", _scatter_infer, _scatter_impl,
-    vjp=lambda cts, outs, g, shape, **k: [bind("slice", cts[0], **k)],
-    jvp=lambda ts, outs, g, shape, **k: [bind("slice_scatter", ts[0], shape=shape, **k)],
-    doc="zeros of `shape` with the operand written at the slice (the adjoint of slice)",
-))
+register(
+    OpDef(
+        "slice",
+        "index",
+        _slice_infer,
+        lambda xp, a, starts, stops, steps: a[_slices(starts, stops, steps)],
+        vjp=lambda cts, outs, a, **k: [bind("slice_scatter", cts[0], shape=type_of(a).shape, **k)],
+        jvp=lambda ts, outs, a, **k: [bind("slice", ts[0], **k)],
+    )
+)
+register(
+    OpDef(
+        "slice_scatter",
+        "index",
+        _scatter_infer,
+        _scatter_impl,
+        vjp=lambda cts, outs, g, shape, **k: [bind("slice", cts[0], **k)],
+        jvp=lambda ts, outs, g, shape, **k: [bind("slice_scatter", ts[0], shape=shape, **k)],
+        doc="zeros of `shape` with the operand written at the slice (the adjoint of slice)",
+    )
+)
 
 
 def slice_axis(x: Any, axis: int, start: int, stop: int, step: int = 1) -> Any:
@@ -311,17 +350,17 @@ def _take_infer(types, axis):
     x, idx = types
     if idx.dtype.kind not in "iu":
         raise DTypeError(f"take: indices must be integers, got {idx.dtype}")
-    return [TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)]
+    return [TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1 :], x.dtype)]
 
 
 def _take_grad_infer(types, axis, dim):
     g, idx = types
-    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim:]
+    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim :]
     return [TensorType(shape, g.dtype)]
 
 
 def _take_grad_impl(xp, g, idx, axis, dim):
-    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim:]
+    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim :]
     out = xp.zeros(shape, dtype=g.dtype)
     # move the gathered axes to the front so one add.at scatters them all
     lead = tuple(range(axis, axis + idx.ndim))
@@ -337,19 +376,32 @@ def _take_grad_impl(xp, g, idx, axis, dim):
     return out
 
 
-register(OpDef(
-    "take", "index", _take_infer, lambda xp, a, idx, axis: xp.take(a, idx, axis=axis),
-    vjp=lambda cts, outs, a, idx, axis: [
-        bind("take_grad", cts[0], idx, axis=axis, dim=type_of(a).shape[axis]), None],
-    jvp=lambda ts, outs, a, idx, axis: [None if ts[0] is None else take(ts[0], idx, axis)],
-))
-register(OpDef(
-    "take_grad", "index", _take_grad_infer, _take_grad_impl,
-    vjp=lambda cts, outs, g, idx, axis, dim: [take(cts[0], idx, axis), None],
-    jvp=lambda ts, outs, g, idx, axis, dim: [
-        None if ts[0] is None else bind("take_grad", ts[0], idx, axis=axis, dim=dim)],
-    doc="scatter-add of a gathered gradient back to the source axis (adjoint of take)",
-))
+register(
+    OpDef(
+        "take",
+        "index",
+        _take_infer,
+        lambda xp, a, idx, axis: xp.take(a, idx, axis=axis),
+        vjp=lambda cts, outs, a, idx, axis: [
+            bind("take_grad", cts[0], idx, axis=axis, dim=type_of(a).shape[axis]),
+            None,
+        ],
+        jvp=lambda ts, outs, a, idx, axis: [None if ts[0] is None else take(ts[0], idx, axis)],
+    )
+)
+register(
+    OpDef(
+        "take_grad",
+        "index",
+        _take_grad_infer,
+        _take_grad_impl,
+        vjp=lambda cts, outs, g, idx, axis, dim: [take(cts[0], idx, axis), None],
+        jvp=lambda ts, outs, g, idx, axis, dim: [
+            None if ts[0] is None else bind("take_grad", ts[0], idx, axis=axis, dim=dim)
+        ],
+        doc="scatter-add of a gathered gradient back to the source axis (adjoint of take)",
+    )
+)
 
 
 def take(x: Any, indices: Any, axis: int = 0) -> Any:

@@ -34,8 +34,9 @@ class PassRecord:
     rewrites: dict[str, int] = field(default_factory=dict)
 
 
-def run_passes(graph: Graph, passes, log: list[PassRecord], check: bool = False,
-               rounds: int = MAX_ROUNDS) -> Graph:
+def run_passes(
+    graph: Graph, passes, log: list[PassRecord], check: bool = False, rounds: int = MAX_ROUNDS
+) -> Graph:
     for _ in range(rounds):
         changed = False
         for name, fn in passes:
