@@ -262,7 +262,10 @@ def _fmt_attr(v: Any) -> str:
     if isinstance(v, np.dtype):
         return SHORT_NAMES.get(v.name, v.name)
     if isinstance(v, Graph):
-        return f"<graph {len(v.nodes)} nodes>"
+        ops = ", ".join(n.op for n in v.nodes if n.op != "constant")
+        return f"<graph: {ops}>"
+    if isinstance(v, str) and (len(v) > 60 or "\n" in v):
+        return f"<{v.count(chr(10)) + 1} lines; see Compiled.kernels>"
     if isinstance(v, (list, tuple)) and any(isinstance(x, Graph) for x in v):
         return "[" + ", ".join(_fmt_attr(x) for x in v) + "]"
     return repr(v)
