@@ -32,7 +32,7 @@ NOTES = [
     "Notes: sizes are 256-byte aligned. `bound` is the largest sum of live aligned buffer bytes",
     "at a step of the order (one stream), or the heaviest conflict clique found (several",
     "streams, where concurrent values must coexist); no plan can go below it. `in place` counts",
-    "outputs written over a dying input (fused nodes do not opt in yet, see docs/memory.md).",
+    "outputs written over a dying input (fused nodes included, see docs/memory.md).",
     "The NumPy peak is what one call allocates beyond the preallocated arena and inputs: the",
     "fresh outputs plus temporaries of runners without `out=` (at transformer batch 64,",
     "`slice_scatter` allocates a 25 MB temporary per call).",
