@@ -13,6 +13,7 @@ then differentiates again.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -337,17 +338,30 @@ def value_and_grad(
     """A function returning ``(fn(*args), gradient)``; with has_aux ``((value, aux), grad)``.
     ``fn`` must return a floating-point scalar."""
 
-    def value_and_grad_fn(*args: Any) -> tuple:
+    def value_and_grad_fn(*args: Any, **kwargs: Any) -> tuple:
         nums = _normalize_argnums(argnums, len(args), "grad")
-        fwd = _Forward("grad", fn, args, nums, has_aux)
-        _check_scalar(fwd, fn)
+        f = _with_kwargs(fn, kwargs)  # keyword arguments pass through, not differentiated
+        fwd = _Forward("grad", f, args, nums, has_aux)
+        _check_scalar(fwd, f)
         (out_v,) = fwd.main_outputs
         seed = _fill(out_v.type, 1, fwd.env[out_v])
         grads = fwd.wrt_structure(nums, fwd.backward([seed]))
         return fwd.out_values(), grads[0] if isinstance(argnums, int) else tuple(grads)
 
+    functools.update_wrapper(value_and_grad_fn, fn)  # signature: gg.jit binds keywords by it
     value_and_grad_fn.__name__ = f"value_and_grad_{_fn_name(fn)}"
     return value_and_grad_fn
+
+
+def _with_kwargs(fn: Callable, kwargs: dict) -> Callable:
+    if not kwargs:
+        return fn
+
+    @functools.wraps(fn)
+    def bound(*args: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return bound
 
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
@@ -355,10 +369,11 @@ def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) 
     or a tuple of them when argnums is a tuple); with has_aux returns ``(grad, aux)``."""
     vg = value_and_grad(fn, argnums, has_aux)
 
-    def grad_fn(*args: Any) -> Any:
-        value, g = vg(*args)
+    def grad_fn(*args: Any, **kwargs: Any) -> Any:
+        value, g = vg(*args, **kwargs)
         return (g, value[1]) if has_aux else g
 
+    functools.update_wrapper(grad_fn, fn)
     grad_fn.__name__ = f"grad_{_fn_name(fn)}"
     return grad_fn
 

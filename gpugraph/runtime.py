@@ -11,6 +11,7 @@ from .backends.base import Backend, get_backend
 from .errors import DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
 from .memory import MemoryPlan, plan_memory, reorder_for_memory
+from .ops.core import is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
 from .schedule import Schedule, schedule
@@ -117,6 +118,23 @@ class Executable:
                 events[launch.step] = b.record(stream)
 
 
+def _weak_int_ranges(graph: Graph) -> dict[int, tuple[int, int]]:
+    """For each weak Python-int input that the graph casts to a narrower integer dtype (a weak
+    scalar takes the dtype of the array it meets), the range of values that cast keeps exact."""
+    users = graph.users()
+    ranges: dict[int, tuple[int, int]] = {}
+    for i, v in enumerate(graph.inputs):
+        if not (v.type.weak and v.type.dtype.kind == "i"):
+            continue
+        for node in users.get(v, []):
+            dt = node.attrs.get("dtype") if node.op == "astype" else None
+            if dt is not None and np.dtype(dt).kind in "iu":
+                info = np.iinfo(dt)
+                lo, hi = ranges.get(i, (info.min, info.max))
+                ranges[i] = (max(lo, int(info.min)), min(hi, int(info.max)))
+    return ranges
+
+
 class Compiled:
     """A function compiled for one input signature. Call it with arrays like the original."""
 
@@ -132,6 +150,7 @@ class Compiled:
         self.traced_graph = graph
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
         self.arg_names = arg_names or leaf_paths(in_tree, "args")
+        self._int_ranges = _weak_int_ranges(graph)
         self.backend = get_backend(options.backend)
         self.pass_log: list[PassRecord] = []
         check = options.verify
@@ -169,24 +188,42 @@ class Compiled:
         b = self.backend
         for name, t, x in zip(self.arg_names, types, leaves):
             if isinstance(x, (bool, int, float)) and t.weak:
-                out.append(b.asarray(np.asarray(x, dtype=t.dtype)))
+                lo, hi = self._int_ranges.get(len(out), (None, None))
+                if lo is not None and not isinstance(x, bool) and not lo <= x <= hi:
+                    raise DTypeError(
+                        f"argument {name}: Python integer {x} is out of bounds for the integer "
+                        f"dtype it combines with (range {lo}..{hi}); NumPy raises here too"
+                    )
+                try:
+                    out.append(b.asarray(np.asarray(x, dtype=t.dtype)))
+                except OverflowError:
+                    raise DTypeError(f"argument {name}: {x} does not fit in {t.dtype}") from None
                 continue
             shape = tuple(getattr(x, "shape", ()))
             dtype = getattr(x, "dtype", None)
             if shape != t.shape:
                 raise ShapeError(f"argument {name}: expected shape {t.shape}, got {shape}")
             if dtype != t.dtype:
-                raise DTypeError(f"argument {name}: expected dtype {t.dtype}, got {dtype}")
+                got = dtype if dtype is not None else f"a Python {type(x).__name__}"
+                raise DTypeError(f"argument {name}: expected dtype {t.dtype}, got {got}")
+            if not b.is_native(x) and is_cupy(x):
+                raise GpuGraphError(
+                    f"argument {name}: a CuPy (GPU) array was passed to a function compiled for "
+                    f"the {b.name} backend; pass a NumPy array ({name}.get()) or compile with "
+                    "backend='cupy'"
+                )
             out.append(x if b.is_native(x) else b.asarray(np.asarray(x)))
         return out
 
     def call_flat(self, leaves: list[Any]) -> list[Any]:
         return self.executable.run(self.check_args(leaves))
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call with the traced arguments: the dynamic ones by position, then the keyword ones
+        that were passed to the jitted function by keyword (keyword-only parameters)."""
         from .pytree import flatten
 
-        leaves, _ = flatten(args)
+        leaves, _ = flatten(args + ((kwargs,) if kwargs else ()))
         return unflatten(self.out_tree, self.call_flat(leaves))
 
     # -- introspection --------------------------------------------------------------------

@@ -30,6 +30,21 @@ class ShapeDtype:
         object.__setattr__(self, "dtype", check_dtype(self.dtype, "ShapeDtype"))
 
 
+def static_key(v: Any) -> Any:
+    """The cache key of a static argument: its value and its type, so that 1, 1.0 and True
+    (equal and equally hashed in Python), 0.0 and -0.0, or [0] and (0,) are different
+    signatures."""
+    if isinstance(v, (list, tuple)):
+        return (type(v).__qualname__, tuple(static_key(e) for e in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted(((k, static_key(e)) for k, e in v.items()), key=repr)))
+    if isinstance(v, float):  # bits: -0.0 is not 0.0, and NaN is itself
+        return ("float", v.hex())
+    if isinstance(v, np.generic):
+        return ("scalar", v.dtype.str, v.tobytes())
+    return (type(v).__qualname__, freeze(v))
+
+
 def _is_leaf_arg(x: Any) -> bool:
     return isinstance(x, (ShapeDtype, Tracer)) or is_array(x) or is_python_scalar(x)
 
@@ -73,56 +88,105 @@ def trace_flat(
 class JitFunction:
     """The object ``gg.jit`` returns: call it, ``lower`` it, or inspect its cache."""
 
-    def __init__(self, fn: Callable, static_argnums: Sequence[int], options: Options):
+    def __init__(
+        self,
+        fn: Callable,
+        static_argnums: Sequence[int],
+        options: Options,
+        static_argnames: Sequence[str] = (),
+    ):
         self.fn = fn
         self.static_argnums = tuple(sorted(set(static_argnums)))
+        self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
         self._cache: dict[Any, Compiled] = {}
         try:
-            self._params = list(inspect.signature(fn).parameters)
+            self._sig: inspect.Signature | None = inspect.signature(fn)
+            self._params = list(self._sig.parameters)
         except (TypeError, ValueError):
-            self._params = []
+            self._sig, self._params = None, []
+        if self._sig is not None:
+            params = self._sig.parameters.values()
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+            unknown = [n for n in self.static_argnames if n not in self._params]
+            if unknown and not takes_any:
+                raise GpuGraphError(
+                    f"static_argnames names {', '.join(map(repr, unknown))}, which "
+                    f"{getattr(fn, '__name__', 'fn')} has no parameter for"
+                )
         functools.update_wrapper(self, fn)
 
     def _arg_name(self, i: int) -> str:
         return self._params[i] if i < len(self._params) else f"args[{i}]"
 
-    def _split(self, args: tuple) -> tuple[list, tuple, Callable]:
-        nargs = len(args)
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Keyword arguments that name positional parameters become positions (so that
+        static_argnums and the cache see one form of each call); keyword-only ones stay."""
+        if not kwargs:
+            return args, {}
+        if self._sig is None:
+            raise GpuGraphError(
+                f"{getattr(self.fn, '__name__', 'fn')} has no inspectable signature, so it "
+                f"cannot take keyword arguments ({', '.join(kwargs)}); pass them by position"
+            )
+        bound = self._sig.bind(*args, **kwargs)  # TypeError names a bad keyword, as Python
+        return tuple(bound.args), dict(sorted(bound.kwargs.items()))
+
+    def _static_positions(self, nargs: int) -> list[int]:
         static_idx = [i if i >= 0 else nargs + i for i in self.static_argnums]
         for i in static_idx:
             if not 0 <= i < nargs:
                 raise GpuGraphError(f"static_argnums names argument {i}, but {nargs} were given")
-        dynamic = [a for i, a in enumerate(args) if i not in static_idx]
-        static = tuple((i, args[i]) for i in static_idx)
-        for i, v in static:
+        named = [i for i in range(nargs) if i < len(self._params)]
+        return sorted(
+            set(static_idx) | {i for i in named if self._params[i] in self.static_argnames}
+        )
+
+    def _split(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Callable]:
+        nargs = len(args)
+        static_idx = self._static_positions(nargs)
+        dynamic: list[Any] = [a for i, a in enumerate(args) if i not in static_idx]
+        static_kw = {k: v for k, v in kwargs.items() if k in self.static_argnames}
+        dyn_kw = {k: v for k, v in kwargs.items() if k not in static_kw}
+        if dyn_kw:
+            dynamic.append(dyn_kw)
+        static = (tuple((i, args[i]) for i in static_idx), tuple(static_kw.items()))
+        for name, v in [(self._arg_name(i), v) for i, v in static[0]] + list(static_kw.items()):
             try:
-                hash(freeze(v))
+                hash(static_key(v))
             except TypeError:
                 raise GpuGraphError(
-                    f"static argument {self._arg_name(i)} must be hashable, got {type(v).__name__}"
+                    f"static argument {name} must be hashable, got {type(v).__name__}"
                 ) from None
 
         def call(*dyn: Any) -> Any:
             it = iter(dyn)
-            full = [dict(static)[i] if i in static_idx else next(it) for i in range(nargs)]
-            return self.fn(*full)
+            full = [dict(static[0])[i] if i in static_idx else next(it) for i in range(nargs)]
+            kw = {**static_kw, **(next(it) if dyn_kw else {})}
+            return self.fn(*full, **kw)
 
         return dynamic, static, call
 
-    def _names(self, args: tuple, dynamic_tree: TreeDef) -> list[str]:
-        dyn_idx = [i for i in range(len(args)) if i not in self.static_argnums]
+    def _names(self, args: tuple, kwargs: dict, dynamic_tree: TreeDef) -> list[str]:
+        static_idx = self._static_positions(len(args))
+        labels = [self._arg_name(i) for i in range(len(args)) if i not in static_idx]
+        children = dynamic_tree.children
         names = []
-        for k, child in enumerate(dynamic_tree.children):
-            names.extend(leaf_paths(child, self._arg_name(dyn_idx[k])))
+        for k, child in enumerate(children[: len(labels)]):
+            names.extend(leaf_paths(child, labels[k]))
+        if len(children) > len(labels):  # the dynamic keyword arguments, a dict by name
+            kw = children[-1]
+            for key, child in zip(kw.keys, kw.children):
+                names.extend(leaf_paths(child, str(key)))
         return names
 
-    def _compiled_for(self, args: tuple) -> tuple[Compiled, list]:
-        dynamic, static, call = self._split(args)
+    def _compiled_for(self, args: tuple, kwargs: dict) -> tuple[Compiled, list]:
+        args, kwargs = self._bind(args, kwargs)
+        dynamic, static, call = self._split(args, kwargs)
         leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
-        names = self._names(args, tree)
+        names = self._names(args, kwargs, tree)
         types = [leaf_type(x, n) for x, n in zip(leaves, names)]
-        key = (tree, tuple(types), freeze(static), self.options)
+        key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
         if compiled is None:
             graph, out_tree, _ = trace_flat(call, types, tree, names)
@@ -130,16 +194,16 @@ class JitFunction:
             self._cache[key] = compiled
         return compiled, leaves
 
-    def __call__(self, *args: Any) -> Any:
-        leaves, _ = flatten(args, is_leaf=_is_leaf_arg)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
-            return self.fn(*args)  # jit inside a trace: inline into the outer graph
-        compiled, dyn_leaves = self._compiled_for(args)
+            return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
+        compiled, dyn_leaves = self._compiled_for(args, kwargs)
         return unflatten(compiled.out_tree, compiled.call_flat(dyn_leaves))
 
-    def lower(self, *args: Any) -> Compiled:
+    def lower(self, *args: Any, **kwargs: Any) -> Compiled:
         """Compile for these arguments (arrays or gg.ShapeDtype specs) without running."""
-        return self._compiled_for(args)[0]
+        return self._compiled_for(args, kwargs)[0]
 
     @property
     def cache_size(self) -> int:
@@ -154,6 +218,7 @@ def jit(
     fn: Callable | None = None,
     *,
     static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
     backend: str = "auto",
     optimize: bool = True,
     fuse: bool = True,
@@ -164,12 +229,16 @@ def jit(
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
-    Usable as ``@gg.jit`` or ``@gg.jit(static_argnums=1, backend="numpy")``.
+    Usable as ``@gg.jit`` or ``@gg.jit(static_argnums=1, backend="numpy")``. Keyword arguments
+    work as in the Python call; ``static_argnames`` marks parameters static by name (whether
+    they are passed by position or by keyword), ``static_argnums`` by position.
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     """
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math)
     if fn is None:
-        return lambda f: JitFunction(f, static_argnums, options)
-    return JitFunction(fn, static_argnums, options)
+        return lambda f: JitFunction(f, static_argnums, options, static_argnames)
+    return JitFunction(fn, static_argnums, options, static_argnames)

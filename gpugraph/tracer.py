@@ -7,6 +7,7 @@ over traced values work.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TraceError
+from .errors import GpuGraphError, TraceError, UnsupportedError
 from .ir import GraphBuilder, TensorType, Value
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +31,26 @@ def user_loc() -> str:
             return f"{os.path.basename(fname)}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+class MissingAttributeError(UnsupportedError, AttributeError):
+    """An ndarray attribute or method that traced arrays do not have (hasattr() sees False)."""
+
+
+def with_user_loc(fn):
+    """Wrap a public op function so that a user error raised before ``bind`` (an axis out of
+    range, a bad index, a bad shape argument) names the user's file:line like bind's do."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GpuGraphError as e:
+            if " (at " in str(e):
+                raise
+            raise type(e)(f"{e} (at {user_loc()})") from None
+
+    return wrapper
 
 
 def trace_stack() -> list[Trace]:
@@ -152,10 +173,22 @@ class Tracer:
             f"inside a traced function (at {user_loc()}); use gg ops instead of NumPy calls"
         )
 
-    def __float__(self):
-        return self.__bool__()
+    def _concrete(self, what: str):
+        raise TraceError(
+            f"a traced array ({self.value.type}) cannot be converted to a Python {what} while "
+            f"tracing (at {user_loc()}): its value is not known yet. Values that decide shapes, "
+            "axes, ranges or Python control flow must be static: pass them with static_argnums "
+            "/ static_argnames (a Python number argument is traced, so it cannot be used there)"
+        )
 
-    __int__ = __index__ = __float__
+    def __float__(self):
+        return self._concrete("float")
+
+    def __int__(self):
+        return self._concrete("int")
+
+    def __index__(self):
+        return self._concrete("int (an index, a shape or a range bound)")
 
     def __iter__(self):
         if not self.shape:
@@ -215,6 +248,50 @@ def install_tracer_methods(namespace: dict) -> None:
         "flatten": lambda self: ns["reshape"](self, (-1,)),
         "T": property(lambda self: ns["transpose"](self)),
     }
+
+    def unsupported(name: str, sym: str):
+        def method(self, *other):
+            raise UnsupportedError(
+                f"{name} (the `{sym}` operator) is not supported on traced arrays (at {user_loc()})"
+            )
+
+        return method
+
+    for dunder, name, sym in (
+        ("floordiv", "floor_divide", "//"),
+        ("mod", "remainder", "%"),
+        ("divmod", "divmod", "divmod"),
+        ("xor", "logical_xor", "^"),
+        ("lshift", "left_shift", "<<"),
+        ("rshift", "right_shift", ">>"),
+    ):
+        methods[f"__{dunder}__"] = methods[f"__r{dunder}__"] = unsupported(name, sym)
     for k, v in methods.items():
-        setattr(Tracer, k, v)
+        setattr(Tracer, k, v if isinstance(v, property) else with_user_loc(v))
+
+    def missing(self, name: str):
+        if name.startswith("__"):  # protocol probes (copy, pickle, NumPy) get the plain error
+            raise AttributeError(name)
+        hint = f"; use gg.{name}(x, ...)" if name in ns else ""
+        raise MissingAttributeError(
+            f"traced arrays have no attribute or method {name!r}{hint} (at {user_loc()})"
+        )
+
+    Tracer.__getattr__ = missing
+
+    def array_function(self, func, types, args, kwargs):
+        """NumPy functions (np.sum, np.reshape, ...) on a traced array: np.shape/ndim/size
+        answer from the type; the rest raise an error naming the function and the gg op."""
+        name = getattr(func, "__name__", repr(func))
+        if func in (np.shape, np.ndim, np.size) and len(args) == 1 and not kwargs:
+            a = args[0]
+            if isinstance(a, Tracer):
+                return {"shape": a.shape, "ndim": a.ndim, "size": a.size}[name]
+        hint = f"; use gg.{name}" if name in ns else ""
+        raise TraceError(
+            f"NumPy function np.{name} cannot run on a traced array ({self.value.type}) inside "
+            f"a traced function (at {user_loc()}){hint}"
+        )
+
+    Tracer.__array_function__ = array_function
     Tracer.__hash__ = object.__hash__

@@ -10,8 +10,6 @@ from hypothesis import strategies as st
 import gpugraph as gg
 from gpugraph.memory import plan_memory
 from gpugraph.testing.races import (
-    BINARY,
-    UNARY,
     LinearOrder,
     branchy_function,
     check_races,
@@ -21,23 +19,12 @@ from gpugraph.testing.races import (
     with_plan,
     with_schedule,
 )
+from tests.dag_strategies import dag_recipes, lower
 
 X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
 Y = np.cos(X * 3).astype(np.float32)
 
-recipes = st.lists(
-    st.tuples(
-        st.sampled_from(UNARY + BINARY + ("reshape",)), st.integers(0, 99), st.integers(0, 99)
-    ),
-    min_size=1,
-    max_size=20,
-)
-
-
-def lower(fn, *args, streams=4, fuse=False):
-    # fuse=False by default: these tests are about streams and memory, not fusion.
-    # streams=4: up to 4, as a GPU would get (NumPy's own default is 1 stream).
-    return gg.jit(fn, backend="numpy", streams=streams, fuse=fuse).lower(*args)
+recipes = dag_recipes(max_size=20)
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,23 +9,12 @@ from hypothesis import strategies as st
 
 import gpugraph as gg
 from gpugraph.schedule import Schedule, Step, schedule, vector_clocks
-from gpugraph.testing.races import BINARY, UNARY, branchy_function, dag_function
+from gpugraph.testing.races import branchy_function, dag_function
+from tests.dag_strategies import dag_recipes, lower
 
 X = np.linspace(-1, 1, 32, dtype=np.float32).reshape(4, 8)
 
-recipes = st.lists(
-    st.tuples(
-        st.sampled_from(UNARY + BINARY + ("reshape",)), st.integers(0, 99), st.integers(0, 99)
-    ),
-    min_size=1,
-    max_size=24,
-)
-
-
-def lower(fn, *args, streams=4, fuse=False):
-    # fuse=False by default: these tests are about streams and memory, not fusion.
-    # streams=4: up to 4, as a GPU would get (NumPy's own default is 1 stream).
-    return gg.jit(fn, backend="numpy", streams=streams, fuse=fuse).lower(*args)
+recipes = dag_recipes(max_size=24)
 
 
 def closure(sched: Schedule) -> np.ndarray:

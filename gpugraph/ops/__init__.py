@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir import TensorType
+from ..tracer import with_user_loc
 from .core import bind
 from .registry import REGISTRY, OpDef, get_op, register
 
@@ -20,6 +21,7 @@ from . import (  # noqa: E402
     creation,
     elementwise,
     fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
+    index,
     linalg,
     nn,
     reduce,
@@ -42,11 +44,11 @@ API: dict = {
             "squeeze",
             "concatenate",
             "stack",
-            "getitem",
-            "take",
             "sum_to_shape",
         )
     },
+    "getitem": index.getitem,
+    "take": index.take,
     **{
         n: getattr(nn, n)
         for n in ("softmax", "log_softmax", "logsumexp", "layer_norm", "gelu", "var")
@@ -56,5 +58,8 @@ API: dict = {
         for n in ("zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")
     },
 }
+
+# Errors raised before bind (a bad axis, index or shape argument) name the user's line too.
+API = {name: with_user_loc(fn) for name, fn in API.items()}
 
 __all__ = ["API", "REGISTRY", "OpDef", "bind", "get_op", "register"]

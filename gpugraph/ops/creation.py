@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import GpuGraphError, ShapeError
 from ..ir import TensorType
+from ..tracer import with_user_loc
 from .core import DEFAULT_FLOAT, bind, check_dtype, scalar_default_dtype, type_of
 from .registry import OpDef, register
 
@@ -38,43 +40,60 @@ def _n(start, stop, step) -> int:
     return max(0, int(np.ceil((stop - start) / step)))
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
-    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+def _shape(shape: Any, op: str = "full") -> tuple[int, ...]:
+    try:
+        dims = (
+            (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        )
+    except TypeError:
+        raise ShapeError(
+            f"{op}: shape must be an int or a sequence of ints, got {shape!r}"
+        ) from None
+    if any(d < 0 for d in dims):
+        raise ShapeError(f"{op}: negative dimension in shape {dims}")
+    return dims
 
 
+@with_user_loc
 def full(shape: Any, value: Any, dtype: Any = None) -> Any:
     dt = check_dtype(dtype, "full") if dtype is not None else scalar_default_dtype(value)
     return bind("full", shape=_shape(shape), value=np.asarray(value, dt).item(), dtype=dt)
 
 
+@with_user_loc
 def zeros(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
     return full(shape, 0, dtype)
 
 
+@with_user_loc
 def ones(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
     return full(shape, 1, dtype)
 
 
+@with_user_loc
 def zeros_like(x: Any, dtype: Any = None) -> Any:
     t = type_of(x)
     return full(t.shape, 0, dtype or t.dtype)
 
 
+@with_user_loc
 def ones_like(x: Any, dtype: Any = None) -> Any:
     t = type_of(x)
     return full(t.shape, 1, dtype or t.dtype)
 
 
+@with_user_loc
 def full_like(x: Any, value: Any, dtype: Any = None) -> Any:
     t = type_of(x)
     return full(t.shape, value, dtype or t.dtype)
 
 
+@with_user_loc
 def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Any:
     if stop is None:
         start, stop = 0, start
     if step == 0:
-        raise ValueError("arange: step must not be zero")
+        raise GpuGraphError("arange: step must not be zero")
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, stop, step))
         dtype = DEFAULT_FLOAT if is_float else np.int64

@@ -248,14 +248,33 @@ def _inplace_ok(node: Any, out: int, inp: int) -> bool:
     Yes when they have the same shape and no member reads that input after the member that
     writes that output: per element on the GPU (loads precede stores in every thread) and per
     chunk on NumPy (steps run in body order; an op whose ``out=`` is its own input is exact).
+    Every input that may share those bytes counts, not only ``inp``: two inputs that are
+    reshapes (views) of one value alias each other, and a late reader of either must not see
+    the output already written there.
     """
     body: Graph = node.attrs["body"]
-    src, dst = body.inputs[inp], body.outputs[out]
-    if src.shape != dst.shape or dst.node is None:
+    dst = body.outputs[out]
+    if dst.node is None:
         return False
     writer = body.nodes.index(dst.node)
-    readers = [i for i, n in enumerate(body.nodes) if src in n.inputs]
-    return max(readers, default=-1) <= writer
+    root = _view_root(node.inputs[inp])
+    for j, outer in enumerate(node.inputs):
+        if j != inp and _view_root(outer) is not root:
+            continue
+        src = body.inputs[j]
+        if src.shape != dst.shape:
+            return False
+        readers = [i for i, n in enumerate(body.nodes) if src in n.inputs]
+        if max(readers, default=-1) > writer:
+            return False
+    return True
+
+
+def _view_root(v: Value) -> Value:
+    """The value whose bytes ``v`` may share: through reshapes (views in the memory plan)."""
+    while v.node is not None and v.node.op == "reshape":
+        v = v.node.inputs[0]
+    return v
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
+from ..tracer import with_user_loc
 from .core import bind, promote, type_of
 from .elementwise import add, broadcast_shapes
 from .registry import OpDef, register
@@ -59,6 +60,7 @@ register(
 )
 
 
+@with_user_loc
 def matmul(a: Any, b: Any) -> Any:
     """Matrix product as np.matmul: 1-D operands are promoted to matrices and squeezed back."""
     a, b = promote(a, b)
@@ -76,6 +78,7 @@ def matmul(a: Any, b: Any) -> Any:
     return reshape(out, shape)
 
 
+@with_user_loc
 def dot(a: Any, b: Any) -> Any:
     return matmul(a, b)
 

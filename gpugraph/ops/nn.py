@@ -7,17 +7,21 @@ from typing import Any
 
 import numpy as np
 
+from ..tracer import with_user_loc
 from .core import to_float, type_of
 from .elementwise import (
+    abs,
     add,
     erf,
     exp,
+    less,
     log,
     multiply,
     rsqrt,
     stop_gradient,
     subtract,
     tanh,
+    where,
 )
 from .reduce import max as _max
 from .reduce import mean, sum
@@ -28,13 +32,18 @@ def _c(value: float, like: Any) -> Any:
     return np.asarray(value, dtype=type_of(like).dtype)[()]
 
 
+@with_user_loc
 def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
     x = to_float(x)
-    shift = stop_gradient(_max(x, axis=axis, keepdims=True))
+    m = _max(x, axis=axis, keepdims=True)
+    # shift by the max only where it is finite: a row of -inf gives -inf (not -inf - -inf =
+    # NaN) and a +inf entry gives +inf, as in scipy, JAX and PyTorch
+    shift = stop_gradient(where(less(abs(m), _c(np.inf, x)), m, _c(0.0, x)))
     out = add(log(sum(exp(subtract(x, shift)), axis=axis, keepdims=True)), shift)
     return out if keepdims else squeeze(out, axis if axis is not None else None)
 
 
+@with_user_loc
 def softmax(x: Any, axis: int = -1) -> Any:
     x = to_float(x)
     e = exp(subtract(x, stop_gradient(_max(x, axis=axis, keepdims=True))))
@@ -47,17 +56,20 @@ def _reciprocal(x: Any) -> Any:
     return reciprocal(x)
 
 
+@with_user_loc
 def log_softmax(x: Any, axis: int = -1) -> Any:
     x = to_float(x)
     return subtract(x, logsumexp(x, axis=axis, keepdims=True))
 
 
+@with_user_loc
 def var(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     x = to_float(x)
     centered = subtract(x, mean(x, axis=axis, keepdims=True))
     return mean(multiply(centered, centered), axis=axis, keepdims=keepdims)
 
 
+@with_user_loc
 def layer_norm(
     x: Any, weight: Any = None, bias: Any = None, axis: int = -1, eps: float = 1e-5
 ) -> Any:
@@ -74,6 +86,7 @@ def layer_norm(
     return y
 
 
+@with_user_loc
 def gelu(x: Any, approximate: str | bool = "tanh") -> Any:
     """GELU; ``approximate="tanh"`` (default) or ``"none"`` for the exact erf form."""
     x = to_float(x)

@@ -110,6 +110,57 @@ def _group_nodes(graph: Graph, notes: list[str]) -> list[set[Node]]:
     return [groups.sets[r] for r in dict.fromkeys(groups.find(n) for n in eligible)]
 
 
+def _stuck_groups(graph: Graph, groups: list[set[Node]]) -> list[int]:
+    """Indices of multi-node groups that cannot be ordered once every group is one node.
+
+    Each group is convex on its own, but two convex groups can still need each other (A feeds
+    B through one edge and B feeds A through another): then the fused graph has a cycle."""
+    owner = {n: i for i, g in enumerate(groups) if len(g) > 1 for n in g}
+    unit = {n: ("g", owner[n]) if n in owner else ("n", n.id) for n in graph.nodes}
+    deps: dict[tuple, set[tuple]] = {u: set() for u in unit.values()}
+    for node in graph.nodes:
+        for v in node.inputs:
+            if v.node is not None and unit[v.node] != unit[node]:
+                deps[unit[node]].add(unit[v.node])
+    users: dict[tuple, list[tuple]] = {u: [] for u in deps}
+    for u, d in deps.items():
+        for p in d:
+            users[p].append(u)
+    waiting = {u: len(d) for u, d in deps.items()}
+    ready = [u for u, c in waiting.items() if c == 0]
+    while ready:  # peel sources: what is left is on a cycle or downstream of one
+        for u in users[ready.pop()]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    left = {u for u, c in waiting.items() if c > 0}
+    feeding = {u: sum(w in left for w in users[u]) for u in left}
+    sinks = [u for u, c in feeding.items() if c == 0]
+    while sinks:  # peel sinks: what is left is on a cycle (or between two)
+        u = sinks.pop()
+        left.discard(u)
+        for p in deps[u]:
+            if p in left:
+                feeding[p] -= 1
+                if feeding[p] == 0:
+                    sinks.append(p)
+    return sorted(u[1] for u in left if u[0] == "g")
+
+
+def _break_cycles(graph: Graph, groups: list[set[Node]], notes: list[str]) -> list[set[Node]]:
+    """Split groups into single ops until the groups can be ordered (rare; see above)."""
+    index = {n: i for i, n in enumerate(graph.nodes)}
+    while stuck := _stuck_groups(graph, groups):
+        k = min(stuck, key=lambda i: (len(groups[i]), min(index[n] for n in groups[i])))
+        members = sorted(groups[k], key=index.__getitem__)
+        notes.append(
+            f"split: {', '.join(map(_describe, members))}: fused whole it would form a cycle "
+            "with another group"
+        )
+        groups = groups[:k] + [{n} for n in members] + groups[k + 1 :]
+    return groups
+
+
 def _body(members: list[Node], outputs: list[Value]) -> tuple[Graph, list[Value]]:
     """The group as its own graph, and the outer values that feed it (its node's inputs)."""
     b = GraphBuilder()
@@ -168,7 +219,7 @@ def fuse(graph: Graph) -> tuple[Graph, dict[str, int]]:
     if any(n.op == FUSED_OP for n in graph.nodes):
         return graph, {}
     notes: list[str] = []
-    groups = _group_nodes(graph, notes)
+    groups = _break_cycles(graph, _group_nodes(graph, notes), notes)
     index = {n: i for i, n in enumerate(graph.nodes)}
     users, graph_outputs = graph.users(), set(graph.outputs)
     units: dict[Node, Node] = {n: n for n in graph.nodes}
@@ -182,6 +233,9 @@ def fuse(graph: Graph) -> tuple[Graph, dict[str, int]]:
             for v in n.outputs
             if v in graph_outputs or any(u not in group for u in users[v])
         ]
+        if not outs:  # dead code (optimize=False keeps it): nothing to write, nothing to fuse
+            notes.append(f"left unfused: {', '.join(map(_describe, members))}: no result is used")
+            continue
         body, externals = _body(members, outs)
         try:
             kernel = emit_kernel(body)

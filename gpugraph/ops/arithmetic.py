@@ -1,0 +1,96 @@
+"""Arithmetic elementwise ops: add, subtract, multiply, divide, maximum, minimum, negative,
+sign, abs, reciprocal, relu, and stop_gradient (a copy that blocks derivatives)."""
+
+from __future__ import annotations
+
+from .core import promote, to_float, type_of
+from .elementwise import elementwise, float_unary, scalar_like, ufunc
+from .logic import astype, equal, greater, less
+
+
+def _true_divide(*xs):
+    xs = promote(*xs)
+    return [to_float(x) for x in xs]
+
+
+add = ufunc("add", 2, "({0} + {1})", lambda i, o, a, b: 1, kinds="fi")
+subtract = ufunc("subtract", 2, "({0} - {1})", lambda i, o, a, b: 1 if i == 0 else -1, kinds="fi")
+multiply = ufunc("multiply", 2, "({0} * {1})", lambda i, o, a, b: b if i == 0 else a, kinds="fib")
+divide = ufunc(
+    "divide",
+    2,
+    "({0} / {1})",
+    lambda i, o, a, b: reciprocal(b) if i == 0 else negative(divide(o, b)),
+    kinds="f",
+    prepare=_true_divide,
+)
+
+
+def _max_partial(i, o, a, b, *, pick):
+    mine, other = (a, b) if i == 0 else (b, a)
+    wins = astype(pick(mine, other), type_of(o).dtype)
+    ties = astype(equal(mine, other), type_of(o).dtype)
+    return add(wins, multiply(ties, scalar_like(0.5, o)))
+
+
+maximum = ufunc(
+    "maximum",
+    2,
+    "(({0} > {1} || {0} != {0}) ? {0} : {1})",
+    lambda i, o, a, b: _max_partial(i, o, a, b, pick=greater),
+    kinds="fi",
+)
+minimum = ufunc(
+    "minimum",
+    2,
+    "(({0} < {1} || {0} != {0}) ? {0} : {1})",
+    lambda i, o, a, b: _max_partial(i, o, a, b, pick=less),
+    kinds="fi",
+)
+negative = ufunc("negative", 1, "(-{0})", lambda i, o, a: -1, kinds="fi")
+sign = ufunc(
+    "sign",
+    1,
+    "(({0} != {0}) ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
+    lambda i, o, a: None,
+    kinds="fi",
+)
+abs = ufunc(
+    "abs",
+    1,
+    "({0} < 0 ? -{0} : ({0} == 0 ? ({T})0 : {0}))",
+    lambda i, o, a: sign(a),
+    xp_name="absolute",
+    kinds="fi",
+)
+
+
+def _reciprocal_impl(xp, a, out=None):
+    return xp.divide(1, a, out=out)
+
+
+reciprocal = float_unary(
+    "reciprocal", "(({T})1 / {0})", lambda i, o, a: negative(multiply(o, o)), _reciprocal_impl
+)
+
+
+def _relu_impl(xp, a, out=None):
+    return xp.maximum(a, a.dtype.type(0), out=out)
+
+
+relu = elementwise(
+    "relu",
+    1,
+    _relu_impl,
+    "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
+    lambda i, o, a: astype(greater(a, scalar_like(0, a)), type_of(a).dtype),
+    kinds="fi",
+)
+stop_gradient = elementwise(
+    "stop_gradient",
+    1,
+    lambda xp, a, out=None: xp.copyto(out, a) or out if out is not None else a.copy(),
+    "{0}",
+    None,
+    kinds="fib",
+)

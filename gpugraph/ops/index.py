@@ -1,0 +1,200 @@
+"""Indexing ops: slice and its adjoint slice_scatter, take (gather along an axis) and its
+adjoint take_grad, and ``getitem`` (basic indexing ``x[1, ::2, None, ...]``) built on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ir import TensorType
+from .core import bind, type_of
+from .registry import OpDef, register
+from .shape import normalize_axis, of_shape, reshape
+
+
+# ---- slicing (basic indexing) -------------------------------------------------------------
+def _slice_infer(types, starts, stops, steps):
+    shape = tuple(len(range(a, b, s)) for a, b, s in zip(starts, stops, steps))
+    return of_shape(types, shape)
+
+
+def _slices(starts, stops, steps):
+    return tuple(
+        slice(a, None if (b < 0 and s < 0) else b, s) for a, b, s in zip(starts, stops, steps)
+    )
+
+
+def _scatter_infer(types, shape, starts, stops, steps):
+    return of_shape(types, shape)
+
+
+def _scatter_impl(xp, g, shape, starts, stops, steps, out=None):
+    """Zeros with ``g`` at the slice; written into ``out`` (an arena view) when given."""
+    if out is None:
+        out = xp.zeros(shape, dtype=g.dtype)
+    else:
+        out[...] = 0
+    out[_slices(starts, stops, steps)] = g
+    return out
+
+
+register(
+    OpDef(
+        "slice",
+        "index",
+        _slice_infer,
+        lambda xp, a, starts, stops, steps: a[_slices(starts, stops, steps)],
+        vjp=lambda cts, outs, a, **k: [bind("slice_scatter", cts[0], shape=type_of(a).shape, **k)],
+        jvp=lambda ts, outs, a, **k: [bind("slice", ts[0], **k)],
+    )
+)
+register(
+    OpDef(
+        "slice_scatter",
+        "index",
+        _scatter_infer,
+        _scatter_impl,
+        vjp=lambda cts, outs, g, shape, **k: [bind("slice", cts[0], **k)],
+        jvp=lambda ts, outs, g, shape, **k: [bind("slice_scatter", ts[0], shape=shape, **k)],
+        out_kw=True,
+        doc="zeros of `shape` with the operand written at the slice (the adjoint of slice)",
+    )
+)
+
+
+def slice_axis(x: Any, axis: int, start: int, stop: int, step: int = 1) -> Any:
+    shape = type_of(x).shape
+    starts = [0] * len(shape)
+    stops = list(shape)
+    steps = [1] * len(shape)
+    starts[axis], stops[axis], steps[axis] = start, stop, step
+    return _slice(x, starts, stops, steps)
+
+
+def _slice(x, starts, stops, steps):
+    shape = type_of(x).shape
+    if list(starts) == [0] * len(shape) and list(stops) == list(shape) and set(steps) <= {1}:
+        return x
+    return bind("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+
+
+def getitem(x: Any, idx: Any) -> Any:
+    """Basic indexing (ints, slices with steps, None, Ellipsis); an integer array index on
+    the first axis becomes ``take``."""
+    from .core import is_tensor
+
+    if is_tensor(idx):
+        return take(x, idx, axis=0)
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    shape = type_of(x).shape
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if sum(1 for i in idx if i is Ellipsis) > 1:
+        raise ShapeError("index: an index can only have a single ellipsis ('...')")
+    if n_real > len(shape):
+        raise ShapeError(f"index: too many indices ({n_real}) for an array of shape {shape}")
+    expanded: list[Any] = []
+    for i in idx:
+        if i is Ellipsis:
+            expanded.extend([slice(None)] * (len(shape) - n_real))
+        else:
+            expanded.append(i)
+    expanded.extend([slice(None)] * (len(shape) - sum(1 for i in expanded if i is not None)))
+    starts, stops, steps, out_shape, dim = [], [], [], [], 0
+    for i in expanded:
+        if i is None:
+            out_shape.append(1)
+            continue
+        n = shape[dim]
+        if isinstance(i, slice):
+            a, b, s = i.indices(n)
+            starts.append(a), stops.append(b), steps.append(s)
+            out_shape.append(len(range(a, b, s)))
+        elif isinstance(i, (int, np.integer)) and not isinstance(i, bool):
+            if not -n <= i < n:
+                raise ShapeError(f"index: index {i} is out of bounds for axis {dim} with size {n}")
+            i = int(i) % n
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        else:
+            raise ShapeError(f"index: unsupported index {i!r} (basic indexing only)")
+        dim += 1
+    return reshape(_slice(x, starts, stops, steps), out_shape)
+
+
+# ---- take (gather along an axis) ----------------------------------------------------------
+def _take_infer(types, axis):
+    x, idx = types
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"take: indices must be integers, got {idx.dtype}")
+    return [TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1 :], x.dtype)]
+
+
+def _take_grad_infer(types, axis, dim):
+    g, idx = types
+    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim :]
+    return [TensorType(shape, g.dtype)]
+
+
+def _take_grad_impl(xp, g, idx, axis, dim):
+    shape = g.shape[:axis] + (dim,) + g.shape[axis + idx.ndim :]
+    out = xp.zeros(shape, dtype=g.dtype)
+    # move the gathered axes to the front so one add.at scatters them all
+    lead = tuple(range(axis, axis + idx.ndim))
+    rest = tuple(i for i in range(g.ndim) if i not in lead)
+    g2 = xp.transpose(g, lead + rest).reshape((idx.size,) + tuple(g.shape[i] for i in rest))
+    o2 = xp.moveaxis(out, axis, 0)
+    if xp is np:
+        np.add.at(o2, idx.reshape(-1), g2)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(o2, idx.reshape(-1), g2)
+    return out
+
+
+register(
+    OpDef(
+        "take",
+        "index",
+        _take_infer,
+        lambda xp, a, idx, axis: xp.take(a, idx, axis=axis),
+        vjp=lambda cts, outs, a, idx, axis: [
+            bind("take_grad", cts[0], idx, axis=axis, dim=type_of(a).shape[axis]),
+            None,
+        ],
+        jvp=lambda ts, outs, a, idx, axis: [None if ts[0] is None else take(ts[0], idx, axis)],
+    )
+)
+register(
+    OpDef(
+        "take_grad",
+        "index",
+        _take_grad_infer,
+        _take_grad_impl,
+        vjp=lambda cts, outs, g, idx, axis, dim: [take(cts[0], idx, axis), None],
+        jvp=lambda ts, outs, g, idx, axis, dim: [
+            None if ts[0] is None else bind("take_grad", ts[0], idx, axis=axis, dim=dim)
+        ],
+        doc="scatter-add of a gathered gradient back to the source axis (adjoint of take)",
+    )
+)
+
+
+def take(x: Any, indices: Any, axis: int = 0) -> Any:
+    """Gather ``x`` along ``axis`` at integer ``indices`` (like np.take with an axis)."""
+    from .core import is_array, is_python_scalar
+
+    if is_python_scalar(indices) or isinstance(indices, (list, tuple)):
+        indices = np.asarray(indices, dtype=np.int64)
+    if is_array(indices) and indices.dtype.kind in "iu" and indices.dtype != np.int32:
+        indices = indices.astype(np.int64)
+    shape = type_of(x).shape
+    ax = normalize_axis("take", axis, len(shape))
+    dim = shape[ax]
+    if is_array(indices) and indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < -dim or hi >= dim:  # caught now: on a GPU it would read out of bounds
+            bad = lo if lo < -dim else hi
+            raise ShapeError(f"take: index {bad} is out of range for axis {ax} with size {dim}")
+    return bind("take", x, indices, axis=ax)

@@ -1,0 +1,82 @@
+"""Power and transcendental elementwise ops: power, exp, log, sqrt, rsqrt, tanh, sin, cos,
+sigmoid, erf. All but power take float operands (ints are made float first)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .arithmetic import divide, multiply, negative, reciprocal, subtract
+from .elementwise import float_unary, into, scalar_like, ufunc
+from .logic import equal, greater, where
+
+
+def _power_partial(i, o, a, b):
+    if i == 0:
+        return multiply(b, power(a, subtract(b, scalar_like(1, b))))
+    # d/db a**b = a**b log a: 0 at a == 0 (the limit) and NaN for a < 0 (no real derivative);
+    # log only sees positive operands, so eager gradients of x**2 at x < 0 raise no warnings
+    pos = greater(a, scalar_like(0, a))
+    off = where(equal(a, scalar_like(0, a)), scalar_like(0, a), scalar_like(np.nan, a))
+    return where(pos, multiply(o, log(where(pos, a, scalar_like(1, a)))), off)
+
+
+power = ufunc("power", 2, "pow({0}, {1})", _power_partial, kinds="fi")
+exp = float_unary("exp", "exp({0})", lambda i, o, a: o)
+log = float_unary("log", "log({0})", lambda i, o, a: reciprocal(a))
+sqrt = float_unary("sqrt", "sqrt({0})", lambda i, o, a: divide(scalar_like(0.5, o), o))
+
+
+def _rsqrt_impl(xp, a, out=None):
+    r = xp.sqrt(a, out=out)
+    return xp.divide(1, r, out=r if out is not None else None) if out is not None else 1 / r
+
+
+rsqrt = float_unary(
+    "rsqrt",
+    "rsqrt({0})",
+    lambda i, o, a: multiply(scalar_like(-0.5, o), divide(o, a)),
+    _rsqrt_impl,
+)
+tanh = float_unary("tanh", "tanh({0})", lambda i, o, a: subtract(scalar_like(1, o), multiply(o, o)))
+sin = float_unary("sin", "sin({0})", lambda i, o, a: cos(a))
+cos = float_unary("cos", "cos({0})", lambda i, o, a: negative(sin(a)))
+
+
+def _sigmoid_impl(xp, a, out=None):
+    # exp(-log(1 + exp(-x))) is exact for large |x| and raises no overflow warnings
+    # asarray: on a 0-d input the ufunc returns a scalar, which cannot be an ``out=`` below
+    r = xp.asarray(xp.logaddexp(0, -a)) if out is None else xp.logaddexp(0, -a, out=out)
+    r = xp.negative(r, out=r)
+    return xp.exp(r, out=r)
+
+
+sigmoid = float_unary(
+    "sigmoid",
+    "(({T})1 / (({T})1 + exp(-{0})))",
+    lambda i, o, a: multiply(o, subtract(scalar_like(1, o), o)),
+    _sigmoid_impl,
+)
+
+
+def _erf_impl(xp, a, out=None):
+    if xp is np:
+        try:
+            from scipy.special import erf as _erf  # exact and vectorized when available
+        except ImportError:
+            _erf = np.frompyfunc(math.erf, 1, 1)
+        r = np.asarray(_erf(a)).astype(a.dtype)
+    else:
+        from cupyx.scipy.special import erf as _erf
+
+        r = _erf(a)
+    return into(out, r)
+
+
+erf = float_unary(
+    "erf",
+    "erf({0})",
+    lambda i, o, a: multiply(scalar_like(2 / math.sqrt(math.pi), o), exp(negative(multiply(a, a)))),
+    _erf_impl,
+)
