@@ -5,13 +5,16 @@ template <typename T>
 __device__ void take_grad(const T* __restrict__ g, const long long* __restrict__ idx,
                           T* __restrict__ out, long long outer, long long n_idx, long long inner,
                           long long dim) {
+  if (dim <= 0) return;  // nothing can be indexed (and % 0 is undefined)
   const long long total = outer * n_idx * inner;
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
     const long long k = i % inner;
     const long long j = (i / inner) % n_idx;
     const long long o = i / (inner * n_idx);
-    long long row = idx[j];
+    // wrapped like cupy.take (the forward on the GPU): any index lands inside [0, dim), so a
+    // bad index can never make the atomic write outside ``out``
+    long long row = idx[j] % dim;
     if (row < 0) row += dim;
     atomicAdd(&out[(o * dim + row) * inner + k], g[i]);
   }

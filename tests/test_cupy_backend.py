@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -24,21 +25,30 @@ X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
 class FakeEvent:
     ids = itertools.count()
 
-    def __init__(self) -> None:
+    def __init__(self, disable_timing: bool = False) -> None:
         self.id = next(self.ids)
+        self.disable_timing = disable_timing
+        self.stream: str | None = None  # where it was last recorded
 
 
 class FakeStream:
     def __init__(self, cuda: FakeCuda, name: str) -> None:
         self.cuda, self.name = cuda, name
 
-    def record(self) -> FakeEvent:
-        ev = FakeEvent()
+    def record(self, event: FakeEvent | None = None) -> FakeEvent:
+        ev = FakeEvent() if event is None else event
+        self.cuda.timing_events += not ev.disable_timing
+        ev.stream = self.name
         self.cuda.log.append(("record", self.name, ev.id))
         return ev
 
     def wait_event(self, ev: FakeEvent) -> None:
         self.cuda.log.append(("wait", self.name, ev.id))
+        if ev.stream in self.cuda.in_capture:  # waiting on captured work joins the capture
+            self.cuda.in_capture.add(self.name)
+
+    def is_capturing(self) -> bool:
+        return self.name in self.cuda.in_capture
 
     def synchronize(self) -> None:
         self.cuda.log.append(("sync", self.name, None))
@@ -52,12 +62,34 @@ class FakeStream:
 
     def begin_capture(self) -> None:
         self.cuda.capturing = []
+        self.cuda.in_capture = {self.name}
         self.cuda.log.append(("begin_capture", self.name, None))
 
     def end_capture(self) -> FakeGraph:
+        # as CUDA: every stream that joined the capture must have been joined back (this
+        # stream waited on an event recorded on it after its last work), else the end fails
+        # and the unjoined streams are left broken
+        log, start = self.cuda.log, self.cuda.log_index("begin_capture")
+        recorded = {ev: (i, name) for i, (k, name, ev) in enumerate(log) if k == "record"}
+        unjoined = set()
+        for s in self.cuda.in_capture - {self.name}:
+            last = max(i for i, e in enumerate(log) if i >= start and e[1] == s)
+            joined = any(
+                k == "wait"
+                and name == self.name
+                and recorded.get(ev, (-1, ""))[1] == s
+                and recorded[ev][0] >= last
+                for k, name, ev in log[start:]
+            )
+            if not joined:
+                unjoined.add(s)
         g = FakeGraph(self.cuda, self.cuda.capturing)
         self.cuda.capturing = None
+        self.cuda.in_capture = set()
         self.cuda.log.append(("end_capture", self.name, None))
+        if unjoined:
+            self.cuda.broken |= unjoined
+            raise RuntimeError(f"cudaErrorStreamCaptureUnjoined: {sorted(unjoined)}")
         return g
 
 
@@ -77,7 +109,16 @@ class FakeCuda:
         self.names = itertools.count(1)
         self.current = [FakeStream(self, "caller")]
         self.capturing: list | None = None
+        self.in_capture: set[str] = set()  # streams taking part in the capture
+        self.broken: set[str] = set()  # streams a failed capture left unusable
+        self.timing_events = 0  # events recorded with timing on (slower to record and wait)
         self.device_syncs = 0
+
+    def log_index(self, kind: str) -> int:
+        return max(i for i, e in enumerate(self.log) if e[0] == kind)
+
+    def Event(self, block: bool = False, disable_timing: bool = False) -> FakeEvent:  # noqa: N802
+        return FakeEvent(disable_timing)
 
     def Stream(self, non_blocking: bool = False) -> FakeStream:  # noqa: N802 (cupy's name)
         return FakeStream(self, f"s{next(self.names)}")
@@ -237,6 +278,61 @@ def test_cuda_graph_capture_failure_falls_back_to_eager():
     assert st.failed and st.graph is None
     assert "graph_launch" not in [k for k, _, _ in log]
     assert c.backend.xp.cuda.capturing is None
+    # the side streams had joined the capture (they waited on its fork): the failed capture
+    # joined them back before ending it, so none is left inside a dead capture
+    assert not c.backend.xp.cuda.broken and not c.backend.xp.cuda.in_capture
+
+
+def test_events_only_order_streams_so_they_are_recorded_without_timing():
+    fn = branchy_function(4, 2)
+    for cuda_graph in (False, True):
+        j = fake_jit(fn, cuda_graph=cuda_graph)
+        c = j.lower(X)
+        for _ in range(2):
+            j(X)
+        assert c.backend.xp.cuda.timing_events == 0
+
+
+class CaptureStrictCupy(FakeCupy):
+    """cupy.concatenate of more than 8 arrays uploads a pointer table from the host, which
+    CuPy refuses while the current stream is capturing (H2D copies are not capturable)."""
+
+    def concatenate(self, arrays, axis=0, out=None):
+        if len(arrays) > 8 and self.cuda.capturing is not None:
+            raise RuntimeError("the current stream is capturing, so H2D transfers are disallowed")
+        return np.concatenate(arrays, axis=axis, out=out)
+
+
+class CaptureStrictBackend(FakeCupyBackend):
+    name = "fake-cupy-strict"
+
+    def __init__(self) -> None:
+        CupyBackend.__init__(self, CaptureStrictCupy())
+
+    def run_on(self, stream, fn) -> None:
+        cuda = self.xp.cuda
+        if cuda.capturing is not None:
+            with stream:
+                fn()  # what CuPy does while capturing: the calls are made (and may be refused)
+        super().run_on(stream, fn)
+
+
+register_backend("fake-cupy-strict", CaptureStrictBackend)
+
+
+def test_concatenate_of_many_inputs_is_capturable():
+    def fn(x):
+        return gg.concatenate([x * float(k) for k in range(10)], axis=1)
+
+    j = gg.jit(fn, backend="fake-cupy-strict", fuse=False, cuda_graph=True)
+    c = j.lower(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns
+        for k in range(3):
+            want = np.concatenate([(X + k) * i for i in range(10)], axis=1)
+            np.testing.assert_allclose(j(X + k), want)
+    st = c.backend.state(c.executable)
+    assert not st.failed and st.captures == 1 and st.replays == 2
 
 
 def test_cuda_graph_single_stream_and_identity_output():
@@ -291,3 +387,148 @@ def test_trace_orders_every_data_edge_and_joins_everything(streams):
     done = len(log) - 1
     assert log[done][:2] == ("record", "caller")
     assert set(kernels) <= before[done]
+
+
+# -- the take_grad lowering (a hand-written RawKernel) on the kernel emulator -------------------
+class EmulatedRawKernelCupy:
+    """Just enough of ``cupy`` for prepare_take_grad: RawKernel launches run on the emulator,
+    which checks every argument against the kernel's C parameter types (widths included)."""
+
+    int64 = np.int64
+
+    def __init__(self) -> None:
+        from gpugraph.testing import emulate_kernel
+
+        self.launches: list[tuple] = []
+        fake = self
+
+        class RawKernel:
+            def __init__(self, source, name, options=()):
+                self.source, self.name = source, name
+
+            def __call__(self, grid, block, args):
+                assert isinstance(grid, tuple) and isinstance(block, tuple)
+                fake.launches.append((self.name, grid, block))
+                emulate_kernel(self.source, self.name, grid, block, list(args))
+
+        self.RawKernel = RawKernel
+        self.ascontiguousarray = np.ascontiguousarray
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "axis,x_shape,idx",
+    [(0, (5, 3), [4, 0, 4, -1, 7, -6]), (1, (2, 6, 3), [[1, 1], [5, 0]]), (1, (2, 4), 2)],
+)
+def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx):
+    import sys
+
+    from gpugraph.backends import cupy_kernels
+    from gpugraph.ir import GraphBuilder, TensorType
+    from gpugraph.testing import emulator_available
+
+    if not emulator_available():
+        pytest.skip("g++ not found (kernel emulator)")
+    idx = np.asarray(idx, dtype=np.int32)  # int32 indices: the runner widens them to int64
+    g_shape = x_shape[:axis] + idx.shape + x_shape[axis + 1 :]
+    g = np.random.default_rng(0).standard_normal(g_shape).astype(dtype)
+    b = GraphBuilder()
+    ins = [b.add_input(TensorType(g_shape, dtype)), b.add_input(TensorType(idx.shape, "int32"))]
+    node = b.add_node(
+        "take_grad", ins, {"axis": axis, "dim": x_shape[axis]}, [TensorType(x_shape, dtype)]
+    )
+    fake = EmulatedRawKernelCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cupy_kernels._raw_kernel.cache_clear()
+    try:
+        run = cupy_kernels.prepare_take_grad(node, type("B", (), {"xp": fake})())
+        out = np.full(x_shape, np.nan, dtype)  # the runner zeroes it first
+        run([g, idx], [out])
+    finally:
+        cupy_kernels._raw_kernel.cache_clear()
+    # out-of-range indices wrap, as cupy.take (the forward on the GPU) and cupyx.scatter_add do
+    want = np.zeros(x_shape, dtype)
+    np.add.at(
+        np.moveaxis(want, axis, 0),
+        idx.reshape(-1) % x_shape[axis],
+        np.moveaxis(g.reshape(g_shape[:axis] + (idx.size,) + x_shape[axis + 1 :]), axis, 0),
+    )
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    ((name, grid, block),) = fake.launches
+    assert name == cupy_kernels.TAKE_GRAD_KERNELS[np.dtype(dtype)] and block == (256,)
+
+
+def test_eager_like_creation_stays_on_the_arrays_device(monkeypatch):
+    """zeros_like/ones_like/full_like of a CuPy array, eagerly, give a CuPy array (stand-ins)."""
+    from gpugraph.ops import core
+
+    class DeviceArray(np.ndarray):
+        pass
+
+    class FakeModule:
+        ndarray = DeviceArray
+
+        @staticmethod
+        def full(shape, value, dtype):
+            return np.full(shape, value, dtype).view(DeviceArray)
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    monkeypatch.setattr(core, "_cupy", FakeModule())
+    monkeypatch.setattr(core, "_CUPY_ARRAY", (DeviceArray,))
+    x = X.view(DeviceArray)
+    for fn, args, want in (
+        (gg.zeros_like, (), 0.0),
+        (gg.ones_like, (np.int32,), 1),
+        (gg.full_like, (2.5,), 2.5),
+    ):
+        r = fn(x, *args)
+        assert isinstance(r, DeviceArray), fn.__name__
+        np.testing.assert_array_equal(np.asarray(r), np.full(X.shape, want, r.dtype))
+    assert r.dtype == np.float32 and gg.ones_like(x, np.int32).dtype == np.int32
+    assert not isinstance(gg.zeros_like(X), DeviceArray)  # NumPy in, NumPy out
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_non_contiguous_inputs_are_reshaped_as_views(cuda_graph):
+    """A reshape in the launch loop runs outside any stream context: of a non-contiguous
+    input it would copy on the current stream, unordered with the side streams reading it."""
+    fn0 = branchy_function(3, 2)
+
+    def fn(x):
+        return fn0(gg.reshape(x, (8, 8)))
+
+    j = fake_jit(fn, cuda_graph=cuda_graph, streams=3)
+    xt = np.ascontiguousarray(X.reshape(4, 16).T).T  # (4, 16), Fortran order
+    c = j.lower(xt)
+    ex = c.executable
+    reshapes = [la for la in ex.launches if la.runner is None and la.inputs[0] in ex.graph.inputs]
+    assert reshapes, "the test needs a reshape of an input in the launch list"
+    seen = []
+    real = ex.launch_all
+
+    def checked(env, streams):
+        seen.extend(env[la.inputs[0]].flags.c_contiguous for la in reshapes)
+        real(env, streams)
+
+    ex.launch_all = checked
+    for k in range(2):
+        np.testing.assert_allclose(j(xt * (k + 1)), fn0(X * (k + 1)), rtol=1e-6)
+    assert seen and all(seen)
+
+
+def test_constants_are_uploaded_c_ordered_with_their_shape():
+    ft = np.asfortranarray(X)  # a Fortran-ordered constant; np.float32 a 0-d one
+
+    def fn(x):
+        return gg.reshape(x * np.float32(3.0) + ft, (64,))
+
+    j = fake_jit(fn)
+    c = j.lower(X)
+    consts = [(v, a) for v, a in c.executable.fixed.items() if c.memory.slots[v].kind == "const"]
+    assert len(consts) >= 2
+    for v, a in consts:
+        assert a.shape == v.type.shape and a.flags.c_contiguous, (v, a.shape)
+    np.testing.assert_allclose(j(X), (X * 3 + X).reshape(64), rtol=1e-6)

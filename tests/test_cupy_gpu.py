@@ -98,3 +98,76 @@ def test_the_cupy_api_the_executor_uses_exists():
         except (TypeError, ValueError):
             params = {}
         assert param in params or param in doc or param in (cuda.Stream.__doc__ or ""), param
+
+
+def test_the_cupy_api_the_lowerings_use_exists():
+    """No device needed: the CuPy names and parameters used by the backend's events and capture
+    cleanup, the fused and take_grad RawKernel lowerings and the CuPy branches of op impls."""
+    cupy = pytest.importorskip("cupy")
+    import inspect
+
+    import cupyx
+    from cupyx.scipy.special import erf
+
+    cuda = cupy.cuda
+    assert "disable_timing" in inspect.signature(cuda.Event).parameters  # backend.record
+    assert hasattr(cuda.Stream, "is_capturing")  # capture-failure cleanup
+    assert "event" in (cuda.Stream.record.__doc__ or "")  # stream.record(event)
+    assert hasattr(cuda.Device, "attributes")  # ["MultiProcessorCount"] for the grid size
+    assert "shared_mem" in (cupy.RawKernel.__call__.__doc__ or "")  # kernel(grid, block, args)
+    assert isinstance(erf, cupy.ufunc) and {"f->f", "d->d"} <= set(erf.types)  # erf(a, out=)
+    assert list(inspect.signature(cupyx.scatter_add).parameters) == ["a", "slices", "value"]
+    for fn, params in (
+        (cupy.sum, ("axis", "dtype", "out", "keepdims")),
+        (cupy.amax, ("axis", "out", "keepdims")),
+        (cupy.amin, ("axis", "out", "keepdims")),
+        (cupy.argmax, ("axis", "keepdims")),
+        (cupy.concatenate, ("axis", "out")),
+        (cupy.take, ("indices", "axis")),
+        (cupy.copyto, ("dst", "src")),
+        (cupy.ascontiguousarray, ("dtype",)),
+        (cupy.array, ("copy",)),
+    ):
+        got = inspect.signature(fn).parameters
+        assert all(p in got for p in params), (fn.__name__, list(got))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_cuda_graph_captures_a_many_input_concatenate():
+    """cupy.concatenate of more than 8 arrays copies a pointer table from the host, which
+    capture refuses; the concatenate lowering copies per input instead."""
+    import warnings
+
+    import cupy
+
+    def fn(x):
+        return gg.concatenate([x * float(k) for k in range(10)], axis=1)
+
+    j = gg.jit(fn, backend="cupy", cuda_graph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns
+        for k in range(3):
+            got = cupy.asnumpy(j(cupy.asarray(X + k)))
+            np.testing.assert_allclose(got, np.concatenate([(X + k) * i for i in range(10)], 1))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gpu_non_contiguous_input_and_take_grad(cuda_graph):
+    import cupy
+
+    fn0 = branchy_function(4, 2)
+
+    def loss(x, idx):
+        return gg.sum(gg.take(fn0(gg.reshape(x, (8, 8))), idx, axis=0) ** 2)
+
+    idx = np.array([7, 0, 7, 3, 3, 3], np.int64)
+    f = gg.jit(gg.grad(loss), backend="cupy", streams=4, cuda_graph=cuda_graph)
+    ref = gg.jit(gg.grad(loss), backend="numpy")
+    for k in range(3):
+        xt = np.ascontiguousarray((X * (k + 1)).reshape(16, 4).T)  # (4, 16)
+        x_dev = cupy.asfortranarray(cupy.asarray(xt))  # the same values, not C-contiguous
+        got = cupy.asnumpy(f(x_dev, cupy.asarray(idx)))
+        np.testing.assert_allclose(got, ref(xt, idx), rtol=1e-4, atol=1e-5)

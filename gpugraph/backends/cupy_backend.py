@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import UnsupportedError
 from .base import Backend, default_backend, register_backend
 
@@ -67,7 +69,8 @@ class CupyBackend(Backend):
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def asarray(self, host: Any) -> Any:
-        return self.xp.asarray(host)
+        # C order: a reshape in the launch loop must be a view, never a copy (see execute)
+        return self.xp.asarray(np.asarray(host, order="C"))  # (np.ascontiguousarray makes 0-d 1-d)
 
     # -- streams --------------------------------------------------------------------------
     def make_streams(self, n: int) -> list:
@@ -75,7 +78,8 @@ class CupyBackend(Backend):
         return [None] + [self.xp.cuda.Stream(non_blocking=True) for _ in range(n - 1)]
 
     def record(self, stream: Any) -> Any:
-        return stream.record()
+        # events only order streams here: without timing, record/wait are cheapest (CUDA docs)
+        return stream.record(self.xp.cuda.Event(disable_timing=True))
 
     def wait(self, stream: Any, event: Any) -> None:
         stream.wait_event(event)
@@ -105,23 +109,30 @@ class CupyBackend(Backend):
             st = self.state(executable)
         if st.done is not None:
             caller.wait_event(st.done)
+        # The launch loop reshapes values as views outside any stream context; a reshape of a
+        # non-contiguous input would copy on the current stream, unordered with the side
+        # streams that read it. Made contiguous here, on the caller's stream before the fork,
+        # every such reshape is a view (constants are uploaded C-ordered).
+        for v in executable.graph.inputs:
+            if not env[v].flags.c_contiguous:
+                env[v] = self.xp.ascontiguousarray(env[v])
         if getattr(executable, "cuda_graph", False):
             self._graph_call(executable, env, caller, st)
         else:
             self.launch(executable, env, caller)
-        st.done = caller.record()
+        st.done = self.record(caller)
 
     def launch(self, executable: Any, env: dict, origin: Any) -> None:
         """The launch list with ``origin`` as stream 0: fork the side streams off ``origin``
         first, join them back into it at the end."""
         side = list(executable.streams[1:])
         if side:
-            fork = origin.record()
+            fork = self.record(origin)
             for s in side:
                 s.wait_event(fork)
         executable.launch_all(env, [origin, *side])
         for s in side:
-            origin.wait_event(s.record())
+            origin.wait_event(self.record(s))
 
     def _graph_call(self, ex: Any, env: dict, caller: Any, st: _CallState) -> None:
         if st.failed:  # capture was refused once (e.g. an op that syncs): stay eager
@@ -130,7 +141,7 @@ class CupyBackend(Backend):
         inputs = ex.graph.inputs
         fresh = {v: env[v] for v in ex.fresh}  # what the caller gets: filled from the graph's
         if st.graph is None:
-            st.inputs = [self.xp.empty_like(env[v]) for v in inputs]
+            st.inputs = [self.empty(v.type) for v in inputs]
             st.outputs = {v: self.empty(v.type) for v in ex.fresh}
         for buf, v in zip(st.inputs, inputs):
             self.xp.copyto(buf, env[v])  # on the caller's (current) stream
@@ -157,7 +168,15 @@ class CupyBackend(Backend):
             try:
                 self.launch(ex, env, cap)
             except Exception as e:
-                try:  # leave the stream usable
+                # leave every stream usable: side streams that joined the capture (they waited
+                # on the fork) must be joined back before it can end, or they stay in it
+                for s in ex.streams[1:]:
+                    try:
+                        if s.is_capturing():
+                            cap.wait_event(self.record(s))
+                    except Exception:
+                        pass
+                try:
                     cap.end_capture()
                 except Exception:
                     pass

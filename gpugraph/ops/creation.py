@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import GpuGraphError, ShapeError
 from ..ir import TensorType
 from ..tracer import with_user_loc
-from .core import DEFAULT_FLOAT, bind, check_dtype, scalar_default_dtype, type_of
+from .core import DEFAULT_FLOAT, array_module, bind, check_dtype, scalar_default_dtype, type_of
 from .registry import OpDef, register
 
 
@@ -70,22 +70,28 @@ def ones(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
     return full(shape, 1, dtype)
 
 
+def _like(x: Any, value: Any, dtype: Any) -> Any:
+    t = type_of(x)
+    r = full(t.shape, value, dtype or t.dtype)
+    xp = array_module([x])
+    if isinstance(r, np.ndarray) and xp is not np:  # eager on a CuPy array: stay on the device
+        return xp.full(r.shape, r.reshape(-1)[0] if r.size else 0, dtype=r.dtype)
+    return r
+
+
 @with_user_loc
 def zeros_like(x: Any, dtype: Any = None) -> Any:
-    t = type_of(x)
-    return full(t.shape, 0, dtype or t.dtype)
+    return _like(x, 0, dtype)
 
 
 @with_user_loc
 def ones_like(x: Any, dtype: Any = None) -> Any:
-    t = type_of(x)
-    return full(t.shape, 1, dtype or t.dtype)
+    return _like(x, 1, dtype)
 
 
 @with_user_loc
 def full_like(x: Any, value: Any, dtype: Any = None) -> Any:
-    t = type_of(x)
-    return full(t.shape, value, dtype or t.dtype)
+    return _like(x, value, dtype)
 
 
 @with_user_loc

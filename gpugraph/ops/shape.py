@@ -207,12 +207,26 @@ def _concat_jvp(ts, outs, *xs, axis):
     return [concatenate([zeros_like(x) if t is None else t for t, x in zip(ts, xs)], axis)]
 
 
+def _concat_impl(xp, *arrays, axis, out=None):
+    if out is None or xp is np:
+        return xp.concatenate(arrays, axis=axis, out=out)
+    # CuPy: with more than 8 inputs cupy.concatenate uploads a table of their pointers from the
+    # host, which CUDA graph capture refuses (no host-to-device copies while capturing); one
+    # copy per input into its slice of ``out`` is what cupy.concatenate does for 8 or fewer
+    index, start = [slice(None)] * out.ndim, 0
+    for a in arrays:
+        index[axis] = slice(start, start + a.shape[axis])
+        out[tuple(index)] = a
+        start += a.shape[axis]
+    return out
+
+
 register(
     OpDef(
         "concatenate",
         "shape",
         _concat_infer,
-        lambda xp, *arrays, axis, out=None: xp.concatenate(arrays, axis=axis, out=out),
+        _concat_impl,
         vjp=_concat_vjp,
         jvp=_concat_jvp,
         out_kw=True,

@@ -68,9 +68,9 @@ def _erf_impl(xp, a, out=None):
             _erf = np.frompyfunc(math.erf, 1, 1)
         r = np.asarray(_erf(a)).astype(a.dtype)
     else:
-        from cupyx.scipy.special import erf as _erf
+        from cupyx.scipy.special import erf as _erf  # a CuPy ufunc ('f->f', 'd->d'): out= works
 
-        r = _erf(a)
+        return _erf(a, out=out)
     return into(out, r)
 
 
