@@ -78,7 +78,8 @@ class SimProgram:
                     launch.stream,
                     tuple(sorted(set(waits))),
                     [value_range(plan, v) for v in launch.inputs if v in plan.slots],
-                    [value_range(plan, v) for v in launch.outputs],
+                    # a view launch (no runner) only names bytes its base owns: it writes none
+                    [value_range(plan, v) for v in launch.outputs] if runner is not None else [],
                     runner,
                 )
             )
