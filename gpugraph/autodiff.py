@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
-from .ir import Graph, Node, TensorType, Value
+from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
@@ -52,17 +52,6 @@ def _trace(fn: Callable, flat: list[Any], in_tree: TreeDef, names: list[str]) ->
     return _Traced(graph, out_tree, [outer for outer, _ in tr.captures])
 
 
-def _live_nodes(graph: Graph) -> list[Node]:
-    """Nodes that some output depends on (tracing records dead code too; skip it)."""
-    live = set(graph.outputs)
-    keep = []
-    for node in reversed(graph.nodes):
-        if any(v in live for v in node.outputs):
-            keep.append(node)
-            live.update(node.inputs)
-    return keep[::-1]
-
-
 def _eval_nodes(nodes: Sequence[Node], env: dict[Value, Any]) -> None:
     """Re-bind each node on the values in ``env`` (arrays or tracers of the caller's trace)."""
     for node in nodes:
@@ -79,7 +68,7 @@ def eval_graph(graph: Graph, args: Sequence[Any]) -> list[Any]:
     if len(args) != len(graph.inputs):
         raise GpuGraphError(f"eval_graph: graph takes {len(graph.inputs)} inputs, got {len(args)}")
     env = dict(zip(graph.inputs, args))
-    _eval_nodes(_live_nodes(graph), env)
+    _eval_nodes(live_nodes(graph), env)
     return [env[v] for v in graph.outputs]
 
 
@@ -166,7 +155,7 @@ class _Forward:
         g = self.traced.graph
         self.wrt_inputs = [g.inputs[i] for i in wrt_idx]
         self._split_outputs(has_aux, fn)
-        self.nodes = _live_nodes(g)
+        self.nodes = live_nodes(g)
         self.env: dict[Value, Any] = dict(zip(g.inputs, [*flat, *self.traced.captures]))
         _eval_nodes(self.nodes, self.env)
         self.active = self._find_active()

@@ -172,6 +172,17 @@ class Graph:
         return to_dot(self, stream_of)
 
 
+def live_nodes(graph: Graph) -> list[Node]:
+    """The nodes some graph output depends on, in graph order."""
+    live = set(graph.outputs)
+    keep = []
+    for node in reversed(graph.nodes):
+        if any(v in live for v in node.outputs):
+            keep.append(node)
+            live.update(node.inputs)
+    return keep[::-1]
+
+
 class GraphBuilder:
     """Appends nodes in order; ``emit`` for new nodes, ``copy_node`` to carry a node over
     from another graph with remapped inputs."""

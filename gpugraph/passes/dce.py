@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from ..ir import Graph
+from ..ir import Graph, live_nodes
 
 
 def dce(graph: Graph) -> tuple[Graph, dict[str, int]]:
-    live = set(graph.outputs)
-    keep = []
-    for node in reversed(graph.nodes):
-        if any(v in live for v in node.outputs):
-            keep.append(node)
-            live.update(node.inputs)
+    keep = live_nodes(graph)
     removed = len(graph.nodes) - len(keep)
     if not removed:
         return graph, {}
-    g = Graph(list(graph.inputs), keep[::-1], list(graph.outputs), dict(graph.meta))
+    g = Graph(list(graph.inputs), keep, list(graph.outputs), dict(graph.meta))
     return g, {"dead node removed": removed}
