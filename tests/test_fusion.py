@@ -451,3 +451,19 @@ def test_cupy_runner_launches_the_generated_kernel(monkeypatch):
     assert name == node.attrs["kernel_name"] and grid == (2,) and block == (256,)
     for got, want in zip(outs, gg.jit(f, backend="numpy", fuse=False)(x, b)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_all_ones_operand_in_tiny_chunks_is_cut_like_the_output(monkeypatch):
+    """Regression: a [1,1] operand beside a [5,8] output, with chunks smaller than a row,
+    kept its outer axis and broadcast to the wrong rank (found by test_properties)."""
+    from gpugraph.ops import fused
+
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 1)
+    x = np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8)
+    s = np.full((1, 1), 0.25, np.float32)
+
+    def fn(x, v, s):
+        return gg.exp(gg.tanh(x + v)) + s
+
+    v = np.arange(8, dtype=np.float32) / 8
+    np.testing.assert_allclose(gg.jit(fn, backend="numpy")(x, v, s), fn(x, v, s), rtol=1e-6)
