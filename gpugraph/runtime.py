@@ -48,18 +48,23 @@ class Executable:
     only read.
     """
 
-    def __init__(self, graph: Graph, sched: Schedule, plan: MemoryPlan, backend: Backend):
+    def __init__(
+        self,
+        graph: Graph,
+        sched: Schedule,
+        plan: MemoryPlan,
+        backend: Backend,
+        cuda_graph: bool = False,
+    ):
         self.graph, self.schedule, self.plan, self.backend = graph, sched, plan, backend
+        self.cuda_graph = cuda_graph  # read by backends that can capture (CuPy)
         self.arena = backend.alloc(plan.arena_bytes)
-        self.fixed: dict[Value, Any] = {}  # constants and arena views: the same every call
+        self.fixed: dict[Value, Any] = {}  # constants, arena values and their views
         for v, slot in plan.slots.items():
+            root = plan.slots[plan.root(v)]
             if slot.kind == "const":
                 self.fixed[v] = backend.asarray(v.node.attrs["value"])
-            elif slot.kind == "arena":
-                self.fixed[v] = backend.view(self.arena, slot.offset, v.type)
-        for v, slot in plan.slots.items():  # views of arena bytes are fixed too
-            root = plan.slots[plan.root(v)]
-            if slot.kind == "view" and root.kind == "arena":
+            elif slot.kind in ("arena", "view") and root.kind == "arena":
                 self.fixed[v] = backend.view(self.arena, root.offset, v.type)
         self.fresh = [v for v, s in plan.slots.items() if s.kind == "output"]
         self.launches: list[Launch] = []
@@ -82,11 +87,7 @@ class Executable:
         env.update(zip(self.graph.inputs, args))
         for v in self.fresh:
             env[v] = b.empty(v.type)
-        execute = getattr(b, "execute", None)  # issue 7: a backend may own the launch sequence
-        if execute is not None:  # (CuPy: the caller's stream, fork/join events, CUDA graphs)
-            execute(self, env)
-        else:
-            self.launch_all(env, self.streams)
+        b.execute(self, env)
         results, seen = [], set()
         for v in self.graph.outputs:
             slot = self.plan.slots[v]
@@ -98,8 +99,8 @@ class Executable:
         return results
 
     def launch_all(self, env: dict, streams: list) -> None:
-        """Every launch, in order, on ``streams`` (issue 7: split out of ``run`` so that a
-        backend's ``execute`` can run it with the caller's stream or under CUDA graph capture)."""
+        """Every launch, in order, on ``streams`` (a backend's ``execute`` may run it with the
+        caller's stream or under CUDA graph capture)."""
         b = self.backend
         events: dict[int, Any] = {}
         for launch in self.launches:
@@ -145,7 +146,6 @@ class Compiled:
         out_tree: TreeDef,
         options: Options,
         arg_names: list[str] | None = None,
-        weak_inputs: tuple[bool, ...] = (),
     ):
         self.traced_graph = graph
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
@@ -170,8 +170,9 @@ class Compiled:
         self.graph = reorder_for_memory(self.graph)
         self.schedule = schedule(self.graph, streams)
         self.memory = plan_memory(self.graph, self.schedule)
-        self.executable = Executable(self.graph, self.schedule, self.memory, self.backend)
-        self.executable.cuda_graph = options.cuda_graph  # issue 7: read by backend.execute
+        self.executable = Executable(
+            self.graph, self.schedule, self.memory, self.backend, options.cuda_graph
+        )
 
     # -- calling --------------------------------------------------------------------------
     @property

@@ -56,6 +56,10 @@ class Backend:
     def run_on(self, stream: Any, fn: Callable[[], None]) -> None:
         fn()
 
+    def execute(self, executable: Any, env: dict) -> None:
+        """Run one call's launches (backends with real streams override this)."""
+        executable.launch_all(env, executable.streams)
+
     def synchronize(self) -> None:
         return None
 

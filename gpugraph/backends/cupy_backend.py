@@ -116,7 +116,7 @@ class CupyBackend(Backend):
         for v in executable.graph.inputs:
             if not env[v].flags.c_contiguous:
                 env[v] = self.xp.ascontiguousarray(env[v])
-        if getattr(executable, "cuda_graph", False):
+        if executable.cuda_graph:
             self._graph_call(executable, env, caller, st)
         else:
             self.launch(executable, env, caller)

@@ -171,8 +171,9 @@ def with_plan(compiled: Any, plan: MemoryPlan | None = None, sched: Schedule | N
     new = copy.copy(compiled)
     new.schedule = sched if sched is not None else compiled.schedule
     new.memory = plan if plan is not None else compiled.memory
-    new.executable = Executable(new.graph, new.schedule, new.memory, new.backend)
-    new.executable.cuda_graph = getattr(compiled.executable, "cuda_graph", False)
+    new.executable = Executable(
+        new.graph, new.schedule, new.memory, new.backend, compiled.executable.cuda_graph
+    )
     return new
 
 
