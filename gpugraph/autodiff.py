@@ -26,7 +26,8 @@ from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
-from .tracer import Trace, Tracer, current_trace
+from .trace import trace_flat
+from .tracer import Tracer, current_trace
 
 __all__ = ["eval_graph", "grad", "jvp", "value_and_grad", "vjp"]
 
@@ -43,12 +44,8 @@ class _Traced:
 
 
 def _trace(fn: Callable, flat: list[Any], in_tree: TreeDef, names: list[str]) -> _Traced:
-    with Trace("autodiff") as tr:
-        tracers = [tr.new_input(type_of(x, f"argument {n}"), n) for x, n in zip(flat, names)]
-        out = fn(*unflatten(in_tree, tracers))
-        out_leaves, out_tree = flatten(out)
-        values = [tr.lift(leaf) for leaf in out_leaves]
-    graph = tr.builder.build(values)
+    types = [type_of(x, f"argument {n}") for x, n in zip(flat, names)]
+    graph, out_tree, tr = trace_flat(fn, types, in_tree, names, label="autodiff")
     return _Traced(graph, out_tree, [outer for outer, _ in tr.captures])
 
 

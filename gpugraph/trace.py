@@ -65,10 +65,15 @@ def leaf_type(x: Any, name: str) -> TensorType:
 
 
 def trace_flat(
-    fn: Callable, types: Sequence[TensorType], in_tree: TreeDef, names: Sequence[str] | None
+    fn: Callable,
+    types: Sequence[TensorType],
+    in_tree: TreeDef,
+    names: Sequence[str] | None,
+    label: str = "jit",
 ) -> tuple[Graph, TreeDef, Trace]:
-    """Run ``fn`` on tracers for the flattened arguments; return the graph and output tree."""
-    with Trace("jit") as tr:
+    """Run ``fn`` on tracers for the flattened arguments; return the graph, the output tree and
+    the finished trace (its ``captures`` list the outer tracers the function closed over)."""
+    with Trace(label) as tr:
         tracers = [tr.new_input(t, n) for t, n in zip(types, names or [None] * len(types))]
         args = unflatten(in_tree, tracers)
         out = fn(*args)
@@ -142,9 +147,10 @@ class JitFunction:
             set(static_idx) | {i for i in named if self._params[i] in self.static_argnames}
         )
 
-    def _split(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Callable]:
+    def _split(
+        self, args: tuple, kwargs: dict, static_idx: list[int]
+    ) -> tuple[list, tuple, Callable]:
         nargs = len(args)
-        static_idx = self._static_positions(nargs)
         dynamic: list[Any] = [a for i, a in enumerate(args) if i not in static_idx]
         static_kw = {k: v for k, v in kwargs.items() if k in self.static_argnames}
         dyn_kw = {k: v for k, v in kwargs.items() if k not in static_kw}
@@ -167,8 +173,7 @@ class JitFunction:
 
         return dynamic, static, call
 
-    def _names(self, args: tuple, kwargs: dict, dynamic_tree: TreeDef) -> list[str]:
-        static_idx = self._static_positions(len(args))
+    def _names(self, args: tuple, static_idx: list[int], dynamic_tree: TreeDef) -> list[str]:
         labels = [self._arg_name(i) for i in range(len(args)) if i not in static_idx]
         children = dynamic_tree.children
         names = []
@@ -182,9 +187,10 @@ class JitFunction:
 
     def _compiled_for(self, args: tuple, kwargs: dict) -> tuple[Compiled, list]:
         args, kwargs = self._bind(args, kwargs)
-        dynamic, static, call = self._split(args, kwargs)
+        static_idx = self._static_positions(len(args))
+        dynamic, static, call = self._split(args, kwargs, static_idx)
         leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
-        names = self._names(args, kwargs, tree)
+        names = self._names(args, static_idx, tree)
         types = [leaf_type(x, n) for x, n in zip(leaves, names)]
         key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
