@@ -74,9 +74,3 @@ def leaf_paths(treedef: TreeDef, prefix: str = "") -> list[str]:
         key = f"[{treedef.keys[i]!r}]" if treedef.kind == "dict" else f"[{i}]"
         out.extend(leaf_paths(child, prefix + key))
     return out
-
-
-def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
-    leaves, td = flatten(tree)
-    others = [flatten(r)[0] for r in rest]
-    return unflatten(td, [fn(x, *xs) for x, *xs in zip(leaves, *others)])

@@ -9,7 +9,6 @@ import numpy as np
 
 from ..errors import GpuGraphError, ShapeError
 from ..ir import TensorType
-from ..tracer import with_user_loc
 from .core import DEFAULT_FLOAT, array_module, bind, check_dtype, scalar_default_dtype, type_of
 from .registry import OpDef, register
 
@@ -54,18 +53,15 @@ def _shape(shape: Any, op: str = "full") -> tuple[int, ...]:
     return dims
 
 
-@with_user_loc
 def full(shape: Any, value: Any, dtype: Any = None) -> Any:
     dt = check_dtype(dtype, "full") if dtype is not None else scalar_default_dtype(value)
     return bind("full", shape=_shape(shape), value=np.asarray(value, dt).item(), dtype=dt)
 
 
-@with_user_loc
 def zeros(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
     return full(shape, 0, dtype)
 
 
-@with_user_loc
 def ones(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
     return full(shape, 1, dtype)
 
@@ -79,22 +75,18 @@ def _like(x: Any, value: Any, dtype: Any) -> Any:
     return r
 
 
-@with_user_loc
 def zeros_like(x: Any, dtype: Any = None) -> Any:
     return _like(x, 0, dtype)
 
 
-@with_user_loc
 def ones_like(x: Any, dtype: Any = None) -> Any:
     return _like(x, 1, dtype)
 
 
-@with_user_loc
 def full_like(x: Any, value: Any, dtype: Any = None) -> Any:
     return _like(x, value, dtype)
 
 
-@with_user_loc
 def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Any:
     if stop is None:
         start, stop = 0, start

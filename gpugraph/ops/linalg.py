@@ -8,7 +8,6 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
-from ..tracer import with_user_loc
 from .core import bind, promote, type_of
 from .elementwise import add, broadcast_shapes
 from .registry import OpDef, register
@@ -60,7 +59,6 @@ register(
 )
 
 
-@with_user_loc
 def matmul(a: Any, b: Any) -> Any:
     """Matrix product as np.matmul: 1-D operands are promoted to matrices and squeezed back."""
     a, b = promote(a, b)
@@ -78,7 +76,6 @@ def matmul(a: Any, b: Any) -> Any:
     return reshape(out, shape)
 
 
-@with_user_loc
 def dot(a: Any, b: Any) -> Any:
     return matmul(a, b)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
-from ..tracer import Tracer, with_user_loc
+from ..tracer import Tracer
 from .core import bind, type_of
 from .registry import OpDef, register
 from .shape import broadcast_to, normalize_axis, reshape
@@ -137,22 +137,18 @@ def _reduce(op: str, x: Any, axis: Any, keepdims: bool) -> Any:
     return bind(op, x, axis=axes, keepdims=bool(keepdims))
 
 
-@with_user_loc
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _reduce("sum", x, axis, keepdims)
 
 
-@with_user_loc
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _reduce("max", x, axis, keepdims)
 
 
-@with_user_loc
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _reduce("min", x, axis, keepdims)
 
 
-@with_user_loc
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     from .core import to_float
     from .elementwise import divide
@@ -164,7 +160,6 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return divide(sum(x, axes, keepdims), np.asarray(builtins.max(count, 0), t.dtype)[()])
 
 
-@with_user_loc
 def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
     t = type_of(x)
     if axis is None:
