@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kernel_helpers import requires_emulator, requires_nvrtc
 
 from gpugraph.errors import GpuGraphError
 from gpugraph.testing.emulator import (
     KernelRuntimeError,
     emulate_kernel,
-    emulator_available,
     load_kernel,
 )
 from gpugraph.testing.nvrtc import (
@@ -17,13 +17,6 @@ from gpugraph.testing.nvrtc import (
     compile_ptx,
     nvrtc_available,
     nvrtc_unavailable_reason,
-)
-
-requires_nvrtc = pytest.mark.skipif(
-    not nvrtc_available(), reason=f"NVRTC missing: {nvrtc_unavailable_reason()}"
-)
-requires_emulator = pytest.mark.skipif(
-    not emulator_available(), reason="g++ (host C++ compiler for the kernel emulator) missing"
 )
 
 SAXPY = r"""

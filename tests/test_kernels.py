@@ -9,21 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+from kernel_helpers import requires_emulator, requires_nvrtc
 
 from gpugraph.backends.cupy_kernels import TAKE_GRAD_KERNELS, take_grad_geometry
 from gpugraph.kernel_files import kernel_names, kernel_source
 from gpugraph.testing import (
     compile_ptx,
     emulate_kernel,
-    emulator_available,
-    nvrtc_available,
-    nvrtc_unavailable_reason,
 )
-
-needs_nvrtc = pytest.mark.skipif(
-    not nvrtc_available(), reason=f"NVRTC: {nvrtc_unavailable_reason()}"
-)
-needs_gxx = pytest.mark.skipif(not emulator_available(), reason="g++ not found (kernel emulator)")
 
 
 def test_kernel_files_are_found():
@@ -31,7 +24,7 @@ def test_kernel_files_are_found():
 
 
 @pytest.mark.nvrtc
-@needs_nvrtc
+@requires_nvrtc
 @pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
 @pytest.mark.parametrize("name", kernel_names())
 def test_hand_written_kernels_compile(name, arch):
@@ -40,7 +33,7 @@ def test_hand_written_kernels_compile(name, arch):
 
 
 @pytest.mark.emulator
-@needs_gxx
+@requires_emulator
 @pytest.mark.parametrize("dtype", sorted(TAKE_GRAD_KERNELS, key=str))
 @pytest.mark.parametrize(
     "axis,x_shape,idx",
