@@ -1,4 +1,5 @@
-"""Elementwise fusion benchmark: an 8-op chain and bias + GELU(tanh) + residual on float32.
+"""Elementwise fusion benchmark on float32: an 8-op chain, bias + GELU(tanh) + residual, and
+three sibling chains reading one input (one multi-output kernel: the input is read once).
 
 CPU: gpugraph (jit, numpy backend, fused and unfused) vs NumPy eager vs numexpr (if installed).
 GPU (when CuPy has a device): gpugraph (cupy backend) vs CuPy eager, cupy.fuse, torch eager and
@@ -49,19 +50,25 @@ def gelu_block(x, bias, res, xp):
     return 0.5 * h * (1.0 + xp.tanh(C * (h + 0.044715 * (h * h * h)))) + res
 
 
+def siblings3(x, xp):
+    return x / (1.0 + xp.exp(-x)), xp.tanh(x) * 0.5, xp.exp(-(x * x))
+
+
 class GG:  # the gpugraph spelling of the xp functions the workloads use
-    tanh, maximum = staticmethod(gg.tanh), staticmethod(gg.maximum)
+    tanh, maximum, exp = staticmethod(gg.tanh), staticmethod(gg.maximum), staticmethod(gg.exp)
 
 
 WORKLOADS = {
     "chain8": (lambda x: chain8(x, GG), chain8, "x", 2),
     "bias_gelu_residual": (lambda x, b, r: gelu_block(x, b, r, GG), gelu_block, "xbr", 3),
+    "siblings3": (lambda x: siblings3(x, GG), siblings3, "x", 4),
 }
 # numexpr has no local names, so t is spelled out; constants are float32 variables (a Python
 # float literal would be a double and upcast the whole expression).
 NUMEXPR = {
     "chain8": "where(tanh(x * k2 + k1) * x - kh > k0, tanh(x * k2 + k1) * x - kh, k0) ** 2 + x",
     "bias_gelu_residual": "kh * (x + b) * (k1 + tanh(kc * ((x + b) + kg * (x + b) ** 3))) + r",
+    "siblings3": ("x / (k1 + exp(-x))", "tanh(x) * kh", "exp(-(x * x))"),  # one pass each
 }
 NUMEXPR_CONSTANTS = {
     k: np.float32(v)
@@ -138,9 +145,9 @@ def cpu_rows(n: int, repeats: int) -> list[dict]:
             "gpugraph numpy (fuse=False)": plain,
         }
         if numexpr is not None:
-            expr = NUMEXPR[name]
-            impls[f"numexpr ({numexpr.nthreads} threads)"] = lambda *a, e=expr, k=names: (
-                numexpr.evaluate(e, local_dict={**dict(zip(k, a)), **NUMEXPR_CONSTANTS})
+            exprs = NUMEXPR[name]
+            impls[f"numexpr ({numexpr.nthreads} threads)"] = lambda *a, e=exprs, k=names: (
+                numexpr_evaluate(numexpr, e, {**dict(zip(k, a)), **NUMEXPR_CONSTANTS})
             )
             got = impls[f"numexpr ({numexpr.nthreads} threads)"](*args)
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -149,9 +156,22 @@ def cpu_rows(n: int, repeats: int) -> list[dict]:
     return rows
 
 
+def numexpr_evaluate(numexpr, exprs: str | tuple[str, ...], names: dict):
+    if isinstance(exprs, tuple):
+        return tuple(numexpr.evaluate(e, local_dict=names) for e in exprs)
+    return numexpr.evaluate(exprs, local_dict=names)
+
+
+def to_host(result, torch_tensor: bool):
+    """A workload's result (an array or a tuple of arrays) as NumPy."""
+    if isinstance(result, tuple):
+        return tuple(to_host(r, torch_tensor) for r in result)
+    return result.cpu().numpy() if torch_tensor else __import__("cupy").asnumpy(result)
+
+
 class TorchNS:  # torch spelled like the xp functions the workloads use
     def __init__(self, torch) -> None:
-        self.tanh = torch.tanh
+        self.tanh, self.exp = torch.tanh, torch.exp
         self.maximum = lambda a, b: torch.clamp_min(a, b)
 
 
@@ -169,7 +189,7 @@ def gpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
         torch = None
     for name, (gg_fn, xp_fn, _, n_arrays) in WORKLOADS.items():
         args = make_args(name, n, cupy)
-        want = cupy.asnumpy(xp_fn(*args, cupy))
+        want = to_host(xp_fn(*args, cupy), False)
         impls = {
             "cupy eager": lambda *a, f=xp_fn: f(*a, cupy),
             "cupy.fuse": cupy.fuse(lambda *a, f=xp_fn: f(*a, cupy)),
@@ -186,8 +206,7 @@ def gpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
         for impl, fn in impls.items():
             a = targs if impl.startswith("torch") else args
             try:
-                got = fn(*a)
-                got = got.cpu().numpy() if impl.startswith("torch") else cupy.asnumpy(got)
+                got = to_host(fn(*a), impl.startswith("torch"))
                 np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
                 ms = time_gpu(fn, a, repeats)
             except Exception as e:  # noqa: BLE001 - a missing toolchain must not stop the run

@@ -84,13 +84,16 @@ class MemoryPlan:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        ratio = self.naive_bytes / self.arena_bytes if self.arena_bytes else float("inf")
+        if self.arena_bytes:
+            saved = f"{self.naive_bytes / self.arena_bytes:.2f}x saved"
+        else:  # e.g. one fused kernel: no intermediate values, or all of them in place or views
+            saved = "all saved" if self.naive_bytes else "no intermediates"
         over = self.arena_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
         n_arena = sum(s.kind == "arena" for s in self.slots.values())
         n_view = sum(s.kind == "view" for s in self.slots.values())
         return (
             f"arena {self.arena_bytes} B for {n_arena} values ({self.inplace_count} in place, "
-            f"{n_view} views), naive {self.naive_bytes} B ({ratio:.2f}x saved), "
+            f"{n_view} views), naive {self.naive_bytes} B ({saved}), "
             f"lower bound {self.lower_bound_bytes} B (arena/bound {over:.3f}; {self.method}); "
             f"order peak {self.order_peak_bytes} B, memory-aware order {self.aware_peak_bytes} B"
         )

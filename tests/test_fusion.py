@@ -78,6 +78,64 @@ def test_reduction_between_members_is_a_boundary_and_never_a_cycle():
     np.testing.assert_allclose(c(x), e * e.sum(1, keepdims=True) - e, rtol=1e-5)
 
 
+def test_sibling_groups_reading_one_input_share_one_kernel():
+    def f(x, b):
+        return gg.exp(x) * 2.0, gg.sin(x) + b  # no edge between the two chains; both read x
+
+    x, b = rand(6, 10), rand(10, seed=1)
+    c = lower(f, x, b)
+    assert c.graph.op_counts() == {"fused": 1}
+    (fused,) = c.graph.nodes
+    assert len(fused.outputs) == 2 and len(fused.inputs) == 2  # x is read once
+    src = fused.attrs["cuda_source"]
+    assert src.count("in0[") == 1 and "out0[i] =" in src and "out1[i] =" in src
+    got = c(x, b)
+    np.testing.assert_allclose(got[0], np.exp(x) * 2, rtol=1e-6)
+    np.testing.assert_allclose(got[1], np.sin(x) + b, rtol=1e-6)
+
+
+@pytest.mark.nvrtc
+@pytest.mark.emulator
+@requires_nvrtc
+@requires_emulator
+def test_sibling_kernel_compiles_and_runs_on_the_emulator():
+    def f(x, b):
+        return gg.tanh(x + b), gg.exp(x) * x, x > 0.0
+
+    x, b = rand(33, 65), rand(65, seed=1)
+    c = lower(f, x, b)
+    assert c.graph.op_counts() == {"fused": 1}
+    got = run_graph_emulated(c.graph, [x, b])  # compiles under NVRTC first
+    np.testing.assert_allclose(got[0], np.tanh(x + b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[1], np.exp(x) * x, rtol=1e-6)
+    np.testing.assert_array_equal(got[2], x > 0)
+
+
+def test_siblings_joined_through_a_reduction_stay_apart():
+    def f(x):
+        s = gg.sum(gg.exp(x), axis=1, keepdims=True)  # exp(x) -> sum -> (x * s): merging the
+        return x * s  # two x readers would put the sum both before and after the kernel
+
+    x = rand(5, 6)
+    c = lower(f, x)
+    verify(c.graph)
+    assert c.graph.op_counts()["fused"] == 2
+    assert "siblings not merged" in c.explain() and "re-enters" in c.explain()
+    np.testing.assert_allclose(c(x), x * np.exp(x).sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_siblings_of_different_shapes_stay_apart():
+    def f(x, y):
+        return gg.exp(x), gg.sin(x) * y  # (4, 8) and (3, 4, 8): one kernel cannot write both
+
+    x, y = rand(4, 8), rand(3, 4, 8, seed=1)
+    c = lower(f, x, y)
+    assert c.graph.op_counts() == {"fused": 2}
+    got = c(x, y)
+    np.testing.assert_allclose(got[0], np.exp(x), rtol=1e-6)
+    np.testing.assert_allclose(got[1], np.sin(x) * y, rtol=1e-6)
+
+
 def test_diamond_and_broadcasting_members_fuse_into_one():
     def f(x, bias, scale):
         h = x + bias  # (R, C) + (C,)

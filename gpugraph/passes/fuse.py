@@ -3,7 +3,9 @@
 Every elementwise op the CUDA codegen can express starts as a group of its own; groups joined by
 a producer -> consumer edge are merged when the union stays convex (no path leaves the group and
 re-enters it, so the fused graph has no cycle) and every value the group hands to the rest of the
-graph (its outputs, each written once) has the group's full iteration shape. Scalar constants are
+graph (its outputs, each written once) has the group's full iteration shape. Then sibling groups
+(groups that read the same outer value and have the same iteration shape) merge under the same
+rules, so that value is read once, by one kernel with several outputs. Scalar constants are
 copied into the body and become literals in the kernel. Reductions, matmul and shape ops are
 boundaries. Single ops become fused nodes too, so every elementwise op runs as a generated
 kernel on CuPy (uniform launch path). Notes for ``Compiled.explain()`` go to
@@ -63,7 +65,7 @@ class _Groups:
                     if u in group:
                         return f"a path leaves the group through {node.op} and re-enters it"
                     frontier.append(u)
-        shape = np.broadcast_shapes(*(n.output.shape for n in group))
+        shape = self.shape_of(group)
         bad = [v for v in self.outputs_of(group) if v.shape != shape]
         if bad:
             return (
@@ -71,6 +73,14 @@ class _Groups:
                 f"smaller than the group's shape {tuple(shape)}"
             )
         return None
+
+    @staticmethod
+    def shape_of(group: set[Node]) -> tuple[int, ...]:
+        """The group's iteration shape."""
+        return np.broadcast_shapes(*(n.output.shape for n in group))
+
+    def shape(self, root: Node) -> tuple[int, ...]:
+        return self.shape_of(self.sets[root])
 
     def try_merge(self, a: Node, b: Node) -> str | None:
         ra, rb = self.find(a), self.find(b)
@@ -107,7 +117,32 @@ def _group_nodes(graph: Graph, notes: list[str]) -> list[set[Node]]:
                     why = groups.try_merge(v.node, node)
                     if why and sweep == 1:
                         notes.append(f"not merged: {v.node.op} -> {node.op}: {why}")
+    _merge_siblings(groups, eligible, notes)
     return [groups.sets[r] for r in dict.fromkeys(groups.find(n) for n in eligible)]
+
+
+def _merge_siblings(groups: _Groups, eligible: list[Node], notes: list[str]) -> None:
+    """Merge groups that read the same outer value (a graph input, or the result of a
+    reduction, matmul, ...) over the same iteration shape: one pass over that value, not one
+    per group. Inlined scalar constants are copied into each body and do not count."""
+    readers: dict[Value, list[Node]] = {}
+    for node in eligible:
+        for v in node.inputs:
+            outer = v.node is None or (
+                v.node not in groups.parent and not is_inline_constant(v.node)
+            )
+            if outer and node not in readers.get(v, []):
+                readers.setdefault(v, []).append(node)
+    for v, nodes in readers.items():
+        for node in nodes[1:]:
+            first, other = groups.find(nodes[0]), groups.find(node)
+            if first is other or groups.shape(first) != groups.shape(other):
+                continue
+            why = groups.try_merge(first, other)
+            if why:
+                notes.append(
+                    f"siblings not merged: {first.op} and {other.op} (both read {v.type}): {why}"
+                )
 
 
 def _stuck_groups(graph: Graph, groups: list[set[Node]]) -> list[int]:
