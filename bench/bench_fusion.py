@@ -4,7 +4,8 @@ three sibling chains reading one input (one multi-output kernel: the input is re
 CPU: gpugraph (jit, numpy backend, fused and unfused) vs NumPy eager vs numexpr (if installed).
 GPU (when CuPy has a device): gpugraph (cupy backend) vs CuPy eager, cupy.fuse, torch eager and
 torch.compile (if importable), timed with CUDA events, plus achieved bandwidth over the measured
-device-to-device copy bandwidth. Medians of repeats after warm-up; ratios = baseline / gpugraph.
+device-to-device copy bandwidth; gpugraph with and without the kernels' vector path. Medians
+of repeats after warm-up; ratios = baseline / gpugraph.
 
     python bench/bench_fusion.py [--size N] [--repeats K]
 writes bench/results/fusion-<device>-<date>.{md,json}
@@ -194,6 +195,9 @@ def gpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
             "cupy eager": lambda *a, f=xp_fn: f(*a, cupy),
             "cupy.fuse": cupy.fuse(lambda *a, f=xp_fn: f(*a, cupy)),
             "gpugraph cupy (fused)": gg.jit(gg_fn, backend="cupy"),
+            "gpugraph cupy (fused, vectorize=False)": gg.jit(
+                gg_fn, backend="cupy", vectorize=False
+            ),
             "gpugraph cupy (fuse=False)": gg.jit(gg_fn, backend="cupy", fuse=False),
         }
         targs = []

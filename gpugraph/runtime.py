@@ -26,6 +26,7 @@ class Options:
     cuda_graph: bool = False
     verify: bool = False
     unsafe_math: bool = False
+    vectorize: bool = True
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Compiled:
             if options.optimize
             else graph
         )
-        self.graph = lower_for_backend(g, self.pass_log, options.fuse, check)
+        self.graph = lower_for_backend(g, self.pass_log, options.fuse, check, options.vectorize)
         # Streams only overlap work where the backend has real ones; elsewhere they would just
         # cost arena bytes, so the default there is 1 (an explicit streams=K is honoured).
         streams = options.streams

@@ -232,6 +232,7 @@ def jit(
     cuda_graph: bool = False,
     verify: bool = False,
     unsafe_math: bool = False,
+    vectorize: bool = True,
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
@@ -239,12 +240,13 @@ def jit(
     work as in the Python call; ``static_argnames`` marks parameters static by name (whether
     they are passed by position or by keyword), ``static_argnums`` by position.
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
+    ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
     """
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
-    options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math)
+    options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
         return lambda f: JitFunction(f, static_argnums, options, static_argnames)
     return JitFunction(fn, static_argnums, options, static_argnames)

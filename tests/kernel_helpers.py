@@ -36,23 +36,32 @@ def check_nvrtc(source: str, name: str = "fused.cu") -> None:
         compile_ptx(source, name, arch=arch)
 
 
-def emulate_fused(node_attrs: dict, ins: list[np.ndarray], out_types) -> list[np.ndarray]:
-    """Run a fused node's generated kernel on the host, as the CuPy runner would launch it."""
+def emulate_fused(
+    node_attrs: dict, ins: list[np.ndarray], out_types, misalign: int = 0
+) -> list[np.ndarray]:
+    """Run a fused node's generated kernel on the host, as the CuPy runner would launch it;
+    ``misalign`` bytes off 256-byte alignment for every array (emulate_kernel)."""
     outs = [np.full(t.shape, 0, dtype=t.dtype) for t in out_types]
     n = int(np.prod(out_types[0].shape, dtype=np.int64))
-    grid, block = launch_config(n, EMULATOR_SMS)
+    grid, block = launch_config(n, EMULATOR_SMS, node_attrs["lanes"])
     block = min(block, 64)  # fewer threads per block keeps the emulator quick; still strided
     args = [np.ascontiguousarray(a) for a in ins] + outs
     if n:
-        emulate_kernel(node_attrs["cuda_source"], node_attrs["kernel_name"], grid, block, args)
+        source, name = node_attrs["cuda_source"], node_attrs["kernel_name"]
+        emulate_kernel(source, name, grid, block, args, misalign)
     return outs
 
 
 def run_graph_emulated(
-    graph: Graph, args: list[np.ndarray], check_compile: bool = True, stride_bug: bool = False
+    graph: Graph,
+    args: list[np.ndarray],
+    check_compile: bool = True,
+    stride_bug: bool = False,
+    misalign: int = 0,
 ):
     """Evaluate ``graph``: fused nodes on the kernel emulator, everything else with NumPy.
-    ``stride_bug`` regenerates every kernel with corrupted broadcast strides (a planted bug)."""
+    ``stride_bug`` regenerates every kernel with corrupted broadcast strides (a planted bug);
+    ``misalign`` shifts every kernel argument off its alignment by that many bytes."""
     env = dict(zip(graph.inputs, args))
     for node in graph.nodes:
         ins = [env[v] for v in node.inputs]
@@ -60,10 +69,10 @@ def run_graph_emulated(
             attrs = node.attrs
             if stride_bug:
                 k = emit_kernel(attrs["body"], stride_bug=True)
-                attrs = {"cuda_source": k.source, "kernel_name": k.name}
+                attrs = k.attrs()
             if check_compile:
                 check_nvrtc(attrs["cuda_source"])
-            outs = emulate_fused(attrs, ins, [v.type for v in node.outputs])
+            outs = emulate_fused(attrs, ins, [v.type for v in node.outputs], misalign)
         elif node.op == "constant":
             outs = [np.asarray(node.attrs["value"])]
         else:

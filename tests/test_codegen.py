@@ -137,7 +137,7 @@ def test_templates_match_numpy_on_the_emulator(dtype):
     kernel = emit_kernel(body)
     rng = np.random.default_rng(0)
     ins = [_random_input(rng, v.type, 3 <= k < 6) for k, v in enumerate(body.inputs)]
-    attrs = {"cuda_source": kernel.source, "kernel_name": kernel.name}
+    attrs = kernel.attrs()
     got_all = emulate_fused(attrs, ins, [v.type for v in body.outputs])
     env = dict(zip(body.inputs, ins))
     for name, node, got in zip(names, body.nodes, got_all):
@@ -167,10 +167,22 @@ def test_kernel_name_is_a_hash_of_the_source():
 
 
 def test_same_shape_operands_take_the_fast_path():
-    src = emit_kernel(single_op_body("multiply", "float32", shapes=((64, 33),))).source
+    body = single_op_body("multiply", "float32", shapes=((64, 33),))
+    src = emit_kernel(body, vectorize=False).source
     assert "in0[i]" in src and "in1[i]" in src
     assert "%" not in src and " / " not in src  # no index arithmetic at all
-    assert "long long i = " in src and "i += (long long)blockDim.x * gridDim.x" in src
+    assert "long long i = " in src and "i += stride" in src
+    vec = emit_kernel(body)
+    assert vec.lanes == 4 and "w0.v[k]" in vec.source and "w1.v[k]" in vec.source
+    assert "const long long c" not in vec.source and "const long long i0" not in vec.source
+
+
+def test_vector_width_follows_the_widest_full_size_operand():
+    assert emit_kernel(single_op_body("add", "float64")).lanes == 2  # 16 bytes
+    assert emit_kernel(single_op_body("add", "int32")).lanes == 4
+    assert emit_kernel(single_op_body("add", "float32", shapes=((3,),))).lanes == 1  # n < 4
+    kernel, _ = _bcast_body(False)  # float64 x with (6, 1) and (1, 7) operands
+    assert kernel.lanes == 2 and "w0.v[k]" in kernel.source and "in1[i1]" in kernel.source
 
 
 def test_index_expressions():
@@ -220,7 +232,7 @@ def test_planted_stride_bug_is_caught(stride_bug):
     kernel, types = _bcast_body(stride_bug)
     rng = np.random.default_rng(1)
     x, col, row = (rng.standard_normal(t.shape) for t in types)
-    attrs = {"cuda_source": kernel.source, "kernel_name": kernel.name}
+    attrs = kernel.attrs()
     (got,) = emulate_fused(attrs, [x, col, row], [TensorType((6, 7), "float64")])
     ok = np.allclose(got, x * col + row, equal_nan=False)
     assert ok != stride_bug, "the emulator comparison must fail exactly for the planted bug"

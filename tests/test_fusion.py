@@ -3,6 +3,7 @@ random expression DAGs checked fused == unfused == NumPy (NumPy path) and on the
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -13,7 +14,15 @@ from hypothesis import strategies as st
 import gpugraph as gg
 from gpugraph.ir import verify
 from gpugraph.testing import emulate_kernel
-from tests.kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc, run_graph_emulated
+from gpugraph.testing.emulator import KernelRuntimeError
+from gpugraph.testing.nvrtc import compile_ptx
+from tests.kernel_helpers import (
+    check_nvrtc,
+    emulate_fused,
+    requires_emulator,
+    requires_nvrtc,
+    run_graph_emulated,
+)
 
 
 def lower(fn, *args, **options):
@@ -109,6 +118,56 @@ def test_sibling_kernel_compiles_and_runs_on_the_emulator():
     np.testing.assert_allclose(got[0], np.tanh(x + b), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got[1], np.exp(x) * x, rtol=1e-6)
     np.testing.assert_array_equal(got[2], x > 0)
+
+
+def _gelu_residual(x, bias, res):
+    return gg.gelu(x + bias) + res
+
+
+@pytest.mark.nvrtc
+@pytest.mark.emulator
+@requires_nvrtc
+@requires_emulator
+@pytest.mark.parametrize(  # a view is always aligned to its element size, hence no (f64, 4)
+    "dtype, misalign",
+    [(np.float32, 0), (np.float32, 4), (np.float32, 8), (np.float64, 0), (np.float64, 8)],
+)
+@pytest.mark.parametrize("cols", [128, 131])  # 131: rows do not fill whole vectors
+def test_vector_path_and_its_fallback_match_numpy(dtype, misalign, cols):
+    x, b, r = rand(5, cols, dtype=dtype), rand(cols, dtype=dtype, seed=1), rand(5, cols, seed=2)
+    r = r.astype(dtype)
+    c = lower(_gelu_residual, x, b, r)
+    (node,) = c.graph.nodes
+    assert node.attrs["lanes"] == 16 // np.dtype(dtype).itemsize
+    (got,) = run_graph_emulated(c.graph, [x, b, r], misalign=misalign)
+    want = gg.jit(_gelu_residual, backend="numpy", fuse=False)(x, b, r)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_emulator_faults_on_a_misaligned_vector_access():
+    """A planted bug: the alignment test removed. The GPU would fault; so must the emulator."""
+    x, b, r = rand(4, 64), rand(64, seed=1), rand(4, 64, seed=2)
+    (node,) = lower(_gelu_residual, x, b, r).graph.nodes
+    src = node.attrs["cuda_source"]
+    test = src[src.index("  if (") + 6 : src.index(") {\n    for (long long j")]
+    attrs = dict(node.attrs, cuda_source=src.replace(test, "true"))
+    out = [node.outputs[0].type]
+    emulate_fused(attrs, [x, b, r], out)  # aligned: fine
+    with pytest.raises(KernelRuntimeError, match="misaligned vector access"):
+        emulate_fused(attrs, [x, b, r], out, misalign=4)
+
+
+@pytest.mark.nvrtc
+@requires_nvrtc
+@pytest.mark.parametrize("dtype, width", [(np.float32, "v4.f32"), (np.float64, "v2.f64")])
+def test_vector_path_compiles_to_16_byte_accesses(dtype, width):
+    x = rand(64, 256, dtype=dtype)
+    (src,) = lower(lambda x, y: gg.tanh(x) * y, x, x).kernels.values()
+    ptx = compile_ptx(src, "vector.cu", arch="compute_90")
+    loads = re.findall(rf"ld\.global(?:\.nc)?\.{re.escape(width)}", ptx)
+    assert len(loads) >= 2 and re.search(rf"st\.global\.{re.escape(width)}", ptx), ptx
 
 
 def test_siblings_joined_through_a_reduction_stay_apart():
@@ -394,13 +453,15 @@ def test_random_dags_fused_equals_unfused_equals_numpy(case):
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(dags())
-def test_random_dags_on_the_emulator_match_numpy(case):
+@given(dags(), st.sampled_from([0, 8]))
+def test_random_dags_on_the_emulator_match_numpy(case, misalign):
+    """misalign=8: every array 8 bytes off its alignment, as views like x[1:] are; vector
+    accesses would then fault (the emulator checks), so the kernels must take the scalar loop."""
     fn, args = case
     want = fn(*args)
     c = gg.jit(fn, backend="numpy").lower(*args)
     assert set(c.graph.op_counts()) <= {"fused", "constant", "max"}
-    got = run_graph_emulated(c.graph, args)
+    got = run_graph_emulated(c.graph, args, misalign=misalign)
     for w, g in zip(want, got):
         _close(np.asarray(g).reshape(np.shape(w)), w, w.dtype)
 
@@ -446,9 +507,21 @@ def test_fused_kernels_on_the_gpu_match_numpy():
         return gg.gelu(x + b) + r, chain(x)
 
     args = [rand(33, 1000), rand(1000, seed=1), rand(33, 1000, seed=2)]
-    got = gg.jit(f, backend="cupy")(*[cupy.asarray(a) for a in args])
     want = gg.jit(f, backend="numpy", fuse=False)(*args)
-    for g, w in zip(got, want):
+    fn = gg.jit(f, backend="cupy")
+    for vectorize in (True, False):
+        got = gg.jit(f, backend="cupy", vectorize=vectorize)(*[cupy.asarray(a) for a in args])
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-5, atol=1e-6)
+    # views 4 bytes past an allocation: contiguous but misaligned for 16-byte vector loads,
+    # so the kernels must take their scalar loop (a vector access there would fault)
+    views = []
+    for a in args:
+        flat = cupy.zeros(a.size + 1, a.dtype)
+        flat[1:] = cupy.asarray(a).ravel()
+        views.append(flat[1:].reshape(a.shape))
+    assert views[0].data.ptr % 16 == 4
+    for g, w in zip(fn(*views), want):
         np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-5, atol=1e-6)
 
 
@@ -506,7 +579,8 @@ def test_cupy_runner_launches_the_generated_kernel(monkeypatch):
         fused_mod._raw_kernel.cache_clear()
         fused_mod._sm_count.cache_clear()
     ((name, grid, block),) = fake.launches
-    assert name == node.attrs["kernel_name"] and grid == (2,) and block == (256,)
+    assert node.attrs["lanes"] == 4  # 360 elements, 4 per thread and step: one block of 256
+    assert name == node.attrs["kernel_name"] and grid == (1,) and block == (256,)
     for got, want in zip(outs, gg.jit(f, backend="numpy", fuse=False)(x, b)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

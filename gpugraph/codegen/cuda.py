@@ -34,16 +34,56 @@ NAME_PREFIX = "gg_fused_"
 NAME_PLACEHOLDER = "GG_KERNEL_NAME"
 LARGEST_INLINE_CONSTANT = 1  # elements; larger constants are passed as arrays
 
+VECTOR_BYTES = 16  # one access per thread moves this much (the Hopper guide's lead)
+MAX_LANES = 4  # elements per thread per access; more only grows the unrolled body
+
 KERNEL_TEMPLATE = """\
 // gpugraph fused kernel: {summary}
-extern "C" __global__ void {name}({params}) {{
+{header}extern "C" __global__ void {name}({params}) {{
   const long long n = {n}LL;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)blockDim.x * gridDim.x) {{
+  const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  long long start = 0;
+{vector_block}  for (long long i = start + first; i < n; i += stride) {{
 {body}
   }}
 }}
 """
+# The vector path: when every full-size operand is aligned for it, each thread moves {lanes}
+# consecutive elements of each full-size operand with one access (a 16-byte load for float32
+# x4 or float64 x2) and computes them in an unrolled loop; broadcast operands keep their index
+# math per element. Misaligned pointers (a view such as x[1:]) and the last n % lanes elements
+# take the scalar loop after it.
+VECTOR_HEADER = """\
+#ifndef GG_VECTOR_DEFINED
+#define GG_VECTOR_DEFINED
+template <typename T, int V> struct alignas(sizeof(T) * V) gg_vec {
+  T v[V];
+};
+#endif
+#ifndef GG_VECTOR_PTR  // the kernel emulator defines its own, which checks the alignment
+#define GG_VECTOR_PTR(p, ...) reinterpret_cast<__VA_ARGS__*>(p)
+#endif
+"""
+VECTOR_BLOCK = """\
+  if ({aligned}) {{
+    for (long long j = first; j < n / {lanes}LL; j += stride) {{
+{loads}
+#pragma unroll
+      for (int k = 0; k < {lanes}; ++k) {{
+        const long long i = j * {lanes}LL + k;
+{body}
+      }}
+{stores}
+    }}
+    start = n / {lanes}LL * {lanes}LL;
+  }}
+"""
+VECTOR_TYPE = "gg_vec<{ct}, {lanes}>"
+ALIGNED_TEST = "(unsigned long long){ptr} % {bytes}ULL == 0"
+VECTOR_LOAD = "      const {vt} w{j} = GG_VECTOR_PTR(in{j}, const {vt})[j];"
+VECTOR_DECL = "      {vt} o{j};"
+VECTOR_STORE = "      GG_VECTOR_PTR(out{j}, {vt})[j] = o{j};"
 # No __restrict__: the memory planner may give an output the bytes of a same-shape input that
 # dies at this kernel (ops/fused.py: _inplace_ok); each thread loads element i of every input
 # before it stores element i of any output, which is exact only if the compiler may not assume
@@ -52,9 +92,9 @@ IN_PARAM = "const {ct}* in{k}"
 OUT_PARAM = "{ct}* out{k}"
 COORD_LINE = "    const long long c{axis} = (i / {stride}LL) % {extent}LL;"
 INDEX_LINE = "    const long long i{k} = {expr};"
-LOAD_LINE = "    const {ct} v{k} = in{j}[{index}];"
+LOAD_LINE = "    const {ct} v{k} = {src};"
 DEF_LINE = "    const {ct} v{k} = {expr};"
-STORE_LINE = "    out{j}[i] = v{k};"
+STORE_LINE = "    {dst} = v{k};"
 
 
 def c_type(dtype: np.dtype) -> str:
@@ -120,6 +160,11 @@ class Kernel:
     name: str
     source: str
     n: int  # iteration space size (elements of the output shape)
+    lanes: int = 1  # elements per thread per vector access (1: no vector path)
+
+    def attrs(self) -> dict:
+        """What a fused node (and the launchers) keep of the kernel."""
+        return {"cuda_source": self.source, "kernel_name": self.name, "lanes": self.lanes}
 
 
 def index_expr(in_shape: tuple[int, ...], out_shape: tuple[int, ...], *, stride_bug: bool = False):
@@ -147,14 +192,21 @@ def index_expr(in_shape: tuple[int, ...], out_shape: tuple[int, ...], *, stride_
     return " + ".join(terms), axes
 
 
-def emit_kernel(body: Graph, *, stride_bug: bool = False) -> Kernel:
-    """One kernel computing every output of ``body`` over their common (broadcast) shape."""
+def vector_lanes(full: list[Value], n: int) -> int:
+    """Elements per vector access for the full-size operands ``full`` (1: no vector path)."""
+    widest = max(v.dtype.itemsize for v in full)
+    lanes = min(MAX_LANES, VECTOR_BYTES // widest)
+    return lanes if n >= lanes else 1
+
+
+def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False) -> Kernel:
+    """One kernel computing every output of ``body`` over their common (broadcast) shape;
+    ``vectorize`` adds the vector path (see VECTOR_BLOCK) in front of the scalar loop."""
     out_shape = tuple(np.broadcast_shapes(*(v.shape for v in body.outputs)))
     assert all(v.shape == out_shape for v in body.outputs), "group outputs must share a shape"
     n = int(np.prod(out_shape, dtype=np.int64))
     out_strides = c_strides(out_shape)
-    names: dict[Value, str] = {}
-    lines: list[str] = []
+    index: list[str] = []  # per input: "i" (full size), "0" (one element) or its index variable
     index_lines: list[str] = []
     axes_needed: set[int] = set()
     params = [IN_PARAM.format(ct=c_type(v.dtype), k=j) for j, v in enumerate(body.inputs)]
@@ -165,8 +217,65 @@ def emit_kernel(body: Graph, *, stride_bug: bool = False) -> Kernel:
         if expr not in ("i", "0"):
             index_lines.append(INDEX_LINE.format(k=j, expr=expr))
             expr = f"i{j}"
+        index.append(expr)
+    coord_lines = [
+        COORD_LINE.format(axis=a, stride=out_strides[a], extent=out_shape[a])
+        for a in sorted(axes_needed)
+    ]
+    prologue = coord_lines + index_lines
+    scalar = _body_lines(body, [f"in{j}[{e}]" for j, e in enumerate(index)], lambda j: f"out{j}[i]")
+    full_inputs = [j for j, e in enumerate(index) if e == "i"]
+    full = [body.inputs[j] for j in full_inputs] + list(body.outputs)
+    lanes = vector_lanes(full, n) if vectorize else 1
+    header, vector_block = "", ""
+    if lanes > 1:
+        header = VECTOR_HEADER
+        vector_block = _vector_block(body, index, full_inputs, prologue, lanes)
+    summary = ", ".join(n.op for n in body.nodes if n.op != "constant")
+    summary += f" -> {', '.join(str(v.type) for v in body.outputs)}"
+    text = KERNEL_TEMPLATE.format(
+        summary=summary,
+        header=header,
+        name=NAME_PLACEHOLDER,
+        params=", ".join(params),
+        n=n,
+        vector_block=vector_block,
+        body="\n".join(prologue + scalar),
+    )
+    name = kernel_name(text)
+    return Kernel(name, text.replace(NAME_PLACEHOLDER, name), n, lanes)
+
+
+def _vector_block(
+    body: Graph, index: list[str], full_inputs: list[int], prologue: list[str], lanes: int
+) -> str:
+    vt = {v: VECTOR_TYPE.format(ct=c_type(v.dtype), lanes=lanes) for v in body.values()}
+    nbytes = {v: v.dtype.itemsize * lanes for v in body.values()}
+    ins, outs = body.inputs, body.outputs
+    aligned = [ALIGNED_TEST.format(ptr=f"in{j}", bytes=nbytes[ins[j]]) for j in full_inputs]
+    aligned += [ALIGNED_TEST.format(ptr=f"out{j}", bytes=nbytes[v]) for j, v in enumerate(outs)]
+    loads = [VECTOR_LOAD.format(vt=vt[ins[j]], j=j) for j in full_inputs]
+    loads += [VECTOR_DECL.format(vt=vt[v], j=j) for j, v in enumerate(outs)]
+    stores = [VECTOR_STORE.format(vt=vt[v], j=j) for j, v in enumerate(outs)]
+    sources = [f"w{j}.v[k]" if e == "i" else f"in{j}[{e}]" for j, e in enumerate(index)]
+    lane_body = _body_lines(body, sources, lambda j: f"o{j}.v[k]")
+    return VECTOR_BLOCK.format(
+        aligned=" && ".join(f"({a})" for a in aligned),
+        lanes=lanes,
+        loads="\n".join(loads),
+        body="\n".join("    " + line for line in prologue + lane_body),
+        stores="\n".join(stores),
+    )
+
+
+def _body_lines(body: Graph, sources: list[str], target) -> list[str]:
+    """Loads (input j from ``sources[j]``), one line per op, and stores (output j to
+    ``target(j)``): the computation of one element."""
+    names: dict[Value, str] = {}
+    lines: list[str] = []
+    for v, src in zip(body.inputs, sources):
         names[v] = f"v{len(names)}"
-        lines.append(LOAD_LINE.format(ct=c_type(v.dtype), k=len(names) - 1, j=j, index=expr))
+        lines.append(LOAD_LINE.format(ct=c_type(v.dtype), k=len(names) - 1, src=src))
     for node in body.nodes:
         if node.op == "constant":
             literal = inline_literal(node.attrs["value"])
@@ -185,19 +294,5 @@ def emit_kernel(body: Graph, *, stride_bug: bool = False) -> Kernel:
         if not src.startswith("v"):  # an output that is an inlined literal or input: copy it
             names[v] = src = f"v{len(names)}"
             lines.append(DEF_LINE.format(ct=c_type(v.dtype), k=len(names) - 1, expr=src))
-        lines.append(STORE_LINE.format(j=j, k=src[1:]))
-    coord_lines = [
-        COORD_LINE.format(axis=a, stride=out_strides[a], extent=out_shape[a])
-        for a in sorted(axes_needed)
-    ]
-    summary = ", ".join(n.op for n in body.nodes if n.op != "constant")
-    summary += f" -> {', '.join(str(v.type) for v in body.outputs)}"
-    text = KERNEL_TEMPLATE.format(
-        summary=summary,
-        name=NAME_PLACEHOLDER,
-        params=", ".join(params),
-        n=n,
-        body="\n".join(coord_lines + index_lines + lines),
-    )
-    name = kernel_name(text)
-    return Kernel(name, text.replace(NAME_PLACEHOLDER, name), n)
+        lines.append(STORE_LINE.format(dst=target(j), k=src[1:]))
+    return lines

@@ -314,9 +314,10 @@ def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
-def launch_config(n: int, sm_count: int) -> tuple[int, int]:
-    """(grid, block) for a grid-stride loop over n elements on a device with sm_count SMs."""
-    return max(1, min(-(-n // BLOCK), sm_count * BLOCKS_PER_SM)), BLOCK
+def launch_config(n: int, sm_count: int, lanes: int = 1) -> tuple[int, int]:
+    """(grid, block) for a grid-stride loop over n elements, ``lanes`` per thread and step, on a
+    device with sm_count SMs."""
+    return max(1, min(-(-n // (BLOCK * lanes)), sm_count * BLOCKS_PER_SM)), BLOCK
 
 
 def _prepare_cupy(node: Any, backend: Any):
@@ -324,7 +325,7 @@ def _prepare_cupy(node: Any, backend: Any):
 
     kernel = _raw_kernel(node.attrs["cuda_source"], node.attrs["kernel_name"])
     n = node.outputs[0].type.size
-    grid, block = launch_config(n, _sm_count(cupy.cuda.Device().id))
+    grid, block = launch_config(n, _sm_count(cupy.cuda.Device().id), node.attrs["lanes"])
 
     def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
         if n == 0:

@@ -249,8 +249,9 @@ def _order(graph: Graph, units: dict[Node, Node]) -> list[Node]:
     return order
 
 
-def fuse(graph: Graph) -> tuple[Graph, dict[str, int]]:
-    """The fusion pass: (graph with fused nodes, counts of what it did)."""
+def fuse(graph: Graph, vectorize: bool = True) -> tuple[Graph, dict[str, int]]:
+    """The fusion pass: (graph with fused nodes, counts of what it did). ``vectorize``: kernels
+    get the vector path (codegen/cuda.py)."""
     if any(n.op == FUSED_OP for n in graph.nodes):
         return graph, {}
     notes: list[str] = []
@@ -273,11 +274,11 @@ def fuse(graph: Graph) -> tuple[Graph, dict[str, int]]:
             continue
         body, externals = _body(members, outs)
         try:
-            kernel = emit_kernel(body)
+            kernel = emit_kernel(body, vectorize=vectorize)
         except UnsupportedError as e:
             notes.append(f"left unfused: {', '.join(map(_describe, members))}: {e}")
             continue
-        attrs = {"body": body, "cuda_source": kernel.source, "kernel_name": kernel.name}
+        attrs = {"body": body, **kernel.attrs()}
         node = Node(FUSED_OP, externals, attrs, [v.type for v in outs], members[-1].loc)
         for m in members:
             units[m] = node

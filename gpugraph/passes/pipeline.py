@@ -67,9 +67,14 @@ def optimize(
     return run_passes(graph, optimize_passes(unsafe), log, check)
 
 
-def lower_for_backend(graph: Graph, log: list[PassRecord], fuse: bool, check: bool = False):
+def lower_for_backend(
+    graph: Graph, log: list[PassRecord], fuse: bool, check: bool = False, vectorize: bool = True
+):
     """Passes after optimization: fusion (when enabled), then a final DCE."""
     from .fuse import fuse as fuse_pass  # local: fusion pulls in the codegen
 
-    passes = [("fuse", fuse_pass), ("dce", dce)] if fuse else [("dce", dce)]
+    def fusion(g: Graph) -> tuple[Graph, dict[str, int]]:
+        return fuse_pass(g, vectorize)
+
+    passes = [("fuse", fusion), ("dce", dce)] if fuse else [("dce", dce)]
     return run_passes(graph, passes, log, check, rounds=1)

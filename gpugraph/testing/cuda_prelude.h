@@ -55,6 +55,20 @@ struct Failure {
 }
 }  // namespace __gpugraph_emu
 
+// Generated kernels reach vector accesses through GG_VECTOR_PTR (codegen/cuda.py). A GPU
+// faults on a misaligned vector access where the host would not: check it here.
+namespace __gpugraph_emu {
+template <class T> T* vector_ptr(T* p, const char* file, int line) {
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0)
+    fail("misaligned vector access: address " + std::to_string(reinterpret_cast<uintptr_t>(p)) +
+             " is not a multiple of " + std::to_string(alignof(T)),
+         file, line);
+  return p;
+}
+}  // namespace __gpugraph_emu
+#define GG_VECTOR_PTR(p, ...) \
+  (__gpugraph_emu::vector_ptr(reinterpret_cast<__VA_ARGS__*>(p), __FILE__, __LINE__))
+
 // A host assert() would abort the whole Python process; report it as a kernel failure instead.
 #undef assert
 #define assert(cond) \

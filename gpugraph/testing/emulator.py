@@ -134,7 +134,9 @@ class EmulatedKernel:
         tokens = lib.gpugraph_emu_signature().decode().split()
         self.params = tuple(Param.parse(t) for t in tokens)
 
-    def __call__(self, grid: Dim, block: Dim, args: list | tuple) -> None:
+    def __call__(self, grid: Dim, block: Dim, args: list | tuple, misalign: int = 0) -> None:
+        """``misalign``: every array starts that many bytes past a 256-byte boundary, as a view
+        like ``x[1:]`` would on the GPU (0: cudaMalloc's alignment)."""
         dims = _check_dims("grid", grid, MAX_GRID) + _check_dims("block", block, MAX_BLOCK)
         if dims[3] * dims[4] * dims[5] > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
@@ -144,7 +146,7 @@ class EmulatedKernel:
         slots = (ctypes.c_void_p * max(len(args), 1))()
         keep = []  # storage the slots point into must outlive the call
         for i, (arg, param) in enumerate(zip(args, self.params, strict=True)):
-            value = self._pack(i, arg, param, staged)
+            value = self._pack(i, arg, param, staged, misalign)
             keep.append(value)
             slots[i] = value.ctypes.data
         err = ctypes.create_string_buffer(1024)
@@ -156,13 +158,13 @@ class EmulatedKernel:
         for stage in staged.values():
             stage.copy_back()
 
-    def _pack(self, i: int, arg: object, param: Param, staged: dict) -> np.ndarray:
+    def _pack(self, i: int, arg: object, param: Param, staged: dict, misalign: int) -> np.ndarray:
         """Storage holding the bytes of the i-th parameter (a pointer, or the scalar itself)."""
         where = f"{self.name} arg {i} (declared {param})"
         if isinstance(arg, np.ndarray):
             if not param.pointer or not param.matches(arg.dtype):
                 raise TypeError(f"{where}: got array of {arg.dtype}")
-            stage = _stage(arg, i, staged)
+            stage = _stage(arg, i, staged, misalign)
             stage.written |= not param.const
             return np.array([stage.ptr], dtype=np.uintp)
         if isinstance(arg, np.generic):
@@ -176,10 +178,10 @@ class EmulatedKernel:
 class _Staged:
     """A copy of one argument array inside canary guard zones."""
 
-    def __init__(self, arr: np.ndarray, index: int) -> None:
+    def __init__(self, arr: np.ndarray, index: int, misalign: int = 0) -> None:
         self.arr, self.index, self.written = arr, index, False
-        raw = np.full(arr.nbytes + 2 * GUARD_BYTES + ALIGN_BYTES, CANARY, dtype=np.uint8)
-        self.start = GUARD_BYTES + (-(raw.ctypes.data + GUARD_BYTES) % ALIGN_BYTES)
+        raw = np.full(arr.nbytes + 2 * GUARD_BYTES + ALIGN_BYTES + misalign, CANARY, dtype=np.uint8)
+        self.start = GUARD_BYTES + (-(raw.ctypes.data + GUARD_BYTES) % ALIGN_BYTES) + misalign
         self.raw = raw
         self.inner = raw[self.start : self.start + arr.nbytes]
         self.inner[...] = _bytes_of(arr)
@@ -207,7 +209,7 @@ def _bytes_of(arr: np.ndarray) -> np.ndarray:
     return arr.ravel(order="K").view(np.uint8)
 
 
-def _stage(arr: np.ndarray, index: int, staged: dict) -> _Staged:
+def _stage(arr: np.ndarray, index: int, staged: dict, misalign: int) -> _Staged:
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
         raise UnsupportedError(f"arg {index}: the emulator needs contiguous arrays")
     key = (arr.__array_interface__["data"][0], arr.nbytes)
@@ -216,7 +218,7 @@ def _stage(arr: np.ndarray, index: int, staged: dict) -> _Staged:
     for other in staged.values():
         if np.may_share_memory(arr, other.arr):
             raise UnsupportedError(f"args {other.index} and {index} partially overlap")
-    staged[key] = _Staged(arr, index)
+    staged[key] = _Staged(arr, index, misalign)
     return staged[key]
 
 
@@ -241,10 +243,13 @@ def load_kernel(source: str, kernel_name: str) -> EmulatedKernel:
     return _KERNELS[key]
 
 
-def emulate_kernel(source: str, kernel_name: str, grid: Dim, block: Dim, args: list) -> None:
+def emulate_kernel(
+    source: str, kernel_name: str, grid: Dim, block: Dim, args: list, misalign: int = 0
+) -> None:
     """Run ``extern "C" __global__`` kernel ``kernel_name`` over the whole launch on the host.
 
     Arrays are passed by pointer and updated in place; numpy scalars are passed by value and must
     match the declared parameter type exactly (np.float32 for float, np.int64 for long long, ...).
+    ``misalign`` shifts every array off its 256-byte alignment by that many bytes.
     """
-    load_kernel(source, kernel_name)(grid, block, args)
+    load_kernel(source, kernel_name)(grid, block, args, misalign)
