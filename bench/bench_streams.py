@@ -108,51 +108,36 @@ def bench_gpu(args) -> tuple[str, list[dict]]:
                 us = gpu_timer(cupy, lambda j=j, x=x: j(x), args.warmup, args.reps)
                 launches = n_launches(c)
                 base = base or us
-                rows.append(
-                    dict(
-                        size=n,
-                        impl="gpugraph",
-                        streams=c.schedule.num_streams,
-                        cuda_graph=graph,
-                        us_per_call=us,
-                        nodes=launches,
-                        us_per_node=us / launches,
-                        speedup_vs_gg_1stream=base / us,
-                    )
-                )
+                streams_used = c.schedule.num_streams
+                rows.append(timing_row(n, "gpugraph", streams_used, graph, us, launches, base))
         us = gpu_timer(cupy, lambda x=x: fn(x), args.warmup, args.reps)
-        rows.append(
-            dict(
-                size=n,
-                impl="cupy eager",
-                streams=1,
-                cuda_graph=False,
-                us_per_call=us,
-                nodes=launches,
-                us_per_node=us / launches,
-                speedup_vs_gg_1stream=base / us,
-            )
-        )
+        rows.append(timing_row(n, "cupy eager", 1, False, us, launches, base))
         try:
             import torch
 
             tfn, tx = torch_branchy(args.branches, args.depth), torch.as_tensor(x_host).cuda()
             us = gpu_timer(cupy, lambda f=tfn, t=tx: f(t), args.warmup, args.reps)
-            rows.append(
-                dict(
-                    size=n,
-                    impl="torch eager",
-                    streams=1,
-                    cuda_graph=False,
-                    us_per_call=us,
-                    nodes=launches,
-                    us_per_node=us / launches,
-                    speedup_vs_gg_1stream=base / us,
-                )
-            )
+            rows.append(timing_row(n, "torch eager", 1, False, us, launches, base))
         except Exception as e:  # torch missing, or without CUDA
             rows.append(dict(size=n, impl="torch eager", skipped=f"{type(e).__name__}: {e}"))
     return device, rows
+
+
+def timing_row(
+    size: int, impl: str, streams: int, cuda_graph: bool, us: float, nodes: int, base: float
+) -> dict:
+    """One result row; ``nodes`` is gpugraph's launch count for the graph (the per-node cost of
+    every impl is over the same count), ``base`` gpugraph's 1-stream time."""
+    return dict(
+        size=size,
+        impl=impl,
+        streams=streams,
+        cuda_graph=cuda_graph,
+        us_per_call=us,
+        nodes=nodes,
+        us_per_node=us / nodes,
+        speedup_vs_gg_1stream=base / us,
+    )
 
 
 def bench_cpu(args) -> tuple[str, list[dict]]:
@@ -170,19 +155,10 @@ def bench_cpu(args) -> tuple[str, list[dict]]:
             c = j.lower(x)
             us = cpu_timer(lambda j=j, x=x: j(x), args.warmup, args.reps)
             base = base or us
-            rows.append(
-                dict(
-                    size=n,
-                    impl="gpugraph numpy",
-                    streams=c.schedule.num_streams,
-                    cuda_graph=False,
-                    us_per_call=us,
-                    nodes=n_launches(c),
-                    us_per_node=us / n_launches(c),
-                    arena_bytes=c.memory.arena_bytes,
-                    speedup_vs_gg_1stream=base / us,
-                )
+            row = timing_row(
+                n, "gpugraph numpy", c.schedule.num_streams, False, us, n_launches(c), base
             )
+            rows.append({**row, "arena_bytes": c.memory.arena_bytes})
         us = cpu_timer(lambda x=x: fn(x), args.warmup, args.reps)
         rows.append(
             dict(

@@ -45,6 +45,25 @@ def static_key(v: Any) -> Any:
     return (type(v).__qualname__, freeze(v))
 
 
+_FAST_SCALARS = (bool, int, float)
+
+
+def fast_key(args: tuple) -> tuple | None:
+    """A cheap cache key for a call with only positional ndarrays and Python numbers, or None.
+    Exact types only (ndarray subclasses, NumPy scalars, pytrees and tracers take the full
+    path); equal keys mean equal signatures for ``_compiled_for``."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t in _FAST_SCALARS:
+            key.append(t)
+        elif t.__name__ == "ndarray" and is_array(a):
+            key.append((t, a.shape, a.dtype))
+        else:
+            return None
+    return tuple(key)
+
+
 def _is_leaf_arg(x: Any) -> bool:
     return isinstance(x, (ShapeDtype, Tracer)) or is_array(x) or is_python_scalar(x)
 
@@ -105,6 +124,10 @@ class JitFunction:
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
         self._cache: dict[Any, Compiled] = {}
+        # positional arrays and numbers only, no statics: (type, shape, dtype) per argument ->
+        # the compiled entry, so a repeated call skips binding, flattening and naming
+        self._fast: dict[tuple, Compiled] = {}
+        self._fast_ok = not self.static_argnums and not self.static_argnames
         try:
             self._sig: inspect.Signature | None = inspect.signature(fn)
             self._params = list(self._sig.parameters)
@@ -201,10 +224,16 @@ class JitFunction:
         return compiled, leaves
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = fast_key(args) if self._fast_ok and not kwargs else None
+        compiled = self._fast.get(key) if key is not None else None
+        if compiled is not None:
+            return unflatten(compiled.out_tree, compiled.call_flat(list(args)))
         leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
             return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
+        if key is not None:
+            self._fast[key] = compiled
         return unflatten(compiled.out_tree, compiled.call_flat(dyn_leaves))
 
     def lower(self, *args: Any, **kwargs: Any) -> Compiled:
@@ -218,6 +247,7 @@ class JitFunction:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._fast.clear()
 
 
 def jit(

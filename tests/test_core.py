@@ -100,6 +100,30 @@ def test_python_scalar_arguments_are_weak():
     assert f.cache_size == 2  # the value of s is not part of the signature
 
 
+def test_repeated_calls_take_the_fast_path_with_the_same_results():
+    traces = []
+
+    @gg.jit(backend="numpy")
+    def f(x, s):
+        traces.append(1)
+        return x * s
+
+    x32, x64 = f32(3), np.ones(3)
+    calls = [(x32, 2), (x32, 2.5), (x32, True), (x64, 2), (x32, 3), (x32, 1.5), (x32, False)]
+    for x, s in calls * 2:
+        got = f(x, s)
+        want = x * s
+        assert got.dtype == want.dtype and np.array_equal(got, want), (x.dtype, s)
+    assert f.cache_size == len(traces) == 4  # (f32, int), (f32, float), (f32, bool), (f64, int)
+    assert len(f._fast) == 4
+    g = gg.jit(lambda x: x + 1, backend="numpy")
+    sub = np.ma.masked_array(x32)  # an ndarray subclass: the full path, not the fast one
+    np.testing.assert_array_equal(g(sub), x32 + 1)
+    assert g.cache_size == 1 and not g._fast
+    f.clear_cache()
+    assert f.cache_size == 0 and not f._fast
+
+
 def test_tracer_ndarray_protocol():
     def f(x, y):
         assert x.shape == (2, 3) and x.ndim == 2 and x.dtype == np.float32

@@ -74,6 +74,7 @@ class _ChunkPlan:
         row = math.prod(shape[self.axis + 1 :])
         self.step = max(1, min(shape[self.axis], chunk // max(row, 1))) if shape else 1
         self.padded = {v: (1,) * (len(shape) - len(v.shape)) + v.shape for v in _values(body)}
+        self.cuts = [self._cut(self.padded[v]) for v in (*body.inputs, *body.outputs)]
         self._plan_steps()
 
     def _plan_steps(self) -> None:
@@ -163,14 +164,12 @@ class _ChunkPlan:
 
     def _run_tasks(self, arrays: list, tasks: list) -> None:
         """Run the steps over the given chunks with this thread's own scratch buffers."""
-        body = self.body
-        cuts = [self._cut(self.padded[v]) for v in (*body.inputs, *body.outputs)]
         bufs = _scratch(self.scratch)
         rows = [b.ndim > 0 and b.shape[0] == self.step and self.step > 1 for b in bufs]
         slots: list[Any] = [None] * len(arrays) + bufs + self.consts
         first = len(arrays)
         steps, current = self.steps, self.step  # the length the scratch slots are cut to
-        pairs = list(enumerate(zip(arrays, cuts)))
+        pairs = list(enumerate(zip(arrays, self.cuts)))
         for outer, lo, hi in tasks:
             for j, (a, cut) in pairs:
                 slots[j] = cut(a, outer, lo, hi)
