@@ -55,13 +55,32 @@ def check_dtype(dtype: Any, what: str) -> np.dtype:
     return dt
 
 
+# TensorTypes of concrete operands, by (shape, dtype) or Python scalar type: eager ops ask for
+# the same few types again and again, and building one (with its checks) costs more than the
+# NumPy op on a small array. Bounded: cleared when it grows past _TYPE_CACHE_SIZE.
+_TYPE_CACHE: dict[Any, TensorType] = {}
+_TYPE_CACHE_SIZE = 4096
+
+
 def type_of(x: Any, what: str = "argument") -> TensorType:
     if isinstance(x, Tracer):
         return x.value.type
-    if is_python_scalar(x):
-        return TensorType((), scalar_default_dtype(x), weak=True)
-    if is_array(x):
-        return TensorType(x.shape, check_dtype(x.dtype, what))
+    key = type(x) if is_python_scalar(x) else (x.shape, x.dtype) if is_array(x) else None
+    if key is None:
+        return _not_a_tensor(x, what)
+    t = _TYPE_CACHE.get(key)
+    if t is None:
+        if len(_TYPE_CACHE) >= _TYPE_CACHE_SIZE:
+            _TYPE_CACHE.clear()
+        if is_python_scalar(x):
+            t = TensorType((), scalar_default_dtype(x), weak=True)
+        else:
+            t = TensorType(x.shape, check_dtype(x.dtype, what))
+        _TYPE_CACHE[key] = t
+    return t
+
+
+def _not_a_tensor(x: Any, what: str) -> TensorType:
     if isinstance(x, complex):
         raise UnsupportedError(f"{what}: complex numbers are not supported")
     raise GpuGraphError(f"{what}: expected an array or a number, got {type(x).__name__}")
