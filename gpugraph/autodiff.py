@@ -14,7 +14,6 @@ then differentiates again.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
-from .trace import trace_flat
+from .trace import arg_label, positional_names, trace_flat
 from .tracer import Tracer, current_trace
 
 __all__ = ["eval_graph", "grad", "jvp", "value_and_grad", "vjp"]
@@ -104,19 +103,11 @@ def _as_output(x: Any) -> Any:
 
 
 def _arg_names(fn: Callable, in_tree: TreeDef) -> list[str]:
-    """Readable pytree paths of every flat primal: ``params['w']``, ``argument 1``."""
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        params = []
+    """Readable pytree paths of every flat primal: ``params['w']``, ``args[1]``."""
+    params = positional_names(fn)
     names: list[str] = []
     for i, child in enumerate(in_tree.children):
-        prefix = params[i] if i < len(params) else f"argument {i}"
-        names.extend(leaf_paths(child, prefix))
+        names.extend(leaf_paths(child, arg_label(params, i)))
     return names
 
 

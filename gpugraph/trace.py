@@ -64,6 +64,21 @@ def fast_key(args: tuple) -> tuple | None:
     return tuple(key)
 
 
+def positional_names(fn: Callable) -> list[str]:
+    """The names of ``fn``'s parameters that take positional arguments, in order (none when
+    it has no inspectable signature)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def arg_label(names: Sequence[str], i: int) -> str:
+    """How errors name positional argument ``i``: its parameter name, else ``args[i]``."""
+    return names[i] if i < len(names) else f"args[{i}]"
+
+
 def _is_leaf_arg(x: Any) -> bool:
     return isinstance(x, (ShapeDtype, Tracer)) or is_array(x) or is_python_scalar(x)
 
@@ -142,10 +157,11 @@ class JitFunction:
                     f"static_argnames names {', '.join(map(repr, unknown))}, which "
                     f"{getattr(fn, '__name__', 'fn')} has no parameter for"
                 )
+        self._positional = positional_names(fn)
         functools.update_wrapper(self, fn)
 
     def _arg_name(self, i: int) -> str:
-        return self._params[i] if i < len(self._params) else f"args[{i}]"
+        return arg_label(self._positional, i)
 
     def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Keyword arguments that name positional parameters become positions (so that
@@ -165,10 +181,8 @@ class JitFunction:
         for i in static_idx:
             if not 0 <= i < nargs:
                 raise GpuGraphError(f"static_argnums names argument {i}, but {nargs} were given")
-        named = [i for i in range(nargs) if i < len(self._params)]
-        return sorted(
-            set(static_idx) | {i for i in named if self._params[i] in self.static_argnames}
-        )
+        by_name = {i for i, n in enumerate(self._positional[:nargs]) if n in self.static_argnames}
+        return sorted(set(static_idx) | by_name)
 
     def _split(
         self, args: tuple, kwargs: dict, static_idx: list[int]

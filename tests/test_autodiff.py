@@ -511,7 +511,7 @@ def test_integer_argument_error_names_it():
         gg.grad(lambda params: gg.sum(params["w"]))(params)
     with pytest.raises(gg.DTypeError, match="labels"):
         gg.grad(lambda x, labels: gg.sum(x), argnums=1)(np.ones(2), np.arange(2))
-    with pytest.raises(gg.DTypeError, match="argument 1"):
+    with pytest.raises(gg.DTypeError, match=r"args\[1\]"):
         gg.grad(lambda *a: gg.sum(a[0]), argnums=(0, 1))(np.ones(2), np.array([True]))
     # not differentiating it is fine
     gg.grad(lambda x, labels: gg.sum(x))(np.ones(2), np.arange(2))
