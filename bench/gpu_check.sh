@@ -18,7 +18,7 @@ log="bench/results/gpu-check-$stamp.txt"
 status=0
 echo "## GPU test tier" | tee -a "$log"
 python3 -m pytest -q -m gpu -rs 2>&1 | tee -a "$log" || status=1
-echo "## full suite (backend auto = cupy)" | tee -a "$log"
+echo "## full suite (backend=\"auto\" is NumPy in tests: tests/conftest.py; GPU tests use CuPy)" | tee -a "$log"
 python3 -m pytest -q -x 2>&1 | tail -15 | tee -a "$log" || status=1
 for bench in bench/bench_*.py; do
   echo "## $bench" | tee -a "$log"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
+from gpugraph.backends.base import cupy_status, get_backend
 from gpugraph.ir import GraphBuilder, TensorType, verify
 
 HERE = os.path.basename(__file__)
@@ -221,6 +222,24 @@ def test_default_backend_says_why():
     assert info.name in str(info)
 
 
+def test_gpugraph_backend_environment_variable(monkeypatch):
+    found = cupy_status()
+    monkeypatch.setenv("GPUGRAPH_BACKEND", "auto")
+    assert gg.default_backend() == found
+    monkeypatch.setenv("GPUGRAPH_BACKEND", "NumPy")
+    info = gg.default_backend()
+    assert info.name == "numpy" and "GPUGRAPH_BACKEND" in info.reason
+    assert get_backend().name == "numpy"
+    np.testing.assert_array_equal(gg.jit(lambda x: x + 1)(f32(3)), f32(3) + 1)
+    monkeypatch.setenv("GPUGRAPH_BACKEND", "tpu")
+    with pytest.raises(gg.UnsupportedError, match="GPUGRAPH_BACKEND='tpu'"):
+        gg.jit(lambda x: x + 1)(f32(3))
+    if found.name != "cupy":
+        monkeypatch.setenv("GPUGRAPH_BACKEND", "cupy")
+        with pytest.raises(gg.UnsupportedError, match="GPUGRAPH_BACKEND=cupy, but"):
+            gg.default_backend()
+
+
 def test_device_info_never_raises():
     info = gg.device_info()
     assert isinstance(info.available, bool) and info.reason
@@ -236,7 +255,7 @@ def test_cupy_backend_module_imports():
     from gpugraph.backends import cupy_backend
 
     assert cupy_backend.CupyBackend.name == "cupy"
-    if gg.default_backend().name != "cupy":
+    if cupy_status().name != "cupy":
         with pytest.raises(gg.UnsupportedError, match="cupy"):
             gg.jit(lambda x: x, backend="cupy")(f32(2))
 

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
-from gpugraph.backends.base import default_backend
+from gpugraph.backends.base import cupy_status
 from gpugraph.backends.cupy_backend import CupyBackend
 from gpugraph.testing.races import branchy_function
 
 X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
 
 needs_gpu = pytest.mark.skipif(
-    default_backend().name != "cupy", reason=f"needs a CUDA device: {default_backend().reason}"
+    cupy_status().name != "cupy", reason=f"needs a CUDA device: {cupy_status().reason}"
 )
 
 
 def test_cupy_backend_refuses_without_a_device():
-    if default_backend().name == "cupy":
+    if cupy_status().name == "cupy":
         pytest.skip("a CUDA device is present")
     with pytest.raises(gg.UnsupportedError, match="not usable"):
         CupyBackend()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpugraph as gg
+from gpugraph.backends.base import cupy_status
 from gpugraph.ir import verify
 from gpugraph.testing import emulate_kernel
 from gpugraph.testing.emulator import KernelRuntimeError
@@ -499,7 +500,7 @@ def test_planted_broadcast_bug_fails_the_dag_comparison():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(gg.default_backend().name != "cupy", reason="needs CuPy and a CUDA device")
+@pytest.mark.skipif(cupy_status().name != "cupy", reason="needs CuPy and a CUDA device")
 def test_fused_kernels_on_the_gpu_match_numpy():
     import cupy
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,9 +101,12 @@ class BackendInfo:
         return f"{self.name} ({self.reason})"
 
 
+BACKEND_ENV = "GPUGRAPH_BACKEND"  # overrides what backend="auto" picks: auto, numpy or cupy
+
+
 @functools.lru_cache(maxsize=1)
-def default_backend() -> BackendInfo:
-    """Which backend "auto" picks, and why."""
+def cupy_status() -> BackendInfo:
+    """("cupy", why) when CuPy imports and sees a CUDA device, else ("numpy", why not)."""
     try:
         import cupy
     except Exception as e:  # ImportError, or a broken CUDA install
@@ -116,6 +120,22 @@ def default_backend() -> BackendInfo:
     return BackendInfo("cupy", f"CuPy found {n} CUDA device(s)")
 
 
+def default_backend() -> BackendInfo:
+    """Which backend "auto" picks, and why: the one $GPUGRAPH_BACKEND names, if set; else CuPy
+    when it has a CUDA device; else NumPy."""
+    found = cupy_status()
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced in ("", "auto"):
+        return found
+    if forced == "numpy":
+        return BackendInfo("numpy", f"{BACKEND_ENV}=numpy")
+    if forced == "cupy":
+        if found.name != "cupy":
+            raise UnsupportedError(f"{BACKEND_ENV}=cupy, but {found.reason}")
+        return BackendInfo("cupy", f"{BACKEND_ENV}=cupy; {found.reason}")
+    raise UnsupportedError(f"{BACKEND_ENV}={forced!r} names no backend; use auto, numpy or cupy")
+
+
 _BACKENDS: dict[str, Callable[[], Backend]] = {}
 
 
@@ -123,12 +143,15 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     _BACKENDS[name] = factory
 
 
-@functools.cache
 def get_backend(name: str = "auto") -> Backend:
+    """The backend called ``name``; "auto" is resolved (default_backend) on every call."""
+    return _backend(default_backend().name if name == "auto" else name)
+
+
+@functools.cache
+def _backend(name: str) -> Backend:
     from . import cupy_backend, numpy_backend, sim  # noqa: F401  (registration)
 
-    if name == "auto":
-        name = default_backend().name
     if name not in _BACKENDS:
         raise UnsupportedError(
             f"backend {name!r} is not known; use 'auto', " + ", ".join(map(repr, _BACKENDS))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedError
-from .base import Backend, default_backend, register_backend
+from .base import Backend, cupy_status, register_backend
 
 
 @dataclass
@@ -57,7 +57,7 @@ class CupyBackend(Backend):
     def __init__(self, module: Any = None) -> None:
         """``module`` stands in for ``cupy`` (tests drive the stream logic without a GPU)."""
         if module is None:
-            info = default_backend()
+            info = cupy_status()
             if info.name != "cupy":
                 raise UnsupportedError(f"backend 'cupy' is not usable here: {info.reason}")
             import cupy as module
