@@ -85,7 +85,7 @@ def adam_step(params: dict, state: dict, x, labels):
 
 
 def accuracy(predict, params: dict, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.asarray(predict(params, x)) == y))
+    return float(np.mean(gg.asnumpy(predict(params, x)) == y))  # host copy on a GPU
 
 
 def _progress(epoch: int, epochs: int, loss: float, acc: float, elapsed: float) -> str:

@@ -2,7 +2,7 @@
 run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
 
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
-from .backends import default_backend
+from .backends import asnumpy, default_backend
 from .device import device_info
 from .errors import DTypeError, GpuGraphError, ShapeError, TraceError, UnsupportedError
 from .ir import Graph, TensorType
@@ -31,6 +31,7 @@ __all__ = [
     "TraceError",
     "Tracer",
     "UnsupportedError",
+    "asnumpy",
     "default_backend",
     "device_info",
     "jit",

@@ -222,6 +222,14 @@ def test_default_backend_says_why():
     assert info.name in str(info)
 
 
+def test_asnumpy_takes_trees_of_arrays_and_numbers():
+    tree = {"a": f32(2, 3), "b": [np.arange(3), 2.5], "c": None}
+    got = gg.asnumpy(tree)
+    assert isinstance(got["a"], np.ndarray) and got["a"].dtype == np.float32
+    np.testing.assert_array_equal(got["a"], tree["a"])
+    assert got["b"][1].shape == () and float(got["b"][1]) == 2.5 and got["c"] is None
+
+
 def test_gpugraph_backend_environment_variable(monkeypatch):
     found = cupy_status()
     monkeypatch.setenv("GPUGRAPH_BACKEND", "auto")

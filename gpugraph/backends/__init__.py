@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import Backend, BackendInfo, default_backend, get_backend
+from .base import Backend, BackendInfo, asnumpy, default_backend, get_backend
 
-__all__ = ["Backend", "BackendInfo", "default_backend", "get_backend"]
+__all__ = ["Backend", "BackendInfo", "asnumpy", "default_backend", "get_backend"]

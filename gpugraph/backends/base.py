@@ -101,6 +101,17 @@ class BackendInfo:
         return f"{self.name} ({self.reason})"
 
 
+def asnumpy(tree: Any) -> Any:
+    """``tree`` (an array, or nested tuples/lists/dicts of them) with every array on the host as
+    a NumPy array: CuPy arrays are copied back (which waits for their work), NumPy arrays and
+    numbers go through ``np.asarray``. Like ``cupy.asnumpy`` or ``jax.device_get``."""
+    from ..ops.core import is_cupy
+    from ..pytree import flatten, unflatten
+
+    leaves, treedef = flatten(tree)
+    return unflatten(treedef, [x.get() if is_cupy(x) else np.asarray(x) for x in leaves])
+
+
 BACKEND_ENV = "GPUGRAPH_BACKEND"  # overrides what backend="auto" picks: auto, numpy or cupy
 
 
