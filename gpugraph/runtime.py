@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,15 @@ class Executable:
                 Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
             )
         self.streams = backend.make_streams(sched.num_streams)
+        self._lock = threading.Lock()
 
     def run(self, args: list[Any]) -> list[Any]:
+        # One call at a time per plan: concurrent calls (from several Python threads) would
+        # share the arena and overwrite each other's intermediate values.
+        with self._lock:
+            return self._run(args)
+
+    def _run(self, args: list[Any]) -> list[Any]:
         b = self.backend
         env = dict(self.fixed)
         env.update(zip(self.graph.inputs, args))

@@ -263,6 +263,29 @@ def test_read_only_input_flag_is_respected():
     assert all(o.flags.writeable for o in out)
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_concurrent_calls_from_threads_do_not_share_intermediates(fuse):
+    import threading
+
+    f = gg.jit(lambda x: gg.tanh(x * 2.0) * 3.0 + gg.exp(-x), backend="numpy", fuse=fuse)
+    xs = [np.full(1 << 16, k / 4, np.float32) for k in range(4)]
+    wants = [f(x) for x in xs]  # one thread: the reference
+    wrong: list[int] = []
+
+    def worker(k: int) -> None:
+        for _ in range(40):
+            if not np.array_equal(f(xs[k]), wants[k]):
+                wrong.append(k)
+                return
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"threads {wrong} got another call's numbers"
+
+
 def test_the_same_array_passed_twice():
     x = np.random.default_rng(2).standard_normal((4, 4))
     x0 = x.copy()
