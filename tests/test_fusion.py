@@ -254,6 +254,8 @@ def test_explain_lists_groups_and_kernels_map_names_to_source():
     assert "fusion: group 0: 8 ops" in text
     ((name, src),) = c.kernels.items()
     assert name in text and f'extern "C" __global__ void {name}(' in src
+    assert f"kernel {name} (4 lanes)" in text  # float32: the 16-byte vector path
+    assert "lanes" not in lower(chain, rand(10), vectorize=False).explain()
 
 
 def test_fused_output_may_take_over_a_dying_input():

@@ -289,7 +289,7 @@ def fuse(graph: Graph, vectorize: bool = True) -> tuple[Graph, dict[str, int]]:
         notes.append(
             f"group {k}: {kind} [{ops}] -> {len(outs)} output(s) "
             f"{', '.join(str(v.type) for v in outs)}; {len(externals)} input(s); "
-            f"kernel {kernel.name}"
+            f"kernel {kernel.name}" + (f" ({kernel.lanes} lanes)" if kernel.lanes > 1 else "")
         )
     if not fused_ops:
         if notes:
