@@ -43,8 +43,7 @@ def demo(batch: int, hidden: int, repeats: int) -> None:
     jit_ms = _median_ms(lambda: sync(model(params, x)), repeats)
     eager_ms = _median_ms(lambda: sync(_model(params, x)), repeats)
     out = model(params, x)
-    rows = out.sum(axis=1)
-    rows = rows.get() if hasattr(rows, "get") else rows
+    rows = gg.asnumpy(out.sum(axis=1))
     ok = bool(np.allclose(rows, 1, atol=1e-5))
     print(f"\noutput {out.shape} {out.dtype}; rows sum to 1: {ok}")
     print(

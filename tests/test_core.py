@@ -344,7 +344,16 @@ def test_index_errors():
         gg.jit(lambda x: x[0, 0])(f32(3))
 
 
-# ---- the README's main command ---------------------------------------------------------
+# ---- the README's main command and example ---------------------------------------------
+def test_readme_example_runs(capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        text = f.read()
+    example = text.split("## Example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "README.md example", "exec"), {})
+    assert "matmul" in capsys.readouterr().out
+
+
 def test_demo_command_runs():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
