@@ -248,6 +248,33 @@ def test_unsupported_op_is_left_out_with_a_note():
     np.testing.assert_array_equal(c(a, b), (a + 1) ** b * 3)
 
 
+@pytest.mark.nvrtc
+@pytest.mark.emulator
+@requires_nvrtc
+@requires_emulator
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_integer_power_with_a_literal_exponent_fuses_and_wraps_like_numpy(dtype):
+    def f(x):
+        return (x - 3) ** 3 + x**0 - (x * 1000003) ** 2  # the last one overflows and wraps
+
+    x = np.arange(-40, 41, dtype=dtype).reshape(9, 9)
+    c = lower(f, x)
+    assert c.graph.op_counts() == {"fused": 1} and "gg_ipow" in next(iter(c.kernels.values()))
+    with np.errstate(over="ignore"):
+        want = f(x)  # eager NumPy
+    np.testing.assert_array_equal(c(x), want)
+    (got,) = run_graph_emulated(c.graph, [x])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_integer_power_with_a_negative_or_run_time_exponent_stays_unfused():
+    x = np.arange(1, 7, dtype=np.int64)
+    c = lower(lambda x: (x + 1) ** -1, x)
+    assert "power" in c.graph.op_counts() and "negative exponent" in c.explain()
+    with pytest.raises(ValueError, match="negative integer powers"):
+        c(x)  # NumPy's own error, as eager NumPy gives
+
+
 def test_explain_lists_groups_and_kernels_map_names_to_source():
     c = lower(chain, rand(10))
     text = c.explain()

@@ -26,9 +26,25 @@ C_TYPES: dict[str, str] = {
     "int64": "long long",
     "bool": "bool",
 }
-# (op, dtype kind of its first operand) pairs whose template is not valid C for that dtype.
-UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("power", "i"): "integer power has no exact CUDA template (pow(int, int) is ambiguous)",
+# (op, dtype kind of its first operand) -> (template, helper source the kernel must define)
+# where the op's own template is not valid or not exact C for that dtype.
+IPOW_HELPER = """\
+#ifndef GG_IPOW_DEFINED
+#define GG_IPOW_DEFINED
+// Integer power by squaring, in unsigned arithmetic: it wraps on overflow as NumPy's does,
+// where signed overflow would be undefined behaviour.
+template <typename T> __device__ __forceinline__ T gg_ipow(T base, T exponent) {
+  unsigned long long b = (unsigned long long)base, r = 1ULL;
+  for (unsigned long long e = (unsigned long long)exponent; e != 0ULL; e >>= 1) {
+    if (e & 1ULL) r *= b;
+    b *= b;
+  }
+  return (T)r;
+}
+#endif
+"""
+KIND_TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
+    ("power", "i"): ("gg_ipow({0}, {1})", IPOW_HELPER),
 }
 NAME_PREFIX = "gg_fused_"
 NAME_PLACEHOLDER = "GG_KERNEL_NAME"
@@ -121,8 +137,26 @@ def unsupported_reason(node: Node) -> str | None:
     for v in (*node.inputs, *node.outputs):
         if v.dtype.name not in C_TYPES:
             return f"{node.op}: dtype {v.dtype} has no C type in the codegen"
+    if node.op == "power" and node.inputs[0].dtype.kind == "i":
+        return _integer_power_refusal(node)
+    return None
+
+
+def _integer_power_refusal(node: Node) -> str | None:
+    """NumPy raises for a negative integer exponent, which a kernel cannot do: only a literal
+    exponent known to be >= 0 is fused."""
+    producer = node.inputs[1].node
+    if producer is None or not is_inline_constant(producer):
+        return "integer power with a run-time exponent (NumPy raises for negative ones)"
+    if np.asarray(producer.attrs["value"]).reshape(()) < 0:
+        return "integer power with a negative exponent (NumPy raises for it)"
+    return None
+
+
+def op_template(node: Node) -> tuple[str, str]:
+    """(CUDA expression template, helper source or "") of ``node`` for its operand dtype."""
     kind = node.inputs[0].dtype.kind if node.inputs else node.outputs[0].dtype.kind
-    return UNSUPPORTED.get((node.op, kind))
+    return KIND_TEMPLATES.get((node.op, kind), (get_op(node.op).cuda, ""))
 
 
 def inline_literal(value: np.ndarray) -> str | None:
@@ -227,9 +261,10 @@ def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False
     full_inputs = [j for j, e in enumerate(index) if e == "i"]
     full = [body.inputs[j] for j in full_inputs] + list(body.outputs)
     lanes = vector_lanes(full, n) if vectorize else 1
-    header, vector_block = "", ""
+    helpers = {op_template(n)[1] for n in body.nodes if n.op != "constant"}
+    header, vector_block = "".join(sorted(helpers)), ""
     if lanes > 1:
-        header = VECTOR_HEADER
+        header += VECTOR_HEADER
         vector_block = _vector_block(body, index, full_inputs, prologue, lanes)
     summary = ", ".join(n.op for n in body.nodes if n.op != "constant")
     summary += f" -> {', '.join(str(v.type) for v in body.outputs)}"
@@ -286,7 +321,8 @@ def _body_lines(body: Graph, sources: list[str], target) -> list[str]:
         if reason is not None:
             raise UnsupportedError(f"CUDA codegen: {reason}")
         out = node.output
-        expr = get_op(node.op).cuda.format(*(names[v] for v in node.inputs), T=c_type(out.dtype))
+        template = op_template(node)[0]
+        expr = template.format(*(names[v] for v in node.inputs), T=c_type(out.dtype))
         names[out] = f"v{len(names)}"
         lines.append(DEF_LINE.format(ct=c_type(out.dtype), k=len(names) - 1, expr=expr))
     for j, v in enumerate(body.outputs):
