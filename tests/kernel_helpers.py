@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -27,13 +25,24 @@ requires_emulator = pytest.mark.skipif(
     not emulator_available(), reason="g++ (host C++ compiler for the kernel emulator) missing"
 )
 EMULATOR_SMS = 2  # a tiny pretend device: grid-stride loops run several rounds
+# name -> source of every kernel the codegen made during this test session (tests/conftest.py
+# registers the observer; test_kernel_sweep.py compiles them all at the end of the run)
+GENERATED_KERNELS: dict[str, str] = {}
 
 
-@functools.cache
+def record_kernel(kernel) -> None:
+    GENERATED_KERNELS.setdefault(kernel.name, kernel.source)
+
+
+NVRTC_CHECKED: set[str] = set()  # sources that compiled for every arch in this session
+
+
 def check_nvrtc(source: str, name: str = "fused.cu") -> None:
-    """Compile for every arch in ARCHS; cached by source so each kernel compiles once."""
-    for arch in ARCHS:
-        compile_ptx(source, name, arch=arch)
+    """Compile for every arch in ARCHS, once per source per session."""
+    if source not in NVRTC_CHECKED:
+        for arch in ARCHS:
+            compile_ptx(source, name, arch=arch)
+        NVRTC_CHECKED.add(source)
 
 
 def emulate_fused(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,8 @@ template <typename T> __device__ __forceinline__ T gg_ipow(T base, T exponent) {
 KIND_TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
     ("power", "i"): ("gg_ipow({0}, {1})", IPOW_HELPER),
 }
+# Called with every kernel emit_kernel makes (the test suite compiles them all under NVRTC).
+KERNEL_OBSERVERS: list[Callable[[Kernel], None]] = []
 NAME_PREFIX = "gg_fused_"
 NAME_PLACEHOLDER = "GG_KERNEL_NAME"
 LARGEST_INLINE_CONSTANT = 1  # elements; larger constants are passed as arrays
@@ -278,7 +281,10 @@ def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False
         body="\n".join(prologue + scalar),
     )
     name = kernel_name(text)
-    return Kernel(name, text.replace(NAME_PLACEHOLDER, name), n, lanes)
+    kernel = Kernel(name, text.replace(NAME_PLACEHOLDER, name), n, lanes)
+    for observe in KERNEL_OBSERVERS:
+        observe(kernel)
+    return kernel
 
 
 def _vector_block(
