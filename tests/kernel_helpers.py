@@ -26,12 +26,21 @@ requires_emulator = pytest.mark.skipif(
 )
 EMULATOR_SMS = 2  # a tiny pretend device: grid-stride loops run several rounds
 # name -> source of every kernel the codegen made during this test session (tests/conftest.py
-# registers the observer; test_kernel_sweep.py compiles them all at the end of the run)
+# registers the observer; test_sweeps.py compiles them all at the end of the run)
 GENERATED_KERNELS: dict[str, str] = {}
+
+
+# text form -> final graph of every function the suite compiled (test_sweeps.py race-checks
+# each one again on several streams)
+COMPILED_GRAPHS: dict[str, Graph] = {}
 
 
 def record_kernel(kernel) -> None:
     GENERATED_KERNELS.setdefault(kernel.name, kernel.source)
+
+
+def record_compiled(compiled) -> None:
+    COMPILED_GRAPHS.setdefault(str(compiled.graph), compiled.graph)
 
 
 NVRTC_CHECKED: set[str] = set()  # sources that compiled for every arch in this session
