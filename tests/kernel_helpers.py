@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpugraph.codegen import emit_kernel
+from gpugraph.codegen import Kernel, emit_kernel
 from gpugraph.ir import Graph
 from gpugraph.ops.fused import launch_config
 from gpugraph.ops.registry import get_op
@@ -27,7 +27,7 @@ requires_emulator = pytest.mark.skipif(
 EMULATOR_SMS = 2  # a tiny pretend device: grid-stride loops run several rounds
 # name -> source of every kernel the codegen made during this test session (tests/conftest.py
 # registers the observer; test_sweeps.py compiles them all at the end of the run)
-GENERATED_KERNELS: dict[str, str] = {}
+GENERATED_KERNELS: dict[str, tuple[Kernel, Graph]] = {}  # name -> (kernel, fused body)
 
 
 # text form -> final graph of every function the suite compiled (test_sweeps.py race-checks
@@ -35,8 +35,8 @@ GENERATED_KERNELS: dict[str, str] = {}
 COMPILED_GRAPHS: dict[str, Graph] = {}
 
 
-def record_kernel(kernel) -> None:
-    GENERATED_KERNELS.setdefault(kernel.name, kernel.source)
+def record_kernel(kernel: Kernel, body: Graph) -> None:
+    GENERATED_KERNELS.setdefault(kernel.name, (kernel, body))
 
 
 def record_compiled(compiled) -> None:

@@ -5,6 +5,9 @@ benchmarks' graphs, planted bugs and all.
 * Every generated CUDA kernel compiles under NVRTC for compute_80 and compute_90. Kernels that
   a test already compiled are not compiled again; the rest are shared out over worker
   processes (NVRTC holds the GIL, so threads would not help).
+* Every generated kernel, run on the kernel emulator on random inputs, matches NumPy's
+  evaluation of the fused body it was generated from (kernels compiled in batches, one host
+  compiler run per batch, on worker processes).
 * Every compiled graph, scheduled again on 2 and on 4 streams with its memory planned for that
   schedule, has no hazard in the stream simulator: no two unordered launches touch the same
   bytes with a write."""
@@ -28,6 +31,7 @@ from tests.kernel_helpers import (
     COMPILED_GRAPHS,
     GENERATED_KERNELS,
     NVRTC_CHECKED,
+    requires_emulator,
     requires_nvrtc,
 )
 
@@ -60,15 +64,85 @@ def compile_all(batch: list[tuple[str, str]]) -> list[str]:
 @requires_nvrtc
 def test_every_kernel_the_suite_generated_compiles_under_nvrtc():
     need_the_whole_suite(GENERATED_KERNELS, "kernels")
-    todo = sorted((n, s) for n, s in GENERATED_KERNELS.items() if s not in NVRTC_CHECKED)
+    todo = [(k.name, k.source) for k, _ in GENERATED_KERNELS.values()]
+    todo = sorted((name, src) for name, src in todo if src not in NVRTC_CHECKED)
+    failures = in_processes(compile_all, todo)
+    assert not failures, f"{len(failures)} of {len(todo)} kernels failed:\n" + (
+        "\n\n".join(failures[:5])
+    )
+
+
+def in_processes(work, items: list) -> list[str]:
+    """``work`` over ``items`` shared out on worker processes; every returned failure."""
     workers = max(1, min(os.cpu_count() or 1, 8))
-    batches = [todo[k::workers] for k in range(workers)]
+    parts = [items[k::workers] for k in range(workers)]
     # spawn, not fork: the session has threads (fused-kernel pools) a fork would copy badly
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        failures = [f for part in pool.map(compile_all, batches) for f in part]
-    assert not failures, f"{len(failures)} of {len(todo)} kernels failed:\n" + (
-        "\n\n".join(failures[:5])
+        return [f for part in pool.map(work, parts) for f in part]
+
+
+EMULATOR_BATCH = 25  # kernels per host compiler run
+
+
+def emulate_all(items: list[tuple]) -> list[str]:
+    """Run each (kernel, body) on the emulator against NumPy; the failures."""
+    import numpy as np
+
+    from gpugraph.ops.fused import evaluate_body
+    from gpugraph.testing import load_kernels
+    from tests.kernel_helpers import emulate_fused
+
+    rng = np.random.default_rng(0)
+    failures = []
+    for lo in range(0, len(items), EMULATOR_BATCH):
+        batch = items[lo : lo + EMULATOR_BATCH]
+        load_kernels([(kernel.source, kernel.name) for kernel, _ in batch])
+        for kernel, body in batch:
+            args = [random_array(v.type, rng) for v in body.inputs]
+            with np.errstate(all="ignore"):
+                want = evaluate_body(np, body, args)
+            got = emulate_fused(kernel.attrs(), args, [v.type for v in body.outputs])
+            # a float32 step anywhere (host libm and NumPy may differ by an ulp there) limits
+            # the agreement of every float output downstream, float64 ones included
+            single = any(v.dtype == np.float32 for v in body.values())
+            for k, (g, w) in enumerate(zip(got, want)):
+                w = np.broadcast_to(np.asarray(w), g.shape)
+                tol = 0 if g.dtype.kind != "f" else (2e-5 if single else 1e-12)
+                if g.dtype != w.dtype or not np.allclose(g, w, rtol=tol, atol=tol, equal_nan=True):
+                    failures.append(f"{kernel.name} output {k}: kernel != NumPy\n{body}")
+                    break
+    return failures
+
+
+def random_array(t, rng):
+
+    if t.dtype.kind == "b":
+        return rng.random(t.shape) < 0.5
+    if t.dtype.kind == "i":
+        return rng.integers(-9, 10, t.shape).astype(t.dtype)
+    return rng.uniform(-2, 2, t.shape).astype(t.dtype)
+
+
+def casts_float_to_int(body) -> bool:
+    """float -> int casts of NaN, inf or out-of-range values are undefined in C (and differ
+    from NumPy's); tests/test_codegen.py checks the cast on finite values instead."""
+    return any(
+        n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind == "i"
+        for n in body.nodes
+    )
+
+
+@pytest.mark.emulator
+@pytest.mark.after_all_tests
+@requires_emulator
+def test_every_generated_kernel_matches_numpy_on_the_emulator():
+    need_the_whole_suite(GENERATED_KERNELS, "kernels")
+    items = [kb for _, kb in sorted(GENERATED_KERNELS.items()) if not casts_float_to_int(kb[1])]
+    assert len(items) > len(GENERATED_KERNELS) // 2  # the cast rule leaves most of them in
+    failures = in_processes(emulate_all, items)
+    assert not failures, f"{len(failures)} of {len(items)} kernels differ:\n" + (
+        "\n\n".join(failures[:3])
     )
 
 

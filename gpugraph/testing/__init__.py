@@ -6,6 +6,7 @@ from gpugraph.testing.emulator import (
     emulate_kernel,
     emulator_available,
     load_kernel,
+    load_kernels,
 )
 from gpugraph.testing.nvrtc import (
     KernelCompileError,
@@ -25,6 +26,7 @@ __all__ = [
     "emulate_kernel",
     "emulator_available",
     "load_kernel",
+    "load_kernels",
     "nvrtc_available",
     "nvrtc_unavailable_reason",
 ]

@@ -103,36 +103,53 @@ def _build(text: str) -> Path:
     return lib
 
 
-class EmulatedKernel:
-    """A compiled kernel; call it like ``cupy.RawKernel``: ``kernel(grid, block, args)``."""
+def _driver(kernel_name: str) -> str:
+    """The two C entry points ctypes calls for one kernel (its signature, and a launch)."""
+    k = kernel_name
+    return (
+        f'extern "C" const char* gpugraph_emu_signature_{k}() {{\n'
+        f"  return __gpugraph_emu::signature(&{k}); }}\n"
+        f'extern "C" int gpugraph_emu_launch_{k}(const unsigned* d, void** a, char* e, size_t n)'
+        " {\n"
+        f"  return __gpugraph_emu::launch(&{k}, d, a, e, n); }}\n"
+    )
 
-    def __init__(self, source: str, kernel_name: str, name: str = "kernel.cu") -> None:
+
+def _library(kernels: list[tuple[str, str, str]]) -> ctypes.CDLL:
+    """One host library holding every (source, kernel name, file name) of ``kernels``."""
+    for source, kernel_name, name in kernels:
         if not kernel_name.isidentifier():
             raise ValueError(f"kernel name {kernel_name!r} is not a C identifier")
         if not re.search(rf"\b{kernel_name}\s*\(", source):
             raise KernelCompileError(f"no kernel named {kernel_name!r} in {name}")
+    # #line directives make compiler errors point at lines of the caller's sources.
+    text = f'#line 1 "{PRELUDE_PATH.name}"\n{PRELUDE_PATH.read_text()}\n'
+    text += "".join(f'#line 1 "{name}"\n{source}\n' for source, _, name in kernels)
+    text += '#line 1 "gpugraph_emulator_driver.cpp"\n'
+    text += "".join(_driver(kernel_name) for _, kernel_name, _ in kernels)
+    try:
+        return ctypes.CDLL(str(_build(text)))
+    except KernelCompileError as exc:
+        listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, _, name in kernels)
+        raise KernelCompileError(f"{exc}\n{listing}") from None
+
+
+class EmulatedKernel:
+    """A compiled kernel; call it like ``cupy.RawKernel``: ``kernel(grid, block, args)``."""
+
+    def __init__(
+        self, source: str, kernel_name: str, name: str = "kernel.cu", lib: ctypes.CDLL | None = None
+    ) -> None:
+        """``lib``: a library that already holds the kernel (see load_kernels)."""
+        if lib is None:
+            lib = _library([(source, kernel_name, name)])
         self.name = kernel_name
-        # #line directives make compiler errors point at lines of the caller's source.
-        text = (
-            f'#line 1 "{PRELUDE_PATH.name}"\n{PRELUDE_PATH.read_text()}\n'
-            f'#line 1 "{name}"\n{source}\n'
-            '#line 1 "gpugraph_emulator_driver.cpp"\n'
-            f'extern "C" const char* gpugraph_emu_signature() {{\n'
-            f"  return __gpugraph_emu::signature(&{kernel_name}); }}\n"
-            'extern "C" int gpugraph_emu_launch(const unsigned* d, void** a, char* e, size_t n)'
-            " {\n"
-            f"  return __gpugraph_emu::launch(&{kernel_name}, d, a, e, n); }}\n"
-        )
-        try:
-            lib = ctypes.CDLL(str(_build(text)))
-        except KernelCompileError as exc:
-            raise KernelCompileError(f"{exc}\n--- {name} ---\n{number_lines(source)}") from None
-        lib.gpugraph_emu_signature.restype = ctypes.c_char_p
-        lib.gpugraph_emu_launch.restype = ctypes.c_int
-        self._launch = lib.gpugraph_emu_launch
+        signature = getattr(lib, f"gpugraph_emu_signature_{kernel_name}")
+        signature.restype = ctypes.c_char_p
+        self._launch = getattr(lib, f"gpugraph_emu_launch_{kernel_name}")
+        self._launch.restype = ctypes.c_int
         self._lib = lib  # keeps the library loaded as long as the kernel lives
-        tokens = lib.gpugraph_emu_signature().decode().split()
-        self.params = tuple(Param.parse(t) for t in tokens)
+        self.params = tuple(Param.parse(t) for t in signature().decode().split())
 
     def __call__(self, grid: Dim, block: Dim, args: list | tuple, misalign: int = 0) -> None:
         """``misalign``: every array starts that many bytes past a 256-byte boundary, as a view
@@ -241,6 +258,18 @@ def load_kernel(source: str, kernel_name: str) -> EmulatedKernel:
     if key not in _KERNELS:
         _KERNELS[key] = EmulatedKernel(source, kernel_name)
     return _KERNELS[key]
+
+
+def load_kernels(kernels: list[tuple[str, str]]) -> dict[str, EmulatedKernel]:
+    """Compile several (source, kernel name) pairs in one compiler run (cheaper than one run
+    each: the prelude is parsed once) and cache them like load_kernel. Sources must not
+    define the same names twice (generated kernels guard their shared helpers)."""
+    todo = list(dict.fromkeys(k for k in kernels if k not in _KERNELS))
+    if todo:
+        lib = _library([(src, name, f"{name}.cu") for src, name in todo])
+        for src, name in todo:
+            _KERNELS[(src, name)] = EmulatedKernel(src, name, f"{name}.cu", lib)
+    return {name: _KERNELS[(src, name)] for src, name in kernels}
 
 
 def emulate_kernel(
