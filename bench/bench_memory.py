@@ -34,8 +34,7 @@ NOTES = [
     "streams, where concurrent values must coexist); no plan can go below it. `in place` counts",
     "outputs written over a dying input (fused nodes included, see docs/memory.md).",
     "The NumPy peak is what one call allocates beyond the preallocated arena and inputs: the",
-    "fresh outputs plus temporaries of runners without `out=` (at transformer batch 64,",
-    "`slice_scatter` allocates a 25 MB temporary per call).",
+    "fresh outputs plus temporaries of runners without `out=` (peak - outputs).",
 ]
 HAS_GRAD = hasattr(gg, "value_and_grad")
 
