@@ -37,23 +37,36 @@ from gpugraph.testing.races import UNARY, branchy_function  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def torch_branchy(branches: int, depth: int):
-    import torch
-
-    ops = {"negative": torch.neg, "relu": torch.relu}
+def native_branchy(branches: int, depth: int, unary: dict, concatenate):
+    """branchy_function written directly in an array library: the peers' eager baseline."""
 
     def fn(x):
         outs = []
         for b in range(branches):
             y = x
             for d in range(depth):
-                name = UNARY[(b + d) % len(UNARY)]
-                y = ops.get(name, getattr(torch, name, None))(y)
+                y = unary[UNARY[(b + d) % len(UNARY)]](y)
                 y = y * y if d % 2 else y + x
             outs.append(y)
-        return torch.cat(outs, 0)
+        return concatenate(outs, 0)
 
     return fn
+
+
+def torch_branchy(branches: int, depth: int):
+    import torch
+
+    unary = {n: getattr(torch, n) for n in ("tanh", "sin", "cos", "relu", "sigmoid")}
+    return native_branchy(branches, depth, {**unary, "negative": torch.neg}, torch.cat)
+
+
+def cupy_branchy(branches: int, depth: int):
+    import cupy
+
+    unary = {n: getattr(cupy, n) for n in ("tanh", "sin", "cos", "negative")}
+    unary["relu"] = lambda y: cupy.maximum(y, 0)
+    unary["sigmoid"] = lambda y: 1 / (1 + cupy.exp(-y))
+    return native_branchy(branches, depth, unary, cupy.concatenate)
 
 
 def gpu_timer(cupy, fn, warmup: int, reps: int) -> float:
@@ -110,8 +123,11 @@ def bench_gpu(args) -> tuple[str, list[dict]]:
                 base = base or us
                 streams_used = c.schedule.num_streams
                 rows.append(timing_row(n, "gpugraph", streams_used, graph, us, launches, base))
-        us = gpu_timer(cupy, lambda x=x: fn(x), args.warmup, args.reps)
+        cfn = cupy_branchy(args.branches, args.depth)
+        us = gpu_timer(cupy, lambda f=cfn, x=x: f(x), args.warmup, args.reps)
         rows.append(timing_row(n, "cupy eager", 1, False, us, launches, base))
+        us = gpu_timer(cupy, lambda x=x: fn(x), args.warmup, args.reps)
+        rows.append(timing_row(n, "gpugraph eager (CuPy arrays)", 1, False, us, launches, base))
         try:
             import torch
 
