@@ -165,9 +165,11 @@ def numexpr_evaluate(numexpr, exprs: str | tuple[str, ...], names: dict):
 
 def to_host(result, torch_tensor: bool):
     """A workload's result (an array or a tuple of arrays) as NumPy."""
+    if not torch_tensor:
+        return gg.asnumpy(result)
     if isinstance(result, tuple):
-        return tuple(to_host(r, torch_tensor) for r in result)
-    return result.cpu().numpy() if torch_tensor else __import__("cupy").asnumpy(result)
+        return tuple(r.cpu().numpy() for r in result)
+    return result.cpu().numpy()
 
 
 class TorchNS:  # torch spelled like the xp functions the workloads use

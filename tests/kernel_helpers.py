@@ -54,6 +54,17 @@ def check_nvrtc(source: str, name: str = "fused.cu") -> None:
         NVRTC_CHECKED.add(source)
 
 
+def random_array(shape, dtype, rng: np.random.Generator) -> np.ndarray:
+    """Test data for a kernel operand: fair coin flips, small ints in [-9, 9], or floats in
+    [-2, 2) (inside every op's domain but log/sqrt's, where NaN is compared as NaN)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    if dtype.kind == "i":
+        return rng.integers(-9, 10, shape).astype(dtype)
+    return rng.uniform(-2, 2, shape).astype(dtype)
+
+
 def emulate_fused(
     node_attrs: dict, ins: list[np.ndarray], out_types, misalign: int = 0
 ) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from gpugraph.testing.nvrtc import compile_ptx
 from tests.kernel_helpers import (
     check_nvrtc,
     emulate_fused,
+    random_array,
     requires_emulator,
     requires_nvrtc,
     run_graph_emulated,
@@ -434,13 +435,7 @@ def dags(draw):
         return tuple(vals[n_in:][-n_out:])
 
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    if kind == "b":
-        args = [rng.random(s) < 0.5 for s in shapes]
-    elif kind == "i":
-        args = [rng.integers(-9, 10, s).astype(dtype) for s in shapes]
-    else:
-        args = [rng.uniform(-2, 2, s).astype(dtype) for s in shapes]
-    return fn, args
+    return fn, [random_array(s, dtype, rng) for s in shapes]
 
 
 def _close(a, b, dtype):

@@ -27,8 +27,9 @@ C_TYPES: dict[str, str] = {
     "int64": "long long",
     "bool": "bool",
 }
-# (op, dtype kind of its first operand) -> (template, helper source the kernel must define)
-# where the op's own template is not valid or not exact C for that dtype.
+# Where an op's own template is not valid or not exact C for a dtype kind: (op, kind of its
+# first operand) -> the template to use, the helper source the kernel must then define, and
+# why a given node may still not be fused (None: it may).
 IPOW_HELPER = """\
 #ifndef GG_IPOW_DEFINED
 #define GG_IPOW_DEFINED
@@ -44,8 +45,28 @@ template <typename T> __device__ __forceinline__ T gg_ipow(T base, T exponent) {
 }
 #endif
 """
-KIND_TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
-    ("power", "i"): ("gg_ipow({0}, {1})", IPOW_HELPER),
+
+
+@dataclass(frozen=True)
+class KindRule:
+    template: str
+    helper: str
+    refusal: Callable[[Node], str | None]
+
+
+def _integer_power_refusal(node: Node) -> str | None:
+    """NumPy raises for a negative integer exponent, which a kernel cannot do: only a literal
+    exponent known to be >= 0 is fused."""
+    producer = node.inputs[1].node
+    if producer is None or not is_inline_constant(producer):
+        return "integer power with a run-time exponent (NumPy raises for negative ones)"
+    if np.asarray(producer.attrs["value"]).reshape(()) < 0:
+        return "integer power with a negative exponent (NumPy raises for it)"
+    return None
+
+
+KIND_RULES: dict[tuple[str, str], KindRule] = {
+    ("power", "i"): KindRule("gg_ipow({0}, {1})", IPOW_HELPER, _integer_power_refusal),
 }
 # Called with (kernel, body) for every kernel emit_kernel makes (planted-bug kernels aside):
 # the test suite compiles them all under NVRTC and runs them all on the kernel emulator.
@@ -141,26 +162,19 @@ def unsupported_reason(node: Node) -> str | None:
     for v in (*node.inputs, *node.outputs):
         if v.dtype.name not in C_TYPES:
             return f"{node.op}: dtype {v.dtype} has no C type in the codegen"
-    if node.op == "power" and node.inputs[0].dtype.kind == "i":
-        return _integer_power_refusal(node)
-    return None
+    rule = _kind_rule(node)
+    return rule.refusal(node) if rule is not None else None
 
 
-def _integer_power_refusal(node: Node) -> str | None:
-    """NumPy raises for a negative integer exponent, which a kernel cannot do: only a literal
-    exponent known to be >= 0 is fused."""
-    producer = node.inputs[1].node
-    if producer is None or not is_inline_constant(producer):
-        return "integer power with a run-time exponent (NumPy raises for negative ones)"
-    if np.asarray(producer.attrs["value"]).reshape(()) < 0:
-        return "integer power with a negative exponent (NumPy raises for it)"
-    return None
+def _kind_rule(node: Node) -> KindRule | None:
+    kind = node.inputs[0].dtype.kind if node.inputs else node.outputs[0].dtype.kind
+    return KIND_RULES.get((node.op, kind))
 
 
 def op_template(node: Node) -> tuple[str, str]:
     """(CUDA expression template, helper source or "") of ``node`` for its operand dtype."""
-    kind = node.inputs[0].dtype.kind if node.inputs else node.outputs[0].dtype.kind
-    return KIND_TEMPLATES.get((node.op, kind), (get_op(node.op).cuda, ""))
+    rule = _kind_rule(node)
+    return (rule.template, rule.helper) if rule is not None else (get_op(node.op).cuda, "")
 
 
 def inline_literal(value: np.ndarray) -> str | None:

@@ -254,22 +254,25 @@ _KERNELS: dict[tuple[str, str], EmulatedKernel] = {}
 
 def load_kernel(source: str, kernel_name: str) -> EmulatedKernel:
     """Compile (or fetch from the in-process cache) ``kernel_name`` from ``source``."""
-    key = (source, kernel_name)
-    if key not in _KERNELS:
-        _KERNELS[key] = EmulatedKernel(source, kernel_name)
-    return _KERNELS[key]
+    return _load([(source, kernel_name, "kernel.cu")])[kernel_name]
 
 
 def load_kernels(kernels: list[tuple[str, str]]) -> dict[str, EmulatedKernel]:
     """Compile several (source, kernel name) pairs in one compiler run (cheaper than one run
     each: the prelude is parsed once) and cache them like load_kernel. Sources must not
     define the same names twice (generated kernels guard their shared helpers)."""
-    todo = list(dict.fromkeys(k for k in kernels if k not in _KERNELS))
+    return _load([(source, name, f"{name}.cu") for source, name in kernels])
+
+
+def _load(kernels: list[tuple[str, str, str]]) -> dict[str, EmulatedKernel]:
+    """The cached kernels of (source, kernel name, file name) triples; the missing ones are
+    compiled together, in one library."""
+    todo = list(dict.fromkeys(k for k in kernels if k[:2] not in _KERNELS))
     if todo:
-        lib = _library([(src, name, f"{name}.cu") for src, name in todo])
-        for src, name in todo:
-            _KERNELS[(src, name)] = EmulatedKernel(src, name, f"{name}.cu", lib)
-    return {name: _KERNELS[(src, name)] for src, name in kernels}
+        lib = _library(todo)
+        for source, name, file in todo:
+            _KERNELS[(source, name)] = EmulatedKernel(source, name, file, lib)
+    return {name: _KERNELS[(source, name)] for source, name, _ in kernels}
 
 
 def emulate_kernel(
