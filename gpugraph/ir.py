@@ -39,8 +39,8 @@ def check_size(shape: tuple[int, ...], itemsize: int, what: str) -> None:
         from .errors import ShapeError
 
         raise ShapeError(
-            f"{what}: shape {shape} has {n} elements ({n * itemsize} bytes), more than one "
-            f"array can hold ({MAX_BYTES} bytes)"
+            f"{what + ': ' if what else ''}shape {shape} has {n} elements of {itemsize} bytes, "
+            f"more than one array can hold (2**63 - 1 bytes)"
         )
 
 
@@ -86,7 +86,7 @@ class TensorType:
             from .errors import ShapeError
 
             raise ShapeError(f"negative dimension in shape {self.shape}")
-        check_size(self.shape, self.dtype.itemsize, "shape")
+        check_size(self.shape, self.dtype.itemsize, "")
 
     @property
     def ndim(self) -> int:

@@ -128,7 +128,6 @@ class Trace:
         node = self.builder.add_node("constant", [], {"value": arr}, [t], user_loc())
         return node.output
 
-
     def _warn_captured(self, x: Any, arr: np.ndarray) -> None:
         """Warn once per array and jit trace; eager grad/vjp re-trace on every call, so there
         the array is read afresh and nothing is frozen."""

@@ -47,6 +47,11 @@ register(
 def reshape(x: Any, shape: Sequence[int] | int) -> Any:
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     t = type_of(x)
+    if any(s < -1 for s in shape):
+        raise ShapeError(
+            f"reshape: invalid dimension in shape {shape}: sizes must be >= 0, or -1 for the "
+            "one size to infer"
+        )
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: more than one -1 in {shape}")
     if -1 in shape:
