@@ -46,8 +46,23 @@ def user_loc() -> str:
     return "<unknown>"
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for warnings.warn called by our caller that makes the warning point
+    at the innermost frame outside the gpugraph package."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PKG_DIR + os.sep
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class MissingAttributeError(UnsupportedError, AttributeError):
     """An ndarray attribute or method that traced arrays do not have (hasattr() sees False)."""
+
+
+class ZeroDimError(TraceError, TypeError):
+    """len() of, or iteration over, a 0-d traced array (a TypeError in NumPy too)."""
 
 
 def with_user_loc(fn):
@@ -122,6 +137,8 @@ class Trace:
         from .ops.core import constant_array
 
         arr = constant_array(x)
+        if arr is x:  # snapshot: the graph must not see later writes to the caller's array
+            arr = arr.copy()
         if arr.nbytes > CAPTURE_WARN_BYTES:
             self._warn_captured(x, arr)
         t = TensorType(arr.shape, arr.dtype)
@@ -142,7 +159,7 @@ class Trace:
             "changes to the array are ignored and the graph holds a copy. Pass it as an "
             "argument instead, or filter gpugraph.CapturedArrayWarning if it is a true constant",
             CapturedArrayWarning,
-            stacklevel=2,
+            stacklevel=_user_stacklevel(),
         )
 
 
@@ -197,7 +214,7 @@ class Tracer:
 
     def __len__(self) -> int:
         if not self.shape:
-            raise TypeError("len() of a 0-d traced array")
+            raise ZeroDimError(f"len() of a 0-d traced array (at {user_loc()})")
         return self.shape[0]
 
     def __repr__(self) -> str:
@@ -237,15 +254,15 @@ class Tracer:
 
     def __iter__(self):
         if not self.shape:
-            raise TypeError("iteration over a 0-d traced array")
+            raise ZeroDimError(f"iteration over a 0-d traced array (at {user_loc()})")
         return (self[i] for i in range(self.shape[0]))
 
     def __setitem__(self, index, value):
         raise UnsupportedError(
             f"traced arrays are immutable: `x[...] = value` cannot update {self.value.type} in "
-            f"place (at {user_loc()}). gpugraph has no `x.at[...].set(value)` yet; build the "
-            "new array instead, e.g. gg.where(gg.arange(n) == i, value, x) for one position, or "
-            "gg.concatenate of slices"
+            f"place (at {user_loc()}). JAX-style `x.at[...].set(value)` updates are not "
+            "available yet; build the new array instead, e.g. gg.where(gg.arange(n) == i, "
+            "value, x) for position i of a 1-d x, or gg.concatenate of slices"
         )
 
 
@@ -364,6 +381,11 @@ def install_tracer_methods(namespace: dict) -> None:
         if name.startswith("__"):  # protocol probes (copy, pickle, NumPy) get the plain error
             raise AttributeError(name)
         hint = f"; use gg.{name}(x, ...)" if name in ns else ""
+        if name == "at":
+            hint = (
+                "; `x.at[...].set/add` updates are not available yet: build the new array "
+                "with gg.where(mask, value, x) or gg.concatenate of slices"
+            )
         raise MissingAttributeError(
             f"traced arrays have no attribute or method {name!r}{hint} (at {user_loc()})"
         )
