@@ -19,7 +19,7 @@ import gpugraph as gg
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 
 # What a page's snippets assume the reader already has (a page about streams shows how to
 # check "your function"; here is one with independent branches).
@@ -35,7 +35,7 @@ x = np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
 
 def fences(text: str) -> list[tuple[str, str, int]]:
     """(language, body, line number) of each fenced block."""
-    return [(m[1], m[2], text.count("\n", 0, m.start()) + 1) for m in FENCE.finditer(text)]
+    return [(m[1].strip(), m[2], text.count("\n", 0, m.start()) + 1) for m in FENCE.finditer(text)]
 
 
 def line_pattern(line: str) -> re.Pattern:
