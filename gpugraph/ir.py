@@ -49,8 +49,11 @@ def check_shape(shape: Any, what: str, itemsize: int = 1) -> tuple[int, ...]:
     floats), none negative, small enough to allocate. ``what`` names the op or argument."""
     from .errors import ShapeError
 
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        try:  # one size; a traced one raises TraceError here, which says to make it static
+            shape = (operator.index(shape),)
+        except TypeError:
+            pass  # an iterable of sizes (a NumPy array), or nothing usable: checked below
     try:
         dims = tuple(operator.index(d) for d in shape)
     except TypeError:

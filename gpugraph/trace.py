@@ -107,6 +107,8 @@ def _not_a_leaf(x: Any) -> str:
             f"{got}, a NamedTuple; NamedTuples are not pytrees in gpugraph yet, so pass a tuple "
             "or a dict of its fields (p._asdict())"
         )
+    if isinstance(x, complex):
+        return f"{got}; complex numbers are not supported"
     if any(hasattr(x, a) for a in ("__array__", "__dlpack__", "__cuda_array_interface__")):
         return (
             f"{got}, an array of another library; convert it first: np.asarray(x) (on the "
@@ -309,10 +311,21 @@ def jit(
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
     """
-    if isinstance(static_argnums, int):
+    if isinstance(static_argnums, (int, np.integer)):
         static_argnums = (static_argnums,)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
+    if not all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in static_argnums
+    ):
+        raise GpuGraphError(
+            f"gg.jit: static_argnums must be an int or a sequence of ints (argument positions), "
+            f"got {static_argnums!r}; name parameters with static_argnames"
+        )
+    if not all(isinstance(n, str) for n in static_argnames):
+        raise GpuGraphError(
+            f"gg.jit: static_argnames must be a str or a sequence of str, got {static_argnames!r}"
+        )
     if streams is not None and (
         isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1
     ):
