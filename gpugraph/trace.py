@@ -289,6 +289,22 @@ class JitFunction:
         self._fast.clear()
 
 
+def _check_static_argnums(nums: Any) -> tuple[int, ...]:
+    """static_argnums as a tuple of ints (an int alone is one position; None is none)."""
+    if nums is None:
+        return ()
+    if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
+        return (int(nums),)
+    if isinstance(nums, (tuple, list)) and all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in nums
+    ):
+        return tuple(int(i) for i in nums)
+    raise GpuGraphError(
+        "gg.jit: static_argnums must be an int or a sequence of ints (argument positions), "
+        f"got {nums!r}; name parameters with static_argnames"
+    )
+
+
 def jit(
     fn: Callable | None = None,
     *,
@@ -311,27 +327,24 @@ def jit(
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
     """
-    if isinstance(static_argnums, (int, np.integer)):
-        static_argnums = (static_argnums,)
+    static_argnums = _check_static_argnums(static_argnums)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
-    if not all(
-        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in static_argnums
+    if static_argnames is None:
+        static_argnames = ()
+    if not isinstance(static_argnames, (tuple, list)) or not all(
+        isinstance(n, str) for n in static_argnames
     ):
-        raise GpuGraphError(
-            f"gg.jit: static_argnums must be an int or a sequence of ints (argument positions), "
-            f"got {static_argnums!r}; name parameters with static_argnames"
-        )
-    if not all(isinstance(n, str) for n in static_argnames):
         raise GpuGraphError(
             f"gg.jit: static_argnames must be a str or a sequence of str, got {static_argnames!r}"
         )
-    if streams is not None and (
-        isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1
-    ):
-        raise GpuGraphError(
-            f"gg.jit: streams must be None (choose automatically) or an int >= 1, got {streams!r}"
-        )
+    if streams is not None:
+        if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
+            raise GpuGraphError(
+                "gg.jit: streams must be None (choose automatically) or an int >= 1 (the most "
+                f"streams to use), got {streams!r}"
+            )
+        streams = int(streams)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
         return lambda f: JitFunction(f, static_argnums, options, static_argnames)
