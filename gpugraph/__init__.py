@@ -4,7 +4,16 @@ run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API.
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
 from .device import device_info
-from .errors import DTypeError, GpuGraphError, ShapeError, TraceError, UnsupportedError
+from .errors import (
+    CapturedArrayWarning,
+    DTypeError,
+    EscapedTracerError,
+    GpuGraphError,
+    GpuGraphWarning,
+    ShapeError,
+    TraceError,
+    UnsupportedError,
+)
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
@@ -20,9 +29,12 @@ bool_ = "bool"
 del _F32
 
 __all__ = [
+    "CapturedArrayWarning",
     "Compiled",
     "DTypeError",
+    "EscapedTracerError",
     "GpuGraphError",
+    "GpuGraphWarning",
     "Graph",
     "JitFunction",
     "ShapeDtype",

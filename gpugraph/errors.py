@@ -21,3 +21,18 @@ class TraceError(GpuGraphError):
 
 class UnsupportedError(GpuGraphError, NotImplementedError):
     """An op, dtype or feature is not implemented (yet); the message names it."""
+
+
+class EscapedTracerError(TraceError):
+    """A traced value was used after the trace that made it had ended (it was stored outside
+    the traced function, e.g. appended to an outer list). JAX calls this an
+    UnexpectedTracerError."""
+
+
+class GpuGraphWarning(UserWarning):
+    """Base class of the warnings gpugraph gives; filter them all with this class."""
+
+
+class CapturedArrayWarning(GpuGraphWarning):
+    """A traced function closed over a large concrete array: it was copied into the graph as a
+    constant, so changing the array later does not change what the compiled function computes."""
