@@ -282,8 +282,23 @@ def _fmt_attr(v: Any) -> str:
     return repr(v)
 
 
-def format_graph(graph: Graph, indent: str = "") -> str:
-    names: dict[Value, str] = {}
+def _region_graphs(node: Node) -> list[tuple[str, Graph]]:
+    """The sub-graphs of a region op (cond/while/scan), named by attr, for the printers."""
+    from .ops.registry import get_op  # lazy: ops import the IR
+
+    if not get_op(node.op).extra.get("region"):
+        return []
+    found = []
+    for k, a in node.attrs.items():
+        if isinstance(a, Graph):
+            found.append((k, a))
+        elif isinstance(a, tuple) and a and all(isinstance(g, Graph) for g in a):
+            found.extend((f"{k}[{i}]", g) for i, g in enumerate(a))
+    return found
+
+
+def format_graph(graph: Graph, indent: str = "", names: dict | None = None) -> str:
+    names = {} if names is None else names  # shared with nested regions: one numbering
 
     def name(v: Value) -> str:
         if v not in names:
@@ -300,6 +315,9 @@ def format_graph(graph: Graph, indent: str = "") -> str:
             " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs.items()) + "}" if attrs else ""
         )
         lines.append(f"{indent}  {outs} = {n.op}{' ' + ins if ins else ''}{attr_s}")
+        for key, sub in _region_graphs(n):  # regions print nested, indented
+            lines.append(f"{indent}    {key}:")
+            lines.append(format_graph(sub, indent + "    ", names))
     outs = ", ".join(name(v) if v in names else f"?{v.id}" for v in graph.outputs)
     lines.append(f"{indent}  return {outs}")
     lines.append(f"{indent}}}")
@@ -320,8 +338,16 @@ def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None) -> str:
     for k, n in enumerate(graph.nodes):
         colour = _COLOURS[(stream_of or {}).get(n, 0) % len(_COLOURS)]
         label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
+        regions = _region_graphs(n)
         sub = n.attrs.get("body")
-        if isinstance(sub, Graph):
+        if regions:  # one dashed cluster per region node, one box per sub-graph
+            lines.append(f'  subgraph cluster_{k} {{ label="{n.op}"; style=dashed;')
+            lines.append(f'    n{k} [fillcolor={colour}, label="{label}"];')
+            for j, (key, g) in enumerate(regions):
+                members = "\\n".join(m.op for m in g.nodes if m.op != "constant")
+                lines.append(f'    n{k}_{j} [fillcolor=white, label="{key}:\\n{members}"];')
+            lines.append("  }")
+        elif isinstance(sub, Graph):
             members = "\\n".join(m.op for m in sub.nodes)
             lines.append(f'  subgraph cluster_{k} {{ label="{n.op}"; style=dashed;')
             lines.append(f'    n{k} [fillcolor={colour}, label="{members}"]; }}')

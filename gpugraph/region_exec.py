@@ -1,0 +1,221 @@
+"""Running region nodes in a compiled plan: each body is compiled once into its own plan.
+
+A region node's runner (installed as the ``prepare`` hook of ``cond``/``while``/``scan`` for
+the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``: the
+memory-aware order, a one-stream schedule, a memory plan and an ``Executable`` whose arena is
+allocated once. Running a body is ``launch_all`` over a reused environment dict with the body's
+outputs bound straight to their destinations: no re-tracing, no re-planning, and no array
+allocated per iteration. Loop carries live in two buffers allocated at lowering (iteration k
+reads one and writes the other); a scan's per-step outputs are written straight into the rows
+of the node's stacked outputs. A while loop reads its predicate once per iteration (on CuPy:
+one small device-to-host copy, which also waits for the step's kernels).
+
+Body plans are handed to ``runtime.COMPILED_OBSERVERS`` like top-level ones (the test suite's
+race sweep reschedules them on several streams); kernels fused inside bodies reach
+``codegen.cuda.KERNEL_OBSERVERS`` when the fusion pass makes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import UnsupportedError
+from .ir import Graph, Node, TensorType
+from .memory import plan_memory, reorder_for_memory
+from .ops.control import REGION_OPS, clamp_index, loop_limit_error
+from .ops.registry import get_op
+from .schedule import schedule
+
+
+class BodyPlan:
+    """One sub-graph compiled once: its plan, arena and a reusable environment."""
+
+    def __init__(self, graph: Graph, backend: Any) -> None:
+        from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
+
+        self.graph = reorder_for_memory(graph)
+        self.schedule = schedule(self.graph, 1)
+        self.memory = plan_memory(self.graph, self.schedule)
+        self.executable = Executable(self.graph, self.schedule, self.memory, backend)
+        self.backend = backend
+        self.env: dict = dict(self.executable.fixed)
+        # outputs the body writes itself (bound to the destination); the rest (an input passed
+        # through, a constant, a second mention of one value) are copied into it
+        seen: set = set()
+        self.direct = []
+        for v in self.graph.outputs:
+            self.direct.append(self.memory.slots[v].kind == "output" and v not in seen)
+            seen.add(v)
+        for observe in COMPILED_OBSERVERS:
+            observe(self)
+
+    def run(self, args: list, dests: list, streams: list) -> None:
+        env = self.env
+        env.update(zip(self.graph.inputs, args))
+        outs = self.graph.outputs
+        for v, direct, d in zip(outs, self.direct, dests):
+            if direct:
+                env[v] = d
+        self.executable.launch_all(env, streams)
+        for v, direct, d in zip(outs, self.direct, dests):
+            if not direct:
+                d[...] = env[v]
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
+
+
+def _streams(backend: Any) -> list:
+    """The caller's stream: a body runs on the stream its region node was scheduled on."""
+    if backend.name != "cupy":
+        return [None]
+    stream = backend.xp.cuda.get_current_stream()
+    if getattr(stream, "is_capturing", lambda: False)():
+        raise UnsupportedError(
+            "a region (cond/while_loop/scan) cannot run under CUDA graph capture yet (its "
+            "branch or trip count is read on the host); compile with cuda_graph=False"
+        )
+    return [stream]
+
+
+class RegionRunner:
+    """Base of the three runners: holds the node and its body plans (for explain())."""
+
+    plans: dict[str, BodyPlan]
+
+    def __init__(self, node: Node, backend: Any) -> None:
+        self.node, self.backend = node, backend
+        self.trips: int | None = None  # iterations of the last run (loops)
+
+    def carry_buffers(self, types: list[TensorType]) -> list[list[Any]]:
+        return [[self.backend.empty(t) for t in types] for _ in range(2)]
+
+    def buffer_bytes(self) -> int:
+        return 0
+
+
+class CondRunner(RegionRunner):
+    def __init__(self, node: Node, backend: Any) -> None:
+        super().__init__(node, backend)
+        branches = node.attrs["branches"]
+        self.plans = {f"branch {k}": BodyPlan(g, backend) for k, g in enumerate(branches)}
+        self.order = list(self.plans.values())
+
+    def __call__(self, ins: list, outs: list) -> None:
+        k = clamp_index(int(ins[0]), len(self.order))  # on CuPy: one device-to-host read
+        self.order[k].run(list(ins[1:]), outs, _streams(self.backend))
+
+
+class WhileRunner(RegionRunner):
+    def __init__(self, node: Node, backend: Any) -> None:
+        super().__init__(node, backend)
+        a = node.attrs
+        self.n, self.max_steps, self.loc = a["n_carry"], a["max_steps"], a.get("_loc")
+        self.plans = {"cond": BodyPlan(a["cond_graph"], backend), "body": BodyPlan(a["body_graph"], backend)}
+        self.bufs = self.carry_buffers([v.type for v in node.outputs])
+        self.pred = [backend.empty(TensorType((), np.bool_))]
+
+    def buffer_bytes(self) -> int:
+        return 2 * sum(v.type.nbytes for v in self.node.outputs)
+
+    def __call__(self, ins: list, outs: list) -> None:
+        cond, body = self.plans["cond"], self.plans["body"]
+        streams = _streams(self.backend)
+        consts = list(ins[self.n :])
+        args = list(ins)
+        ping = [b + consts for b in self.bufs]
+        steps = 0
+        while True:
+            cond.run(args, self.pred, streams)
+            if not bool(self.pred[0]):  # the one host read per iteration
+                break
+            if self.max_steps is not None and steps >= self.max_steps:
+                raise loop_limit_error(self.max_steps, self.loc)
+            dst = self.bufs[steps & 1]
+            body.run(args, dst, streams)
+            args = ping[steps & 1]
+            steps += 1
+        self.trips = steps
+        for o, c in zip(outs, args[: self.n]):
+            o[...] = c
+
+
+class ScanRunner(RegionRunner):
+    def __init__(self, node: Node, backend: Any) -> None:
+        super().__init__(node, backend)
+        a = node.attrs
+        self.nc, self.nx, self.length, self.reverse = a["n_carry"], a["n_xs"], a["length"], a["reverse"]
+        self.plans = {"body": BodyPlan(a["body"], backend)}
+        self.bufs = self.carry_buffers([v.type for v in node.outputs[: self.nc]])
+
+    def buffer_bytes(self) -> int:
+        return 2 * sum(v.type.nbytes for v in self.node.outputs[: self.nc])
+
+    def __call__(self, ins: list, outs: list) -> None:
+        body = self.plans["body"]
+        streams = _streams(self.backend)
+        nc, nx = self.nc, self.nx
+        carry = list(ins[:nc])
+        xs, consts = ins[nc : nc + nx], list(ins[nc + nx :])
+        ys = outs[nc:]
+        steps = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
+        for k, t in enumerate(steps):
+            dst = self.bufs[k & 1]
+            body.run(carry + [x[t, ...] for x in xs] + consts, dst + [y[t, ...] for y in ys], streams)
+            carry = dst
+        self.trips = self.length
+        for o, c in zip(outs[:nc], carry):
+            o[...] = c
+
+
+RUNNERS = {"cond": CondRunner, "while": WhileRunner, "scan": ScanRunner}
+
+
+def _install() -> None:
+    for op in REGION_OPS:
+        hooks = get_op(op).extra.setdefault("prepare", {})
+        for backend in ("numpy", "cupy"):
+            hooks[backend] = RUNNERS[op]
+
+
+_install()
+
+
+# -- explain ----------------------------------------------------------------------------------
+def _trip_knowledge(node: Node) -> str:
+    a = node.attrs
+    if node.op == "scan":
+        return f"trip count {a['length']} (static){', reversed' if a['reverse'] else ''}"
+    if node.op == "while":
+        if a["max_steps"] is not None:
+            return f"trip count known at run time only, at most max_steps={a['max_steps']}"
+        return "trip count known at run time only (unbounded: no max_steps)"
+    return f"{len(a['branches'])} branches, chosen at run time (index read on the host)"
+
+
+def explain_regions(executable: Any, indent: str = "") -> list[str]:
+    """Per region node of a plan (recursively): what it knows about its trip count, what was
+    hoisted out of its body, and each body's arena."""
+    lines = []
+    for launch in executable.launches:
+        r = launch.runner
+        if not isinstance(r, RegionRunner):
+            continue
+        node = r.node
+        lines.append(f"{indent}region {node.op} (at {node.attrs.get('_loc')}): {_trip_knowledge(node)}")
+        if r.trips is not None:
+            lines.append(f"{indent}  last run: {r.trips} iterations")
+        hoisted = node.attrs.get("_hoisted", ())
+        if hoisted:
+            lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")
+        if r.buffer_bytes():
+            lines.append(f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once")
+        for name, plan in r.plans.items():
+            ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
+            lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
+            lines.append(f"{indent}    arena (planned once, reused every run): {plan.memory.summary()}")
+            lines.extend(explain_regions(plan.executable, indent + "    "))
+    return lines
