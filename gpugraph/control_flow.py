@@ -98,19 +98,19 @@ def _as_list(out: Any, n: int) -> list:
 
 def _check_match(
     who: str, want: tuple[TreeDef, list[TensorType]], got: tuple[TreeDef, list[TensorType]],
-    prefix: str, what_got: str, loc: str,
+    prefix: str, what_got: str, loc: str, ref: str = "the carry going in is",
 ) -> None:
     """Equal structure and per-leaf types, else an error naming the first leaf that differs."""
     (wt, wtypes), (gt, gtypes) = want, got
     if wt.num_leaves != gt.num_leaves or wt != gt:
         raise ShapeError(
-            f"{who}: {what_got} returns a different structure ({gt.num_leaves} arrays) than "
-            f"{prefix} ({wt.num_leaves} arrays) (at {loc})"
+            f"{who}: {what_got} returns a {gt.kind} of {gt.num_leaves} array(s), but {ref} a "
+            f"{wt.kind} of {wt.num_leaves} (the structures must match) (at {loc})"
         )
     for path, a, b in zip(leaf_paths(wt, prefix), wtypes, gtypes):
         if a != b:
             cls = DTypeError if a.shape == b.shape else ShapeError
-            raise cls(f"{who}: {what_got} gives {path} type {b}, but it must stay {a} (at {loc})")
+            raise cls(f"{who}: {what_got} returns {path} as {b}, but {ref} {a} (at {loc})")
 
 
 # -- cond / switch ------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def _switch_index(index: Any, fns: Sequence[Callable], names: list[str], operand
     for name, b in zip(names[1:], bodies[1:]):
         _check_match(
             who, (first.out_tree, _out_types(first)), (b.out_tree, _out_types(b)),
-            f"{names[0]}'s output", name, loc,
+            "output", name, loc, f"{names[0]} returns it as",
         )
     consts, graphs = _unify(bodies)
     out = bind("cond", index, *leaves, *consts, branches=tuple(graphs), _loc=loc)

@@ -214,8 +214,14 @@ def _loop(b: GraphBuilder, node: Node, ins: list[Value], read: list[bool], rewri
     keep_out = [j for j in range(len(body.outputs)) if j not in drop_c and j not in drop_y]
     kept_body_outs = [body.outputs[j] for j in keep_out]
     still_used = {v for n in live_nodes(Graph(body.inputs, body.nodes, kept_body_outs)) for v in n.inputs}
-    still_used |= set(kept_body_outs) | (_used(cond_g) if cond_g is not None else set())
-    drop_in = [i for i in range(nc, len(ins)) if body.inputs[i] not in still_used]
+    still_used |= set(kept_body_outs)
+    cond_used = _used(cond_g) if cond_g is not None else set()
+    drop_in = [
+        i
+        for i in range(nc, len(ins))
+        if body.inputs[i] not in still_used
+        and (cond_g is None or cond_g.inputs[i] not in cond_used)
+    ]
     if drop_c or drop_y or drop_in:
         changed = True
         if drop_c:
