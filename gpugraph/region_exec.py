@@ -52,6 +52,7 @@ class BodyPlan:
             observe(self)
 
     def run(self, args: list, dests: list, streams: list) -> None:
+        """Run once through the executable's own launch loop (used where nothing repeats)."""
         env = self.env
         env.update(zip(self.graph.inputs, args))
         outs = self.graph.outputs
@@ -63,9 +64,73 @@ class BodyPlan:
             if not direct:
                 d[...] = env[v]
 
+    def bind(self, args: list, dests: list) -> Bound:
+        """The launch list resolved to arrays for these inputs and destinations: running it is
+        one call per launch (the body has one stream, the caller's, so no events)."""
+        env = dict(self.env)
+        env.update(zip(self.graph.inputs, args))
+        for v, direct, d in zip(self.graph.outputs, self.direct, dests):
+            if direct:
+                env[v] = d
+        fixed = self.executable.fixed
+        steps = []
+        for launch in self.executable.launches:
+            ins = [env[v] for v in launch.inputs]
+            if launch.runner is None:  # a view: made once here, not per iteration
+                out = launch.outputs[0]
+                if out not in fixed:
+                    env[out] = ins[0].reshape(out.type.shape)
+                continue
+            steps.append((launch.runner, ins, [env[v] for v in launch.outputs]))
+        copies = [
+            [d, env[v]] for v, direct, d in zip(self.graph.outputs, self.direct, dests) if not direct
+        ]
+        return Bound(steps, copies)
+
     @property
     def arena_bytes(self) -> int:
         return self.memory.arena_bytes
+
+
+class Bound:
+    """A body's launches bound to arrays. ``patch`` re-points the slots that held a
+    placeholder (a scan's row of xs or ys) to this iteration's row."""
+
+    __slots__ = ("steps", "copies", "slots")
+
+    def __init__(self, steps: list, copies: list) -> None:
+        self.steps, self.copies = steps, copies
+        self.slots: list[tuple[list, int, Any]] = []
+
+    def find(self) -> None:
+        """Remember every slot holding a row placeholder (its key says which row and view)."""
+        for _, ins, outs in self.steps:
+            for lst in (ins, outs):
+                self.slots += [(lst, i, a.key) for i, a in enumerate(lst) if isinstance(a, _Row)]
+        for pair in self.copies:
+            self.slots += [(pair, i, a.key) for i, a in enumerate(pair) if isinstance(a, _Row)]
+
+    def __call__(self) -> None:
+        for runner, ins, outs in self.steps:
+            runner(ins, outs)
+        for d, src in self.copies:
+            d[...] = src
+
+
+class _Row:
+    """Placeholder for row ``t`` of the k-th xs or ys array while binding a scan body; a view
+    of it (a reshape in the body) is a placeholder too, resolved with the row."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key  # ("x" | "y", k) or ("x" | "y", k, shape) for a view of the row
+
+    def reshape(self, shape) -> _Row:
+        return _Row((*self.key[:2], tuple(shape)))
+
+
+def _row(arrays: dict, key: tuple, t: int) -> Any:
+    a = arrays[key[:2]][t, ...]
+    return a.reshape(key[2]) if len(key) > 2 else a
 
 
 def _streams(backend: Any) -> list:
@@ -123,23 +188,26 @@ class WhileRunner(RegionRunner):
 
     def __call__(self, ins: list, outs: list) -> None:
         cond, body = self.plans["cond"], self.plans["body"]
-        streams = _streams(self.backend)
+        _streams(self.backend)
         consts = list(ins[self.n :])
-        args = list(ins)
-        ping = [b + consts for b in self.bufs]
-        steps = 0
+        b0, b1 = self.bufs
+        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
+        bodies = [body.bind(list(ins), b0), body.bind(b0 + consts, b1), body.bind(b1 + consts, b0)]
+        conds = [cond.bind(list(ins), self.pred), cond.bind(b0 + consts, self.pred), cond.bind(b1 + consts, self.pred)]
+        pred = self.pred[0]
+        steps, at, limit = 0, 0, self.max_steps
         while True:
-            cond.run(args, self.pred, streams)
-            if not bool(self.pred[0]):  # the one host read per iteration
+            conds[at]()
+            if not bool(pred):  # the one host read per iteration
                 break
-            if self.max_steps is not None and steps >= self.max_steps:
-                raise loop_limit_error(self.max_steps, self.loc)
-            dst = self.bufs[steps & 1]
-            body.run(args, dst, streams)
-            args = ping[steps & 1]
+            if limit is not None and steps >= limit:
+                raise loop_limit_error(limit, self.loc)
+            bodies[at]()
             steps += 1
+            at = 1 if steps & 1 else 2
         self.trips = steps
-        for o, c in zip(outs, args[: self.n]):
+        final = ins[: self.n] if steps == 0 else (b0 if steps & 1 else b1)
+        for o, c in zip(outs, final):
             o[...] = c
 
 
@@ -156,18 +224,30 @@ class ScanRunner(RegionRunner):
 
     def __call__(self, ins: list, outs: list) -> None:
         body = self.plans["body"]
-        streams = _streams(self.backend)
+        _streams(self.backend)
         nc, nx = self.nc, self.nx
-        carry = list(ins[:nc])
-        xs, consts = ins[nc : nc + nx], list(ins[nc + nx :])
-        ys = outs[nc:]
-        steps = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
-        for k, t in enumerate(steps):
-            dst = self.bufs[k & 1]
-            body.run(carry + [x[t, ...] for x in xs] + consts, dst + [y[t, ...] for y in ys], streams)
-            carry = dst
+        xs, consts, ys = ins[nc : nc + nx], list(ins[nc + nx :]), outs[nc:]
+        b0, b1 = self.bufs
+        rows = [_Row(("x", k)) for k in range(nx)] + [_Row(("y", j)) for j in range(len(ys))]
+        xr, yr = rows[:nx], rows[nx:]
+        order = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
+        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
+        bound = [
+            body.bind(list(ins[:nc]) + xr + consts, b0 + yr),
+            body.bind(b0 + xr + consts, b1 + yr),
+            body.bind(b1 + xr + consts, b0 + yr),
+        ]
+        arrays = {("x", k): x for k, x in enumerate(xs)} | {("y", j): y for j, y in enumerate(ys)}
+        for bd in bound:
+            bd.find()
+        for k, t in enumerate(order):
+            bd = bound[0] if k == 0 else bound[1 if k & 1 else 2]
+            for lst, i, key in bd.slots:
+                lst[i] = _row(arrays, key, t)
+            bd()
         self.trips = self.length
-        for o, c in zip(outs[:nc], carry):
+        final = ins[:nc] if self.length == 0 else (b0 if self.length & 1 else b1)
+        for o, c in zip(outs[:nc], final):
             o[...] = c
 
 
