@@ -132,7 +132,11 @@ def main() -> None:
         "gpugraph jit(value_and_grad), unfused": median_us(lambda: vg_unfused(w, xs), args.repeats),
         "Python BPTT over NumPy": median_us(lambda: np_rnn_value_and_grad(w, xs), args.repeats),
     }
-    versions = {"numpy": np.__version__, "gpugraph": gg.__version__, "python": platform.python_version()}
+    versions = {
+        "numpy": np.__version__,
+        "gpugraph": gg.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import jax
         import jax.numpy as jnp
@@ -142,7 +146,9 @@ def main() -> None:
 
         @jax.jit
         def jx_fori(x, a, b):
-            return jax.lax.fori_loop(0, N_ITER, lambda i, v: jnp.tanh(v * a + b) * 0.5 + v * 0.25, x)
+            return jax.lax.fori_loop(
+                0, N_ITER, lambda i, v: jnp.tanh(v * a + b) * 0.5 + v * 0.25, x
+            )
 
         def jx_loss(w, xs):
             def cell(h, x):
@@ -165,30 +171,56 @@ def main() -> None:
         print(f"jax not available: {e}")
 
     for name, table, n, base in (
-        (f"fori_loop: {N_ITER} iterations, 6-op body, f32[{N_VEC}]", fori, N_ITER, "gpugraph jit (fused body)"),
-        (f"scan RNN forward+backward: T={T}, hidden {H}, f32", rnn, T, "gpugraph jit(value_and_grad)"),
+        (
+            f"fori_loop: {N_ITER} iterations, 6-op body, f32[{N_VEC}]",
+            fori,
+            N_ITER,
+            "gpugraph jit (fused body)",
+        ),
+        (
+            f"scan RNN forward+backward: T={T}, hidden {H}, f32",
+            rnn,
+            T,
+            "gpugraph jit(value_and_grad)",
+        ),
     ):
         for peer, us in table.items():
             rows.append(
-                {"bench": name, "impl": peer, "us_per_call": round(us, 1),
-                 "us_per_iter": round(us / n, 3), "peer_over_gpugraph": round(us / table[base], 2)}
+                {
+                    "bench": name,
+                    "impl": peer,
+                    "us_per_call": round(us, 1),
+                    "us_per_iter": round(us / n, 3),
+                    "peer_over_gpugraph": round(us / table[base], 2),
+                }
             )
     date = datetime.date.today().isoformat()
-    meta = {"date": date, "device": f"CPU ({platform.machine()}, {platform.processor() or 'unknown'})",
-            "backend": "numpy", "repeats": args.repeats, "versions": versions}
+    meta = {
+        "date": date,
+        "device": f"CPU ({platform.machine()}, {platform.processor() or 'unknown'})",
+        "backend": "numpy",
+        "repeats": args.repeats,
+        "versions": versions,
+    }
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"control-flow-cpu-{date}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
-        "# Control-flow benchmark (CPU)", "",
-        f"{meta['device']}, {date}; versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "# Control-flow benchmark (CPU)",
+        "",
+        f"{meta['device']}, {date}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"Median of {args.repeats} calls after 2 warm-up calls. ratio = peer time / gpugraph time "
-        "(> 1: gpugraph faster).", "",
+        "(> 1: gpugraph faster).",
+        "",
         "| benchmark | implementation | µs per call | µs per iteration | ratio |",
         "|---|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['bench']} | {r['impl']} | {r['us_per_call']} | {r['us_per_iter']} | {r['peer_over_gpugraph']} |")
+        lines.append(
+            f"| {r['bench']} | {r['impl']} | {r['us_per_call']} | {r['us_per_iter']} "
+            f"| {r['peer_over_gpugraph']} |"
+        )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -68,9 +68,7 @@ def _leaf(x: Any, what: str, loc: str) -> Any:
     if is_array(x):
         check_dtype(x.dtype, what)
         return np.asarray(x) if isinstance(x, np.generic) else x
-    raise GpuGraphError(
-        f"{what}: expected an array or a number, got {type(x).__name__} (at {loc})"
-    )
+    raise GpuGraphError(f"{what}: expected an array or a number, got {type(x).__name__} (at {loc})")
 
 
 def _leaves(tree_obj: Any, what: str, loc: str) -> tuple[list, TreeDef, list[TensorType]]:
@@ -97,8 +95,13 @@ def _as_list(out: Any, n: int) -> list:
 
 
 def _check_match(
-    who: str, want: tuple[TreeDef, list[TensorType]], got: tuple[TreeDef, list[TensorType]],
-    prefix: str, what_got: str, loc: str, ref: str = "the carry going in is",
+    who: str,
+    want: tuple[TreeDef, list[TensorType]],
+    got: tuple[TreeDef, list[TensorType]],
+    prefix: str,
+    what_got: str,
+    loc: str,
+    ref: str = "the carry going in is",
 ) -> None:
     """Equal structure and per-leaf types, else an error naming the first leaf that differs."""
     (wt, wtypes), (gt, gtypes) = want, got
@@ -120,8 +123,13 @@ def _switch_index(index: Any, fns: Sequence[Callable], names: list[str], operand
     first = bodies[0]
     for name, b in zip(names[1:], bodies[1:]):
         _check_match(
-            who, (first.out_tree, _out_types(first)), (b.out_tree, _out_types(b)),
-            "output", name, loc, f"{names[0]} returns it as",
+            who,
+            (first.out_tree, _out_types(first)),
+            (b.out_tree, _out_types(b)),
+            "output",
+            name,
+            loc,
+            f"{names[0]} returns it as",
         )
     consts, graphs = _unify(bodies)
     out = bind("cond", index, *leaves, *consts, branches=tuple(graphs), _loc=loc)
@@ -172,7 +180,9 @@ def _max_steps(max_steps: Any, loc: str) -> int | None:
     if max_steps is None:
         return None
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)):
-        raise GpuGraphError(f"while_loop: max_steps must be a Python int, got {max_steps!r} (at {loc})")
+        raise GpuGraphError(
+            f"while_loop: max_steps must be a Python int, got {max_steps!r} (at {loc})"
+        )
     if max_steps < 0:
         raise GpuGraphError(f"while_loop: max_steps must be >= 0, got {max_steps} (at {loc})")
     return int(max_steps)
@@ -192,8 +202,14 @@ def _while(cond_fun, body_fun, init_val, max_steps, loc, weak: Sequence[int] = (
     _check_match("while_loop", (tree, types), (b.out_tree, _out_types(b)), "carry", "body_fun", loc)
     consts, (cg, bg) = _unify([c, b])
     out = bind(
-        "while", *leaves, *consts, cond_graph=cg, body_graph=bg, n_carry=len(leaves),
-        max_steps=max_steps, _loc=loc,
+        "while",
+        *leaves,
+        *consts,
+        cond_graph=cg,
+        body_graph=bg,
+        n_carry=len(leaves),
+        max_steps=max_steps,
+        _loc=loc,
     )
     return unflatten(tree, _as_list(out, len(leaves)))
 
@@ -251,9 +267,13 @@ def _scan(f, init, xs, length, reverse, loc, weak: Sequence[int] = ()):
     if None in lengths:
         raise ShapeError(f"scan: every xs leaf needs a leading axis to scan over (at {loc})")
     if len(lengths) > 1:
-        raise ShapeError(f"scan: xs leaves have different leading sizes {sorted(lengths)} (at {loc})")
+        raise ShapeError(
+            f"scan: xs leaves have different leading sizes {sorted(lengths)} (at {loc})"
+        )
     if length is not None and lengths and lengths != {int(length)}:
-        raise ShapeError(f"scan: length={length} but xs have leading size {lengths.pop()} (at {loc})")
+        raise ShapeError(
+            f"scan: length={length} but xs have leading size {lengths.pop()} (at {loc})"
+        )
     if length is None and not lengths:
         raise GpuGraphError(f"scan: pass length= when xs is None or empty (at {loc})")
     n = int(length) if length is not None else lengths.pop()
@@ -267,8 +287,16 @@ def _scan(f, init, xs, length, reverse, loc, weak: Sequence[int] = ()):
     _check_match("scan", (ctree, ctypes), (out_ctree, _out_types(b)[:nc]), "carry", "f", loc)
     consts, (g,) = _unify([b])
     out = bind(
-        "scan", *carry, *xl, *consts, body=g, n_carry=nc, n_xs=len(xl), length=n,
-        reverse=bool(reverse), _loc=loc,
+        "scan",
+        *carry,
+        *xl,
+        *consts,
+        body=g,
+        n_carry=nc,
+        n_xs=len(xl),
+        length=n,
+        reverse=bool(reverse),
+        _loc=loc,
     )
     outs = _as_list(out, nc + ytree.num_leaves)
     return unflatten(ctree, outs[:nc]), unflatten(ytree, outs[nc:])

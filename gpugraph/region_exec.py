@@ -83,7 +83,9 @@ class BodyPlan:
                 continue
             steps.append((launch.runner, ins, [env[v] for v in launch.outputs]))
         copies = [
-            [d, env[v]] for v, direct, d in zip(self.graph.outputs, self.direct, dests) if not direct
+            [d, env[v]]
+            for v, direct, d in zip(self.graph.outputs, self.direct, dests)
+            if not direct
         ]
         return Bound(steps, copies)
 
@@ -179,7 +181,10 @@ class WhileRunner(RegionRunner):
         super().__init__(node, backend)
         a = node.attrs
         self.n, self.max_steps, self.loc = a["n_carry"], a["max_steps"], a.get("_loc")
-        self.plans = {"cond": BodyPlan(a["cond_graph"], backend), "body": BodyPlan(a["body_graph"], backend)}
+        self.plans = {
+            "cond": BodyPlan(a["cond_graph"], backend),
+            "body": BodyPlan(a["body_graph"], backend),
+        }
         self.bufs = self.carry_buffers([v.type for v in node.outputs])
         self.pred = [backend.empty(TensorType((), np.bool_))]
 
@@ -193,7 +198,11 @@ class WhileRunner(RegionRunner):
         b0, b1 = self.bufs
         # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
         bodies = [body.bind(list(ins), b0), body.bind(b0 + consts, b1), body.bind(b1 + consts, b0)]
-        conds = [cond.bind(list(ins), self.pred), cond.bind(b0 + consts, self.pred), cond.bind(b1 + consts, self.pred)]
+        conds = [
+            cond.bind(list(ins), self.pred),
+            cond.bind(b0 + consts, self.pred),
+            cond.bind(b1 + consts, self.pred),
+        ]
         pred = self.pred[0]
         steps, at, limit = 0, 0, self.max_steps
         while True:
@@ -215,7 +224,12 @@ class ScanRunner(RegionRunner):
     def __init__(self, node: Node, backend: Any) -> None:
         super().__init__(node, backend)
         a = node.attrs
-        self.nc, self.nx, self.length, self.reverse = a["n_carry"], a["n_xs"], a["length"], a["reverse"]
+        self.nc, self.nx, self.length, self.reverse = (
+            a["n_carry"],
+            a["n_xs"],
+            a["length"],
+            a["reverse"],
+        )
         self.plans = {"body": BodyPlan(a["body"], backend)}
         self.bufs = self.carry_buffers([v.type for v in node.outputs[: self.nc]])
 
@@ -285,17 +299,23 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
         if not isinstance(r, RegionRunner):
             continue
         node = r.node
-        lines.append(f"{indent}region {node.op} (at {node.attrs.get('_loc')}): {_trip_knowledge(node)}")
+        lines.append(
+            f"{indent}region {node.op} (at {node.attrs.get('_loc')}): {_trip_knowledge(node)}"
+        )
         if r.trips is not None:
             lines.append(f"{indent}  last run: {r.trips} iterations")
         hoisted = node.attrs.get("_hoisted", ())
         if hoisted:
             lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")
         if r.buffer_bytes():
-            lines.append(f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once")
+            lines.append(
+                f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once"
+            )
         for name, plan in r.plans.items():
             ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
             lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
-            lines.append(f"{indent}    arena (planned once, reused every run): {plan.memory.summary()}")
+            lines.append(
+                f"{indent}    arena (planned once, reused every run): {plan.memory.summary()}"
+            )
             lines.extend(explain_regions(plan.executable, indent + "    "))
     return lines

@@ -40,7 +40,9 @@ def run(mode: str, fn, *args):
 
 
 def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol
+    )
 
 
 # -- forward semantics against NumPy ---------------------------------------------------------
@@ -107,7 +109,7 @@ def test_every_op_matches_numpy(mode):
             ref = ref * 0.5 + i
         close(run(mode, _fori_traced, n, X), ref)
     for reverse in (False, True):
-        carry, (y0, y1) = run(mode, lambda xs: _scan(xs, reverse), XS)
+        carry, (y0, y1) = run(mode, lambda xs, r=reverse: _scan(xs, r), XS)
         h, n, r0, r1 = _np_scan(XS, reverse)
         close(carry["h"], h)
         assert int(carry["n"]) == n
@@ -169,20 +171,29 @@ def _losses():
         return gg.cond(x.sum() > 0, lambda a: (a * a).sum(), lambda a: gg.sin(a).sum(), x)
 
     def switch_loss(x):
-        return gg.switch(2, [lambda a: a.sum(), lambda a: (a * a).sum(), lambda a: gg.exp(a).sum()], x)
+        return gg.switch(
+            2, [lambda a: a.sum(), lambda a: (a * a).sum(), lambda a: gg.exp(a).sum()], x
+        )
 
     def fori_loss(x):
         return gg.fori_loop(1, 4, lambda i, v: gg.sin(v) * i + v * 0.5, x).sum()
 
     def while_loss(x):
-        c = gg.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, gg.tanh(c[1]) + c[1] * 0.3), (0, x), max_steps=5)
+        c = gg.while_loop(
+            lambda c: c[0] < 3,
+            lambda c: (c[0] + 1, gg.tanh(c[1]) + c[1] * 0.3),
+            (0, x),
+            max_steps=5,
+        )
         return (c[1] * c[1]).sum()
 
     def scan_loss(x, reverse=True):
         c, ys = gg.scan(lambda h, e: (gg.tanh(h * x[1] + e), h * e), x[0] * 0.5, x, reverse=reverse)
         return c + (ys * ys).sum()
 
-    return dict(cond=cond_loss, switch=switch_loss, fori=fori_loss, while_=while_loss, scan=scan_loss)
+    return dict(
+        cond=cond_loss, switch=switch_loss, fori=fori_loss, while_=while_loss, scan=scan_loss
+    )
 
 
 @pytest.mark.parametrize("name", ["cond", "switch", "fori", "while_", "scan"])
@@ -230,7 +241,12 @@ def test_scan_reverse_and_nested_loops_match_torch_on_the_unrolled_loop():
         close(gw, tw.grad.numpy(), 1e-9)
 
     def rnn(w, xs):
-        c, ys = gg.scan(lambda h, x: (gg.tanh(h @ w + x), (h * h).sum()), gg.zeros((3,), gg.float64), xs, reverse=True)
+        c, ys = gg.scan(
+            lambda h, x: (gg.tanh(h @ w + x), (h * h).sum()),
+            gg.zeros((3,), gg.float64),
+            xs,
+            reverse=True,
+        )
         return c.sum() + ys.sum()
 
     tw = torch.tensor(W.astype(np.float64), requires_grad=True)
@@ -274,27 +290,63 @@ def _raises(cls, pattern: str, fn):
 def test_bad_input_raises_naming_branch_or_carry_and_line():
     x = np.ones(3, np.float32)
     E = gg.GpuGraphError
-    _raises(gg.ShapeError, r"true_fn returns output as f32\[3\], but false_fn returns it as f32\[\]",
-            lambda: gg.cond(True, lambda a: a, lambda a: a.sum(), x))
-    _raises(gg.DTypeError, r"true_fn returns output as f32\[3\].*f64\[3\]",
-            lambda: gg.cond(True, lambda a: a, lambda a: a.astype(np.float64), x))
-    _raises(gg.ShapeError, r"branches\[1\] returns output\[1\]",
-            lambda: gg.switch(0, [lambda a: (a, a), lambda a: (a, a.sum())], x))
-    _raises(gg.DTypeError, r"body_fun returns carry\[1\] as f64\[3\].*f32\[3\]",
-            lambda: gg.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1].astype(np.float64)), (0, x)))
-    _raises(gg.ShapeError, r"f returns carry\['h'\] as f32\[\]",
-            lambda: gg.scan(lambda c, e: ({"h": c["h"].sum()}, e), {"h": x}, x))
-    _raises(gg.ShapeError, r"predicate must be a scalar",
-            lambda: gg.cond(np.array([True, False]), lambda a: a, lambda a: a, x))
-    _raises(gg.DTypeError, r"predicate must be a boolean scalar, got float32",
-            lambda: gg.jit(lambda p, x: gg.cond(p, lambda a: a, lambda a: a, x))(np.float32(1), x))
-    _raises(gg.DTypeError, r"cond_fun must return one boolean scalar",
-            lambda: gg.while_loop(lambda v: v.sum(), lambda v: v * 2, x))
-    _raises(E, r"reverse-mode differentiation of while_loop .* pass max_steps",
-            lambda: gg.grad(lambda v: gg.while_loop(lambda c: c.sum() < 9, lambda c: c * 2, v).sum())(x))
+    _raises(
+        gg.ShapeError,
+        r"true_fn returns output as f32\[3\], but false_fn returns it as f32\[\]",
+        lambda: gg.cond(True, lambda a: a, lambda a: a.sum(), x),
+    )
+    _raises(
+        gg.DTypeError,
+        r"true_fn returns output as f32\[3\].*f64\[3\]",
+        lambda: gg.cond(True, lambda a: a, lambda a: a.astype(np.float64), x),
+    )
+    _raises(
+        gg.ShapeError,
+        r"branches\[1\] returns output\[1\]",
+        lambda: gg.switch(0, [lambda a: (a, a), lambda a: (a, a.sum())], x),
+    )
+    _raises(
+        gg.DTypeError,
+        r"body_fun returns carry\[1\] as f64\[3\].*f32\[3\]",
+        lambda: gg.while_loop(
+            lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1].astype(np.float64)), (0, x)
+        ),
+    )
+    _raises(
+        gg.ShapeError,
+        r"f returns carry\['h'\] as f32\[\]",
+        lambda: gg.scan(lambda c, e: ({"h": c["h"].sum()}, e), {"h": x}, x),
+    )
+    _raises(
+        gg.ShapeError,
+        r"predicate must be a scalar",
+        lambda: gg.cond(np.array([True, False]), lambda a: a, lambda a: a, x),
+    )
+    _raises(
+        gg.DTypeError,
+        r"predicate must be a boolean scalar, got float32",
+        lambda: gg.jit(lambda p, x: gg.cond(p, lambda a: a, lambda a: a, x))(np.float32(1), x),
+    )
+    _raises(
+        gg.DTypeError,
+        r"cond_fun must return one boolean scalar",
+        lambda: gg.while_loop(lambda v: v.sum(), lambda v: v * 2, x),
+    )
+    _raises(
+        E,
+        r"reverse-mode differentiation of while_loop .* pass max_steps",
+        lambda: gg.grad(lambda v: gg.while_loop(lambda c: c.sum() < 9, lambda c: c * 2, v).sum())(
+            x
+        ),
+    )
     for wrap in (lambda f: f, gg.jit):
-        _raises(E, r"while_loop ran past max_steps=3",
-                lambda: wrap(lambda v: gg.while_loop(lambda c: c.sum() < 100, lambda c: c * 2, v, max_steps=3))(x))
+        _raises(
+            E,
+            r"while_loop ran past max_steps=3",
+            lambda w=wrap: w(
+                lambda v: gg.while_loop(lambda c: c.sum() < 100, lambda c: c * 2, v, max_steps=3)
+            )(x),
+        )
 
 
 def test_verify_checks_region_types():
@@ -353,11 +405,16 @@ def test_hoisting_dead_carries_fusion_and_cse_inside_bodies():
 
 
 def test_printer_nests_regions_and_dot_draws_clusters():
-    c = gg.jit(lambda x: gg.fori_loop(0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * 2, lambda a: a, v), x), fuse=False).lower(X)
+    c = gg.jit(
+        lambda x: gg.fori_loop(
+            0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * 2, lambda a: a, v), x
+        ),
+        fuse=False,
+    ).lower(X)
     text = str(c.graph)
     assert "    body:\n    graph(" in text and "        branches[1]:\n        graph(" in text
     dot = c.to_dot()
-    assert 'subgraph cluster_' in dot and "branches[0]:" not in dot  # the cond is inside the scan
+    assert "subgraph cluster_" in dot and "branches[0]:" not in dot  # the cond is inside the scan
     assert 'label="scan"' in dot and "body:" in dot
 
 
@@ -366,19 +423,27 @@ def test_while_plan_reuses_buffers_and_body_plans_reach_the_observers():
     COMPILED_OBSERVERS.append(seen_plans.append)
     KERNEL_OBSERVERS.append(lambda k, body: seen_kernels.append(k))
     try:
-        f = gg.jit(lambda x: gg.while_loop(lambda v: v.sum() < 1e3, lambda v: gg.exp(v * 0.1) + v * 1.5, x, max_steps=100))
+        f = gg.jit(
+            lambda x: gg.while_loop(
+                lambda v: v.sum() < 1e3, lambda v: gg.exp(v * 0.1) + v * 1.5, x, max_steps=100
+            )
+        )
         c = f.lower(X)
     finally:
         COMPILED_OBSERVERS.pop()
         KERNEL_OBSERVERS.pop()
-    runner = next(launch.runner for launch in c.executable.launches if isinstance(launch.runner, RegionRunner))
+    runner = next(
+        launch.runner for launch in c.executable.launches if isinstance(launch.runner, RegionRunner)
+    )
     body = runner.plans["body"]
     assert body in seen_plans and runner.plans["cond"] in seen_plans and c in seen_plans
     assert seen_kernels  # the body's fused kernel went through the kernel observers
     arena, bufs = body.executable.arena, [id(b) for b in runner.bufs[0] + runner.bufs[1]]
     out1 = f(X)
     out2 = f(X + 1)
-    assert body.executable.arena is arena and [id(b) for b in runner.bufs[0] + runner.bufs[1]] == bufs
+    assert (
+        body.executable.arena is arena and [id(b) for b in runner.bufs[0] + runner.bufs[1]] == bufs
+    )
     assert runner.trips and "last run:" in c.explain()
     assert not np.shares_memory(out1, out2)
 

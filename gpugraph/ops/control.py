@@ -206,4 +206,6 @@ for _name, _infer, _impl, _jvp, _vjp, _doc in (
     ("while", _while_infer, _while_impl, _while_jvp, _while_vjp, "loop a body graph"),
     ("scan", _scan_infer, _scan_impl, _scan_jvp, _scan_vjp, "loop a body over a leading axis"),
 ):
-    register(OpDef(_name, "control", _infer, _impl, vjp=_vjp, jvp=_jvp, doc=_doc, extra=dict(_EXTRA)))
+    register(
+        OpDef(_name, "control", _infer, _impl, vjp=_vjp, jvp=_jvp, doc=_doc, extra=dict(_EXTRA))
+    )

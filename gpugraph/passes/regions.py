@@ -78,13 +78,17 @@ def inline(b: GraphBuilder, graph: Graph, args: list[Value]) -> list[Value]:
     """Copy ``graph``'s nodes into ``b`` reading ``args``; its outputs in the new graph."""
     env: dict[Value, Value] = dict(zip(graph.inputs, args))
     for n in graph.nodes:
-        new = b.add_node(n.op, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc)
+        new = b.add_node(
+            n.op, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc
+        )
         env.update(zip(n.outputs, new.outputs))
     return [env[v] for v in graph.outputs]
 
 
 def _with_inputs(g: Graph, inputs: list[Value], outputs: list[Value] | None = None) -> Graph:
-    out = Graph(list(inputs), list(g.nodes), list(g.outputs if outputs is None else outputs), dict(g.meta))
+    out = Graph(
+        list(inputs), list(g.nodes), list(g.outputs if outputs is None else outputs), dict(g.meta)
+    )
     return Graph(out.inputs, live_nodes(out), out.outputs, out.meta)
 
 
@@ -141,7 +145,13 @@ def _drop_unused_inputs(b, node, ins, rewrites):
     _count(rewrites, "unused region input dropped", len(ins) - 1 - len(keep))
     new = tuple(_with_inputs(g, [g.inputs[i] for i in keep]) for g in branches)
     attrs = {**node.attrs, "branches": new}
-    n = b.add_node("cond", [ins[0]] + [ins[1 + i] for i in keep], attrs, [o.type for o in node.outputs], node.loc)
+    n = b.add_node(
+        "cond",
+        [ins[0]] + [ins[1 + i] for i in keep],
+        attrs,
+        [o.type for o in node.outputs],
+        node.loc,
+    )
     return list(n.outputs)
 
 
@@ -194,10 +204,17 @@ def _loop(b: GraphBuilder, node: Node, ins: list[Value], read: list[bool], rewri
         new_ins = [v for v in moved if v in live]
         # the hoisted values become new body inputs (same Value objects: now defined outside)
         fresh = {v: Value(v.type, name="hoisted") for v in new_ins}
-        body = _substitute(Graph(body.inputs + [fresh[v] for v in new_ins], rest, body.outputs), fresh)
+        body = _substitute(
+            Graph(body.inputs + [fresh[v] for v in new_ins], rest, body.outputs), fresh
+        )
         ins = ins + [moved[v] for v in new_ins]
         if cond_g is not None:
-            cond_g = Graph(cond_g.inputs + [Value(v.type, name="unused") for v in new_ins], cond_g.nodes, cond_g.outputs, dict(cond_g.meta))
+            cond_g = Graph(
+                cond_g.inputs + [Value(v.type, name="unused") for v in new_ins],
+                cond_g.nodes,
+                cond_g.outputs,
+                dict(cond_g.meta),
+            )
         a["_hoisted"] = tuple(node.attrs.get("_hoisted", ())) + tuple(hoisted)
 
     # 2. dead carries and dead stacked outputs
@@ -213,7 +230,9 @@ def _loop(b: GraphBuilder, node: Node, ins: list[Value], read: list[bool], rewri
     # 3. inputs no body reads (consts and xs)
     keep_out = [j for j in range(len(body.outputs)) if j not in drop_c and j not in drop_y]
     kept_body_outs = [body.outputs[j] for j in keep_out]
-    still_used = {v for n in live_nodes(Graph(body.inputs, body.nodes, kept_body_outs)) for v in n.inputs}
+    still_used = {
+        v for n in live_nodes(Graph(body.inputs, body.nodes, kept_body_outs)) for v in n.inputs
+    }
     still_used |= set(kept_body_outs)
     cond_used = _used(cond_g) if cond_g is not None else set()
     drop_in = [
