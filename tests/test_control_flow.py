@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
+from gpugraph.backends.base import cupy_status
 from gpugraph.backends.sim import SimProgram
 from gpugraph.codegen.cuda import KERNEL_OBSERVERS
 from gpugraph.ir import Graph, verify
@@ -460,3 +461,43 @@ def test_region_nodes_are_one_opaque_step_for_the_race_checker():
         if isinstance(r, RegionRunner):
             for plan in r.plans.values():
                 assert not find_hazards(SimProgram(plan.executable))
+
+
+def test_newton_example_gradient_through_the_solver_matches_the_implicit_function():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "newton.py"
+    spec = importlib.util.spec_from_file_location("newton_example", path)
+    newton = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(newton)
+    a = np.linspace(0.5, 4.0, 8)
+    x, steps = newton.roots(a)
+    assert 0 < int(steps) < newton.MAX_STEPS
+    close(x**3 + a * x - 1, np.zeros_like(a), 1e-12)
+    close(newton.root_grad(a), -x / (3 * x * x + a), 1e-12)
+
+
+CUPY = pytest.mark.skipif(cupy_status().name != "cupy", reason="needs CuPy with a CUDA device")
+
+
+@CUPY
+def test_every_op_on_cupy_matches_numpy():
+    import cupy
+
+    def all_ops(p, i, x, xs):
+        a = _cond(p, x)[0]
+        b = _switch(i, x)
+        c = _while(x)[1]
+        d = _fori(x, np.float32(0.3))
+        e = _scan(xs, True)[1][1]
+        return a, b, c, d, e
+
+    args = (np.bool_(True), np.int64(1), X, XS)
+    ref = gg.jit(all_ops, backend="numpy")(*args)
+    got = gg.jit(all_ops, backend="cupy")(*[cupy.asarray(a) for a in args])
+    for r, g in zip(ref, got):
+        close(cupy.asnumpy(g), r)
+    g_ref = gg.jit(gg.grad(_losses()["scan"]), backend="numpy")(X)
+    g_gpu = gg.jit(gg.grad(_losses()["scan"]), backend="cupy")(cupy.asarray(X))
+    close(cupy.asnumpy(g_gpu), g_ref, 1e-5)
