@@ -501,3 +501,17 @@ def test_every_op_on_cupy_matches_numpy():
     g_ref = gg.jit(gg.grad(_losses()["scan"]), backend="numpy")(X)
     g_gpu = gg.jit(gg.grad(_losses()["scan"]), backend="cupy")(cupy.asarray(X))
     close(cupy.asnumpy(g_gpu), g_ref, 1e-5)
+
+
+def test_grad_of_a_scan_runs_the_forward_loop_once():
+    def loss(w, xs):
+        h, ys = gg.scan(lambda h, x: (gg.tanh(h @ w + x), h.sum()), gg.zeros((3,)), xs)
+        return (h * h).sum() + ys.sum()
+
+    c = gg.jit(gg.value_and_grad(loss)).lower(W, XS)
+    scans = [n for n in c.graph.nodes if n.op == "scan"]
+    assert len(scans) == 2  # forward (with the tape as extra stacked outputs) and backward
+    assert "scans over the same carries merged x1" in c.explain()
+    value, grad = c(W, XS)
+    close(value, loss(W, XS))
+    close(grad, gg.grad(loss)(W, XS))

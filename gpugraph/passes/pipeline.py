@@ -10,6 +10,7 @@ from .cse import cse
 from .dce import dce
 from .fold import fold
 from .regions import map_regions, simplify_regions
+from .scan_merge import merge_scans
 from .simplify import simplify, simplify_unsafe
 
 Pass = Callable[[Graph], tuple[Graph, dict[str, int]]]
@@ -22,6 +23,7 @@ OPTIMIZE_PASSES: list[tuple[str, Pass]] = [
     ("cse", cse),
     ("dce", dce),
     ("regions", simplify_regions),
+    ("merge scans", merge_scans),
 ]
 # Default of optimize(unsafe_math=None): non-IEEE-exact rewrites (x * 0 -> 0, x + 0.0 -> x).
 UNSAFE_MATH = False
