@@ -330,6 +330,11 @@ def test_bad_input_raises_naming_branch_or_carry_and_line():
     )
     _raises(
         gg.DTypeError,
+        r"switch: the index must be an integer scalar, got float32",
+        lambda: gg.switch(np.float32(1), [lambda a: a, lambda a: -a], x),
+    )
+    _raises(
+        gg.DTypeError,
         r"cond_fun must return one boolean scalar",
         lambda: gg.while_loop(lambda v: v.sum(), lambda v: v * 2, x),
     )
