@@ -30,7 +30,7 @@ from .schedule import schedule
 
 
 class BodyPlan:
-    """One sub-graph compiled once: its plan, arena and a reusable environment."""
+    """One sub-graph compiled once: its plan and arena; ``bind`` resolves its launches."""
 
     def __init__(self, graph: Graph, backend: Any) -> None:
         from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
@@ -50,19 +50,6 @@ class BodyPlan:
             seen.add(v)
         for observe in COMPILED_OBSERVERS:
             observe(self)
-
-    def run(self, args: list, dests: list, streams: list) -> None:
-        """Run once through the executable's own launch loop (used where nothing repeats)."""
-        env = self.env
-        env.update(zip(self.graph.inputs, args))
-        outs = self.graph.outputs
-        for v, direct, d in zip(outs, self.direct, dests):
-            if direct:
-                env[v] = d
-        self.executable.launch_all(env, streams)
-        for v, direct, d in zip(outs, self.direct, dests):
-            if not direct:
-                d[...] = env[v]
 
     def bind(self, args: list, dests: list) -> Bound:
         """The launch list resolved to arrays for these inputs and destinations: running it is
@@ -95,8 +82,9 @@ class BodyPlan:
 
 
 class Bound:
-    """A body's launches bound to arrays. ``patch`` re-points the slots that held a
-    placeholder (a scan's row of xs or ys) to this iteration's row."""
+    """A body's launches bound to arrays; calling it runs them once. ``slots`` (after
+    ``find``) lists the places holding a row placeholder, which a scan re-points to the
+    current step's row of its xs or ys before each call."""
 
     __slots__ = ("steps", "copies", "slots")
 
@@ -135,17 +123,17 @@ def _row(arrays: dict, key: tuple, t: int) -> Any:
     return a.reshape(key[2]) if len(key) > 2 else a
 
 
-def _streams(backend: Any) -> list:
-    """The caller's stream: a body runs on the stream its region node was scheduled on."""
+def _check_not_capturing(backend: Any) -> None:
+    """Bodies launch on the caller's current stream (the region node's); under CUDA graph
+    capture a host read of a predicate or index is illegal, so say so instead."""
     if backend.name != "cupy":
-        return [None]
+        return
     stream = backend.xp.cuda.get_current_stream()
     if getattr(stream, "is_capturing", lambda: False)():
         raise UnsupportedError(
             "a region (cond/while_loop/scan) cannot run under CUDA graph capture yet (its "
             "branch or trip count is read on the host); compile with cuda_graph=False"
         )
-    return [stream]
 
 
 class RegionRunner:
@@ -172,8 +160,9 @@ class CondRunner(RegionRunner):
         self.order = list(self.plans.values())
 
     def __call__(self, ins: list, outs: list) -> None:
+        _check_not_capturing(self.backend)
         k = clamp_index(int(ins[0]), len(self.order))  # on CuPy: one device-to-host read
-        self.order[k].run(list(ins[1:]), outs, _streams(self.backend))
+        self.order[k].bind(list(ins[1:]), outs)()
 
 
 class WhileRunner(RegionRunner):
@@ -193,7 +182,7 @@ class WhileRunner(RegionRunner):
 
     def __call__(self, ins: list, outs: list) -> None:
         cond, body = self.plans["cond"], self.plans["body"]
-        _streams(self.backend)
+        _check_not_capturing(self.backend)
         consts = list(ins[self.n :])
         b0, b1 = self.bufs
         # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
@@ -238,7 +227,6 @@ class ScanRunner(RegionRunner):
 
     def __call__(self, ins: list, outs: list) -> None:
         body = self.plans["body"]
-        _streams(self.backend)
         nc, nx = self.nc, self.nx
         xs, consts, ys = ins[nc : nc + nx], list(ins[nc + nx :]), outs[nc:]
         b0, b1 = self.bufs
