@@ -3,6 +3,7 @@ run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API.
 
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
+from .control_flow import cond, fori_loop, scan, switch, while_loop
 from .device import device_info
 from .errors import (
     CapturedArrayWarning,
@@ -44,6 +45,11 @@ __all__ = [
     "Tracer",
     "UnsupportedError",
     "asnumpy",
+    "cond",
+    "fori_loop",
+    "scan",
+    "switch",
+    "while_loop",
     "default_backend",
     "device_info",
     "jit",

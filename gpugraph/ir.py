@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,9 +335,31 @@ def input_names(graph: Graph) -> dict[Value, str]:
     }
 
 
-def format_graph(graph: Graph, indent: str = "") -> str:
-    names: dict[Value, str] = {v: f"%{n}" for v, n in input_names(graph).items()}
-    counter = itertools.count()
+def _region_graphs(node: Node) -> list[tuple[str, Graph]]:
+    """The sub-graphs of a region op (cond/while/scan), named by attr, for the printers."""
+    from .ops.registry import get_op  # lazy: ops import the IR
+
+    if not get_op(node.op).extra.get("region"):
+        return []
+    found = []
+    for k, a in node.attrs.items():
+        if isinstance(a, Graph):
+            found.append((k, a))
+        elif isinstance(a, tuple) and a and all(isinstance(g, Graph) for g in a):
+            found.extend((f"{k}[{i}]", g) for i, g in enumerate(a))
+    return found
+
+
+def format_graph(
+    graph: Graph,
+    indent: str = "",
+    names: dict[Value, str] | None = None,
+    counter: Iterator[int] | None = None,
+) -> str:
+    # Nested regions share the names and the counter: one numbering for the whole text.
+    if names is None:
+        names = {v: f"%{n}" for v, n in input_names(graph).items()}
+    counter = itertools.count() if counter is None else counter
 
     def name(v: Value) -> str:
         if v not in names:
@@ -354,6 +376,9 @@ def format_graph(graph: Graph, indent: str = "") -> str:
             " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs.items()) + "}" if attrs else ""
         )
         lines.append(f"{indent}  {outs} = {n.op}{' ' + ins if ins else ''}{attr_s}")
+        for key, sub in _region_graphs(n):  # regions print nested, indented
+            lines.append(f"{indent}    {key}:")
+            lines.append(format_graph(sub, indent + "    ", names, counter))
     outs = ", ".join(name(v) if v in names else f"?{v.id}" for v in graph.outputs)
     lines.append(f"{indent}  return {outs}")
     lines.append(f"{indent}}}")
@@ -404,13 +429,21 @@ def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None, memory: Any =
         if n.loc:
             tip += f"\\nat {n.loc}"
         attrs = f"fillcolor={colour}, tooltip={_dot_str(tip)}"
+        label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
+        regions = _region_graphs(n)
         sub = n.attrs.get("body")
-        if isinstance(sub, Graph):
+        if regions:  # one dashed cluster per region node, one box per sub-graph
+            lines.append(f"  subgraph cluster_{k} {{ label={_dot_str(n.op)}; style=dashed;")
+            lines.append(f"    n{k} [{attrs}, label={_dot_str(label)}];")
+            for j, (key, g) in enumerate(regions):
+                members = "\\n".join(m.op for m in g.nodes if m.op != "constant")
+                lines.append(f'    n{k}_{j} [fillcolor=white, label="{key}:\\n{members}"];')
+            lines.append("  }")
+        elif isinstance(sub, Graph):
             members = "\\n".join(m.op for m in sub.nodes)
             lines.append(f"  subgraph cluster_{k} {{ label={_dot_str(n.op)}; style=dashed;")
             lines.append(f"    n{k} [{attrs}, label={_dot_str(members)}]; }}")
         else:
-            label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
             lines.append(f"  n{k} [{attrs}, label={_dot_str(label)}];")
         for v in n.outputs:
             ids[v] = f"n{k}"

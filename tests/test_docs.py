@@ -30,6 +30,14 @@ def fn(x):
 
 x = np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
 """,
+    "control-flow.md": """
+x = np.linspace(0.5, 1, 8, dtype=np.float32)
+k = 5
+f0, f1, f2 = (lambda a: a + 1), (lambda a: a * 2), (lambda a: -a)
+w = np.eye(8, dtype=np.float32) * 0.5
+h0 = np.zeros(8, np.float32)
+xs = np.ones((4, 8), np.float32)
+""",
 }
 
 
