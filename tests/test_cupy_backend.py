@@ -29,6 +29,7 @@ class FakeEvent:
         self.id = next(self.ids)
         self.disable_timing = disable_timing
         self.stream: str | None = None  # where it was last recorded
+        self.done = True  # kernels run at once here; a test sets False for work still queued
 
 
 class FakeStream:
@@ -87,6 +88,9 @@ class FakeStream:
         self.cuda.capturing = None
         self.cuda.in_capture = set()
         self.cuda.log.append(("end_capture", self.name, None))
+        if self.cuda.invalidated:  # as CUDA: something not capturable ran during the capture
+            self.cuda.invalidated = False
+            raise RuntimeError("cudaErrorStreamCaptureInvalidated")
         if unjoined:
             self.cuda.broken |= unjoined
             raise RuntimeError(f"cudaErrorStreamCaptureUnjoined: {sorted(unjoined)}")
@@ -113,6 +117,13 @@ class FakeCuda:
         self.broken: set[str] = set()  # streams a failed capture left unusable
         self.timing_events = 0  # events recorded with timing on (slower to record and wait)
         self.device_syncs = 0
+        self.invalidated = False  # the running capture met an operation it cannot hold
+
+    def free(self, what: str) -> None:
+        """cudaFree: synchronizes the device, so a capture in progress is invalidated."""
+        self.log.append(("free", what, None))
+        if self.capturing is not None:
+            self.invalidated = True
 
     def log_index(self, kind: str) -> int:
         return max(i for i, e in enumerate(self.log) if e[0] == kind)
@@ -291,6 +302,112 @@ def test_events_only_order_streams_so_they_are_recorded_without_timing():
         for _ in range(2):
             j(X)
         assert c.backend.xp.cuda.timing_events == 0
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_events_are_made_once_per_record_site(cuda_graph):
+    fn = branchy_function(4, 2)
+    j = fake_jit(fn, cuda_graph=cuda_graph)
+    c = j.lower(X)
+    j(X)  # the first call makes the events (and, with cuda_graph, captures)
+    made = next(FakeEvent.ids)
+    sites = []
+    for k in range(3):
+        log = fresh_log(c)
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+        sites.append([ev for kind, _, ev in log if kind == "record"])
+    assert next(FakeEvent.ids) == made + 1  # the three calls made no event
+    assert sites[0] == sites[1] == sites[2]  # each site re-records its own event
+    assert len(set(sites[0])) == len(sites[0])  # and no two sites of a call share one
+    if not cuda_graph:
+        assert len(sites[0]) >= c.schedule.num_streams  # fork, joins and done at least
+
+
+class DeviceBuffer:
+    """Garbage in a reference cycle whose finalizer frees device memory, as a CuPy array held
+    by a cycle does when the collector breaks it."""
+
+    def __init__(self, cuda: FakeCuda, name: str) -> None:
+        self.cuda, self.name, self.cycle = cuda, name, self
+
+    def __del__(self) -> None:
+        self.cuda.free(self.name)
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_collection_during_capture_cannot_invalidate_it(monkeypatch, guarded):
+    """Garbage waits before the call and more is made during capture, with the collector set
+    to run at nearly every allocation. Collected before capture and not during it, nothing is
+    freed mid-capture; with the guard removed (planted bug) the capture is invalidated."""
+    import gc
+
+    from gpugraph.backends import cupy_backend
+
+    if not guarded:
+        no_guard = {"collect": lambda: 0, "disable": lambda: None, "enable": lambda: None}
+        monkeypatch.setattr(
+            cupy_backend, "gc", type("NoGuard", (), {**no_guard, "isenabled": gc.isenabled})
+        )
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn, cuda_graph=True)
+    c = j.lower(X)
+    cuda = c.backend.xp.cuda
+    real_run_on = c.backend.run_on
+
+    def run_on(stream, body):
+        if cuda.capturing is not None:
+            DeviceBuffer(cuda, "during")
+            _ = [[] for _ in range(50)]  # allocations: a chance for the collector to run
+        real_run_on(stream, body)
+
+    monkeypatch.setattr(c.backend, "run_on", run_on)
+    log = fresh_log(c)
+    DeviceBuffer(cuda, "before")
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = j(X)
+        gc.collect()
+    finally:
+        gc.set_threshold(*threshold)
+    st = c.backend.state(c.executable)
+    if not guarded:
+        assert "CaptureInvalidated" in st.failed and st.graph is None
+        assert any("capture failed" in str(w.message) for w in caught)
+        return
+    assert not caught and not st.failed and st.captures == 1
+    begin, end = cuda.log_index("begin_capture"), cuda.log_index("end_capture")
+    frees = {name: i for i, (kind, name, _) in enumerate(log) if kind == "free"}
+    assert frees["before"] < begin and frees["during"] > end
+    np.testing.assert_allclose(first, fn(X), rtol=1e-6)
+    for k in (2.0, -1.0):  # and the graph replays correctly
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+    assert st.replays == 2
+
+
+def test_a_dropped_executables_arena_outlives_its_last_call():
+    import gc
+    import weakref
+
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn)
+    c = j.lower(X)
+    j(X)
+    backend = c.backend
+    st = backend.state(c.executable)
+    st.done.done = False  # the last call is still running on the device
+    arena = weakref.ref(c.executable.arena)
+    const = [weakref.ref(a) for v, a in c.executable.fixed.items() if v.node.op == "constant"]
+    del j, c, st
+    gc.collect()
+    assert arena() is not None and all(r() is not None for r in const)
+    assert backend.release_finished() == 1  # parked, not freed
+    backend._parked[0][0].done = True  # the call finished
+    assert backend.release_finished() == 0
+    gc.collect()
+    assert arena() is None and all(r() is None for r in const)
 
 
 class CaptureStrictCupy(FakeCupy):
