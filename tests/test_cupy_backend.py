@@ -576,6 +576,50 @@ def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx
     assert name == cupy_kernels.TAKE_GRAD_KERNELS[np.dtype(dtype)] and block == (256,)
 
 
+@pytest.mark.emulator
+@pytest.mark.parametrize(
+    "dtype,axis,widths",
+    [
+        ("float32", 1, [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]),  # more than 8: one launch, no table
+        ("int64", 0, [2, 0, 3]),  # an empty input
+        ("bool", 2, [1] * 20),  # more than 16: two launches
+    ],
+)
+def test_concatenate_runner_on_the_emulator(monkeypatch, dtype, axis, widths):
+    """concatenate on CuPy is one hand-written kernel per 16 inputs (kernels/concat.cu)."""
+    import sys
+
+    from gpugraph.backends import cupy_kernels
+    from gpugraph.ir import GraphBuilder, TensorType
+    from gpugraph.testing import emulator_available
+
+    if not emulator_available():
+        pytest.skip("g++ not found (kernel emulator)")
+    rng = np.random.default_rng(1)
+    base = [2, 3, 2]
+    arrays = []
+    for w in widths:
+        shape = base[:axis] + [w] + base[axis + 1 :]
+        arrays.append((rng.standard_normal(shape) * 10).astype(dtype))
+    b = GraphBuilder()
+    ins = [b.add_input(TensorType(a.shape, dtype)) for a in arrays]
+    out_shape = base[:axis] + [sum(widths)] + base[axis + 1 :]
+    node = b.add_node("concatenate", ins, {"axis": axis}, [TensorType(out_shape, dtype)])
+    fake = EmulatedRawKernelCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cupy_kernels._raw_kernel.cache_clear()
+    try:
+        run = cupy_kernels.prepare_concatenate(node, type("B", (), {"xp": fake})())
+        out = np.zeros(out_shape, dtype)
+        run(arrays, [out])
+    finally:
+        cupy_kernels._raw_kernel.cache_clear()
+    np.testing.assert_array_equal(out, np.concatenate(arrays, axis=axis))
+    want_launches = -(-len(widths) // cupy_kernels.CONCAT_BATCH)
+    assert len(fake.launches) == want_launches
+    assert all(name == cupy_kernels.CONCAT_KERNELS[np.dtype(dtype)] for name, _, _ in fake.launches)
+
+
 def test_eager_like_creation_stays_on_the_arrays_device(monkeypatch):
     """zeros_like/ones_like/full_like of a CuPy array, eagerly, give a CuPy array (stand-ins)."""
     from gpugraph.ops import core
