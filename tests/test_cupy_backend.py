@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 import warnings
 
 import numpy as np
@@ -25,11 +26,19 @@ X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
 class FakeEvent:
     ids = itertools.count()
 
-    def __init__(self, disable_timing: bool = False) -> None:
+    def __init__(self, disable_timing: bool = False, cuda: FakeCuda | None = None) -> None:
         self.id = next(self.ids)
         self.disable_timing = disable_timing
+        self.cuda = cuda
         self.stream: str | None = None  # where it was last recorded
         self.done = True  # kernels run at once here; a test sets False for work still queued
+        self.time = 0.0  # host clock at the last record (kernels run at once here)
+
+    def record(self, stream: FakeStream | None = None) -> None:
+        (stream or self.cuda.get_current_stream()).record(self)
+
+    def synchronize(self) -> None:
+        self.cuda.log.append(("event_sync", self.stream, self.id))
 
 
 class FakeStream:
@@ -37,9 +46,9 @@ class FakeStream:
         self.cuda, self.name = cuda, name
 
     def record(self, event: FakeEvent | None = None) -> FakeEvent:
-        ev = FakeEvent() if event is None else event
+        ev = FakeEvent(cuda=self.cuda) if event is None else event
         self.cuda.timing_events += not ev.disable_timing
-        ev.stream = self.name
+        ev.stream, ev.time = self.name, time.perf_counter()
         self.cuda.log.append(("record", self.name, ev.id))
         return ev
 
@@ -53,6 +62,9 @@ class FakeStream:
 
     def synchronize(self) -> None:
         self.cuda.log.append(("sync", self.name, None))
+        if self.name in self.cuda.in_capture:  # as CUDA: refused, and the capture is lost
+            self.cuda.invalidated = True
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported: synchronize while capturing")
 
     def __enter__(self) -> FakeStream:
         self.cuda.current.append(self)
@@ -129,7 +141,18 @@ class FakeCuda:
         return max(i for i, e in enumerate(self.log) if e[0] == kind)
 
     def Event(self, block: bool = False, disable_timing: bool = False) -> FakeEvent:  # noqa: N802
-        return FakeEvent(disable_timing)
+        return FakeEvent(disable_timing, self)
+
+    @staticmethod
+    def get_elapsed_time(start: FakeEvent, end: FakeEvent) -> float:
+        """Milliseconds between two records (host clock: kernels run at once here)."""
+        assert not (start.disable_timing or end.disable_timing), "events made without timing"
+        return (end.time - start.time) * 1e3
+
+    class runtime:  # noqa: N801 (cupy's name)
+        @staticmethod
+        def getDeviceProperties(device: int) -> dict:  # noqa: N802
+            return {"name": b"stand-in for cupy (NumPy)", "multiProcessorCount": 1}
 
     def Stream(self, non_blocking: bool = False) -> FakeStream:  # noqa: N802 (cupy's name)
         return FakeStream(self, f"s{next(self.names)}")
@@ -138,6 +161,9 @@ class FakeCuda:
         cuda = self
 
         class Device:
+            id = 0
+            attributes = {"MultiProcessorCount": 1}
+
             def synchronize(self) -> None:
                 cuda.device_syncs += 1
 
@@ -156,8 +182,14 @@ class FakeCuda:
 
 
 class FakeCupy:
+    __version__ = "stand-in"
+
     def __init__(self) -> None:
         self.cuda = FakeCuda()
+
+    @staticmethod
+    def fuse(fn):
+        return fn  # cupy.fuse compiles fn into one kernel; NumPy just runs it
 
     def __getattr__(self, name: str):
         return getattr(np, name)
