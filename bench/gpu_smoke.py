@@ -43,8 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gpugraph as gg  # noqa: E402
 from gpu_timing import device_time  # noqa: E402
+
+import gpugraph as gg  # noqa: E402
 from gpugraph.testing.races import branchy_function  # noqa: E402
 
 NO_GPU = 3  # exit status: no usable GPU, nothing ran
