@@ -131,11 +131,11 @@ run_step() {
 for step in "${steps[@]}"; do
   case "$step" in
     smoke) run_step smoke 150 python3 bench/gpu_smoke.py --json "$run_dir/smoke.json" ;;
-    gpu) run_step gpu 390 python3 -m pytest "${pytest_opts[@]}" -m gpu \
+    gpu) run_step gpu 360 python3 -m pytest "${pytest_opts[@]}" -m gpu \
       --junitxml="$run_dir/gpu-junit.xml" tests ;;
-    fusion) run_step fusion 330 python3 bench/bench_fusion.py ;;
-    memory) run_step memory 240 python3 bench/bench_memory.py ;;
-    streams) run_step streams 200 python3 bench/bench_streams.py ;;
+    fusion) run_step fusion 240 python3 bench/bench_fusion.py ;;
+    memory) run_step memory 200 python3 bench/bench_memory.py ;;
+    streams) run_step streams 150 python3 bench/bench_streams.py ;;
   esac
 done
 echo "gpu_check finished with status $status in $(($(date +%s) - start))s" | tee -a "$log"
