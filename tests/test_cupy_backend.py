@@ -58,6 +58,8 @@ class FakeStream:
             self.cuda.in_capture.add(self.name)
 
     def is_capturing(self) -> bool:
+        if self.name in self.cuda.broken:  # as CuPy for a stream left in a dead capture
+            raise RuntimeError("the capture sequence on this stream has been invalidated")
         return self.name in self.cuda.in_capture
 
     def synchronize(self) -> None:
@@ -206,6 +208,7 @@ class FakeCupyBackend(CupyBackend):
     def run_on(self, stream, fn) -> None:
         cuda = self.xp.cuda
         with stream:
+            assert stream.name not in cuda.broken, f"launch on {stream.name}, left in a capture"
             cuda.log.append(("kernel", cuda.get_current_stream().name, None))
             if cuda.capturing is not None:
                 if getattr(cuda, "refuse_capture", False):
@@ -324,6 +327,37 @@ def test_cuda_graph_capture_failure_falls_back_to_eager():
     # the side streams had joined the capture (they waited on its fork): the failed capture
     # joined them back before ending it, so none is left inside a dead capture
     assert not c.backend.xp.cuda.broken and not c.backend.xp.cuda.in_capture
+
+
+def test_side_streams_a_failed_capture_leaves_stuck_are_replaced(monkeypatch):
+    """If the cleanup cannot join a side stream back (CUDA can leave the streams of an
+    invalidated capture unqueryable), the ended capture leaves it unusable: later calls run on
+    a fresh stream instead."""
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn, cuda_graph=True)
+    c = j.lower(X)
+    cuda = c.backend.xp.cuda
+    cuda.refuse_capture = True
+
+    # the cleanup's query fails as for an invalidated capture, so nothing is joined back
+    def is_capturing(self) -> bool:
+        if self.cuda.capturing is not None:
+            raise RuntimeError("the capture sequence on this stream has been invalidated")
+        return self.name in self.cuda.broken
+
+    monkeypatch.setattr(FakeStream, "is_capturing", is_capturing)
+    try:
+        with pytest.warns(RuntimeWarning, match="capture failed"):
+            np.testing.assert_allclose(j(X), fn(X), rtol=1e-6)
+    finally:
+        cuda.refuse_capture = False
+    st = c.backend.state(c.executable)
+    assert cuda.broken and set(s.name for s in st.stuck) == cuda.broken
+    assert not cuda.broken & {s.name for s in c.executable.streams[1:]}
+    log = fresh_log(c)
+    for k in (2.0, -1.0):  # eager calls, on the fresh streams only (run_on asserts it)
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+    assert len(kernels_by_stream(log)) == c.schedule.num_streams
 
 
 def test_events_only_order_streams_so_they_are_recorded_without_timing():

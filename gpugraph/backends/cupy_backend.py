@@ -73,6 +73,7 @@ class _CallState:
     cursor: int = 0  # the next record site of this call
     side: list = field(default_factory=list)  # the Executable's side streams
     streams: list = field(default_factory=list)  # [caller, *side]; slot 0 set per call
+    stuck: list = field(default_factory=list)  # side streams a failed capture left unusable
 
 
 class CupyBackend(Backend):
@@ -272,16 +273,28 @@ class CupyBackend(Backend):
                     cap.end_capture()
                 except Exception:
                     pass
-                self._capture_failed(st, e)
+                self._capture_failed(ex, st, e)
                 return
             try:  # ends the capture even when it fails (e.g. it was invalidated)
                 st.graph = cap.end_capture()
             except Exception as e:
-                self._capture_failed(st, e)
+                self._capture_failed(ex, st, e)
                 return
         st.captures += 1
 
-    def _capture_failed(self, st: _CallState, e: Exception) -> None:
+    def _capture_failed(self, ex: Any, st: _CallState, e: Exception) -> None:
+        # A side stream the ended capture still holds (an invalidated capture can leave its
+        # joined streams so) would fail every later launch: it is replaced by a fresh one.
+        for i, s in enumerate(st.side):
+            try:
+                stuck = s.is_capturing()
+            except Exception:  # CuPy raises for a stream whose capture was invalidated
+                stuck = True
+            if stuck:
+                st.stuck.append(s)  # kept, not destroyed: destroying it could fail too
+                st.side[i] = st.streams[i + 1] = ex.streams[i + 1] = self.xp.cuda.Stream(
+                    non_blocking=True
+                )
         st.failed = f"{type(e).__name__}: {e}"
         warnings.warn(
             f"gpugraph: CUDA graph capture failed ({st.failed}); this signature runs "
