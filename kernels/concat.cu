@@ -34,16 +34,11 @@ __device__ void concat_one(T* __restrict__ out, long long outer, long long out_w
   for (unsigned j = 0; j < k; ++j) start += width[j];                                        \
   concat_one<T>(out, outer, out_width, start, src[k], width[k]);
 
+// gpugraph's dtypes (gpugraph/ops/core.py): float32, float64, int32, int64, bool
 // clang-format off
 extern "C" __global__ void gg_concat_f32(GG_CONCAT_PARAMS(float)) { GG_CONCAT_BODY(float) }
 extern "C" __global__ void gg_concat_f64(GG_CONCAT_PARAMS(double)) { GG_CONCAT_BODY(double) }
-extern "C" __global__ void gg_concat_i8(GG_CONCAT_PARAMS(signed char)) { GG_CONCAT_BODY(signed char) }
-extern "C" __global__ void gg_concat_u8(GG_CONCAT_PARAMS(unsigned char)) { GG_CONCAT_BODY(unsigned char) }
-extern "C" __global__ void gg_concat_i16(GG_CONCAT_PARAMS(short)) { GG_CONCAT_BODY(short) }
-extern "C" __global__ void gg_concat_u16(GG_CONCAT_PARAMS(unsigned short)) { GG_CONCAT_BODY(unsigned short) }
 extern "C" __global__ void gg_concat_i32(GG_CONCAT_PARAMS(int)) { GG_CONCAT_BODY(int) }
-extern "C" __global__ void gg_concat_u32(GG_CONCAT_PARAMS(unsigned int)) { GG_CONCAT_BODY(unsigned int) }
 extern "C" __global__ void gg_concat_i64(GG_CONCAT_PARAMS(long long)) { GG_CONCAT_BODY(long long) }
-extern "C" __global__ void gg_concat_u64(GG_CONCAT_PARAMS(unsigned long long)) { GG_CONCAT_BODY(unsigned long long) }
 extern "C" __global__ void gg_concat_bool(GG_CONCAT_PARAMS(bool)) { GG_CONCAT_BODY(bool) }
 // clang-format on
