@@ -21,7 +21,15 @@ from gpugraph.backends import cupy_kernels
 from gpugraph.backends.base import _backend, cupy_status
 from gpugraph.ops.registry import get_op
 from gpugraph.testing import emulate_kernel, emulator_available
-from tests.test_cupy_backend import CaptureStrictBackend  # noqa: F401 (registers the stand-in)
+
+# The stand-in lives in test_cupy_backend.py. Import it under the name pytest gives it (tests/
+# is on sys.path, there being no tests/__init__.py): as tests.test_cupy_backend it would be a
+# second copy whose classes re-register the stand-in backends, and monkeypatches of one copy's
+# classes would miss the other's instances.
+try:
+    import test_cupy_backend  # noqa: F401 (registers the stand-in backends)
+except ImportError:  # run from elsewhere, with the checkout on sys.path
+    from tests import test_cupy_backend  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
