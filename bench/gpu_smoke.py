@@ -230,7 +230,7 @@ class Smoke:
         cp = self.cp
         fn = branchy_function(4, 2)
         j = self.jit(fn, cuda_graph=cuda_graph, streams=4)
-        n = 1 << 22  # long enough that a missed wait reads unfinished values
+        n = min(1 << 22, self.n)  # long enough that a missed wait reads unfinished values
         x = rand(n // 64, 64) * 0.1
         ref = gg.jit(fn, backend="numpy")(x + 20)
         j(self.dev(x))  # compile (and capture) first
