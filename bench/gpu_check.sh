@@ -20,7 +20,8 @@
 #     (extract it in the checkout and commit bench/results/).
 #
 # Exit status: 0 every step passed; 1 a step failed or timed out; 3 no usable GPU (nothing ran).
-# `--pack-only` packs GPU_CHECK_RUN_DIR into $OUT and exits (the CPU tests use it).
+# For the CPU tests: `--pack-only` packs GPU_CHECK_RUN_DIR into $OUT and exits;
+# GPU_CHECK_DRY_RUN=1 skips the GPU check and prints each step's command instead of running it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -85,6 +86,7 @@ s = cupy_status()
 print(s.reason)
 sys.exit(0 if s.name == "cupy" else 3)' 2>&1)
 gpu_rc=$?
+[ -n "${GPU_CHECK_DRY_RUN:-}" ] && gpu_rc=0 && gpu_reason="dry run: no GPU check"
 if [ $gpu_rc -ne 0 ]; then
   echo "gpu_check: no usable GPU ($gpu_reason); nothing run" | tee -a "$log"
   pack
@@ -121,7 +123,9 @@ run_step() {
   echo "## $name (timeout ${budget}s) $(date -u +%T)" | tee -a "$log"
   local t0 rc
   t0=$(date +%s)
-  timeout -k 10 "$budget" "$@" 2>&1 | tee -a "$log"
+  local run=()
+  [ -n "${GPU_CHECK_DRY_RUN:-}" ] && run=(echo "dry run:")
+  timeout -k 10 "$budget" "${run[@]}" "$@" 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 124 ] && echo "## $name: TIMED OUT after ${budget}s" | tee -a "$log"
   echo "## $name: exit $rc in $(($(date +%s) - t0))s" | tee -a "$log"

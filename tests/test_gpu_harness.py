@@ -213,3 +213,40 @@ def test_float32_flush_to_zero_is_within_the_gpu_tolerances():
     smallest_normal = np.finfo(np.float32).tiny
     assert bench_module("gpu_smoke").ATOL > smallest_normal
     assert tol(np.float32)["atol"] > smallest_normal
+
+
+@pytest.mark.parametrize("deadline", [560, 0])
+def test_gpu_check_steps_dry_run(tmp_path, deadline):
+    """The step plumbing (timeouts, pytest options, the deadline, the status) with the
+    commands printed instead of run."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GPU_CHECK_RUN_DIR": str(tmp_path / "run"),
+        "GPU_CHECK_DRY_RUN": "1",
+        "GPU_CHECK_DEADLINE_S": str(deadline),
+    }
+    steps = ["smoke", "gpu", "fusion", "memory", "streams"]
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), *steps],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    log = (out / "gpu-check.log").read_text()
+    if deadline == 0:  # no time left: every step is skipped, and that is a failure
+        assert proc.returncode == 1, log
+        assert all(f"## {s}: skipped" in log for s in steps)
+        return
+    assert proc.returncode == 0, log
+    lines = log.splitlines()
+    for s in steps:
+        assert any(line.startswith(f"## {s} (timeout ") for line in lines), s
+        assert f"## {s}: exit 0" in log
+    (pytest_line,) = [line for line in lines if "dry run:" in line and "-m pytest" in line]
+    for opt in ("-m gpu", "-rfE", "--tb=short", "--junitxml="):
+        assert opt in pytest_line
+    assert "dry run: python3 bench/gpu_smoke.py --json" in log
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-check-results.tar.gz", "gpu-check.log"]
