@@ -95,6 +95,7 @@ if [ $gpu_rc -ne 0 ]; then
 fi
 {
   echo "$gpu_reason"
+  timeout 60 python3 -m gpugraph info
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
   python3 -c '
 import importlib
