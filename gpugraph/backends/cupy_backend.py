@@ -228,8 +228,9 @@ class CupyBackend(Backend):
         if st.graph is None:
             self.launch(ex, env, caller, st)  # warm-up: loads kernels; gives this call's results
             caller.synchronize()
-            self._capture(ex, dict(env), st)
-            st.events = st.eager_events  # "done" is an eager record site
+            eager_sites = st.cursor
+            self._capture(ex, dict(env), st)  # records into the capture's own events
+            st.events, st.cursor = st.eager_events, eager_sites  # "done": the next eager site
         else:
             st.graph.launch(stream=caller)
             st.replays += 1
