@@ -1,11 +1,19 @@
 """Elementwise fusion benchmark on float32: an 8-op chain, bias + GELU(tanh) + residual, and
 three sibling chains reading one input (one multi-output kernel: the input is read once).
 
-CPU: gpugraph (jit, numpy backend, fused and unfused) vs NumPy eager vs numexpr (if installed).
-GPU (when CuPy has a device): gpugraph (cupy backend) vs CuPy eager, cupy.fuse, torch eager and
-torch.compile (if importable), timed with CUDA events, plus achieved bandwidth over the measured
-device-to-device copy bandwidth; gpugraph with and without the kernels' vector path. Medians
-of repeats after warm-up; ratios = baseline / gpugraph.
+CPU: gpugraph (jit, numpy backend, fused and unfused) vs the strongest CPU peers installed:
+NumPy eager, NumPy with preallocated out= buffers, numexpr, jax.jit, torch eager and
+torch.compile (each optional; a missing one is listed as absent, with why). Wall and process-CPU
+medians, the impls taking turns within every repeat.
+
+GPU (when CuPy has a device): gpugraph (cupy backend, with and without the kernels' vector
+path, and unfused) vs CuPy eager, cupy.fuse, torch eager and torch.compile. Each impl is timed
+as N back-to-back calls between two CUDA events (bench/gpu_timing.py: the device time, not
+Python's), with the host's time per call reported beside it; plus the achieved bandwidth over
+a plain device-to-device copy's. The default size is 2^28 float32 elements (1 GiB an operand):
+at 2^24 an operand is 64 MB, about an H200's L2 cache, and repeated calls would partly hit it.
+
+Ratios = that row's median / gpugraph fused median (above 1: gpugraph is faster).
 
     python bench/bench_fusion.py [--size N] [--repeats K]
 writes bench/results/fusion-<device>-<date>.{md,json}
@@ -28,6 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_timing import device_time  # noqa: E402
+
 import gpugraph as gg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -77,17 +88,15 @@ NUMEXPR_CONSTANTS = {
 }
 
 
+def arg_shapes(name: str, n: int) -> list[tuple[int, ...]]:
+    cols = 4096 if n % 4096 == 0 else n
+    x = (n // cols, cols)
+    return [x, (cols,), x] if name == "bias_gelu_residual" else [x]
+
+
 def make_args(name: str, n: int, xp=np) -> list:
     rng = np.random.default_rng(0)
-    cols = 4096 if n % 4096 == 0 else n
-    x = rng.standard_normal((n // cols, cols), dtype=np.float32)
-    args = [x]
-    if name == "bias_gelu_residual":
-        args += [
-            rng.standard_normal(cols, dtype=np.float32),
-            rng.standard_normal(x.shape, dtype=np.float32),
-        ]
-    return [xp.asarray(a) for a in args]
+    return [xp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in arg_shapes(name, n)]
 
 
 # ---- timing -------------------------------------------------------------------------------
@@ -110,51 +119,124 @@ def time_cpu(impls: dict, args, repeats: int, warmup: int = 2) -> dict[str, tupl
     }
 
 
-def time_gpu(fn, args, repeats: int, warmup: int = 3) -> float:
-    import cupy
-
-    for _ in range(warmup):
-        fn(*args)
-    cupy.cuda.get_current_stream().synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        fn(*args)
-        stop.record()
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop))
-    return statistics.median(times)
-
-
 # ---- the two sides ------------------------------------------------------------------------
-def cpu_rows(n: int, repeats: int) -> list[dict]:
-    rows = []
+def numpy_out(name: str, args: list):
+    """The workload in NumPy with every step into preallocated buffers (out=): NumPy at its
+    best without fusion (no allocation, no temporaries beyond the buffers)."""
+    x = args[0]
+    buf = [np.empty_like(x) for _ in range(3)]
+    if name == "chain8":
+
+        def run(x):
+            t = buf[0]
+            np.multiply(x, 2.0, out=t)
+            np.add(t, 1.0, out=t)
+            np.tanh(t, out=t)
+            np.multiply(t, x, out=t)
+            np.subtract(t, 0.5, out=t)
+            np.maximum(t, 0.0, out=t)
+            np.multiply(t, t, out=t)
+            return np.add(t, x, out=t)
+
+    elif name == "bias_gelu_residual":
+
+        def run(x, b, r):
+            h, t = buf[0], buf[1]
+            np.add(x, b, out=h)
+            np.multiply(h, h, out=t)
+            np.multiply(t, h, out=t)
+            np.multiply(t, 0.044715, out=t)
+            np.add(t, h, out=t)
+            np.multiply(t, C, out=t)
+            np.tanh(t, out=t)
+            np.add(t, 1.0, out=t)
+            np.multiply(t, h, out=t)
+            np.multiply(t, 0.5, out=t)
+            return np.add(t, r, out=t)
+
+    else:  # siblings3
+
+        def run(x):
+            a, b, c = buf
+            np.negative(x, out=a)
+            np.exp(a, out=a)
+            np.add(a, 1.0, out=a)
+            np.divide(x, a, out=a)
+            np.tanh(x, out=b)
+            np.multiply(b, 0.5, out=b)
+            np.multiply(x, x, out=c)
+            np.negative(c, out=c)
+            return a, b, np.exp(c, out=c)
+
+    return run
+
+
+def cpu_peers(name: str, args: list, xp_fn, names: str, absent: dict) -> dict:
+    """The optional CPU peers of one workload: name -> callable(*args) returning host arrays.
+    A peer that cannot be imported or built is recorded in ``absent`` with why."""
+    peers = {}
     try:
         import numexpr
-    except ImportError:
-        numexpr = None
+
+        exprs = NUMEXPR[name]
+        peers[f"numexpr ({numexpr.nthreads} threads)"] = lambda *a, e=exprs, k=names: (
+            numexpr_evaluate(numexpr, e, {**dict(zip(k, a)), **NUMEXPR_CONSTANTS})
+        )
+    except ImportError as e:
+        absent["numexpr"] = str(e)
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        jitted = jax.jit(lambda *a, f=xp_fn: f(*a, jnp))
+        jargs = [jax.device_put(a) for a in args]  # on the device once, as our arrays are
+        peers["jax.jit"] = lambda *a, f=jitted, j=jargs: jax.block_until_ready(f(*j))
+    except ImportError as e:
+        absent["jax"] = str(e)
+    try:
+        import torch
+
+        targs = [torch.from_numpy(a) for a in args]
+        tns = TorchNS(torch)
+        fn = lambda *a, f=xp_fn, t=tns: f(*a, t)  # noqa: E731
+        peers[f"torch eager ({torch.get_num_threads()} threads)"] = lambda *a, t=targs: fn(*t)
+        compiled = torch.compile(fn)
+        peers["torch.compile"] = lambda *a, t=targs, c=compiled: c(*t)
+    except ImportError as e:
+        absent["torch"] = str(e)
+    return peers
+
+
+def cpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
+    rows, absent = [], {}
     for name, (gg_fn, xp_fn, names, _) in WORKLOADS.items():
         args = make_args(name, n)
         fused = gg.jit(gg_fn, backend="numpy")
         plain = gg.jit(gg_fn, backend="numpy", fuse=False)
         want = xp_fn(*args, np)
-        np.testing.assert_allclose(fused(*args), want, rtol=1e-4, atol=1e-5)
         impls = {
             "numpy eager": lambda *a, f=xp_fn: f(*a, np),
+            "numpy out= (preallocated)": numpy_out(name, args),
             "gpugraph numpy (fused)": fused,
             "gpugraph numpy (fuse=False)": plain,
+            **cpu_peers(name, args, xp_fn, names, absent),
         }
-        if numexpr is not None:
-            exprs = NUMEXPR[name]
-            impls[f"numexpr ({numexpr.nthreads} threads)"] = lambda *a, e=exprs, k=names: (
-                numexpr_evaluate(numexpr, e, {**dict(zip(k, a)), **NUMEXPR_CONSTANTS})
-            )
-            got = impls[f"numexpr ({numexpr.nthreads} threads)"](*args)
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        for impl, fn in list(impls.items()):
+            try:  # every impl computes the same numbers (and is compiled/warmed here)
+                got = fn(*args)
+                got = tuple(map(host, got)) if isinstance(got, tuple) else host(got)
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+            except Exception as e:  # noqa: BLE001 - a peer's toolchain may be missing
+                absent[f"{impl} ({name})"] = f"{type(e).__name__}: {str(e)[:300]}"
+                del impls[impl]
         for impl, (ms, cpu_ms) in time_cpu(impls, args, repeats).items():
             rows.append({"workload": name, "impl": impl, "ms": ms, "cpu_ms": cpu_ms})
-    return rows
+    return rows, {"absent": absent}
+
+
+def host(a):
+    """An array of any peer (NumPy, JAX, torch) as NumPy."""
+    return a.numpy() if hasattr(a, "numpy") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def numexpr_evaluate(numexpr, exprs: str | tuple[str, ...], names: dict):
@@ -163,13 +245,16 @@ def numexpr_evaluate(numexpr, exprs: str | tuple[str, ...], names: dict):
     return numexpr.evaluate(exprs, local_dict=names)
 
 
+CHECKED = 1 << 20  # elements of each result compared with the reference (a 2^28 one is slow)
+
+
 def to_host(result, torch_tensor: bool):
-    """A workload's result (an array or a tuple of arrays) as NumPy."""
-    if not torch_tensor:
-        return gg.asnumpy(result)
+    """The first CHECKED elements of a workload's result (an array or a tuple), as NumPy."""
     if isinstance(result, tuple):
-        return tuple(r.cpu().numpy() for r in result)
-    return result.cpu().numpy()
+        return tuple(to_host(r, torch_tensor) for r in result)
+    if torch_tensor:
+        return result.reshape(-1)[:CHECKED].cpu().numpy()
+    return gg.asnumpy(result.reshape(-1)[:CHECKED])
 
 
 class TorchNS:  # torch spelled like the xp functions the workloads use
@@ -178,32 +263,38 @@ class TorchNS:  # torch spelled like the xp functions the workloads use
         self.maximum = lambda a, b: torch.clamp_min(a, b)
 
 
-def gpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
-    import cupy
-
+def gpu_rows(
+    n: int, repeats: int, cp=None, backend: str = "cupy", calls: int = 20
+) -> tuple[list[dict], dict]:
+    """``cp``: the cupy module (the tests pass a NumPy-backed stand-in with ``backend``)."""
+    if cp is None:
+        import cupy as cp
     rows = []
-    x = cupy.empty(n, np.float32)
-    y = cupy.empty_like(x)
-    copy_ms = time_gpu(lambda: cupy.copyto(y, x), [], repeats)
-    copy_gbs = 2 * x.nbytes / copy_ms / 1e6
+    x = cp.empty(n, np.float32)
+    y = cp.empty_like(x)
+    copy = device_time(cp, lambda: cp.copyto(y, x), calls, repeats)
+    copy_gbs = 2 * x.nbytes / copy.device_ms / 1e6
+    x = y = None  # the copy's 2 GiB back to the pool before the workloads
     try:
         import torch
+
+        cuda_torch = torch.cuda.is_available()
     except ImportError:
-        torch = None
+        torch, cuda_torch = None, False
     for name, (gg_fn, xp_fn, _, n_arrays) in WORKLOADS.items():
-        args = make_args(name, n, cupy)
-        want = to_host(xp_fn(*args, cupy), False)
+        args = make_args(name, n, cp)
+        want = to_host(xp_fn(*args, cp), False)
         impls = {
-            "cupy eager": lambda *a, f=xp_fn: f(*a, cupy),
-            "cupy.fuse": cupy.fuse(lambda *a, f=xp_fn: f(*a, cupy)),
-            "gpugraph cupy (fused)": gg.jit(gg_fn, backend="cupy"),
+            "cupy eager": lambda *a, f=xp_fn: f(*a, cp),
+            "cupy.fuse": cp.fuse(lambda *a, f=xp_fn: f(*a, cp)),
+            "gpugraph cupy (fused)": gg.jit(gg_fn, backend=backend),
             "gpugraph cupy (fused, vectorize=False)": gg.jit(
-                gg_fn, backend="cupy", vectorize=False
+                gg_fn, backend=backend, vectorize=False
             ),
-            "gpugraph cupy (fuse=False)": gg.jit(gg_fn, backend="cupy", fuse=False),
+            "gpugraph cupy (fuse=False)": gg.jit(gg_fn, backend=backend, fuse=False),
         }
         targs = []
-        if torch is not None and torch.cuda.is_available():
+        if cuda_torch:  # torch's default stream is the legacy one, as CuPy's current stream
             targs = [torch.as_tensor(a, device="cuda") for a in args]
             tns = TorchNS(torch)
             impls["torch eager"] = lambda *a, f=xp_fn, t=tns: f(*a, t)
@@ -214,14 +305,24 @@ def gpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
             try:
                 got = to_host(fn(*a), impl.startswith("torch"))
                 np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
-                ms = time_gpu(fn, a, repeats)
+                t = device_time(cp, lambda fn=fn, a=a: fn(*a), calls, repeats)
             except Exception as e:  # noqa: BLE001 - a missing toolchain must not stop the run
                 print(f"{name}: {impl} failed: {type(e).__name__}: {e}", file=sys.stderr)
                 continue
-            gbs = moved / ms / 1e6
-            row = {"workload": name, "impl": impl, "ms": ms, "GB/s": gbs}
-            rows.append({**row, "of_copy_bw": gbs / copy_gbs})
-    return rows, {"copy_GB/s": copy_gbs}
+            gbs = moved / t.device_ms / 1e6
+            rows.append(
+                {
+                    "workload": name,
+                    "impl": impl,
+                    "ms": t.device_ms,
+                    "host_us_per_call": t.host_us,
+                    "host_bound": t.host_bound(),
+                    "GB/s": gbs,
+                    "of_copy_bw": gbs / copy_gbs,
+                }
+            )
+        del args, targs
+    return rows, {"copy_GB/s": copy_gbs, "calls_per_timing": calls}
 
 
 # ---- reporting ----------------------------------------------------------------------------
@@ -243,7 +344,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     cols = ["workload", "impl", "ms", "speedup_of_gpugraph"] + (
-        ["GB/s", "of_copy_bw"]
+        ["host_us_per_call", "GB/s", "of_copy_bw"]
         if any("GB/s" in r for r in rows)
         else ["cpu_ms", "cpu_speedup_of_gpugraph"]
     )
@@ -252,8 +353,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"size {meta['size']} float32 elements, median of {meta['repeats']} repeats; "
         "speedup_of_gpugraph = that row's median / gpugraph fused median "
-        "(cpu_ = process CPU time instead of wall time). "
-        f"Load average at start/end: {meta.get('load', 'n/a')}.",
+        "(cpu_ = process CPU time instead of wall time; GPU ms = device time per call of "
+        "back-to-back calls between two CUDA events, host_us_per_call = the host's time to "
+        "enqueue one). "
+        f"Load average at start/end: {meta.get('load', 'n/a')}. "
+        f"Absent peers: {meta.get('absent') or 'none'}.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -278,9 +382,9 @@ def memory_report(n: int) -> dict:
     """Arena, naive and lower-bound bytes of each workload's plan, fused and unfused."""
     report = {}
     for name, (gg_fn, *_rest) in WORKLOADS.items():
-        args = make_args(name, n)
+        specs = [gg.ShapeDtype(s, np.float32) for s in arg_shapes(name, n)]  # no data needed
         for fuse in (True, False):
-            m = gg.jit(gg_fn, backend="numpy", fuse=fuse).lower(*args).memory
+            m = gg.jit(gg_fn, backend="numpy", fuse=fuse).lower(*specs).memory
             report[f"{name} fuse={fuse}"] = {
                 "arena_bytes": m.arena_bytes,
                 "naive_bytes": m.naive_bytes,
@@ -302,7 +406,7 @@ def versions() -> dict:
         "numpy": np.__version__,
         "gpugraph": gg.__version__,
     }
-    for mod in ("numexpr", "cupy", "torch"):
+    for mod in ("numexpr", "jax", "cupy", "torch"):
         try:
             found[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
@@ -312,11 +416,13 @@ def versions() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=16 * 2**20)
+    ap.add_argument("--size", type=int, help="elements (default: 2^28 on a GPU, 2^24 on the CPU)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-write", action="store_true", help="print only")
     opts = ap.parse_args()
     backend = gg.default_backend()
+    if opts.size is None:
+        opts.size = 2**28 if backend.name == "cupy" else 2**24
     load_before = _load()
     meta = {
         "date": datetime.date.today().isoformat(),
@@ -336,7 +442,8 @@ def main() -> None:
         meta.update(extra)
     else:
         meta["device"] = f"cpu {platform.processor() or platform.machine()}"
-        rows = cpu_rows(opts.size, opts.repeats)
+        rows, extra = cpu_rows(opts.size, opts.repeats)
+        meta.update(extra)
     meta["load"] = f"{load_before} / {_load()}"
     add_ratios(rows)
     meta["memory"] = memory_report(opts.size)

@@ -2,11 +2,13 @@
 
     python bench/bench_streams.py [--branches 8] [--depth 8] [--sizes 64,512] [--streams 4]
 
-On a GPU it times, per call and per node (launch), with CUDA events on the caller's stream:
-gpugraph with 1 stream vs K streams, CUDA graph replay off vs on, against CuPy eager and torch
-eager (when installed). Fusion is off so that every op is its own kernel: this measures launch
-overhead and stream concurrency, not fusion. Goals (issue 7): >= 1.3x from several streams;
-<= 3 us per node with CUDA graph replay.
+On a GPU it times, per call and per node (launch), N back-to-back calls between two CUDA
+events on the caller's stream (bench/gpu_timing.py), and reports the host's time per call
+beside the device's: gpugraph with 1 stream vs K streams, CUDA graph replay off vs on, against
+CuPy eager and torch eager (when installed). When host time per call >= device time per call
+the device waited on Python. Fusion is off so that every op is its own kernel: this
+measures launch overhead and stream concurrency, not fusion. Goals (issue 7): >= 1.3x from
+several streams; <= 3 us per node with CUDA graph replay.
 
 Without a GPU it says so and times the NumPy path only (one implicit stream: the numbers show
 the per-node cost of the Python launch loop, nothing about streams).
@@ -29,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_timing import device_time  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
 from gpugraph.backends.base import default_backend  # noqa: E402
@@ -60,31 +65,18 @@ def torch_branchy(branches: int, depth: int):
     return native_branchy(branches, depth, {**unary, "negative": torch.neg}, torch.cat)
 
 
-def cupy_branchy(branches: int, depth: int):
-    import cupy
-
+def cupy_branchy(branches: int, depth: int, cupy):
     unary = {n: getattr(cupy, n) for n in ("tanh", "sin", "cos", "negative")}
     unary["relu"] = lambda y: cupy.maximum(y, 0)
     unary["sigmoid"] = lambda y: 1 / (1 + cupy.exp(-y))
     return native_branchy(branches, depth, unary, cupy.concatenate)
 
 
-def gpu_timer(cupy, fn, warmup: int, reps: int) -> float:
-    """Median microseconds per call, timed with CUDA events on the current stream."""
-    for _ in range(warmup):
-        fn()
-    stream = cupy.cuda.get_current_stream()
-    stream.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        for _ in range(10):
-            fn()
-        end.record(stream)
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end) * 1e3 / 10)
-    return statistics.median(times)
+def gpu_timer(cupy, fn, warmup: int, reps: int, calls: int = 10) -> tuple[float, float]:
+    """(device us per call, host us per call) over ``calls`` back-to-back calls, median of
+    ``reps``."""
+    t = device_time(cupy, fn, calls=calls, repeats=reps, warmup=warmup)
+    return t.device_ms * 1e3, t.host_us
 
 
 def cpu_timer(fn, warmup: int, reps: int) -> float:
@@ -103,44 +95,58 @@ def n_launches(compiled) -> int:
     return sum(1 for la in compiled.executable.launches if la.runner is not None)
 
 
-def bench_gpu(args) -> tuple[str, list[dict]]:
-    import cupy
-
-    props = cupy.cuda.runtime.getDeviceProperties(0)
+def bench_gpu(args, cp=None, backend: str = "cupy") -> tuple[str, list[dict]]:
+    """``cp``: the cupy module (the tests pass a NumPy-backed stand-in with ``backend``)."""
+    if cp is None:
+        import cupy as cp
+    props = cp.cuda.runtime.getDeviceProperties(0)
     device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     rows = []
     fn = branchy_function(args.branches, args.depth)
     for n in args.sizes:
         x_host = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-        x = cupy.asarray(x_host)
+        x = cp.asarray(x_host)
         base = None
         for streams in (1, args.streams):
             for graph in (False, True):
-                j = gg.jit(fn, backend="cupy", fuse=False, streams=streams, cuda_graph=graph)
+                j = gg.jit(fn, backend=backend, fuse=False, streams=streams, cuda_graph=graph)
                 c = j.lower(x)
-                us = gpu_timer(cupy, lambda j=j, x=x: j(x), args.warmup, args.reps)
+                us, host = gpu_timer(cp, lambda j=j, x=x: j(x), args.warmup, args.reps)
                 launches = n_launches(c)
                 base = base or us
                 streams_used = c.schedule.num_streams
-                rows.append(timing_row(n, "gpugraph", streams_used, graph, us, launches, base))
-        cfn = cupy_branchy(args.branches, args.depth)
-        us = gpu_timer(cupy, lambda f=cfn, x=x: f(x), args.warmup, args.reps)
-        rows.append(timing_row(n, "cupy eager", 1, False, us, launches, base))
-        us = gpu_timer(cupy, lambda x=x: fn(x), args.warmup, args.reps)
-        rows.append(timing_row(n, "gpugraph eager (CuPy arrays)", 1, False, us, launches, base))
+                rows.append(
+                    timing_row(n, "gpugraph", streams_used, graph, us, launches, base, host)
+                )
+        cfn = cupy_branchy(args.branches, args.depth, cp)
+        us, host = gpu_timer(cp, lambda f=cfn, x=x: f(x), args.warmup, args.reps)
+        rows.append(timing_row(n, "cupy eager", 1, False, us, launches, base, host))
+        us, host = gpu_timer(cp, lambda x=x: fn(x), args.warmup, args.reps)
+        rows.append(
+            timing_row(n, "gpugraph eager (CuPy arrays)", 1, False, us, launches, base, host)
+        )
         try:
             import torch
 
+            if not torch.cuda.is_available():
+                raise RuntimeError("torch sees no CUDA device")
             tfn, tx = torch_branchy(args.branches, args.depth), torch.as_tensor(x_host).cuda()
-            us = gpu_timer(cupy, lambda f=tfn, t=tx: f(t), args.warmup, args.reps)
-            rows.append(timing_row(n, "torch eager", 1, False, us, launches, base))
+            us, host = gpu_timer(cp, lambda f=tfn, t=tx: f(t), args.warmup, args.reps)
+            rows.append(timing_row(n, "torch eager", 1, False, us, launches, base, host))
         except Exception as e:  # torch missing, or without CUDA
             rows.append(dict(size=n, impl="torch eager", skipped=f"{type(e).__name__}: {e}"))
     return device, rows
 
 
 def timing_row(
-    size: int, impl: str, streams: int, cuda_graph: bool, us: float, nodes: int, base: float
+    size: int,
+    impl: str,
+    streams: int,
+    cuda_graph: bool,
+    us: float,
+    nodes: int,
+    base: float,
+    host_us: float | None = None,
 ) -> dict:
     """One result row; ``nodes`` is gpugraph's launch count for the graph (the per-node cost of
     every impl is over the same count), ``base`` gpugraph's 1-stream time."""
@@ -153,6 +159,7 @@ def timing_row(
         nodes=nodes,
         us_per_node=us / nodes,
         speedup_vs_gg_1stream=base / us,
+        host_us_per_call=us if host_us is None else host_us,
     )
 
 
@@ -186,6 +193,7 @@ def bench_cpu(args) -> tuple[str, list[dict]]:
                 nodes=rows[-1]["nodes"],
                 us_per_node=us / rows[-1]["nodes"],
                 speedup_vs_gg_1stream=base / us,
+                host_us_per_call=us,
             )
         )
     return f"cpu-{platform.processor() or platform.machine()}", rows
@@ -225,6 +233,7 @@ def write(device: str, rows: list[dict], args, note: str) -> Path:
         "nodes",
         "us_per_node",
         "speedup_vs_gg_1stream",
+        "host_us_per_call",
     ]
     lines = [
         f"# bench_streams on {device}, {date}",
@@ -249,7 +258,7 @@ def write(device: str, rows: list[dict], args, note: str) -> Path:
     return stem
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--branches", type=int, default=8)
     p.add_argument("--depth", type=int, default=8)
@@ -258,12 +267,18 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--no-save", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     gpu = default_backend().name == "cupy"
     device, rows = bench_gpu(args) if gpu else bench_cpu(args)
     note = (
-        "Timed with CUDA events on the caller's stream; median of reps x 10 calls."
+        "Device time: 10 back-to-back calls between two CUDA events on the caller's stream, "
+        "median of reps; host_us_per_call: the host's time to enqueue one call."
         if gpu
         else "NO GPU: NumPy path only (one implicit stream; the streams column only changes "
         "the plan, nothing runs concurrently). Wall-clock medians; shared, noisy CPU."

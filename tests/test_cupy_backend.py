@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 import warnings
 
 import numpy as np
@@ -25,10 +26,19 @@ X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
 class FakeEvent:
     ids = itertools.count()
 
-    def __init__(self, disable_timing: bool = False) -> None:
+    def __init__(self, disable_timing: bool = False, cuda: FakeCuda | None = None) -> None:
         self.id = next(self.ids)
         self.disable_timing = disable_timing
+        self.cuda = cuda
         self.stream: str | None = None  # where it was last recorded
+        self.done = True  # kernels run at once here; a test sets False for work still queued
+        self.time = 0.0  # host clock at the last record (kernels run at once here)
+
+    def record(self, stream: FakeStream | None = None) -> None:
+        (stream or self.cuda.get_current_stream()).record(self)
+
+    def synchronize(self) -> None:
+        self.cuda.log.append(("event_sync", self.stream, self.id))
 
 
 class FakeStream:
@@ -36,9 +46,9 @@ class FakeStream:
         self.cuda, self.name = cuda, name
 
     def record(self, event: FakeEvent | None = None) -> FakeEvent:
-        ev = FakeEvent() if event is None else event
+        ev = FakeEvent(cuda=self.cuda) if event is None else event
         self.cuda.timing_events += not ev.disable_timing
-        ev.stream = self.name
+        ev.stream, ev.time = self.name, time.perf_counter()
         self.cuda.log.append(("record", self.name, ev.id))
         return ev
 
@@ -48,10 +58,15 @@ class FakeStream:
             self.cuda.in_capture.add(self.name)
 
     def is_capturing(self) -> bool:
+        if self.name in self.cuda.broken:  # as CuPy for a stream left in a dead capture
+            raise RuntimeError("the capture sequence on this stream has been invalidated")
         return self.name in self.cuda.in_capture
 
     def synchronize(self) -> None:
         self.cuda.log.append(("sync", self.name, None))
+        if self.name in self.cuda.in_capture:  # as CUDA: refused, and the capture is lost
+            self.cuda.invalidated = True
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported: synchronize while capturing")
 
     def __enter__(self) -> FakeStream:
         self.cuda.current.append(self)
@@ -87,6 +102,9 @@ class FakeStream:
         self.cuda.capturing = None
         self.cuda.in_capture = set()
         self.cuda.log.append(("end_capture", self.name, None))
+        if self.cuda.invalidated:  # as CUDA: something not capturable ran during the capture
+            self.cuda.invalidated = False
+            raise RuntimeError("cudaErrorStreamCaptureInvalidated")
         if unjoined:
             self.cuda.broken |= unjoined
             raise RuntimeError(f"cudaErrorStreamCaptureUnjoined: {sorted(unjoined)}")
@@ -113,12 +131,30 @@ class FakeCuda:
         self.broken: set[str] = set()  # streams a failed capture left unusable
         self.timing_events = 0  # events recorded with timing on (slower to record and wait)
         self.device_syncs = 0
+        self.invalidated = False  # the running capture met an operation it cannot hold
+
+    def free(self, what: str) -> None:
+        """cudaFree: synchronizes the device, so a capture in progress is invalidated."""
+        self.log.append(("free", what, None))
+        if self.capturing is not None:
+            self.invalidated = True
 
     def log_index(self, kind: str) -> int:
         return max(i for i, e in enumerate(self.log) if e[0] == kind)
 
     def Event(self, block: bool = False, disable_timing: bool = False) -> FakeEvent:  # noqa: N802
-        return FakeEvent(disable_timing)
+        return FakeEvent(disable_timing, self)
+
+    @staticmethod
+    def get_elapsed_time(start: FakeEvent, end: FakeEvent) -> float:
+        """Milliseconds between two records (host clock: kernels run at once here)."""
+        assert not (start.disable_timing or end.disable_timing), "events made without timing"
+        return (end.time - start.time) * 1e3
+
+    class runtime:  # noqa: N801 (cupy's name)
+        @staticmethod
+        def getDeviceProperties(device: int) -> dict:  # noqa: N802
+            return {"name": b"stand-in for cupy (NumPy)", "multiProcessorCount": 1}
 
     def Stream(self, non_blocking: bool = False) -> FakeStream:  # noqa: N802 (cupy's name)
         return FakeStream(self, f"s{next(self.names)}")
@@ -127,6 +163,9 @@ class FakeCuda:
         cuda = self
 
         class Device:
+            id = 0
+            attributes = {"MultiProcessorCount": 1}
+
             def synchronize(self) -> None:
                 cuda.device_syncs += 1
 
@@ -145,8 +184,14 @@ class FakeCuda:
 
 
 class FakeCupy:
+    __version__ = "stand-in"
+
     def __init__(self) -> None:
         self.cuda = FakeCuda()
+
+    @staticmethod
+    def fuse(fn):
+        return fn  # cupy.fuse compiles fn into one kernel; NumPy just runs it
 
     def __getattr__(self, name: str):
         return getattr(np, name)
@@ -163,6 +208,7 @@ class FakeCupyBackend(CupyBackend):
     def run_on(self, stream, fn) -> None:
         cuda = self.xp.cuda
         with stream:
+            assert stream.name not in cuda.broken, f"launch on {stream.name}, left in a capture"
             cuda.log.append(("kernel", cuda.get_current_stream().name, None))
             if cuda.capturing is not None:
                 if getattr(cuda, "refuse_capture", False):
@@ -283,6 +329,37 @@ def test_cuda_graph_capture_failure_falls_back_to_eager():
     assert not c.backend.xp.cuda.broken and not c.backend.xp.cuda.in_capture
 
 
+def test_side_streams_a_failed_capture_leaves_stuck_are_replaced(monkeypatch):
+    """If the cleanup cannot join a side stream back (CUDA can leave the streams of an
+    invalidated capture unqueryable), the ended capture leaves it unusable: later calls run on
+    a fresh stream instead."""
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn, cuda_graph=True)
+    c = j.lower(X)
+    cuda = c.backend.xp.cuda
+    cuda.refuse_capture = True
+
+    # the cleanup's query fails as for an invalidated capture, so nothing is joined back
+    def is_capturing(self) -> bool:
+        if self.cuda.capturing is not None:
+            raise RuntimeError("the capture sequence on this stream has been invalidated")
+        return self.name in self.cuda.broken
+
+    monkeypatch.setattr(FakeStream, "is_capturing", is_capturing)
+    try:
+        with pytest.warns(RuntimeWarning, match="capture failed"):
+            np.testing.assert_allclose(j(X), fn(X), rtol=1e-6)
+    finally:
+        cuda.refuse_capture = False
+    st = c.backend.state(c.executable)
+    assert cuda.broken and set(s.name for s in st.stuck) == cuda.broken
+    assert not cuda.broken & {s.name for s in c.executable.streams[1:]}
+    log = fresh_log(c)
+    for k in (2.0, -1.0):  # eager calls, on the fresh streams only (run_on asserts it)
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+    assert len(kernels_by_stream(log)) == c.schedule.num_streams
+
+
 def test_events_only_order_streams_so_they_are_recorded_without_timing():
     fn = branchy_function(4, 2)
     for cuda_graph in (False, True):
@@ -291,6 +368,112 @@ def test_events_only_order_streams_so_they_are_recorded_without_timing():
         for _ in range(2):
             j(X)
         assert c.backend.xp.cuda.timing_events == 0
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_events_are_made_once_per_record_site(cuda_graph):
+    fn = branchy_function(4, 2)
+    j = fake_jit(fn, cuda_graph=cuda_graph)
+    c = j.lower(X)
+    j(X)  # the first call makes the events (and, with cuda_graph, captures)
+    made = next(FakeEvent.ids)
+    sites = []
+    for k in range(3):
+        log = fresh_log(c)
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+        sites.append([ev for kind, _, ev in log if kind == "record"])
+    assert next(FakeEvent.ids) == made + 1  # the three calls made no event
+    assert sites[0] == sites[1] == sites[2]  # each site re-records its own event
+    assert len(set(sites[0])) == len(sites[0])  # and no two sites of a call share one
+    if not cuda_graph:
+        assert len(sites[0]) >= c.schedule.num_streams  # fork, joins and done at least
+
+
+class DeviceBuffer:
+    """Garbage in a reference cycle whose finalizer frees device memory, as a CuPy array held
+    by a cycle does when the collector breaks it."""
+
+    def __init__(self, cuda: FakeCuda, name: str) -> None:
+        self.cuda, self.name, self.cycle = cuda, name, self
+
+    def __del__(self) -> None:
+        self.cuda.free(self.name)
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_collection_during_capture_cannot_invalidate_it(monkeypatch, guarded):
+    """Garbage waits before the call and more is made during capture, with the collector set
+    to run at nearly every allocation. Collected before capture and not during it, nothing is
+    freed mid-capture; with the guard removed (planted bug) the capture is invalidated."""
+    import gc
+
+    from gpugraph.backends import cupy_backend
+
+    if not guarded:
+        no_guard = {"collect": lambda: 0, "disable": lambda: None, "enable": lambda: None}
+        monkeypatch.setattr(
+            cupy_backend, "gc", type("NoGuard", (), {**no_guard, "isenabled": gc.isenabled})
+        )
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn, cuda_graph=True)
+    c = j.lower(X)
+    cuda = c.backend.xp.cuda
+    real_run_on = c.backend.run_on
+
+    def run_on(stream, body):
+        if cuda.capturing is not None:
+            DeviceBuffer(cuda, "during")
+            _ = [[] for _ in range(50)]  # allocations: a chance for the collector to run
+        real_run_on(stream, body)
+
+    monkeypatch.setattr(c.backend, "run_on", run_on)
+    log = fresh_log(c)
+    DeviceBuffer(cuda, "before")
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = j(X)
+        gc.collect()
+    finally:
+        gc.set_threshold(*threshold)
+    st = c.backend.state(c.executable)
+    if not guarded:
+        assert "CaptureInvalidated" in st.failed and st.graph is None
+        assert any("capture failed" in str(w.message) for w in caught)
+        return
+    assert not caught and not st.failed and st.captures == 1
+    begin, end = cuda.log_index("begin_capture"), cuda.log_index("end_capture")
+    frees = {name: i for i, (kind, name, _) in enumerate(log) if kind == "free"}
+    assert frees["before"] < begin and frees["during"] > end
+    np.testing.assert_allclose(first, fn(X), rtol=1e-6)
+    for k in (2.0, -1.0):  # and the graph replays correctly
+        np.testing.assert_allclose(j(X * k), fn(X * k), rtol=1e-6)
+    assert st.replays == 2
+
+
+def test_a_dropped_executables_arena_outlives_its_last_call():
+    import gc
+    import weakref
+
+    fn = branchy_function(3, 2)
+    j = fake_jit(fn)
+    c = j.lower(X)
+    j(X)
+    backend = c.backend
+    st = backend.state(c.executable)
+    st.done.done = False  # the last call is still running on the device
+    arena = weakref.ref(c.executable.arena)
+    const = [weakref.ref(a) for v, a in c.executable.fixed.items() if v.node.op == "constant"]
+    del j, c, st
+    gc.collect()
+    assert arena() is not None and all(r() is not None for r in const)
+    assert backend.release_finished() == 1  # parked, not freed
+    backend._parked[0][0].done = True  # the call finished
+    assert backend.release_finished() == 0
+    gc.collect()
+    assert arena() is None and all(r() is None for r in const)
 
 
 class CaptureStrictCupy(FakeCupy):
@@ -457,6 +640,50 @@ def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
     ((name, grid, block),) = fake.launches
     assert name == cupy_kernels.TAKE_GRAD_KERNELS[np.dtype(dtype)] and block == (256,)
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize(
+    "dtype,axis,widths",
+    [
+        ("float32", 1, [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]),  # more than 8: one launch, no table
+        ("int64", 0, [2, 0, 3]),  # an empty input
+        ("bool", 2, [1] * 20),  # more than 16: two launches
+    ],
+)
+def test_concatenate_runner_on_the_emulator(monkeypatch, dtype, axis, widths):
+    """concatenate on CuPy is one hand-written kernel per 16 inputs (kernels/concat.cu)."""
+    import sys
+
+    from gpugraph.backends import cupy_kernels
+    from gpugraph.ir import GraphBuilder, TensorType
+    from gpugraph.testing import emulator_available
+
+    if not emulator_available():
+        pytest.skip("g++ not found (kernel emulator)")
+    rng = np.random.default_rng(1)
+    base = [2, 3, 2]
+    arrays = []
+    for w in widths:
+        shape = base[:axis] + [w] + base[axis + 1 :]
+        arrays.append((rng.standard_normal(shape) * 10).astype(dtype))
+    b = GraphBuilder()
+    ins = [b.add_input(TensorType(a.shape, dtype)) for a in arrays]
+    out_shape = base[:axis] + [sum(widths)] + base[axis + 1 :]
+    node = b.add_node("concatenate", ins, {"axis": axis}, [TensorType(out_shape, dtype)])
+    fake = EmulatedRawKernelCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cupy_kernels._raw_kernel.cache_clear()
+    try:
+        run = cupy_kernels.prepare_concatenate(node, type("B", (), {"xp": fake})())
+        out = np.zeros(out_shape, dtype)
+        run(arrays, [out])
+    finally:
+        cupy_kernels._raw_kernel.cache_clear()
+    np.testing.assert_array_equal(out, np.concatenate(arrays, axis=axis))
+    want_launches = -(-len(widths) // cupy_kernels.CONCAT_BATCH)
+    assert len(fake.launches) == want_launches
+    assert all(name == cupy_kernels.CONCAT_KERNELS[np.dtype(dtype)] for name, _, _ in fake.launches)
 
 
 def test_eager_like_creation_stays_on_the_arrays_device(monkeypatch):
