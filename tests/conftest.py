@@ -5,9 +5,15 @@
 * Every kernel the codegen makes and every compiled graph is recorded; the tests marked
   ``after_all_tests`` (the NVRTC and race sweeps in test_sweeps.py) run last, when the record
   is complete.
+* The ``progress`` fixture prints a line to the terminal, even under ``-q`` and output capture,
+  at most every few seconds: the sweeps run for minutes on a loaded machine.
 """
 
 import os
+import sys
+import time
+
+import pytest
 
 os.environ.setdefault("GPUGRAPH_BACKEND", "numpy")
 
@@ -22,3 +28,33 @@ COMPILED_OBSERVERS.append(record_compiled)
 def pytest_collection_modifyitems(items):
     last = [item for item in items if item.get_closest_marker("after_all_tests")]
     items[:] = [item for item in items if item not in last] + last
+
+
+PROGRESS_EVERY = 5.0  # seconds between two progress lines of one test
+
+
+class Progress:
+    def __init__(self, config: pytest.Config, what: str, every: float = PROGRESS_EVERY):
+        self.config, self.what, self.every = config, what, every
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, message: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        line = f"[{self.what} {now - self.start:5.0f} s] {message}"
+        plugins = self.config.pluginmanager
+        reporter = plugins.getplugin("terminalreporter")
+        capture = plugins.getplugin("capturemanager")
+        if reporter is None or capture is None:  # e.g. -p no:terminal
+            print(line, file=sys.__stderr__, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
+@pytest.fixture
+def progress(request: pytest.FixtureRequest) -> Progress:
+    """``progress(message, force=False)``: a progress line for this test (rate-limited)."""
+    return Progress(request.config, request.node.name)

@@ -10,6 +10,7 @@ from gpugraph.testing.emulator import (
 )
 from gpugraph.testing.nvrtc import (
     KernelCompileError,
+    check_compiles,
     compile_ptx,
     nvrtc_available,
     nvrtc_unavailable_reason,
@@ -22,6 +23,7 @@ __all__ = [
     "EmulatedKernel",
     "KernelCompileError",
     "KernelRuntimeError",
+    "check_compiles",
     "compile_ptx",
     "emulate_kernel",
     "emulator_available",
