@@ -5,6 +5,10 @@
 * Every kernel the codegen makes and every compiled graph is recorded; the tests marked
   ``after_all_tests`` (the NVRTC and race sweeps in test_sweeps.py) run last, when the record
   is complete.
+* ``GPUGRAPH_HYPOTHESIS_PROFILE=ci`` makes every property test draw the same examples on every
+  run (hypothesis ``derandomize``): a run then generates the same kernels as the last one, and
+  the persistent kernel cache (gpugraph.cache) spares the NVRTC and emulator sweeps all their
+  compiling. The default draws new examples each run: more programs tried over time.
 * The ``progress`` fixture prints a line to the terminal, even under ``-q`` and output capture,
   at most every few seconds: the sweeps run for minutes on a loaded machine.
 """
@@ -14,8 +18,12 @@ import sys
 import time
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("GPUGRAPH_BACKEND", "numpy")
+
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("GPUGRAPH_HYPOTHESIS_PROFILE", "default"))
 
 from gpugraph.codegen.cuda import KERNEL_OBSERVERS  # noqa: E402
 from gpugraph.runtime import COMPILED_OBSERVERS  # noqa: E402

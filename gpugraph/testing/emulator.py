@@ -304,7 +304,7 @@ def _load(kernels: list[tuple[str, str, str]]) -> dict[str, EmulatedKernel]:
 
 def _indexed_library(kernel: tuple[str, str, str]) -> Path | None:
     name = cache.read("emu-index", _kernel_key(kernel))
-    if name is None:
+    if name is None or not re.fullmatch(rb"[0-9a-f]{64}\.so", name):
         return None
     return cache.verified("emu-so", name.decode())
 
