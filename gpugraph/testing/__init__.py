@@ -8,6 +8,7 @@ from gpugraph.testing.emulator import (
     load_kernel,
     load_kernels,
 )
+from gpugraph.testing.lifetimes import Overlap, find_overlaps
 from gpugraph.testing.nvrtc import (
     KernelCompileError,
     check_compiles,
@@ -19,7 +20,9 @@ from gpugraph.testing.races import Hazard, check_races
 
 __all__ = [
     "Hazard",
+    "Overlap",
     "check_races",
+    "find_overlaps",
     "EmulatedKernel",
     "KernelCompileError",
     "KernelRuntimeError",

@@ -104,7 +104,8 @@ def nvrtc_identity() -> str:
     ident = f"nvrtc {major}.{minor}"
     try:
         with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "/libnvrtc" in line})
+            # the main library only: libnvrtc-builtins may be loaded later, at the first compile
+            paths = sorted({line.split()[-1] for line in maps if "/libnvrtc.so" in line})
     except OSError:
         return ident
     for path in paths:
