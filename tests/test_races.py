@@ -168,6 +168,19 @@ def test_planted_bug_ordered_clobber_on_one_stream_is_caught(fn):
     assert report.mismatches and "the sequential run" in report.mismatches[0]
 
 
+@settings(max_examples=15, deadline=None)
+@given(recipe=recipes, k=st.sampled_from([1, 4]))
+def test_random_planted_clobbers_are_caught(recipe, k):
+    c = lower(dag_function(recipe), X, Y, streams=k)
+    try:
+        bad_plan, a, b = clobbered_plan(c.memory)
+    except ValueError:  # no two buffers live at the same time: nothing to clobber
+        return
+    report = check_races(with_plan(c, bad_plan), X, Y, trials=0)
+    pairs = {(u.id, v.id) for u in a for v in b}
+    assert {(o.a.value, o.b.value) for o in report.overlaps} & pairs, str(report)
+
+
 def test_planted_bug_clobber_on_several_streams_is_caught():
     c = lower(branches_with_temporaries, X, streams=4)
     assert c.schedule.num_streams >= 2
