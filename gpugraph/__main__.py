@@ -1,4 +1,4 @@
-"""python -m gpugraph demo | info"""
+"""python -m gpugraph demo | info | cache info|clear"""
 
 from __future__ import annotations
 
@@ -89,9 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--hidden", type=_positive_int, default=128)
     d.add_argument("--repeats", type=_positive_int, default=20)
     sub.add_parser("info", help="print the backend gpugraph would use and the GPU, if any")
+    c = sub.add_parser("cache", help="the persistent kernel cache ($GPUGRAPH_CACHE_DIR)")
+    c.add_argument("action", choices=["info", "clear"])
     args = p.parse_args(argv)
     if args.cmd == "demo":
         demo(args.batch, args.hidden, args.repeats)
+    elif args.cmd == "cache":
+        from gpugraph import cache
+
+        print(cache.info() if args.action == "info" else f"removed {cache.clear()} entries")
     else:
         print(f"backend: {gg.default_backend()}\ndevice: {gg.device_info()}")
 

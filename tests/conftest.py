@@ -5,11 +5,25 @@
 * Every kernel the codegen makes and every compiled graph is recorded; the tests marked
   ``after_all_tests`` (the NVRTC and race sweeps in test_sweeps.py) run last, when the record
   is complete.
+* ``GPUGRAPH_HYPOTHESIS_PROFILE=ci`` makes every property test draw the same examples on every
+  run (hypothesis ``derandomize``): a run then generates the same kernels as the last one, and
+  the persistent kernel cache (gpugraph.cache) spares the NVRTC and emulator sweeps all their
+  compiling. The default draws new examples each run: more programs tried over time.
+* The ``progress`` fixture prints a line to the terminal, even under ``-q`` and output capture,
+  at most every few seconds: the sweeps run for minutes on a loaded machine.
 """
 
 import os
+import sys
+import time
+
+import pytest
+from hypothesis import settings
 
 os.environ.setdefault("GPUGRAPH_BACKEND", "numpy")
+
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("GPUGRAPH_HYPOTHESIS_PROFILE", "default"))
 
 from gpugraph.codegen.cuda import KERNEL_OBSERVERS  # noqa: E402
 from gpugraph.runtime import COMPILED_OBSERVERS  # noqa: E402
@@ -22,3 +36,33 @@ COMPILED_OBSERVERS.append(record_compiled)
 def pytest_collection_modifyitems(items):
     last = [item for item in items if item.get_closest_marker("after_all_tests")]
     items[:] = [item for item in items if item not in last] + last
+
+
+PROGRESS_EVERY = 5.0  # seconds between two progress lines of one test
+
+
+class Progress:
+    def __init__(self, config: pytest.Config, what: str, every: float = PROGRESS_EVERY):
+        self.config, self.what, self.every = config, what, every
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, message: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        line = f"[{self.what} {now - self.start:5.0f} s] {message}"
+        plugins = self.config.pluginmanager
+        reporter = plugins.getplugin("terminalreporter")
+        capture = plugins.getplugin("capturemanager")
+        if reporter is None or capture is None:  # e.g. -p no:terminal
+            print(line, file=sys.__stderr__, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
+@pytest.fixture
+def progress(request: pytest.FixtureRequest) -> Progress:
+    """``progress(message, force=False)``: a progress line for this test (rate-limited)."""
+    return Progress(request.config, request.node.name)

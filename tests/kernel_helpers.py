@@ -10,7 +10,7 @@ from gpugraph.ir import Graph
 from gpugraph.ops.fused import launch_config
 from gpugraph.ops.registry import get_op
 from gpugraph.testing import (
-    compile_ptx,
+    check_compiles,
     emulate_kernel,
     emulator_available,
     nvrtc_available,
@@ -47,10 +47,10 @@ NVRTC_CHECKED: set[str] = set()  # sources that compiled for every arch in this 
 
 
 def check_nvrtc(source: str, name: str = "fused.cu") -> None:
-    """Compile for every arch in ARCHS, once per source per session."""
+    """Compile for every arch in ARCHS, once per source per session, and not at all when the
+    persistent kernel cache records that it compiled before (gpugraph.cache)."""
     if source not in NVRTC_CHECKED:
-        for arch in ARCHS:
-            compile_ptx(source, name, arch=arch)
+        check_compiles(source, name, ARCHS)
         NVRTC_CHECKED.add(source)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from gpugraph.testing.races import (
     LinearOrder,
     branchy_function,
     check_races,
+    clobbered_plan,
     dag_function,
     drop_wait,
     stream_safe_plan,
@@ -105,6 +108,7 @@ def test_planted_bug_linear_order_reuse_is_caught():
     assert bad_plan.arena_bytes < c.memory.arena_bytes  # it does reuse more
     report = check_races(with_plan(c, bad_plan), X, trials=30)
     assert report.hazards, "linear-order reuse on several streams went unnoticed"
+    assert report.overlaps, "the plan check missed values sharing bytes across streams"
     assert report.mismatches, "no interleaving exposed the linear-order reuse"
     assert {h.kind for h in report.hazards} & {"WAR", "WAW", "RAW"}
     assert all(h.space == "arena" for h in report.hazards)
@@ -127,3 +131,84 @@ def test_weak_scalar_and_pytree_args(k):
 
     c = gg.jit(fn, backend="numpy", streams=k).lower(X, 2.0)
     assert check_races(c, X, 2.0, trials=5).ok
+
+
+def late_read(x):  # a is read again after b is written: they must not share bytes
+    a = gg.sin(x)
+    b = gg.exp(x)
+    c = gg.tanh(b) * b
+    return gg.concatenate([c + a, b], axis=0)
+
+
+def late_read_through_a_view(x):  # the same, but the late read of a goes through views
+    a = gg.sin(x)
+    b = gg.exp(x)
+    c = gg.tanh(b) * b
+    return gg.concatenate([c + gg.reshape(gg.reshape(a, (64,)), (8, 8)), b], axis=0)
+
+
+@pytest.mark.parametrize("fn", [late_read, late_read_through_a_view])
+def test_planted_bug_ordered_clobber_on_one_stream_is_caught(fn):
+    c = lower(fn, X, streams=1)
+    assert check_races(c, X, trials=2).ok
+    bad_plan, a, b = clobbered_plan(c.memory)
+    bad = with_plan(c, bad_plan)
+    # the bug is real: the compiled function returns wrong numbers
+    assert not np.allclose(bad(X), fn(X), atol=1e-3)
+    report = check_races(bad, X, trials=0)
+    assert not report.hazards  # one stream: every pair of launches is ordered
+    assert not report.ok
+    assert report.overlaps, str(report)
+    named = {(o.a.value, o.b.value) for o in report.overlaps}
+    assert named <= {(u.id, v.id) for u in a for v in b}, str(report)
+    o = report.overlaps[0]
+    for v in (o.a, o.b):  # both values and their nodes are named
+        assert f"#{v.value} ({v.op} at test_races.py:" in str(o)
+    # the numbers are compared with an unplanned evaluation, not with the broken plan itself
+    assert report.mismatches and "the sequential run" in report.mismatches[0]
+
+
+@settings(max_examples=15, deadline=None)
+@given(recipe=recipes, k=st.sampled_from([1, 4]))
+def test_random_planted_clobbers_are_caught(recipe, k):
+    c = lower(dag_function(recipe), X, Y, streams=k)
+    try:
+        bad_plan, a, b = clobbered_plan(c.memory)
+    except ValueError:  # no two buffers live at the same time: nothing to clobber
+        return
+    report = check_races(with_plan(c, bad_plan), X, Y, trials=0)
+    pairs = {(u.id, v.id) for u in a for v in b}
+    assert {(o.a.value, o.b.value) for o in report.overlaps} & pairs, str(report)
+
+
+def test_planted_bug_clobber_on_several_streams_is_caught():
+    c = lower(branches_with_temporaries, X, streams=4)
+    assert c.schedule.num_streams >= 2
+    bad_plan, a, b = clobbered_plan(c.memory)
+    report = check_races(with_plan(c, bad_plan), X, trials=10)
+    pairs = {(u.id, v.id) for u in a for v in b}
+    assert report.overlaps and {(o.a.value, o.b.value) for o in report.overlaps} <= pairs
+
+
+def test_in_place_reuse_passes_and_a_non_elementwise_overwrite_is_caught():
+    def fn(x, w):  # the tanh/exp chain runs in place; the matmul is not elementwise
+        h = gg.exp(gg.tanh(gg.sin(x) + 1.0))
+        return gg.concatenate([h @ w, w], axis=0)
+
+    c = lower(fn, X, Y, streams=1)
+    assert c.memory.inplace_count >= 2
+    assert check_races(c, X, Y, trials=2).ok
+    matmul = next(n for n in c.graph.nodes if n.op == "matmul")
+    h, out = matmul.inputs[0], matmul.outputs[0]
+    slots = c.memory.slots
+    assert slots[h].kind == slots[out].kind == "arena"
+    assert slots[h].last == slots[out].first  # h dies at the matmul that writes out
+    bad_plan = copy.copy(c.memory)
+    bad_plan.slots = {v: copy.copy(s) for v, s in slots.items()}
+    bad_plan.slots[out].offset = slots[h].offset  # the matmul "in place": it reads rows it wrote
+    report = check_races(with_plan(c, bad_plan), X, Y, trials=0)
+    assert len(report.overlaps) == 1, str(report)
+    assert "not in place" in str(report.overlaps[0]) and "matmul" in str(report.overlaps[0])
+    # NumPy's matmul copies an operand that overlaps ``out``, so the replay gets the right
+    # numbers here; a GPU GEMM would not. Only the plan check can see this one.
+    assert not report.ok and not report.mismatches

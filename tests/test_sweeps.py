@@ -1,22 +1,24 @@
 """Sweeps over everything the rest of the suite built (DESIGN.md §4). They run last
 (tests/conftest.py), so they see the whole session: random expression DAGs, gradients, the
-benchmarks' graphs, planted bugs and all.
+benchmarks' graphs, planted bugs and all. Each prints progress lines (the ``progress`` fixture).
 
 * Every generated CUDA kernel compiles under NVRTC for compute_80 and compute_90. Kernels that
-  a test already compiled are not compiled again; the rest are shared out over worker
-  processes (NVRTC holds the GIL, so threads would not help).
+  a test already compiled, or that the persistent kernel cache (gpugraph.cache) records as
+  compiled by an earlier run with the same NVRTC, are not compiled again; the rest are shared
+  out over worker processes (NVRTC holds the GIL, so threads would not help).
 * Every generated kernel, run on the kernel emulator on random inputs, matches NumPy's
   evaluation of the fused body it was generated from (kernels compiled in batches, one host
-  compiler run per batch, on worker processes).
-* Every compiled graph, scheduled again on 2 and on 4 streams with its memory planned for that
-  schedule, has no hazard in the stream simulator: no two unordered launches touch the same
-  bytes with a write."""
+  compiler run per batch, on worker processes; libraries an earlier run built come from the
+  kernel cache).
+* Every compiled graph, scheduled again on 1, 2 and 4 streams with its memory planned for that
+  schedule, passes the race checker's static analyses: no two unordered launches touch the same
+  bytes with a write, and no two values live at the same time share bytes."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import pytest
 
@@ -25,8 +27,11 @@ from gpugraph.backends.sim import SimProgram
 from gpugraph.memory import plan_memory
 from gpugraph.runtime import Executable
 from gpugraph.schedule import schedule
+from gpugraph.testing.lifetimes import find_overlaps
+from gpugraph.testing.nvrtc import compiled_before
 from gpugraph.testing.races import find_hazards
 from tests.kernel_helpers import (
+    ARCHS,
     COMPILED_GRAPHS,
     GENERATED_KERNELS,
     NVRTC_CHECKED,
@@ -60,24 +65,40 @@ def compile_all(batch: list[tuple[str, str]]) -> list[str]:
 @pytest.mark.nvrtc
 @pytest.mark.after_all_tests
 @requires_nvrtc
-def test_every_kernel_the_suite_generated_compiles_under_nvrtc():
+def test_every_kernel_the_suite_generated_compiles_under_nvrtc(progress):
     need_the_whole_suite(GENERATED_KERNELS, "kernels")
     todo = [(k.name, k.source) for k, _ in GENERATED_KERNELS.values()]
     todo = sorted((name, src) for name, src in todo if src not in NVRTC_CHECKED)
-    failures = in_processes(compile_all, todo)
-    assert not failures, f"{len(failures)} of {len(todo)} kernels failed:\n" + (
+    fresh = [(name, src) for name, src in todo if not compiled_before(src, ARCHS)]
+    progress(
+        f"{len(GENERATED_KERNELS)} kernels: {len(GENERATED_KERNELS) - len(todo)} compiled by "
+        f"tests, {len(todo) - len(fresh)} proven by the kernel cache, {len(fresh)} to compile",
+        force=True,
+    )
+    failures = in_processes(compile_all, fresh, 8, progress, "kernels compiled")
+    assert not failures, f"{len(failures)} of {len(fresh)} kernels failed:\n" + (
         "\n\n".join(failures[:5])
     )
 
 
-def in_processes(work, items: list) -> list[str]:
-    """``work`` over ``items`` shared out on worker processes; every returned failure."""
-    workers = max(1, min(os.cpu_count() or 1, 8))
-    parts = [items[k::workers] for k in range(workers)]
+def in_processes(work, items: list, chunk: int, progress, what: str) -> list[str]:
+    """``work`` over ``items`` in chunks shared out on worker processes; every returned
+    failure. Reports progress as chunks finish."""
+    if not items:
+        return []
+    parts = [items[k : k + chunk] for k in range(0, len(items), chunk)]
+    workers = max(1, min(os.cpu_count() or 1, 8, len(parts)))
     # spawn, not fork: the session has threads (fused-kernel pools) a fork would copy badly
     context = multiprocessing.get_context("spawn")
+    failures, done = [], 0
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return [f for part in pool.map(work, parts) for f in part]
+        futures = {pool.submit(work, part): len(part) for part in parts}
+        for future in as_completed(futures):
+            failures += future.result()
+            done += futures[future]
+            last = done == len(items)
+            progress(f"{done}/{len(items)} {what}, {len(failures)} failed", force=last)
+    return failures
 
 
 EMULATOR_BATCH = 25  # kernels per host compiler run
@@ -125,28 +146,30 @@ def casts_float_to_int(body) -> bool:
 @pytest.mark.emulator
 @pytest.mark.after_all_tests
 @requires_emulator
-def test_every_generated_kernel_matches_numpy_on_the_emulator():
+def test_every_generated_kernel_matches_numpy_on_the_emulator(progress):
     need_the_whole_suite(GENERATED_KERNELS, "kernels")
     items = [kb for _, kb in sorted(GENERATED_KERNELS.items()) if not casts_float_to_int(kb[1])]
     assert len(items) > len(GENERATED_KERNELS) // 2  # the cast rule leaves most of them in
-    failures = in_processes(emulate_all, items)
+    progress(f"{len(items)} kernels to run on the emulator", force=True)
+    failures = in_processes(emulate_all, items, EMULATOR_BATCH, progress, "kernels emulated")
     assert not failures, f"{len(failures)} of {len(items)} kernels differ:\n" + (
         "\n\n".join(failures[:3])
     )
 
 
 @pytest.mark.after_all_tests
-@pytest.mark.parametrize("streams", [2, 4])
-def test_every_compiled_graph_is_race_free_on_several_streams(streams):
+@pytest.mark.parametrize("streams", [1, 2, 4])
+def test_every_compiled_graph_is_race_free(streams, progress):
     need_the_whole_suite(COMPILED_GRAPHS, "graphs")
     numpy = get_backend("numpy")
     racy = []
-    for text, graph in COMPILED_GRAPHS.items():
+    for k, (text, graph) in enumerate(COMPILED_GRAPHS.items()):
         sched = schedule(graph, streams)
-        executable = Executable(graph, sched, plan_memory(graph, sched), numpy)
-        hazards = find_hazards(SimProgram(executable))
-        if hazards:
-            racy.append(f"{hazards[0]}\n{text}")
-    assert not racy, f"{len(racy)} of {len(COMPILED_GRAPHS)} graphs have hazards:\n" + (
+        prog = SimProgram(Executable(graph, sched, plan_memory(graph, sched), numpy))
+        found = [*find_hazards(prog), *find_overlaps(prog)]
+        if found:
+            racy.append(f"{found[0]}\n{text}")
+        progress(f"{k + 1}/{len(COMPILED_GRAPHS)} graphs checked, {len(racy)} racy")
+    assert not racy, f"{len(racy)} of {len(COMPILED_GRAPHS)} graphs have races:\n" + (
         "\n\n".join(racy[:3])
     )

@@ -6,6 +6,7 @@ other buffer (inputs, constants, fresh outputs) is its own address space, keyed 
 ``interleaving`` draws a random order that respects the launches' streams and waits (a step
 runs once it heads its stream and every step it waits on has run); ``run`` executes one order
 on NumPy, with the arena and fresh outputs poisoned so that reading unwritten bytes shows.
+``evaluate_unplanned`` is the plan-free reference: the same runners, every value in fresh memory.
 The race analysis on top of this lives in ``gpugraph.testing.races``.
 """
 
@@ -149,3 +150,22 @@ class SimProgram:
             else:
                 st.runner(ins, [env[v] for v in launch.outputs])
         return [np.array(env[v], copy=True) for v in graph.outputs]
+
+
+def evaluate_unplanned(graph: Any, args: list[np.ndarray], poison: int = 0xFF) -> list[Any]:
+    """``graph`` evaluated node by node on NumPy with the same runners, every value in its own
+    fresh (poisoned) buffer: no arena, no reuse, no views. The reference a memory plan's results
+    must equal; it depends on no plan, so a broken plan cannot agree with itself here."""
+    numpy = get_backend("numpy")
+    env: dict[Value, Any] = dict(zip(graph.inputs, args))
+    for node in graph.nodes:
+        if node.op == "constant":
+            env[node.outputs[0]] = np.asarray(node.attrs["value"])
+            continue
+        outs = []
+        for v in node.outputs:
+            raw = np.full(max(v.type.nbytes, 1), poison, dtype=np.uint8)
+            outs.append(raw[: v.type.nbytes].view(v.type.dtype).reshape(v.type.shape))
+        numpy.prepare(node)([env[v] for v in node.inputs], outs)
+        env.update(zip(node.outputs, outs))
+    return [np.array(env[v], copy=True) for v in graph.outputs]

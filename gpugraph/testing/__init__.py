@@ -8,8 +8,10 @@ from gpugraph.testing.emulator import (
     load_kernel,
     load_kernels,
 )
+from gpugraph.testing.lifetimes import Overlap, find_overlaps
 from gpugraph.testing.nvrtc import (
     KernelCompileError,
+    check_compiles,
     compile_ptx,
     nvrtc_available,
     nvrtc_unavailable_reason,
@@ -18,10 +20,13 @@ from gpugraph.testing.races import Hazard, check_races
 
 __all__ = [
     "Hazard",
+    "Overlap",
     "check_races",
+    "find_overlaps",
     "EmulatedKernel",
     "KernelCompileError",
     "KernelRuntimeError",
+    "check_compiles",
     "compile_ptx",
     "emulate_kernel",
     "emulator_available",

@@ -2,7 +2,10 @@
 
 The kernel source is compiled by the host C++ compiler together with ``cuda_prelude.h`` (which
 defines ``__global__``, ``threadIdx`` & co. and CUDA's math functions) and a two-line driver, then
-loaded with ctypes. The driver walks every (block, thread) of the launch sequentially.
+loaded with ctypes. The driver walks every (block, thread) of the launch sequentially. Built
+libraries go to the persistent kernel cache (gpugraph.cache), keyed by the text and the
+compiler, with an index from each kernel to the library that holds it: kernels compiled in one
+batch by one run are found one by one by the next.
 
 Array arguments are copied into buffers with canary guard zones on both sides, so out-of-bounds
 writes are reported (instead of silently corrupting the Python heap) and out-of-bounds reads see
@@ -12,18 +15,16 @@ NaN / -1 and show up as wrong numbers. Results are copied back into the caller's
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
+import functools
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gpugraph import cache
 from gpugraph.errors import GpuGraphError, UnsupportedError
 from gpugraph.testing.nvrtc import KernelCompileError, number_lines
 
@@ -75,32 +76,31 @@ class Param:
         return f"{'const ' if self.const else ''}{base}{'*' if self.pointer else ''}"
 
 
-def _cache_dir() -> Path:
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = Path(tempfile.gettempdir()) / f"gpugraph-emu-{uid}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+@functools.lru_cache(maxsize=1)
+def toolchain() -> str:
+    """The host compiler's identity and flags: part of every cache key, so that a new compiler
+    (or new flags) never loads a library an old one built."""
+    proc = subprocess.run([CXX, "--version"], capture_output=True, text=True, check=False)
+    version = proc.stdout.splitlines()[0] if proc.stdout else f"{CXX} (version unknown)"
+    return f"{version} | {' '.join(CXX_FLAGS)}"
 
 
 def _build(text: str) -> Path:
-    """Compile ``text`` to a shared library, reusing an earlier build of the same text."""
-    digest = hashlib.sha256((" ".join((CXX, *CXX_FLAGS)) + "\n" + text).encode()).hexdigest()
-    lib = _cache_dir() / f"{digest}.so"
-    if lib.exists():
-        return lib
-    unique = f".{os.getpid()}-{threading.get_ident()}"  # several builders may race on one digest
-    src = lib.with_suffix(f"{unique}.cpp")
-    tmp = lib.with_suffix(f"{unique}.tmp.so")
-    src.write_text(text)
-    proc = subprocess.run(
-        [CXX, *CXX_FLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
-    )
-    src.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise KernelCompileError(f"{CXX} failed to compile the emulated kernel.\n{proc.stderr}")
-    os.replace(tmp, lib)  # atomic, so concurrent test workers never load a half-written file
-    return lib
+    """Compile ``text`` to a shared library in the persistent kernel cache (gpugraph.cache),
+    or find an earlier build of the same text by the same compiler there."""
+
+    def compile_to(out: Path) -> None:
+        proc = subprocess.run(
+            [CXX, *CXX_FLAGS, "-x", "c++", "-o", str(out), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise KernelCompileError(f"{CXX} failed to compile the emulated kernel.\n{proc.stderr}")
+
+    return cache.file_entry("emu-so", cache.digest(toolchain(), text), ".so", compile_to)
 
 
 def _driver(kernel_name: str) -> str:
@@ -115,23 +115,37 @@ def _driver(kernel_name: str) -> str:
     )
 
 
-def _library(kernels: list[tuple[str, str, str]]) -> ctypes.CDLL:
-    """One host library holding every (source, kernel name, file name) of ``kernels``."""
+def _check_names(kernels: list[tuple[str, str, str]]) -> None:
     for source, kernel_name, name in kernels:
         if not kernel_name.isidentifier():
             raise ValueError(f"kernel name {kernel_name!r} is not a C identifier")
         if not re.search(rf"\b{kernel_name}\s*\(", source):
             raise KernelCompileError(f"no kernel named {kernel_name!r} in {name}")
+
+
+def _library(kernels: list[tuple[str, str, str]]) -> Path:
+    """One host library holding every (source, kernel name, file name) of ``kernels``."""
     # #line directives make compiler errors point at lines of the caller's sources.
-    text = f'#line 1 "{PRELUDE_PATH.name}"\n{PRELUDE_PATH.read_text()}\n'
+    text = f'#line 1 "{PRELUDE_PATH.name}"\n{_prelude()}\n'
     text += "".join(f'#line 1 "{name}"\n{source}\n' for source, _, name in kernels)
     text += '#line 1 "gpugraph_emulator_driver.cpp"\n'
     text += "".join(_driver(kernel_name) for _, kernel_name, _ in kernels)
     try:
-        return ctypes.CDLL(str(_build(text)))
+        return _build(text)
     except KernelCompileError as exc:
         listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, _, name in kernels)
         raise KernelCompileError(f"{exc}\n{listing}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _prelude() -> str:
+    return PRELUDE_PATH.read_text()
+
+
+def _kernel_key(kernel: tuple[str, str, str]) -> str:
+    """The cache key of one kernel: which library (built by this compiler, with this prelude)
+    holds it is recorded under this key in the ``emu-index`` entries."""
+    return cache.digest(toolchain(), _prelude(), *kernel)
 
 
 class EmulatedKernel:
@@ -142,7 +156,7 @@ class EmulatedKernel:
     ) -> None:
         """``lib``: a library that already holds the kernel (see load_kernels)."""
         if lib is None:
-            lib = _library([(source, kernel_name, name)])
+            lib = ctypes.CDLL(str(_library([(source, kernel_name, name)])))
         self.name = kernel_name
         signature = getattr(lib, f"gpugraph_emu_signature_{kernel_name}")
         signature.restype = ctypes.c_char_p
@@ -265,14 +279,40 @@ def load_kernels(kernels: list[tuple[str, str]]) -> dict[str, EmulatedKernel]:
 
 
 def _load(kernels: list[tuple[str, str, str]]) -> dict[str, EmulatedKernel]:
-    """The cached kernels of (source, kernel name, file name) triples; the missing ones are
-    compiled together, in one library."""
+    """The kernels of (source, kernel name, file name) triples: from this process's table, else
+    from a library in the persistent cache that holds them (the ``emu-index`` entry of each
+    kernel names it), else compiled together into one new library (then indexed)."""
     todo = list(dict.fromkeys(k for k in kernels if k[:2] not in _KERNELS))
-    if todo:
-        lib = _library(todo)
-        for source, name, file in todo:
-            _KERNELS[(source, name)] = EmulatedKernel(source, name, file, lib)
+    _check_names(todo)
+    found: dict[Path, list[tuple[str, str, str]]] = {}
+    missing = []
+    for k in todo:
+        lib = _indexed_library(k)
+        (found.setdefault(lib, []) if lib is not None else missing).append(k)
+    for path, ks in found.items():
+        try:
+            _open(path, ks)
+        except OSError:  # removed since (python -m gpugraph cache clear): build it again
+            missing += ks
+    if missing:
+        path = _library(missing)
+        _open(path, missing)
+        for k in missing:
+            cache.write("emu-index", _kernel_key(k), path.name.encode())
     return {name: _KERNELS[(source, name)] for source, name, _ in kernels}
+
+
+def _indexed_library(kernel: tuple[str, str, str]) -> Path | None:
+    name = cache.read("emu-index", _kernel_key(kernel))
+    if name is None or not re.fullmatch(rb"[0-9a-f]{64}\.so", name):
+        return None
+    return cache.verified("emu-so", name.decode())
+
+
+def _open(path: Path, kernels: list[tuple[str, str, str]]) -> None:
+    lib = ctypes.CDLL(str(path))
+    for source, name, file in kernels:
+        _KERNELS[(source, name)] = EmulatedKernel(source, name, file, lib)
 
 
 def emulate_kernel(

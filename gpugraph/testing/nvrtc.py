@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from types import ModuleType
 
+from gpugraph import cache
 from gpugraph.errors import GpuGraphError
 
 DEFAULT_OPTIONS: tuple[str, ...] = ("--std=c++17", "-default-device")
@@ -92,6 +94,57 @@ def compile_ptx(
     finally:
         nvrtc.destroyProgram(prog)
     return _log_text(ptx).rstrip("\x00")
+
+
+@functools.lru_cache(maxsize=1)
+def nvrtc_identity() -> str:
+    """NVRTC's version and, where /proc tells, which library files (path, size, mtime) are
+    loaded: part of the cache key, so that another NVRTC build never reuses a result."""
+    major, minor = nvrtc_version()
+    ident = f"nvrtc {major}.{minor}"
+    try:
+        with open("/proc/self/maps") as maps:
+            # the main library only: libnvrtc-builtins may be loaded later, at the first compile
+            paths = sorted({line.split()[-1] for line in maps if "/libnvrtc.so" in line})
+    except OSError:
+        return ident
+    for path in paths:
+        st = os.stat(path)
+        ident += f" | {path} {st.st_size} {st.st_mtime_ns}"
+    return ident
+
+
+def check_compiles(
+    source: str,
+    name: str = "kernel.cu",
+    archs: tuple[str, ...] = ("compute_90",),
+    options: tuple[str, ...] = (),
+) -> int:
+    """Raise KernelCompileError unless ``source`` compiles for every arch in ``archs``.
+
+    A success is recorded in the persistent kernel cache (gpugraph.cache, kind ``nvrtc-ok``),
+    keyed by the source, arch, options and NVRTC build, so a later process skips what is already
+    proven. Failures are never cached. Returns how many compilations actually ran."""
+    ran = 0
+    for arch in archs:
+        key = _key(source, arch, options)
+        if cache.read("nvrtc-ok", key) is not None:
+            continue
+        compile_ptx(source, name, arch, options)
+        ran += 1
+        cache.write("nvrtc-ok", key, f"{name} {arch}".encode())
+    return ran
+
+
+def compiled_before(
+    source: str, archs: tuple[str, ...] = ("compute_90",), options: tuple[str, ...] = ()
+) -> bool:
+    """Whether the persistent cache records that ``source`` compiled for every arch."""
+    return all(cache.read("nvrtc-ok", _key(source, a, options)) is not None for a in archs)
+
+
+def _key(source: str, arch: str, options: tuple[str, ...]) -> str:
+    return cache.digest(nvrtc_identity(), arch, *DEFAULT_OPTIONS, *options, source)
 
 
 def _log_text(data: str | bytes) -> str:

@@ -7,9 +7,13 @@ Executable runs it (streams and waits as executed, not the schedule's intent), a
   one edge per wait, transitively), and reports every pair of launches that is not ordered by
   it yet touches overlapping bytes with at least one write: a RAW, WAR or WAW ``Hazard``
   naming both nodes and the byte range;
-* replays the plan on NumPy in ``trials`` random interleavings that respect the waits (arena
-  and outputs poisoned with a different byte each trial) and compares every result with the
-  sequential run (the launches in list order).
+* checks the plan itself (``lifetimes.find_overlaps``): two values live at the same time under
+  happens-before must not share bytes, whatever the streams. An ordered clobber on one stream
+  has no unordered pair, so only this finds it;
+* replays the plan on NumPy sequentially (the launches in list order) and in ``trials`` random
+  interleavings that respect the waits (arena and outputs poisoned with a different byte each
+  trial), and compares every result with an unplanned evaluation (``sim.evaluate_unplanned``:
+  the same runners, every value in fresh memory), never with the plan under test.
 
 Helpers build the planted bugs the tests use: ``with_plan`` / ``with_schedule`` rebuild a
 Compiled around another memory plan or schedule, ``LinearOrder`` is a schedule whose
@@ -25,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.sim import Range, SimProgram, root_of
+from ..backends.sim import Range, SimProgram, evaluate_unplanned, root_of
 from ..memory import MemoryPlan, plan_intervals, plan_memory
 from ..pytree import flatten
 from ..schedule import Schedule, Step, vector_clocks
+from .lifetimes import Overlap, find_overlaps
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,15 @@ class Hazard:
 @dataclass
 class RaceReport:
     hazards: list[Hazard]
-    mismatches: list[str]  # interleavings whose results differ from the sequential run
+    mismatches: list[str]  # runs whose results differ from the unplanned evaluation
     trials: int
     num_streams: int
     notes: list[str] = field(default_factory=list)
+    overlaps: list[Overlap] = field(default_factory=list)  # live values sharing bytes
 
     @property
     def ok(self) -> bool:
-        return not self.hazards and not self.mismatches
+        return not self.hazards and not self.mismatches and not self.overlaps
 
     def __iter__(self):
         return iter(self.hazards)
@@ -81,11 +87,13 @@ class RaceReport:
 
     def __str__(self, limit: int = 20) -> str:
         head = (
-            f"{len(self.hazards)} hazard(s), {len(self.mismatches)} mismatching interleaving(s) "
-            f"in {self.trials} trial(s) on {self.num_streams} stream(s)"
+            f"{len(self.hazards)} hazard(s), {len(self.overlaps)} live overlap(s), "
+            f"{len(self.mismatches)} mismatching run(s) in {self.trials} trial(s) on "
+            f"{self.num_streams} stream(s)"
         )
-        shown = [*map(str, self.hazards[:limit]), *self.mismatches[:limit]]
-        if len(self.hazards) > limit or len(self.mismatches) > limit:
+        found = (self.hazards, self.overlaps, self.mismatches)
+        shown = [str(x) for xs in found for x in xs[:limit]]
+        if any(len(xs) > limit for xs in found):
             shown.append(f"... (first {limit} of each shown; see .hazards / .mismatches)")
         return "\n".join([head, *shown, *self.notes])
 
@@ -140,22 +148,25 @@ def _host_args(compiled: Any, args: tuple) -> list[np.ndarray]:
 
 
 def check_races(compiled: Any, *args: Any, trials: int = 20, seed: int = 0) -> RaceReport:
-    """Hazards of ``compiled``'s launch list, and a check of ``trials`` random interleavings
-    against the sequential run. Works for any backend's Compiled (it replays on NumPy)."""
+    """Hazards of ``compiled``'s launch list, live values sharing bytes in its plan, and a check
+    of the sequential run and ``trials`` random interleavings against an unplanned evaluation.
+    Works for any backend's Compiled (it replays on NumPy)."""
     prog = SimProgram(compiled.executable)
     report = RaceReport(find_hazards(prog), [], trials, prog.num_streams)
+    report.overlaps = find_overlaps(prog)
     for step, w in prog.dropped_waits:
         report.notes.append(f"step {step} waits on step {w}, which is not an earlier launch")
     host = _host_args(compiled, args)
-    reference = prog.run(host, prog.interleaving(None), poison=0xFF)
+    reference = evaluate_unplanned(compiled.graph, host)
     rng = np.random.default_rng(seed)
-    for t in range(trials):
-        order = prog.interleaving(rng)
-        got = prog.run(host, order, poison=int(rng.integers(256)))
+    for t in range(-1, trials):  # -1: the launches in list order
+        order = prog.interleaving(rng if t >= 0 else None)
+        got = prog.run(host, order, poison=int(rng.integers(256)) if t >= 0 else 0xFF)
         bad = [k for k, (x, y) in enumerate(zip(reference, got)) if not _same(x, y)]
         if bad:
+            run = f"trial {t}" if t >= 0 else "the sequential run"
             report.mismatches.append(
-                f"trial {t}: outputs {bad} differ from the sequential run; step order "
+                f"{run}: outputs {bad} differ from the unplanned evaluation; step order "
                 f"{[prog.steps[k].step for k in order]}"
             )
     return report
@@ -203,6 +214,36 @@ class LinearOrder(Schedule):
 
     def concurrent_until(self, a) -> int:
         return self.index(a)
+
+
+def clobbered_plan(plan: MemoryPlan) -> tuple[MemoryPlan, list, list]:
+    """The planted ordered-clobber bug: a copy of ``plan`` in which one buffer ``b`` (a value
+    and every value written in place of it) is moved onto the bytes of a buffer ``a`` that is
+    still read after ``b`` is first written. Returns (plan, a, b), each buffer as the list of
+    its values in definition order; raises if no two buffers are live at the same time."""
+    slots = {v: copy.copy(s) for v, s in plan.slots.items()}
+    head = {v: v for v, s in slots.items() if s.kind == "arena"}
+    for v in sorted(head, key=lambda v: slots[v].first):  # in-place chains share one buffer
+        if slots[v].inplace is not None:
+            head[v] = head[slots[v].inplace]
+    span: dict[Any, tuple[int, int]] = {}
+    for v, h in head.items():
+        f, la = span.get(h, (slots[v].first, slots[v].last))
+        span[h] = (min(f, slots[v].first), max(la, slots[v].last))
+    pairs = [(a, b) for a in span for b in span if span[a][0] < span[b][0] < span[a][1]]
+    if not pairs:
+        raise ValueError("no two arena buffers are live at the same time in this plan")
+    a, b = min(pairs, key=lambda p: (span[p[1]][0], span[p[0]][0]))
+    offset = slots[a].offset
+    for v, h in head.items():
+        if h is b:
+            slots[v].offset = offset
+    end = offset + max(slots[v].size for v, h in head.items() if h is b)
+    bad = copy.copy(plan)
+    bad.slots, bad.arena_bytes = slots, max(plan.arena_bytes, end)
+    bad.notes = [*plan.notes, f"clobbered_plan: #{b.id} moved onto #{a.id}'s bytes"]
+    members = sorted(head, key=lambda v: slots[v].first)
+    return bad, [v for v in members if head[v] is a], [v for v in members if head[v] is b]
 
 
 def stream_safe_plan(graph: Any, sched: Schedule, align: int = 256) -> MemoryPlan:
