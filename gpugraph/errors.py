@@ -21,3 +21,11 @@ class TraceError(GpuGraphError):
 
 class UnsupportedError(GpuGraphError, NotImplementedError):
     """An op, dtype or feature is not implemented (yet); the message names it."""
+
+
+class ArenaMemoryError(GpuGraphError, MemoryError):
+    """A compiled plan's arena could not be allocated; the message gives its size."""
+
+
+class DonationError(GpuGraphError, ValueError):
+    """A donated argument was used after the call it was donated to, or cannot be donated."""
