@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.registry import get_op
+from . import blas
 from .base import Backend, register_backend
 
 
@@ -37,7 +39,8 @@ def make_program(ex: Any) -> Callable[..., list]:
         ns[name[v]] = array
     params = [f"i{k}" for k in range(len(graph.inputs))]
     name.update(zip(graph.inputs, params))
-    lines = []
+    lines: list[str] = []
+    blas_policy, gemms = blas.policy(), 0
     for p, v in ex.fresh_at.items():
         ns[f"_e{p}"] = functools.partial(np.empty, v.type.shape, v.type.dtype)
         lines.append(f"if r{p} is None: r{p} = _e{p}()")
@@ -54,10 +57,16 @@ def make_program(ex: Any) -> Callable[..., list]:
         call = getattr(launch.runner, "call", None)
         if call is not None and len(outs) == 1:
             ns[f"_f{k}"] = call
-            lines.append(f"_f{k}({''.join(a + ', ' for a in ins)}out={outs[0]})")
+            line = f"_f{k}({''.join(a + ', ' for a in ins)}out={outs[0]})"
         else:
             ns[f"_f{k}"] = launch.runner
-            lines.append(f"_f{k}(({''.join(a + ', ' for a in ins)}), ({', '.join(outs)},))")
+            line = f"_f{k}(({''.join(a + ', ' for a in ins)}), ({', '.join(outs)},))"
+        node = ex.schedule.steps[launch.step].node
+        flops = get_op(node.op).extra.get("flops")
+        if flops is not None and blas_policy is not None:
+            gemms += 1
+            line = _with_threads(line, blas_policy, flops(node))
+        lines.append(line)
     results = []
     for p, v in enumerate(graph.outputs):
         results.append(f"r{p}")
@@ -65,12 +74,29 @@ def make_program(ex: Any) -> Callable[..., list]:
             lines.append(f"if r{p} is None: r{p} = _copy({name[v]})")
             lines.append(f"else: _copyto(r{p}, {name[v]})")
     signature = ", ".join(params + [f"r{p}=None" for p in range(len(graph.outputs))])
+    if gemms and blas_policy is not None:  # the BLAS thread policy, restored on the way out
+        ns.update(_get=blas.get_threads, _set=blas.set_threads)
+        small = blas_policy.small or "_caller"
+        lines = (
+            ["_caller = _get()", f"_set({small})", "try:"]
+            + ["    " + line for line in lines]
+            + ["finally:", "    _set(_caller)"]
+        )
     body = "".join(f"    {line}\n" for line in lines)
     source = f"def program({signature}):\n{body}    return [{', '.join(results)}]\n"
     exec(compile(source, "<gpugraph program>", "exec"), ns)
     program = ns["program"]
     program.source = source  # what one call does, for debugging and tests
     return program
+
+
+def _with_threads(line: str, policy: blas.Policy, flops: int) -> str:
+    """``line`` (a GEMM) under the policy: the program runs on ``policy.small`` threads, so a
+    GEMM that gets another count switches around its call."""
+    want = policy.big if flops >= blas.BIG_FLOPS else policy.small
+    if want == policy.small:
+        return line
+    return f"_set({want or '_caller'}); {line}; _set({policy.small or '_caller'})"
 
 
 register_backend("numpy", NumpyBackend)
