@@ -4,7 +4,8 @@ Its ``program`` turns an Executable's launch list into one generated Python func
 call costs the array operations and little else: every launch's callable (a ufunc, a bound impl
 or a runner), every arena view and every constant is bound once as a global of that function;
 only the inputs and the output buffers are its parameters. A launch whose runner has a
-``call`` attribute (``f(*ins, out=o)``) is called directly; others get ``runner(ins, outs)``.
+``call`` attribute (``f(*ins, out=o)``) is called directly; one with an ``inline`` method (a
+small fused group) contributes its own lines; others get ``runner(ins, outs)``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def make_program(ex: Any) -> Callable[..., list]:
             continue
         outs = [name[v] for v in launch.outputs]
         call = getattr(launch.runner, "call", None)
+        inline = getattr(launch.runner, "inline", None)
+        if inline is not None:  # a generated runner: its lines, over this program's names
+            more, globs = inline(ins, outs, f"_g{k}_")
+            ns.update(globs)
+            lines.extend(more)
+            continue
         if call is not None and len(outs) == 1:
             ns[f"_f{k}"] = call
             line = f"_f{k}({''.join(a + ', ' for a in ins)}out={outs[0]})"

@@ -278,25 +278,35 @@ def _straight_line(plan: _ChunkPlan):
     """A one-chunk plan as a generated Python function: one line per member op, the scratch
     buffers and constants bound as globals, so a call costs the ufunc calls and nothing else.
     Inputs and outputs keep their own shapes (broadcasting lines them up with the padded
-    scratch buffers, which hold the whole iteration space)."""
+    scratch buffers, which hold the whole iteration space).
+
+    The runner's ``inline(ins, outs, prefix)`` gives the same lines over the caller's names
+    (and the globals they need, prefixed), for a caller that generates code itself."""
     nin, nout = len(plan.body.inputs), len(plan.body.outputs)
-    ns: dict[str, Any] = {}
-    first_scratch = nin + nout
-    for j, (shape, dtype) in enumerate(plan.scratch):
-        ns[f"s{first_scratch + j}"] = np.empty(shape, dtype)
-    for j, c in enumerate(plan.consts):
-        ns[f"s{first_scratch + len(plan.scratch) + j}"] = c
-    lines = [
-        f"    {''.join(f's{k}, ' for k in range(nin))}= ins",
-        f"    {''.join(f's{nin + k}, ' for k in range(nout))}= outs",
-    ]
-    for k, (call, src, dst) in enumerate(plan.steps):
-        ns[f"f{k}"] = call
-        lines.append(f"    f{k}({', '.join(f's{j}' for j in src)}, out=s{dst})")
-    source = "def run(ins, outs):\n" + "\n".join(lines) + "\n"
+    buffers = [np.empty(shape, dtype) for shape, dtype in plan.scratch] + list(plan.consts)
+
+    def inline(ins: list[str], outs: list[str], prefix: str) -> tuple[list[str], dict]:
+        names = list(ins) + list(outs) + [f"{prefix}s{j}" for j in range(len(buffers))]
+        ns = {f"{prefix}s{j}": b for j, b in enumerate(buffers)}
+        lines = []
+        for k, (call, src, dst) in enumerate(plan.steps):
+            ns[f"{prefix}f{k}"] = call
+            args = "".join(names[j] + ", " for j in src)
+            lines.append(f"{prefix}f{k}({args}out={names[dst]})")
+        return lines, ns
+
+    ins = [f"a{k}" for k in range(nin)]
+    outs = [f"o{k}" for k in range(nout)]
+    lines, ns = inline(ins, outs, "_")
+    source = (
+        "def run(ins, outs):\n"
+        f"    {''.join(a + ', ' for a in ins)}= ins\n"
+        f"    {''.join(o + ', ' for o in outs)}= outs\n" + "".join(f"    {x}\n" for x in lines)
+    )
     exec(compile(source, "<gpugraph fused group>", "exec"), ns)
     run = ns["run"]
     run.source = source  # for debugging: what one call does
+    run.inline = inline
     return run
 
 
