@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from common import gg, interleaved, table, try_torch_compile, write
 
 N = 8
