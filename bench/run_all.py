@@ -25,6 +25,7 @@ SUITE = {
     "fusion": ("bench_fusion.py", ["--size", str(2**20), "--repeats", "5"], [], "fusion-cpu-"),
     "streams": ("bench_streams.py", ["--reps", "5", "--warmup", "2"], [], "streams-cpu-"),
     "memory": ("bench_memory.py", [], [], "memory-cpu-"),
+    "blas": ("bench_blas.py", ["--quick"], [], "blas-threads-cpu-"),
 }
 
 
@@ -38,6 +39,11 @@ def _rows(name: str, data: dict) -> list[tuple[str, str, float, str, float | Non
             out.append((r["workload"], r["impl"], r["ms"], "ms", r["vs_gpugraph"]))
         elif name == "fusion":
             out.append((r["workload"], r["impl"], r["ms"], "ms", r.get("speedup_of_gpugraph")))
+        elif name == "blas":
+            shape = f"{r['shape']} ({r['competing_processes']} busy procs)"
+            many = next(k for k in r if k.startswith("ms_") and k != "ms_1_thread")
+            out.append((shape, "1 BLAS thread", r["ms_1_thread"], "ms", None))
+            out.append((shape, many[3:].replace("_", " "), r[many], "ms", None))
         elif name == "streams":
             impl = f"{r['impl']} ({r['streams']} streams)"
             ratio = r.get("speedup_vs_gg_1stream")

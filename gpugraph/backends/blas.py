@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import GpuGraphError
+
 BIG_FLOPS = 1e9  # 2*m*n*k (times the batch) from which a GEMM gets every thread
 ENV = "GPUGRAPH_BLAS_THREADS"
 
@@ -48,9 +50,9 @@ def policy() -> Policy | None:
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV}={raw!r}: use auto, keep or a thread count") from None
+        raise GpuGraphError(f"{ENV}={raw!r}: use auto, keep or a thread count") from None
     if n < 1:
-        raise ValueError(f"{ENV}={raw!r}: a thread count must be at least 1")
+        raise GpuGraphError(f"{ENV}={raw!r}: a thread count must be at least 1")
     return Policy(small=n, big=n)
 
 
