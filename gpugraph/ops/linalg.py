@@ -12,8 +12,11 @@ folds at trace time:
   the memory plan), so a batch of row blocks is one BLAS call, and its VJP is two 2-d GEMMs
   rather than a batched product summed over the batch.
 
-A batched product with a batched right operand is one ``np.matmul`` / ``cupy.matmul`` call
-(CuPy runs a strided-batched cuBLAS GEMM; NumPy loops over the batch inside one call). How many
+A batched product with a batched right operand is one ``np.matmul`` / ``cupy.matmul`` call.
+NumPy loops over the batch inside that call. CuPy runs one strided-batched cuBLAS GEMM, but
+for 3-d and higher operands it makes them C-contiguous first, so there a transposed batched
+view is copied inside CuPy. 2-d products go through ``cupy.dot``, which passes a transposed
+view to cuBLAS as a transpose flag. How many
 BLAS threads a GEMM may use inside a compiled call is the NumPy backend's choice, see
 ``gpugraph.backends.blas``.
 """
