@@ -6,7 +6,8 @@ Contenders: gpugraph jit (NumPy backend; the MLP also with its parameters donate
 the BLAS thread policy off, i.e. GPUGRAPH_BLAS_THREADS=keep), jax.jit (the MLP also with
 donate_argnums), torch eager, torch.compile (CPU inductor; skipped with a note if it fails),
 and for the MLP a hand-written NumPy forward+backward (eager, and with preallocated out=
-buffers). Each library runs at its default thread settings. Interleaved rounds, medians.
+buffers). Each library runs at its default thread settings. Interleaved rounds with a 0.1 s pause
+between contenders (spinning thread pools go idle), medians.
 
     python bench/bench_train.py [--quick]
 writes bench/results/train-cpu-<date>.{md,json}
@@ -331,7 +332,7 @@ def run(quick: bool = False) -> tuple[list[dict], list[str]]:
         ("transformer block fwd+bwd", lambda: block_contenders(notes), 3 if quick else 9),
     ]
     for label, make, rounds in work:
-        med = interleaved(make(), rounds, inner=1, warmup=1)
+        med = interleaved(make(), rounds, inner=1, warmup=1, pause=0.1)
         base, jax_t = med["gpugraph jit"], med["jax.jit"]
         for name, t in med.items():
             rows.append(

@@ -27,15 +27,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], object]], rounds: int, inner: int = 1, warmup: int = 2
+    contenders: dict[str, Callable[[], object]],
+    rounds: int,
+    inner: int = 1,
+    warmup: int = 2,
+    pause: float = 0.0,
 ) -> dict[str, float]:
-    """name -> median seconds per call, contenders alternating within each round."""
+    """name -> median seconds per call, contenders alternating within each round. ``pause``
+    seconds (untimed) between contenders let thread pools that spin after their work (OpenMP,
+    OpenBLAS, Eigen) go idle, so one contender's spinning threads do not slow the next."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()
