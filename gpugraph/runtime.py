@@ -273,6 +273,7 @@ class Compiled:
         # input positions that take Python numbers (converted each call)
         self._scalars = [i for i, t in enumerate(self.input_types) if t.weak]
         self._pack = _packer(out_tree)
+        self.reserve_out = True  # ``out=`` means output buffers (jit clears it if fn has out)
         for observe in COMPILED_OBSERVERS:
             observe(self)
 
@@ -355,6 +356,8 @@ class Compiled:
         into; they are returned. Without it every call returns fresh arrays."""
         from .pytree import flatten
 
+        if not self.reserve_out and out is not None:  # fn's own parameter called out
+            kwargs, out = {**kwargs, "out": out}, None
         leaves, _ = flatten(args + ((kwargs,) if kwargs else ()))
         return self._pack(self.call_flat(leaves, self.flatten_out(out)))
 

@@ -242,6 +242,7 @@ class JitFunction:
             graph, out_tree, _ = trace_flat(call, types, tree, names)
             donated = self._donated_leaves(args, static_idx, tree)
             compiled = Compiled(graph, tree, out_tree, self.options, names, donated)
+            compiled.reserve_out = self._out_kw
             self._cache[key] = compiled
         return compiled, leaves
 

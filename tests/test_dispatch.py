@@ -211,3 +211,11 @@ def test_out_buffer_mistakes_raise():
 def test_out_is_a_parameter_when_the_function_has_one():
     f = jit(lambda x, out: x + out)
     np.testing.assert_allclose(f(np.ones(3), out=np.ones(3)), [2, 2, 2])
+
+    def g(x, *, out):
+        return x * out
+
+    k = jit(g)
+    np.testing.assert_allclose(k(np.ones(3), out=np.full(3, 2.0)), [2, 2, 2])
+    c = k.lower(np.ones(3), out=np.ones(3))
+    np.testing.assert_allclose(c(np.ones(3), out=np.full(3, 3.0)), [3, 3, 3])
