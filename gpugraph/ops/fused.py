@@ -257,7 +257,7 @@ def _prepare_numpy(node: Any, backend: Any):
         return run_single
     if math.prod(shape) == 0:
         return lambda ins, outs: None  # no elements: nothing to compute
-    if math.prod(shape) <= SMALL_ELEMENTS:
+    if math.prod(shape) <= min(SMALL_ELEMENTS, CHUNK_ELEMENTS):  # one chunk: no chunking
         return _straight_line(_ChunkPlan(body, shape, math.prod(shape)))
     flat = _flat_body_shape(body)
     plan_nd = _ChunkPlan(body, shape, CHUNK_ELEMENTS)
