@@ -3,8 +3,18 @@ run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API.
 
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
+from .control_flow import cond, fori_loop, scan, switch, while_loop
 from .device import device_info
-from .errors import DTypeError, GpuGraphError, ShapeError, TraceError, UnsupportedError
+from .errors import (
+    CapturedArrayWarning,
+    DTypeError,
+    EscapedTracerError,
+    GpuGraphError,
+    GpuGraphWarning,
+    ShapeError,
+    TraceError,
+    UnsupportedError,
+)
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
@@ -20,9 +30,12 @@ bool_ = "bool"
 del _F32
 
 __all__ = [
+    "CapturedArrayWarning",
     "Compiled",
     "DTypeError",
+    "EscapedTracerError",
     "GpuGraphError",
+    "GpuGraphWarning",
     "Graph",
     "JitFunction",
     "ShapeDtype",
@@ -32,6 +45,11 @@ __all__ = [
     "Tracer",
     "UnsupportedError",
     "asnumpy",
+    "cond",
+    "fori_loop",
+    "scan",
+    "switch",
+    "while_loop",
     "default_backend",
     "device_info",
     "jit",

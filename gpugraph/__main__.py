@@ -70,13 +70,24 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for sizes and counts: an int >= 1 (a median over 0 runs is undefined)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gpugraph")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="compile a small model, run it, print the graph and a timing")
-    d.add_argument("--batch", type=int, default=256)
-    d.add_argument("--hidden", type=int, default=128)
-    d.add_argument("--repeats", type=int, default=20)
+    d.add_argument("--batch", type=_positive_int, default=256)
+    d.add_argument("--hidden", type=_positive_int, default=128)
+    d.add_argument("--repeats", type=_positive_int, default=20)
     sub.add_parser("info", help="print the backend gpugraph would use and the GPU, if any")
     sub.add_parser(
         "bench",

@@ -29,3 +29,18 @@ class ArenaMemoryError(GpuGraphError, MemoryError):
 
 class DonationError(GpuGraphError, ValueError):
     """A donated argument was used after the call it was donated to, or cannot be donated."""
+
+
+class EscapedTracerError(TraceError):
+    """A traced value was used after the trace that made it had ended (it was stored outside
+    the traced function, e.g. appended to an outer list). JAX calls this an
+    UnexpectedTracerError."""
+
+
+class GpuGraphWarning(UserWarning):
+    """Base class of the warnings gpugraph gives; filter them all with this class."""
+
+
+class CapturedArrayWarning(GpuGraphWarning):
+    """A traced function closed over a large concrete array: it was copied into the graph as a
+    constant, so changing the array later does not change what the compiled function computes."""

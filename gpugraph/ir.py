@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterable
+import math
+import operator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,43 @@ SUPPORTED_DTYPES = (
 SHORT_NAMES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b1"}
 
 _ids = itertools.count()
+
+# The most bytes one array may span: NumPy and CuPy index with a signed 64-bit integer.
+MAX_BYTES = 2**63 - 1
+
+
+def check_size(shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """Raise ShapeError when an array of ``shape`` could not exist (too many bytes)."""
+    n = math.prod(shape)
+    if n * itemsize > MAX_BYTES:
+        from .errors import ShapeError
+
+        raise ShapeError(
+            f"{what + ': ' if what else ''}shape {shape} has {n} elements of {itemsize} bytes, "
+            f"more than one array can hold (2**63 - 1 bytes)"
+        )
+
+
+def check_shape(shape: Any, what: str, itemsize: int = 1) -> tuple[int, ...]:
+    """A user-given static shape as a tuple of ints: an int or a sequence of integers (not
+    floats), none negative, small enough to allocate. ``what`` names the op or argument."""
+    from .errors import ShapeError
+
+    if not isinstance(shape, (tuple, list)):
+        try:  # one size; a traced one raises TraceError here, which says to make it static
+            shape = (operator.index(shape),)
+        except TypeError:
+            pass  # an iterable of sizes (a NumPy array), or nothing usable: checked below
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise ShapeError(
+            f"{what}: shape must be an int or a sequence of ints, got {shape!r}"
+        ) from None
+    if any(d < 0 for d in dims):
+        raise ShapeError(f"{what}: negative dimension in shape {dims}")
+    check_size(dims, itemsize, what)
+    return dims
 
 
 @dataclass(frozen=True)
@@ -47,7 +86,10 @@ class TensorType:
                 + ", ".join(d.name for d in SUPPORTED_DTYPES)
             )
         if any(s < 0 for s in self.shape):
-            raise ValueError(f"negative dimension in shape {self.shape}")
+            from .errors import ShapeError
+
+            raise ShapeError(f"negative dimension in shape {self.shape}")
+        check_size(self.shape, self.dtype.itemsize, "")
 
     @property
     def ndim(self) -> int:
@@ -168,8 +210,8 @@ class Graph:
     def __str__(self) -> str:
         return format_graph(self)
 
-    def to_dot(self, stream_of: dict[Node, int] | None = None) -> str:
-        return to_dot(self, stream_of)
+    def to_dot(self, stream_of: dict[Node, int] | None = None, memory: Any = None) -> str:
+        return to_dot(self, stream_of, memory)
 
 
 def live_nodes(graph: Graph) -> list[Node]:
@@ -282,12 +324,46 @@ def _fmt_attr(v: Any) -> str:
     return repr(v)
 
 
-def format_graph(graph: Graph, indent: str = "") -> str:
-    names: dict[Value, str] = {}
+def input_names(graph: Graph) -> dict[Value, str]:
+    """Printable names of the graph's inputs: the argument path jit gave each one
+    (``x``, ``params['w1']``) when it is unique, else ``%N`` like other values."""
+    given = [v.name for v in graph.inputs]
+    return {
+        v: str(v.name)
+        for v in graph.inputs
+        if v.name and v.name != "capture" and given.count(v.name) == 1
+    }
+
+
+def _region_graphs(node: Node) -> list[tuple[str, Graph]]:
+    """The sub-graphs of a region op (cond/while/scan), named by attr, for the printers."""
+    from .ops.registry import get_op  # lazy: ops import the IR
+
+    if not get_op(node.op).extra.get("region"):
+        return []
+    found = []
+    for k, a in node.attrs.items():
+        if isinstance(a, Graph):
+            found.append((k, a))
+        elif isinstance(a, tuple) and a and all(isinstance(g, Graph) for g in a):
+            found.extend((f"{k}[{i}]", g) for i, g in enumerate(a))
+    return found
+
+
+def format_graph(
+    graph: Graph,
+    indent: str = "",
+    names: dict[Value, str] | None = None,
+    counter: Iterator[int] | None = None,
+) -> str:
+    # Nested regions share the names and the counter: one numbering for the whole text.
+    if names is None:
+        names = {v: f"%{n}" for v, n in input_names(graph).items()}
+    counter = itertools.count() if counter is None else counter
 
     def name(v: Value) -> str:
         if v not in names:
-            names[v] = f"%{len(names)}"
+            names[v] = f"%{next(counter)}"
         return names[v]
 
     args = ", ".join(f"{name(v)}:{v.type}" for v in graph.inputs)
@@ -300,6 +376,9 @@ def format_graph(graph: Graph, indent: str = "") -> str:
             " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs.items()) + "}" if attrs else ""
         )
         lines.append(f"{indent}  {outs} = {n.op}{' ' + ins if ins else ''}{attr_s}")
+        for key, sub in _region_graphs(n):  # regions print nested, indented
+            lines.append(f"{indent}    {key}:")
+            lines.append(format_graph(sub, indent + "    ", names, counter))
     outs = ", ".join(name(v) if v in names else f"?{v.id}" for v in graph.outputs)
     lines.append(f"{indent}  return {outs}")
     lines.append(f"{indent}}}")
@@ -309,24 +388,63 @@ def format_graph(graph: Graph, indent: str = "") -> str:
 _COLOURS = ["lightblue", "lightgoldenrod", "palegreen", "lightpink", "plum", "lightsalmon"]
 
 
-def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None) -> str:
-    """Graphviz DOT: inputs as ellipses, nodes as boxes coloured by stream; fused nodes are
-    drawn as clusters holding their member ops."""
+def _dot_str(text: str) -> str:
+    """A DOT double-quoted string; ``\\n`` in ``text`` stays a DOT line break."""
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _where(v: Value, memory: Any) -> str:
+    """Where a value's bytes live under a memory plan (any object with MemoryPlan's ``slots``)."""
+    slot = getattr(memory, "slots", {}).get(v)
+    if slot is None:
+        return f"{v.type}"
+    if slot.kind == "arena":
+        return f"{v.type} arena [{slot.offset}, {slot.offset + slot.size})"
+    if slot.kind == "view":
+        return f"{v.type} view of #{slot.base.id}"
+    return f"{v.type} {slot.kind}"
+
+
+def to_dot(graph: Graph, stream_of: dict[Node, int] | None = None, memory: Any = None) -> str:
+    """Graphviz DOT: inputs as ellipses labelled with their argument paths, nodes as boxes
+    filled with their stream's colour; fused nodes are drawn as clusters holding their member
+    ops. Hovering a node shows its stream and, given a memory plan (``Compiled.memory``), where
+    each output lives (its arena byte range, a view, or a fresh output buffer)."""
     lines = ["digraph gpugraph {", "  rankdir=TB;", "  node [shape=box, style=filled];"]
     ids: dict[Value, str] = {}
+    named = input_names(graph)
     for i, v in enumerate(graph.inputs):
         ids[v] = f"in{i}"
-        lines.append(f'  in{i} [shape=ellipse, fillcolor=white, label="in{i}\\n{v.type}"];')
+        label = _dot_str(f"{named.get(v, f'input {i}')}\\n{v.type}")
+        lines.append(f"  in{i} [shape=ellipse, fillcolor=white, label={label}];")
+    streams = stream_of or {}
+    if len(set(streams.values())) > 1:  # a legend, so colours can be read as streams
+        for s in sorted(set(streams.values())):
+            colour = _COLOURS[s % len(_COLOURS)]
+            lines.append(f'  stream{s} [shape=note, fillcolor={colour}, label="stream {s}"];')
     for k, n in enumerate(graph.nodes):
-        colour = _COLOURS[(stream_of or {}).get(n, 0) % len(_COLOURS)]
+        stream = streams.get(n, 0)
+        colour = _COLOURS[stream % len(_COLOURS)]
+        tip = f"stream {stream}\\n" + "\\n".join(_where(v, memory) for v in n.outputs)
+        if n.loc:
+            tip += f"\\nat {n.loc}"
+        attrs = f"fillcolor={colour}, tooltip={_dot_str(tip)}"
         label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
+        regions = _region_graphs(n)
         sub = n.attrs.get("body")
-        if isinstance(sub, Graph):
+        if regions:  # one dashed cluster per region node, one box per sub-graph
+            lines.append(f"  subgraph cluster_{k} {{ label={_dot_str(n.op)}; style=dashed;")
+            lines.append(f"    n{k} [{attrs}, label={_dot_str(label)}];")
+            for j, (key, g) in enumerate(regions):
+                members = "\\n".join(m.op for m in g.nodes if m.op != "constant")
+                lines.append(f'    n{k}_{j} [fillcolor=white, label="{key}:\\n{members}"];')
+            lines.append("  }")
+        elif isinstance(sub, Graph):
             members = "\\n".join(m.op for m in sub.nodes)
-            lines.append(f'  subgraph cluster_{k} {{ label="{n.op}"; style=dashed;')
-            lines.append(f'    n{k} [fillcolor={colour}, label="{members}"]; }}')
+            lines.append(f"  subgraph cluster_{k} {{ label={_dot_str(n.op)}; style=dashed;")
+            lines.append(f"    n{k} [{attrs}, label={_dot_str(members)}]; }}")
         else:
-            lines.append(f'  n{k} [fillcolor={colour}, label="{label}"];')
+            lines.append(f"  n{k} [{attrs}, label={_dot_str(label)}];")
         for v in n.outputs:
             ids[v] = f"n{k}"
         for v in n.inputs:

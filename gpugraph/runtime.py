@@ -17,6 +17,7 @@ from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .ops.core import is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
+from .region_exec import explain_regions
 from .schedule import Schedule, schedule
 
 
@@ -408,4 +409,5 @@ class Compiled:
             f"schedule: {self.schedule.num_streams} stream(s), {len(self.schedule.steps)} steps"
         )
         lines.append(f"memory: {self.memory.summary()}")
+        lines.extend(explain_regions(self.executable))
         return "\n".join(lines)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GpuGraphError, TraceError
-from .ir import Graph, TensorType, freeze
+from .ir import Graph, TensorType, check_shape, freeze
 from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .runtime import Compiled, Options
@@ -26,8 +26,9 @@ class ShapeDtype:
     dtype: Any = np.float32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "dtype", check_dtype(self.dtype, "ShapeDtype"))
+        dtype = check_dtype(self.dtype, "ShapeDtype")
+        object.__setattr__(self, "shape", check_shape(self.shape, "ShapeDtype", dtype.itemsize))
+        object.__setattr__(self, "dtype", dtype)
 
 
 def static_key(v: Any) -> Any:
@@ -92,10 +93,28 @@ def leaf_type(x: Any, name: str) -> TensorType:
         return TensorType((), scalar_default_dtype(x), weak=True)
     if is_array(x):
         return TensorType(x.shape, check_dtype(x.dtype, f"argument {name}"))
-    raise GpuGraphError(
-        f"argument {name}: expected an array, a number or a nested tuple/list/dict of them, "
-        f"got {type(x).__name__} (mark it static with static_argnums if it is a setting)"
+    raise GpuGraphError(f"argument {name}: {_not_a_leaf(x)}")
+
+
+def _not_a_leaf(x: Any) -> str:
+    """Why ``x`` cannot be a traced argument, and what to do instead."""
+    kind = type(x).__name__
+    got = (
+        f"expected a NumPy or CuPy array, a number or a nested tuple/list/dict of them, got {kind}"
     )
+    if hasattr(x, "_fields") and isinstance(x, tuple):
+        return (
+            f"{got}, a NamedTuple; NamedTuples are not pytrees in gpugraph yet, so pass a tuple "
+            "or a dict of its fields (p._asdict())"
+        )
+    if isinstance(x, complex):
+        return f"{got}; complex numbers are not supported"
+    if any(hasattr(x, a) for a in ("__array__", "__dlpack__", "__cuda_array_interface__")):
+        return (
+            f"{got}, an array of another library; convert it first: np.asarray(x) (on the "
+            "CPU) or cupy.asarray(x) / cupy.from_dlpack(x) (on the GPU)"
+        )
+    return f"{got} (if it is a setting, not data, mark it static with static_argnums)"
 
 
 def trace_flat(
@@ -283,6 +302,12 @@ class JitFunction:
             if out is not None:
                 raise GpuGraphError("out= cannot be used inside a traced function")
             return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
+        if any(isinstance(x, ShapeDtype) for x in leaves):
+            raise GpuGraphError(
+                "a gg.ShapeDtype was passed to a call; ShapeDtype describes an argument without "
+                f"data for compiling only: use {getattr(self.fn, '__name__', 'fn')}.lower(...) "
+                "with it, then call the result with arrays"
+            )
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
         if out is None and not kwargs:
             key = fast_key(args) if self._fast_ok else None
@@ -303,6 +328,38 @@ class JitFunction:
     def clear_cache(self) -> None:
         self._cache.clear()
         self._fast.clear()
+
+
+def _check_static_argnums(nums: Any) -> tuple[int, ...]:
+    """static_argnums as a tuple of ints (an int alone is one position; None is none)."""
+    if nums is None:
+        return ()
+    if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
+        return (int(nums),)
+    if isinstance(nums, (tuple, list)) and all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in nums
+    ):
+        return tuple(int(i) for i in nums)
+    raise GpuGraphError(
+        "gg.jit: static_argnums must be an int or a sequence of ints (argument positions), "
+        f"got {nums!r}; name parameters with static_argnames"
+    )
+
+
+def _check_donate_argnums(nums: Any) -> tuple[int, ...]:
+    """donate_argnums as a tuple of ints (an int alone is one position; None is none)."""
+    if nums is None:
+        return ()
+    if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
+        return (int(nums),)
+    if isinstance(nums, (tuple, list)) and all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in nums
+    ):
+        return tuple(int(i) for i in nums)
+    raise GpuGraphError(
+        f"gg.jit: donate_argnums must be an int or a sequence of ints (argument positions), "
+        f"got {nums!r}"
+    )
 
 
 def jit(
@@ -332,12 +389,25 @@ def jit(
     afterwards (NumPy marks it read-only; passing it again raises ``DonationError``). See
     ``gpugraph.buffers``.
     """
-    if isinstance(static_argnums, int):
-        static_argnums = (static_argnums,)
-    if isinstance(donate_argnums, int):
-        donate_argnums = (donate_argnums,)
+    static_argnums = _check_static_argnums(static_argnums)
+    donate_argnums = _check_donate_argnums(donate_argnums)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
+    if static_argnames is None:
+        static_argnames = ()
+    if not isinstance(static_argnames, (tuple, list)) or not all(
+        isinstance(n, str) for n in static_argnames
+    ):
+        raise GpuGraphError(
+            f"gg.jit: static_argnames must be a str or a sequence of str, got {static_argnames!r}"
+        )
+    if streams is not None:
+        if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
+            raise GpuGraphError(
+                "gg.jit: streams must be None (choose automatically) or an int >= 1 (the most "
+                f"streams to use), got {streams!r}"
+            )
+        streams = int(streams)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
         return lambda f: JitFunction(f, static_argnums, options, static_argnames, donate_argnums)

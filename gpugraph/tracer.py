@@ -11,15 +11,28 @@ import functools
 import os
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
 
-from .errors import GpuGraphError, TraceError, UnsupportedError
+from .errors import (
+    CapturedArrayWarning,
+    EscapedTracerError,
+    GpuGraphError,
+    TraceError,
+    UnsupportedError,
+)
 from .ir import GraphBuilder, TensorType, Value
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _local = threading.local()
+
+# A concrete array larger than this that a jitted function closes over (or otherwise uses
+# without taking it as an argument) is baked into the graph as a constant: later changes to it
+# are ignored, as in JAX. Above this size that is rarely intended, so gg.jit warns
+# (CapturedArrayWarning). 1 MiB is a 512x512 float32 matrix.
+CAPTURE_WARN_BYTES = 1 << 20
 
 
 def user_loc() -> str:
@@ -33,8 +46,23 @@ def user_loc() -> str:
     return "<unknown>"
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for warnings.warn called by our caller that makes the warning point
+    at the innermost frame outside the gpugraph package."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PKG_DIR + os.sep
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class MissingAttributeError(UnsupportedError, AttributeError):
     """An ndarray attribute or method that traced arrays do not have (hasattr() sees False)."""
+
+
+class ZeroDimError(TraceError, TypeError):
+    """len() of, or iteration over, a 0-d traced array (a TypeError in NumPy too)."""
 
 
 def with_user_loc(fn):
@@ -75,6 +103,8 @@ class Trace:
         self.captures: list[tuple[Any, Value]] = []  # (outer tracer, inner input value)
         self._captured: dict[int, Value] = {}
         self.active = False
+        self.loc = user_loc()  # where the user started this trace, for escaped-tracer errors
+        self._warned: set[int] = set()  # ids of captured arrays already warned about
 
     def __enter__(self) -> Trace:
         trace_stack().append(self)
@@ -95,10 +125,7 @@ class Trace:
             if x.trace is self:
                 return x.value
             if not x.trace.active:
-                raise TraceError(
-                    "a traced value escaped the function that traced it (it was stored "
-                    "outside and used after tracing ended); return it instead"
-                )
+                raise escaped_error(x)
             if x.trace.level > self.level:
                 raise TraceError("a value from an inner trace was used in an outer one")
             key = id(x)
@@ -110,16 +137,52 @@ class Trace:
         from .ops.core import constant_array
 
         arr = constant_array(x)
+        if arr is x:  # snapshot: the graph must not see later writes to the caller's array
+            arr = arr.copy()
+        if arr.nbytes > CAPTURE_WARN_BYTES:
+            self._warn_captured(x, arr)
         t = TensorType(arr.shape, arr.dtype)
         node = self.builder.add_node("constant", [], {"value": arr}, [t], user_loc())
         return node.output
+
+    def _warn_captured(self, x: Any, arr: np.ndarray) -> None:
+        """Warn once per array and jit trace; eager grad/vjp re-trace on every call, so there
+        the array is read afresh and nothing is frozen."""
+        root = trace_stack()[0]
+        if root.name != "jit" or id(x) in root._warned:
+            return
+        root._warned.add(id(x))
+        warnings.warn(
+            f"a jitted function uses a {TensorType(arr.shape, arr.dtype)} array "
+            f"({arr.nbytes / 2**20:.1f} MiB) that is not one of its arguments (at {user_loc()}). "
+            "It is copied into the graph as a constant when the function is traced, so later "
+            "changes to the array are ignored and the graph holds a copy. Pass it as an "
+            "argument instead, or filter gpugraph.CapturedArrayWarning if it is a true constant",
+            CapturedArrayWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
+def escaped_error(x: Tracer) -> EscapedTracerError:
+    """The error for using ``x`` after its trace ended, naming where it was made."""
+    v = x.value
+    made = f"by {v.node.op} at {v.node.loc}" if v.node is not None else f"as input {v.name!r}"
+    return EscapedTracerError(
+        f"escaped tracer: a traced value ({v.type}) made {made} in the {x.trace.name} trace "
+        f"started at {x.trace.loc} was used at {user_loc()}, after that trace had ended. A "
+        "traced function must not store its traced values outside (in a global, an outer "
+        "list or an object attribute) to use later; return them as outputs instead"
+    )
 
 
 def innermost_trace(args) -> Trace | None:
     best: Trace | None = None
     for a in args:
-        if isinstance(a, Tracer) and (best is None or a.trace.level > best.level):
-            best = a.trace
+        if isinstance(a, Tracer):
+            if not a.trace.active:
+                raise escaped_error(a)
+            if best is None or a.trace.level > best.level:
+                best = a.trace
     return best
 
 
@@ -127,7 +190,6 @@ class Tracer:
     """A symbolic array inside a Trace. Behaves like an ndarray for the common operations."""
 
     __slots__ = ("trace", "value")
-    __array_ufunc__ = None  # make NumPy defer `ndarray + tracer` to our reflected ops
 
     def __init__(self, trace: Trace, value: Value) -> None:
         self.trace = trace
@@ -152,7 +214,7 @@ class Tracer:
 
     def __len__(self) -> int:
         if not self.shape:
-            raise TypeError("len() of a 0-d traced array")
+            raise ZeroDimError(f"len() of a 0-d traced array (at {user_loc()})")
         return self.shape[0]
 
     def __repr__(self) -> str:
@@ -192,8 +254,48 @@ class Tracer:
 
     def __iter__(self):
         if not self.shape:
-            raise TypeError("iteration over a 0-d traced array")
+            raise ZeroDimError(f"iteration over a 0-d traced array (at {user_loc()})")
         return (self[i] for i in range(self.shape[0]))
+
+    def __setitem__(self, index, value):
+        raise UnsupportedError(
+            f"traced arrays are immutable: `x[...] = value` cannot update {self.value.type} in "
+            f"place (at {user_loc()}). JAX-style `x.at[...].set(value)` updates are not "
+            "available yet; build the new array instead, e.g. gg.where(gg.arange(n) == i, "
+            "value, x) for position i of a 1-d x, or gg.concatenate of slices"
+        )
+
+
+# NumPy ufuncs whose gpugraph op has another name; the rest map by their own name.
+UFUNC_NAMES = {"absolute": "abs"}
+# Bitwise ufuncs that equal a logical gg op only on bool operands.
+BOOL_UFUNCS = {"bitwise_and": "logical_and", "bitwise_or": "logical_or", "invert": "logical_not"}
+# ufunc.reduce spellings and the gg reduction that does the same.
+UFUNC_REDUCTIONS = {"add": "sum", "maximum": "max", "minimum": "min"}
+
+
+def _bad_mask(index: Any) -> str | None:
+    """Why ``x[index]`` cannot be traced, if ``index`` holds a boolean mask."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for p in parts:
+        if getattr(p, "dtype", None) == np.dtype(bool) and getattr(p, "ndim", 0) > 0:
+            if isinstance(p, Tracer):
+                return (
+                    "boolean mask indexing x[mask] gives an array whose length depends on the "
+                    "data (how many entries are True), and gpugraph graphs have static shapes. "
+                    "Keep the shape and select with gg.where(mask, x, 0) (then gg.sum or "
+                    "gg.max over it), as in JAX"
+                )
+            return (
+                "indexing with a boolean array is not supported; turn a concrete mask into "
+                "integer indices first (x[np.nonzero(mask)[0]] for a 1-d mask), or select with "
+                "gg.where(mask, x, 0) to keep the shape"
+            )
+    return None
+
+
+def _is_bool(x: Any) -> bool:
+    return isinstance(x, bool) or getattr(x, "dtype", None) == np.dtype(bool)
 
 
 def install_tracer_methods(namespace: dict) -> None:
@@ -202,6 +304,12 @@ def install_tracer_methods(namespace: dict) -> None:
 
     def rev(fn):
         return lambda self, other: fn(other, self)
+
+    def getitem(self, index):
+        why = _bad_mask(index)
+        if why is not None:
+            raise UnsupportedError(f"{why} (at {user_loc()})")
+        return ns["getitem"](self, index)
 
     methods = {
         "__add__": ns["add"],
@@ -228,7 +336,7 @@ def install_tracer_methods(namespace: dict) -> None:
         "__and__": ns["logical_and"],
         "__or__": ns["logical_or"],
         "__invert__": ns["logical_not"],
-        "__getitem__": ns["getitem"],
+        "__getitem__": getitem,
         "sum": ns["sum"],
         "mean": ns["mean"],
         "max": ns["max"],
@@ -273,6 +381,11 @@ def install_tracer_methods(namespace: dict) -> None:
         if name.startswith("__"):  # protocol probes (copy, pickle, NumPy) get the plain error
             raise AttributeError(name)
         hint = f"; use gg.{name}(x, ...)" if name in ns else ""
+        if name == "at":
+            hint = (
+                "; `x.at[...].set/add` updates are not available yet: build the new array "
+                "with gg.where(mask, value, x) or gg.concatenate of slices"
+            )
         raise MissingAttributeError(
             f"traced arrays have no attribute or method {name!r}{hint} (at {user_loc()})"
         )
@@ -294,4 +407,36 @@ def install_tracer_methods(namespace: dict) -> None:
         )
 
     Tracer.__array_function__ = array_function
+
+    def array_ufunc(self, ufunc, method, *inputs, **kwargs):
+        """NumPy ufuncs on traced arrays (np.exp(x), ndarray + x, ndarray @ x): the ones
+        gpugraph has become its ops; the rest raise an error naming the gg op to use."""
+        name = ufunc.__name__
+        if method == "__call__" and not kwargs:
+            op = UFUNC_NAMES.get(name, name)
+            if name in BOOL_UFUNCS and all(_is_bool(x) for x in inputs):
+                op = BOOL_UFUNCS[name]
+            if op in ns and op not in BOOL_UFUNCS:
+                return ns[op](*inputs)
+        loc = user_loc()
+        if method != "__call__":
+            red = UFUNC_REDUCTIONS.get(name) if method == "reduce" else None
+            hint = f"; use gg.{red}" if red else ""
+            raise UnsupportedError(
+                f"np.{name}.{method} is not supported on traced arrays (at {loc}){hint}"
+            )
+        if kwargs:
+            raise UnsupportedError(
+                f"np.{name} with {', '.join(f'{k}=' for k in kwargs)} is not supported on "
+                f"traced arrays (at {loc}): traced arrays cannot be written into, and ufunc "
+                f"options have no graph form; call the gg op and use its result"
+            )
+        if name in BOOL_UFUNCS:
+            why = f"np.{name} on non-bool traced arrays is not supported (at {loc})"
+        else:
+            why = f"NumPy ufunc np.{name} has no gpugraph op, so it cannot run on a traced array"
+            why += f" (at {loc}); write it with gg ops"
+        raise UnsupportedError(why)
+
+    Tracer.__array_ufunc__ = array_ufunc
     Tracer.__hash__ = object.__hash__

@@ -67,7 +67,7 @@ def make_program(ex: Any) -> Callable[..., list]:
             line = f"_f{k}({''.join(a + ', ' for a in ins)}out={outs[0]})"
         else:
             ns[f"_f{k}"] = launch.runner
-            line = f"_f{k}(({''.join(a + ', ' for a in ins)}), ({', '.join(outs)},))"
+            line = f"_f{k}([{', '.join(ins)}], [{', '.join(outs)}])"  # Runner takes lists
         node = ex.schedule.steps[launch.step].node
         flops = get_op(node.op).extra.get("flops")
         if flops is not None and blas_policy is not None:

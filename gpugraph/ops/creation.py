@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GpuGraphError, ShapeError
-from ..ir import TensorType
+from ..errors import DTypeError, GpuGraphError, TraceError
+from ..ir import TensorType, check_shape
+from ..tracer import Tracer
 from .core import DEFAULT_FLOAT, array_module, bind, check_dtype, scalar_default_dtype, type_of
 from .registry import OpDef, register
 
@@ -39,23 +40,34 @@ def _n(start, stop, step) -> int:
     return max(0, int(np.ceil((stop - start) / step)))
 
 
-def _shape(shape: Any, op: str = "full") -> tuple[int, ...]:
+def _fill_value(value: Any, dt: np.dtype) -> Any:
+    """``value`` as a Python scalar of dtype ``dt``; a value the dtype cannot hold is an error
+    (NumPy 2 raises OverflowError for an out-of-range Python int, and wraps NumPy ints)."""
     try:
-        dims = (
-            (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-        )
-    except TypeError:
-        raise ShapeError(
-            f"{op}: shape must be an int or a sequence of ints, got {shape!r}"
-        ) from None
-    if any(d < 0 for d in dims):
-        raise ShapeError(f"{op}: negative dimension in shape {dims}")
-    return dims
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise GpuGraphError(f"full: the fill value must be a scalar, got shape {arr.shape}")
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            out = arr.astype(dt) if arr.dtype != object else np.asarray(value, dt)
+        if dt.kind in "iu" and arr.dtype.kind in "iub" and int(out) != int(arr):
+            raise OverflowError
+        if dt.kind in "iu" and arr.dtype.kind == "f" and not np.isfinite(arr):
+            raise OverflowError
+    except (OverflowError, ValueError, TypeError):
+        raise DTypeError(f"full: fill value {value!r} does not fit in dtype {dt}") from None
+    return out.item()
 
 
 def full(shape: Any, value: Any, dtype: Any = None) -> Any:
+    if isinstance(value, Tracer):  # a traced fill value: broadcast it, as jnp.full does
+        from .elementwise import astype
+        from .shape import broadcast_to
+
+        dt = check_dtype(dtype, "full") if dtype is not None else value.dtype
+        return broadcast_to(astype(value, dt), check_shape(shape, "full", dt.itemsize))
     dt = check_dtype(dtype, "full") if dtype is not None else scalar_default_dtype(value)
-    return bind("full", shape=_shape(shape), value=np.asarray(value, dt).item(), dtype=dt)
+    dims = check_shape(shape, "full", dt.itemsize)
+    return bind("full", shape=dims, value=_fill_value(value, dt), dtype=dt)
 
 
 def zeros(shape: Any, dtype: Any = DEFAULT_FLOAT) -> Any:
@@ -90,6 +102,14 @@ def full_like(x: Any, value: Any, dtype: Any = None) -> Any:
 def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Any:
     if stop is None:
         start, stop = 0, start
+    for name, v in (("start", start), ("stop", stop), ("step", step)):
+        if isinstance(v, Tracer):
+            raise TraceError(
+                f"arange: {name} is a traced value ({v.value.type}), but the length of an arange "
+                "decides its shape, which must be known when tracing. Pass it as a static "
+                "argument (static_argnums / static_argnames); a Python number argument is "
+                "traced unless marked static"
+            )
     if step == 0:
         raise GpuGraphError("arange: step must not be zero")
     if dtype is None:

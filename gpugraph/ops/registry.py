@@ -20,6 +20,8 @@ FAMILY_RULES: dict[str, tuple[str, ...]] = {
     "creation": ("infer", "impl"),
     "nondiff": ("infer", "impl"),
     "internal": ("infer", "impl"),
+    # region ops (ops/control.py): vjp exists too, but is tested in test_control_flow.py
+    "control": ("infer", "impl", "jvp"),
 }
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,8 +46,22 @@ register(
 
 
 def reshape(x: Any, shape: Sequence[int] | int) -> Any:
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    try:  # operator.index: 2.5 is refused, not truncated; a traced size says to make it static
+        shape = (
+            (operator.index(shape),)
+            if isinstance(shape, (int, np.integer))
+            else tuple(operator.index(s) for s in shape)
+        )
+    except TypeError:
+        raise ShapeError(
+            f"reshape: shape must be an int or a sequence of ints, got {shape!r}"
+        ) from None
     t = type_of(x)
+    if any(s < -1 for s in shape):
+        raise ShapeError(
+            f"reshape: invalid dimension in shape {shape}: sizes must be >= 0, or -1 for the "
+            "one size to infer"
+        )
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: more than one -1 in {shape}")
     if -1 in shape:

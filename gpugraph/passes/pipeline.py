@@ -9,6 +9,8 @@ from ..ir import Graph, verify
 from .cse import cse
 from .dce import dce
 from .fold import fold
+from .regions import map_regions, simplify_regions
+from .scan_merge import merge_scans
 from .simplify import simplify, simplify_unsafe
 
 Pass = Callable[[Graph], tuple[Graph, dict[str, int]]]
@@ -20,6 +22,8 @@ OPTIMIZE_PASSES: list[tuple[str, Pass]] = [
     ("simplify", simplify),
     ("cse", cse),
     ("dce", dce),
+    ("regions", simplify_regions),
+    ("merge scans", merge_scans),
 ]
 # Default of optimize(unsafe_math=None): non-IEEE-exact rewrites (x * 0 -> 0, x + 0.0 -> x).
 UNSAFE_MATH = False
@@ -41,7 +45,7 @@ def run_passes(
         changed = False
         for name, fn in passes:
             before = len(graph.nodes)
-            graph, rewrites = fn(graph)
+            graph, rewrites = map_regions(graph, fn)  # bodies first, then the graph
             if check:
                 verify(graph)
             if rewrites:
