@@ -327,8 +327,14 @@ def block_contenders(notes: list[str]) -> dict:
 def run(quick: bool = False) -> tuple[list[dict], list[str]]:
     notes: list[str] = []
     rows = []
+
+    def pair():  # the same step with only the two closest contenders: no other thread pools
+        runs = mlp_contenders(notes, with_keep=False)
+        return {k: runs[k] for k in ("gpugraph jit", "jax.jit")}
+
     work = [
         ("MLP step (batch 128)", lambda: mlp_contenders(notes, with_keep=True), 7 if quick else 21),
+        ("MLP step, gpugraph and jax only", pair, 7 if quick else 31),
         ("transformer block fwd+bwd", lambda: block_contenders(notes), 3 if quick else 9),
     ]
     for label, make, rounds in work:

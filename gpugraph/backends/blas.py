@@ -5,7 +5,8 @@ float32, medians of 40 alternating runs): with OpenBLAS's default 2 threads, GEM
 30-270 MFLOP (an MLP layer at batch 128, a transformer projection) ran 10-20x *slower* than
 with 1 thread, and 25-100x slower with one competing busy process, because each call waits
 for a second thread that the OS has not scheduled; single calls stalled for 15-100 ms. Only
-from about 1 GFLOP on did 2 threads win (0.7-0.9x the 1-thread time). torch and jax degrade
+from about 1 GFLOP on did 2 threads win (0.7-0.9x the 1-thread time), and with one busy
+process they lost even there (up to 1.2x). torch and jax degrade
 far less because their pools do not hand tiny GEMMs to every thread.
 
 So the policy (``GPUGRAPH_BLAS_THREADS``):
