@@ -1,4 +1,4 @@
-"""python -m gpugraph demo | info | cache info|clear"""
+"""python -m gpugraph demo | info | bench | cache info|clear"""
 
 from __future__ import annotations
 
@@ -91,7 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("info", help="print the backend gpugraph would use and the GPU, if any")
     c = sub.add_parser("cache", help="the persistent kernel cache ($GPUGRAPH_CACHE_DIR)")
     c.add_argument("action", choices=["info", "clear"])
-    args = p.parse_args(argv)
+    sub.add_parser(
+        "bench",
+        help="run the CPU benchmark suite (bench/) and print one table; --quick, --only",
+        add_help=False,  # bench --help is the suite runner's
+    )
+    args, rest = p.parse_known_args(argv)
+    if args.cmd == "bench":
+        raise SystemExit(_bench(rest))
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.cmd == "demo":
         demo(args.batch, args.hidden, args.repeats)
     elif args.cmd == "cache":
@@ -100,6 +109,21 @@ def main(argv: list[str] | None = None) -> None:
         print(cache.info() if args.action == "info" else f"removed {cache.clear()} entries")
     else:
         print(f"backend: {gg.default_backend()}\ndevice: {gg.device_info()}")
+
+
+def _bench(argv: list[str]) -> int:
+    """bench/run_all.py from the source checkout this package sits in (--quick, --only ...)."""
+    import importlib.util
+    from pathlib import Path
+
+    runner = Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
+    if not runner.exists():
+        print(f"the benchmarks live in the source checkout (bench/), not found at {runner}")
+        return 2
+    spec = importlib.util.spec_from_file_location("gpugraph_bench_run_all", runner)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
 
 
 if __name__ == "__main__":

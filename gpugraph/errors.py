@@ -23,6 +23,14 @@ class UnsupportedError(GpuGraphError, NotImplementedError):
     """An op, dtype or feature is not implemented (yet); the message names it."""
 
 
+class ArenaMemoryError(GpuGraphError, MemoryError):
+    """A compiled plan's arena could not be allocated; the message gives its size."""
+
+
+class DonationError(GpuGraphError, ValueError):
+    """A donated argument was used after the call it was donated to, or cannot be donated."""
+
+
 class EscapedTracerError(TraceError):
     """A traced value was used after the trace that made it had ended (it was stored outside
     the traced function, e.g. appended to an outer list). JAX calls this an

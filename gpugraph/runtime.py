@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .backends.base import Backend, get_backend
-from .errors import DTypeError, GpuGraphError, ShapeError
+from .buffers import _CONSUMED, check_live, check_out, consume, donated_outputs, donation_pairs
+from .errors import ArenaMemoryError, DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
 from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .ops.core import is_cupy
@@ -46,10 +47,15 @@ class Launch:
 class Executable:
     """A flat list of launches over one arena. ``run`` is the only per-call work.
 
-    The arena is allocated once; every arena value (and every view of one) is an array made
-    once at its planned offset and written through ``out=``. Values the user gets back are
-    fresh buffers each call ("output" slots) or copies, never arena memory; user inputs are
-    only read.
+    The arena (and every constant) is allocated on the first call, not at lowering, so
+    ``lower()`` costs no device memory; every arena value (and every view of one) is then an
+    array made once at its planned offset and written through ``out=``. Values the user gets
+    back are fresh buffers each call ("output" slots), buffers the caller passed (``out=``, or a
+    donated input's), or copies, never arena memory; user inputs are only read.
+
+    A backend may turn the launch list into one straight-line program (``Backend.program``: the
+    NumPy backend generates Python with every launch's call bound once); otherwise each call
+    walks ``launches`` with a dict of values (``launch_all``), as the CuPy backend does.
     """
 
     def __init__(
@@ -62,14 +68,15 @@ class Executable:
     ):
         self.graph, self.schedule, self.plan, self.backend = graph, sched, plan, backend
         self.cuda_graph = cuda_graph  # read by backends that can capture (CuPy)
-        self.arena = backend.alloc(plan.arena_bytes)
-        self.fixed: dict[Value, Any] = {}  # constants, arena values and their views
+        self._arena: Any = None
+        self._fixed: dict[Value, Any] | None = None
+        # values that get an array made once (constants, arena values and their views)
+        fixed = set()
         for v, slot in plan.slots.items():
             root = plan.slots[plan.root(v)]
-            if slot.kind == "const":
-                self.fixed[v] = backend.asarray(v.node.attrs["value"])
-            elif slot.kind in ("arena", "view") and root.kind == "arena":
-                self.fixed[v] = backend.view(self.arena, root.offset, v.type)
+            if slot.kind == "const" or (slot.kind in ("arena", "view") and root.kind == "arena"):
+                fixed.add(v)
+        self.fixed_values = frozenset(fixed)
         self.fresh = [v for v, s in plan.slots.items() if s.kind == "output"]
         self.launches: list[Launch] = []
         for i, step in enumerate(sched.steps):
@@ -77,42 +84,103 @@ class Executable:
             if node.op == "constant":
                 continue
             is_view = plan.slots[node.outputs[0]].kind == "view"
-            if is_view and node.outputs[0] in self.fixed and not (step.waits or step.record):
+            if is_view and node.outputs[0] in fixed and not (step.waits or step.record):
                 continue  # nothing to do at run time
             runner = None if is_view else backend.prepare(node)
             self.launches.append(
                 Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
             )
         self.streams = backend.make_streams(sched.num_streams)
+        # output position -> the value whose fresh buffer it is (first position of each value)
+        self.fresh_at: dict[int, Value] = {}
+        for p, v in enumerate(graph.outputs):
+            if plan.slots[v].kind == "output" and v not in self.fresh_at.values():
+                self.fresh_at[p] = v
+        self._program: Callable[..., list] | None = None
         self._lock = threading.Lock()
 
-    def run(self, args: list[Any]) -> list[Any]:
+    # -- memory, made on the first call ------------------------------------------------------
+    @property
+    def arena(self) -> Any:
+        self._materialize()
+        return self._arena
+
+    @property
+    def fixed(self) -> dict[Value, Any]:
+        """Constants, arena values and their views: value -> array (made on first use)."""
+        self._materialize()
+        assert self._fixed is not None
+        return self._fixed
+
+    def _materialize(self) -> None:
+        if self._fixed is not None:
+            return
+        b, plan = self.backend, self.plan
+        try:
+            arena = b.alloc(plan.arena_bytes)
+        except MemoryError as e:  # cupy.cuda.memory.OutOfMemoryError is a MemoryError too
+            raise ArenaMemoryError(
+                f"cannot allocate the arena of this plan: {plan.arena_bytes} bytes "
+                f"({plan.arena_bytes / 2**20:.1f} MiB) on the {b.name} backend "
+                f"({type(e).__name__}: {e}). Smaller inputs, or fewer streams (each stream "
+                "keeps more values alive at once), need less."
+            ) from e
+        fixed: dict[Value, Any] = {}
+        # In-place chains put many values at one offset: one array object per (offset, type),
+        # because a ufunc whose out= is another object over the same bytes as an input takes
+        # NumPy's slower overlap path (0.2 us a call), while the same object does not.
+        views: dict[tuple, Any] = {}
+        for v in self.fixed_values:
+            slot, root = plan.slots[v], plan.slots[plan.root(v)]
+            if slot.kind == "const":
+                fixed[v] = b.asarray(v.node.attrs["value"])
+                continue
+            key = (root.offset, v.type.shape, v.type.dtype)
+            if key not in views:
+                views[key] = b.view(arena, root.offset, v.type)
+            fixed[v] = views[key]
+        self._arena, self._fixed = arena, fixed
+
+    # -- calling -------------------------------------------------------------------------------
+    def run(self, args: list[Any], outs: list[Any] | None = None) -> list[Any]:
+        """One call: results in graph-output order. ``outs`` (optional) holds a buffer or None
+        per output: given buffers are written and returned instead of fresh ones."""
         # One call at a time per plan: concurrent calls (from several Python threads) would
         # share the arena and overwrite each other's intermediate values.
         with self._lock:
-            return self._run(args)
+            program = self._program
+            if program is None:
+                self._materialize()
+                program = self._program = self.backend.program(self) or self._run_env
+            return program(*args) if outs is None else program(*args, *outs)
 
-    def _run(self, args: list[Any]) -> list[Any]:
-        b = self.backend
+    def _run_env(self, *arrays: Any) -> list[Any]:
+        """The generic call: a dict of values filled by ``launch_all`` (or the backend's own
+        ``execute``). ``arrays``: the inputs, then optionally one buffer or None per output."""
+        b, graph = self.backend, self.graph
+        n = len(graph.inputs)
+        outs = list(arrays[n:]) or [None] * len(graph.outputs)
         env = dict(self.fixed)
-        env.update(zip(self.graph.inputs, args))
-        for v in self.fresh:
-            env[v] = b.empty(v.type)
+        env.update(zip(graph.inputs, arrays[:n]))
+        for p, v in self.fresh_at.items():
+            env[v] = b.empty(v.type) if outs[p] is None else outs[p]
         b.execute(self, env)
-        results, seen = [], set()
-        for v in self.graph.outputs:
-            slot = self.plan.slots[v]
-            r = env[v]
-            if slot.kind != "output" or id(r) in seen:
-                r = b.copy(r)  # never hand out an input, a constant or the same buffer twice
-            seen.add(id(r))
-            results.append(r)
+        results = []
+        for p, v in enumerate(graph.outputs):
+            if self.fresh_at.get(p) is v:
+                results.append(env[v])
+            elif outs[p] is None:  # never hand out an input, a constant or one buffer twice
+                results.append(b.copy(env[v]))
+            else:
+                b.copyto(outs[p], env[v])
+                results.append(outs[p])
         return results
 
     def launch_all(self, env: dict, streams: list) -> None:
         """Every launch, in order, on ``streams`` (a backend's ``execute`` may run it with the
         caller's stream or under CUDA graph capture)."""
         b = self.backend
+        fixed = self.fixed_values
         events: dict[int, Any] = {}
         for launch in self.launches:
             stream = streams[launch.stream]
@@ -121,13 +189,22 @@ class Executable:
             ins = [env[v] for v in launch.inputs]
             if launch.runner is None:
                 out = launch.outputs[0]
-                if out not in self.fixed:
+                if out not in fixed:
                     env[out] = ins[0].reshape(out.type.shape)
             else:
                 outs = [env[v] for v in launch.outputs]
                 b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
             if launch.record:
                 events[launch.step] = b.record(stream)
+
+
+def _packer(tree: TreeDef) -> Callable[[list], Any]:
+    """results list -> the user's output structure (the common shapes without a tree walk)."""
+    if tree.kind == "leaf":
+        return lambda r: r[0]
+    if tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children):
+        return tuple
+    return lambda r: unflatten(tree, r)
 
 
 def _weak_int_ranges(graph: Graph) -> dict[int, tuple[int, int]]:
@@ -161,6 +238,7 @@ class Compiled:
         out_tree: TreeDef,
         options: Options,
         arg_names: list[str] | None = None,
+        donated: Sequence[int] = (),
     ):
         self.traced_graph = graph
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
@@ -185,9 +263,18 @@ class Compiled:
         self.graph = reorder_for_memory(self.graph)
         self.schedule = schedule(self.graph, streams)
         self.memory = plan_memory(self.graph, self.schedule)
-        self.executable = Executable(
+        self.executable = ex = Executable(
             self.graph, self.schedule, self.memory, self.backend, options.cuda_graph
         )
+        # flat input indices donated by the caller, and which output may reuse which
+        self.donated = frozenset(donated)
+        self.donation = donation_pairs(
+            self.graph, self.schedule, self.memory, self.donated, ex.fresh_at
+        )
+        # input positions that take Python numbers (converted each call)
+        self._scalars = [i for i, t in enumerate(self.input_types) if t.weak]
+        self._pack = _packer(out_tree)
+        self.reserve_out = True  # ``out=`` means output buffers (jit clears it if fn has out)
         for observe in COMPILED_OBSERVERS:
             observe(self)
 
@@ -233,16 +320,62 @@ class Compiled:
             out.append(x if b.is_native(x) else b.asarray(np.asarray(x)))
         return out
 
-    def call_flat(self, leaves: list[Any]) -> list[Any]:
-        return self.executable.run(self.check_args(leaves))
+    def call_flat(self, leaves: list[Any], out: list[Any] | None = None) -> list[Any]:
+        """Run on flattened arguments; ``out``: optional flattened output buffers."""
+        args = self.check_args(leaves)
+        if _CONSUMED:
+            check_live(leaves, self.arg_names)
+        return self._run(leaves, args, out)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def call_fast(self, args: list[Any]) -> Any:
+        """The call path of a signature seen before (``JitFunction``'s cache hit on types,
+        shapes and dtypes of positional arrays and numbers): only what depends on the values
+        is checked, i.e. the Python numbers' ranges and donated arrays' liveness."""
+        if self._scalars:
+            args = self.check_args(args)
+        if _CONSUMED:
+            check_live(args, self.arg_names)
+        if not self.donated:
+            return self._pack(self.executable.run(args))
+        return self._pack(self._run(args, args, None))
+
+    def _run(self, leaves: list[Any], args: list[Any], out: list[Any] | None) -> list[Any]:
+        b, ex = self.backend, self.executable
+        if out is not None:
+            out = check_out(b, out, [v.type for v in self.graph.outputs], args)
+        elif self.donation:
+            out = donated_outputs(b, args, self.donation, len(self.graph.outputs))
+        results = ex.run(args, out)
+        if self.donated:
+            consume(b, leaves, self.donated)
+        return results
+
+    def __call__(self, *args: Any, out: Any = None, **kwargs: Any) -> Any:
         """Call with the traced arguments: the dynamic ones by position, then the keyword ones
-        that were passed to the jitted function by keyword (keyword-only parameters)."""
+        that were passed to the jitted function by keyword (keyword-only parameters).
+        ``out``: output buffers (an array, or the output's tree of arrays) to write the results
+        into; they are returned. Without it every call returns fresh arrays."""
         from .pytree import flatten
 
+        if not self.reserve_out and out is not None:  # fn's own parameter called out
+            kwargs, out = {**kwargs, "out": out}, None
         leaves, _ = flatten(args + ((kwargs,) if kwargs else ()))
-        return unflatten(self.out_tree, self.call_flat(leaves))
+        return self._pack(self.call_flat(leaves, self.flatten_out(out)))
+
+    def flatten_out(self, out: Any) -> list[Any] | None:
+        """``out=`` as a list of leaves in output order (it must have the output's structure;
+        a single output may be given as the bare array)."""
+        if out is None:
+            return None
+        from .pytree import flatten
+
+        leaves, tree = flatten(out, is_leaf=lambda x: hasattr(x, "shape"))
+        if tree != self.out_tree:
+            raise GpuGraphError(
+                "out= must have the structure of the function's output (the same nesting of "
+                "tuples, lists and dicts, one array per output)"
+            )
+        return leaves
 
     # -- introspection --------------------------------------------------------------------
     @property

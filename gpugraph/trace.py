@@ -152,8 +152,10 @@ class JitFunction:
         static_argnums: Sequence[int],
         options: Options,
         static_argnames: Sequence[str] = (),
+        donate_argnums: Sequence[int] = (),
     ):
         self.fn = fn
+        self.donate_argnums = tuple(sorted(set(donate_argnums)))
         self.static_argnums = tuple(sorted(set(static_argnums)))
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
@@ -177,6 +179,11 @@ class JitFunction:
                     f"{getattr(fn, '__name__', 'fn')} has no parameter for"
                 )
         self._positional = positional_names(fn)
+        # ``out=`` is gpugraph's (output buffers) unless fn has a parameter of that name
+        self._out_kw = self._sig is None or not (
+            "out" in self._params
+            or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self._sig.parameters.values())
+        )
         functools.update_wrapper(self, fn)
 
     def _arg_name(self, i: int) -> str:
@@ -252,17 +259,48 @@ class JitFunction:
         compiled = self._cache.get(key)
         if compiled is None:
             graph, out_tree, _ = trace_flat(call, types, tree, names)
-            compiled = Compiled(graph, tree, out_tree, self.options, names)
+            donated = self._donated_leaves(args, static_idx, tree)
+            compiled = Compiled(graph, tree, out_tree, self.options, names, donated)
+            compiled.reserve_out = self._out_kw
             self._cache[key] = compiled
         return compiled, leaves
 
+    def _donated_leaves(self, args: tuple, static_idx: list[int], tree: TreeDef) -> list[int]:
+        """The flat leaf indices of the arguments named by donate_argnums."""
+        if not self.donate_argnums:
+            return []
+        nargs = len(args)
+        wanted = {i if i >= 0 else nargs + i for i in self.donate_argnums}
+        for i in sorted(wanted):
+            if not 0 <= i < nargs:
+                raise GpuGraphError(f"donate_argnums names argument {i}, but {nargs} were given")
+            if i in static_idx:
+                raise GpuGraphError(
+                    f"argument {self._arg_name(i)} is both static and donated; only arrays "
+                    "can be donated"
+                )
+        leaves, start = [], 0
+        dynamic = [i for i in range(nargs) if i not in static_idx]
+        for child, i in zip(tree.children, dynamic):
+            n = child.num_leaves
+            if i in wanted:
+                leaves.extend(range(start, start + n))
+            start += n
+        return leaves
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = fast_key(args) if self._fast_ok and not kwargs else None
-        compiled = self._fast.get(key) if key is not None else None
-        if compiled is not None:
-            return unflatten(compiled.out_tree, compiled.call_flat(list(args)))
+        """Call ``fn`` compiled for these arguments. ``out=`` (when ``fn`` has no parameter
+        of that name): arrays to write the outputs into, in the output's structure; they are
+        returned. Without it each call returns fresh arrays that stay valid."""
+        if not kwargs:  # the hot path: a signature seen before, positional arrays
+            compiled = self._fast.get(fast_key(args)) if self._fast_ok else None
+            if compiled is not None:
+                return compiled.call_fast(list(args))
+        out = kwargs.pop("out", None) if self._out_kw and "out" in kwargs else None
         leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
+            if out is not None:
+                raise GpuGraphError("out= cannot be used inside a traced function")
             return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
         if any(isinstance(x, ShapeDtype) for x in leaves):
             raise GpuGraphError(
@@ -271,9 +309,12 @@ class JitFunction:
                 "with it, then call the result with arrays"
             )
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
-        if key is not None:
-            self._fast[key] = compiled
-        return unflatten(compiled.out_tree, compiled.call_flat(dyn_leaves))
+        if out is None and not kwargs:
+            key = fast_key(args) if self._fast_ok else None
+            if key is not None:
+                self._fast[key] = compiled
+        results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
+        return unflatten(compiled.out_tree, results)
 
     def lower(self, *args: Any, **kwargs: Any) -> Compiled:
         """Compile for these arguments (arrays or gg.ShapeDtype specs) without running."""
@@ -305,6 +346,22 @@ def _check_static_argnums(nums: Any) -> tuple[int, ...]:
     )
 
 
+def _check_donate_argnums(nums: Any) -> tuple[int, ...]:
+    """donate_argnums as a tuple of ints (an int alone is one position; None is none)."""
+    if nums is None:
+        return ()
+    if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
+        return (int(nums),)
+    if isinstance(nums, (tuple, list)) and all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in nums
+    ):
+        return tuple(int(i) for i in nums)
+    raise GpuGraphError(
+        f"gg.jit: donate_argnums must be an int or a sequence of ints (argument positions), "
+        f"got {nums!r}"
+    )
+
+
 def jit(
     fn: Callable | None = None,
     *,
@@ -318,6 +375,7 @@ def jit(
     verify: bool = False,
     unsafe_math: bool = False,
     vectorize: bool = True,
+    donate_argnums: int | Sequence[int] = (),
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
@@ -326,8 +384,13 @@ def jit(
     they are passed by position or by keyword), ``static_argnums`` by position.
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
+    ``donate_argnums`` gives those arguments' memory to the call (as in JAX): an output of the
+    same shape and dtype may be written into it, and the donated array must not be used
+    afterwards (NumPy marks it read-only; passing it again raises ``DonationError``). See
+    ``gpugraph.buffers``.
     """
     static_argnums = _check_static_argnums(static_argnums)
+    donate_argnums = _check_donate_argnums(donate_argnums)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
     if static_argnames is None:
@@ -347,5 +410,5 @@ def jit(
         streams = int(streams)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
-        return lambda f: JitFunction(f, static_argnums, options, static_argnames)
-    return JitFunction(fn, static_argnums, options, static_argnames)
+        return lambda f: JitFunction(f, static_argnums, options, static_argnames, donate_argnums)
+    return JitFunction(fn, static_argnums, options, static_argnames, donate_argnums)

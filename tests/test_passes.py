@@ -661,7 +661,8 @@ def test_mlp_hand_backward_shrinks():
         same_values(e, r)
 
 
-MLP_HAND_BEFORE, MLP_HAND_AFTER = 94, 40
+# 34: the transposes feeding matmuls fold into them as views (ops/linalg.py), DCE drops them
+MLP_HAND_BEFORE, MLP_HAND_AFTER = 94, 34
 
 
 def mlp_loss(params, x, y):

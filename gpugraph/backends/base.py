@@ -41,8 +41,14 @@ class Backend:
     def copy(self, a: Any) -> Any:
         return self.xp.array(a, copy=True)
 
+    def copyto(self, dst: Any, src: Any) -> None:
+        self.xp.copyto(dst, src)
+
     def is_native(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)
+
+    def may_share_memory(self, a: Any, b: Any) -> bool:
+        return bool(self.xp.may_share_memory(a, b))
 
     # -- streams (one implicit stream unless a backend has real ones) ----------------------
     def make_streams(self, n: int) -> list:
@@ -56,6 +62,11 @@ class Backend:
 
     def run_on(self, stream: Any, fn: Callable[[], None]) -> None:
         fn()
+
+    def program(self, executable: Any) -> Callable[..., list] | None:
+        """Optionally, the whole launch list as one function ``f(*inputs, *outs) -> results``
+        (see ``Executable.run``) made once per plan; None: calls go through ``execute``."""
+        return None
 
     def execute(self, executable: Any, env: dict) -> None:
         """Run one call's launches (backends with real streams override this)."""
@@ -78,10 +89,14 @@ class Backend:
         opdef = get_op(node.op)
         xp, attrs = self.xp, node.attrs
         if opdef.out_kw and len(node.outputs) == 1:
+            from ..ops.fused import direct_call
+
+            call = direct_call(opdef, xp, attrs)
 
             def run_out(ins: list, outs: list) -> None:
-                opdef.impl(xp, *ins, out=outs[0], **attrs)
+                call(*ins, out=outs[0])
 
+            run_out.call = call  # type: ignore[attr-defined]  # f(*ins, out=o), bound once
             return run_out
 
         def run_copy(ins: list, outs: list) -> None:

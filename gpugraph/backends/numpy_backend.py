@@ -1,15 +1,109 @@
-"""The CPU backend: NumPy, one implicit stream."""
+"""The CPU backend: NumPy, one implicit stream.
+
+Its ``program`` turns an Executable's launch list into one generated Python function, so that a
+call costs the array operations and little else: every launch's callable (a ufunc, a bound impl
+or a runner), every arena view and every constant is bound once as a global of that function;
+only the inputs and the output buffers are its parameters. A launch whose runner has a
+``call`` attribute (``f(*ins, out=o)``) is called directly; one with an ``inline`` method (a
+small fused group) contributes its own lines; others get ``runner(ins, outs)``.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
+from ..ops.registry import get_op
+from . import blas
 from .base import Backend, register_backend
 
 
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+
+    def program(self, executable: Any) -> Callable[..., list]:
+        return make_program(executable)
+
+
+def make_program(ex: Any) -> Callable[..., list]:
+    """``f(*inputs, *outs)``: one call of ``ex`` as straight-line Python. ``outs`` is optional
+    (each a buffer to write that output into, or None for a fresh one)."""
+    graph, fixed = ex.graph, ex.fixed
+    ns: dict[str, Any] = {"_copy": np.array, "_copyto": np.copyto}
+    name: dict[Any, str] = {}
+    for j, (v, array) in enumerate(fixed.items()):
+        name[v] = f"_k{j}"
+        ns[name[v]] = array
+    params = [f"i{k}" for k in range(len(graph.inputs))]
+    name.update(zip(graph.inputs, params))
+    lines: list[str] = []
+    blas_policy, gemms = blas.policy(), 0
+    for p, v in ex.fresh_at.items():
+        ns[f"_e{p}"] = functools.partial(np.empty, v.type.shape, v.type.dtype)
+        lines.append(f"if r{p} is None: r{p} = _e{p}()")
+        name[v] = f"r{p}"
+    for k, launch in enumerate(ex.launches):
+        ins = [name[v] for v in launch.inputs]
+        if launch.runner is None:  # a view made per call (of an input or an output)
+            out = launch.outputs[0]
+            if out not in fixed:
+                name[out] = f"v{k}"
+                lines.append(f"v{k} = {ins[0]}.reshape({tuple(out.type.shape)!r})")
+            continue
+        outs = [name[v] for v in launch.outputs]
+        call = getattr(launch.runner, "call", None)
+        inline = getattr(launch.runner, "inline", None)
+        if inline is not None:  # a generated runner: its lines, over this program's names
+            more, globs = inline(ins, outs, f"_g{k}_")
+            ns.update(globs)
+            lines.extend(more)
+            continue
+        if call is not None and len(outs) == 1:
+            ns[f"_f{k}"] = call
+            line = f"_f{k}({''.join(a + ', ' for a in ins)}out={outs[0]})"
+        else:
+            ns[f"_f{k}"] = launch.runner
+            line = f"_f{k}([{', '.join(ins)}], [{', '.join(outs)}])"  # Runner takes lists
+        node = ex.schedule.steps[launch.step].node
+        flops = get_op(node.op).extra.get("flops")
+        if flops is not None and blas_policy is not None:
+            gemms += 1
+            line = _with_threads(line, blas_policy, flops(node))
+        lines.append(line)
+    results = []
+    for p, v in enumerate(graph.outputs):
+        results.append(f"r{p}")
+        if ex.fresh_at.get(p) is not v:  # an input, a constant, a view or a repeat: a copy
+            lines.append(f"if r{p} is None: r{p} = _copy({name[v]})")
+            lines.append(f"else: _copyto(r{p}, {name[v]})")
+    signature = ", ".join(params + [f"r{p}=None" for p in range(len(graph.outputs))])
+    if gemms and blas_policy is not None:  # the BLAS thread policy, restored on the way out
+        ns.update(_get=blas.get_threads, _set=blas.set_threads)
+        small = blas_policy.small or "_caller"
+        lines = (
+            ["_caller = _get()", f"_set({small})", "try:"]
+            + ["    " + line for line in lines]
+            + ["finally:", "    _set(_caller)"]
+        )
+    body = "".join(f"    {line}\n" for line in lines)
+    source = f"def program({signature}):\n{body}    return [{', '.join(results)}]\n"
+    exec(compile(source, "<gpugraph program>", "exec"), ns)
+    program = ns["program"]
+    program.source = source  # what one call does, for debugging and tests
+    return program
+
+
+def _with_threads(line: str, policy: blas.Policy, flops: int) -> str:
+    """``line`` (a GEMM) under the policy: the program runs on ``policy.small`` threads, so a
+    GEMM that gets another count switches around its call."""
+    want = policy.big if flops >= blas.BIG_FLOPS else policy.small
+    if want == policy.small:
+        return line
+    return f"_set({want or '_caller'}); {line}; _set({policy.small or '_caller'})"
 
 
 register_backend("numpy", NumpyBackend)

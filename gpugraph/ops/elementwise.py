@@ -165,6 +165,7 @@ def ufunc(
         def impl(xp, a, b, out=None):
             return getattr(xp, fn)(a, b, out=out)
 
+    impl.xp_name = fn  # backends call xp.<fn> directly, without this wrapper's frame
     return elementwise(name, arity, impl, cuda, partial, **kw)
 
 

@@ -53,6 +53,22 @@ def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
     return evaluate_body(xp, body, arrays)
 
 
+def direct_call(opdef: OpDef, xp: Any, attrs: dict) -> Any:
+    """The op's impl bound once: ``f(*arrays, out=o)``. An op whose impl is a plain ufunc of
+    the array module (``impl.xp_name``) is that ufunc itself, so a step costs one C call and no
+    Python frame; any other impl is bound to ``xp`` and its attrs."""
+    name = getattr(opdef.impl, "xp_name", None)
+    if name is not None and not attrs:
+        return getattr(xp, name)
+    return functools.partial(opdef.impl, xp, **attrs)
+
+
+# A fused group whose iteration space has at most this many elements runs as one unchunked
+# evaluation: a generated straight-line function over buffers the runner owns (at most a few
+# of 16 KiB each for float32), with no per-call chunk bookkeeping.
+SMALL_ELEMENTS = 4096
+
+
 class _ChunkPlan:
     """A body compiled to a flat list of steps over numbered slots, run once per chunk.
 
@@ -76,6 +92,14 @@ class _ChunkPlan:
         self.padded = {v: (1,) * (len(shape) - len(v.shape)) + v.shape for v in _values(body)}
         self.cuts = [self._cut(self.padded[v]) for v in (*body.inputs, *body.outputs)]
         self._plan_steps()
+        extent = shape[self.axis] if shape else 1
+        outer_shape = shape[: self.axis]
+        # the chunks, once: (outer index, lo, hi) each
+        self.tasks = [
+            (outer, lo, min(lo + self.step, extent))
+            for outer in (np.ndindex(*outer_shape) if outer_shape else [()])
+            for lo in range(0, extent, self.step)
+        ]
 
     def _plan_steps(self) -> None:
         body, nin = self.body, len(self.body.inputs)
@@ -93,7 +117,12 @@ class _ChunkPlan:
         for i, node in enumerate(body.nodes):
             if node.op == "constant":
                 slot[node.output] = -1 - len(self.consts)
-                self.consts.append(np.asarray(node.attrs["value"]))
+                value = np.asarray(node.attrs["value"])
+                # A chunk drops the outer axes of the iteration space, so a one-element
+                # constant kept at full rank, e.g. (1, 1), would broadcast a (k,) chunk to
+                # (1, k): as a 0-d array it broadcasts against any chunk.
+                assert value.size == 1, "fused bodies hold only one-element constants"
+                self.consts.append(value.reshape(()))
                 continue
             for v in dict.fromkeys(node.inputs):  # free inputs that die here: in-place reuse
                 k = slot[v]
@@ -107,11 +136,12 @@ class _ChunkPlan:
             else:
                 self.scratch.append(self._key(out))
                 slot[out] = first_scratch + len(self.scratch) - 1
-            steps.append((get_op(node.op), [slot[v] for v in node.inputs], slot[out], node.attrs))
+            call = direct_call(get_op(node.op), np, node.attrs)
+            steps.append((call, [slot[v] for v in node.inputs], slot[out]))
         n_slots = first_scratch + len(self.scratch)
         self.steps = [
-            (op, tuple(k if k >= 0 else n_slots - 1 - k for k in ins), dst, attrs)
-            for op, ins, dst, attrs in steps
+            (call, tuple(k if k >= 0 else n_slots - 1 - k for k in ins), dst)
+            for call, ins, dst in steps
         ]
         self.n_slots = n_slots
 
@@ -142,13 +172,7 @@ class _ChunkPlan:
         body = self.body
         arrays = [a.reshape(self.padded[v]) for a, v in zip(ins, body.inputs)]
         arrays += [o.reshape(self.padded[v]) for o, v in zip(outs, body.outputs)]
-        extent = self.shape[self.axis] if self.shape else 1
-        outer_shape = self.shape[: self.axis]
-        tasks = [
-            (outer, lo, min(lo + self.step, extent))
-            for outer in (np.ndindex(*outer_shape) if outer_shape else [()])
-            for lo in range(0, extent, self.step)
-        ]
+        tasks = self.tasks
         workers = min(THREADS, len(tasks) // 8) if THREADS > 1 else 1
         if workers <= 1:
             self._run_tasks(arrays, tasks)
@@ -177,8 +201,8 @@ class _ChunkPlan:
                 current = hi - lo
                 for j, (b, r) in enumerate(zip(bufs, rows)):
                     slots[first + j] = b[:current] if r else b
-            for opdef, src, dst, attrs in steps:
-                opdef.impl(np, *[slots[k] for k in src], out=slots[dst], **attrs)
+            for call, src, dst in steps:
+                call(*[slots[k] for k in src], out=slots[dst])
 
 
 _SCRATCH = threading.local()
@@ -222,13 +246,19 @@ def _prepare_numpy(node: Any, backend: Any):
     shape = tuple(body.outputs[0].shape)
     members = [n for n in body.nodes if n.op != "constant"]
     if len(members) == 1 and all(n.op != "constant" for n in body.nodes):
-        opdef, attrs = get_op(members[0].op), members[0].attrs
+        call = direct_call(get_op(members[0].op), np, members[0].attrs)
         where = [body.inputs.index(v) for v in members[0].inputs]
 
         def run_single(ins: list, outs: list) -> None:  # one op: one ufunc pass, no chunking
-            opdef.impl(np, *[ins[k] for k in where], out=outs[0], **attrs)
+            call(*[ins[k] for k in where], out=outs[0])
 
+        if where == list(range(len(node.inputs))):
+            run_single.call = call  # the launch loop may call it directly
         return run_single
+    if math.prod(shape) == 0:
+        return lambda ins, outs: None  # no elements: nothing to compute
+    if math.prod(shape) <= min(SMALL_ELEMENTS, CHUNK_ELEMENTS):  # one chunk: no chunking
+        return _straight_line(_ChunkPlan(body, shape, math.prod(shape)))
     flat = _flat_body_shape(body)
     plan_nd = _ChunkPlan(body, shape, CHUNK_ELEMENTS)
     plan_flat = (
@@ -241,6 +271,42 @@ def _prepare_numpy(node: Any, backend: Any):
         else:
             plan_nd.run(ins, outs)
 
+    return run
+
+
+def _straight_line(plan: _ChunkPlan):
+    """A one-chunk plan as a generated Python function: one line per member op, the scratch
+    buffers and constants bound as globals, so a call costs the ufunc calls and nothing else.
+    Inputs and outputs keep their own shapes (broadcasting lines them up with the padded
+    scratch buffers, which hold the whole iteration space).
+
+    The runner's ``inline(ins, outs, prefix)`` gives the same lines over the caller's names
+    (and the globals they need, prefixed), for a caller that generates code itself."""
+    nin, nout = len(plan.body.inputs), len(plan.body.outputs)
+    buffers = [np.empty(shape, dtype) for shape, dtype in plan.scratch] + list(plan.consts)
+
+    def inline(ins: list[str], outs: list[str], prefix: str) -> tuple[list[str], dict]:
+        names = list(ins) + list(outs) + [f"{prefix}s{j}" for j in range(len(buffers))]
+        ns = {f"{prefix}s{j}": b for j, b in enumerate(buffers)}
+        lines = []
+        for k, (call, src, dst) in enumerate(plan.steps):
+            ns[f"{prefix}f{k}"] = call
+            args = "".join(names[j] + ", " for j in src)
+            lines.append(f"{prefix}f{k}({args}out={names[dst]})")
+        return lines, ns
+
+    ins = [f"a{k}" for k in range(nin)]
+    outs = [f"o{k}" for k in range(nout)]
+    lines, ns = inline(ins, outs, "_")
+    source = (
+        "def run(ins, outs):\n"
+        f"    {''.join(a + ', ' for a in ins)}= ins\n"
+        f"    {''.join(o + ', ' for o in outs)}= outs\n" + "".join(f"    {x}\n" for x in lines)
+    )
+    exec(compile(source, "<gpugraph fused group>", "exec"), ns)
+    run = ns["run"]
+    run.source = source  # for debugging: what one call does
+    run.inline = inline
     return run
 
 
