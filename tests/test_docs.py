@@ -30,6 +30,10 @@ def fn(x):
 
 x = np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
 """,
+    "testing.md": """
+args = (np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8),)
+compiled = gg.jit(lambda x: [gg.sum(gg.exp(x), axis=0), gg.tanh(x) * 2.0]).lower(*args)
+""",
     "control-flow.md": """
 x = np.linspace(0.5, 1, 8, dtype=np.float32)
 k = 5
