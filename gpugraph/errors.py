@@ -21,3 +21,11 @@ class TraceError(GpuGraphError):
 
 class UnsupportedError(GpuGraphError, NotImplementedError):
     """An op, dtype or feature is not implemented (yet); the message names it."""
+
+
+class ArgumentError(GpuGraphError, ValueError):
+    """An op argument (an axis, a mode, an exponent...) has a value the op does not accept."""
+
+
+class IndexOutOfRangeError(ShapeError, IndexError):
+    """An index (of ``take`` or basic indexing) is outside its axis; raised at run time too."""

@@ -21,6 +21,9 @@ def _slice_infer(types, starts, stops, steps):
 
 
 def _slices(starts, stops, steps):
+    """Python slices selecting ``range(start, stop, step)`` on each axis. Starts are never
+    negative (``_slice_bounds``); a negative stop only ends a negative-step range that runs
+    through element 0, which only ``None`` can say."""
     return tuple(
         slice(a, None if (b < 0 and s < 0) else b, s) for a, b, s in zip(starts, stops, steps)
     )
@@ -108,7 +111,7 @@ def getitem(x: Any, idx: Any) -> Any:
             continue
         n = shape[dim]
         if isinstance(i, slice):
-            a, b, s = i.indices(n)
+            a, b, s = _slice_bounds(i, n, dim)
             starts.append(a), stops.append(b), steps.append(s)
             out_shape.append(len(range(a, b, s)))
         elif isinstance(i, (int, np.integer)) and not isinstance(i, bool):
@@ -120,6 +123,21 @@ def getitem(x: Any, idx: Any) -> Any:
             raise ShapeError(f"index: unsupported index {i!r} (basic indexing only)")
         dim += 1
     return reshape(_slice(x, starts, stops, steps), out_shape)
+
+
+def _slice_bounds(i: slice, n: int, dim: int) -> tuple[int, int, int]:
+    """(start, stop, step) of ``i`` on an axis of size ``n``, in the form ``_slices`` re-slices
+    exactly: an empty selection is (0, 0, 1). ``slice.indices`` gives (-1, -1, -1) for
+    ``x[-5::-1]`` on 4 elements, and a start of -1 re-read by NumPy means the last element."""
+    for part in (i.start, i.stop, i.step):
+        if part is not None and (isinstance(part, bool) or not isinstance(part, (int, np.integer))):
+            raise ShapeError(
+                f"index: slice {i} on axis {dim}: bounds and step must be integers or None"
+            )
+    if i.step == 0:
+        raise ShapeError(f"index: slice {i} on axis {dim}: the step must not be zero")
+    a, b, s = i.indices(n)
+    return (a, b, s) if len(range(a, b, s)) else (0, 0, 1)
 
 
 # ---- take (gather along an axis) ----------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .core import to_float
 from .elementwise import (
     abs,
@@ -86,4 +87,4 @@ def gelu(x: Any, approximate: str | bool = "tanh") -> Any:
         return multiply(
             half, add(scalar_like(1.0, x), erf(multiply(x, scalar_like(1 / math.sqrt(2), x))))
         )
-    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    raise ArgumentError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..ir import TensorType
 from ..tracer import Tracer
 from .core import bind, type_of
@@ -18,8 +18,13 @@ from .shape import broadcast_to, normalize_axis, reshape
 def canonical_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    norm = tuple(sorted(normalize_axis(op, int(a), ndim) for a in axes))
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise ArgumentError(f"{op}: axis must be None, an integer or a tuple of them, got {axis!r}")
+    norm = tuple(sorted(normalize_axis(op, a, ndim) for a in axes))
     if len(set(norm)) != len(norm):
         raise ShapeError(f"{op}: repeated axis in {axis}")
     return norm

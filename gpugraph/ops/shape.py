@@ -8,13 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ..ir import TensorType
 from .core import bind, promote, type_of
 from .registry import OpDef, register
 
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ArgumentError(f"{op}: axis must be an integer, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
         raise ShapeError(f"{op}: axis {axis} is out of range for an array of rank {ndim}")
     return axis % ndim if ndim else 0
@@ -87,7 +90,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
     perm = (
         tuple(range(nd))[::-1]
         if axes is None
-        else tuple(normalize_axis("transpose", int(a), nd) for a in axes)
+        else tuple(normalize_axis("transpose", a, nd) for a in axes)
     )
     if perm == tuple(range(nd)):
         return x
@@ -149,7 +152,7 @@ def expand_dims(x: Any, axis: int | Sequence[int]) -> Any:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     shape = list(type_of(x).shape)
     nd = len(shape) + len(axes)
-    for a in sorted(normalize_axis("expand_dims", int(a), nd) for a in axes):
+    for a in sorted(normalize_axis("expand_dims", a, nd) for a in axes):
         shape.insert(a, 1)
     return reshape(x, shape)
 
@@ -160,7 +163,7 @@ def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Any:
         axes = {i for i, s in enumerate(shape) if s == 1}
     else:
         axes = {
-            normalize_axis("squeeze", int(a), len(shape))
+            normalize_axis("squeeze", a, len(shape))
             for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)
         }
         bad = [a for a in axes if shape[a] != 1]

@@ -7,8 +7,11 @@ import math
 
 import numpy as np
 
+from ..errors import ArgumentError
+from ..tracer import Tracer
 from .arithmetic import divide, multiply, negative, reciprocal, subtract
-from .elementwise import float_unary, into, scalar_like, ufunc
+from .core import promote, type_of
+from .elementwise import elementwise, float_unary, into, scalar_like
 from .logic import equal, greater, where
 
 
@@ -22,7 +25,31 @@ def _power_partial(i, o, a, b):
     return where(pos, multiply(o, log(where(pos, a, scalar_like(1, a)))), off)
 
 
-power = ufunc("power", 2, "pow({0}, {1})", _power_partial, kinds="fi")
+def _power_prepare(a, b):
+    a, b = promote(a, b)
+    if type_of(b).dtype.kind == "i" and not isinstance(b, Tracer) and np.any(np.asarray(b) < 0):
+        raise _negative_int_power()  # known now: say so at the user's line, as NumPy would
+    return [a, b]
+
+
+def _negative_int_power() -> ArgumentError:
+    return ArgumentError(
+        "power: integers to negative integer powers are not allowed (as in NumPy); make the "
+        "base float, e.g. gg.astype(x, 'float64') ** -1"
+    )
+
+
+def _power_impl(xp, a, b, out=None):
+    # a run-time exponent: NumPy's own check, made a GpuGraphError (on CuPy it reads the
+    # exponent back, which only integer powers with an array exponent pay)
+    if a.dtype.kind == "i" and bool((b < 0).any()):
+        raise _negative_int_power()
+    return xp.power(a, b, out=out)
+
+
+power = elementwise(
+    "power", 2, _power_impl, "pow({0}, {1})", _power_partial, kinds="fi", prepare=_power_prepare
+)
 exp = float_unary("exp", "exp({0})", lambda i, o, a: o)
 log = float_unary("log", "log({0})", lambda i, o, a: reciprocal(a))
 sqrt = float_unary("sqrt", "sqrt({0})", lambda i, o, a: divide(scalar_like(0.5, o), o))
