@@ -9,11 +9,16 @@ from .logic import astype, equal, greater, less
 
 
 def _true_divide(*xs):
+    """NumPy's true division: promoted first, then bool and int operands divide as float64."""
     xs = promote(*xs)
-    return [to_float(x) for x in xs]
+    if type_of(xs[0]).dtype.kind in "biu":
+        return [to_float(astype(x, "int64") if type_of(x).dtype.kind == "b" else x) for x in xs]
+    return xs
 
 
-add = ufunc("add", 2, "({0} + {1})", lambda i, o, a, b: 1, kinds="fi")
+# bool + bool is logical or in NumPy (its 'add' has a '??->?' loop); in C, true + true is 2,
+# which the bool store turns back into true
+add = ufunc("add", 2, "({0} + {1})", lambda i, o, a, b: 1, kinds="fib")
 subtract = ufunc("subtract", 2, "({0} - {1})", lambda i, o, a, b: 1 if i == 0 else -1, kinds="fi")
 multiply = ufunc("multiply", 2, "({0} * {1})", lambda i, o, a, b: b if i == 0 else a, kinds="fib")
 divide = ufunc(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import TensorType
+from ..tracer import Tracer
 from .core import bind, check_dtype, promote, type_of
 from .elementwise import API, elementwise, into, scalar_like, ufunc
 from .registry import OpDef, register
@@ -127,7 +128,8 @@ def astype(x: Any, dtype: Any) -> Any:
     """Cast to ``dtype`` (float32, float64, int32, int64 or bool)."""
     dt = check_dtype(dtype, "astype")
     if type_of(x).dtype == dt and not type_of(x).weak:
-        return x
+        # a traced value is immutable; an array is copied, as NumPy's astype does
+        return x if isinstance(x, Tracer) else x.copy()
     if isinstance(x, (bool, int, float)):
         return np.asarray(x, dtype=dt)[()]
     return bind("astype", x, dtype=dt)

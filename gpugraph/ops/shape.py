@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..ir import TensorType
+from ..tracer import Tracer
 from .core import bind, promote, type_of
 from .registry import OpDef, register
 
@@ -245,8 +246,8 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Any:
     nd = type_of(xs[0]).ndim
     if nd == 0:
         raise ShapeError("concatenate: zero-dimensional arrays cannot be concatenated")
-    if len(xs) == 1:
-        return xs[0]
+    if len(xs) == 1:  # a traced value is immutable; an array is copied, as NumPy does
+        return xs[0] if isinstance(xs[0], Tracer) else xs[0].copy()
     return bind("concatenate", *xs, axis=normalize_axis("concatenate", axis, nd))
 
 
