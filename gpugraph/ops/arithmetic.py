@@ -4,8 +4,8 @@ sign, abs, reciprocal, relu, and stop_gradient (a copy that blocks derivatives).
 from __future__ import annotations
 
 from .core import promote, to_float, type_of
-from .elementwise import elementwise, float_unary, scalar_like, ufunc
-from .logic import astype, equal, greater, less
+from .elementwise import Gated, elementwise, float_unary, scalar_like, ufunc
+from .logic import astype, equal, greater, less, logical_not, not_equal, where
 
 
 def _true_divide(*xs):
@@ -31,25 +31,26 @@ divide = ufunc(
 )
 
 
-def _max_partial(i, o, a, b, *, pick):
+def _max_partial(i, o, a, b, *, loses):
+    """As torch and JAX: the operand that loses gets exactly 0, a tie splits the gradient in
+    halves, and where a NaN is involved (no comparison holds) both operands get it."""
     mine, other = (a, b) if i == 0 else (b, a)
-    wins = astype(pick(mine, other), type_of(o).dtype)
-    ties = astype(equal(mine, other), type_of(o).dtype)
-    return add(wins, multiply(ties, scalar_like(0.5, o)))
+    half = where(equal(mine, other), scalar_like(0.5, o), scalar_like(1, o))
+    return Gated(logical_not(loses(mine, other)), half)
 
 
 maximum = ufunc(
     "maximum",
     2,
     "(({0} > {1} || {0} != {0}) ? {0} : {1})",
-    lambda i, o, a, b: _max_partial(i, o, a, b, pick=greater),
+    lambda i, o, a, b: _max_partial(i, o, a, b, loses=less),
     kinds="fi",
 )
 minimum = ufunc(
     "minimum",
     2,
     "(({0} < {1} || {0} != {0}) ? {0} : {1})",
-    lambda i, o, a, b: _max_partial(i, o, a, b, pick=less),
+    lambda i, o, a, b: _max_partial(i, o, a, b, loses=greater),
     kinds="fi",
 )
 negative = ufunc("negative", 1, "(-{0})", lambda i, o, a: -1, kinds="fi")
@@ -64,7 +65,7 @@ abs = ufunc(
     "abs",
     1,
     "({0} < 0 ? -{0} : ({0} == 0 ? ({T})0 : {0}))",
-    lambda i, o, a: sign(a),
+    lambda i, o, a: Gated(not_equal(a, scalar_like(0, a)), sign(a)),  # 0 at 0, as torch
     xp_name="absolute",
     kinds="fi",
 )
@@ -88,7 +89,7 @@ relu = elementwise(
     1,
     _relu_impl,
     "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
-    lambda i, o, a: astype(greater(a, scalar_like(0, a)), type_of(a).dtype),
+    lambda i, o, a: Gated(greater(a, scalar_like(0, a))),
     kinds="fi",
 )
 stop_gradient = elementwise(

@@ -11,17 +11,27 @@ from ..errors import ArgumentError
 from ..tracer import Tracer
 from .arithmetic import divide, multiply, negative, reciprocal, subtract
 from .core import promote, type_of
-from .elementwise import elementwise, float_unary, into, scalar_like
-from .logic import equal, greater, where
+from .elementwise import Gated, elementwise, float_unary, into, scalar_like
+from .logic import equal, greater, less, logical_not, where
 
 
 def _power_partial(i, o, a, b):
+    zero_b = equal(b, scalar_like(0, b))
     if i == 0:
-        return multiply(b, power(a, subtract(b, scalar_like(1, b))))
-    # d/db a**b = a**b log a: 0 at a == 0 (the limit) and NaN for a < 0 (no real derivative);
-    # log only sees positive operands, so eager gradients of x**2 at x < 0 raise no warnings
+        # d/da a**b = b a**(b-1), and exactly 0 for b == 0 (as torch: not 0 * 0**-1 = NaN at
+        # a == 0); the exponent is made 1 there so that no inf is computed to be thrown away
+        safe_b = where(zero_b, scalar_like(1, b), b)
+        return Gated(logical_not(zero_b), multiply(b, power(a, subtract(safe_b, scalar_like(1, b)))))
+    # d/db a**b = a**b log a: NaN for a < 0 (no real derivative); at a == 0 the limit, 0 for
+    # b >= 0 and -inf for b < 0 (as torch); log only sees positive operands, so eager
+    # gradients of x**2 at x < 0 raise no warnings
     pos = greater(a, scalar_like(0, a))
-    off = where(equal(a, scalar_like(0, a)), scalar_like(0, a), scalar_like(np.nan, a))
+    zero_a = equal(a, scalar_like(0, a))
+    off = where(
+        zero_a,
+        where(less(b, scalar_like(0, b)), scalar_like(-np.inf, a), scalar_like(0, a)),
+        scalar_like(np.nan, a),
+    )
     return where(pos, multiply(o, log(where(pos, a, scalar_like(1, a)))), off)
 
 
@@ -63,7 +73,7 @@ def _rsqrt_impl(xp, a, out=None):
 rsqrt = float_unary(
     "rsqrt",
     "rsqrt({0})",
-    lambda i, o, a: multiply(scalar_like(-0.5, o), divide(o, a)),
+    lambda i, o, a: multiply(scalar_like(-0.5, o), multiply(o, multiply(o, o))),  # -x**-1.5/2
     _rsqrt_impl,
 )
 tanh = float_unary("tanh", "tanh({0})", lambda i, o, a: subtract(scalar_like(1, o), multiply(o, o)))
