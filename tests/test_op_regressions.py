@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
-from gpugraph.errors import GpuGraphError, ShapeError
+from gpugraph.errors import GpuGraphError, IndexOutOfRangeError, ShapeError
 
 # ---- 1. negative-step slices that start before the beginning --------------------------------
 SLICES = [
@@ -175,3 +175,42 @@ def test_astype_and_concatenate_of_one_return_copies():
 def test_argument_mistakes_raise_gpugraph_errors(call, phrase):
     with pytest.raises(GpuGraphError, match=phrase):
         call()
+
+
+# ---- 7. out-of-range take indices: one rule (np.take's mode) everywhere -----------------------
+def test_out_of_range_take_index_at_run_time_names_take():
+    x = np.arange(12.0).reshape(4, 3)
+    f = gg.jit(lambda a, i: gg.take(a, i, axis=0))
+    np.testing.assert_array_equal(f(x, np.array([-1, 2])), x[[3, 2]])
+    for bad in (np.array([4]), np.array([0, -5])):
+        with pytest.raises(IndexOutOfRangeError, match="take") as info:
+            f(x, bad)
+        assert isinstance(info.value, IndexError)
+        with pytest.raises(IndexOutOfRangeError, match="take"):
+            gg.take(x, bad)
+    g = gg.jit(gg.grad(lambda a, i: gg.sum(gg.take(a, i, axis=0))))
+    with pytest.raises(IndexOutOfRangeError, match="take"):
+        g(x, np.array([7]))
+
+
+@pytest.mark.parametrize("mode", ["wrap", "clip"])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_take_modes_match_numpy_eager_and_jit_with_gradients(mode, axis):
+    x = np.arange(12.0).reshape(4, 3)
+    idx = np.array([[5, -1], [-7, 2]])
+    want = np.take(x, idx, axis=axis, mode=mode)
+    np.testing.assert_array_equal(gg.take(x, idx, axis, mode=mode), want)
+    f = gg.jit(lambda a, i: gg.take(a, i, axis, mode=mode))
+    np.testing.assert_array_equal(f(x, idx), want)
+    # the gradient adds into the rows the forward read
+    rows = np.clip(idx, 0, x.shape[axis] - 1) if mode == "clip" else idx % x.shape[axis]
+    want_g = np.zeros_like(x)
+    np.add.at(np.moveaxis(want_g, axis, 0), rows.reshape(-1), 1.0)
+    grad = gg.grad(lambda a, i: gg.sum(gg.take(a, i, axis, mode=mode)))
+    np.testing.assert_array_equal(grad(x, idx), want_g)
+    np.testing.assert_array_equal(gg.jit(grad)(x, idx), want_g)
+
+
+def test_take_mode_is_checked():
+    with pytest.raises(GpuGraphError, match="mode"):
+        gg.take(np.ones(3), np.array([0]), mode="fill")

@@ -21,7 +21,8 @@ def _power_partial(i, o, a, b):
         # d/da a**b = b a**(b-1), and exactly 0 for b == 0 (as torch: not 0 * 0**-1 = NaN at
         # a == 0); the exponent is made 1 there so that no inf is computed to be thrown away
         safe_b = where(zero_b, scalar_like(1, b), b)
-        return Gated(logical_not(zero_b), multiply(b, power(a, subtract(safe_b, scalar_like(1, b)))))
+        b_minus_1 = subtract(safe_b, scalar_like(1, b))
+        return Gated(logical_not(zero_b), multiply(b, power(a, b_minus_1)))
     # d/db a**b = a**b log a: NaN for a < 0 (no real derivative); at a == 0 the limit, 0 for
     # b >= 0 and -inf for b < 0 (as torch); log only sees positive operands, so eager
     # gradients of x**2 at x < 0 raise no warnings
