@@ -82,17 +82,28 @@ sin = float_unary("sin", "sin({0})", lambda i, o, a: cos(a))
 cos = float_unary("cos", "cos({0})", lambda i, o, a: negative(sin(a)))
 
 
+# sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) <= 1: no
+# overflow anywhere and full relative accuracy in both tails (sigmoid(-100) is the tiny
+# exp(-100), not 0, so log(sigmoid(x)) stays about x). The kernel template and the NumPy impl
+# compute the same operations in the same order, so the two agree to the libm's last bit.
+# Cheaper than the former exp(-logaddexp(0, -x)) (bench/bench_op_cost.py); 0.5*tanh(x/2)+0.5
+# is cheaper still but rounds to 0 below x = -17 in float32.
 def _sigmoid_impl(xp, a, out=None):
-    # exp(-log(1 + exp(-x))) is exact for large |x| and raises no overflow warnings
-    # asarray: on a 0-d input the ufunc returns a scalar, which cannot be an ``out=`` below
-    r = xp.asarray(xp.logaddexp(0, -a)) if out is None else xp.logaddexp(0, -a, out=out)
-    r = xp.negative(r, out=r)
-    return xp.exp(r, out=r)
+    # asarray: on a 0-d input a ufunc returns a scalar, which cannot be an ``out=`` below
+    e = xp.asarray(xp.abs(a)) if out is None else xp.abs(a, out=out)
+    e = xp.exp(xp.negative(e, out=e), out=e)
+    r = xp.asarray(xp.add(e, 1))
+    r = xp.divide(1, r, out=r)
+    xp.multiply(r, e, out=r, where=a < 0)  # e / (1 + e) on the negative side
+    if out is None:
+        return r
+    out[...] = r
+    return out
 
 
 sigmoid = float_unary(
     "sigmoid",
-    "(({T})1 / (({T})1 + exp(-{0})))",
+    "({0} >= ({T})0 ? ({T})1 / (({T})1 + exp(-{0})) : exp({0}) * (({T})1 / (({T})1 + exp({0}))))",
     lambda i, o, a: multiply(o, subtract(scalar_like(1, o), o)),
     _sigmoid_impl,
 )
