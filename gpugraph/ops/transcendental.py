@@ -89,12 +89,13 @@ cos = float_unary("cos", "cos({0})", lambda i, o, a: negative(sin(a)))
 # Cheaper than the former exp(-logaddexp(0, -x)) (bench/bench_op_cost.py); 0.5*tanh(x/2)+0.5
 # is cheaper still but rounds to 0 below x = -17 in float32.
 def _sigmoid_impl(xp, a, out=None):
+    negative_side = a < 0  # first: ``out`` may be ``a`` itself (the fused path runs in place)
     # asarray: on a 0-d input a ufunc returns a scalar, which cannot be an ``out=`` below
     e = xp.asarray(xp.abs(a)) if out is None else xp.abs(a, out=out)
     e = xp.exp(xp.negative(e, out=e), out=e)
     r = xp.asarray(xp.add(e, 1))
     r = xp.divide(1, r, out=r)
-    xp.multiply(r, e, out=r, where=a < 0)  # e / (1 + e) on the negative side
+    xp.multiply(r, e, out=r, where=negative_side)  # e / (1 + e) on the negative side
     if out is None:
         return r
     out[...] = r
