@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .core import promote, to_float, type_of
 from .elementwise import Gated, elementwise, float_unary, scalar_like, ufunc
-from .logic import astype, equal, greater, less, logical_not, not_equal, where
+from .logic import astype, equal, greater, less, less_equal, logical_not, not_equal, where
 
 
 def _true_divide(*xs):
@@ -21,6 +21,25 @@ def _true_divide(*xs):
 add = ufunc("add", 2, "({0} + {1})", lambda i, o, a, b: 1, kinds="fib")
 subtract = ufunc("subtract", 2, "({0} - {1})", lambda i, o, a, b: 1 if i == 0 else -1, kinds="fi")
 multiply = ufunc("multiply", 2, "({0} * {1})", lambda i, o, a, b: b if i == 0 else a, kinds="fib")
+def _divide_jvp(ts, outs, a, b):
+    """(ta - tb * o) / b, as torch: not ta / b - tb * o / b, whose two terms are infinities of
+    opposite sign (NaN) when b is 0 or tiny."""
+    from .shape import broadcast_to
+
+    ta, tb = ts
+    o = outs[0]
+    if ta is None and tb is None:
+        return [None]
+    if tb is None:
+        num = ta
+    else:
+        scaled = multiply(tb, o)
+        num = negative(scaled) if ta is None else subtract(ta, scaled)
+    r = divide(num, b)
+    shape = type_of(o).shape
+    return [r if type_of(r).shape == shape else broadcast_to(r, shape)]
+
+
 divide = ufunc(
     "divide",
     2,
@@ -28,6 +47,7 @@ divide = ufunc(
     lambda i, o, a, b: reciprocal(b) if i == 0 else negative(divide(o, b)),
     kinds="f",
     prepare=_true_divide,
+    jvp=_divide_jvp,
 )
 
 
@@ -89,7 +109,8 @@ relu = elementwise(
     1,
     _relu_impl,
     "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
-    lambda i, o, a: Gated(greater(a, scalar_like(0, a))),
+    # not (x <= 0), so a NaN passes its gradient on, as torch's threshold_backward does
+    lambda i, o, a: Gated(logical_not(less_equal(a, scalar_like(0, a)))),
     kinds="fi",
 )
 stop_gradient = elementwise(

@@ -12,7 +12,7 @@ from ..tracer import Tracer
 from .arithmetic import divide, multiply, negative, reciprocal, subtract
 from .core import promote, type_of
 from .elementwise import Gated, elementwise, float_unary, into, scalar_like
-from .logic import equal, greater, less, logical_not, where
+from .logic import equal, greater, greater_equal, less, logical_not, where
 
 
 def _power_partial(i, o, a, b):
@@ -23,16 +23,18 @@ def _power_partial(i, o, a, b):
         safe_b = where(zero_b, scalar_like(1, b), b)
         b_minus_1 = subtract(safe_b, scalar_like(1, b))
         return Gated(logical_not(zero_b), multiply(b, power(a, b_minus_1)))
-    # d/db a**b = a**b log a: NaN for a < 0 (no real derivative); at a == 0 the limit, 0 for
-    # b >= 0 and -inf for b < 0 (as torch); log only sees positive operands, so eager
-    # gradients of x**2 at x < 0 raise no warnings
+    # d/db a**b = a**b log a, as torch: 0 at a == 0 for b >= 0 (the limit), a**b * -inf at
+    # a == 0 otherwise (log 0 = -inf: +-inf, or NaN for a NaN exponent), NaN for a < 0 (no real
+    # derivative); log only sees positive operands, so eager gradients raise no warnings
     pos = greater(a, scalar_like(0, a))
     zero_a = equal(a, scalar_like(0, a))
-    off = where(
-        zero_a,
-        where(less(b, scalar_like(0, b)), scalar_like(-np.inf, a), scalar_like(0, a)),
-        scalar_like(np.nan, a),
-    )
+    # o * -inf written as a function of o's sign only: a product with the constant -inf would
+    # turn the zero cotangent where() sends to the branch not taken into NaN (0 * -inf) and
+    # spoil second derivatives everywhere
+    inf, nan = scalar_like(np.inf, a), scalar_like(np.nan, a)
+    minus_o_inf = where(greater(o, scalar_like(0, o)), negative(inf), where(less(o, 0), inf, nan))
+    at_zero = where(greater_equal(b, scalar_like(0, b)), scalar_like(0, a), minus_o_inf)
+    off = where(zero_a, at_zero, scalar_like(np.nan, a))
     return where(pos, multiply(o, log(where(pos, a, scalar_like(1, a)))), off)
 
 
