@@ -205,6 +205,7 @@ def environment() -> dict:
         "numpy": np.__version__,
         "numexpr": getattr(numexpr, "__version__", None),
         "torch": getattr(torch, "__version__", None),
+        "load_average_1min": round(__import__("os").getloadavg()[0], 1),
     }
 
 
@@ -221,7 +222,8 @@ def markdown(n: int, env: dict, res: dict) -> str:
         "",
         f"{env['date']}, {env['device']}; Python {env['python']}, NumPy {env['numpy']}, "
         f"numexpr {env['numexpr']}, torch {env['torch']} (peers on 1 thread; NumPy is "
-        "single-threaded). Medians; the machine is shared, so expect noise of 10-20%.",
+        f"single-threaded). Medians of repeated runs on a shared machine (1-minute load average "
+        f"{env['load_average_1min']} at the start), so read ratios, not absolute times.",
         "",
         f"Copy (np.copyto, preallocated): **{c:.1f} ms** = x1.0. `out=` is the op's NumPy impl "
         "writing a preallocated array (what a fused group pays per op); eager is the gg call "
