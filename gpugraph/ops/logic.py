@@ -50,7 +50,20 @@ def _where_prepare(c, a, b):
 
 
 def _where_impl(xp, c, a, b, out=None):
-    return into(out, xp.where(c, a, b))
+    if out is None:
+        return xp.where(c, a, b)
+    # no full-size temporary: the fused NumPy path calls this per chunk with an arena view as
+    # ``out``, which the memory planner may have given the bytes of a dying operand
+    if xp.may_share_memory(out, c) or (
+        xp.may_share_memory(out, a) and xp.may_share_memory(out, b)
+    ):
+        return into(out, xp.where(c, a, b))
+    if xp.may_share_memory(out, a):  # out holds a already: only the b side changes
+        xp.copyto(out, b, where=xp.logical_not(c))
+        return out
+    xp.copyto(out, b)
+    xp.copyto(out, a, where=c)
+    return out
 
 
 def _where_vjp(cts, outs, c, a, b):
