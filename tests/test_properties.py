@@ -454,14 +454,29 @@ def edge_inputs(seed, dtype):
     return x, y
 
 
+def kink_loss_of(fn):
+    """A scalar loss whose cotangent is infinite at the zeros of fn's outputs (sqrt at 0)
+    where relu and abs select: their derivative there is 0, so the gradient must be 0, not
+    inf * 0 = NaN."""
+
+    def loss(x, y):
+        total = 0.0
+        for o in fn(x, y):
+            total = total + gg.sum(gg.sin(gg.sqrt(gg.relu(o)) + 0.5 * gg.sqrt(gg.abs(o))))
+        return total
+
+    return loss
+
+
 @settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(recipe=grad_recipes, seed=st.integers(0, 3), dtype=dtypes)
+@given(recipe=st.deferred(lambda: jvp_recipes), seed=st.integers(0, 3), dtype=dtypes)
 def test_grad_on_kinks_is_nan_free_where_the_loss_is_finite(recipe, seed, dtype):
-    """At zeros and ties (where relu, abs, maximum, max, ** 0 and friends have their kinks)
-    of finite inputs, a finite loss must have a NaN-free gradient, eager and jitted alike: a
-    mask multiplied into an inf cotangent (inf * 0) is the bug this hunts."""
+    """At zeros and ties of finite inputs, a finite loss has a NaN-free gradient, eager and
+    jitted alike: a 0/1 mask multiplied into an inf cotangent (inf * 0) is the bug this hunts.
+    (Programs whose own steps take sqrt at 0 are left out: a zero cotangent meeting sqrt's
+    infinite derivative is NaN in torch and JAX too.)"""
     fn = program(recipe)
-    loss = loss_of(fn)
+    loss = kink_loss_of(fn)
     x, y = edge_inputs(seed, dtype)
     with np.errstate(all="ignore"):
         value = float(loss(x, y))
