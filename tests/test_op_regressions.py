@@ -73,8 +73,10 @@ def test_sqrt_of_relu_gradient_is_zero_where_relu_is_flat():
     [
         lambda a: gg.sum(gg.sqrt(gg.maximum(a, 0.0))),
         lambda a: gg.sum(gg.sqrt(gg.minimum(-a, 0.0) * -1.0)),
-        lambda a: gg.sqrt(gg.max(gg.stack([a, gg.zeros_like(a)]), axis=0))[1] * 0.0
-        + gg.sum(gg.sqrt(gg.max(gg.stack([a, gg.zeros_like(a)]), axis=0))),
+        lambda a: (
+            gg.sqrt(gg.max(gg.stack([a, gg.zeros_like(a)]), axis=0))[1] * 0.0
+            + gg.sum(gg.sqrt(gg.max(gg.stack([a, gg.zeros_like(a)]), axis=0)))
+        ),
     ],
 )
 def test_masked_cotangents_are_selected_not_multiplied(f):

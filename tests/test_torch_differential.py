@@ -74,7 +74,6 @@ ROWS = {  # reductions over the last axis of rows that mix edge values, ties and
 }
 
 
-
 def _rows_where(cond):
     """A deviation mask covering every entry of the rows where ``cond(row)`` holds."""
     return lambda x: np.broadcast_to(np.array([cond(r) for r in x])[:, None], x.shape)

@@ -21,6 +21,8 @@ def _true_divide(*xs):
 add = ufunc("add", 2, "({0} + {1})", lambda i, o, a, b: 1, kinds="fib")
 subtract = ufunc("subtract", 2, "({0} - {1})", lambda i, o, a, b: 1 if i == 0 else -1, kinds="fi")
 multiply = ufunc("multiply", 2, "({0} * {1})", lambda i, o, a, b: b if i == 0 else a, kinds="fib")
+
+
 def _divide_jvp(ts, outs, a, b):
     """(ta - tb * o) / b, as torch: not ta / b - tb * o / b, whose two terms are infinities of
     opposite sign (NaN) when b is 0 or tiny."""

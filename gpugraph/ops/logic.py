@@ -54,9 +54,7 @@ def _where_impl(xp, c, a, b, out=None):
         return xp.where(c, a, b)
     # no full-size temporary: the fused NumPy path calls this per chunk with an arena view as
     # ``out``, which the memory planner may have given the bytes of a dying operand
-    if xp.may_share_memory(out, c) or (
-        xp.may_share_memory(out, a) and xp.may_share_memory(out, b)
-    ):
+    if xp.may_share_memory(out, c) or (xp.may_share_memory(out, a) and xp.may_share_memory(out, b)):
         return into(out, xp.where(c, a, b))
     if xp.may_share_memory(out, a):  # out holds a already: only the b side changes
         xp.copyto(out, b, where=xp.logical_not(c))
