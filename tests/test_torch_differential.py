@@ -1,6 +1,8 @@
-"""Every differentiable op against PyTorch in float64 on edge values (0, -0, +-1, ties,
+"""The ops against PyTorch in float64 on edge values (0, -0, +-1, ties,
 subnormals, huge numbers, +-inf, NaN): values, reverse-mode gradients and forward-mode
-tangents, eagerly and under jit (issue 12). Binary ops run on every pair of edge values, so the
+tangents, eagerly and under jit (issue 12): elementwise ops, reductions and composites, shape
+and index ops (take, negative-step slices, transpose, broadcast, concatenate), matmul, and the
+values of argmax and comparisons. Binary ops run on every pair of edge values, so the
 diagonal holds the ties. Where gpugraph deliberately differs from torch, ``DEVIATIONS`` says
 where and why; everything else must agree bit for bit in NaN-ness and infinities and to 1e-12
 relatively elsewhere."""
@@ -82,6 +84,40 @@ def _rows_where(cond):
 def _has_pos_inf(row):
     return bool(np.isposinf(row).any())
 
+
+TAKE_IDX = np.array([5, 0, 5, -1, 2])  # a repeat (gradients add) and a negative index
+ROWS_SEL = np.arange(45)[-50::-3].copy()  # a negative step starting before element 0: empty
+COLS_SEL = np.arange(6)[9::-2].copy()  # starting past the end
+STRUCTURAL = {  # shape and index ops and matmul: the same edge rows, values and gradients
+    "take": (
+        lambda x: gg.take(x, TAKE_IDX, axis=1),
+        lambda x: torch.index_select(x, 1, torch.tensor(TAKE_IDX % 6)),
+    ),
+    "negative_step_slices": (
+        lambda x: gg.concatenate(
+            [x[-50::-3], gg.concatenate([x[:, 9::-2], x[:, :3]], axis=1)], axis=0
+        ),
+        lambda x: torch.cat(
+            [x[torch.tensor(ROWS_SEL)], torch.cat([x[:, torch.tensor(COLS_SEL)], x[:, :3]], 1)],
+            0,
+        ),
+    ),
+    "transpose_broadcast": (
+        lambda x: gg.transpose(x) * gg.broadcast_to(x[:1].T, (6, x.shape[0])),
+        lambda x: x.T * x[:1].T.expand(6, x.shape[0]),
+    ),
+    "matmul": (lambda x: x[:, :4] @ x[:4], lambda x: x[:, :4] @ x[:4]),
+    "stop_gradient": (lambda x: x * gg.stop_gradient(x), lambda x: x * x.detach()),
+}
+NONDIFF = {  # integer and boolean results: values only
+    "argmax": (lambda x: gg.argmax(x, axis=1), lambda x: torch.argmax(x, dim=1)),
+    "equal": (lambda x: gg.equal(x, x[:, :1]), lambda x: torch.eq(x, x[:, :1])),
+    "less": (lambda x: gg.less(x, x[:, 1:2]), lambda x: torch.lt(x, x[:, 1:2])),
+    "where": (
+        lambda x: gg.where(x > 0, x, -x),
+        lambda x: torch.where(x > 0, x, -x),
+    ),
+}
 
 # (op, "value" | "grad" | "jvp"): a boolean mask over the inputs where gpugraph may differ from
 # torch, and why. Nothing else may differ.
@@ -261,3 +297,19 @@ def test_every_deviation_is_still_needed():
                 ones = tuple(np.ones_like(a) for a in arrays)
                 got, ref = gg.jvp(gfn, tuple(arrays), ones)[1], _torch_tangent(tfn, arrays)
         assert _mismatch(got, ref).size, f"({name}, {kind}) agrees with torch now"
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_shape_index_and_matmul_ops_match_torch(name):
+    gfn, tfn = STRUCTURAL[name]
+    problems = _compare(name, gfn, tfn, [_rows()], atol=1e-12)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", sorted(NONDIFF))
+def test_non_differentiable_results_match_torch(name):
+    gfn, tfn = NONDIFF[name]
+    x = _rows()
+    want = tfn(torch.tensor(x)).numpy()
+    for got in (gfn(x), gg.jit(gfn)(x)):
+        np.testing.assert_array_equal(got, want)
