@@ -48,11 +48,13 @@ def _trace(fn: Callable, flat: list[Any], in_tree: TreeDef, names: list[str]) ->
     return _Traced(graph, out_tree, [outer for outer, _ in tr.captures])
 
 
-def _eval_nodes(nodes: Sequence[Node], env: dict[Value, Any]) -> None:
-    """Re-bind each node on the values in ``env`` (arrays or tracers of the caller's trace)."""
+def _eval_nodes(nodes: Sequence[Node], env: dict[Value, Any], own: bool = False) -> None:
+    """Re-bind each node on the values in ``env`` (arrays or tracers of the caller's trace).
+    ``own``: copy eager constants (arrays the function closed over) rather than refer to them."""
     for node in nodes:
         if node.op == "constant" and current_trace() is None:
-            env[node.output] = node.attrs["value"]  # eager: the host array is the value
+            value = node.attrs["value"]  # eager: the host array is the value
+            env[node.output] = _owned(value) if own else value
             continue
         outs = bind(node.op, *[env[v] for v in node.inputs], **node.attrs)
         env.update(zip(node.outputs, outs if isinstance(outs, tuple) else (outs,)))
@@ -97,6 +99,11 @@ def _fit(ct: Any, v: Value, node: Node | None, what: str) -> Any:
     return ct if t.dtype == v.type.dtype and not t.weak else astype(ct, v.type.dtype)
 
 
+def _owned(x: Any) -> Any:
+    """A private copy of a concrete array (tracers and Python scalars are immutable)."""
+    return x.copy() if isinstance(x, np.ndarray) or is_cupy(x) else x
+
+
 def _as_output(x: Any) -> Any:
     """Eager results are arrays, never NumPy scalars."""
     return np.asarray(x) if isinstance(x, np.generic) else x
@@ -124,7 +131,17 @@ class _Forward:
     differentiable ops are *active*; everything else has a zero derivative.
     """
 
-    def __init__(self, who: str, fn: Callable, args: tuple, wrt: Sequence[int], has_aux: bool):
+    def __init__(
+        self,
+        who: str,
+        fn: Callable,
+        args: tuple,
+        wrt: Sequence[int],
+        has_aux: bool,
+        own: bool = False,
+    ):
+        """``own``: evaluate on private copies of the caller's arrays, so that rules run later
+        (an eager vjp_fn) see the values of the call even if the caller mutates its arrays."""
         self.who = who
         flat, self.in_tree = flatten(tuple(args))
         names = _arg_names(fn, self.in_tree)
@@ -144,8 +161,9 @@ class _Forward:
         self.wrt_inputs = [g.inputs[i] for i in wrt_idx]
         self._split_outputs(has_aux, fn)
         self.nodes = live_nodes(g)
-        self.env: dict[Value, Any] = dict(zip(g.inputs, [*flat, *self.traced.captures]))
-        _eval_nodes(self.nodes, self.env)
+        inputs = [_owned(x) for x in flat] if own else flat
+        self.env: dict[Value, Any] = dict(zip(g.inputs, [*inputs, *self.traced.captures]))
+        _eval_nodes(self.nodes, self.env, own)
         self.active = self._find_active()
 
     def _split_outputs(self, has_aux: bool, fn: Callable) -> None:
@@ -173,8 +191,11 @@ class _Forward:
     def main_outputs(self) -> list[Value]:
         return self.traced.graph.outputs[: self.n_main]
 
-    def out_values(self) -> Any:
+    def out_values(self, own: bool = False) -> Any:
+        """The function's results; ``own``: copies, so the caller may write to them without
+        changing the residuals an eager vjp_fn reads."""
         vals = [_as_output(self.env[v]) for v in self.traced.graph.outputs]
+        vals = [_owned(x) for x in vals] if own else vals
         main = unflatten(self.out_tree, vals[: self.n_main])
         if self.aux_tree is None:
             return main
@@ -284,9 +305,13 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> li
 def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     """``(out, vjp_fn)`` (or ``(out, vjp_fn, aux)``): ``vjp_fn(ct)`` returns one cotangent
     pytree per primal. Every primal must be floating point."""
-    fwd = _Forward("vjp", fn, primals, range(len(primals)), has_aux)
+    # vjp_fn runs after the caller has its arrays back (JAX's are immutable, PyTorch checks a
+    # version counter): an eager vjp works on copies of the primals, of arrays the function
+    # closed over, and hands out copies of its results; traced, every value is immutable
+    eager = current_trace() is None
+    fwd = _Forward("vjp", fn, primals, range(len(primals)), has_aux, own=eager)
     fwd.release_unneeded()
-    out = fwd.out_values()
+    out = fwd.out_values(own=eager)
 
     def vjp_fn(cotangent: Any) -> tuple:
         leaves, tree = flatten(cotangent)

@@ -44,3 +44,11 @@ class GpuGraphWarning(UserWarning):
 class CapturedArrayWarning(GpuGraphWarning):
     """A traced function closed over a large concrete array: it was copied into the graph as a
     constant, so changing the array later does not change what the compiled function computes."""
+
+
+class ArgumentError(GpuGraphError, ValueError):
+    """An op argument (an axis, a mode, an exponent...) has a value the op does not accept."""
+
+
+class IndexOutOfRangeError(ShapeError, IndexError):
+    """An index (of ``take`` or basic indexing) is outside its axis; raised at run time too."""

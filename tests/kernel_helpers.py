@@ -54,15 +54,77 @@ def check_nvrtc(source: str, name: str = "fused.cu") -> None:
         NVRTC_CHECKED.add(source)
 
 
-def random_array(shape, dtype, rng: np.random.Generator) -> np.ndarray:
+def edge_values(dtype) -> np.ndarray:
+    """The inputs where formulations differ: signed zeros, the float32 exp overflow edge
+    (+-88.x), huge values, the smallest normal and subnormal numbers, +-inf and NaN; for ints,
+    zero, +-1 and the extremes."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return np.array([False, True])
+    if dtype.kind == "i":
+        info = np.iinfo(dtype)
+        return np.array([0, 1, -1, info.max, info.min], dtype)
+    info = np.finfo(dtype)
+    finite = [0.0, -0.0, 1.0, -1.0, 88.0, -88.0, 88.8, -88.8, 103.0, -103.0, 1e30, -1e30]
+    tiny = [float(info.tiny), -float(info.tiny), float(info.smallest_subnormal)]
+    return np.array(finite + tiny + [np.inf, -np.inf, np.nan], dtype)
+
+
+def random_array(shape, dtype, rng: np.random.Generator, edges: float = 0.0) -> np.ndarray:
     """Test data for a kernel operand: fair coin flips, small ints in [-9, 9], or floats in
-    [-2, 2) (inside every op's domain but log/sqrt's, where NaN is compared as NaN)."""
+    [-2, 2) (inside every op's domain but log/sqrt's, where NaN is compared as NaN).
+    ``edges``: the fraction of elements (for floats and ints) replaced by ``edge_values``, so
+    that sweeps meet overflow, subnormals, infinities and NaN, not only tame numbers."""
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     if dtype.kind == "i":
-        return rng.integers(-9, 10, shape).astype(dtype)
-    return rng.uniform(-2, 2, shape).astype(dtype)
+        a = rng.integers(-9, 10, shape).astype(dtype)
+    else:
+        a = rng.uniform(-2, 2, shape).astype(dtype)
+    if edges:
+        pick = rng.random(a.shape) < edges
+        a[pick] = rng.choice(edge_values(dtype), size=int(pick.sum()))
+    return a
+
+
+def flush_subnormals(a: np.ndarray) -> np.ndarray:
+    """``a`` with float32 subnormals made (signed) zero: what CuPy's kernels see and produce,
+    since CuPy compiles every kernel with -ftz=true. The host emulator and NumPy keep them."""
+    a = np.array(a, copy=True)
+    if a.dtype == np.float32:
+        small = np.abs(a) < np.finfo(np.float32).tiny
+        a[small] = np.copysign(np.float32(0), a[small])
+    return a
+
+
+def assert_kernel_matches(
+    got, want, rtol: float, want_flushed=None, what: str = "", atol: float = 0.0
+) -> None:
+    """``got`` (a kernel's output) equals ``want`` (NumPy's) elementwise: NaN where NaN, the same
+    infinities, finite values within rtol (no absolute slack unless ``atol``: a kernel that
+    returns 0 for sigmoid(-88.8) = 2.7e-39 is wrong, however small the number). Where
+    ``want_flushed`` is given (NumPy on flushed inputs, for a GPU run under -ftz), an element
+    may match it instead, and a float32 subnormal expected value may come back as zero; nothing
+    else is tolerated, so a real difference in formulation still fails."""
+    got, want = np.asarray(got), np.broadcast_to(np.asarray(want), np.shape(got))
+
+    def ok(w):
+        w = np.broadcast_to(np.asarray(w), got.shape)
+        if got.dtype.kind != "f":
+            return got == w
+        with np.errstate(all="ignore"):
+            close = np.isclose(got, w, rtol=rtol, atol=atol)
+        return (np.isnan(got) & np.isnan(w)) | (got == w) | (close & np.isfinite(w))
+
+    good = ok(want)
+    if want_flushed is not None:
+        good |= ok(want_flushed) | ok(flush_subnormals(want))
+    bad = np.flatnonzero(~good)
+    assert not bad.size, (
+        f"{what}: {bad.size} elements differ, e.g. got {got.reshape(-1)[bad[:4]]} "
+        f"where NumPy gives {want.reshape(-1)[bad[:4]]}"
+    )
 
 
 def emulate_fused(

@@ -597,14 +597,23 @@ class EmulatedRawKernelCupy:
         self.RawKernel = RawKernel
         self.ascontiguousarray = np.ascontiguousarray
 
+    def __getattr__(self, name):  # the array functions the runner calls (take_rows): NumPy's
+        return getattr(np, name)
+
 
 @pytest.mark.emulator
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
-    "axis,x_shape,idx",
-    [(0, (5, 3), [4, 0, 4, -1, 7, -6]), (1, (2, 6, 3), [[1, 1], [5, 0]]), (1, (2, 4), 2)],
+    "axis,x_shape,idx,mode",
+    [
+        (0, (5, 3), [4, 0, 4, -1, 7, -6], "wrap"),
+        (0, (5, 3), [4, 0, 4, -1, 7, -6], "clip"),
+        (0, (5, 3), [4, 0, 4, -1, -5], "raise"),
+        (1, (2, 6, 3), [[1, 1], [5, 0]], "raise"),
+        (1, (2, 4), 2, "raise"),
+    ],
 )
-def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx):
+def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx, mode):
     import sys
 
     from gpugraph.backends import cupy_kernels
@@ -618,9 +627,8 @@ def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx
     g = np.random.default_rng(0).standard_normal(g_shape).astype(dtype)
     b = GraphBuilder()
     ins = [b.add_input(TensorType(g_shape, dtype)), b.add_input(TensorType(idx.shape, "int32"))]
-    node = b.add_node(
-        "take_grad", ins, {"axis": axis, "dim": x_shape[axis]}, [TensorType(x_shape, dtype)]
-    )
+    attrs = {"axis": axis, "dim": x_shape[axis], "mode": mode}
+    node = b.add_node("take_grad", ins, attrs, [TensorType(x_shape, dtype)])
     fake = EmulatedRawKernelCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cupy_kernels._raw_kernel.cache_clear()
@@ -630,14 +638,21 @@ def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx
         run([g, idx], [out])
     finally:
         cupy_kernels._raw_kernel.cache_clear()
-    # out-of-range indices wrap, as cupy.take (the forward on the GPU) and cupyx.scatter_add do
+    # the rows np.take's mode picks (raise: in range here, negatives from the end)
+    n = x_shape[axis]
+    rows = np.clip(idx, 0, n - 1) if mode == "clip" else idx % n
     want = np.zeros(x_shape, dtype)
     np.add.at(
         np.moveaxis(want, axis, 0),
-        idx.reshape(-1) % x_shape[axis],
+        rows.reshape(-1),
         np.moveaxis(g.reshape(g_shape[:axis] + (idx.size,) + x_shape[axis + 1 :]), axis, 0),
     )
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    from gpugraph.ops.index import _take_grad_impl
+
+    np.testing.assert_allclose(
+        _take_grad_impl(np, g, idx, axis, n, mode), want, rtol=1e-6, atol=1e-6
+    )
     ((name, grid, block),) = fake.launches
     assert name == cupy_kernels.TAKE_GRAD_KERNELS[np.dtype(dtype)] and block == (256,)
 

@@ -13,6 +13,7 @@ from kernel_helpers import requires_emulator, requires_nvrtc
 
 from gpugraph.backends.cupy_kernels import TAKE_GRAD_KERNELS, take_grad_geometry
 from gpugraph.kernel_files import kernel_names, kernel_source
+from gpugraph.ops.index import take_rows
 from gpugraph.testing import (
     compile_ptx,
     emulate_kernel,
@@ -56,14 +57,33 @@ def test_take_grad_kernel_matches_numpy(dtype, axis, x_shape, idx):
     )
     out = np.zeros(x_shape, dtype)
     geometry = take_grad_geometry(g.shape, idx.size, axis, x_shape[axis])
+    rows = take_rows(np, idx, x_shape[axis], "raise")  # what the launcher passes
     emulate_kernel(
         kernel_source("take_grad.cu"),
         TAKE_GRAD_KERNELS[np.dtype(dtype)],
         2,
         8,
-        [g, idx.reshape(-1), out, *map(np.int64, geometry)],
+        [g, rows.reshape(-1), out, *map(np.int64, geometry)],
     )
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_take_grad_kernel_drops_rows_outside_the_axis():
+    """Rows the launcher did not resolve (negative, or >= dim) are skipped: no other row
+    receives them and nothing is written outside ``out`` (the emulator checks bounds)."""
+    g = np.arange(1.0, 6.0).reshape(5, 1)
+    idx = np.array([1, -1, 3, 3, 9], dtype=np.int64)
+    out = np.zeros((4, 1))
+    emulate_kernel(
+        kernel_source("take_grad.cu"),
+        TAKE_GRAD_KERNELS[np.dtype("float64")],
+        1,
+        4,
+        [g, idx, out, *map(np.int64, take_grad_geometry(g.shape, 5, 0, 4))],
+    )
+    np.testing.assert_array_equal(out[:, 0], [0.0, 1.0, 0.0, 3.0 + 4.0])
 
 
 def test_installed_wheel_ships_kernels(tmp_path):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpugraph as gg
@@ -111,6 +112,53 @@ shapes2 = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3
 def test_unary(name, dtype):
     fn, ref, domain = UNARY[name]
     check(fn, ref, [sample((3, 4), dtype, domain)], dtype)
+
+
+def edge_sample(dtype):
+    """Signed zeros, +-1, the float32 exp overflow edge, huge values, subnormals, +-inf, NaN."""
+    info = np.finfo(dtype)
+    values = [0.0, -0.0, 1.0, -1.0, 88.8, -88.8, 1e30, -1e30, float(info.smallest_subnormal)]
+    return np.array(values + [-float(info.tiny), np.inf, -np.inf, np.nan], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_on_edge_values(name, dtype):
+    fn, ref, _ = UNARY[name]
+    with np.errstate(all="ignore"):
+        check(fn, ref, [edge_sample(dtype)], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_binary_on_every_pair_of_edge_values(name, dtype):
+    fn, ref, _ = BINARY[name]
+    e = edge_sample(dtype)
+    with np.errstate(all="ignore"):
+        check(fn, ref, [e[:, None], e[None, :]], dtype)
+
+
+def _slices_strategy(n):
+    bound = st.one_of(st.none(), st.integers(-2 * n - 2, 2 * n + 2))
+    step = st.one_of(st.none(), st.sampled_from([-3, -2, -1, 1, 2, 3]))
+    return st.builds(slice, bound, bound, step)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4))
+def test_random_slices_match_numpy_eager_jit_and_grad(data, shape):
+    """Slices with any bounds (starts and stops before the beginning or past the end) and
+    negative steps, as NumPy reads them; the gradient is 1 on the selected elements."""
+    idx = tuple(data.draw(_slices_strategy(n)) for n in shape)
+    x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    want = x[idx]
+    for got in (gg.getitem(x, idx), gg.jit(lambda a: a[idx])(x)):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    mask = np.zeros_like(x)
+    mask[idx] = 1.0
+    np.testing.assert_array_equal(gg.grad(lambda a: gg.sum(a[idx]))(x), mask)
+    np.testing.assert_array_equal(gg.jit(gg.grad(lambda a: gg.sum(a[idx])))(x), mask)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

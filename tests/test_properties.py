@@ -57,10 +57,15 @@ OTHER = (
     "powpos",
     "compare_cast",
     "logical",
+    "neg_step",
+    "sqrt_relu",
+    "pow0",
+    "max_tie",
 )
 BLAS = ("matmul", "matvec", "vecmat", "batched")
 # NumPy reductions round differently over a strided view (eager) and a contiguous copy (a plan)
 STRIDED = ("reshape_t", "swap", "flip", "take", "slice_concat", "getitem_row", "expand_squeeze")
+STRIDED += ("neg_step",)
 REDUCING = (*REDUCE, "softmax", "layer_norm", "log_softmax", "var", "stack_mean", "argmax")
 
 
@@ -186,6 +191,19 @@ def apply(op, a, b, k):
         return gg.where(gg.logical_and(a > 0, gg.logical_not(b < 0)), a, b)
     if op == "getitem_row":
         return _full(a)[k % R][None, :]
+    if op == "neg_step":  # negative steps whose start lies before the beginning or past the end
+        a = _full(a)
+        nothing = a[-R - 1 - k % 3 :: -1 - k % 2]  # starts before element 0: empty
+        backwards = a[R + k :: -1]  # starts past the end: the whole axis, reversed
+        no_cols = backwards[:, -C - 1 - k :: -2]  # empty along the columns
+        return gg.concatenate([nothing, backwards], axis=0) + gg.sum(no_cols)
+    if op == "sqrt_relu":  # d sqrt at 0 is inf: the masks of relu and maximum must select
+        return gg.sqrt(gg.relu(a)) + gg.sqrt(gg.maximum(b, 0.0))
+    if op == "pow0":  # d/da a**0 is 0, also at a == 0
+        return a**0.0 * b
+    if op == "max_tie":  # a max over a row with a tie (and a sqrt of it: inf cotangents at 0)
+        a = _full(a)
+        return gg.sqrt(gg.max(gg.concatenate([a, a[:, :1]], axis=1), axis=1, keepdims=True) ** 2)
     raise AssertionError(op)
 
 
@@ -385,7 +403,7 @@ def numeric_grad(f, args, eps=1e-6):
 
 # kinks (relu, abs, max, ...) break finite differences; "cast" rounds through float32
 KINKS = ("relu", "abs", "maximum", "minimum", "where", "max", "min", "cast", "log_raw", "div_raw")
-KINKS += ("argmax", "compare_cast", "logical")
+KINKS += ("argmax", "compare_cast", "logical", "sqrt_relu", "pow0", "max_tie")
 SMOOTH = tuple(o for o in ALL_OPS if o not in KINKS)
 smooth_recipes = st.lists(
     st.tuples(st.sampled_from(SMOOTH), st.integers(0, 99), st.integers(0, 99), st.integers(0, 7)),
@@ -426,9 +444,70 @@ def test_grad_eager_jit_and_finite_differences(recipe, seed, dtype):
             assert_same(g, e, exact, f"{cfg}\n{c.graph}")
 
 
-# -- 6: jvp against vjp ----------------------------------------------------------------------
+def edge_inputs(seed, dtype):
+    """Finite inputs on the kinks: exact zeros (-0 too), a row of ties, repeated values."""
+    x, y = inputs(seed, dtype)
+    x[0, :3] = 0.0
+    x[1] = x[1, 0]  # a row of ties
+    x[2, 1], y[0], y[3] = -0.0, 0.0, -0.0
+    y[5] = y[4]
+    return x, y
+
+
+def kink_loss_of(fn):
+    """A scalar loss whose cotangent is infinite at the zeros of fn's outputs (sqrt at 0)
+    where relu and abs select: their derivative there is 0, so the gradient must be 0, not
+    inf * 0 = NaN."""
+
+    def loss(x, y):
+        total = 0.0
+        for o in fn(x, y):
+            total = total + gg.sum(gg.sin(gg.sqrt(gg.relu(o)) + 0.5 * gg.sqrt(gg.abs(o))))
+        return total
+
+    return loss
+
+
 @settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(recipe=grad_recipes, seed=st.integers(0, 3), jit=st.booleans())
+@given(recipe=st.deferred(lambda: jvp_recipes), seed=st.integers(0, 3), dtype=dtypes)
+def test_grad_on_kinks_is_nan_free_where_the_loss_is_finite(recipe, seed, dtype):
+    """At zeros and ties of finite inputs, a finite loss has a NaN-free gradient, eager and
+    jitted alike: a 0/1 mask multiplied into an inf cotangent (inf * 0) is the bug this hunts.
+    (Programs whose own steps take sqrt at 0 are left out: a zero cotangent meeting sqrt's
+    infinite derivative is NaN in torch and JAX too.)"""
+    fn = program(recipe)
+    loss = kink_loss_of(fn)
+    x, y = edge_inputs(seed, dtype)
+    with np.errstate(all="ignore"):
+        value = float(loss(x, y))
+        if not np.isfinite(value):
+            return
+        eager = gg.grad(loss, argnums=(0, 1))(x, y)
+        jitted = gg.jit(gg.grad(loss, argnums=(0, 1)), backend="numpy")(x, y)
+    for g, j in zip(eager, jitted):
+        assert not np.isnan(g).any(), f"NaN in the gradient of a finite loss: {g}"
+        assert_same(j, g, False, "jit")
+
+
+# -- 6: jvp against vjp ----------------------------------------------------------------------
+# sqrt of a relu or a max that is 0: forward mode multiplies the zero tangent by sqrt's
+# infinite derivative (0 * inf = NaN), as torch.func.jvp and jax.jvp do; reverse mode selects
+# after the product and stays finite, so the two are not each other's transpose there
+INF_AT_0 = ("sqrt_relu", "max_tie")
+jvp_recipes = st.lists(
+    st.tuples(
+        st.sampled_from([o for o in ALL_OPS if o not in ("log_raw", "div_raw", *INF_AT_0)]),
+        st.integers(0, 99),
+        st.integers(0, 99),
+        st.integers(0, 7),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipe=jvp_recipes, seed=st.integers(0, 3), jit=st.booleans())
 def test_jvp_is_vjp_transposed(recipe, seed, jit):
     fn = program(recipe)
     x, y = inputs(seed, np.float64)

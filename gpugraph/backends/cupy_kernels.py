@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import Node
 from ..kernel_files import kernel_source
+from ..ops.index import take_rows
 from ..ops.registry import get_op
 
 TAKE_GRAD_KERNELS = {
@@ -52,6 +53,7 @@ def prepare_take_grad(node: Node, backend: Any) -> Any:
         return backend.generic_runner(node)
     cp = backend.xp
     axis, dim = node.attrs["axis"], node.attrs["dim"]
+    mode = node.attrs.get("mode", "raise")
     g_type, idx_type = node.inputs[0].type, node.inputs[1].type
     geometry = take_grad_geometry(g_type.shape, idx_type.size, axis, dim)
     total = geometry[0] * geometry[1] * geometry[2]
@@ -64,7 +66,8 @@ def prepare_take_grad(node: Node, backend: Any) -> Any:
         out.fill(0)
         if total:
             kernel = _raw_kernel(TAKE_GRAD_KERNELS[dtype], "take_grad.cu")
-            idx64 = cp.ascontiguousarray(idx, dtype=cp.int64)
+            # rows in [0, dim) under the op's mode, the rule every backend follows
+            idx64 = cp.ascontiguousarray(take_rows(cp, idx, dim, mode), dtype=cp.int64)
             args = (cp.ascontiguousarray(g), idx64, out, *map(np.int64, geometry))
             kernel((blocks,), (threads,), args)
 

@@ -2,14 +2,16 @@
 holding its impl, CUDA template and derivative; the calls live in the family modules
 (``arithmetic``, ``transcendental``, ``logic``), whose public functions are re-exported here.
 
-Derivatives are given as ``partial(i, out, *xs)``: d out / d xs[i] as a tensor (or +1/-1, or
-None for zero). Both the VJP (with broadcasting undone) and the JVP derive from it, so one rule
-serves both modes. Ops whose derivative is not a pointwise factor pass explicit vjp/jvp.
+Derivatives are given as ``partial(i, out, *xs)``: d out / d xs[i] as a tensor (or +1/-1, a
+``Gated`` derivative that is exactly 0 outside a mask, or None for zero). Both the VJP (with
+broadcasting undone) and the JVP derive from it, so one rule serves both modes. Ops whose
+derivative is not a pointwise factor pass explicit vjp/jvp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,8 +93,21 @@ def _jvp_from_partial(partial):
     return jvp
 
 
+@dataclass(frozen=True)
+class Gated:
+    """A derivative equal to ``factor`` where the boolean ``keep`` holds and to exactly 0
+    elsewhere. It is applied by selection, ``where(keep, g * factor, 0)``, never by multiplying
+    with a 0/1 mask: the incoming cotangent may be inf where the mask is 0 (d sqrt(u)/du at
+    u = relu(x) = 0), and inf * 0 would make the gradient NaN where torch and JAX give 0."""
+
+    keep: Any
+    factor: Any = 1
+
+
 def _scale(g: Any, p: Any) -> Any:
-    """g * p, where p may be the plain numbers +1/-1 (no node needed)."""
+    """g * p, where p may be the plain numbers +1/-1 (no node needed) or ``Gated``."""
+    if isinstance(p, Gated):
+        return where(p.keep, _scale(g, p.factor), scalar_like(0, g))
     if isinstance(p, int) and p == 1:
         return g
     if isinstance(p, int) and p == -1:

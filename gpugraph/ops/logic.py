@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import TensorType
+from ..tracer import Tracer
 from .core import bind, check_dtype, promote, type_of
 from .elementwise import API, elementwise, into, scalar_like, ufunc
 from .registry import OpDef, register
@@ -49,7 +50,18 @@ def _where_prepare(c, a, b):
 
 
 def _where_impl(xp, c, a, b, out=None):
-    return into(out, xp.where(c, a, b))
+    if out is None:
+        return xp.where(c, a, b)
+    # no full-size temporary: the fused NumPy path calls this per chunk with an arena view as
+    # ``out``, which the memory planner may have given the bytes of a dying operand
+    if xp.may_share_memory(out, c) or (xp.may_share_memory(out, a) and xp.may_share_memory(out, b)):
+        return into(out, xp.where(c, a, b))
+    if xp.may_share_memory(out, a):  # out holds a already: only the b side changes
+        xp.copyto(out, b, where=xp.logical_not(c))
+        return out
+    xp.copyto(out, b)
+    xp.copyto(out, a, where=c)
+    return out
 
 
 def _where_vjp(cts, outs, c, a, b):
@@ -127,7 +139,8 @@ def astype(x: Any, dtype: Any) -> Any:
     """Cast to ``dtype`` (float32, float64, int32, int64 or bool)."""
     dt = check_dtype(dtype, "astype")
     if type_of(x).dtype == dt and not type_of(x).weak:
-        return x
+        # a traced value is immutable; an array is copied, as NumPy's astype does
+        return x if isinstance(x, Tracer) else x.copy()
     if isinstance(x, (bool, int, float)):
         return np.asarray(x, dtype=dt)[()]
     return bind("astype", x, dtype=dt)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .core import to_float
 from .elementwise import (
     abs,
@@ -29,12 +30,17 @@ from .reduce import mean, sum
 from .shape import squeeze
 
 
+def _finite_max(x: Any, axis: Any) -> Any:
+    """The max over ``axis`` (kept) where it is finite, else 0, as a constant for autodiff: the
+    shift that keeps exp from overflowing. A row of -inf is not shifted (-inf - -inf = NaN),
+    nor one holding +inf, which then gives +inf as in scipy, JAX and PyTorch."""
+    m = _max(x, axis=axis, keepdims=True)
+    return stop_gradient(where(less(abs(m), scalar_like(np.inf, x)), m, scalar_like(0.0, x)))
+
+
 def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
     x = to_float(x)
-    m = _max(x, axis=axis, keepdims=True)
-    # shift by the max only where it is finite: a row of -inf gives -inf (not -inf - -inf =
-    # NaN) and a +inf entry gives +inf, as in scipy, JAX and PyTorch
-    shift = stop_gradient(where(less(abs(m), scalar_like(np.inf, x)), m, scalar_like(0.0, x)))
+    shift = _finite_max(x, axis)
     out = add(log(sum(exp(subtract(x, shift)), axis=axis, keepdims=True)), shift)
     return out if keepdims else squeeze(out, axis if axis is not None else None)
 
@@ -46,8 +52,11 @@ def softmax(x: Any, axis: int = -1) -> Any:
 
 
 def log_softmax(x: Any, axis: int = -1) -> Any:
+    """(x - m) - log(sum(exp(x - m))), m the row's finite max: subtracting the shift first keeps
+    the small log term exact where x - logsumexp(x) would round it away (1e300 + log 2)."""
     x = to_float(x)
-    return subtract(x, logsumexp(x, axis=axis, keepdims=True))
+    shifted = subtract(x, _finite_max(x, axis))
+    return subtract(shifted, log(sum(exp(shifted), axis=axis, keepdims=True)))
 
 
 def var(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -86,4 +95,4 @@ def gelu(x: Any, approximate: str | bool = "tanh") -> Any:
         return multiply(
             half, add(scalar_like(1.0, x), erf(multiply(x, scalar_like(1 / math.sqrt(2), x))))
         )
-    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    raise ArgumentError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")

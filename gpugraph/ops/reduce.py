@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..ir import TensorType
 from ..tracer import Tracer
 from .core import bind, type_of
@@ -18,8 +18,13 @@ from .shape import broadcast_to, normalize_axis, reshape
 def canonical_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    norm = tuple(sorted(normalize_axis(op, int(a), ndim) for a in axes))
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise ArgumentError(f"{op}: axis must be None, an integer or a tuple of them, got {axis!r}")
+    norm = tuple(sorted(normalize_axis(op, a, ndim) for a in axes))
     if len(set(norm)) != len(norm):
         raise ShapeError(f"{op}: repeated axis in {axis}")
     return norm
@@ -60,26 +65,46 @@ def _sum_vjp(cts, outs, x, axis, keepdims):
     return [_expand_back(g, x, axis, keepdims)]
 
 
-def _extreme_mask(x, out, axis, keepdims):
-    from .elementwise import astype, divide, equal
+def _extreme_share(x, out, axis, keepdims):
+    """(hit, 1/count): which entries attain the max (or min) and the share of the gradient
+    each gets. Ties split it evenly; where the result is NaN the NaN entries attain it (as
+    torch.max). Applied by selection: a cotangent of inf must not meet a 0 mask (inf * 0)."""
+    from .elementwise import astype, divide, equal, logical_and, logical_or, not_equal, scalar_like
 
-    hit = astype(equal(x, _expand_back(out, x, axis, keepdims)), type_of(x).dtype)
-    count = sum(hit, axis=axis, keepdims=True)
-    return divide(hit, count)
+    full = _expand_back(out, x, axis, keepdims)
+    both_nan = logical_and(not_equal(x, x), not_equal(full, full))
+    hit = logical_or(equal(x, full), both_nan)
+    count = sum(astype(hit, type_of(x).dtype), axis=axis, keepdims=True)
+    return hit, divide(scalar_like(1, x), count)
 
 
 def _extreme_vjp(cts, outs, x, axis, keepdims):
-    from .elementwise import multiply
+    from .elementwise import multiply, scalar_like, where
 
-    mask = _extreme_mask(x, outs[0], axis, keepdims)
-    return [multiply(_expand_back(cts[0], x, axis, keepdims), mask)]
+    hit, share = _extreme_share(x, outs[0], axis, keepdims)
+    g = _expand_back(multiply(_keep(cts[0], axis, keepdims), share), x, axis, True)
+    return [where(hit, g, scalar_like(0, g))]
 
 
 def _extreme_jvp(ts, outs, x, axis, keepdims):
-    from .elementwise import multiply
+    from .elementwise import multiply, scalar_like, where
 
-    mask = _extreme_mask(x, outs[0], axis, keepdims)
-    return [sum(multiply(ts[0], mask), axis=axis, keepdims=keepdims)]
+    hit, share = _extreme_share(x, outs[0], axis, keepdims)
+    picked = sum(where(hit, ts[0], scalar_like(0, ts[0])), axis=axis, keepdims=True)
+    r = multiply(picked, share)
+    return [r if keepdims else reshape(r, reduced_shape(type_of(x).shape, axis, False))]
+
+
+def _keep(g, axis, keepdims):
+    """A reduced value in its keepdims shape."""
+    if keepdims:
+        return g
+    shape = type_of(g).shape
+    full_rank = len(shape) + len(axis)
+    dims, it = [], iter(shape)
+    for i in range(full_rank):
+        dims.append(1 if i in axis else next(it))
+    return reshape(g, tuple(dims))
 
 
 register(

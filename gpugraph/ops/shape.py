@@ -9,13 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ..ir import TensorType
+from ..tracer import Tracer
 from .core import bind, promote, type_of
 from .registry import OpDef, register
 
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ArgumentError(f"{op}: axis must be an integer, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
         raise ShapeError(f"{op}: axis {axis} is out of range for an array of rank {ndim}")
     return axis % ndim if ndim else 0
@@ -102,7 +106,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
     perm = (
         tuple(range(nd))[::-1]
         if axes is None
-        else tuple(normalize_axis("transpose", int(a), nd) for a in axes)
+        else tuple(normalize_axis("transpose", a, nd) for a in axes)
     )
     if perm == tuple(range(nd)):
         return x
@@ -164,7 +168,7 @@ def expand_dims(x: Any, axis: int | Sequence[int]) -> Any:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     shape = list(type_of(x).shape)
     nd = len(shape) + len(axes)
-    for a in sorted(normalize_axis("expand_dims", int(a), nd) for a in axes):
+    for a in sorted(normalize_axis("expand_dims", a, nd) for a in axes):
         shape.insert(a, 1)
     return reshape(x, shape)
 
@@ -175,7 +179,7 @@ def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Any:
         axes = {i for i, s in enumerate(shape) if s == 1}
     else:
         axes = {
-            normalize_axis("squeeze", int(a), len(shape))
+            normalize_axis("squeeze", a, len(shape))
             for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)
         }
         bad = [a for a in axes if shape[a] != 1]
@@ -257,8 +261,8 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Any:
     nd = type_of(xs[0]).ndim
     if nd == 0:
         raise ShapeError("concatenate: zero-dimensional arrays cannot be concatenated")
-    if len(xs) == 1:
-        return xs[0]
+    if len(xs) == 1:  # a traced value is immutable; an array is copied, as NumPy does
+        return xs[0] if isinstance(xs[0], Tracer) else xs[0].copy()
     return bind("concatenate", *xs, axis=normalize_axis("concatenate", axis, nd))
 
 
