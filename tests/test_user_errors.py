@@ -59,7 +59,6 @@ def foreign(module: str):
 
 
 State = collections.namedtuple("State", "w b")
-CORRECTNESS = pytest.mark.xfail(strict=True, reason="fixed on the correctness branch")
 
 
 def case(name, thunk, error, phrase, not_phrase=None, marks=()):
@@ -134,19 +133,18 @@ CASES = [
          r"more than one array can hold", r"broadcast"),
     case("zeros float shape", lambda: gg.zeros((2.0, 3)), gg.ShapeError, r"sequence of ints"),
     case("complex dtype", lambda: gg.zeros(3, "complex64"), gg.DTypeError, r"not supported"),
-    # op-level mistakes; the correctness branch turns these into GpuGraphErrors
-    case("x[::0]", lambda: jit(lambda x: x[::0], X), gg.ShapeError, r"step", None,
-         marks=CORRECTNESS),
+    # op-level mistakes
+    case("x[::0]", lambda: jit(lambda x: x[::0], X), gg.ShapeError, r"step", None),
     case("int ** -1", lambda: jit(lambda x: x ** -1, I3), gg.GpuGraphError,
-         r"negative", None, marks=CORRECTNESS),
+         r"negative", None),
     case("sum(axis=1.0)", lambda: jit(lambda x: gg.sum(x, axis=1.0), X),
-         gg.GpuGraphError, r"axis", None, marks=CORRECTNESS),
+         gg.GpuGraphError, r"axis", None),
     case("argmax(axis=(0, 1))", lambda: jit(lambda x: gg.argmax(x, axis=(0, 1)), X),
-         gg.GpuGraphError, r"axis", None, marks=CORRECTNESS),
+         gg.GpuGraphError, r"axis", None),
     case("gelu(approximate='xx')", lambda: jit(lambda x: gg.gelu(x, approximate="xx"), X),
-         gg.GpuGraphError, r"approximate", None, marks=CORRECTNESS),
+         gg.GpuGraphError, r"approximate", None),
     case("take out of range", lambda: jit(lambda x, i: gg.take(x, i), X, np.array([5])),
-         gg.GpuGraphError, r"out of (range|bounds)", None, marks=CORRECTNESS),
+         gg.GpuGraphError, r"out of (range|bounds)", None),
 ]  # fmt: skip
 
 
