@@ -42,6 +42,10 @@ UNARY = {
     "gelu_tanh": lambda x: gg.gelu(x, "tanh"),
     "gelu_exact": lambda x: gg.gelu(x, "none"),
     "softplus": lambda x: gg.log(1.0 + gg.exp(x)),
+    # literal exponents: NumPy's scalar fast path makes x ** 0.5 a sqrt (-0 at -0, NaN at -inf)
+    "power_half": lambda x: x**0.5,
+    "power_two": lambda x: x**2.0,
+    "power_minus_one": lambda x: x**-1.0,
 }
 BINARY = {
     "add": gg.add,

@@ -52,21 +52,38 @@ class KindRule:
     template: str
     helper: str
     refusal: Callable[[Node], str | None]
+    # a template for this node in particular (e.g. from a literal operand), or None
+    specialize: Callable[[Node], str | None] = lambda node: None
+
+
+def _literal_exponent(node: Node) -> float | None:
+    producer = node.inputs[1].node
+    if producer is None or not is_inline_constant(producer):
+        return None
+    return float(np.asarray(producer.attrs["value"]).reshape(()))
 
 
 def _integer_power_refusal(node: Node) -> str | None:
     """NumPy raises for a negative integer exponent, which a kernel cannot do: only a literal
     exponent known to be >= 0 is fused."""
-    producer = node.inputs[1].node
-    if producer is None or not is_inline_constant(producer):
+    exponent = _literal_exponent(node)
+    if exponent is None:
         return "integer power with a run-time exponent (NumPy raises for negative ones)"
-    if np.asarray(producer.attrs["value"]).reshape(()) < 0:
+    if exponent < 0:
         return "integer power with a negative exponent (NumPy raises for it)"
     return None
 
 
+def _float_power_template(node: Node) -> str | None:
+    """NumPy computes ``x ** 0.5`` with a scalar exponent as ``sqrt(x)`` (its scalar-power
+    fast path), which differs from C's ``pow`` at -0 (-0, not +0) and -inf (NaN, not +inf):
+    a literal exponent of 0.5 renders as sqrt so the kernel gives NumPy's answer."""
+    return "sqrt({0})" if _literal_exponent(node) == 0.5 else None
+
+
 KIND_RULES: dict[tuple[str, str], KindRule] = {
     ("power", "i"): KindRule("gg_ipow({0}, {1})", IPOW_HELPER, _integer_power_refusal),
+    ("power", "f"): KindRule("pow({0}, {1})", "", lambda node: None, _float_power_template),
 }
 # Called with (kernel, body) for every kernel emit_kernel makes (planted-bug kernels aside):
 # the test suite compiles them all under NVRTC and runs them all on the kernel emulator.
@@ -174,7 +191,9 @@ def _kind_rule(node: Node) -> KindRule | None:
 def op_template(node: Node) -> tuple[str, str]:
     """(CUDA expression template, helper source or "") of ``node`` for its operand dtype."""
     rule = _kind_rule(node)
-    return (rule.template, rule.helper) if rule is not None else (get_op(node.op).cuda, "")
+    if rule is None:
+        return get_op(node.op).cuda, ""
+    return rule.specialize(node) or rule.template, rule.helper
 
 
 def inline_literal(value: np.ndarray) -> str | None:
