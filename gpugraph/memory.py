@@ -26,6 +26,7 @@ from .ir import Graph, Node, Value
 from .memory_order import (
     VIEW_OPS,
     Slot,
+    aware_peak,
     liveness,
     memory_aware_order,
     order_peak,
@@ -80,7 +81,7 @@ class MemoryPlan:
     inplace_count: int = 0
     method: str = ""
     order_peak_bytes: int = 0  # peak live bytes of this order (unaligned, before in-place)
-    aware_peak_bytes: int = 0  # the same under memory_aware_order(graph), for comparison
+    aware_peak_bytes: int = 0  # the same for memory_aware_order (memory_order.aware_peak)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -214,5 +215,5 @@ def plan_memory(
         sum(s.inplace is not None for s in slots.values()),
         method,
         order_peak(graph, order),
-        order_peak(graph, memory_aware_order(Graph(graph.inputs, order, graph.outputs))),
+        aware_peak(graph, order),
     )
