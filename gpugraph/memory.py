@@ -39,6 +39,7 @@ from .memory_place import (
     clique_bound,
     hb_conflicts,
     interval_conflicts,
+    live_sets,
     lower_bound,
     plan_intervals,
     plan_offsets,
@@ -194,10 +195,7 @@ def plan_memory(
         method = "intervals"
     else:  # concurrency makes more values coexist: a clique of the conflicts is a tighter bound
         conflicts, _ = hb_conflicts(heads, members, slots, readers, sched)
-        seeds = {
-            frozenset(i for i, t in enumerate(triples) if t[0] <= k <= t[1])
-            for k in range(len(sched.steps))
-        }
+        seeds = live_sets(triples, len(sched.steps))
         bound = max(bound, clique_bound([align_up(x, align) for x in sizes], conflicts, seeds))
         spans = [t[1] - t[0] for t in triples]
         offsets, total = plan_offsets(sizes, conflicts, align, spans, bound)

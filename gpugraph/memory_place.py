@@ -11,6 +11,8 @@ import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
+import numpy as np
+
 from .schedule import Schedule
 
 SEARCH_WORK = 1_000_000  # bound on placement work (items + conflicts, summed over tries)
@@ -20,21 +22,48 @@ def align_up(n: int, a: int) -> int:
     return (n + a - 1) // a * a if a > 1 else n
 
 
-def _place(sizes: Sequence[int], conflicts: list[list[int]], order: Sequence[int], align: int):
+_VECTOR_FROM = 32  # conflicts of an item from which NumPy scans them faster than Python
+
+
+def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: int):
     """Put each item, in ``order``, into the smallest gap between already placed conflicting
-    items that holds it (best fit), else just above them."""
+    items that holds it (best fit), else just above them. ``conflicts[i]`` may be a list or a
+    NumPy index array; an item with many conflicts is scanned with NumPy (the same rule,
+    vectorized: sort the placed neighbours' ranges, a running max of their aligned ends is the
+    cursor before each, the first smallest gap that fits wins)."""
     offsets = [-1] * len(sizes)
+    offs = np.full(len(sizes), -1, dtype=np.int64)
+    size_arr = np.asarray(sizes, dtype=np.int64)
     total = 0
     for i in order:
         size = sizes[i]
-        busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conflicts[i] if offsets[j] >= 0)
-        best, best_gap, cursor = -1, -1, 0
-        for lo, hi in busy:
-            gap = lo - cursor
-            if gap >= size and (best < 0 or gap < best_gap):
-                best, best_gap = cursor, gap
-            cursor = max(cursor, align_up(hi, align))
+        conf = conflicts[i]
+        if len(conf) < _VECTOR_FROM:
+            busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conf if offsets[j] >= 0)
+            best, best_gap, cursor = -1, -1, 0
+            for lo, hi in busy:
+                gap = lo - cursor
+                if gap >= size and (best < 0 or gap < best_gap):
+                    best, best_gap = cursor, gap
+                cursor = max(cursor, align_up(hi, align))
+        else:
+            lo = offs[conf]
+            placed = lo >= 0
+            lo = lo[placed]
+            hi = lo + size_arr[conf[placed]]
+            by = np.lexsort((hi, lo))
+            lo, hi = lo[by], hi[by]
+            ends = (hi + align - 1) // align * align if align > 1 else hi
+            before = np.maximum.accumulate(np.concatenate(([0], ends)))
+            gaps = lo - before[:-1]
+            fits = np.flatnonzero(gaps >= size)
+            if len(fits):
+                k = fits[np.argmin(gaps[fits])]
+                best, cursor = int(before[k]), 0
+            else:
+                best, cursor = -1, int(before[-1])
         offsets[i] = best if best >= 0 else cursor
+        offs[i] = offsets[i]
         total = max(total, offsets[i] + size)
     return offsets, align_up(total, align)
 
@@ -52,6 +81,10 @@ def plan_offsets(
     order. Stops as soon as ``target`` (a lower bound) is reached; the work is bounded."""
     n = len(sizes)
     spans = spans or [0] * n
+    conflicts = [  # the form _place scans fastest
+        list(map(int, c)) if len(c) < _VECTOR_FROM else np.asarray(c, dtype=np.int64)
+        for c in conflicts
+    ]
     target = align_up(target, align)
     orders = [
         sorted(range(n), key=lambda i: (-sizes[i], i)),
@@ -80,18 +113,34 @@ def plan_offsets(
     return best
 
 
+def _interval_conflict_arrays(triples) -> list[np.ndarray]:
+    """For each (first, last, size) triple, the indices of those whose inclusive ranges
+    overlap it, as NumPy arrays (ascending). Sorted by first, the items overlapping item i and
+    starting no earlier form one run after it: all pairs come from one ``repeat``, in time
+    linear in the number of pairs (itself quadratic when many values live long)."""
+    n = len(triples)
+    if n == 0:
+        return []
+    first = np.fromiter((t[0] for t in triples), dtype=np.int64, count=n)
+    last = np.fromiter((t[1] for t in triples), dtype=np.int64, count=n)
+    by_first = np.argsort(first, kind="stable")
+    starts = first[by_first]
+    pos = np.arange(n)
+    ends = np.searchsorted(starts, last[by_first], side="right")  # run after each: pos+1..end-1
+    counts = np.maximum(ends - pos - 1, 0)
+    src = np.repeat(pos, counts)
+    offset_in_run = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
+    dst = src + 1 + offset_in_run
+    a = np.concatenate((by_first[src], by_first[dst]))
+    b = np.concatenate((by_first[dst], by_first[src]))
+    by = np.argsort(a * n + b)  # by item, then ascending neighbour
+    a, b = a[by], b[by]
+    return np.split(b, np.searchsorted(a, np.arange(1, n)))
+
+
 def interval_conflicts(triples) -> list[list[int]]:
-    """Pairs of (first, last, size) triples whose inclusive ranges overlap (a sweep)."""
-    conflicts: list[list[int]] = [[] for _ in triples]
-    active: list[int] = []
-    for i in sorted(range(len(triples)), key=lambda k: triples[k][0]):
-        first = triples[i][0]
-        active = [j for j in active if triples[j][1] >= first]
-        for j in active:
-            conflicts[i].append(j)
-            conflicts[j].append(i)
-        active.append(i)
-    return conflicts
+    """Pairs of (first, last, size) triples whose inclusive ranges overlap, as lists."""
+    return [c.tolist() for c in _interval_conflict_arrays(triples)]
 
 
 def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
@@ -100,7 +149,7 @@ def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
     sizes = [t[2] for t in triples]
     spans = [t[1] - t[0] for t in triples]
     bound = lower_bound([(f, la, align_up(x, align)) for f, la, x in triples])
-    return plan_offsets(sizes, interval_conflicts(triples), align, spans, bound)
+    return plan_offsets(sizes, _interval_conflict_arrays(triples), align, spans, bound)
 
 
 def lower_bound(triples) -> int:
@@ -150,16 +199,55 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
     return conflicts, [last[i] for i in range(n)]
 
 
-def clique_bound(sizes: Sequence[int], conflicts: list[list[int]], seeds) -> int:
+def _bits(items) -> int:
+    """A set of small non-negative ints as a bitset (a Python int)."""
+    arr = np.zeros(max(items, default=-1) + 1, dtype=bool)
+    arr[list(items)] = True
+    return int.from_bytes(np.packbits(arr, bitorder="little").tobytes(), "little")
+
+
+def _members(mask: int) -> list[int]:
+    """The items of a bitset, ascending."""
+    raw = np.frombuffer(mask.to_bytes((mask.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    return np.flatnonzero(np.unpackbits(raw, bitorder="little")).tolist()
+
+
+def live_sets(triples, steps: int) -> set[int]:
+    """The distinct sets of items live at some step (``first <= k <= last``) as bitsets, by one
+    sweep over the steps (each a clique of any conflict relation that includes overlap)."""
+    adds: dict[int, int] = {}
+    drops: dict[int, int] = {}
+    for i, (first, last, _) in enumerate(triples):
+        lo, hi = max(first, 0), min(last, steps - 1)
+        if lo <= hi:
+            adds[lo] = adds.get(lo, 0) | 1 << i
+            drops[hi + 1] = drops.get(hi + 1, 0) | 1 << i
+    live, found = 0, set()
+    for k in range(steps):
+        live = (live & ~drops.get(k, 0)) | adds.get(k, 0)
+        found.add(live)
+    return found
+
+
+def clique_bound(sizes: Sequence[int], conflicts: list, seeds) -> int:
     """A lower bound for any placement: the weight of a clique of the conflict graph, grown
-    greedily (heaviest first) from each seed set (itself a clique)."""
-    nbrs = [set(c) for c in conflicts]
+    greedily (heaviest first, then lowest index) from each seed (itself a clique: a bitset or
+    a collection of item indices). Neighbour sets are bitsets, so a seed costs one AND per
+    member and one test per candidate, each over n / 64 machine words."""
+    nbrs = [_bits(c) for c in conflicts]
     best = 0
     for seed in seeds:
-        clique = set(seed)
-        cand = set.intersection(*(nbrs[i] for i in clique)) if clique else set()
-        for i in sorted(cand, key=lambda i: -sizes[i]):
-            if clique <= nbrs[i]:
-                clique.add(i)
-        best = max(best, sum(sizes[i] for i in clique))
+        mask = seed if isinstance(seed, int) else _bits(seed)
+        if not mask:
+            continue
+        members = _members(mask)
+        cand = nbrs[members[0]]
+        for i in members[1:]:
+            cand &= nbrs[i]
+        weight = sum(sizes[i] for i in members)
+        for i in sorted(_members(cand), key=lambda i: (-sizes[i], i)):
+            if not mask & ~nbrs[i]:
+                mask |= 1 << i
+                weight += sizes[i]
+        best = max(best, weight)
     return best

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
-from gpugraph import runtime
+from gpugraph import memory_place, runtime
 from gpugraph.codegen import cuda as codegen_cuda
 from gpugraph.codegen import is_inline_constant, unsupported_reason
 from gpugraph.ir import Graph, Node, TensorType, Value
@@ -337,24 +337,60 @@ def test_plan_reports_the_peak_of_the_memory_aware_order():
 # ---- interval placement --------------------------------------------------------------------------
 def ref_interval_conflicts(triples):
     return [
-        sorted(j for j, (f, la, _) in enumerate(triples) if j != i and f <= t[1] and la >= t[0])
+        [j for j, (f, la, _) in enumerate(triples) if j != i and f <= t[1] and la >= t[0]]
         for i, t in enumerate(triples)
     ]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_interval_conflicts_equal_the_pairwise_definition(seed):
+def ref_place(sizes, conflicts, order, align):
+    offsets = [-1] * len(sizes)
+    total = 0
+    for i in order:
+        size = sizes[i]
+        busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conflicts[i] if offsets[j] >= 0)
+        best, best_gap, cursor = -1, -1, 0
+        for lo, hi in busy:
+            gap = lo - cursor
+            if gap >= size and (best < 0 or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, memory_place.align_up(hi, align))
+        offsets[i] = best if best >= 0 else cursor
+        total = max(total, offsets[i] + size)
+    return offsets, memory_place.align_up(total, align)
+
+
+def random_triples(seed: int):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 60))
-    firsts = rng.integers(0, 40, n)
-    triples = [(int(f), int(f + rng.integers(0, 15)), int(rng.integers(1, 999))) for f in firsts]
-    assert [sorted(c) for c in interval_conflicts(triples)] == ref_interval_conflicts(triples)
-    offsets, total = plan_intervals(triples, 8)
-    for i, (_, _, s) in enumerate(triples):
-        for j in ref_interval_conflicts(triples)[i]:
-            a, b = offsets[i], offsets[j]
-            assert a + s <= b or b + triples[j][2] <= a, (i, j)
-        assert offsets[i] + s <= total
+    n = int(rng.integers(1, 250))
+    span = int(rng.integers(1, 120))  # long lives: many items overlap, the vectorized scan
+    firsts = rng.integers(0, 200, n)
+    sizes = rng.choice([4, 64, 256, 1000, 4096, 10_000], n)
+    return [(int(f), int(f + rng.integers(0, span)), int(s)) for f, s in zip(firsts, sizes)]
+
+
+def test_random_triples_exercise_both_scans():
+    longest = [max(len(c) for c in ref_interval_conflicts(random_triples(s))) for s in range(30)]
+    assert min(longest) < memory_place._VECTOR_FROM <= max(longest)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_interval_placement_equals_the_reference(seed, monkeypatch):
+    triples = random_triples(seed)
+    ref = ref_interval_conflicts(triples)
+    assert [sorted(c) for c in interval_conflicts(triples)] == ref
+    sizes = [t[2] for t in triples]
+    rng = np.random.default_rng(seed)
+    conflicts = memory_place._interval_conflict_arrays(triples)
+    for align in (1, 256):
+        for _ in range(3):
+            order = rng.permutation(len(triples)).tolist()
+            got = memory_place._place(sizes, conflicts, order, align)
+            assert got == ref_place(sizes, ref, order, align)
+    monkeypatch.setattr(memory_place, "SEARCH_WORK", 20_000)  # a few tries, not a million
+    got = plan_intervals(triples, 256)
+    monkeypatch.setattr(memory_place, "_place", ref_place)
+    monkeypatch.setattr(memory_place, "_interval_conflict_arrays", ref_interval_conflicts)
+    assert got == plan_intervals(triples, 256)
 
 
 # ---- sizes ---------------------------------------------------------------------------------------
@@ -386,3 +422,43 @@ def test_a_20000_op_chain_compiles(monkeypatch):
     for _ in range(20_000):
         want = np.sin(want)
     np.testing.assert_allclose(c(x), want, rtol=1e-5, atol=1e-6)
+
+
+# ---- clique bound (several streams) --------------------------------------------------------------
+def ref_clique_bound(sizes, conflicts, seeds):
+    """The set-based version; candidates of equal size in index order (the set version took
+    them in set iteration order, which CPython does not define)."""
+    nbrs = [set(c) for c in conflicts]
+    best = 0
+    for seed in seeds:
+        clique = set(seed)
+        cand = set.intersection(*(nbrs[i] for i in clique)) if clique else set()
+        for i in sorted(cand, key=lambda i: (-sizes[i], i)):
+            if clique <= nbrs[i]:
+                clique.add(i)
+        best = max(best, sum(sizes[i] for i in clique))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_clique_bound_and_live_sets_equal_the_reference(seed):
+    triples = random_triples(seed)
+    steps = max(t[1] for t in triples) + 2
+    want_seeds = {
+        frozenset(i for i, t in enumerate(triples) if t[0] <= k <= t[1]) for k in range(steps)
+    }
+    got_seeds = memory_place.live_sets(triples, steps)
+    assert {frozenset(memory_place._members(s)) for s in got_seeds} == want_seeds
+    rng = np.random.default_rng(seed)
+    # overlap plus random extra conflicts (as happens-before adds across streams), sizes with ties
+    conflicts = [set(c) for c in ref_interval_conflicts(triples)]
+    for _ in range(len(triples)):
+        a, b = rng.integers(0, len(triples), 2)
+        if a != b:
+            conflicts[a].add(int(b))
+            conflicts[b].add(int(a))
+    sizes = [int(s) for s in rng.choice([256, 512, 4096], len(triples))]
+    conflicts = [sorted(c) for c in conflicts]
+    got = memory_place.clique_bound(sizes, conflicts, got_seeds)
+    assert got == ref_clique_bound(sizes, conflicts, want_seeds)
+    assert got == memory_place.clique_bound(sizes, conflicts, want_seeds)  # sets as seeds too
