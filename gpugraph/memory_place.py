@@ -39,6 +39,8 @@ def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: i
         size = sizes[i]
         conf = conflicts[i]
         if len(conf) < _VECTOR_FROM:
+            if not isinstance(conf, list):
+                conf = conf.tolist()
             busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conf if offsets[j] >= 0)
             best, best_gap, cursor = -1, -1, 0
             for lo, hi in busy:
@@ -70,7 +72,7 @@ def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: i
 
 def plan_offsets(
     sizes: Sequence[int],
-    conflicts: list[list[int]],
+    conflicts: list[list[int]] | IntervalConflicts,
     align: int = 1,
     spans: Sequence[int] | None = None,
     target: int = 0,
@@ -81,17 +83,21 @@ def plan_offsets(
     order. Stops as soon as ``target`` (a lower bound) is reached; the work is bounded."""
     n = len(sizes)
     spans = spans or [0] * n
-    conflicts = [  # the form _place scans fastest
-        list(map(int, c)) if len(c) < _VECTOR_FROM else np.asarray(c, dtype=np.int64)
-        for c in conflicts
-    ]
+    if isinstance(conflicts, IntervalConflicts):
+        degree = conflicts.counts
+    else:
+        conflicts = [  # the form _place scans fastest
+            list(map(int, c)) if len(c) < _VECTOR_FROM else np.asarray(c, dtype=np.int64)
+            for c in conflicts
+        ]
+        degree = [len(c) for c in conflicts]
     target = align_up(target, align)
     orders = [
         sorted(range(n), key=lambda i: (-sizes[i], i)),
         sorted(range(n), key=lambda i: (-sizes[i], -spans[i], i)),
-        sorted(range(n), key=lambda i: (-sizes[i] * (1 + len(conflicts[i])), i)),
+        sorted(range(n), key=lambda i: (-sizes[i] * (1 + degree[i]), i)),
     ]
-    budget = max(4, SEARCH_WORK // max(n + sum(len(c) for c in conflicts), 1))
+    budget = max(4, SEARCH_WORK // max(n + sum(degree), 1))
     rng = random.Random(0)
     best_order, best = orders[0], _place(sizes, conflicts, orders[0], align)
     for k in range(1, budget):
@@ -113,34 +119,58 @@ def plan_offsets(
     return best
 
 
-def _interval_conflict_arrays(triples) -> list[np.ndarray]:
-    """For each (first, last, size) triple, the indices of those whose inclusive ranges
-    overlap it, as NumPy arrays (ascending). Sorted by first, the items overlapping item i and
-    starting no earlier form one run after it: all pairs come from one ``repeat``, in time
-    linear in the number of pairs (itself quadratic when many values live long)."""
-    n = len(triples)
-    if n == 0:
-        return []
-    first = np.fromiter((t[0] for t in triples), dtype=np.int64, count=n)
-    last = np.fromiter((t[1] for t in triples), dtype=np.int64, count=n)
-    by_first = np.argsort(first, kind="stable")
-    starts = first[by_first]
-    pos = np.arange(n)
-    ends = np.searchsorted(starts, last[by_first], side="right")  # run after each: pos+1..end-1
-    counts = np.maximum(ends - pos - 1, 0)
-    src = np.repeat(pos, counts)
-    offset_in_run = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
-    dst = src + 1 + offset_in_run
-    a = np.concatenate((by_first[src], by_first[dst]))
-    b = np.concatenate((by_first[dst], by_first[src]))
-    by = np.argsort(a * n + b)  # by item, then ascending neighbour
-    a, b = a[by], b[by]
-    return np.split(b, np.searchsorted(a, np.arange(1, n)))
+class IntervalConflicts:
+    """The conflicts of (first, last, size) triples under the interval rule (inclusive ranges
+    overlap), made on demand instead of stored: ``self[i]`` is an index array, ``counts[i]``
+    its length. Sorted by first, the items that overlap item i and start no earlier are the
+    run right after it; those that start earlier are the ones before it that are still live,
+    a mask over that prefix. One scan costs O(n) NumPy work, so a whole placement is O(n^2)
+    in C with no pair list in memory: with long-lived values (activations kept for a
+    backward pass) the pairs themselves are quadratic in number."""
+
+    def __init__(self, triples) -> None:
+        n = len(triples)
+        first = np.fromiter((t[0] for t in triples), dtype=np.int64, count=n)
+        last = np.fromiter((t[1] for t in triples), dtype=np.int64, count=n)
+        assert (first <= last).all(), "a live range ends before it starts"
+        self.by_first = np.argsort(first, kind="stable")
+        self.starts = first[self.by_first]
+        self.lasts = last[self.by_first]
+        self.pos = np.empty(n, dtype=np.int64)
+        self.pos[self.by_first] = np.arange(n)
+        self.ends = np.searchsorted(self.starts, self.lasts, side="right")
+        # earlier-starting overlaps of position p: p minus those that ended before it starts
+        # (such an item starts earlier still, so it sits before p)
+        ended = np.searchsorted(np.sort(last), self.starts, side="left")
+        counts = np.empty(n, dtype=np.int64)
+        counts[self.by_first] = self.ends - np.arange(n) - 1 + np.arange(n) - ended
+        self.counts = counts.tolist()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        p = int(self.pos[i])
+        earlier = self.by_first[:p][self.lasts[:p] >= self.starts[p]]
+        return np.concatenate((earlier, self.by_first[p + 1 : self.ends[p]]))
+
+
+MATERIALIZE_PAIRS = 200_000  # up to this many conflict pairs are stored, not recomputed
+
+
+def _interval_conflicts(triples):
+    """What plan_intervals places against: stored lists when there are few pairs (the search
+    may place a small problem thousands of times), else the on-demand form."""
+    lazy = IntervalConflicts(triples)
+    if sum(lazy.counts) <= 2 * MATERIALIZE_PAIRS:
+        return [lazy[i].tolist() for i in range(len(lazy))]
+    return lazy
 
 
 def interval_conflicts(triples) -> list[list[int]]:
     """Pairs of (first, last, size) triples whose inclusive ranges overlap, as lists."""
-    return [c.tolist() for c in _interval_conflict_arrays(triples)]
+    lazy = IntervalConflicts(triples)
+    return [lazy[i].tolist() for i in range(len(lazy))]
 
 
 def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
@@ -149,7 +179,7 @@ def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
     sizes = [t[2] for t in triples]
     spans = [t[1] - t[0] for t in triples]
     bound = lower_bound([(f, la, align_up(x, align)) for f, la, x in triples])
-    return plan_offsets(sizes, _interval_conflict_arrays(triples), align, spans, bound)
+    return plan_offsets(sizes, _interval_conflicts(triples), align, spans, bound)
 
 
 def lower_bound(triples) -> int:

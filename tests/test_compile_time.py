@@ -380,7 +380,8 @@ def test_interval_placement_equals_the_reference(seed, monkeypatch):
     assert [sorted(c) for c in interval_conflicts(triples)] == ref
     sizes = [t[2] for t in triples]
     rng = np.random.default_rng(seed)
-    conflicts = memory_place._interval_conflict_arrays(triples)
+    conflicts = memory_place.IntervalConflicts(triples)
+    assert conflicts.counts == [len(c) for c in ref]
     for align in (1, 256):
         for _ in range(3):
             order = rng.permutation(len(triples)).tolist()
@@ -388,8 +389,10 @@ def test_interval_placement_equals_the_reference(seed, monkeypatch):
             assert got == ref_place(sizes, ref, order, align)
     monkeypatch.setattr(memory_place, "SEARCH_WORK", 20_000)  # a few tries, not a million
     got = plan_intervals(triples, 256)
+    monkeypatch.setattr(memory_place, "MATERIALIZE_PAIRS", 0)  # the on-demand form
+    assert plan_intervals(triples, 256) == got
     monkeypatch.setattr(memory_place, "_place", ref_place)
-    monkeypatch.setattr(memory_place, "_interval_conflict_arrays", ref_interval_conflicts)
+    monkeypatch.setattr(memory_place, "_interval_conflicts", ref_interval_conflicts)
     assert got == plan_intervals(triples, 256)
 
 
