@@ -202,9 +202,12 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
     other (later accesses of a buffer all depend on its first write). Overlapping linear
     ranges always conflict; for disjoint ones only the earlier can come first, and once past
     ``concurrent_until`` of all its accesses (when the schedule offers it) every later write is
-    ordered after it, so happens-before is asked only inside that window."""
+    ordered after it, so happens-before is asked only inside that window. A wide window is
+    tested with NumPy on the schedule's vector clocks (when happens-before is Schedule's own):
+    step x happens before step j iff ``clock[j, stream of x] >= x``."""
     hb = sched.happens_before
     horizon_of = getattr(sched, "concurrent_until", None)
+    clocks = type(sched).happens_before is Schedule.happens_before
     n = len(heads)
     acc, first, last, horizon = [], [], [], []
     for h in heads:
@@ -217,22 +220,39 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
         horizon.append(max(horizon_of(x) for x in a) if horizon_of else len(sched.steps))
     by_first = sorted(range(n), key=lambda i: first[i])
     starts = [first[i] for i in by_first]
+    first_arr, by_first_arr = np.asarray(first, dtype=np.int64), np.asarray(by_first, dtype=int)
+    if clocks:
+        stream_arr = np.asarray(sched._streams, dtype=np.int64)
     conflicts: list[list[int]] = [[] for _ in range(n)]
     for a in range(n):
         lo = bisect_left(starts, first[a])
-        for b in by_first[lo : bisect_right(starts, horizon[a])]:
-            if b == a or (first[b] == first[a] and b < a):
-                continue  # each unordered pair once
-            if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
-                conflicts[a].append(b)
-                conflicts[b].append(a)
+        hi = bisect_right(starts, horizon[a])
+        if not clocks or hi - lo < _VECTOR_FROM:
+            for b in by_first[lo:hi]:
+                if b == a or (first[b] == first[a] and b < a):
+                    continue  # each unordered pair once
+                if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
+                    conflicts[a].append(b)
+                    conflicts[b].append(a)
+            continue
+        win = by_first_arr[lo:hi]
+        fb = first_arr[win]
+        keep = (win != a) & ~((fb == first[a]) & (win < a))
+        win, fb = win[keep], fb[keep]
+        later = fb > last[a]  # disjoint ranges: conflict unless every access is ordered first
+        x = np.asarray(acc[a], dtype=np.int64)
+        ordered = (sched.clock[np.ix_(fb[later], stream_arr[x])] >= x).all(axis=1)
+        for b in np.concatenate((win[~later], win[later][~ordered])).tolist():
+            conflicts[a].append(b)
+            conflicts[b].append(a)
     return conflicts, [last[i] for i in range(n)]
 
 
 def _bits(items) -> int:
     """A set of small non-negative ints as a bitset (a Python int)."""
-    arr = np.zeros(max(items, default=-1) + 1, dtype=bool)
-    arr[list(items)] = True
+    idx = np.fromiter(items, dtype=np.int64) if not isinstance(items, np.ndarray) else items
+    arr = np.zeros(int(idx.max(initial=-1)) + 1, dtype=bool)
+    arr[idx] = True
     return int.from_bytes(np.packbits(arr, bitorder="little").tobytes(), "little")
 
 
@@ -265,6 +285,7 @@ def clique_bound(sizes: Sequence[int], conflicts: list, seeds) -> int:
     a collection of item indices). Neighbour sets are bitsets, so a seed costs one AND per
     member and one test per candidate, each over n / 64 machine words."""
     nbrs = [_bits(c) for c in conflicts]
+    size_arr = np.asarray(sizes, dtype=np.int64)
     best = 0
     for seed in seeds:
         mask = seed if isinstance(seed, int) else _bits(seed)
@@ -274,7 +295,7 @@ def clique_bound(sizes: Sequence[int], conflicts: list, seeds) -> int:
         cand = nbrs[members[0]]
         for i in members[1:]:
             cand &= nbrs[i]
-        weight = sum(sizes[i] for i in members)
+        weight = int(size_arr[members].sum())
         for i in sorted(_members(cand), key=lambda i: (-sizes[i], i)):
             if not mask & ~nbrs[i]:
                 mask |= 1 << i

@@ -465,3 +465,35 @@ def test_clique_bound_and_live_sets_equal_the_reference(seed):
     got = memory_place.clique_bound(sizes, conflicts, got_seeds)
     assert got == ref_clique_bound(sizes, conflicts, want_seeds)
     assert got == memory_place.clique_bound(sizes, conflicts, want_seeds)  # sets as seeds too
+
+
+# ---- several streams: vectorized happens-before conflicts ----------------------------------------
+def plan_with(monkeypatch, c, vector_from: int):
+    """plan_memory of a compiled graph with NumPy scans from ``vector_from`` conflicts on, and
+    the conflict lists hb_conflicts made (as sets)."""
+    from gpugraph import memory
+
+    seen = []
+
+    def recording(*args):
+        conflicts, lasts = memory_place.hb_conflicts(*args)
+        seen.append([sorted(c) for c in conflicts])
+        return conflicts, lasts
+
+    monkeypatch.setattr(memory_place, "_VECTOR_FROM", vector_from)
+    monkeypatch.setattr(memory, "hb_conflicts", recording)
+    plan = plan_memory(c.graph, c.schedule)
+    return {v.id: (s.kind, s.offset) for v, s in plan.slots.items()}, plan.arena_bytes, seen
+
+
+@pytest.mark.parametrize("case", ["transformer", 3, 11, 27])
+def test_several_streams_plan_is_the_same_with_and_without_numpy_scans(case, monkeypatch):
+    if case == "transformer":
+        fn, args = transformer_gradient()
+    else:
+        fn, args = random_program(case, 40), args_of("x", "row", "col", "w")
+    c = gg.jit(fn, backend="numpy", streams=4).lower(*args)
+    assert c.schedule.num_streams > 1 and c.memory.method.startswith("happens-before")
+    fast = plan_with(monkeypatch, c, 4)  # most windows take the NumPy path
+    slow = plan_with(monkeypatch, c, 10**9)  # every window the Python loop
+    assert fast == slow and fast[2]
