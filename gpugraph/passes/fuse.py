@@ -9,7 +9,8 @@ rules, so that value is read once, by one kernel with several outputs. Scalar co
 copied into the body and become literals in the kernel. Reductions, matmul and shape ops are
 boundaries. Single ops become fused nodes too, so every elementwise op runs as a generated
 kernel on CuPy (uniform launch path). Notes for ``Compiled.explain()`` go to
-``graph.meta["fusion_notes"]``.
+``graph.meta["fusion_notes"]``. The grouping (and what it costs) is in ``fuse_groups``; this
+module breaks the rare cycles between groups and builds the fused nodes.
 """
 
 from __future__ import annotations

@@ -54,6 +54,9 @@ class Ancestors:
         stack = [node]
         while stack:  # iterative post-order: chains are deeper than Python's recursion limit
             n = stack[-1]
+            if n in memo:  # pushed by two consumers: done on its first turn
+                stack.pop()
+                continue
             todo = [v.node for v in n.inputs if v.node is not None and v.node not in memo]
             if todo:
                 stack.extend(todo)
