@@ -157,7 +157,11 @@ def _assign_inplace(slots, readers, sched: Schedule) -> dict[Value, Value]:
                     for u in node.inputs
                     if view_root(slots, u) is r
                 )
-                dies = all(sched.happens_before(x, i) for x in readers[r] if x != i)
+                # a reader after step i cannot happen before it: test the last one first, so
+                # that a value with many readers is not scanned at each of them
+                dies = rs.last <= i and all(
+                    sched.happens_before(x, i) for x in readers[r] if x != i
+                )
                 if same_layout and dies:
                     slots[out].inplace = r
                     buffer[out] = buffer[r]
