@@ -7,6 +7,7 @@ passes build new graphs with GraphBuilder (``Graph.rebuild`` helps with the comm
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -95,11 +96,12 @@ class TensorType:
     def ndim(self) -> int:
         return len(self.shape)
 
-    @property
+    # Cached on the (frozen) instance: planners ask for sizes of every value many times.
+    @functools.cached_property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 

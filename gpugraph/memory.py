@@ -26,6 +26,7 @@ from .ir import Graph, Node, Value
 from .memory_order import (
     VIEW_OPS,
     Slot,
+    aware_peak,
     liveness,
     memory_aware_order,
     order_peak,
@@ -38,6 +39,7 @@ from .memory_place import (
     clique_bound,
     hb_conflicts,
     interval_conflicts,
+    live_sets,
     lower_bound,
     plan_intervals,
     plan_offsets,
@@ -80,7 +82,7 @@ class MemoryPlan:
     inplace_count: int = 0
     method: str = ""
     order_peak_bytes: int = 0  # peak live bytes of this order (unaligned, before in-place)
-    aware_peak_bytes: int = 0  # the same under memory_aware_order(graph), for comparison
+    aware_peak_bytes: int = 0  # the same for memory_aware_order (memory_order.aware_peak)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -155,7 +157,11 @@ def _assign_inplace(slots, readers, sched: Schedule) -> dict[Value, Value]:
                     for u in node.inputs
                     if view_root(slots, u) is r
                 )
-                dies = all(sched.happens_before(x, i) for x in readers[r] if x != i)
+                # a reader after step i cannot happen before it: test the last one first, so
+                # that a value with many readers is not scanned at each of them
+                dies = rs.last <= i and all(
+                    sched.happens_before(x, i) for x in readers[r] if x != i
+                )
                 if same_layout and dies:
                     slots[out].inplace = r
                     buffer[out] = buffer[r]
@@ -193,10 +199,7 @@ def plan_memory(
         method = "intervals"
     else:  # concurrency makes more values coexist: a clique of the conflicts is a tighter bound
         conflicts, _ = hb_conflicts(heads, members, slots, readers, sched)
-        seeds = {
-            frozenset(i for i, t in enumerate(triples) if t[0] <= k <= t[1])
-            for k in range(len(sched.steps))
-        }
+        seeds = live_sets(triples, len(sched.steps))
         bound = max(bound, clique_bound([align_up(x, align) for x in sizes], conflicts, seeds))
         spans = [t[1] - t[0] for t in triples]
         offsets, total = plan_offsets(sizes, conflicts, align, spans, bound)
@@ -214,5 +217,5 @@ def plan_memory(
         sum(s.inplace is not None for s in slots.values()),
         method,
         order_peak(graph, order),
-        order_peak(graph, memory_aware_order(Graph(graph.inputs, order, graph.outputs))),
+        aware_peak(graph, order),
     )

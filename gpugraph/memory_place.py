@@ -11,6 +11,8 @@ import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
+import numpy as np
+
 from .schedule import Schedule
 
 SEARCH_WORK = 1_000_000  # bound on placement work (items + conflicts, summed over tries)
@@ -20,28 +22,57 @@ def align_up(n: int, a: int) -> int:
     return (n + a - 1) // a * a if a > 1 else n
 
 
-def _place(sizes: Sequence[int], conflicts: list[list[int]], order: Sequence[int], align: int):
+_VECTOR_FROM = 32  # conflicts of an item from which NumPy scans them faster than Python
+
+
+def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: int):
     """Put each item, in ``order``, into the smallest gap between already placed conflicting
-    items that holds it (best fit), else just above them."""
+    items that holds it (best fit), else just above them. ``conflicts[i]`` may be a list or a
+    NumPy index array; an item with many conflicts is scanned with NumPy (the same rule,
+    vectorized: sort the placed neighbours' ranges, a running max of their aligned ends is the
+    cursor before each, the first smallest gap that fits wins)."""
     offsets = [-1] * len(sizes)
+    offs = np.full(len(sizes), -1, dtype=np.int64)
+    size_arr = np.asarray(sizes, dtype=np.int64)
     total = 0
     for i in order:
         size = sizes[i]
-        busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conflicts[i] if offsets[j] >= 0)
-        best, best_gap, cursor = -1, -1, 0
-        for lo, hi in busy:
-            gap = lo - cursor
-            if gap >= size and (best < 0 or gap < best_gap):
-                best, best_gap = cursor, gap
-            cursor = max(cursor, align_up(hi, align))
+        conf = conflicts[i]
+        if len(conf) < _VECTOR_FROM:
+            if not isinstance(conf, list):
+                conf = conf.tolist()
+            busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conf if offsets[j] >= 0)
+            best, best_gap, cursor = -1, -1, 0
+            for lo, hi in busy:
+                gap = lo - cursor
+                if gap >= size and (best < 0 or gap < best_gap):
+                    best, best_gap = cursor, gap
+                cursor = max(cursor, align_up(hi, align))
+        else:
+            lo = offs[conf]
+            placed = lo >= 0
+            lo = lo[placed]
+            hi = lo + size_arr[conf[placed]]
+            by = np.lexsort((hi, lo))
+            lo, hi = lo[by], hi[by]
+            ends = (hi + align - 1) // align * align if align > 1 else hi
+            before = np.maximum.accumulate(np.concatenate(([0], ends)))
+            gaps = lo - before[:-1]
+            fits = np.flatnonzero(gaps >= size)
+            if len(fits):
+                k = fits[np.argmin(gaps[fits])]
+                best, cursor = int(before[k]), 0
+            else:
+                best, cursor = -1, int(before[-1])
         offsets[i] = best if best >= 0 else cursor
+        offs[i] = offsets[i]
         total = max(total, offsets[i] + size)
     return offsets, align_up(total, align)
 
 
 def plan_offsets(
     sizes: Sequence[int],
-    conflicts: list[list[int]],
+    conflicts: list[list[int]] | IntervalConflicts,
     align: int = 1,
     spans: Sequence[int] | None = None,
     target: int = 0,
@@ -52,13 +83,21 @@ def plan_offsets(
     order. Stops as soon as ``target`` (a lower bound) is reached; the work is bounded."""
     n = len(sizes)
     spans = spans or [0] * n
+    if isinstance(conflicts, IntervalConflicts):
+        degree = conflicts.counts
+    else:
+        conflicts = [  # the form _place scans fastest
+            list(map(int, c)) if len(c) < _VECTOR_FROM else np.asarray(c, dtype=np.int64)
+            for c in conflicts
+        ]
+        degree = [len(c) for c in conflicts]
     target = align_up(target, align)
     orders = [
         sorted(range(n), key=lambda i: (-sizes[i], i)),
         sorted(range(n), key=lambda i: (-sizes[i], -spans[i], i)),
-        sorted(range(n), key=lambda i: (-sizes[i] * (1 + len(conflicts[i])), i)),
+        sorted(range(n), key=lambda i: (-sizes[i] * (1 + degree[i]), i)),
     ]
-    budget = max(4, SEARCH_WORK // max(n + sum(len(c) for c in conflicts), 1))
+    budget = max(4, SEARCH_WORK // max(n + sum(degree), 1))
     rng = random.Random(0)
     best_order, best = orders[0], _place(sizes, conflicts, orders[0], align)
     for k in range(1, budget):
@@ -80,18 +119,58 @@ def plan_offsets(
     return best
 
 
+class IntervalConflicts:
+    """The conflicts of (first, last, size) triples under the interval rule (inclusive ranges
+    overlap), made on demand instead of stored: ``self[i]`` is an index array, ``counts[i]``
+    its length. Sorted by first, the items that overlap item i and start no earlier are the
+    run right after it; those that start earlier are the ones before it that are still live,
+    a mask over that prefix. One scan costs O(n) NumPy work, so a whole placement is O(n^2)
+    in C with no pair list in memory: with long-lived values (activations kept for a
+    backward pass) the pairs themselves are quadratic in number."""
+
+    def __init__(self, triples) -> None:
+        n = len(triples)
+        first = np.fromiter((t[0] for t in triples), dtype=np.int64, count=n)
+        last = np.fromiter((t[1] for t in triples), dtype=np.int64, count=n)
+        assert (first <= last).all(), "a live range ends before it starts"
+        self.by_first = np.argsort(first, kind="stable")
+        self.starts = first[self.by_first]
+        self.lasts = last[self.by_first]
+        self.pos = np.empty(n, dtype=np.int64)
+        self.pos[self.by_first] = np.arange(n)
+        self.ends = np.searchsorted(self.starts, self.lasts, side="right")
+        # earlier-starting overlaps of position p: p minus those that ended before it starts
+        # (such an item starts earlier still, so it sits before p)
+        ended = np.searchsorted(np.sort(last), self.starts, side="left")
+        counts = np.empty(n, dtype=np.int64)
+        counts[self.by_first] = self.ends - np.arange(n) - 1 + np.arange(n) - ended
+        self.counts = counts.tolist()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        p = int(self.pos[i])
+        earlier = self.by_first[:p][self.lasts[:p] >= self.starts[p]]
+        return np.concatenate((earlier, self.by_first[p + 1 : self.ends[p]]))
+
+
+MATERIALIZE_PAIRS = 200_000  # up to this many conflict pairs are stored, not recomputed
+
+
+def _interval_conflicts(triples):
+    """What plan_intervals places against: stored lists when there are few pairs (the search
+    may place a small problem thousands of times), else the on-demand form."""
+    lazy = IntervalConflicts(triples)
+    if sum(lazy.counts) <= 2 * MATERIALIZE_PAIRS:
+        return [lazy[i].tolist() for i in range(len(lazy))]
+    return lazy
+
+
 def interval_conflicts(triples) -> list[list[int]]:
-    """Pairs of (first, last, size) triples whose inclusive ranges overlap (a sweep)."""
-    conflicts: list[list[int]] = [[] for _ in triples]
-    active: list[int] = []
-    for i in sorted(range(len(triples)), key=lambda k: triples[k][0]):
-        first = triples[i][0]
-        active = [j for j in active if triples[j][1] >= first]
-        for j in active:
-            conflicts[i].append(j)
-            conflicts[j].append(i)
-        active.append(i)
-    return conflicts
+    """Pairs of (first, last, size) triples whose inclusive ranges overlap, as lists."""
+    lazy = IntervalConflicts(triples)
+    return [lazy[i].tolist() for i in range(len(lazy))]
 
 
 def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
@@ -100,7 +179,7 @@ def plan_intervals(triples, align: int = 1) -> tuple[list[int], int]:
     sizes = [t[2] for t in triples]
     spans = [t[1] - t[0] for t in triples]
     bound = lower_bound([(f, la, align_up(x, align)) for f, la, x in triples])
-    return plan_offsets(sizes, interval_conflicts(triples), align, spans, bound)
+    return plan_offsets(sizes, _interval_conflicts(triples), align, spans, bound)
 
 
 def lower_bound(triples) -> int:
@@ -123,9 +202,12 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
     other (later accesses of a buffer all depend on its first write). Overlapping linear
     ranges always conflict; for disjoint ones only the earlier can come first, and once past
     ``concurrent_until`` of all its accesses (when the schedule offers it) every later write is
-    ordered after it, so happens-before is asked only inside that window."""
+    ordered after it, so happens-before is asked only inside that window. A wide window is
+    tested with NumPy on the schedule's vector clocks (when happens-before is Schedule's own):
+    step x happens before step j iff ``clock[j, stream of x] >= x``."""
     hb = sched.happens_before
     horizon_of = getattr(sched, "concurrent_until", None)
+    clocks = type(sched).happens_before is Schedule.happens_before
     n = len(heads)
     acc, first, last, horizon = [], [], [], []
     for h in heads:
@@ -138,28 +220,85 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
         horizon.append(max(horizon_of(x) for x in a) if horizon_of else len(sched.steps))
     by_first = sorted(range(n), key=lambda i: first[i])
     starts = [first[i] for i in by_first]
+    first_arr, by_first_arr = np.asarray(first, dtype=np.int64), np.asarray(by_first, dtype=int)
+    if clocks:
+        stream_arr = np.asarray(sched._streams, dtype=np.int64)
     conflicts: list[list[int]] = [[] for _ in range(n)]
     for a in range(n):
         lo = bisect_left(starts, first[a])
-        for b in by_first[lo : bisect_right(starts, horizon[a])]:
-            if b == a or (first[b] == first[a] and b < a):
-                continue  # each unordered pair once
-            if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
-                conflicts[a].append(b)
-                conflicts[b].append(a)
+        hi = bisect_right(starts, horizon[a])
+        if not clocks or hi - lo < _VECTOR_FROM:
+            for b in by_first[lo:hi]:
+                if b == a or (first[b] == first[a] and b < a):
+                    continue  # each unordered pair once
+                if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
+                    conflicts[a].append(b)
+                    conflicts[b].append(a)
+            continue
+        win = by_first_arr[lo:hi]
+        fb = first_arr[win]
+        keep = (win != a) & ~((fb == first[a]) & (win < a))
+        win, fb = win[keep], fb[keep]
+        later = fb > last[a]  # disjoint ranges: conflict unless every access is ordered first
+        x = np.asarray(acc[a], dtype=np.int64)
+        ordered = (sched.clock[np.ix_(fb[later], stream_arr[x])] >= x).all(axis=1)
+        for b in np.concatenate((win[~later], win[later][~ordered])).tolist():
+            conflicts[a].append(b)
+            conflicts[b].append(a)
     return conflicts, [last[i] for i in range(n)]
 
 
-def clique_bound(sizes: Sequence[int], conflicts: list[list[int]], seeds) -> int:
+def _bits(items) -> int:
+    """A set of small non-negative ints as a bitset (a Python int)."""
+    idx = np.fromiter(items, dtype=np.int64) if not isinstance(items, np.ndarray) else items
+    arr = np.zeros(int(idx.max(initial=-1)) + 1, dtype=bool)
+    arr[idx] = True
+    return int.from_bytes(np.packbits(arr, bitorder="little").tobytes(), "little")
+
+
+def _members(mask: int) -> list[int]:
+    """The items of a bitset, ascending."""
+    raw = np.frombuffer(mask.to_bytes((mask.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    return np.flatnonzero(np.unpackbits(raw, bitorder="little")).tolist()
+
+
+def live_sets(triples, steps: int) -> set[int]:
+    """The distinct sets of items live at some step (``first <= k <= last``) as bitsets, by one
+    sweep over the steps (each a clique of any conflict relation that includes overlap)."""
+    adds: dict[int, int] = {}
+    drops: dict[int, int] = {}
+    for i, (first, last, _) in enumerate(triples):
+        lo, hi = max(first, 0), min(last, steps - 1)
+        if lo <= hi:
+            adds[lo] = adds.get(lo, 0) | 1 << i
+            drops[hi + 1] = drops.get(hi + 1, 0) | 1 << i
+    live, found = 0, set()
+    for k in range(steps):
+        live = (live & ~drops.get(k, 0)) | adds.get(k, 0)
+        found.add(live)
+    return found
+
+
+def clique_bound(sizes: Sequence[int], conflicts: list, seeds) -> int:
     """A lower bound for any placement: the weight of a clique of the conflict graph, grown
-    greedily (heaviest first) from each seed set (itself a clique)."""
-    nbrs = [set(c) for c in conflicts]
+    greedily (heaviest first, then lowest index) from each seed (itself a clique: a bitset or
+    a collection of item indices). Neighbour sets are bitsets, so a seed costs one AND per
+    member and one test per candidate, each over n / 64 machine words."""
+    nbrs = [_bits(c) for c in conflicts]
+    size_arr = np.asarray(sizes, dtype=np.int64)
     best = 0
     for seed in seeds:
-        clique = set(seed)
-        cand = set.intersection(*(nbrs[i] for i in clique)) if clique else set()
-        for i in sorted(cand, key=lambda i: -sizes[i]):
-            if clique <= nbrs[i]:
-                clique.add(i)
-        best = max(best, sum(sizes[i] for i in clique))
+        mask = seed if isinstance(seed, int) else _bits(seed)
+        if not mask:
+            continue
+        members = _members(mask)
+        cand = nbrs[members[0]]
+        for i in members[1:]:
+            cand &= nbrs[i]
+        weight = int(size_arr[members].sum())
+        for i in sorted(_members(cand), key=lambda i: (-sizes[i], i)):
+            if not mask & ~nbrs[i]:
+                mask |= 1 << i
+                weight += sizes[i]
+        best = max(best, weight)
     return best

@@ -155,9 +155,14 @@ DEF_LINE = "    const {ct} v{k} = {expr};"
 STORE_LINE = "    {dst} = v{k};"
 
 
+# Keyed by dtype: ``dtype.name`` is computed in Python on every access (5 us), and the codegen
+# asks for every value of every kernel.
+_C_TYPE_OF = {np.dtype(k): v for k, v in C_TYPES.items()}
+
+
 def c_type(dtype: np.dtype) -> str:
     """The C type of ``dtype``; UnsupportedError naming it if the codegen cannot express it."""
-    ct = C_TYPES.get(np.dtype(dtype).name)
+    ct = _C_TYPE_OF.get(dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
     if ct is None:
         raise UnsupportedError(f"CUDA codegen: dtype {np.dtype(dtype)} has no C type here")
     return ct
@@ -177,7 +182,7 @@ def unsupported_reason(node: Node) -> str | None:
     if opdef.cuda is None:
         return f"{node.op} has no CUDA template"
     for v in (*node.inputs, *node.outputs):
-        if v.dtype.name not in C_TYPES:
+        if v.dtype not in _C_TYPE_OF:
             return f"{node.op}: dtype {v.dtype} has no C type in the codegen"
     rule = _kind_rule(node)
     return rule.refusal(node) if rule is not None else None

@@ -9,140 +9,21 @@ rules, so that value is read once, by one kernel with several outputs. Scalar co
 copied into the body and become literals in the kernel. Reductions, matmul and shape ops are
 boundaries. Single ops become fused nodes too, so every elementwise op runs as a generated
 kernel on CuPy (uniform launch path). Notes for ``Compiled.explain()`` go to
-``graph.meta["fusion_notes"]``.
+``graph.meta["fusion_notes"]``. The grouping (and what it costs) is in ``fuse_groups``; this
+module breaks the rare cycles between groups and builds the fused nodes.
 """
 
 from __future__ import annotations
 
 import heapq
 
-import numpy as np
-
-from ..codegen import emit_kernel, is_inline_constant, unsupported_reason
+from ..codegen import emit_kernel, is_inline_constant
 from ..errors import UnsupportedError
 from ..ir import Graph, GraphBuilder, Node, Value
-from ..ops.registry import get_op
+from .fuse_groups import describe as _describe
+from .fuse_groups import group_nodes
 
 FUSED_OP = "fused"
-
-
-class _Groups:
-    """Union-find over eligible nodes, with the facts the legality checks need."""
-
-    def __init__(self, graph: Graph, members: list[Node]) -> None:
-        self.index = {n: i for i, n in enumerate(graph.nodes)}
-        self.users = graph.users()
-        self.graph_outputs = set(graph.outputs)
-        self.parent: dict[Node, Node] = {n: n for n in members}
-        self.sets: dict[Node, set[Node]] = {n: {n} for n in members}
-
-    def find(self, n: Node) -> Node:
-        while self.parent[n] is not n:
-            self.parent[n] = self.parent[self.parent[n]]
-            n = self.parent[n]
-        return n
-
-    def outputs_of(self, group: set[Node]) -> list[Value]:
-        outs = []
-        for node in sorted(group, key=self.index.__getitem__):
-            for v in node.outputs:
-                if v in self.graph_outputs or any(u not in group for u in self.users[v]):
-                    outs.append(v)
-        return outs
-
-    def refusal(self, group: set[Node]) -> str | None:
-        """Why ``group`` may not be one kernel, or None if it may."""
-        last = max(self.index[n] for n in group)
-        frontier = [u for n in group for v in n.outputs for u in self.users[v] if u not in group]
-        seen: set[Node] = set()
-        while frontier:
-            node = frontier.pop()
-            if node in seen or self.index[node] > last:
-                continue
-            seen.add(node)
-            for v in node.outputs:
-                for u in self.users[v]:
-                    if u in group:
-                        return f"a path leaves the group through {node.op} and re-enters it"
-                    frontier.append(u)
-        shape = self.shape_of(group)
-        bad = [v for v in self.outputs_of(group) if v.shape != shape]
-        if bad:
-            return (
-                f"value {bad[0].type} from {bad[0].node.op} is used outside the group but is "
-                f"smaller than the group's shape {tuple(shape)}"
-            )
-        return None
-
-    @staticmethod
-    def shape_of(group: set[Node]) -> tuple[int, ...]:
-        """The group's iteration shape."""
-        return np.broadcast_shapes(*(n.output.shape for n in group))
-
-    def shape(self, root: Node) -> tuple[int, ...]:
-        return self.shape_of(self.sets[root])
-
-    def try_merge(self, a: Node, b: Node) -> str | None:
-        ra, rb = self.find(a), self.find(b)
-        if ra is rb:
-            return None
-        union = self.sets[ra] | self.sets[rb]
-        why = self.refusal(union)
-        if why is None:
-            self.parent[rb] = ra
-            self.sets[ra] = union
-            del self.sets[rb]
-        return why
-
-
-def _describe(node: Node) -> str:
-    return f"{node.op}{f' ({node.loc})' if node.loc else ''}"
-
-
-def _group_nodes(graph: Graph, notes: list[str]) -> list[set[Node]]:
-    eligible = []
-    for node in graph.nodes:
-        if get_op(node.op).family != "elementwise":
-            continue
-        why = unsupported_reason(node)
-        if why is None:
-            eligible.append(node)
-        else:
-            notes.append(f"left unfused: {_describe(node)}: {why}")
-    groups = _Groups(graph, eligible)
-    for sweep in range(2):  # a second sweep picks up merges a later merge made legal
-        for node in eligible:
-            for v in node.inputs:
-                if v.node in groups.parent and groups.find(v.node) is not groups.find(node):
-                    why = groups.try_merge(v.node, node)
-                    if why and sweep == 1:
-                        notes.append(f"not merged: {v.node.op} -> {node.op}: {why}")
-    _merge_siblings(groups, eligible, notes)
-    return [groups.sets[r] for r in dict.fromkeys(groups.find(n) for n in eligible)]
-
-
-def _merge_siblings(groups: _Groups, eligible: list[Node], notes: list[str]) -> None:
-    """Merge groups that read the same outer value (a graph input, or the result of a
-    reduction, matmul, ...) over the same iteration shape: one pass over that value, not one
-    per group. Inlined scalar constants are copied into each body and do not count."""
-    readers: dict[Value, list[Node]] = {}
-    for node in eligible:
-        for v in node.inputs:
-            outer = v.node is None or (
-                v.node not in groups.parent and not is_inline_constant(v.node)
-            )
-            if outer and node not in readers.get(v, []):
-                readers.setdefault(v, []).append(node)
-    for v, nodes in readers.items():
-        for node in nodes[1:]:
-            first, other = groups.find(nodes[0]), groups.find(node)
-            if first is other or groups.shape(first) != groups.shape(other):
-                continue
-            why = groups.try_merge(first, other)
-            if why:
-                notes.append(
-                    f"siblings not merged: {first.op} and {other.op} (both read {v.type}): {why}"
-                )
 
 
 def _stuck_groups(graph: Graph, groups: list[set[Node]]) -> list[int]:
@@ -255,7 +136,7 @@ def fuse(graph: Graph, vectorize: bool = True) -> tuple[Graph, dict[str, int]]:
     if any(n.op == FUSED_OP for n in graph.nodes):
         return graph, {}
     notes: list[str] = []
-    groups = _break_cycles(graph, _group_nodes(graph, notes), notes)
+    groups = _break_cycles(graph, group_nodes(graph, notes), notes)
     index = {n: i for i, n in enumerate(graph.nodes)}
     users, graph_outputs = graph.users(), set(graph.outputs)
     units: dict[Node, Node] = {n: n for n in graph.nodes}
