@@ -14,7 +14,7 @@ from .buffers import _CONSUMED, check_live, check_out, consume, donated_outputs,
 from .errors import ArenaMemoryError, DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
 from .memory import MemoryPlan, plan_memory, reorder_for_memory
-from .ops.core import is_cupy
+from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
 from .region_exec import explain_regions
@@ -304,6 +304,12 @@ class Compiled:
                 except OverflowError:
                     raise DTypeError(f"argument {name}: {x} does not fit in {t.dtype}") from None
                 continue
+            if not is_array(x):  # a ShapeDtype, or any other object with shape and dtype
+                hint = "; a ShapeDtype is for fn.lower(...), the call takes data"
+                raise GpuGraphError(
+                    f"argument {name}: expected an array, got {type(x).__name__}"
+                    + (hint if type(x).__name__ == "ShapeDtype" else "")
+                )
             shape = tuple(getattr(x, "shape", ()))
             dtype = getattr(x, "dtype", None)
             if shape != t.shape:
@@ -389,7 +395,8 @@ class Compiled:
         return found
 
     def to_dot(self) -> str:
-        return self.graph.to_dot({s.node: s.stream for s in self.schedule.steps})
+        """DOT with nodes coloured by stream; hovering shows each output's arena bytes."""
+        return self.graph.to_dot({s.node: s.stream for s in self.schedule.steps}, self.memory)
 
     def explain(self) -> str:
         lines = [

@@ -274,26 +274,6 @@ BOOL_UFUNCS = {"bitwise_and": "logical_and", "bitwise_or": "logical_or", "invert
 UFUNC_REDUCTIONS = {"add": "sum", "maximum": "max", "minimum": "min"}
 
 
-def _bad_mask(index: Any) -> str | None:
-    """Why ``x[index]`` cannot be traced, if ``index`` holds a boolean mask."""
-    parts = index if isinstance(index, tuple) else (index,)
-    for p in parts:
-        if getattr(p, "dtype", None) == np.dtype(bool) and getattr(p, "ndim", 0) > 0:
-            if isinstance(p, Tracer):
-                return (
-                    "boolean mask indexing x[mask] gives an array whose length depends on the "
-                    "data (how many entries are True), and gpugraph graphs have static shapes. "
-                    "Keep the shape and select with gg.where(mask, x, 0) (then gg.sum or "
-                    "gg.max over it), as in JAX"
-                )
-            return (
-                "indexing with a boolean array is not supported; turn a concrete mask into "
-                "integer indices first (x[np.nonzero(mask)[0]] for a 1-d mask), or select with "
-                "gg.where(mask, x, 0) to keep the shape"
-            )
-    return None
-
-
 def _is_bool(x: Any) -> bool:
     return isinstance(x, bool) or getattr(x, "dtype", None) == np.dtype(bool)
 
@@ -306,9 +286,6 @@ def install_tracer_methods(namespace: dict) -> None:
         return lambda self, other: fn(other, self)
 
     def getitem(self, index):
-        why = _bad_mask(index)
-        if why is not None:
-            raise UnsupportedError(f"{why} (at {user_loc()})")
         return ns["getitem"](self, index)
 
     methods = {

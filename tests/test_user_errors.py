@@ -91,6 +91,8 @@ CASES = [
          r"not available yet"),
     case("x[x > 0]", lambda: jit(lambda x: x[x > 0], X), gg.UnsupportedError,
          r"depends on the data.*gg\.where"),
+    case("eager gg.getitem(x, mask)", lambda: gg.getitem(X, X > 0), gg.UnsupportedError,
+         r"boolean array is not supported.*gg\.where"),
     case("len(0-d)", lambda: jit(lambda x: len(x.sum()), X), gg.TraceError, r"0-d"),
     case("escaped tracer", escaped, gg.EscapedTracerError,
          rf"escaped tracer.*made by multiply at {HERE}:\d+"),
@@ -105,6 +107,9 @@ CASES = [
          r"cupy\.asarray", r"static"),
     case("ShapeDtype to the call", lambda: jit(lambda a: a, gg.ShapeDtype((3,))), gg.GpuGraphError,
          r"\.lower"),
+    case("ShapeDtype to a lowered function",
+         lambda: gg.jit(lambda a: a * 2).lower(X)(gg.ShapeDtype((3, 4))), gg.GpuGraphError,
+         r"expected an array, got ShapeDtype.*lower"),
     case("ShapeDtype((-2, 3))", lambda: gg.ShapeDtype((-2, 3)), gg.ShapeError,
          r"negative dimension"),
     case("ShapeDtype((2.5,))", lambda: gg.ShapeDtype((2.5,)), gg.ShapeError,
@@ -229,7 +234,8 @@ def test_graph_text_and_dot_name_inputs_by_argument_path():
     text = str(c.traced_graph)
     assert text.startswith("graph(%params['w1']:f32[4,8], %x:f32[3,4])")
     assert "%0:f32[3,8] = matmul %x %params['w1']" in text
-    dot = c.graph.to_dot({s.node: s.stream for s in c.schedule.steps}, c.memory)
+    dot = c.to_dot()  # the compiled function's DOT passes its memory plan
+    assert dot == c.graph.to_dot({s.node: s.stream for s in c.schedule.steps}, c.memory)
     assert "label=\"params['w1']\\nf32[4,8]\"" in dot and 'label="x\\nf32[3,4]"' in dot
     arena = [s for s in c.memory.slots.values() if s.kind == "arena"]
     assert arena and f"arena [{arena[0].offset}, {arena[0].offset + arena[0].size})" in dot

@@ -7,8 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArgumentError, DTypeError, IndexOutOfRangeError, ShapeError
+from ..errors import (
+    ArgumentError,
+    DTypeError,
+    IndexOutOfRangeError,
+    ShapeError,
+    UnsupportedError,
+)
 from ..ir import TensorType
+from ..tracer import Tracer
 from .core import bind, type_of
 from .registry import OpDef, register
 from .shape import normalize_axis, of_shape, reshape
@@ -83,11 +90,35 @@ def _slice(x, starts, stops, steps):
     return bind("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
 
 
+def boolean_mask_refusal(index: Any) -> str | None:
+    """Why ``x[index]`` is refused, if ``index`` holds a boolean mask (eagerly too, so that a
+    function behaves the same eagerly and under jit)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for p in parts:
+        if getattr(p, "dtype", None) == np.dtype(bool) and getattr(p, "ndim", 0) > 0:
+            if isinstance(p, Tracer):
+                return (
+                    "boolean mask indexing x[mask] gives an array whose length depends on the "
+                    "data (how many entries are True), and gpugraph graphs have static shapes. "
+                    "Keep the shape and select with gg.where(mask, x, 0) (then gg.sum or "
+                    "gg.max over it), as in JAX"
+                )
+            return (
+                "indexing with a boolean array is not supported; turn a concrete mask into "
+                "integer indices first (x[np.nonzero(mask)[0]] for a 1-d mask), or select with "
+                "gg.where(mask, x, 0) to keep the shape"
+            )
+    return None
+
+
 def getitem(x: Any, idx: Any) -> Any:
     """Basic indexing (ints, slices with steps, None, Ellipsis); an integer array index on
     the first axis becomes ``take``."""
     from .core import is_tensor
 
+    why = boolean_mask_refusal(idx)
+    if why is not None:
+        raise UnsupportedError(why)
     if is_tensor(idx):
         return take(x, idx, axis=0)
     idx = idx if isinstance(idx, tuple) else (idx,)
