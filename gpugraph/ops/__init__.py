@@ -18,12 +18,14 @@ register(
 )
 
 from . import (  # noqa: E402
+    conv,
     creation,
     elementwise,
     fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
     index,
     linalg,
     nn,
+    pool,
     reduce,
     shape,
 )
@@ -56,6 +58,12 @@ API: dict = {
     **{
         n: getattr(creation, n)
         for n in ("zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")
+    },
+    "conv": conv.conv,
+    "conv_transpose": conv.conv_transpose,
+    **{
+        n: getattr(pool, n)
+        for n in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool")
     },
 }
 
