@@ -24,6 +24,7 @@ from . import (  # noqa: E402
     fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
     index,
     linalg,
+    math_more,  # noqa: F401  (registers its ops into elementwise.API)
     nn,
     pool,
     reduce,
@@ -61,10 +62,7 @@ API: dict = {
     },
     "conv": conv.conv,
     "conv_transpose": conv.conv_transpose,
-    **{
-        n: getattr(pool, n)
-        for n in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool")
-    },
+    **{n: getattr(pool, n) for n in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool")},
 }
 
 # Errors raised before bind (a bad axis, index or shape argument) name the user's line too.

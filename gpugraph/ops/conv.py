@@ -48,7 +48,9 @@ def norm_padding(op, padding, d, spatial, kernel, stride, dilation) -> tuple[tup
         if mode == "VALID":
             return ((0, 0),) * d
         if mode != "SAME":
-            raise ShapeError(f"{op}: padding must be 'SAME', 'VALID', ints or pairs, got {padding!r}")
+            raise ShapeError(
+                f"{op}: padding must be 'SAME', 'VALID', ints or pairs, got {padding!r}"
+            )
         pads = []
         for s, k, st, dl in zip(spatial, kernel, stride, dilation):
             total = max((-(-s // st) - 1) * st + dl * (k - 1) + 1 - s, 0)
@@ -59,10 +61,14 @@ def norm_padding(op, padding, d, spatial, kernel, stride, dilation) -> tuple[tup
     else:
         items = list(padding)
         if len(items) != d:
-            raise ShapeError(f"{op}: padding needs {d} entries (one per spatial dim), got {padding!r}")
+            raise ShapeError(
+                f"{op}: padding needs {d} entries (one per spatial dim), got {padding!r}"
+            )
         pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in items)
     if not all(len(p) == 2 and all(isinstance(i, int) and i >= 0 for i in p) for p in pads):
-        raise ShapeError(f"{op}: padding must be non-negative ints or (low, high) pairs, got {padding!r}")
+        raise ShapeError(
+            f"{op}: padding must be non-negative ints or (low, high) pairs, got {padding!r}"
+        )
     return tuple((int(a), int(b)) for a, b in pads)
 
 
@@ -77,8 +83,13 @@ def out_spatial(spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:
 def windows(xp, x, kernel, stride, pad, dilation, fill=0):
     """A strided view ``[N, C, *Y, *K]`` of the padded x: window of every output position."""
     d = len(kernel)
-    if any(hi < 0 for _, hi in pad):  # negative high padding (conv_transpose's output_padding) crops
-        x = x[(slice(None),) * 2 + tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(x.shape[2:], pad))]
+    if any(
+        hi < 0 for _, hi in pad
+    ):  # negative high padding (conv_transpose's output_padding) crops
+        x = x[
+            (slice(None),) * 2
+            + tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(x.shape[2:], pad))
+        ]
         pad = tuple((lo, max(hi, 0)) for lo, hi in pad)
     if any(p != (0, 0) for p in pad):
         x = xp.pad(x, [(0, 0), (0, 0), *pad], constant_values=fill)
@@ -258,7 +269,10 @@ def _conv_transpose_jvp(ts, outs, y, w, in_shape, **a):
 
 def _conv_weight_vjp(cts, outs, x, y, kernel, **a):
     g = cts[0]
-    return [bind("conv_transpose", y, g, **a, in_shape=type_of(x).shape[2:]), bind("conv", x, g, **a)]
+    return [
+        bind("conv_transpose", y, g, **a, in_shape=type_of(x).shape[2:]),
+        bind("conv", x, g, **a),
+    ]
 
 
 def _conv_weight_jvp(ts, outs, x, y, kernel, **a):
@@ -339,7 +353,9 @@ def conv_transpose(
     dilation = as_tuple("conv_transpose", "dilation", dilation, d)
     outpad = as_tuple("conv_transpose", "output_padding", output_padding, d)
     if min(stride + dilation, default=1) < 1:
-        raise ShapeError(f"conv_transpose: stride and dilation must be >= 1, got {stride}, {dilation}")
+        raise ShapeError(
+            f"conv_transpose: stride and dilation must be >= 1, got {stride}, {dilation}"
+        )
     if any(op >= max(s, dl) or op < 0 for op, s, dl in zip(outpad, stride, dilation)):
         raise ShapeError(
             f"conv_transpose: output_padding {outpad} must be smaller than stride or dilation"

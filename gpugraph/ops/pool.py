@@ -93,7 +93,9 @@ register(
         _select_infer,
         _select_impl,
         vjp=lambda cts, outs, x, h, **a: [None, bind("max_pool_grad", x, cts[0], **a)],
-        jvp=lambda ts, outs, x, h, **a: [None if ts[1] is None else bind("max_pool", x, ts[1], **a)],
+        jvp=lambda ts, outs, x, h, **a: [
+            None if ts[1] is None else bind("max_pool", x, ts[1], **a)
+        ],
     )
 )
 register(
@@ -157,7 +159,9 @@ def avg_pool(
     if count_include_pad:
         count: Any = scalar_like(math.prod(window), x)
     else:  # static shapes: the counts are a constant computed once, at trace time
-        count = _conv_impl(np, np.ones((1, 1, *spatial), t.dtype), ones, stride, pad, (1,) * len(ys), 1)
+        count = _conv_impl(
+            np, np.ones((1, 1, *spatial), t.dtype), ones, stride, pad, (1,) * len(ys), 1
+        )
         count = count.reshape(ys)
     return reshape(divide(summed, count), (n, c, *ys))
 
