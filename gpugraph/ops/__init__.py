@@ -26,9 +26,12 @@ from . import (  # noqa: E402
     linalg,
     math_more,  # noqa: F401  (registers its ops into elementwise.API)
     nn,
+    norm,
     pool,
     reduce,
+    reduce_more,
     shape,
+    shape_more,
 )
 
 API: dict = {
@@ -63,6 +66,28 @@ API: dict = {
     "conv": conv.conv,
     "conv_transpose": conv.conv_transpose,
     **{n: getattr(pool, n) for n in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool")},
+    **{n: getattr(norm, n) for n in ("batch_norm", "group_norm", "instance_norm", "rms_norm")},
+    **{
+        n: getattr(reduce_more, n)
+        for n in ("prod", "argmin", "any", "all", "std", "norm", "cumsum")
+    },
+    **{
+        n: getattr(shape_more, n)
+        for n in (
+            "flip",
+            "pad",
+            "tile",
+            "repeat",
+            "roll",
+            "split",
+            "ravel",
+            "moveaxis",
+            "tril",
+            "triu",
+            "linspace",
+            "eye",
+        )
+    },
 }
 
 # Errors raised before bind (a bad axis, index or shape argument) name the user's line too.

@@ -108,7 +108,7 @@ def im2col(xp, x, kernel, stride, pad, dilation, groups):
     v = v.reshape((n, groups, c // groups) + v.shape[2:])  # N, G, Cg, *Y, *K
     perm = (1, 0, *range(3, 3 + d), 2, *range(3 + d, 3 + 2 * d))  # G, N, *Y, Cg, *K
     cols = xp.ascontiguousarray(v.transpose(perm))
-    return cols.reshape(groups, n * math.prod(ys), -1), ys
+    return cols.reshape(groups, n * math.prod(ys), c // groups * math.prod(kernel)), ys
 
 
 def _grouped_y(y, groups):
@@ -116,14 +116,15 @@ def _grouped_y(y, groups):
     n, o = y.shape[:2]
     d = y.ndim - 2
     yg = y.reshape((n, groups, o // groups) + y.shape[2:])
-    return yg.transpose(1, 0, *range(3, 3 + d), 2).reshape(groups, -1, o // groups)
+    rows = n * math.prod(y.shape[2:])
+    return yg.transpose(1, 0, *range(3, 3 + d), 2).reshape(groups, rows, o // groups)
 
 
 def _conv_impl(xp, x, w, stride, pad, dilation, groups):
     d = x.ndim - 2
     cols, ys = im2col(xp, x, w.shape[2:], stride, pad, dilation, groups)
     o = w.shape[0]
-    wg = w.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # G, Cg*K, Og
+    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G, Cg*K, Og
     r = xp.matmul(cols, wg)  # G, N*Y, Og
     r = r.reshape((groups, x.shape[0], *ys, o // groups))
     r = r.transpose(1, 0, 2 + d, *range(2, 2 + d))  # N, G, Og, *Y
@@ -134,7 +135,7 @@ def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
     d = y.ndim - 2
     n, ys, kernel = y.shape[0], y.shape[2:], w.shape[2:]
     c = w.shape[1] * groups
-    wg = w.reshape(groups, w.shape[0] // groups, -1)  # G, Og, Cg*K
+    wg = w.reshape(groups, w.shape[0] // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
     cols = xp.matmul(_grouped_y(y, groups), wg)  # G, N*Y, Cg*K
     cols = cols.reshape((groups, n, *ys, c // groups, *kernel))
     # N, G, Cg, *K, *Y
