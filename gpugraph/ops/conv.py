@@ -11,9 +11,9 @@ Each one's derivatives are the other two, so gradients of any order are ordinary
 
 Lowering (NumPy and CuPy share it, written against ``xp``): im2col, i.e. a strided window view
 of the padded input (``sliding_window_view``, then ``::stride`` and ``::dilation``), copied
-once into a ``[groups, N*prod(Y), C/groups*prod(K)]`` matrix, and one batched matmul, which is
-one GEMM per group (cuBLAS on CuPy, the BLAS on NumPy). The adjoint in x is the GEMM followed
-by col2im: one strided add per kernel offset.
+once, channel-major, into ``[N, groups, C/groups*prod(K), prod(Y)]``, and one batched matmul:
+a GEMM per sample and group (cuBLAS on CuPy, the BLAS on NumPy) whose result is already NCHW.
+The adjoint in x is the GEMM followed by col2im: one strided add per kernel offset.
 """
 
 from __future__ import annotations
@@ -100,56 +100,33 @@ def windows(xp, x, kernel, stride, pad, dilation, fill=0):
 
 
 def im2col(xp, x, kernel, stride, pad, dilation, groups):
-    """``[G, N*prod(Y), C/G*prod(K)]``: the one copy the GEMM reads; and Y."""
+    """``[N, G, C/G*prod(K), prod(Y)]``, channel-major (each row a run of output positions,
+    copied from contiguous input rows): the one copy the GEMMs read; and Y."""
     d = len(kernel)
-    v = windows(xp, x, kernel, stride, pad, dilation)
+    v = windows(xp, x, kernel, stride, pad, dilation)  # N, C, *Y, *K
     n, c = x.shape[:2]
     ys = v.shape[2 : 2 + d]
-    v = v.reshape((n, groups, c // groups) + v.shape[2:])  # N, G, Cg, *Y, *K
-    perm = (1, 0, *range(3, 3 + d), 2, *range(3 + d, 3 + 2 * d))  # G, N, *Y, Cg, *K
+    perm = (0, 1, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))  # N, C, *K, *Y
     cols = xp.ascontiguousarray(v.transpose(perm))
-    return cols.reshape(groups, n * math.prod(ys), c // groups * math.prod(kernel)), ys
-
-
-def _grouped_y(y, groups):
-    """y[N, O, *Y] as ``[G, N*prod(Y), O/G]``."""
-    n, o = y.shape[:2]
-    d = y.ndim - 2
-    yg = y.reshape((n, groups, o // groups) + y.shape[2:])
-    rows = n * math.prod(y.shape[2:])
-    return yg.transpose(1, 0, *range(3, 3 + d), 2).reshape(groups, rows, o // groups)
-
-
-def _gemm(xp, a, b):
-    """One GEMM per group: ``[G, m, k] @ [G, k, n]``. A single group goes through the 2-D
-    matmul, which NumPy hands straight to the BLAS (its stacked loop is ~10x slower there)."""
-    if a.shape[0] == 1:
-        return xp.matmul(a[0], b[0])[None]
-    return xp.matmul(a, b)
+    return cols.reshape(n, groups, c // groups * math.prod(kernel), math.prod(ys)), ys
 
 
 def _conv_impl(xp, x, w, stride, pad, dilation, groups):
-    d = x.ndim - 2
     cols, ys = im2col(xp, x, w.shape[2:], stride, pad, dilation, groups)
     o = w.shape[0]
-    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G, Cg*K, Og
-    # contiguous operands: NumPy's matmul only hands unit-stride matrices to the BLAS
-    wg = xp.ascontiguousarray(wg)
-    r = _gemm(xp, cols, wg)  # G, N*Y, Og
-    r = r.reshape((groups, x.shape[0], *ys, o // groups))
-    r = r.transpose(1, 0, 2 + d, *range(2, 2 + d))  # N, G, Og, *Y
-    return xp.ascontiguousarray(r).reshape((x.shape[0], o, *ys))
+    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
+    # [G, Og, Cg*K] @ [N, G, Cg*K, Y]: one GEMM per sample and group, NCHW out directly
+    r = xp.matmul(wg, cols)
+    return r.reshape((x.shape[0], o, *ys))
 
 
 def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
-    d = y.ndim - 2
     n, ys, kernel = y.shape[0], y.shape[2:], w.shape[2:]
     c = w.shape[1] * groups
-    wg = w.reshape(groups, w.shape[0] // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
-    cols = _gemm(xp, _grouped_y(y, groups), wg)  # G, N*Y, Cg*K
-    cols = cols.reshape((groups, n, *ys, c // groups, *kernel))
-    # N, G, Cg, *K, *Y
-    cols = cols.transpose(1, 0, 2 + d, *range(3 + d, 3 + 2 * d), *range(2, 2 + d))
+    o = w.shape[0]
+    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
+    yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
+    cols = xp.matmul(wg.transpose(0, 2, 1), yg)  # N, G, Cg*K, Y
     cols = cols.reshape((n, c, *kernel, *ys))
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_shape, pad))
     xpad = xp.zeros((n, c, *padded), dtype=y.dtype)
@@ -169,10 +146,10 @@ def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
 
 
 def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel):
-    cols, _ = im2col(xp, x, kernel, stride, pad, dilation, groups)  # G, N*Y, Cg*K
-    o = y.shape[1]
-    yg = xp.ascontiguousarray(_grouped_y(y, groups).transpose(0, 2, 1))  # G, Og, N*Y
-    dw = _gemm(xp, yg, cols)  # G, Og, Cg*K
+    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
+    n, o = y.shape[:2]
+    yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
+    dw = xp.matmul(yg, cols.transpose(0, 1, 3, 2)).sum(axis=0)  # G, Og, Cg*K
     return dw.reshape((o, x.shape[1] // groups, *kernel))
 
 
