@@ -225,6 +225,18 @@ def test_max_pool_ties_go_to_the_first_and_ints_work():
     )
 
 
+def test_max_pool_never_picks_padding():
+    """Real elements equal to the padding value (-inf, the integer minimum) still win."""
+    x = np.full((1, 1, 3, 3), -np.inf)
+    want = F.max_pool2d(torch.tensor(x), 2, 1, 1).numpy()
+    np.testing.assert_array_equal(gg.max_pool(x, 2, 1, 1), want)
+    np.testing.assert_array_equal(gg.jit(lambda x: gg.max_pool(x, 2, 1, 1))(x), want)
+    lowest = np.iinfo(np.int64).min
+    np.testing.assert_array_equal(gg.max_pool(np.full((1, 1, 2, 2), lowest), 2, 1, 1), lowest)
+    nan = np.array([[[[1.0, np.nan], [3.0, 2.0]]]])
+    np.testing.assert_array_equal(gg.max_pool(nan, 2), [[[[np.nan]]]])
+
+
 def test_max_pool_second_order_and_jvp():
     x = RNG.standard_normal((1, 2, 4, 4))
     t = RNG.standard_normal(x.shape)

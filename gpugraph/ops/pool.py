@@ -36,10 +36,21 @@ def _fill(dtype: np.dtype):
 
 
 def _winners(xp, x, window, stride, pad):
-    """Flat index in the window of each window's winner: ``[N, C, *Y]``."""
+    """Flat index in the window of each window's winner: ``[N, C, *Y]``: the first maximal
+    element (the first NaN, if any), never a padded position, even where the real elements
+    equal the padding value (all -inf, or the integer minimum)."""
     d = len(window)
-    v = windows(xp, x, window, stride, pad, (1,) * d, fill=_fill(x.dtype))
-    return xp.argmax(v.reshape(v.shape[: 2 + d] + (-1,)), axis=-1)
+    ones = (1,) * d
+    v = windows(xp, x, window, stride, pad, ones, fill=_fill(x.dtype))
+    v = v.reshape(v.shape[: 2 + d] + (-1,))
+    hit = v == v.max(axis=-1, keepdims=True)
+    if x.dtype.kind == "f":
+        hit |= xp.isnan(v)  # the max is NaN there, which equals nothing
+    if any(p != (0, 0) for p in pad):
+        real = xp.ones((1, 1, *x.shape[2:]), dtype=bool)
+        real = windows(xp, real, window, stride, pad, ones, fill=False)
+        hit &= real.reshape(real.shape[: 2 + d] + (-1,))
+    return xp.argmax(hit, axis=-1)
 
 
 def _select_impl(xp, x, h, window, stride, pad):
