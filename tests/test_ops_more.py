@@ -113,6 +113,11 @@ def test_reductions_against_numpy(shape, axis):
         (gg.all, lambda x, axis: np.all(x > 0, axis=axis)),
         (gg.std, np.std),
         (gg.cumsum, np.cumsum),
+        (gg.cumprod, np.cumprod),
+        (
+            gg.cummax,
+            lambda x, axis: np.maximum.accumulate(x if axis is not None else x.ravel(), axis or 0),
+        ),
     ):
         arg = x > 0 if fn in (gg.any, gg.all) else x
         with np.errstate(all="ignore"):  # std of an empty axis is NaN, as NumPy (and warns)
@@ -125,6 +130,8 @@ def test_reductions_keepdims_ints_and_ddof():
     xi = RNG.integers(-3, 4, (3, 4))
     check(lambda x: gg.prod(x, axis=1, keepdims=True), lambda x: np.prod(x, 1, keepdims=True), [xi])
     check(lambda x: gg.cumsum(x, axis=0), lambda x: np.cumsum(x, 0), [xi])
+    check(lambda x: gg.cumprod(x, axis=1), lambda x: np.cumprod(x, 1), [xi.astype(np.int32)])
+    check(lambda x: gg.cummax(x, axis=1), lambda x: np.maximum.accumulate(x, 1), [xi])
     x = RNG.standard_normal((3, 4))
     check(lambda x: gg.std(x, axis=1, ddof=1), lambda x: np.std(x, axis=1, ddof=1), [x])
     check(lambda x: gg.argmin(x, keepdims=True), lambda x: np.argmin(x, keepdims=True), [x])
@@ -137,6 +144,9 @@ def test_prod_gradient_with_zeros_matches_torch(zeros):
     x[1, 1 : 1 + zeros] = 0.0
     check_grad(lambda x: gg.prod(x, axis=1), lambda x: torch.prod(x, 1), x)
     check_grad(lambda x: gg.cumsum(x, axis=1), lambda x: torch.cumsum(x, 1), x)
+    check_grad(lambda x: gg.cumprod(x, axis=1), lambda x: torch.cumprod(x, 1), x)
+    if not zeros:  # at ties gg shares the gradient (as maximum does); torch picks one
+        check_grad(lambda x: gg.cummax(x, axis=1), lambda x: torch.cummax(x, 1).values, x)
     check_grad(lambda x: gg.std(x, axis=0, ddof=1), lambda x: torch.std(x, 0), x)
 
 

@@ -69,7 +69,7 @@ API: dict = {
     **{n: getattr(norm, n) for n in ("batch_norm", "group_norm", "instance_norm", "rms_norm")},
     **{
         n: getattr(reduce_more, n)
-        for n in ("prod", "argmin", "any", "all", "std", "norm", "cumsum")
+        for n in ("prod", "argmin", "any", "all", "std", "norm", "cumsum", "cumprod", "cummax")
     },
     **{
         n: getattr(shape_more, n)

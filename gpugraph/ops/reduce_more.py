@@ -162,6 +162,52 @@ def cumsum(x: Any, axis: int | None = None) -> Any:
     return bind("cumsum", x, axis=normalize_axis("cumsum", axis, type_of(x).ndim))
 
 
+# ---- cumprod / cummax (composites: log-depth scans) ----------------------------------------
+def _scan(op, x: Any, axis: int | None, fill: Any) -> Any:
+    """Inclusive scan of the associative ``op`` along ``axis`` in ceil(log2 n) steps (Hillis
+    and Steele): step k combines each element with the one 2**k before it (``fill``, op's
+    identity, where there is none). Built from slices, concatenations and ``op``, so it
+    differentiates through them."""
+    from .creation import full
+    from .index import slice_axis
+    from .shape import concatenate
+
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    t = type_of(x)
+    axis = normalize_axis("scan", axis, t.ndim)
+    n, shift = t.shape[axis], 1
+    while shift < n:
+        pad_shape = list(t.shape)
+        pad_shape[axis] = shift
+        before = concatenate(
+            [full(pad_shape, fill, t.dtype), slice_axis(x, axis, 0, n - shift)], axis
+        )
+        x = op(x, before)
+        shift *= 2
+    return x
+
+
+def cumprod(x: Any, axis: int | None = None) -> Any:
+    """Running product along ``axis`` (the flattened array when None), as np.cumprod; its
+    gradient is exact with zeros (no division)."""
+    from .elementwise import multiply as _mul
+
+    if type_of(x).dtype.kind in "bi":  # NumPy accumulates integers in int64
+        x = astype(x, _sum_dtype(type_of(x).dtype))
+    return _scan(_mul, x, axis, 1)
+
+
+def cummax(x: Any, axis: int | None = None) -> Any:
+    """Running maximum along ``axis`` (the flattened array when None), as
+    np.maximum.accumulate; at ties the gradient is shared, as ``maximum``'s."""
+    from .elementwise import maximum
+
+    dt = type_of(x).dtype
+    lowest = -np.inf if dt.kind == "f" else np.iinfo(dt).min if dt.kind == "i" else False
+    return _scan(maximum, x, axis, lowest)
+
+
 # ---- std and norm (composites) ------------------------------------------------------------
 def std(x: Any, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Any:
     """Standard deviation, as np.std (``ddof`` = delta degrees of freedom)."""
@@ -214,4 +260,4 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> A
     return power(s, scalar_like(1 / p, x))
 
 
-__all__ = ["add", "all", "any", "argmin", "cumsum", "norm", "prod", "std"]
+__all__ = ["add", "all", "any", "argmin", "cummax", "cumprod", "cumsum", "norm", "prod", "std"]
