@@ -359,6 +359,11 @@ def install_tracer_methods(namespace: dict) -> None:
         "max": ns["max"],
         "min": ns["min"],
         "argmax": ns["argmax"],
+        **{
+            m: ns[m]
+            for m in ("prod", "any", "all", "std", "argmin", "cumsum", "cumprod", "clip", "round")
+        },
+        "ravel": ns["ravel"],
         "astype": ns["astype"],
         "squeeze": ns["squeeze"],
         "reshape": lambda self, *shape: ns["reshape"](

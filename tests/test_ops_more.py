@@ -126,6 +126,39 @@ def test_reductions_against_numpy(shape, axis):
         check(lambda x: gg.argmin(x, axis=axis), lambda x: np.argmin(x, axis=axis), [x])
 
 
+def test_ndarray_style_methods():
+    x = RNG.standard_normal((3, 4))
+
+    def f(x):
+        return (
+            x.prod(1),
+            x.any(),
+            (x > 0).all(0),
+            x.std(),
+            x.argmin(1),
+            x.cumsum(0),
+            x.cumprod(1),
+            x.clip(-0.5, 0.5),
+            x.round(),
+            x.ravel(),
+        )
+
+    want = (
+        x.prod(1),
+        x.any(),
+        (x > 0).all(0),
+        x.std(),
+        x.argmin(1),
+        x.cumsum(0),
+        x.cumprod(1),
+        x.clip(-0.5, 0.5),
+        x.round(),
+        x.ravel(),
+    )
+    for got, w in zip(gg.jit(f)(x), want):
+        np.testing.assert_allclose(got, w, **TOL)
+
+
 def test_reductions_keepdims_ints_and_ddof():
     xi = RNG.integers(-3, 4, (3, 4))
     check(lambda x: gg.prod(x, axis=1, keepdims=True), lambda x: np.prod(x, 1, keepdims=True), [xi])
