@@ -290,9 +290,10 @@ template <typename T> __device__ __forceinline__ T gg_clip(T x, T lo, T hi) {
 
 
 def _clip_impl(xp, a, lo, hi, out=None):
+    # the memory plan may hand ``out`` the bytes of any dying operand, hi included: hi must be
+    # read before anything is written, so the first step goes to a temporary
     with _quiet(xp):
-        r = xp.maximum(a, lo, out=out)
-        return xp.minimum(r, hi, out=r if out is not None else None)
+        return xp.minimum(xp.maximum(a, lo), hi, out=out)
 
 
 def _clip_partial(i, o, x, lo, hi):
