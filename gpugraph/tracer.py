@@ -267,7 +267,7 @@ class Tracer:
 
 
 # NumPy ufuncs whose gpugraph op has another name; the rest map by their own name.
-UFUNC_NAMES = {"absolute": "abs"}
+UFUNC_NAMES = {"absolute": "abs", "rint": "round"}
 # Bitwise ufuncs that equal a logical gg op only on bool operands.
 BOOL_UFUNCS: dict[str, str] = {}  # none left: gg's bitwise ops take bools (as the logical ops)
 # ufunc.reduce spellings and the gg reduction that does the same.

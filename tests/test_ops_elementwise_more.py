@@ -269,3 +269,22 @@ def test_impls_are_exact_when_out_aliases_any_operand():
             copies = [a.copy() for a in args]
             got = impl(np, *copies, out=copies[k])
             np.testing.assert_array_equal(got, want, err_msg=f"{name}, out = operand {k}")
+
+
+def test_numpy_ufuncs_on_tracers_reach_the_new_ops():
+    a = np.arange(-4, 5)
+
+    def f(x):
+        return (
+            np.floor_divide(x, 3),
+            np.remainder(x, 3),
+            a & x,
+            np.invert(x),
+            np.square(x),
+            np.rint(x * 0.5),
+            np.logaddexp(x * 1.0, 0.0),
+        )
+
+    want = (a // 3, a % 3, a & a, ~a, a * a, np.rint(a * 0.5), np.logaddexp(a * 1.0, 0.0))
+    for got, w in zip(gg.jit(f)(a), want):
+        np.testing.assert_array_equal(got, w)
