@@ -50,7 +50,7 @@ def _winners(xp, x, window, stride, pad):
         real = xp.ones((1, 1, *x.shape[2:]), dtype=bool)
         real = windows(xp, real, window, stride, pad, ones, fill=False)
         hit &= real.reshape(real.shape[: 2 + d] + (-1,))
-    return xp.argmax(hit, axis=-1)
+    return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
 
 
 def _select_impl(xp, x, h, window, stride, pad):
