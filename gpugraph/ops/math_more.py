@@ -5,8 +5,9 @@ op's ``extra["cuda_helper"]`` (guarded, so two ops' helpers can share a kernel).
 
 Derivatives are selections, never ``inf * 0``: a branch that is not taken gets a harmless
 operand (elu's exp, logaddexp's exp at equal infinities, arctan2 at the origin).
-Where NumPy's own ufunc is the definition (remainder, floor_divide, logaddexp), the CUDA helper
-replays NumPy's algorithm step by step, so kernels and NumPy agree to the bit."""
+floor_divide and remainder replay NumPy's ``npy_divmod`` step by step in the CUDA helper, so
+kernels and NumPy agree to the bit; softplus, silu and logaddexp use one formulation in the
+NumPy impl and the kernel (NumPy's for logaddexp), equal up to the math libraries' last bit."""
 
 from __future__ import annotations
 
