@@ -142,6 +142,26 @@ def test_string_padding(padding):
     np.testing.assert_allclose(ours, want.numpy(), **TOL)
 
 
+def test_conv_and_pooling_with_fusion_off():
+    x, w, b = RNG.standard_normal((2, 4, 6, 6)), RNG.standard_normal((4, 1, 3, 3)), np.ones(4)
+
+    def f(x, w, b):
+        h = gg.relu(gg.conv(x, w, b, padding=1, groups=4))
+        return gg.avg_pool(gg.max_pool(h, 2), 2, 1, 1, count_include_pad=False)
+
+    def tf(x, w, b):
+        h = F.relu(F.conv2d(x, w, b, padding=1, groups=4))
+        return F.avg_pool2d(F.max_pool2d(h, 2), 2, 1, 1, count_include_pad=False)
+
+    g = RNG.standard_normal((2, 4, 4, 4))
+    want, grads = _grads(tf, [x, w, b], g)
+    grad = gg.grad(lambda x, w, b: gg.sum(f(x, w, b) * g), (0, 1, 2))
+    for fuse in (False, True):
+        np.testing.assert_allclose(gg.jit(f, fuse=fuse)(x, w, b), want, **TOL)
+        for a, e in zip(gg.jit(grad, fuse=fuse)(x, w, b), grads):
+            np.testing.assert_allclose(a, e, **TOL)
+
+
 def test_depthwise_conv():
     x, w = RNG.standard_normal((2, 3, 6, 6)), RNG.standard_normal((6, 1, 3, 3))
     want = F.conv2d(torch.tensor(x), torch.tensor(w), padding=1, groups=3).numpy()
