@@ -267,9 +267,9 @@ class Tracer:
 
 
 # NumPy ufuncs whose gpugraph op has another name; the rest map by their own name.
-UFUNC_NAMES = {"absolute": "abs"}
+UFUNC_NAMES = {"absolute": "abs", "rint": "round"}
 # Bitwise ufuncs that equal a logical gg op only on bool operands.
-BOOL_UFUNCS = {"bitwise_and": "logical_and", "bitwise_or": "logical_or", "invert": "logical_not"}
+BOOL_UFUNCS: dict[str, str] = {}  # none left: gg's bitwise ops take bools (as the logical ops)
 # ufunc.reduce spellings and the gg reduction that does the same.
 UFUNC_REDUCTIONS = {"add": "sum", "maximum": "max", "minimum": "min"}
 
@@ -310,15 +310,37 @@ def install_tracer_methods(namespace: dict) -> None:
         "__ge__": ns["greater_equal"],
         "__eq__": ns["equal"],
         "__ne__": ns["not_equal"],
-        "__and__": ns["logical_and"],
-        "__or__": ns["logical_or"],
-        "__invert__": ns["logical_not"],
+        # NumPy's meaning: bitwise on integers, logical on bools
+        "__and__": ns["bitwise_and"],
+        "__rand__": rev(ns["bitwise_and"]),
+        "__or__": ns["bitwise_or"],
+        "__ror__": rev(ns["bitwise_or"]),
+        "__xor__": ns["bitwise_xor"],
+        "__rxor__": rev(ns["bitwise_xor"]),
+        "__invert__": ns["bitwise_not"],
+        "__floordiv__": ns["floor_divide"],
+        "__rfloordiv__": rev(ns["floor_divide"]),
+        "__mod__": ns["remainder"],
+        "__rmod__": rev(ns["remainder"]),
+        "__divmod__": lambda self, other: (
+            ns["floor_divide"](self, other),
+            ns["remainder"](self, other),
+        ),
+        "__rdivmod__": lambda self, other: (
+            ns["floor_divide"](other, self),
+            ns["remainder"](other, self),
+        ),
         "__getitem__": getitem,
         "sum": ns["sum"],
         "mean": ns["mean"],
         "max": ns["max"],
         "min": ns["min"],
         "argmax": ns["argmax"],
+        **{
+            m: ns[m]
+            for m in ("prod", "any", "all", "std", "argmin", "cumsum", "cumprod", "clip", "round")
+        },
+        "ravel": ns["ravel"],
         "astype": ns["astype"],
         "squeeze": ns["squeeze"],
         "reshape": lambda self, *shape: ns["reshape"](
@@ -343,10 +365,6 @@ def install_tracer_methods(namespace: dict) -> None:
         return method
 
     for dunder, name, sym in (
-        ("floordiv", "floor_divide", "//"),
-        ("mod", "remainder", "%"),
-        ("divmod", "divmod", "divmod"),
-        ("xor", "logical_xor", "^"),
         ("lshift", "left_shift", "<<"),
         ("rshift", "right_shift", ">>"),
     ):

@@ -19,6 +19,7 @@ from gpugraph.ops import REGISTRY, OpDef, bind, register
 from gpugraph.ops.registry import FAMILY_RULES
 from gpugraph.pytree import flatten
 from gpugraph.trace import trace_flat
+from tests.autodiff_cases_more import CASES as MORE_CASES
 
 F64 = np.float64
 EPS = 1e-6
@@ -228,6 +229,17 @@ CASES: dict[str, Callable] = {
     "take": _take,
     "take_grad": _take_grad,
 }
+
+
+def _more(make):
+    def case(draw):
+        fn, xs, options = make(draw, _values)
+        return Case(fn, xs, **options)
+
+    return case
+
+
+CASES.update({n: _more(m) for n, m in MORE_CASES.items()})  # conv, pooling, the newer math
 
 
 def _differentiable_ops() -> list[str]:

@@ -32,14 +32,32 @@ UNARY = {
     "stop_gradient",
     "logical_not",
     "astype",
+    # ops/math_more.py
+    "square",
+    "log1p",
+    "expm1",
+    "log2",
+    "tan",
+    "arctan",
+    "floor",
+    "ceil",
+    "round",
+    "isnan",
+    "isfinite",
+    "softplus",
+    "silu",
+    "bitwise_not",
 }
+TERNARY = {"where", "clip"}
+# int-only by design: on bools they are the logical ops, floats are refused (as NumPy)
+INTEGER_ONLY = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not"}
 POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal", "power"}  # keep these in their domain
 
 
 def single_op_body(name: str, dtype: str, shapes=((3, 5),)) -> Graph | None:
     """A body holding one ``name`` node over ``dtype`` operands, or None if the op rejects it."""
     op = REGISTRY[name]
-    arity = 3 if name == "where" else 1 if name in UNARY else 2
+    arity = 3 if name in TERNARY else 1 if name in UNARY else 2
     shapes = (tuple(shapes) * arity)[:arity]
     b = GraphBuilder()
     ins = [
@@ -84,7 +102,7 @@ def dtype_body(dtype: str) -> tuple[Graph, list[str]]:
     for name, dt in CASES:
         if dt != dtype:
             continue
-        arity = 3 if name == "where" else 1 if name in UNARY else 2
+        arity = 3 if name in TERNARY else 1 if name in UNARY else 2
         ins = (positive if name in POSITIVE else general)[:arity]
         if name == "where":
             ins = [cond, *general[1:]]
@@ -106,7 +124,8 @@ def dtype_body(dtype: str) -> tuple[Graph, list[str]]:
 def test_every_elementwise_op_has_a_float_kernel():
     ops = {name for name, op in REGISTRY.items() if op.family == "elementwise"}
     with_float = {name for name, dt in CASES if dt in ("float32", "float64", "bool")}
-    assert ops <= with_float, ops - with_float
+    assert ops - INTEGER_ONLY <= with_float, ops - INTEGER_ONLY - with_float
+    assert INTEGER_ONLY <= {name for name, dt in CASES if dt in ("int32", "int64")}
 
 
 @pytest.mark.nvrtc

@@ -403,6 +403,12 @@ def test_every_public_op_is_tested_here():
         "full",
         "arange",
     }
+    from tests import test_ops_elementwise_more as more_ew
+    from tests import test_ops_more
+
+    tested |= test_ops_more.COVERED  # conv, pooling, reductions, shape (tests/test_ops_more.py)
+    tested |= set(more_ew.UNARY) | set(more_ew.BINARY) | set(more_ew.INT_BINARY)
+    tested |= set(more_ew.BOOL_BINARY)
     # region ops (family "control") are compared with NumPy loops in test_control_flow.py
     primitives = {n for n, o in REGISTRY.items() if o.family not in ("internal", "control")}
     internal_only = {"slice", "slice_scatter", "take_grad"}  # reached via getitem/take and grads

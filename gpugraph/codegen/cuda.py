@@ -196,9 +196,10 @@ def _kind_rule(node: Node) -> KindRule | None:
 def op_template(node: Node) -> tuple[str, str]:
     """(CUDA expression template, helper source or "") of ``node`` for its operand dtype."""
     rule = _kind_rule(node)
-    if rule is None:
-        return get_op(node.op).cuda, ""
-    return rule.specialize(node) or rule.template, rule.helper
+    if rule is not None:
+        return rule.specialize(node) or rule.template, rule.helper
+    opdef = get_op(node.op)  # an op whose template calls a device function ships its source
+    return opdef.cuda, opdef.extra.get("cuda_helper", "")
 
 
 def inline_literal(value: np.ndarray) -> str | None:

@@ -18,14 +18,20 @@ register(
 )
 
 from . import (  # noqa: E402
+    conv,
     creation,
     elementwise,
     fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
     index,
     linalg,
+    math_more,  # noqa: F401  (registers its ops into elementwise.API)
     nn,
+    norm,
+    pool,
     reduce,
+    reduce_more,
     shape,
+    shape_more,
 )
 
 API: dict = {
@@ -56,6 +62,31 @@ API: dict = {
     **{
         n: getattr(creation, n)
         for n in ("zeros", "ones", "full", "arange", "zeros_like", "ones_like", "full_like")
+    },
+    "conv": conv.conv,
+    "conv_transpose": conv.conv_transpose,
+    **{n: getattr(pool, n) for n in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool")},
+    **{n: getattr(norm, n) for n in ("batch_norm", "group_norm", "instance_norm", "rms_norm")},
+    **{
+        n: getattr(reduce_more, n)
+        for n in ("prod", "argmin", "any", "all", "std", "norm", "cumsum", "cumprod", "cummax")
+    },
+    **{
+        n: getattr(shape_more, n)
+        for n in (
+            "flip",
+            "pad",
+            "tile",
+            "repeat",
+            "roll",
+            "split",
+            "ravel",
+            "moveaxis",
+            "tril",
+            "triu",
+            "linspace",
+            "eye",
+        )
     },
 }
 

@@ -1,0 +1,187 @@
+"""Pooling over the spatial dims of ``x[N, C, *S]``.
+
+* ``max_pool`` is the primitive ``max_pool(x, h)``: in every window, h at the position of x's
+  largest element (the first one on ties, as torch; NaN wins, as torch). ``max_pool(x)`` is
+  ``max_pool(x, x)``. It is linear in h, and its adjoint ``max_pool_grad(x, g)`` adds each g
+  into the window position that won; each is the other's derivative in h, and x only selects
+  (piecewise constant), so gradients of any order are graph.
+* ``avg_pool`` is a depthwise ``conv`` with a ones kernel divided by the window counts, so it
+  inherits conv's lowering and derivatives.
+* Global pooling is a mean or max over the spatial axes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ir import TensorType
+from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
+from .conv import conv as _conv
+from .core import bind, type_of
+from .elementwise import divide, scalar_like
+from .reduce import max as _max
+from .reduce import mean
+from .registry import OpDef, register
+from .shape import reshape
+
+
+def _fill(dtype: np.dtype):
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _winners(xp, x, window, stride, pad):
+    """Flat index in the window of each window's winner: ``[N, C, *Y]``: the first maximal
+    element (the first NaN, if any), never a padded position, even where the real elements
+    equal the padding value (all -inf, or the integer minimum)."""
+    d = len(window)
+    ones = (1,) * d
+    v = windows(xp, x, window, stride, pad, ones, fill=_fill(x.dtype))
+    v = v.reshape(v.shape[: 2 + d] + (-1,))
+    hit = v == v.max(axis=-1, keepdims=True)
+    if x.dtype.kind == "f":
+        hit |= xp.isnan(v)  # the max is NaN there, which equals nothing
+    if any(p != (0, 0) for p in pad):
+        real = xp.ones((1, 1, *x.shape[2:]), dtype=bool)
+        real = windows(xp, real, window, stride, pad, ones, fill=False)
+        hit &= real.reshape(real.shape[: 2 + d] + (-1,))
+    return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
+
+
+def _select_impl(xp, x, h, window, stride, pad):
+    d = len(window)
+    idx = _winners(xp, x, window, stride, pad)
+    hv = windows(xp, h, window, stride, pad, (1,) * d)
+    hv = hv.reshape(hv.shape[: 2 + d] + (-1,))
+    return xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0]
+
+
+def _scatter_impl(xp, x, g, window, stride, pad):
+    idx = _winners(xp, x, window, stride, pad)
+    ys = g.shape[2:]
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pad))
+    out = xp.zeros(x.shape[:2] + padded, dtype=g.dtype)
+    zero = g.dtype.type(0)
+    for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
+        sl = tuple(slice(k, k + st * (y - 1) + 1, st) for k, st, y in zip(kk, stride, ys))
+        out[(slice(None), slice(None), *sl)] += xp.where(idx == flat, g, zero)
+    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[2:], pad))
+    return out[(slice(None), slice(None), *crop)]
+
+
+def _pool_shape(x: TensorType, window, stride, pad) -> tuple[int, ...]:
+    if any(lo > k // 2 or hi > k // 2 for (lo, hi), k in zip(pad, window)):
+        raise ShapeError(f"max_pool: padding {pad} must be at most half the window {window}")
+    ys = out_spatial(x.shape[2:], window, stride, pad, (1,) * len(window))
+    if any(y < 1 for y in ys):
+        raise ShapeError(f"max_pool: window {window} is larger than the padded input {x}")
+    return x.shape[:2] + ys
+
+
+def _select_infer(types, window, stride, pad):
+    x, h = types
+    if x.shape != h.shape or x.dtype.kind not in "fi" or h.dtype.kind not in "fi":
+        raise DTypeError(f"max_pool: operands must be numeric arrays of one shape, got {x}, {h}")
+    return [TensorType(_pool_shape(x, window, stride, pad), h.dtype)]
+
+
+def _scatter_infer(types, window, stride, pad):
+    x, g = types
+    if g.shape != _pool_shape(x, window, stride, pad):
+        raise ShapeError(f"max_pool_grad: {g} is not the pooled shape of {x}")
+    return [TensorType(x.shape, g.dtype)]
+
+
+register(
+    OpDef(
+        "max_pool",
+        "linalg",
+        _select_infer,
+        _select_impl,
+        vjp=lambda cts, outs, x, h, **a: [None, bind("max_pool_grad", x, cts[0], **a)],
+        jvp=lambda ts, outs, x, h, **a: [
+            None if ts[1] is None else bind("max_pool", x, ts[1], **a)
+        ],
+    )
+)
+register(
+    OpDef(
+        "max_pool_grad",
+        "linalg",
+        _scatter_infer,
+        _scatter_impl,
+        vjp=lambda cts, outs, x, g, **a: [None, bind("max_pool", x, cts[0], **a)],
+        jvp=lambda ts, outs, x, g, **a: [
+            None if ts[1] is None else bind("max_pool_grad", x, ts[1], **a)
+        ],
+    )
+)
+
+
+def _geometry(op, x, window, stride, padding):
+    t = type_of(x)
+    if t.ndim < 3:
+        raise ShapeError(f"{op}: x must be [N, C, *spatial], got {t}")
+    d = t.ndim - 2
+    window = as_tuple(op, "window", window, d)
+    stride = window if stride is None else as_tuple(op, "stride", stride, d)
+    if min(window + stride, default=1) < 1:
+        raise ShapeError(f"{op}: window and stride must be >= 1, got {window}, {stride}")
+    pad = norm_padding(op, padding, d, t.shape[2:], window, stride, (1,) * d)
+    return window, stride, pad
+
+
+def max_pool(
+    x: Any,
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: Any = 0,
+) -> Any:
+    """Max pooling of ``x[N, C, *S]`` (stride defaults to the window; padding is never the
+    max). The gradient goes to the first maximal element of each window, as torch."""
+    window, stride, pad = _geometry("max_pool", x, window, stride, padding)
+    return bind("max_pool", x, x, window=window, stride=stride, pad=pad)
+
+
+def avg_pool(
+    x: Any,
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: Any = 0,
+    count_include_pad: bool = True,
+) -> Any:
+    """Average pooling of ``x[N, C, *S]``; with ``count_include_pad=False`` padded positions
+    are left out of each window's count (torch's flag)."""
+    from .core import to_float
+
+    x = to_float(x)
+    window, stride, pad = _geometry("avg_pool", x, window, stride, padding)
+    t = type_of(x)
+    n, c, spatial = t.shape[0], t.shape[1], t.shape[2:]
+    ones = np.ones((1, 1, *window), t.dtype)
+    flat = reshape(x, (n * c, 1, *spatial))
+    summed = _conv(flat, ones, stride=stride, padding=pad)
+    ys = type_of(summed).shape[2:]
+    if count_include_pad:
+        count: Any = scalar_like(math.prod(window), x)
+    else:  # static shapes: the counts are a constant computed once, at trace time
+        count = _conv_impl(
+            np, np.ones((1, 1, *spatial), t.dtype), ones, stride, pad, (1,) * len(ys), 1
+        )
+        count = count.reshape(ys)
+    return reshape(divide(summed, count), (n, c, *ys))
+
+
+def global_avg_pool(x: Any) -> Any:
+    """Mean over the spatial dims of ``x[N, C, *S]``, kept as size-1 dims."""
+    return mean(x, axis=tuple(range(2, type_of(x).ndim)), keepdims=True)
+
+
+def global_max_pool(x: Any) -> Any:
+    """Max over the spatial dims of ``x[N, C, *S]``, kept as size-1 dims."""
+    return _max(x, axis=tuple(range(2, type_of(x).ndim)), keepdims=True)
