@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .autograph_ops import converting
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
 from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
@@ -40,17 +41,30 @@ class _Traced:
     graph: Graph
     out_tree: TreeDef
     captures: list[Any]
+    known: dict[Value, Any]  # values already computed while tracing (eager, concrete trace)
 
 
 def _trace(fn: Callable, flat: list[Any], in_tree: TreeDef, names: list[str]) -> _Traced:
     types = [type_of(x, f"argument {n}") for x, n in zip(flat, names)]
-    graph, out_tree, tr = trace_flat(fn, types, in_tree, names, label="autodiff")
-    return _Traced(graph, out_tree, [outer for outer, _ in tr.captures])
+    # Eager (no enclosing trace, no traced argument): trace on concrete values, so Python
+    # control flow on them works and the graph is the path taken. Under jit values are
+    # abstract and a Python `if` on them stays an error (or is converted by autograph).
+    eager = current_trace() is None and not any(isinstance(x, Tracer) for x in flat)
+    if not eager and converting():  # grad inside gg.jit(autograph=True): convert fn too
+        from .autograph import convert
+
+        fn = convert(fn)
+    graph, out_tree, tr = trace_flat(
+        fn, types, in_tree, names, label="autodiff", concrete=flat if eager else None
+    )
+    return _Traced(graph, out_tree, [outer for outer, _ in tr.captures], tr.concrete or {})
 
 
 def _eval_nodes(nodes: Sequence[Node], env: dict[Value, Any]) -> None:
     """Re-bind each node on the values in ``env`` (arrays or tracers of the caller's trace)."""
     for node in nodes:
+        if node.outputs and all(o in env for o in node.outputs):
+            continue  # computed already while tracing on concrete values
         if node.op == "constant" and current_trace() is None:
             env[node.output] = node.attrs["value"]  # eager: the host array is the value
             continue
@@ -145,6 +159,7 @@ class _Forward:
         self._split_outputs(has_aux, fn)
         self.nodes = live_nodes(g)
         self.env: dict[Value, Any] = dict(zip(g.inputs, [*flat, *self.traced.captures]))
+        self.env.update(self.traced.known)
         _eval_nodes(self.nodes, self.env)
         self.active = self._find_active()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
 from .ir import Graph, TensorType, check_shape, freeze
 from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
@@ -123,11 +124,16 @@ def trace_flat(
     in_tree: TreeDef,
     names: Sequence[str] | None,
     label: str = "jit",
+    concrete: Sequence[Any] | None = None,
 ) -> tuple[Graph, TreeDef, Trace]:
     """Run ``fn`` on tracers for the flattened arguments; return the graph, the output tree and
-    the finished trace (its ``captures`` list the outer tracers the function closed over)."""
+    the finished trace (its ``captures`` list the outer tracers the function closed over).
+    ``concrete`` (eager autodiff) gives the arguments' values: Python control flow on the
+    tracers then follows them (``Trace.concrete``)."""
     with Trace(label) as tr:
         tracers = [tr.new_input(t, n) for t, n in zip(types, names or [None] * len(types))]
+        if concrete is not None:
+            tr.concrete = {t.value: x for t, x in zip(tracers, concrete)}
         args = unflatten(in_tree, tracers)
         out = fn(*args)
         out_leaves, out_tree = flatten(out)
@@ -152,8 +158,11 @@ class JitFunction:
         static_argnums: Sequence[int],
         options: Options,
         static_argnames: Sequence[str] = (),
+        autograph: bool = True,
     ):
         self.fn = fn
+        self.autograph = bool(autograph)
+        self._converted: Callable | None = None
         self.static_argnums = tuple(sorted(set(static_argnums)))
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
@@ -225,9 +234,19 @@ class JitFunction:
             it = iter(dyn)
             full = [dict(static[0])[i] if i in static_idx else next(it) for i in range(nargs)]
             kw = {**static_kw, **(next(it) if dyn_kw else {})}
-            return self.fn(*full, **kw)
+            return self._user_fn()(*full, **kw)
 
         return dynamic, static, call
+
+    def _user_fn(self) -> Callable:
+        """``fn`` with Python control flow on traced values converted (autograph), once."""
+        if self._converted is None:
+            self._converted = self.fn
+            if self.autograph:
+                from .autograph import convert
+
+                self._converted = convert(self.fn)
+        return self._converted
 
     def _names(self, args: tuple, static_idx: list[int], dynamic_tree: TreeDef) -> list[str]:
         labels = [self._arg_name(i) for i in range(len(args)) if i not in static_idx]
@@ -251,7 +270,9 @@ class JitFunction:
         key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
         if compiled is None:
-            graph, out_tree, _ = trace_flat(call, types, tree, names)
+            with record_conversions(self.autograph) as notes:
+                graph, out_tree, _ = trace_flat(call, types, tree, names)
+            graph.meta["autograph"] = list(notes)
             compiled = Compiled(graph, tree, out_tree, self.options, names)
             self._cache[key] = compiled
         return compiled, leaves
@@ -263,7 +284,9 @@ class JitFunction:
             return unflatten(compiled.out_tree, compiled.call_flat(list(args)))
         leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
-            return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
+            return self._user_fn()(
+                *args, **kwargs
+            )  # jit inside a trace: inline into the outer graph
         if any(isinstance(x, ShapeDtype) for x in leaves):
             raise GpuGraphError(
                 "a gg.ShapeDtype was passed to a call; ShapeDtype describes an argument without "
@@ -318,6 +341,7 @@ def jit(
     verify: bool = False,
     unsafe_math: bool = False,
     vectorize: bool = True,
+    autograph: bool = True,
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
@@ -326,6 +350,9 @@ def jit(
     they are passed by position or by keyword), ``static_argnums`` by position.
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
+    ``autograph=True`` converts Python ``if``/``while``/``for`` on traced values into
+    gg.cond / gg.while_loop / gg.fori_loop / gg.scan (docs/control-flow.md); ``False`` traces
+    the function as written. A static argument retraces for every new value (as in JAX).
     """
     static_argnums = _check_static_argnums(static_argnums)
     if isinstance(static_argnames, str):
@@ -347,5 +374,5 @@ def jit(
         streams = int(streams)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
-        return lambda f: JitFunction(f, static_argnums, options, static_argnames)
-    return JitFunction(fn, static_argnums, options, static_argnames)
+        return lambda f: JitFunction(f, static_argnums, options, static_argnames, autograph)
+    return JitFunction(fn, static_argnums, options, static_argnames, autograph)
