@@ -71,16 +71,19 @@ def _expr(src: str) -> ast.expr:
 
 
 def _relocate(tree: ast.AST, like: ast.AST) -> None:
+    """Give generated nodes the first line of ``like`` (start and end: CPython reports a
+    method call at its attribute's end line, which must be the statement's own line)."""
     for n in ast.walk(tree):
         if "lineno" in n._attributes:
-            ast.copy_location(n, like)
+            n.lineno = n.end_lineno = like.lineno
+            n.col_offset = n.end_col_offset = like.col_offset
 
 
 class _Converter(ast.NodeTransformer):
     def __init__(self, fdef: ast.FunctionDef) -> None:
         self.loads = loads(fdef)
         self.skip = declared(fdef)
-        self.loop_loads: list[set[str]] = []
+        self.loop_loads: list[list[tuple[tuple[int, int], str]]] = []
         self.in_try = 0
         self.count = 0
         self.converted: list[str] = []
@@ -91,10 +94,11 @@ class _Converter(ast.NodeTransformer):
         return self.count
 
     def _live_after(self, node: ast.AST) -> set[str]:
-        end = (node.end_lineno, node.end_col_offset)
+        """Read later in the text, or read earlier in an enclosing loop (next iteration)."""
+        start, end = (node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)
         live = {n for pos, n in self.loads if pos > end}
-        for s in self.loop_loads:
-            live |= s
+        for reads in self.loop_loads:
+            live |= {n for pos, n in reads if pos < start}
         return live
 
     def _guard(self, test: ast.expr, construct: str, why: str, like: ast.AST) -> ast.expr:
@@ -227,7 +231,8 @@ class _Converter(ast.NodeTransformer):
             self.generic_visit(node)
             setattr(node, field, self._guard(getattr(node, field), *guard, node))
             return node
-        self.loop_loads.append({n for _, n in loads(node)} | {f for f in (brk, cont) if f})
+        flags = [((0, 0), f) for f in (brk, cont) if f]
+        self.loop_loads.append(loads(node) + flags)
         self.generic_visit(node)
         self.loop_loads.pop()
         return pre, brk, k
@@ -243,8 +248,9 @@ class _Converter(ast.NodeTransformer):
         out = pre + self._state(k, names, node)
         test = self._test(node.test)
         if brk:
-            test = self._test(ast.BoolOp(ast.And(), [_expr(f"not {brk}"), test]))
-            _relocate_missing(test, node)
+            not_brk = _expr(f"not {brk}")
+            _relocate(not_brk, node)
+            test = self._test(ast.copy_location(ast.BoolOp(ast.And(), [not_brk, test]), node))
         ret = ast.copy_location(ast.Return(test), node)
         out.append(self._func(f"loop_test_{k}", [], [], [ret], node))
         out.append(self._func(f"loop_body_{k}", [], names, node.body, node))

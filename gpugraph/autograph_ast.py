@@ -122,10 +122,23 @@ def _tail(stmts: list[ast.stmt], like: ast.AST) -> None:
         stmts.append(_assign(RETVAL, None, last or like))
 
 
+def _fix_ends(node: ast.AST) -> tuple[int, int]:
+    """An ``if`` that received moved statements ends where its last statement ends (the
+    liveness analysis compares positions)."""
+    end = (getattr(node, "end_lineno", 0) or 0, getattr(node, "end_col_offset", 0) or 0)
+    for child in ast.iter_child_nodes(node):
+        end = max(end, _fix_ends(child))
+    if isinstance(node, ast.If):
+        node.end_lineno, node.end_col_offset = end
+    return end
+
+
 def tail_returns(fdef: ast.FunctionDef) -> bool:
     """If the function ends in an ``if`` that returns, make every path assign ``retval__``
     and return it once at the end. Returns whether it did."""
     fdef.body = normalize_returns(fdef.body)
+    for s in fdef.body:
+        _fix_ends(s)
     last = fdef.body[-1]
     if not (isinstance(last, ast.If) and has([last], (ast.Return,), into_loops=False)):
         return False
