@@ -414,14 +414,16 @@ class _AgNamespace(types.SimpleNamespace):
 def convert(fn: Callable) -> Callable:
     """The converted version of a plain Python function (cached); other callables as they
     are. A function whose source cannot be read runs unconverted."""
-    if not _convertible(fn):
+    if not isinstance(fn, types.FunctionType):
         return fn
     got = _CACHE.get(fn)
     if got is None:
-        try:
-            got = _build(fn)
-        except (OSError, TypeError, ValueError, SyntaxError):
-            got = _NOT_CONVERTIBLE
+        got = _NOT_CONVERTIBLE
+        if _convertible(fn):
+            try:
+                got = _build(fn)
+            except (OSError, TypeError, ValueError, SyntaxError):
+                pass  # no readable source: run it as written
         _CACHE[fn] = got
     return fn if got is _NOT_CONVERTIBLE else got
 

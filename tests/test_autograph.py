@@ -567,3 +567,12 @@ def test_static_argument_retraces_per_value_and_stays_python():
     _close(jf(X4[0], mode="same"), X4[0])
     assert jf.cache_size == 2  # one trace per static value, as in JAX
     assert "ag__.if_stmt" in gg.autograph.to_source(jf)
+
+
+def test_conversion_is_cached_and_leaves_library_code_alone():
+    conv = gg.autograph.convert(clip_norm)
+    assert conv is not clip_norm and gg.autograph.convert(clip_norm) is conv
+    for f in (np.sum, gg.tanh, os.path.join, len, lambda v: v):
+        assert gg.autograph.call(f) is f
+    m = gg.autograph.call(Scaler(2.0).apply)
+    assert m.__func__ is gg.autograph.convert(Scaler.apply)
