@@ -59,6 +59,11 @@ _IF_RETURN_WHY = (
 _LOOP_RETURN_WHY = (
     "set a result variable and `break` instead, then `return` after the loop; or use gg.while_loop"
 )
+_RAISE_WHY = (
+    "both branches of a graph cond are traced, so the `raise` would always run, and a compiled "
+    "graph cannot raise on a value; check the value outside gg.jit, or return a flag/NaN with "
+    "gg.where"
+)
 _ELSE_WHY = "move the `else` part after the loop, guarded by a flag you set before `break`"
 _JUMP_WHY = "`break`/`continue` inside a `try`/`with` block do not convert; move them out"
 
@@ -147,6 +152,13 @@ class _Converter(ast.NodeTransformer):
             new = ast.Call(_expr(f"ag__.{fn}"), thunks, [])
         elif isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
             new = ast.Call(_expr("ag__.not_"), [self._test(e.operand)], [])
+        elif isinstance(e, ast.Compare) and len(e.ops) > 1:  # a < b < c: a < b and b < c
+            terms = [e.left, *e.comparators]
+            pairs = [
+                ast.copy_location(ast.Compare(terms[i], [op], [terms[i + 1]]), e)
+                for i, op in enumerate(e.ops)
+            ]
+            return self._test(ast.copy_location(ast.BoolOp(ast.And(), pairs), e))
         else:
             return e
         ast.copy_location(new, e)
@@ -175,6 +187,9 @@ class _Converter(ast.NodeTransformer):
             return node
         if has([node], (ast.Return,), into_loops=True):
             node.test = self._guard(node.test, "an `if` containing `return`", _IF_RETURN_WHY, node)
+            return node
+        if has(node.body + node.orelse, (ast.Raise,)):
+            node.test = self._guard(node.test, "an `if` containing `raise`", _RAISE_WHY, node)
             return node
         k = self._id()
         names, t_lines = self._names(node.body)

@@ -299,6 +299,14 @@ def p_tuple_state(x):
     return a - b
 
 
+def p_chained_compare(x):
+    if 0 < x.sum() < 5:
+        x = x * 10.0
+    while -100.0 < x.sum() < 30:
+        x = x + 1.0
+    return x
+
+
 def p_break_continue(xs):
     total = 0.0
     for v in xs:
@@ -345,6 +353,7 @@ CORPUS = [
     (p_loop_then_if, [(x,) for x in X4]),
     (p_tuple_state, [(x,) for x in X4]),
     (p_break_continue, [(x,) for x in XS]),
+    (p_chained_compare, [(f32(0.5, 0.5, 0.1, 0.1),), (f32(-1, -1, 0, 0),), (f32(5, 5, 5, 6),)]),
 ]
 
 
@@ -505,6 +514,12 @@ def bad_shape_in_branch(x):
     return y
 
 
+def bad_raise(x):
+    if x.sum() < 0:
+        raise ValueError("negative")
+    return x
+
+
 def _line_of(fn, needle):
     lines, start = inspect.getsourcelines(fn)
     return start + next(i for i, ln in enumerate(lines) if needle in ln)
@@ -521,6 +536,7 @@ BAD = [
     (bad_defined_in_loop, (X4[0],), "while x.sum()", "variable 'last' is first assigned"),
     (bad_carry_dtype, (X4[0],), "while x.sum()", "variable 'k' is i64"),
     (bad_shape_in_branch, (X4[0],), "gg.ones", "broadcast|shape"),
+    (bad_raise, (X4[0],), "if x.sum()", "containing `raise`"),
 ]
 
 
