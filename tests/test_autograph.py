@@ -592,3 +592,16 @@ def test_conversion_is_cached_and_leaves_library_code_alone():
         assert gg.autograph.call(f) is f
     m = gg.autograph.call(Scaler(2.0).apply)
     assert m.__func__ is gg.autograph.convert(Scaler.apply)
+
+
+def test_concrete_tracing_is_eager_only():
+    def loss(x):
+        if x.sum() > 0:
+            return (x * x).sum()
+        return x.sum()
+
+    x = X4[0]
+    np.testing.assert_allclose(gg.grad(loss)(x), 2 * x)  # eager: follows the values
+    with pytest.raises(TraceError, match="truth value"):  # jit: abstract values
+        gg.jit(gg.grad(loss), autograph=False)(x)
+    np.testing.assert_allclose(gg.jit(gg.grad(loss))(x), 2 * x)  # jit + autograph: a cond
