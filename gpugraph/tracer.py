@@ -250,7 +250,9 @@ class Tracer:
             f"the truth value of a traced array ({self.value.type}) is not known while "
             f"tracing (at {user_loc()}): a Python `if`/`while` cannot depend on it. Pass the "
             "value as a static argument (static_argnums) or use gg.where for a data-dependent "
-            "choice"
+            "choice. (gg.jit converts `if`/`while`/`for` on traced values into gg.cond / "
+            "gg.while_loop in functions whose source it can read, autograph=True; code it does "
+            "not convert: lambdas, functions passed to gg.cond/gg.scan, code defined by exec)"
         )
 
     def __array__(self, *a, **k):

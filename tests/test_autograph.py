@@ -307,6 +307,22 @@ def p_chained_compare(x):
     return x
 
 
+def p_while_turns_traced(x):
+    acc = 0.0  # Python: the first test is a Python bool, the next ones are traced
+    while acc < 3:
+        acc = acc + x.sum()
+    return acc
+
+
+def p_python_for_traced_break(x):
+    total = x[0] * 0.0
+    for k in range(4):  # a Python loop whose `break` depends on a traced value
+        if total > 2:
+            break
+        total = total + x[k]
+    return total
+
+
 def p_break_continue(xs):
     total = 0.0
     for v in xs:
@@ -353,6 +369,8 @@ CORPUS = [
     (p_loop_then_if, [(x,) for x in X4]),
     (p_tuple_state, [(x,) for x in X4]),
     (p_break_continue, [(x,) for x in XS]),
+    (p_while_turns_traced, [(x,) for x in X_POS]),
+    (p_python_for_traced_break, [(x,) for x in X4]),
     (p_chained_compare, [(f32(0.5, 0.5, 0.1, 0.1),), (f32(-1, -1, 0, 0),), (f32(5, 5, 5, 6),)]),
 ]
 
