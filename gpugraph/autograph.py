@@ -42,7 +42,7 @@ _NOT_CONVERTIBLE = object()
 
 # -- converting functions ---------------------------------------------------------------------
 def _convertible(f: Any) -> bool:
-    if not isinstance(f, types.FunctionType) or getattr(f, "__ag_source__", None) is not None:
+    if not isinstance(f, types.FunctionType) or hasattr(f, "__ag_tree__"):
         return False
     code = f.__code__
     if f.__name__ == "<lambda>" or code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE):
@@ -85,7 +85,7 @@ def _build(fn: types.FunctionType) -> types.FunctionType:
     new = types.FunctionType(inner, fn.__globals__, fn.__name__, fn.__defaults__, closure)
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__dict__.update(fn.__dict__)
-    new.__ag_source__ = ast.unparse(fdef)
+    new.__ag_tree__ = fdef  # unparsed on demand by to_source (it costs a millisecond)
     new.__ag_conversions__ = conv.converted
     new.__wrapped__ = fn
     return new
@@ -132,7 +132,7 @@ def to_source(fn: Callable) -> str:
     conv = convert(fn)
     if conv is fn:
         raise ValueError(f"{getattr(fn, '__name__', fn)!r} cannot be converted (no source?)")
-    return conv.__ag_source__
+    return ast.unparse(conv.__ag_tree__)
 
 
 _AG = _AgNamespace(**{**vars(autograph_ops), **vars(autograph_loops)})
