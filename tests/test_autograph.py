@@ -323,6 +323,41 @@ def p_python_for_traced_break(x):
     return total
 
 
+def p_fori_break(x, n):
+    total = 0.0
+    for i in range(n):
+        if total > 4:
+            break
+        total = total + x[0] * i
+    return total
+
+
+def p_nested_def(x):
+    scale = 2.0
+
+    def step(v):
+        if v.sum() > 0:
+            return v * scale
+        return v - scale
+
+    y = step(x)
+    return step(y)
+
+
+def p_while_break_continue(x):
+    i = 0
+    acc = 0.0
+    while i < 10:
+        i += 1
+        v = x[gg.minimum(i, 3)]
+        if v < 0:
+            continue
+        acc = acc + v
+        if acc > 6:
+            break
+    return acc, i
+
+
 def p_break_continue(xs):
     total = 0.0
     for v in xs:
@@ -371,6 +406,9 @@ CORPUS = [
     (p_break_continue, [(x,) for x in XS]),
     (p_while_turns_traced, [(x,) for x in X_POS]),
     (p_python_for_traced_break, [(x,) for x in X4]),
+    (p_fori_break, [(f32(1, 0, 0, 0), n) for n in N] + [(f32(-1, 0, 0, 0), np.array(5))]),
+    (p_nested_def, [(x,) for x in X4 + [f32(1, -1.5, 0, 0)]]),
+    (p_while_break_continue, [(x,) for x in X4]),
     (p_chained_compare, [(f32(0.5, 0.5, 0.1, 0.1),), (f32(-1, -1, 0, 0),), (f32(5, 5, 5, 6),)]),
 ]
 
