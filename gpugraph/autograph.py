@@ -45,7 +45,7 @@ def _convertible(f: Any) -> bool:
     if not isinstance(f, types.FunctionType) or hasattr(f, "__ag_tree__"):
         return False
     code = f.__code__
-    if f.__name__ == "<lambda>" or code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE):
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE):
         return False
     path = os.path.abspath(code.co_filename)
     return not (
@@ -53,14 +53,35 @@ def _convertible(f: Any) -> bool:
     )
 
 
-def _build(fn: types.FunctionType) -> types.FunctionType:
-    src = textwrap.dedent(inspect.getsource(fn))
-    tree = ast.parse(src)
-    fdef = tree.body[0]
-    if not isinstance(fdef, ast.FunctionDef) or fdef.name != fn.__name__:
-        raise ValueError("source is not a plain def")
-    fdef.decorator_list = []
+def _parse_def(fn: types.FunctionType) -> ast.FunctionDef:
+    """The function's ``def`` (a lambda: a ``def`` returning its body), with the line numbers
+    of its file. ValueError/SyntaxError when the source cannot be told apart."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
+    if fn.__name__ != "<lambda>":
+        fdef = tree.body[0]
+        if not isinstance(fdef, ast.FunctionDef) or fdef.name != fn.__name__:
+            raise ValueError("source is not a plain def")
+        fdef.decorator_list = []
+        return fdef
+    code = fn.__code__
+    params = list(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+    lams = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Lambda)
+        and n.lineno == code.co_firstlineno
+        and [a.arg for a in n.args.args + n.args.kwonlyargs] == params
+    ]
+    if len(lams) != 1:  # two lambdas alike on one line: which one is unknowable
+        raise ValueError("ambiguous lambda")
+    lam = lams[0]
+    ret = ast.copy_location(ast.Return(lam.body), lam.body)
+    return ast.copy_location(ast.FunctionDef("lambda__", lam.args, [ret], [], None), lam)
+
+
+def _build(fn: types.FunctionType) -> types.FunctionType:
+    fdef = _parse_def(fn)
     tail_returns(fdef)
     conv = _Converter(fdef)
     fdef.body = [s for stmt in fdef.body for s in _as_list(conv.visit(stmt))]
@@ -73,6 +94,7 @@ def _build(fn: types.FunctionType) -> types.FunctionType:
         [],
     )
     module = ast.Module([factory], [])
+    ast.fix_missing_locations(module)
     _relocate_missing(module, fdef)
     ns: dict[str, Any] = {}
     exec(compile(module, fn.__code__.co_filename, "exec"), fn.__globals__, ns)

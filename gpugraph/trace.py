@@ -243,9 +243,9 @@ class JitFunction:
         if self._converted is None:
             self._converted = self.fn
             if self.autograph:
-                from .autograph import convert
+                from .autograph import call
 
-                self._converted = convert(self.fn)
+                self._converted = call(self.fn)  # functions, lambdas and bound methods
         return self._converted
 
     def _names(self, args: tuple, static_idx: list[int], dynamic_tree: TreeDef) -> list[str]:

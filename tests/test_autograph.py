@@ -661,3 +661,13 @@ def test_concrete_tracing_is_eager_only():
     with pytest.raises(TraceError, match="truth value"):  # jit: abstract values
         gg.jit(gg.grad(loss), autograph=False)(x)
     np.testing.assert_allclose(gg.jit(gg.grad(loss))(x), 2 * x)  # jit + autograph: a cond
+
+
+def test_lambdas_and_bound_methods_convert_as_entries():
+    jl = gg.jit(lambda x: p_nested_if(x) + 1.0)  # the lambda's call is converted
+    jm = gg.jit(Scaler(3.0).apply)
+    for x in X4:
+        _close(jl(x), p_nested_if(x) + 1.0)
+        _close(jm(x), Scaler(3.0).apply(x))
+    assert jl.cache_size == jm.cache_size == 1
+    assert "ag__.call(p_nested_if)" in gg.autograph.to_source(jl)
