@@ -252,7 +252,8 @@ class Tracer:
             "value as a static argument (static_argnums) or use gg.where for a data-dependent "
             "choice. (gg.jit converts `if`/`while`/`for` on traced values into gg.cond / "
             "gg.while_loop in functions whose source it can read, autograph=True; code it does "
-            "not convert: lambdas, functions passed to gg.cond/gg.scan, code defined by exec)"
+            "not convert: functions passed to gg.cond/gg.scan/gg.grad outside jit, code defined by "
+            "exec, library code)"
         )
 
     def __array__(self, *a, **k):
