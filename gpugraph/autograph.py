@@ -80,8 +80,20 @@ def _parse_def(fn: types.FunctionType) -> ast.FunctionDef:
     return ast.copy_location(ast.FunctionDef("lambda__", lam.args, [ret], [], None), lam)
 
 
+def _strip_def_time_exprs(fdef: ast.FunctionDef) -> None:
+    """Defaults and annotations are evaluated where the ``def`` runs (our factory, where the
+    names they use may not exist); the new function takes ``fn.__defaults__`` instead."""
+    a = fdef.args
+    a.defaults, a.kw_defaults = [], [None] * len(a.kwonlyargs)
+    for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+        if arg is not None:
+            arg.annotation = None
+    fdef.returns = None
+
+
 def _build(fn: types.FunctionType) -> types.FunctionType:
     fdef = _parse_def(fn)
+    _strip_def_time_exprs(fdef)
     tail_returns(fdef)
     conv = _Converter(fdef)
     fdef.body = [s for stmt in fdef.body for s in _as_list(conv.visit(stmt))]
@@ -132,8 +144,8 @@ def convert(fn: Callable) -> Callable:
         if _convertible(fn):
             try:
                 got = _build(fn)
-            except (OSError, TypeError, ValueError, SyntaxError):
-                pass  # no readable source: run it as written
+            except (OSError, TypeError, ValueError, SyntaxError, NameError):
+                pass  # no readable (or no unambiguous) source: run it as written
         _CACHE[fn] = got
     return fn if got is _NOT_CONVERTIBLE else got
 

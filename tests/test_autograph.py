@@ -671,3 +671,17 @@ def test_lambdas_and_bound_methods_convert_as_entries():
         _close(jm(x), Scaler(3.0).apply(x))
     assert jl.cache_size == jm.cache_size == 1
     assert "ag__.call(p_nested_if)" in gg.autograph.to_source(jl)
+
+
+def test_defaults_and_annotations_come_from_the_function():
+    k = 3.0
+
+    def scaled(x: np.ndarray, s: float = k) -> np.ndarray:
+        if x.sum() > 0:
+            return x * s
+        return x
+
+    jf = gg.jit(lambda x, s=k: scaled(x) + s)
+    for x in X4:
+        _close(jf(x), scaled(x) + k)
+    assert jf.cache_size == 1
