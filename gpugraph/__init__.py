@@ -1,6 +1,7 @@
 """gpugraph: trace tensor code into a static graph, optimize, fuse, schedule, plan memory and
 run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
 
+from . import autograph
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
 from .control_flow import cond, fori_loop, scan, switch, while_loop
@@ -45,6 +46,7 @@ __all__ = [
     "Tracer",
     "UnsupportedError",
     "asnumpy",
+    "autograph",
     "cond",
     "fori_loop",
     "scan",

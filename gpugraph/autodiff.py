@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .autograph_ops import converting
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
 from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
@@ -40,18 +41,31 @@ class _Traced:
     graph: Graph
     out_tree: TreeDef
     captures: list[Any]
+    known: dict[Value, Any]  # values already computed while tracing (eager, concrete trace)
 
 
 def _trace(fn: Callable, flat: list[Any], in_tree: TreeDef, names: list[str]) -> _Traced:
     types = [type_of(x, f"argument {n}") for x, n in zip(flat, names)]
-    graph, out_tree, tr = trace_flat(fn, types, in_tree, names, label="autodiff")
-    return _Traced(graph, out_tree, [outer for outer, _ in tr.captures])
+    # Eager (no enclosing trace, no traced argument): trace on concrete values, so Python
+    # control flow on them works and the graph is the path taken. Under jit values are
+    # abstract and a Python `if` on them stays an error (or is converted by autograph).
+    eager = current_trace() is None and not any(isinstance(x, Tracer) for x in flat)
+    if not eager and converting():  # grad inside gg.jit(autograph=True): convert fn too
+        from .autograph import convert
+
+        fn = convert(fn)
+    graph, out_tree, tr = trace_flat(
+        fn, types, in_tree, names, label="autodiff", concrete=flat if eager else None
+    )
+    return _Traced(graph, out_tree, [outer for outer, _ in tr.captures], tr.concrete or {})
 
 
 def _eval_nodes(nodes: Sequence[Node], env: dict[Value, Any], own: bool = False) -> None:
     """Re-bind each node on the values in ``env`` (arrays or tracers of the caller's trace).
     ``own``: copy eager constants (arrays the function closed over) rather than refer to them."""
     for node in nodes:
+        if node.outputs and all(o in env for o in node.outputs):
+            continue  # computed already while tracing on concrete values
         if node.op == "constant" and current_trace() is None:
             value = node.attrs["value"]  # eager: the host array is the value
             env[node.output] = _owned(value) if own else value
@@ -97,6 +111,10 @@ def _fit(ct: Any, v: Value, node: Node | None, what: str) -> Any:
         f"shape {v.type.shape}"
     )
     return ct if t.dtype == v.type.dtype and not t.weak else astype(ct, v.type.dtype)
+
+
+def _is_constant(v: Value) -> bool:
+    return v.node is not None and v.node.op == "constant"
 
 
 def _owned(x: Any) -> Any:
@@ -156,13 +174,18 @@ class _Forward:
                     f"its dtype is {t.dtype}, and only floating-point inputs have gradients "
                     "(leave it out of argnums, or cast it with astype)"
                 )
+        if own:  # trace (and so compute, eagerly) on private copies
+            flat = [_owned(x) for x in flat]
         self.traced = _trace(fn, flat, self.in_tree, names)
         g = self.traced.graph
         self.wrt_inputs = [g.inputs[i] for i in wrt_idx]
         self._split_outputs(has_aux, fn)
         self.nodes = live_nodes(g)
-        inputs = [_owned(x) for x in flat] if own else flat
-        self.env: dict[Value, Any] = dict(zip(g.inputs, [*inputs, *self.traced.captures]))
+        self.env: dict[Value, Any] = dict(zip(g.inputs, [*flat, *self.traced.captures]))
+        known = self.traced.known  # computed while tracing on concrete values (from ``flat``)
+        if own:  # closed-over arrays became constants by reference: copy them too
+            known = {v: _owned(x) if _is_constant(v) else x for v, x in known.items()}
+        self.env.update(known)
         _eval_nodes(self.nodes, self.env, own)
         self.active = self._find_active()
 

@@ -410,6 +410,8 @@ class Compiled:
         for rec in self.pass_log:
             fired = ", ".join(f"{k} x{n}" for k, n in sorted(rec.rewrites.items()))
             lines.append(f"  {rec.name}: {rec.nodes_before} -> {rec.nodes_after} nodes; {fired}")
+        for note in self.traced_graph.meta.get("autograph", []):
+            lines.append(f"  autograph: {note}")
         for note in self.graph.meta.get("fusion_notes", []):
             lines.append(f"  fusion: {note}")
         lines.append(

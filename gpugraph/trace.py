@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
 from .ir import Graph, TensorType, check_shape, freeze
 from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
@@ -123,11 +124,16 @@ def trace_flat(
     in_tree: TreeDef,
     names: Sequence[str] | None,
     label: str = "jit",
+    concrete: Sequence[Any] | None = None,
 ) -> tuple[Graph, TreeDef, Trace]:
     """Run ``fn`` on tracers for the flattened arguments; return the graph, the output tree and
-    the finished trace (its ``captures`` list the outer tracers the function closed over)."""
+    the finished trace (its ``captures`` list the outer tracers the function closed over).
+    ``concrete`` (eager autodiff) gives the arguments' values: Python control flow on the
+    tracers then follows them (``Trace.concrete``)."""
     with Trace(label) as tr:
         tracers = [tr.new_input(t, n) for t, n in zip(types, names or [None] * len(types))]
+        if concrete is not None:
+            tr.concrete = {t.value: x for t, x in zip(tracers, concrete)}
         args = unflatten(in_tree, tracers)
         out = fn(*args)
         out_leaves, out_tree = flatten(out)
@@ -153,9 +159,12 @@ class JitFunction:
         options: Options,
         static_argnames: Sequence[str] = (),
         donate_argnums: Sequence[int] = (),
+        autograph: bool = True,
     ):
         self.fn = fn
         self.donate_argnums = tuple(sorted(set(donate_argnums)))
+        self.autograph = bool(autograph)
+        self._converted: Callable | None = None
         self.static_argnums = tuple(sorted(set(static_argnums)))
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
@@ -232,9 +241,19 @@ class JitFunction:
             it = iter(dyn)
             full = [dict(static[0])[i] if i in static_idx else next(it) for i in range(nargs)]
             kw = {**static_kw, **(next(it) if dyn_kw else {})}
-            return self.fn(*full, **kw)
+            return self._user_fn()(*full, **kw)
 
         return dynamic, static, call
+
+    def _user_fn(self) -> Callable:
+        """``fn`` with Python control flow on traced values converted (autograph), once."""
+        if self._converted is None:
+            self._converted = self.fn
+            if self.autograph:
+                from .autograph import call
+
+                self._converted = call(self.fn)  # functions, lambdas and bound methods
+        return self._converted
 
     def _names(self, args: tuple, static_idx: list[int], dynamic_tree: TreeDef) -> list[str]:
         labels = [self._arg_name(i) for i in range(len(args)) if i not in static_idx]
@@ -258,7 +277,9 @@ class JitFunction:
         key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
         if compiled is None:
-            graph, out_tree, _ = trace_flat(call, types, tree, names)
+            with record_conversions(self.autograph) as notes:
+                graph, out_tree, _ = trace_flat(call, types, tree, names)
+            graph.meta["autograph"] = list(notes)
             donated = self._donated_leaves(args, static_idx, tree)
             compiled = Compiled(graph, tree, out_tree, self.options, names, donated)
             compiled.reserve_out = self._out_kw
@@ -301,7 +322,8 @@ class JitFunction:
         if any(isinstance(x, Tracer) for x in leaves):
             if out is not None:
                 raise GpuGraphError("out= cannot be used inside a traced function")
-            return self.fn(*args, **kwargs)  # jit inside a trace: inline into the outer graph
+            # jit inside a trace: inline into the outer graph
+            return self._user_fn()(*args, **kwargs)
         if any(isinstance(x, ShapeDtype) for x in leaves):
             raise GpuGraphError(
                 "a gg.ShapeDtype was passed to a call; ShapeDtype describes an argument without "
@@ -376,6 +398,7 @@ def jit(
     unsafe_math: bool = False,
     vectorize: bool = True,
     donate_argnums: int | Sequence[int] = (),
+    autograph: bool = True,
 ) -> Any:
     """Trace ``fn`` into a static graph and compile it per input signature.
 
@@ -388,6 +411,9 @@ def jit(
     same shape and dtype may be written into it, and the donated array must not be used
     afterwards (NumPy marks it read-only; passing it again raises ``DonationError``). See
     ``gpugraph.buffers``.
+    ``autograph=True`` converts Python ``if``/``while``/``for`` on traced values into
+    gg.cond / gg.while_loop / gg.fori_loop / gg.scan (docs/control-flow.md); ``False`` traces
+    the function as written. A static argument retraces for every new value (as in JAX).
     """
     static_argnums = _check_static_argnums(static_argnums)
     donate_argnums = _check_donate_argnums(donate_argnums)
@@ -410,5 +436,7 @@ def jit(
         streams = int(streams)
     options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
     if fn is None:
-        return lambda f: JitFunction(f, static_argnums, options, static_argnames, donate_argnums)
-    return JitFunction(fn, static_argnums, options, static_argnames, donate_argnums)
+        return lambda f: JitFunction(
+            f, static_argnums, options, static_argnames, donate_argnums, autograph
+        )
+    return JitFunction(fn, static_argnums, options, static_argnames, donate_argnums, autograph)

@@ -105,6 +105,28 @@ class Trace:
         self.active = False
         self.loc = user_loc()  # where the user started this trace, for escaped-tracer errors
         self._warned: set[int] = set()  # ids of captured arrays already warned about
+        # Eager autodiff traces on concrete arguments: the known value of each Value so far
+        # (None in a jit trace, where values are abstract). Python control flow then follows
+        # the actual values and the graph records the path taken, as in JAX/PyTorch eager.
+        self.concrete: dict[Value, Any] | None = None
+        self._n_evaluated = 0
+
+    def known_value(self, v: Value) -> Any:
+        """The concrete value of ``v`` (a concrete trace only): the nodes recorded since the
+        last call are evaluated eagerly, each once."""
+        from .ops.core import _eager
+        from .ops.registry import get_op
+
+        env = self.concrete
+        nodes = self.builder.nodes
+        for node in nodes[self._n_evaluated :]:
+            if node.op == "constant":
+                outs: Any = node.attrs["value"]
+            else:
+                outs = _eager(get_op(node.op), [env[i] for i in node.inputs], node.attrs)
+            env.update(zip(node.outputs, outs if isinstance(outs, tuple) else (outs,)))
+        self._n_evaluated = len(nodes)
+        return env[v]
 
     def __enter__(self) -> Trace:
         trace_stack().append(self)
@@ -222,11 +244,16 @@ class Tracer:
 
     # -- things a static graph cannot do ----------------------------------------------
     def __bool__(self) -> bool:
+        if self.trace.concrete is not None:
+            return bool(self.trace.known_value(self.value))
         raise TraceError(
             f"the truth value of a traced array ({self.value.type}) is not known while "
             f"tracing (at {user_loc()}): a Python `if`/`while` cannot depend on it. Pass the "
             "value as a static argument (static_argnums) or use gg.where for a data-dependent "
-            "choice"
+            "choice. (gg.jit converts `if`/`while`/`for` on traced values into gg.cond / "
+            "gg.while_loop in functions whose source it can read, autograph=True; code it does "
+            "not convert: functions passed to gg.cond/gg.scan/gg.grad outside jit, code defined by "
+            "exec, library code)"
         )
 
     def __array__(self, *a, **k):
@@ -236,6 +263,9 @@ class Tracer:
         )
 
     def _concrete(self, what: str):
+        if self.trace.concrete is not None:  # eager autodiff: the value is known (a constant
+            x = self.trace.known_value(self.value)  # of the recorded path, as .item() in torch)
+            return {"float": float, "int": int}.get(what, np.asarray(x).__index__)(x)
         raise TraceError(
             f"a traced array ({self.value.type}) cannot be converted to a Python {what} while "
             f"tracing (at {user_loc()}): its value is not known yet. Values that decide shapes, "

@@ -1,0 +1,171 @@
+"""Run-time helpers for converted loops: ``ag__.while_stmt``, ``ag__.for_stmt``,
+``ag__.range_``. Python iterables and tests run as Python; a traced test, a range with a
+traced bound or a traced array becomes gg.while_loop / gg.fori_loop / gg.scan whose carries
+are the variables the body assigns that have a value before the loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .autograph_ops import Undefined, _check_values, _mismatch, _note, _to_pred, if_stmt
+from .errors import DTypeError, ShapeError, TraceError
+from .tracer import Tracer, user_loc
+
+
+# -- loops --------------------------------------------------------------------------------
+def _carry_setup(names, init, live, info, loc, what):
+    carry_idx = [i for i, v in enumerate(init) if not isinstance(v, Undefined)]
+    for i, v in enumerate(init):
+        if isinstance(v, Undefined) and names[i] in live:
+            line = info[1].get(names[i], info[0])
+            raise TraceError(
+                f"variable {names[i]!r} is first assigned inside a {what} on a traced value "
+                f"(line {line}) and used after it; give it a value before the loop (line "
+                f"{info[0]}) so it can be a loop carry (at {loc})"
+            )
+    cnames = [names[i] for i in carry_idx]
+    _check_values(cnames, [init[i] for i in carry_idx], "entering the loop", loc)
+    return carry_idx, cnames
+
+
+def _merge(init, idx, carry):
+    vals = list(init)
+    for i, v in zip(idx, carry):
+        vals[i] = v
+    return tuple(vals)
+
+
+def _loop_error(cnames, init_c, seen, e, loc):
+    if "body" not in seen:
+        raise e
+    _mismatch(cnames, init_c, seen["body"], "entering the loop", "after the loop body", e, loc)
+
+
+def _graph_while(test_fn, body_fn, get_vars, set_vars, names, live, info, loc, opts) -> None:
+    from .control_flow import while_loop
+
+    _note("while -> gg.while_loop", loc)
+    init = get_vars()
+    idx, cnames = _carry_setup(names, init, live, info, loc, "`while` loop")
+    seen: dict[str, tuple] = {}
+
+    def cond_fun(carry):
+        set_vars(_merge(init, idx, carry))
+        c = test_fn()
+        return _to_pred(c, "a `while`", loc) if isinstance(c, Tracer) else bool(c)
+
+    def body_fun(carry):
+        set_vars(_merge(init, idx, carry))
+        body_fn()
+        vals = get_vars()
+        seen["body"] = out = tuple(vals[i] for i in idx)
+        _check_values(cnames, out, "after the loop body", loc)
+        return out
+
+    init_c = tuple(init[i] for i in idx)
+    try:
+        out = while_loop(cond_fun, body_fun, init_c, **opts)
+    except (ShapeError, DTypeError) as e:
+        _loop_error(cnames, init_c, seen, e, loc)
+    set_vars(_merge(init, idx, out))
+
+
+def while_stmt(test_fn, body_fn, get_vars, set_vars, names, live, info, **opts) -> None:
+    """``while test_fn(): body_fn()``: Python iterations while the test is a Python value; from
+    the first traced test on, the rest of the loop is one gg.while_loop."""
+    while True:
+        c = test_fn()
+        if isinstance(c, Tracer):
+            loc = user_loc()
+            return _graph_while(test_fn, body_fn, get_vars, set_vars, names, live, info, loc, opts)
+        if not c:
+            return
+        body_fn()
+
+
+class TracedRange:
+    """``range(...)`` with a traced bound: a for loop over it becomes gg.fori_loop."""
+
+    def __init__(self, args: tuple, loc: str) -> None:
+        self.args, self.loc = args, loc
+
+    def bounds(self) -> tuple[Any, Any]:
+        if len(self.args) == 3:
+            step = self.args[2]
+            if isinstance(step, Tracer) or step != 1:
+                raise TraceError(
+                    f"range() with a traced bound and step {step!r} cannot be converted (at "
+                    f"{self.loc}); write a `while` loop with an explicit counter"
+                )
+        return (0, self.args[0]) if len(self.args) == 1 else (self.args[0], self.args[1])
+
+    def __iter__(self):
+        raise TraceError(
+            f"range() with a traced bound is iterated outside a `for` statement (a "
+            f"comprehension, generator or list()) (at {self.loc}): its length would depend on "
+            "a traced value. Use a `for` statement, gg.fori_loop or gg.scan, or make the bound "
+            "static (static_argnums)"
+        )
+
+    def __len__(self):
+        self.__iter__()
+
+
+def range_(*args: Any) -> Any:
+    if any(isinstance(a, Tracer) for a in args):
+        return TracedRange(args, user_loc())
+    return range(*args)
+
+
+def _guarded(pred, fn, get_vars, set_vars, names, info) -> None:
+    """``if pred: fn()`` for a loop body after a traced `break`: the outputs are the
+    variables that have a value now (the body's temporaries stay inside)."""
+    live = {n for n, v in zip(names, get_vars()) if not isinstance(v, Undefined)}
+    if_stmt(pred, fn, lambda: None, get_vars, set_vars, names, live, (info[0], None, {}))
+
+
+def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info) -> None:
+    """``for x in iterable: body_fn(x)`` (stopping when ``extra_test()``, the negated break
+    flag, is false): Python iteration over Python iterables; gg.fori_loop over a range with
+    traced bounds; gg.scan over a traced array's leading axis."""
+    if not isinstance(iterable, (Tracer, TracedRange)):
+        for x in iterable:
+            t = extra_test() if extra_test is not None else True
+            if isinstance(t, Tracer):  # a break taken under a traced condition earlier
+                _guarded(t, lambda x=x: body_fn(x), get_vars, set_vars, names, info)
+            elif not t:
+                break
+            else:
+                body_fn(x)
+        return
+    from .control_flow import fori_loop, scan
+
+    loc = user_loc()
+    init = get_vars()
+    idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop")
+    seen: dict[str, tuple] = {}
+
+    def step(x, carry):
+        set_vars(_merge(init, idx, carry))
+        t = extra_test() if extra_test is not None else True
+        if isinstance(t, Tracer):
+            _guarded(t, lambda: body_fn(x), get_vars, set_vars, names, info)
+        elif t:
+            body_fn(x)
+        vals = get_vars()
+        seen["body"] = out = tuple(vals[i] for i in idx)
+        _check_values(cnames, out, "after the loop body", loc)
+        return out
+
+    init_c = tuple(init[i] for i in idx)
+    try:
+        if isinstance(iterable, TracedRange):
+            _note("for range -> gg.fori_loop", loc)
+            lo, hi = iterable.bounds()
+            out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
+        else:
+            _note("for over array -> gg.scan", loc)
+            out, _ = scan(lambda c, x: (step(x, c), None), init_c, iterable)
+    except (ShapeError, DTypeError) as e:
+        _loop_error(cnames, init_c, seen, e, loc)
+    set_vars(_merge(init, idx, out))
