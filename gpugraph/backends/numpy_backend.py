@@ -41,7 +41,7 @@ def make_program(ex: Any) -> Callable[..., list]:
     params = [f"i{k}" for k in range(len(graph.inputs))]
     name.update(zip(graph.inputs, params))
     lines: list[str] = []
-    blas_policy, gemms = blas.policy(), 0
+    blas_policy, gemms, switches = blas.policy(), 0, False
     for p, v in ex.fresh_at.items():
         ns[f"_e{p}"] = functools.partial(np.empty, v.type.shape, v.type.dtype)
         lines.append(f"if r{p} is None: r{p} = _e{p}()")
@@ -72,7 +72,9 @@ def make_program(ex: Any) -> Callable[..., list]:
         flops = get_op(node.op).extra.get("flops")
         if flops is not None and blas_policy is not None:
             gemms += 1
-            line = _with_threads(line, blas_policy, flops(node))
+            switched = _with_threads(line, blas_policy, flops(node))
+            switches |= switched != line  # a big GEMM: it restores the caller's count
+            line = switched
         lines.append(line)
     results = []
     for p, v in enumerate(graph.outputs):
@@ -81,7 +83,10 @@ def make_program(ex: Any) -> Callable[..., list]:
             lines.append(f"if r{p} is None: r{p} = _copy({name[v]})")
             lines.append(f"else: _copyto(r{p}, {name[v]})")
     signature = ", ".join(params + [f"r{p}=None" for p in range(len(graph.outputs))])
-    if gemms and blas_policy is not None:  # the BLAS thread policy, restored on the way out
+    # the BLAS thread policy, restored on the way out; a region body with small GEMMs only
+    # leaves it to its region, which sets it once per run instead of twice an iteration
+    scoped = bool(gemms and blas_policy is not None and (ex.blas_scope or switches))
+    if scoped:
         ns.update(_get=blas.get_threads, _set=blas.set_threads)
         small = blas_policy.small or "_caller"
         lines = (
@@ -94,6 +99,7 @@ def make_program(ex: Any) -> Callable[..., list]:
     exec(compile(source, "<gpugraph program>", "exec"), ns)
     program = ns["program"]
     program.source = source  # what one call does, for debugging and tests
+    program.gemms, program.blas_scoped = gemms, scoped
     return program
 
 
