@@ -172,6 +172,29 @@ class CondRunner(RegionRunner):
         self.order[k].program(*ins[1:], *outs)
 
 
+def _call_lines(plan: BodyPlan, ins: list[str], outs: list[str], prefix: str) -> tuple:
+    """One run of ``plan`` over a driver's names: the body program's own lines where the
+    backend can inline them (NumPy, when the body leaves the BLAS policy to its region), else
+    one call of the program. Returns (lines, globals)."""
+    program = plan.program
+    inline = getattr(program, "inline", None)
+    if inline is not None and not getattr(program, "blas_scoped", False):
+        return inline(ins, outs, prefix)
+    return [f"{prefix}p({', '.join(ins + outs)})"], {f"{prefix}p": program}
+
+
+def _make_driver(name: str, params: list[str], lines: list[str], ns: dict) -> Any:
+    source = f"def {name}({', '.join(params)}):\n" + "".join(f"    {x}\n" for x in lines)
+    exec(compile(source, f"<gpugraph {name}>", "exec"), ns)
+    driver = ns[name]
+    driver.source = source  # what one run does, for debugging and tests
+    return driver
+
+
+def _names(stem: str, n: int) -> list[str]:
+    return [f"{stem}{k}" for k in range(n)]
+
+
 class WhileRunner(RegionRunner):
     def __init__(self, node: Node, backend: Any) -> None:
         super().__init__(node, backend)
@@ -182,32 +205,44 @@ class WhileRunner(RegionRunner):
             "body": BodyPlan(a["body_graph"], backend),
         }
         self._pred: Any = None
+        self._driver: Any = None
 
     def carry_types(self) -> list[TensorType]:
         return [v.type for v in self.node.outputs]
 
+    def driver(self) -> Any:
+        """``drive(*carries, *consts, *b0, *b1, pred) -> steps``: the whole loop as generated
+        straight-line Python, unrolled twice so the carry swap is in the names (iteration 0
+        reads the inputs and writes b0; odd ones read b0, even ones read b1)."""
+        if self._driver is None:
+            n, nk = self.n, len(self.node.inputs) - self.n
+            c, k, b0, b1 = _names("c", n), _names("k", nk), _names("a", n), _names("b", n)
+            ns: dict = {"_limit_error": self._limit_error}
+            cond, body = self.plans["cond"], self.plans["body"]
+
+            def step(src: list[str], dst: list[str]) -> list[str]:
+                lines, globs = _call_lines(cond, src + k, ["pred"], "_c")
+                ns.update(globs)
+                lines += ["if not pred: return steps"]  # the one host read per iteration
+                if self.max_steps is not None:
+                    lines += [f"if steps >= {self.max_steps}: _limit_error()"]
+                more, globs = _call_lines(body, src + k, dst, "_b")
+                ns.update(globs)
+                return lines + more + ["steps += 1"]
+
+            lines = ["steps = 0", *step(c, b0), "while True:"]
+            lines += ["    " + x for x in step(b0, b1) + step(b1, b0)]
+            self._driver = _make_driver("drive", c + k + b0 + b1 + ["pred"], lines, ns)
+        return self._driver
+
+    def _limit_error(self) -> None:
+        raise loop_limit_error(self.max_steps, self.loc)
+
     def run(self, ins: list, outs: list) -> None:
-        cond, body = self.plans["cond"].program, self.plans["body"].program
         if self._pred is None:
             self._pred = self.backend.empty(TensorType((), np.bool_))
-        pred = self._pred
-        consts = tuple(ins[self.n :])
         b0, b1 = self.bufs
-        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
-        reads = (tuple(ins), (*b0, *consts), (*b1, *consts))
-        cond_args = [(*r, pred) for r in reads]
-        body_args = [(*reads[0], *b0), (*reads[1], *b1), (*reads[2], *b0)]
-        steps, at, limit = 0, 0, self.max_steps
-        while True:
-            cond(*cond_args[at])
-            if not pred:  # the one host read per iteration
-                break
-            if limit is not None and steps >= limit:
-                raise loop_limit_error(limit, self.loc)
-            body(*body_args[at])
-            steps += 1
-            at = 1 if steps & 1 else 2
-        self.trips = steps
+        steps = self.trips = self.driver()(*ins, *b0, *b1, self._pred)
         final = ins[: self.n] if steps == 0 else (b0 if steps & 1 else b1)
         for o, c in zip(outs, final):
             o[...] = c
@@ -224,25 +259,42 @@ class ScanRunner(RegionRunner):
             a["reverse"],
         )
         self.plans = {"body": BodyPlan(a["body"], backend)}
+        self._driver: Any = None
 
     def carry_types(self) -> list[TensorType]:
         return [v.type for v in self.node.outputs[: self.nc]]
 
+    def driver(self) -> Any:
+        """``drive(order, *carries, *xs, *consts, *b0, *b1, *ys)``: the whole scan as generated
+        straight-line Python, unrolled twice so the carry swap is in the names; each step
+        takes its rows of xs and ys as views (``[t, ...]`` keeps a 0-d row an array)."""
+        if self._driver is None:
+            node, nc, nx = self.node, self.nc, self.nx
+            nk, ny = len(node.inputs) - nc - nx, len(node.outputs) - nc
+            c, X, k = _names("c", nc), _names("X", nx), _names("k", nk)
+            b0, b1, Y = _names("a", nc), _names("b", nc), _names("Y", ny)
+            x, y = _names("x", nx), _names("y", ny)
+            rows = [f"{r} = {A}[t, ...]" for r, A in zip(x + y, X + Y)]
+            ns: dict = {}
+
+            def step(src: list[str], dst: list[str]) -> list[str]:
+                lines, globs = _call_lines(self.plans["body"], src + x + k, dst + y, "_b")
+                ns.update(globs)
+                return rows + lines
+
+            lines = ["it = iter(order)", "for t in it:"]
+            lines += ["    " + s for s in step(c, b0) + ["break"]]
+            lines += ["for t in it:"] + ["    " + s for s in step(b0, b1)]
+            lines += ["    for t in it:"] + ["        " + s for s in step(b1, b0) + ["break"]]
+            params = ["order", *c, *X, *k, *b0, *b1, *Y]
+            self._driver = _make_driver("drive", params, lines, ns)
+        return self._driver
+
     def run(self, ins: list, outs: list) -> None:
-        body = self.plans["body"].program
-        nc, nx = self.nc, self.nx
-        xs, consts, ys = ins[nc : nc + nx], tuple(ins[nc + nx :]), outs[nc:]
+        nc = self.nc
         b0, b1 = self.bufs
         order = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
-        # row views made up front (x[t, ...] keeps a 0-d row an array, which out= needs)
-        x_rows = [tuple(x[t, ...] for x in xs) for t in order]
-        y_rows = [tuple(y[t, ...] for y in ys) for t in order]
-        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
-        first = (tuple(ins[:nc]), tuple(b0))
-        pairs = ((tuple(b0), tuple(b1)), (tuple(b1), tuple(b0)))
-        for k, (xr, yr) in enumerate(zip(x_rows, y_rows)):
-            src, dst = first if k == 0 else pairs[not k & 1]
-            body(*src, *xr, *consts, *dst, *yr)
+        self.driver()(order, *ins, *b0, *b1, *outs[nc:])
         self.trips = self.length
         final = ins[:nc] if self.length == 0 else (b0 if self.length & 1 else b1)
         for o, c in zip(outs[:nc], final):
