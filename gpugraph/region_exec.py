@@ -6,11 +6,14 @@ memory-aware order, a one-stream schedule, a memory plan and an ``Executable``. 
 run the body's arena is allocated and the body becomes a program ``f(*inputs, *dests)``: on
 NumPy the same generated straight-line function the top-level dispatch uses (every call bound
 once, small fused groups inlined as direct ufunc calls), elsewhere its launches on the caller's
-stream. An iteration is one call of that program with a prebuilt argument tuple: no
-re-tracing, no re-planning, no array allocated. Loop carries live in two buffers made on the
-first run (iteration k reads one and writes the other); a scan's per-step outputs are written
-straight into the rows of the node's stacked outputs. A while loop reads its predicate once per
-iteration (on CuPy: one small device-to-host copy, which also waits for the step's kernels).
+stream. A loop's driver is generated too: one function per while/scan node whose loop, unrolled
+twice so that the carry swap is in the names, holds the body program's own lines (its
+``inline`` hook) or, where it has none, one call of it. An iteration is then a handful of
+direct ufunc calls: no re-tracing, no re-planning, no array or argument list made. Loop carries
+live in two buffers made on the first run (iteration k reads one and writes the other); a
+scan's per-step outputs are written straight into views of the rows of its stacked outputs.
+A while loop reads its predicate once per iteration (on CuPy: one small device-to-host copy,
+which also waits for the step's kernels).
 Body programs leave the BLAS thread policy to their region, which sets it once per run.
 
 Body plans are handed to ``runtime.COMPILED_OBSERVERS`` like top-level ones (the test suite's
