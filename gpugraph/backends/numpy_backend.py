@@ -5,7 +5,9 @@ call costs the array operations and little else: every launch's callable (a ufun
 or a runner), every arena view and every constant is bound once as a global of that function;
 only the inputs and the output buffers are its parameters. A launch whose runner has a
 ``call`` attribute (``f(*ins, out=o)``) is called directly; one with an ``inline`` method (a
-small fused group) contributes its own lines; others get ``runner(ins, outs)``.
+small fused group) contributes its own lines; others get ``runner(ins, outs)``. The program's
+own ``inline`` gives its lines over a caller's names, so that a region's generated loop driver
+(region_exec) holds its body's lines instead of calling it.
 """
 
 from __future__ import annotations
