@@ -9,11 +9,12 @@
    gpugraph ``jit(value_and_grad)`` of ``gg.scan`` vs hand-written BPTT in Python over NumPy vs
    ``jax.jit(jax.value_and_grad)`` of ``jax.lax.scan``.
 
-Reported: median wall time of one call over repeats (after warm-up), in microseconds per loop
-iteration; ratio = peer / gpugraph (> 1: gpugraph is faster).
+Reported: median wall time of one call over repeats (after warm-up; the implementations are
+timed interleaved, round by round, so load on a shared machine hits them alike), in
+microseconds per loop iteration; ratio = peer / gpugraph (> 1: gpugraph is faster).
 
-    python bench/bench_control_flow.py [--repeats K]
-writes bench/results/control-flow-cpu-<date>.{md,json}
+    python bench/bench_control_flow.py [--repeats K] [--tag NAME]
+writes bench/results/control-flow-cpu-<date>[-NAME].{md,json}
 """
 
 from __future__ import annotations
@@ -37,15 +38,19 @@ N_ITER, N_VEC = 2000, 64
 T, H = 200, 64
 
 
-def median_us(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def medians_us(fns: dict, repeats: int) -> dict:
+    """Median µs of one call of each function, interleaved: every round times each function
+    once, so load from other processes on the shared machine hits all of them alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+        fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
 
 
 # ---- 1. fori_loop --------------------------------------------------------------------------
@@ -101,7 +106,8 @@ def np_rnn_value_and_grad(w, xs):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--tag", default="", help="suffix of the results file names")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     x = rng.standard_normal(N_VEC).astype(np.float32)
@@ -116,10 +122,10 @@ def main() -> None:
     for f in (fused, unfused, np_fori_out):
         np.testing.assert_allclose(f(x, a, b), ref, rtol=1e-5, atol=1e-6)
     fori = {
-        "gpugraph jit (fused body)": median_us(lambda: fused(x, a, b), args.repeats),
-        "gpugraph jit (unfused)": median_us(lambda: unfused(x, a, b), args.repeats),
-        "Python loop over NumPy": median_us(lambda: np_fori(x, a, b), args.repeats),
-        "Python loop over NumPy, out=": median_us(lambda: np_fori_out(x, a, b), args.repeats),
+        "gpugraph jit (fused body)": lambda: fused(x, a, b),
+        "gpugraph jit (unfused)": lambda: unfused(x, a, b),
+        "Python loop over NumPy": lambda: np_fori(x, a, b),
+        "Python loop over NumPy, out=": lambda: np_fori_out(x, a, b),
     }
     vg = gg.jit(gg.value_and_grad(gg_rnn_loss), backend="numpy")
     vg_unfused = gg.jit(gg.value_and_grad(gg_rnn_loss), backend="numpy", fuse=False)
@@ -128,9 +134,9 @@ def main() -> None:
     np.testing.assert_allclose(l_gg, l_ref, rtol=1e-4)
     np.testing.assert_allclose(g_gg, g_ref, rtol=1e-3, atol=1e-4)
     rnn = {
-        "gpugraph jit(value_and_grad)": median_us(lambda: vg(w, xs), args.repeats),
-        "gpugraph jit(value_and_grad), unfused": median_us(lambda: vg_unfused(w, xs), args.repeats),
-        "Python BPTT over NumPy": median_us(lambda: np_rnn_value_and_grad(w, xs), args.repeats),
+        "gpugraph jit(value_and_grad)": lambda: vg(w, xs),
+        "gpugraph jit(value_and_grad), unfused": lambda: vg_unfused(w, xs),
+        "Python BPTT over NumPy": lambda: np_rnn_value_and_grad(w, xs),
     }
     versions = {
         "numpy": np.__version__,
@@ -161,14 +167,11 @@ def main() -> None:
         jx_vg = jax.jit(jax.value_and_grad(jx_loss))
         np.testing.assert_allclose(np.asarray(jx_fori(x, a, b)), ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(jx_vg(w, xs)[1]), g_ref, rtol=1e-3, atol=1e-4)
-        fori["jax.jit(lax.fori_loop)"] = median_us(
-            lambda: jx_fori(x, a, b).block_until_ready(), args.repeats
-        )
-        rnn["jax.jit(value_and_grad(lax.scan))"] = median_us(
-            lambda: jax.block_until_ready(jx_vg(w, xs)), args.repeats
-        )
+        fori["jax.jit(lax.fori_loop)"] = lambda: jx_fori(x, a, b).block_until_ready()
+        rnn["jax.jit(value_and_grad(lax.scan))"] = lambda: jax.block_until_ready(jx_vg(w, xs))
     except ImportError as e:
         print(f"jax not available: {e}")
+    fori, rnn = medians_us(fori, args.repeats), medians_us(rnn, args.repeats)
 
     for name, table, n, base in (
         (
@@ -203,15 +206,15 @@ def main() -> None:
         "versions": versions,
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"control-flow-cpu-{date}"
+    stem = RESULTS / f"control-flow-cpu-{date}{'-' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
         "# Control-flow benchmark (CPU)",
         "",
         f"{meta['device']}, {date}; versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"Median of {args.repeats} calls after 2 warm-up calls. ratio = peer time / gpugraph time "
-        "(> 1: gpugraph faster).",
+        f"Median of {args.repeats} calls after 2 warm-up calls, implementations interleaved "
+        "(each round times each once). ratio = peer time / gpugraph time (> 1: gpugraph faster).",
         "",
         "| benchmark | implementation | µs per call | µs per iteration | ratio |",
         "|---|---|---:|---:|---:|",

@@ -2,13 +2,19 @@
 
 A region node's runner (installed as the ``prepare`` hook of ``cond``/``while``/``scan`` for
 the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``: the
-memory-aware order, a one-stream schedule, a memory plan and an ``Executable`` whose arena is
-allocated once. Running a body is ``launch_all`` over a reused environment dict with the body's
-outputs bound straight to their destinations: no re-tracing, no re-planning, and no array
-allocated per iteration. Loop carries live in two buffers allocated at lowering (iteration k
-reads one and writes the other); a scan's per-step outputs are written straight into the rows
-of the node's stacked outputs. A while loop reads its predicate once per iteration (on CuPy:
-one small device-to-host copy, which also waits for the step's kernels).
+memory-aware order, a one-stream schedule, a memory plan and an ``Executable``. On the first
+run the body's arena is allocated and the body becomes a program ``f(*inputs, *dests)``: on
+NumPy the same generated straight-line function the top-level dispatch uses (every call bound
+once, small fused groups inlined as direct ufunc calls), elsewhere its launches on the caller's
+stream. A loop's driver is generated too: one function per while/scan node whose loop, unrolled
+twice so that the carry swap is in the names, holds the body program's own lines (its
+``inline`` hook) or, where it has none, one call of it. An iteration is then a handful of
+direct ufunc calls: no re-tracing, no re-planning, no array or argument list made. Loop carries
+live in two buffers made on the first run (iteration k reads one and writes the other); a
+scan's per-step outputs are written straight into views of the rows of its stacked outputs.
+A while loop reads its predicate once per iteration (on CuPy: one small device-to-host copy,
+which also waits for the step's kernels).
+Body programs leave the BLAS thread policy to their region, which sets it once per run.
 
 Body plans are handed to ``runtime.COMPILED_OBSERVERS`` like top-level ones (the test suite's
 race sweep reschedules them on several streams); kernels fused inside bodies reach
@@ -17,10 +23,12 @@ race sweep reschedules them on several streams); kernels fused inside bodies rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .backends import blas
 from .errors import UnsupportedError
 from .ir import Graph, Node, TensorType
 from .memory import plan_memory, reorder_for_memory
@@ -30,7 +38,7 @@ from .schedule import schedule
 
 
 class BodyPlan:
-    """One sub-graph compiled once: its plan and arena; ``bind`` resolves its launches."""
+    """One sub-graph compiled once: its plan, and (on first use) its arena and program."""
 
     def __init__(self, graph: Graph, backend: Any) -> None:
         from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
@@ -39,88 +47,54 @@ class BodyPlan:
         self.schedule = schedule(self.graph, 1)
         self.memory = plan_memory(self.graph, self.schedule)
         self.executable = Executable(self.graph, self.schedule, self.memory, backend)
+        self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
         self.backend = backend
-        self.env: dict = dict(self.executable.fixed)
-        # outputs the body writes itself (bound to the destination); the rest (an input passed
-        # through, a constant, a second mention of one value) are copied into it
-        seen: set = set()
-        self.direct = []
-        for v in self.graph.outputs:
-            self.direct.append(self.memory.slots[v].kind == "output" and v not in seen)
-            seen.add(v)
+        self._program: Callable[..., list] | None = None
         for observe in COMPILED_OBSERVERS:
             observe(self)
 
-    def bind(self, args: list, dests: list) -> Bound:
-        """The launch list resolved to arrays for these inputs and destinations: running it is
-        one call per launch (the body has one stream, the caller's, so no events)."""
-        env = dict(self.env)
-        env.update(zip(self.graph.inputs, args))
-        for v, direct, d in zip(self.graph.outputs, self.direct, dests):
-            if direct:
-                env[v] = d
-        fixed = self.executable.fixed
-        steps = []
-        for launch in self.executable.launches:
-            ins = [env[v] for v in launch.inputs]
-            if launch.runner is None:  # a view: made once here, not per iteration
-                out = launch.outputs[0]
-                if out not in fixed:
-                    env[out] = ins[0].reshape(out.type.shape)
-                continue
-            steps.append((launch.runner, ins, [env[v] for v in launch.outputs]))
-        copies = [
-            [d, env[v]]
-            for v, direct, d in zip(self.graph.outputs, self.direct, dests)
-            if not direct
-        ]
-        return Bound(steps, copies)
+    @property
+    def program(self) -> Callable[..., list]:
+        """``f(*inputs, *dests)``: one run of the body writing its outputs into ``dests``. The
+        backend's straight-line program where it has one (NumPy: the generated function of
+        the top-level dispatch, fused groups inlined), else the launches on the caller's
+        stream. Made, with the arena, on the first run (``lower()`` allocates nothing)."""
+        if self._program is None:
+            ex = self.executable  # both makers read ex.fixed: the arena is allocated here
+            self._program = ex.backend.program(ex) or _launch_program(ex)
+        return self._program
 
     @property
     def arena_bytes(self) -> int:
         return self.memory.arena_bytes
 
 
-class Bound:
-    """A body's launches bound to arrays; calling it runs them once. ``slots`` (after
-    ``find``) lists the places holding a row placeholder, which a scan re-points to the
-    current step's row of its xs or ys before each call."""
+def _launch_program(ex: Any) -> Callable[..., list]:
+    """A body as a program for backends without ``program`` (CuPy): every launch on the
+    current stream, the caller's (a body has one stream, so no events)."""
+    graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
+    n = len(graph.inputs)
 
-    __slots__ = ("steps", "copies", "slots")
+    def run(*arrays: Any) -> list:
+        dests = list(arrays[n:])
+        env = dict(fixed)
+        env.update(zip(graph.inputs, arrays[:n]))
+        for p, v in fresh_at.items():
+            env[v] = dests[p]
+        for launch in ex.launches:
+            ins = [env[v] for v in launch.inputs]
+            if launch.runner is None:  # a view of an input or an output
+                out = launch.outputs[0]
+                if out not in fixed:
+                    env[out] = ins[0].reshape(out.type.shape)
+                continue
+            launch.runner(ins, [env[v] for v in launch.outputs])
+        for p, v in enumerate(graph.outputs):
+            if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
+                dests[p][...] = env[v]
+        return dests
 
-    def __init__(self, steps: list, copies: list) -> None:
-        self.steps, self.copies = steps, copies
-        self.slots: list[tuple[list, int, Any]] = []
-
-    def find(self) -> None:
-        """Remember every slot holding a row placeholder (its key says which row and view)."""
-        for _, ins, outs in self.steps:
-            for lst in (ins, outs):
-                self.slots += [(lst, i, a.key) for i, a in enumerate(lst) if isinstance(a, _Row)]
-        for pair in self.copies:
-            self.slots += [(pair, i, a.key) for i, a in enumerate(pair) if isinstance(a, _Row)]
-
-    def __call__(self) -> None:
-        for runner, ins, outs in self.steps:
-            runner(ins, outs)
-        for d, src in self.copies:
-            d[...] = src
-
-
-class _Row:
-    """Placeholder for row ``t`` of the k-th xs or ys array while binding a scan body; a view
-    of it (a reshape in the body) is a placeholder too, resolved with the row."""
-
-    def __init__(self, key: tuple) -> None:
-        self.key = key  # ("x" | "y", k) or ("x" | "y", k, shape) for a view of the row
-
-    def reshape(self, shape) -> _Row:
-        return _Row((*self.key[:2], tuple(shape)))
-
-
-def _row(arrays: dict, key: tuple, t: int) -> Any:
-    a = arrays[key[:2]][t, ...]
-    return a.reshape(key[2]) if len(key) > 2 else a
+    return run
 
 
 def _check_not_capturing(backend: Any) -> None:
@@ -144,12 +118,49 @@ class RegionRunner:
     def __init__(self, node: Node, backend: Any) -> None:
         self.node, self.backend = node, backend
         self.trips: int | None = None  # iterations of the last run (loops)
+        self._bufs: list[list[Any]] | None = None
+        self._policy: Any = False  # the BLAS policy around a run, found on the first run
 
-    def carry_buffers(self, types: list[TensorType]) -> list[list[Any]]:
-        return [[self.backend.empty(t) for t in types] for _ in range(2)]
+    def carry_types(self) -> list[TensorType]:
+        return []
+
+    def __call__(self, ins: list, outs: list) -> None:
+        """One run of the region. Body programs leave the BLAS thread policy to this call:
+        it is set once here when a body has a GEMM, not twice per iteration (about 3 us)."""
+        _check_not_capturing(self.backend)
+        if self._policy is False:
+            self._policy = self._blas_policy()
+        policy = self._policy
+        if policy is None:
+            return self.run(ins, outs)
+        caller = blas.get_threads()
+        blas.set_threads(policy.small or caller)
+        try:
+            self.run(ins, outs)
+        finally:
+            blas.set_threads(caller)
+
+    def _blas_policy(self) -> blas.Policy | None:
+        """The policy to set around a run: None when no body has a GEMM, or when one sets the
+        count itself (it has a big GEMM, which restores the count it found)."""
+        progs = [p.program for p in self.plans.values()]
+        if any(getattr(f, "blas_scoped", False) for f in progs):
+            return None
+        return blas.policy() if any(getattr(f, "gemms", 0) for f in progs) else None
+
+    def run(self, ins: list, outs: list) -> None:
+        raise NotImplementedError
+
+    @property
+    def bufs(self) -> list[list[Any]]:
+        """The two carry buffers (iteration k reads one, writes the other), made on first use."""
+        if self._bufs is None:
+            types = self.carry_types()
+            self._bufs = [[self.backend.empty(t) for t in types] for _ in range(2)]
+        return self._bufs
 
     def buffer_bytes(self) -> int:
-        return 0
+        return 2 * sum(t.nbytes for t in self.carry_types())
 
 
 class CondRunner(RegionRunner):
@@ -159,10 +170,32 @@ class CondRunner(RegionRunner):
         self.plans = {f"branch {k}": BodyPlan(g, backend) for k, g in enumerate(branches)}
         self.order = list(self.plans.values())
 
-    def __call__(self, ins: list, outs: list) -> None:
-        _check_not_capturing(self.backend)
+    def run(self, ins: list, outs: list) -> None:
         k = clamp_index(int(ins[0]), len(self.order))  # on CuPy: one device-to-host read
-        self.order[k].bind(list(ins[1:]), outs)()
+        self.order[k].program(*ins[1:], *outs)
+
+
+def _call_lines(plan: BodyPlan, ins: list[str], outs: list[str], prefix: str) -> tuple:
+    """One run of ``plan`` over a driver's names: the body program's own lines where the
+    backend can inline them (NumPy, when the body leaves the BLAS policy to its region), else
+    one call of the program. Returns (lines, globals)."""
+    program = plan.program
+    inline = getattr(program, "inline", None)
+    if inline is not None and not getattr(program, "blas_scoped", False):
+        return inline(ins, outs, prefix)
+    return [f"{prefix}p({', '.join(ins + outs)})"], {f"{prefix}p": program}
+
+
+def _make_driver(name: str, params: list[str], lines: list[str], ns: dict) -> Any:
+    source = f"def {name}({', '.join(params)}):\n" + "".join(f"    {x}\n" for x in lines)
+    exec(compile(source, f"<gpugraph {name}>", "exec"), ns)
+    driver = ns[name]
+    driver.source = source  # what one run does, for debugging and tests
+    return driver
+
+
+def _names(stem: str, n: int) -> list[str]:
+    return [f"{stem}{k}" for k in range(n)]
 
 
 class WhileRunner(RegionRunner):
@@ -174,36 +207,45 @@ class WhileRunner(RegionRunner):
             "cond": BodyPlan(a["cond_graph"], backend),
             "body": BodyPlan(a["body_graph"], backend),
         }
-        self.bufs = self.carry_buffers([v.type for v in node.outputs])
-        self.pred = [backend.empty(TensorType((), np.bool_))]
+        self._pred: Any = None
+        self._driver: Any = None
 
-    def buffer_bytes(self) -> int:
-        return 2 * sum(v.type.nbytes for v in self.node.outputs)
+    def carry_types(self) -> list[TensorType]:
+        return [v.type for v in self.node.outputs]
 
-    def __call__(self, ins: list, outs: list) -> None:
-        cond, body = self.plans["cond"], self.plans["body"]
-        _check_not_capturing(self.backend)
-        consts = list(ins[self.n :])
+    def driver(self) -> Any:
+        """``drive(*carries, *consts, *b0, *b1, pred) -> steps``: the whole loop as generated
+        straight-line Python, unrolled twice so the carry swap is in the names (iteration 0
+        reads the inputs and writes b0; odd ones read b0, even ones read b1)."""
+        if self._driver is None:
+            n, nk = self.n, len(self.node.inputs) - self.n
+            c, k, b0, b1 = _names("c", n), _names("k", nk), _names("a", n), _names("b", n)
+            ns: dict = {"_limit_error": self._limit_error}
+            cond, body = self.plans["cond"], self.plans["body"]
+
+            def step(src: list[str], dst: list[str]) -> list[str]:
+                lines, globs = _call_lines(cond, src + k, ["pred"], "_c")
+                ns.update(globs)
+                lines += ["if not pred: return steps"]  # the one host read per iteration
+                if self.max_steps is not None:
+                    lines += [f"if steps >= {self.max_steps}: _limit_error()"]
+                more, globs = _call_lines(body, src + k, dst, "_b")
+                ns.update(globs)
+                return lines + more + ["steps += 1"]
+
+            lines = ["steps = 0", *step(c, b0), "while True:"]
+            lines += ["    " + x for x in step(b0, b1) + step(b1, b0)]
+            self._driver = _make_driver("drive", c + k + b0 + b1 + ["pred"], lines, ns)
+        return self._driver
+
+    def _limit_error(self) -> None:
+        raise loop_limit_error(self.max_steps, self.loc)
+
+    def run(self, ins: list, outs: list) -> None:
+        if self._pred is None:
+            self._pred = self.backend.empty(TensorType((), np.bool_))
         b0, b1 = self.bufs
-        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
-        bodies = [body.bind(list(ins), b0), body.bind(b0 + consts, b1), body.bind(b1 + consts, b0)]
-        conds = [
-            cond.bind(list(ins), self.pred),
-            cond.bind(b0 + consts, self.pred),
-            cond.bind(b1 + consts, self.pred),
-        ]
-        pred = self.pred[0]
-        steps, at, limit = 0, 0, self.max_steps
-        while True:
-            conds[at]()
-            if not bool(pred):  # the one host read per iteration
-                break
-            if limit is not None and steps >= limit:
-                raise loop_limit_error(limit, self.loc)
-            bodies[at]()
-            steps += 1
-            at = 1 if steps & 1 else 2
-        self.trips = steps
+        steps = self.trips = self.driver()(*ins, *b0, *b1, self._pred)
         final = ins[: self.n] if steps == 0 else (b0 if steps & 1 else b1)
         for o, c in zip(outs, final):
             o[...] = c
@@ -220,33 +262,42 @@ class ScanRunner(RegionRunner):
             a["reverse"],
         )
         self.plans = {"body": BodyPlan(a["body"], backend)}
-        self.bufs = self.carry_buffers([v.type for v in node.outputs[: self.nc]])
+        self._driver: Any = None
 
-    def buffer_bytes(self) -> int:
-        return 2 * sum(v.type.nbytes for v in self.node.outputs[: self.nc])
+    def carry_types(self) -> list[TensorType]:
+        return [v.type for v in self.node.outputs[: self.nc]]
 
-    def __call__(self, ins: list, outs: list) -> None:
-        body = self.plans["body"]
-        nc, nx = self.nc, self.nx
-        xs, consts, ys = ins[nc : nc + nx], list(ins[nc + nx :]), outs[nc:]
+    def driver(self) -> Any:
+        """``drive(order, *carries, *xs, *consts, *b0, *b1, *ys)``: the whole scan as generated
+        straight-line Python, unrolled twice so the carry swap is in the names; each step
+        takes its rows of xs and ys as views (``[t, ...]`` keeps a 0-d row an array)."""
+        if self._driver is None:
+            node, nc, nx = self.node, self.nc, self.nx
+            nk, ny = len(node.inputs) - nc - nx, len(node.outputs) - nc
+            c, X, k = _names("c", nc), _names("X", nx), _names("k", nk)
+            b0, b1, Y = _names("a", nc), _names("b", nc), _names("Y", ny)
+            x, y = _names("x", nx), _names("y", ny)
+            rows = [f"{r} = {A}[t, ...]" for r, A in zip(x + y, X + Y)]
+            ns: dict = {}
+
+            def step(src: list[str], dst: list[str]) -> list[str]:
+                lines, globs = _call_lines(self.plans["body"], src + x + k, dst + y, "_b")
+                ns.update(globs)
+                return rows + lines
+
+            lines = ["it = iter(order)", "for t in it:"]
+            lines += ["    " + s for s in step(c, b0) + ["break"]]
+            lines += ["for t in it:"] + ["    " + s for s in step(b0, b1)]
+            lines += ["    for t in it:"] + ["        " + s for s in step(b1, b0) + ["break"]]
+            params = ["order", *c, *X, *k, *b0, *b1, *Y]
+            self._driver = _make_driver("drive", params, lines, ns)
+        return self._driver
+
+    def run(self, ins: list, outs: list) -> None:
+        nc = self.nc
         b0, b1 = self.bufs
-        rows = [_Row(("x", k)) for k in range(nx)] + [_Row(("y", j)) for j in range(len(ys))]
-        xr, yr = rows[:nx], rows[nx:]
         order = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
-        # iteration 0 reads the inputs and writes b0; odd ones read b0, even ones read b1
-        bound = [
-            body.bind(list(ins[:nc]) + xr + consts, b0 + yr),
-            body.bind(b0 + xr + consts, b1 + yr),
-            body.bind(b1 + xr + consts, b0 + yr),
-        ]
-        arrays = {("x", k): x for k, x in enumerate(xs)} | {("y", j): y for j, y in enumerate(ys)}
-        for bd in bound:
-            bd.find()
-        for k, t in enumerate(order):
-            bd = bound[0] if k == 0 else bound[1 if k & 1 else 2]
-            for lst, i, key in bd.slots:
-                lst[i] = _row(arrays, key, t)
-            bd()
+        self.driver()(order, *ins, *b0, *b1, *outs[nc:])
         self.trips = self.length
         final = ins[:nc] if self.length == 0 else (b0 if self.length & 1 else b1)
         for o, c in zip(outs[:nc], final):

@@ -97,6 +97,8 @@ class Executable:
             if plan.slots[v].kind == "output" and v not in self.fresh_at.values():
                 self.fresh_at[p] = v
         self._program: Callable[..., list] | None = None
+        # whether the program sets the BLAS thread policy itself (a region body's does not)
+        self.blas_scope = True
         self._lock = threading.Lock()
 
     # -- memory, made on the first call ------------------------------------------------------

@@ -520,3 +520,74 @@ def test_grad_of_a_scan_runs_the_forward_loop_once():
     value, grad = c(W, XS)
     close(value, loss(W, XS))
     close(grad, gg.grad(loss)(W, XS))
+
+
+def _region_runner(c) -> RegionRunner:
+    return next(la.runner for la in c.executable.launches if isinstance(la.runner, RegionRunner))
+
+
+def test_bodies_allocate_nothing_at_lower_and_run_as_generated_programs():
+    f = gg.jit(lambda x: gg.fori_loop(0, 5, lambda i, v: gg.tanh(v * 0.9 + 0.1) + v * 0.5, x))
+    c = f.lower(X)
+    runner = _region_runner(c)
+    body = runner.plans["body"]
+    assert body.executable._fixed is None and runner._bufs is None  # lazy, like the top level
+    expect = X.copy()
+    for _ in range(5):
+        expect = np.tanh(expect * np.float32(0.9) + np.float32(0.1)) + expect * np.float32(0.5)
+    np.testing.assert_allclose(c(X), expect, rtol=1e-6)
+    assert body.executable._fixed is not None and runner._bufs is not None
+    # the dispatch generator's program, the fused group inlined as direct ufunc calls, and
+    # the loop driver generated around the same lines (no per-iteration call of the program)
+    assert "out=" in body.program.source and "[" not in body.program.source.split("return")[0]
+    drive = runner.driver().source
+    assert drive.count("out=") == 3 * body.program.source.count("out=") and "_bp(" not in drive
+
+
+def test_a_scan_body_with_a_gemm_sets_the_blas_threads_once_per_run(monkeypatch):
+    from gpugraph.backends import blas
+
+    if blas.policy() is None:
+        pytest.skip("no BLAS thread control (threadpoolctl) or GPUGRAPH_BLAS_THREADS=keep")
+    w = (RNG.standard_normal((3, 3)) * 0.5).astype(np.float32)
+    f = gg.jit(lambda xs: gg.scan(lambda h, x: (gg.tanh(h @ w + x), h.sum()), gg.zeros((3,)), xs))
+    c = f.lower(XS)
+    calls = []
+    real = blas.set_threads
+    monkeypatch.setattr(blas, "set_threads", lambda n: (calls.append(n), real(n)))
+    h, ys = c(XS)
+    ref, hs = np.zeros(3, np.float32), []
+    for x in XS:
+        hs.append(ref.sum())
+        ref = np.tanh(ref @ w + x)
+    np.testing.assert_allclose(h, ref, rtol=1e-5)
+    np.testing.assert_allclose(ys, hs, rtol=1e-5, atol=1e-6)
+    body = _region_runner(c).plans["body"].program
+    assert body.gemms and "_set(" not in body.source  # not twice per iteration
+    assert 1 <= len(calls) <= 2  # set around the run, restored after it
+
+
+def test_a_body_program_without_inline_lines_is_called_once_per_iteration():
+    # the path of backends without a generated program (CuPy): launches walked per call
+    f = gg.jit(lambda xs: gg.scan(lambda c, e: (c * 0.5 + e, c.sum()), gg.zeros((3,)), xs))
+    c = f.lower(XS)
+    runner = _region_runner(c)
+    body = runner.plans["body"]
+    calls = []
+
+    def program(*arrays):
+        calls.append(1)
+        return make(*arrays)
+
+    from gpugraph.region_exec import _launch_program
+
+    make = _launch_program(body.executable)  # the launch walk backends without .program get
+    body._program = program  # a plain function: no .inline
+    h, ys = c(XS)
+    ref, hs = np.zeros(3, np.float32), []
+    for x in XS:
+        hs.append(ref.sum())
+        ref = ref * np.float32(0.5) + x
+    np.testing.assert_allclose(h, ref, rtol=1e-6)
+    np.testing.assert_allclose(ys, hs, rtol=1e-6)
+    assert len(calls) == len(XS) and "_bp(" in runner.driver().source
