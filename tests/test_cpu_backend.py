@@ -206,3 +206,8 @@ def test_a_missing_compiler_is_a_clear_error_at_lower_time(monkeypatch):
         monkeypatch.undo()
         cpu_backend.compiler.cache_clear()
         _backend.cache_clear()
+
+
+def test_info_says_whether_the_cpu_backend_can_run():
+    assert cpu_backend.status().startswith("available (opt-in, backend='cpu'): ")
+    assert gg.default_backend().name != "cpu"  # auto does not pick it (yet)

@@ -70,11 +70,37 @@ def compiler() -> str:
     return path
 
 
+def status() -> str:
+    """One line for ``python -m gpugraph info``: whether backend="cpu" can be used, and how."""
+    try:
+        cxx = compiler()
+        return f"available (opt-in, backend='cpu'): {cxx} {_shown_flags()}"
+    except UnsupportedError as exc:
+        return f"unavailable: {exc}"
+
+
+def _shown_flags() -> str:
+    return " ".join(f for f in flags() if f not in ("-shared", "-fPIC"))
+
+
 def flags() -> tuple[str, ...]:
     arch = os.environ.get(ARCH_ENV, "native").strip().lower()
     if arch not in ("native", "portable"):
         raise UnsupportedError(f"{ARCH_ENV}={arch!r}: use 'native' or 'portable'")
-    return BASE_FLAGS + SEMANTIC_FLAGS + (("-march=native",) if arch == "native" else ())
+    native = ("-march=native",) if arch == "native" else ()
+    return BASE_FLAGS + SEMANTIC_FLAGS + native + (("-DGG_CPU_MVEC",) if _libmvec() else ())
+
+
+@functools.lru_cache(maxsize=1)
+def _libmvec() -> bool:
+    """glibc's vector math library is here (see cpu_prelude.h: vectorized exp, tanh, ...)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("mvec") is not None
+
+
+def _link_flags() -> tuple[str, ...]:
+    return ("-lmvec",) if _libmvec() else ()
 
 
 @functools.lru_cache(maxsize=4)
@@ -146,7 +172,11 @@ def _build(kernels: list[_Kernel]) -> Path:
 
     def compile_to(out: Path) -> None:
         proc = subprocess.run(
-            [*cmd, str(out), "-"], input=text, capture_output=True, text=True, check=False
+            [*cmd, str(out), "-", *_link_flags()],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             names = ", ".join(k.name for k in kernels)
@@ -233,7 +263,7 @@ class CpuBackend(NumpyBackend):
         refused = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_refusal")]
         lines = [
             f"cpu: {len(native)} fused group(s) as native kernels ({Path(compiler()).name} "
-            f"{' '.join(flags()[4:])}); "
+            f"{_shown_flags()}); "
             "other ops through NumPy"
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]

@@ -38,6 +38,34 @@ static thread_local long long range_lo = 0, range_hi = 0;
 #define GG_RANGE_LO(n) (__gg_cpu::range_lo)
 #define GG_RANGE_HI(n) (__gg_cpu::range_hi)
 
+// glibc's vector math library (libmvec) has SIMD versions of the transcendental functions,
+// within 4 ulp and with IEEE special cases (NaN, +-inf, overflow) handled; GCC calls them from
+// vectorized loops only for functions declared "simd", which glibc does under -ffast-math
+// alone (and -ffast-math would break NaN and signed-zero semantics). Declaring them here lets
+// the loops vectorize without it. The backend defines GG_CPU_MVEC (and links -lmvec) only
+// where libmvec is found.
+#if defined(GG_CPU_MVEC) && defined(__x86_64__) && defined(__GLIBC__)
+#define GG_SIMD __attribute__((simd("notinbranch")))
+extern "C" {
+GG_SIMD float expf(float) noexcept;
+GG_SIMD double exp(double) noexcept;
+GG_SIMD float logf(float) noexcept;
+GG_SIMD double log(double) noexcept;
+GG_SIMD float sinf(float) noexcept;
+GG_SIMD double sin(double) noexcept;
+GG_SIMD float cosf(float) noexcept;
+GG_SIMD double cos(double) noexcept;
+GG_SIMD float powf(float, float) noexcept;
+GG_SIMD double pow(double, double) noexcept;
+#if __GLIBC_PREREQ(2, 35)
+GG_SIMD float tanhf(float) noexcept;
+GG_SIMD double tanh(double) noexcept;
+GG_SIMD float erff(float) noexcept;
+GG_SIMD double erf(double) noexcept;
+#endif
+}
+#endif
+
 // CUDA math that the host's <cmath> lacks (keep in step with testing/cuda_prelude.h; the CPU
 // backend's tests run every op's template through this file).
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
