@@ -1,13 +1,14 @@
 """Per-call host cost: a 2-op and a 50-op elementwise graph on (8,) float32 arrays, where the
 arithmetic is negligible and the time is dispatch.
 
-Contenders: gpugraph jit on NumPy (fused, and fuse=False), jax.jit (on jax arrays, and on
+Contenders: gpugraph jit on NumPy (fused, and fuse=False), on the native cpu backend
+(backend="cpu": the fused group as one compiled kernel), jax.jit (on jax arrays, and on
 NumPy arrays as gpugraph gets them), torch eager, torch.compile (CPU), numexpr (2-op only: one
 expression string), NumPy eager, NumPy with preallocated out= buffers (the floor of any
 NumPy-dispatching executor). Interleaved rounds, medians per call (bench/common.py).
 
-    python bench/bench_dispatch.py [--quick]
-writes bench/results/dispatch-cpu-<date>.{md,json}
+    python bench/bench_dispatch.py [--quick] [--name dispatch]
+writes bench/results/<name>-cpu-<date>.{md,json}
 """
 
 from __future__ import annotations
@@ -81,17 +82,19 @@ def contenders(graph: str, notes: list[str]) -> dict:
 
     fused = gg.jit(gg_fn, backend="numpy")
     unfused = gg.jit(gg_fn, backend="numpy", fuse=False)
+    native = gg.jit(gg_fn, backend="cpu")
     jitted = jax.jit(jax_fn)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     bufs = (np.empty_like(x),)
     ref = np_fn(x, y)
-    for name, got in [("fused", fused(x, y)), ("unfused", unfused(x, y))]:
+    for name, got in [("fused", fused(x, y)), ("unfused", unfused(x, y)), ("cpu", native(x, y))]:
         np.testing.assert_allclose(got, ref, rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(out_fn(x, y, bufs), ref, rtol=1e-5)
     runs = {
         "gpugraph jit (fused)": lambda: fused(x, y),
         "gpugraph jit (fuse=False)": lambda: unfused(x, y),
+        "gpugraph jit (backend=cpu)": lambda: native(x, y),
         "jax.jit (jax arrays)": lambda: jitted(xj, yj).block_until_ready(),
         "jax.jit (numpy arrays)": lambda: jitted(x, y).block_until_ready(),
         "torch eager": lambda: torch_fn(xt, yt),
@@ -142,6 +145,7 @@ COLUMNS = ["graph", "impl", "us_per_call", "vs_gpugraph_fused", "over_jax_jit"]
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--name", default="dispatch", help="results file name prefix")
     args = p.parse_args(argv)
     rows = run(args.quick)
     notes = run.notes  # type: ignore[attr-defined]
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "over_jax_jit = this row / jax.jit on jax arrays (< 1: faster than jax.jit). "
         + " ".join(notes)
     )
-    path = write("dispatch", rows, {"note": note, "quick": args.quick}, COLUMNS)
+    path = write(args.name, rows, {"note": note, "quick": args.quick}, COLUMNS)
     print(f"wrote {path}")
 
 

@@ -1,10 +1,10 @@
 """Elementwise fusion benchmark on float32: an 8-op chain, bias + GELU(tanh) + residual, and
 three sibling chains reading one input (one multi-output kernel: the input is read once).
 
-CPU: gpugraph (jit, numpy backend, fused and unfused) vs the strongest CPU peers installed:
-NumPy eager, NumPy with preallocated out= buffers, numexpr, jax.jit, torch eager and
-torch.compile (each optional; a missing one is listed as absent, with why). Wall and process-CPU
-medians, the impls taking turns within every repeat.
+CPU: gpugraph (jit, numpy backend, fused and unfused; the native cpu backend) vs the strongest
+CPU peers installed: NumPy eager, NumPy with preallocated out= buffers, numexpr, jax.jit, torch
+eager and torch.compile (each optional; a missing one is listed as absent, with why). Wall and
+process-CPU medians, the impls taking turns within every repeat; over_jax_jit = row / jax.jit.
 
 GPU (when CuPy has a device): gpugraph (cupy backend, with and without the kernels' vector
 path, and unfused) vs CuPy eager, cupy.fuse, torch eager and torch.compile. Each impl is timed
@@ -15,8 +15,8 @@ at 2^24 an operand is 64 MB, about an H200's L2 cache, and repeated calls would 
 
 Ratios = that row's median / gpugraph fused median (above 1: gpugraph is faster).
 
-    python bench/bench_fusion.py [--size N] [--repeats K]
-writes bench/results/fusion-<device>-<date>.{md,json}
+    python bench/bench_fusion.py [--size N] [--repeats K] [--name fusion]
+writes bench/results/<name>-<device>-<date>.{md,json}
 """
 
 from __future__ import annotations
@@ -219,6 +219,7 @@ def cpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
             "numpy out= (preallocated)": numpy_out(name, args),
             "gpugraph numpy (fused)": fused,
             "gpugraph numpy (fuse=False)": plain,
+            "gpugraph cpu (native kernels)": gg.jit(gg_fn, backend="cpu"),
             **cpu_peers(name, args, xp_fn, names, absent),
         }
         for impl, fn in list(impls.items()):
@@ -340,13 +341,16 @@ def add_ratios(rows: list[dict]) -> None:
         r["speedup_of_gpugraph"] = r["ms"] / ours["ms"]
         if "cpu_ms" in r:
             r["cpu_speedup_of_gpugraph"] = r["cpu_ms"] / ours["cpu_ms"]
+        jax = [x for x in rows if x["workload"] == r["workload"] and x["impl"] == "jax.jit"]
+        if jax:
+            r["over_jax_jit"] = r["ms"] / jax[0]["ms"]
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     cols = ["workload", "impl", "ms", "speedup_of_gpugraph"] + (
         ["host_us_per_call", "GB/s", "of_copy_bw"]
         if any("GB/s" in r for r in rows)
-        else ["cpu_ms", "cpu_speedup_of_gpugraph"]
+        else ["cpu_ms", "cpu_speedup_of_gpugraph", "over_jax_jit"]
     )
     out = [
         f"# fusion benchmark — {meta['device']} — {meta['date']}",
@@ -419,6 +423,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, help="elements (default: 2^28 on a GPU, 2^24 on the CPU)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--name", default="fusion", help="results file name prefix")
     opts = ap.parse_args()
     backend = gg.default_backend()
     if opts.size is None:
@@ -457,7 +462,7 @@ def main() -> None:
             if backend.name != "cupy"
             else re.sub(r"[^a-z0-9]+", "-", meta["device"].lower()).strip("-")
         )
-        stem = RESULTS / f"fusion-{slug}-{meta['date']}"
+        stem = RESULTS / f"{opts.name}-{slug}-{meta['date']}"
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         print(f"wrote {stem}.md and .json")

@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
         print(cache.info() if args.action == "info" else f"removed {cache.clear()} entries")
     else:
+        from gpugraph.backends import cpu_backend
+
         print(f"backend: {gg.default_backend()}\ndevice: {gg.device_info()}")
+        print(f"cpu backend: {cpu_backend.status()}")
 
 
 def _bench(argv: list[str]) -> int:

@@ -421,4 +421,5 @@ class Compiled:
         )
         lines.append(f"memory: {self.memory.summary()}")
         lines.extend(explain_regions(self.executable))
+        lines.extend(self.backend.explain_lines(self.executable))
         return "\n".join(lines)

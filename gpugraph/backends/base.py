@@ -1,4 +1,7 @@
-"""The backend interface and backend selection ("auto" | "numpy" | "cupy")."""
+"""The backend interface and backend selection ("auto" | "numpy" | "cupy" | "cpu").
+
+"auto" never picks "cpu" yet: it is opt-in until it has had a GPU-less soak
+(docs/cpu-backend.md)."""
 
 from __future__ import annotations
 
@@ -74,6 +77,10 @@ class Backend:
 
     def synchronize(self) -> None:
         return None
+
+    def explain_lines(self, executable: Any) -> list[str]:
+        """What this backend adds to ``explain()`` about a plan (e.g. which groups it compiled)."""
+        return []
 
     # -- ops ------------------------------------------------------------------------------
     def prepare(self, node: Node) -> Runner:
@@ -176,7 +183,7 @@ def get_backend(name: str = "auto") -> Backend:
 
 @functools.cache
 def _backend(name: str) -> Backend:
-    from . import cupy_backend, numpy_backend, sim  # noqa: F401  (registration)
+    from . import cpu_backend, cupy_backend, numpy_backend, sim  # noqa: F401  (registration)
 
     if name not in _BACKENDS:
         raise UnsupportedError(

@@ -101,8 +101,11 @@ KERNEL_TEMPLATE = """\
   const long long n = {n}LL;
   const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const long long stride = (long long)blockDim.x * gridDim.x;
-  long long start = 0;
-{vector_block}  for (long long i = start + first; i < n; i += stride) {{
+  // This thread's part of [0, n): all of it, grid-strided, on a GPU; one contiguous range
+  // per host thread under the CPU backend's prelude (codegen/cpu_prelude.h).
+  const long long lo = GG_RANGE_LO(n), hi = GG_RANGE_HI(n);
+  long long start = lo;
+{vector_block}  for (long long i = start + first; i < hi; i += stride) {{
 {body}
   }}
 }}
@@ -123,9 +126,17 @@ template <typename T, int V> struct alignas(sizeof(T) * V) gg_vec {
 #define GG_VECTOR_PTR(p, ...) reinterpret_cast<__VA_ARGS__*>(p)
 #endif
 """
+# The range of the iteration space one thread covers (see KERNEL_TEMPLATE); the CPU prelude
+# defines its own (a host thread's contiguous chunk, whose start is a multiple of the lanes).
+RANGE_HEADER = """\
+#ifndef GG_RANGE_LO
+#define GG_RANGE_LO(n) 0LL
+#define GG_RANGE_HI(n) (n)
+#endif
+"""
 VECTOR_BLOCK = """\
   if ({aligned}) {{
-    for (long long j = first; j < n / {lanes}LL; j += stride) {{
+    for (long long j = lo / {lanes}LL + first; j < hi / {lanes}LL; j += stride) {{
 {loads}
 #pragma unroll
       for (int k = 0; k < {lanes}; ++k) {{
@@ -134,7 +145,7 @@ VECTOR_BLOCK = """\
       }}
 {stores}
     }}
-    start = n / {lanes}LL * {lanes}LL;
+    start = hi / {lanes}LL * {lanes}LL;
   }}
 """
 VECTOR_TYPE = "gg_vec<{ct}, {lanes}>"
@@ -305,7 +316,7 @@ def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False
     full = [body.inputs[j] for j in full_inputs] + list(body.outputs)
     lanes = vector_lanes(full, n) if vectorize else 1
     helpers = {op_template(n)[1] for n in body.nodes if n.op != "constant"}
-    header, vector_block = "".join(sorted(helpers)), ""
+    header, vector_block = "".join(sorted(helpers)) + RANGE_HEADER, ""
     if lanes > 1:
         header += VECTOR_HEADER
         vector_block = _vector_block(body, index, full_inputs, prologue, lanes)

@@ -1,0 +1,306 @@
+"""The native CPU backend (``backend="cpu"``): one codegen, two targets.
+
+Fused elementwise groups run as the same kernel source the CuPy backend launches
+(``codegen/cuda.py``), compiled by the host C++ compiler with ``codegen/cpu_prelude.h``, which
+turns the grid-stride loop into a plain vectorizable loop and splits large iteration spaces
+into one contiguous chunk per OpenMP thread. Every other op runs as on the NumPy backend,
+through the same arena and the same generated straight-line program (this class is a
+``NumpyBackend``). Libraries live in the persistent kernel cache (``gpugraph.cache``).
+
+Kernels are compiled lazily and in batches: ``prepare`` only registers a fused group; the
+first call of a plan compiles every kernel registered so far in one compiler run (one library),
+unless the cache already holds them. A float -> int cast is undefined behaviour in C for NaN,
+inf and out-of-range values, so a group containing one runs on NumPy (``explain()`` says so).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import cache
+from ..errors import GpuGraphError, UnsupportedError
+from ..ir import Graph, Node
+from ..ops.fused import FUSED, _prepare_numpy
+from ..ops.registry import get_op
+from .base import Runner, register_backend
+from .numpy_backend import NumpyBackend
+
+PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
+BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp")
+# Exactness, not speed, decides these: NumPy never contracts a*b+c into an fma, wraps signed
+# integers, and the kernels reinterpret arrays as vectors of their element type.
+SEMANTIC_FLAGS = ("-ffp-contract=off", "-fwrapv", "-fno-strict-aliasing", "-fno-math-errno")
+ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler's baseline)
+CXX_ENV = "GPUGRAPH_CXX"
+# Below this many elements a group runs on the calling thread: waking an OpenMP team costs
+# microseconds, more than a pass over 32K floats in L2.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
+
+
+class CpuCompileError(GpuGraphError):
+    """The host C++ compiler rejected a generated kernel (the message has its log)."""
+
+
+class CpuBackendUnavailable(UnsupportedError):
+    """backend="cpu" was asked for, but no working host C++ compiler was found."""
+
+
+@functools.lru_cache(maxsize=1)
+def compiler() -> str:
+    """The host C++ compiler's path; CpuBackendUnavailable when there is none."""
+    name = os.environ.get(CXX_ENV, "g++")
+    path = shutil.which(name)
+    if path is None:
+        raise CpuBackendUnavailable(
+            f"backend='cpu' compiles fused kernels with a host C++ compiler, and {name!r} was "
+            f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
+        )
+    return path
+
+
+def status() -> str:
+    """One line for ``python -m gpugraph info``: whether backend="cpu" can be used, and how."""
+    try:
+        cxx = compiler()
+        return f"available (opt-in, backend='cpu'): {cxx} {_shown_flags()}"
+    except UnsupportedError as exc:
+        return f"unavailable: {exc}"
+
+
+def _shown_flags() -> str:
+    return " ".join(f for f in flags() if f not in ("-shared", "-fPIC"))
+
+
+def flags() -> tuple[str, ...]:
+    arch = os.environ.get(ARCH_ENV, "native").strip().lower()
+    if arch not in ("native", "portable"):
+        raise UnsupportedError(f"{ARCH_ENV}={arch!r}: use 'native' or 'portable'")
+    native = ("-march=native",) if arch == "native" else ()
+    return BASE_FLAGS + SEMANTIC_FLAGS + native + (("-DGG_CPU_MVEC",) if _libmvec() else ())
+
+
+@functools.lru_cache(maxsize=1)
+def _libmvec() -> bool:
+    """glibc's vector math library is here (see cpu_prelude.h: vectorized exp, tanh, ...)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("mvec") is not None
+
+
+def _link_flags() -> tuple[str, ...]:
+    return ("-lmvec",) if _libmvec() else ()
+
+
+@functools.lru_cache(maxsize=4)
+def _toolchain(flag_text: str) -> str:
+    """Compiler identity, flags and (for -march=native) the CPU: part of every cache key, so
+    a library built for another CPU or by another compiler is never loaded."""
+    proc = subprocess.run([compiler(), "--version"], capture_output=True, text=True, check=False)
+    version = proc.stdout.splitlines()[0] if proc.stdout else compiler()
+    return f"{version} | {flag_text} | {_cpu_identity() if 'native' in flag_text else ''}"
+
+
+def toolchain() -> str:
+    return _toolchain(" ".join(flags()))
+
+
+def _cpu_identity() -> str:
+    """The model and feature flags of this CPU (what -march=native compiles for)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return f"{platform.machine()} {platform.processor()}"
+    keep = [ln for ln in text.splitlines()[:40] if ln.startswith(("model name", "flags"))]
+    return " ".join(keep)
+
+
+@functools.lru_cache(maxsize=1)
+def _prelude() -> str:
+    return PRELUDE_PATH.read_text()
+
+
+def _entry(name: str, nargs: int) -> str:
+    """The C entry point ctypes calls: ``gpugraph_cpu_<kernel>(n, chunk, ptr, ptr, ...)``."""
+    params = "".join(f", void* a{j}" for j in range(nargs))
+    slots = ", ".join(f"a{j}" for j in range(nargs))
+    return (
+        f'extern "C" void gpugraph_cpu_{name}(long long n, long long chunk{params}) {{\n'
+        f"  void* const args[] = {{{slots}}};\n"
+        f"  __gg_cpu::run(&{name}, args, n, chunk);\n}}\n"
+    )
+
+
+class _Kernel:
+    """One generated kernel: its source, and once compiled, its entry point."""
+
+    def __init__(self, source: str, name: str, nargs: int) -> None:
+        self.source, self.name, self.nargs = source, name, nargs
+        self.fn: Any = None
+        self.threads = 1
+
+    def key(self) -> str:
+        return cache.digest(toolchain(), _prelude(), self.source)
+
+    def bind(self, lib: ctypes.CDLL) -> None:
+        fn = getattr(lib, f"gpugraph_cpu_{self.name}")
+        fn.argtypes = [ctypes.c_longlong, ctypes.c_longlong] + [ctypes.c_void_p] * self.nargs
+        fn.restype = None
+        self.threads = max(1, int(lib.gpugraph_cpu_threads()))
+        self.fn = fn
+
+
+def _build(kernels: list[_Kernel]) -> Path:
+    """One library holding ``kernels`` (from the cache, or compiled into it)."""
+    text = f'#line 1 "cpu_prelude.h"\n{_prelude()}\n'
+    text += "".join(f'#line 1 "{k.name}.cu"\n{k.source}\n' for k in kernels)
+    text += '#line 1 "gpugraph_cpu_entry.cpp"\n' + "".join(_entry(k.name, k.nargs) for k in kernels)
+    cmd = [compiler(), *flags(), "-x", "c++", "-o"]
+
+    def compile_to(out: Path) -> None:
+        proc = subprocess.run(
+            [*cmd, str(out), "-", *_link_flags()],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            names = ", ".join(k.name for k in kernels)
+            raise CpuCompileError(
+                f"{compiler()} ({' '.join(flags())}) failed to compile kernel(s) {names} for "
+                f"backend='cpu':\n{proc.stderr}"
+            )
+
+    return cache.file_entry("cpu-so", cache.digest(toolchain(), text), ".so", compile_to)
+
+
+def _indexed(kernel: _Kernel) -> Path | None:
+    """The cached library that holds ``kernel`` (built in some earlier batch), if any."""
+    name = cache.read("cpu-index", kernel.key())
+    if name is None or not re.fullmatch(rb"[0-9a-f]{64}\.so", name):
+        return None
+    return cache.verified("cpu-so", name.decode())
+
+
+def _float_to_int_cast(body: Graph) -> str | None:
+    for n in body.nodes:
+        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
+            return (
+                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
+                "and out-of-range values, where NumPy's result is defined by its own loop)"
+            )
+    return None
+
+
+class CpuBackend(NumpyBackend):
+    name = "cpu"
+
+    def __init__(self) -> None:
+        compiler()  # no compiler: a clear error now (at gg.jit / lower), not at the first call
+        self._pending: dict[str, _Kernel] = {}
+        self._kernels: dict[str, _Kernel] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, node: Node) -> Runner:
+        """This backend's hook for the op, else the NumPy backend's, else the generic one."""
+        hooks = get_op(node.op).extra.get("prepare", {})
+        hook = hooks.get(self.name) or hooks.get("numpy")
+        return hook(node, self) if hook is not None else self.generic_runner(node)
+
+    def program(self, executable: Any):
+        self.compile_pending()  # every kernel of the plan in one compiler run
+        return super().program(executable)
+
+    def kernel(self, source: str, name: str, nargs: int) -> _Kernel:
+        with self._lock:
+            k = self._kernels.get(name)
+            if k is None:
+                k = self._kernels[name] = self._pending[name] = _Kernel(source, name, nargs)
+            return k
+
+    def compile_pending(self) -> None:
+        with self._lock:
+            todo = [k for k in self._pending.values() if k.fn is None]
+            self._pending.clear()
+            if not todo:
+                return
+            by_lib: dict[Path, list[_Kernel]] = {}
+            missing = []
+            for k in todo:
+                path = _indexed(k)
+                (by_lib.setdefault(path, []) if path else missing).append(k)
+            for path, ks in by_lib.items():
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # removed since (cache clear): build again
+                    missing += ks
+                    continue
+                for k in ks:
+                    k.bind(lib)
+            if missing:
+                path = _build(missing)
+                lib = ctypes.CDLL(str(path))
+                for k in missing:
+                    k.bind(lib)
+                    cache.write("cpu-index", k.key(), path.name.encode())
+
+    def explain_lines(self, executable: Any) -> list[str]:
+        native = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_kernel")]
+        refused = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_refusal")]
+        lines = [
+            f"cpu: {len(native)} fused group(s) as native kernels ({Path(compiler()).name} "
+            f"{_shown_flags()}); "
+            "other ops through NumPy"
+        ]
+        lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]
+        return lines
+
+
+def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
+    body: Graph = node.attrs["body"]
+    refusal = _float_to_int_cast(body)
+    if refusal is not None:
+        runner = _prepare_numpy(node, backend)
+        run_numpy = lambda ins, outs: runner(ins, outs)  # noqa: E731  (a new object to tag)
+        run_numpy.cpu_refusal = refusal  # type: ignore[attr-defined]
+        return run_numpy
+    n = node.outputs[0].type.size
+    kernel = backend.kernel(
+        node.attrs["cuda_source"], node.attrs["kernel_name"], len(node.inputs) + len(node.outputs)
+    )
+
+    def run(ins: list, outs: list) -> None:
+        if n == 0:
+            return
+        if kernel.fn is None:
+            backend.compile_pending()
+        chunk = n
+        if n >= PARALLEL_MIN_ELEMENTS and kernel.threads > 1:
+            chunk = -(-math.ceil(n / kernel.threads) // CHUNK_ALIGN) * CHUNK_ALIGN
+        args = [np.ascontiguousarray(a) for a in ins]
+        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        kernel.fn(n, chunk, *[a.ctypes.data for a in args], *[t.ctypes.data for t in targets])
+        for o, t in zip(outs, targets):
+            if o is not t:
+                o[...] = t
+
+    run.cpu_kernel = kernel  # type: ignore[attr-defined]
+    return run
+
+
+FUSED.extra["prepare"]["cpu"] = _prepare_fused
+register_backend("cpu", CpuBackend)
