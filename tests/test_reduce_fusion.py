@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from kernel_helpers import check_nvrtc, edge_values, requires_emulator, requires_nvrtc
 
+import gpugraph as gg
 from gpugraph.codegen.reduce_cuda import (
     MAX_ROW_BLOCK,
     RowProgram,
@@ -15,8 +16,12 @@ from gpugraph.codegen.reduce_cuda import (
     row_block,
     row_launch,
 )
+from gpugraph.codegen.reduce_graph import row_program
 from gpugraph.errors import UnsupportedError
+from gpugraph.ir import Graph, TensorType
+from gpugraph.pytree import flatten
 from gpugraph.testing.emulator import KernelRuntimeError, load_kernels
+from gpugraph.trace import trace_flat
 
 EPS = 1e-5
 PROGRAMS: dict[str, RowProgram] = {
@@ -168,3 +173,83 @@ def test_row_program_rejects_bad_programs() -> None:
         RowProgram((RowStage("x", "sum", "x"),), per_row="x")
     with pytest.raises(UnsupportedError, match="no output"):
         RowProgram((RowStage("m", "sum", "x"),))
+
+
+# Row programs from traced graphs (codegen/reduce_graph.py): the bodies a fused reduction
+# group will hold, rendered, compiled and run against gpugraph's existing (unfused) path.
+def _gg_softmax(x):
+    e = gg.exp(x - gg.max(x, axis=-1, keepdims=True))
+    return e / gg.sum(e, axis=-1, keepdims=True)
+
+
+def _gg_log_softmax(x):
+    m = gg.max(x, axis=-1, keepdims=True)
+    return x - m - gg.log(gg.sum(gg.exp(x - m), axis=-1, keepdims=True))
+
+
+def _gg_logsumexp(x):
+    m = gg.max(x, axis=-1)
+    return m + gg.log(gg.sum(gg.exp(x - m[:, None]), axis=-1))
+
+
+def _gg_layer_norm(x):
+    d = x - gg.mean(x, axis=-1, keepdims=True)
+    return d / gg.sqrt(gg.mean(d * d, axis=-1, keepdims=True) + 1e-5)
+
+
+def _gg_rms_norm_and_rstd(x):
+    rstd = 1.0 / gg.sqrt(gg.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+    return x * rstd, rstd
+
+
+GRAPH_CASES = {
+    "softmax": _gg_softmax,
+    "log_softmax": _gg_log_softmax,
+    "logsumexp": _gg_logsumexp,
+    "layer_norm": _gg_layer_norm,
+    "rms_norm": _gg_rms_norm_and_rstd,
+}
+
+
+def _traced(fn, shape) -> Graph:
+    x = np.zeros(shape, F)
+    return trace_flat(fn, [TensorType(shape, "float32")], flatten((x,))[1], None)[0]
+
+
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("kind", sorted(GRAPH_CASES))
+def test_row_kernels_from_traced_graphs_match_unfused(kind: str) -> None:
+    fn = GRAPH_CASES[kind]
+    rng = np.random.default_rng(3)
+    # (gpugraph rejects max over an empty row; the template tests above cover 0 columns)
+    shapes = [(3, 1), (3, 33), (5, 300)]
+    kernels = {}
+    for shape in shapes:  # the mean's 1/n is a literal in the body: one kernel per row length
+        program = row_program(_traced(fn, shape))
+        kernels[shape] = emit_row_kernel(program)
+        check_nvrtc(kernels[shape].source, f"{kernels[shape].name}.cu")
+    loaded = load_kernels([(k.source, k.name) for k in kernels.values()])
+    for shape, kernel in kernels.items():
+        x = rng.uniform(-3, 3, shape).astype(F)
+        want = gg.jit(fn)(x)
+        want = want if isinstance(want, tuple) else (want,)
+        out = np.full(shape, np.nan, F) if kernel.program.elementwise else None
+        row_out = np.full(shape[0], np.nan, F) if kernel.program.per_row else None
+        grid, block = row_launch(shape[0], shape[1], sm_count=1, blocks_per_sm=2)
+        loaded[kernel.name](grid, block, kernel.args(x, out, row_out))
+        got = [g for g in (out, row_out) if g is not None]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.reshape(w.shape), w, rtol=2e-5, atol=1e-6)
+
+
+def test_row_program_says_why_a_body_does_not_fit() -> None:
+    cases = [
+        (lambda x: gg.sum(x, axis=0, keepdims=True), "only the last axis"),
+        (lambda x: gg.exp(x), "reduces nothing"),
+        (lambda x: (x * 2.0, x + 1.0), "at most one full-shape"),
+        (lambda x: gg.sum(gg.sum(x, axis=-1, keepdims=True), axis=-1), "of a row value"),
+    ]
+    for fn, why in cases:
+        with pytest.raises(UnsupportedError, match=why):
+            row_program(_traced(fn, (4, 6)))
