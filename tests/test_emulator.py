@@ -437,3 +437,16 @@ def test_nvrtc_unavailable_is_reported_not_raised(monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         nvrtc._load_nvrtc.cache_clear()
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_unsupported_shared_forms_are_refused() -> None:
+    source = r"""
+    extern "C" __global__ void k(float* x) {
+      extern __shared__ float dyn[];
+      dyn[threadIdx.x] = x[threadIdx.x];
+    }
+    """
+    with pytest.raises(GpuGraphError, match=r"kernel\.cu:3: the emulator supports only 1-D"):
+        load_kernel(source, "k")
