@@ -11,6 +11,7 @@ from gpugraph.testing.emulator import (
     KernelRuntimeError,
     emulate_kernel,
     load_kernel,
+    load_kernels,
 )
 from gpugraph.testing.nvrtc import (
     KernelCompileError,
@@ -215,14 +216,181 @@ def test_device_assert_becomes_error() -> None:
         emulate_kernel(source, "check", 1, 4, [x])
 
 
+# Cooperative execution: a block sum with warp shuffles and shared memory, and planted bugs.
+BLOCK_SUM_TEMPLATE = r"""
+extern "C" __global__ void NAME(const float* x, float* out, int cols) {
+  __shared__ float part[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+  float acc = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) acc += x[blockIdx.x * cols + c];
+  for (int o = FIRST_OFFSET; o > 0; o >>= 1) acc += __shfl_down_sync(MASK, acc, o);
+  if (lane == 0) part[PART_INDEX] = acc;
+  SYNC;
+  if (warp == 0) {
+    acc = lane < warps ? part[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) out[blockIdx.x] = acc;
+  }
+}
+"""
+BLOCK_SUM_OK = dict(
+    FIRST_OFFSET="16", MASK="0xffffffffu", PART_INDEX="warp", SYNC="__syncthreads()"
+)
+BLOCK_SUM_BUGS = {
+    "no_sync": dict(BLOCK_SUM_OK, SYNC=""),
+    "wrong_mask": dict(BLOCK_SUM_OK, MASK="0x0000ffffu"),
+    "wrong_offset": dict(BLOCK_SUM_OK, FIRST_OFFSET="8"),
+    "off_by_one": dict(BLOCK_SUM_OK, PART_INDEX="warp + 1"),
+}
+
+
+def _block_sum_kernels() -> dict:
+    variants = {"ok": BLOCK_SUM_OK, **BLOCK_SUM_BUGS}
+    sources = []
+    for tag, subs in variants.items():
+        src = BLOCK_SUM_TEMPLATE.replace("NAME", f"block_sum_{tag}")
+        for key, value in subs.items():
+            src = src.replace(key, value)
+        sources.append((src, f"block_sum_{tag}"))
+    kernels = load_kernels(sources)  # one compiler run for all variants
+    return {tag: kernels[f"block_sum_{tag}"] for tag in variants}
+
+
 @pytest.mark.emulator
 @requires_emulator
-def test_syncthreads_is_rejected() -> None:
-    source = r"""
-    extern "C" __global__ void k(float* x) { x[threadIdx.x] = 1.0f; __syncthreads(); }
-    """
-    with pytest.raises(KernelCompileError, match="does not support __syncthreads"):
-        load_kernel(source, "k")
+@pytest.mark.parametrize("block", [32, 64, 96, 1024])
+def test_cooperative_block_sum_matches_numpy(block: int) -> None:
+    kernel = _block_sum_kernels()["ok"]
+    rng = np.random.default_rng(block)
+    for cols in (0, 1, 31, 33, 300):
+        x = rng.standard_normal((3, cols)).astype(np.float32)
+        out = np.full(3, np.nan, np.float32)
+        kernel(3, block, [x, out, np.int32(cols)])
+        np.testing.assert_allclose(out, x.sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize(
+    "bug, error",
+    [
+        # warp 0 reads warp 1's partial before warp 1 has run
+        ("no_sync", r"read of shared part\[1\], never written in this block"),
+        ("wrong_mask", r"lane 16 is not in mask|reads lane 16, which is not in mask"),
+        ("wrong_offset", None),  # in-bounds, race-free, wrong numbers: NumPy catches it
+        ("off_by_one", r"read of shared part\[0\], never written|index 2 out of bounds"),
+    ],
+)
+def test_cooperative_planted_bugs_are_caught(bug: str, error: str | None) -> None:
+    kernel = _block_sum_kernels()[bug]
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    out = np.zeros(2, np.float32)
+    if error is None:
+        kernel(2, 64, [x, out, np.int32(64)])
+        assert not np.allclose(out, x.sum(axis=1), rtol=1e-4)
+    else:
+        with pytest.raises(KernelRuntimeError, match=error):
+            kernel(2, 64, [x, out, np.int32(64)])
+
+
+COOP_MISC = r"""
+extern "C" __global__ void war_race(float* out) {
+  __shared__ float s[64];
+  s[threadIdx.x] = (float)threadIdx.x;
+  __syncthreads();
+  float v = s[(threadIdx.x + 1) % 64];  // read the neighbour's word ...
+  s[threadIdx.x] = v * 2.0f;            // ... which the neighbour overwrites: no barrier between
+  out[threadIdx.x] = v;
+}
+// Serial thread order makes this right (thread t-1 ran first): only race tracking catches it.
+extern "C" __global__ void raw_race(float* out) {
+  __shared__ float s[64];
+  s[threadIdx.x] = (float)threadIdx.x;
+  out[threadIdx.x] = threadIdx.x > 0 ? s[threadIdx.x - 1] : 0.0f;
+}
+extern "C" __global__ void divergent_sync(float* out) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncthreads();  // a different barrier: undefined behaviour on a GPU
+  }
+  out[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void shuffle_all(int* out) {
+  const int lane = threadIdx.x % 32;
+  int v = lane * 10;
+  out[threadIdx.x * 4 + 0] = __shfl_sync(0xffffffffu, v, 3);
+  out[threadIdx.x * 4 + 1] = __shfl_up_sync(0xffffffffu, v, 2);
+  out[threadIdx.x * 4 + 2] = __shfl_down_sync(0xffffffffu, v, 5, 8);
+  out[threadIdx.x * 4 + 3] = __shfl_xor_sync(0xffffffffu, v, 1);
+}
+extern "C" __global__ void early_exit_shuffle(int* out) {
+  if (threadIdx.x == 7) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
+}
+"""
+
+
+def _coop_misc(name: str):
+    # one source per kernel (load_kernels joins its sources into one library), one compiler run
+    chunks = COOP_MISC.split('extern "C"')[1:]
+    sources = [('extern "C"' + c, c.split("void ")[1].split("(")[0]) for c in chunks]
+    return load_kernels(sources)[name]
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_write_after_read_race_is_caught() -> None:
+    with pytest.raises(KernelRuntimeError, match=r"race on shared s\[\d+\]: read by thread"):
+        _coop_misc("war_race")(1, 64, [np.zeros(64, np.float32)])
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_read_after_write_race_is_caught_even_when_serial_order_is_right() -> None:
+    with pytest.raises(
+        KernelRuntimeError,
+        match=r"race on shared s\[0\]: written by thread 0 "
+        r"and read by thread 1 with no __syncthreads between",
+    ):
+        _coop_misc("raw_race")(1, 64, [np.zeros(64, np.float32)])
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_divergent_syncthreads_is_caught() -> None:
+    with pytest.raises(KernelRuntimeError, match="different __syncthreads"):
+        _coop_misc("divergent_sync")(1, 32, [np.zeros(32, np.float32)])
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_shuffle_semantics() -> None:
+    out = np.zeros((64, 4), np.int32)
+    _coop_misc("shuffle_all")(1, 64, [out])
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(out[:, 0], np.full(64, 30))
+    np.testing.assert_array_equal(out[:, 1], np.where(lane >= 2, lane - 2, lane) * 10)
+    seg_in = lane % 8
+    np.testing.assert_array_equal(out[:, 2], np.where(seg_in + 5 < 8, lane + 5, lane) * 10)
+    np.testing.assert_array_equal(out[:, 3], (lane ^ 1) * 10)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_shuffle_with_exited_lane_is_caught() -> None:
+    with pytest.raises(KernelRuntimeError, match="lane 7 of mask .* has exited"):
+        _coop_misc("early_exit_shuffle")(1, 32, [np.zeros(32, np.int32)])
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_shuffle_mask_beyond_block_is_caught() -> None:
+    # 48 threads: warp 1 has lanes 0..15 only, so a full mask names lanes it does not have
+    with pytest.raises(KernelRuntimeError, match="names lane 16, which this block does not have"):
+        _block_sum_kernels()["ok"](
+            1, 48, [np.zeros((1, 4), np.float32), np.zeros(1, np.float32), np.int32(4)]
+        )
 
 
 @pytest.mark.emulator
@@ -269,3 +437,16 @@ def test_nvrtc_unavailable_is_reported_not_raised(monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         nvrtc._load_nvrtc.cache_clear()
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_cooperative_unsupported_shared_forms_are_refused() -> None:
+    source = r"""
+    extern "C" __global__ void k(float* x) {
+      extern __shared__ float dyn[];
+      dyn[threadIdx.x] = x[threadIdx.x];
+    }
+    """
+    with pytest.raises(GpuGraphError, match=r"kernel\.cu:3: the emulator supports only 1-D"):
+        load_kernel(source, "k")

@@ -2,7 +2,10 @@
 
 The kernel source is compiled by the host C++ compiler together with ``cuda_prelude.h`` (which
 defines ``__global__``, ``threadIdx`` & co. and CUDA's math functions) and a two-line driver, then
-loaded with ctypes. The driver walks every (block, thread) of the launch sequentially. Built
+loaded with ctypes. The driver walks every (block, thread) of the launch sequentially; kernels
+that use ``__shared__``, ``__syncthreads`` or warp shuffles instead run each block's threads as
+coroutines that meet at barriers, with every shared-memory access checked for races (see the
+prelude's launch_coop). Built
 libraries go to the persistent kernel cache (gpugraph.cache), keyed by the text and the
 compiler, with an index from each kernel to the library that holds it: kernels compiled in one
 batch by one run are found one by one by the next.
@@ -103,15 +106,42 @@ def _build(text: str) -> Path:
     return cache.file_entry("emu-so", cache.digest(toolchain(), text), ".so", compile_to)
 
 
-def _driver(kernel_name: str) -> str:
+# Kernels whose threads cooperate need the cooperative launch (slower: a coroutine per thread).
+_COOPERATIVE = re.compile(r"\b(__shared__|__syncthreads|__shfl_\w*sync)\b")
+# `__shared__ T name[N];` (1-D, static size): rewritten into the prelude's checked Shared<T, N>.
+_SHARED_DECL = re.compile(
+    r"(?<!extern )__shared__\s+(?:volatile\s+)?([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)"
+    r"\s+([A-Za-z_]\w*)\s*\[([^\]\[;]+)\]\s*;"
+)
+
+
+def _rewrite_shared(source: str, name: str) -> str:
+    """Shared arrays become access-checked objects (bounds, uninitialised reads, races)."""
+
+    def sub(m: re.Match) -> str:
+        ctype, var, size = m.groups()
+        return f'static thread_local ::__gpugraph_emu::Shared<{ctype}, ({size})> {var}{{"{var}"}};'
+
+    out = _SHARED_DECL.sub(sub, source)
+    if "__shared__" in out:
+        line = out[: out.index("__shared__")].count("\n") + 1
+        raise UnsupportedError(
+            f"{name}:{line}: the emulator supports only 1-D __shared__ arrays of static size"
+            " (`__shared__ T name[N];`), not extern, scalar or multi-dimensional ones"
+        )
+    return out
+
+
+def _driver(kernel_name: str, cooperative: bool = False) -> str:
     """The two C entry points ctypes calls for one kernel (its signature, and a launch)."""
     k = kernel_name
+    launch = "launch_coop" if cooperative else "launch"
     return (
         f'extern "C" const char* gpugraph_emu_signature_{k}() {{\n'
         f"  return __gpugraph_emu::signature(&{k}); }}\n"
         f'extern "C" int gpugraph_emu_launch_{k}(const unsigned* d, void** a, char* e, size_t n)'
         " {\n"
-        f"  return __gpugraph_emu::launch(&{k}, d, a, e, n); }}\n"
+        f"  return __gpugraph_emu::{launch}(&{k}, d, a, e, n); }}\n"
     )
 
 
@@ -127,9 +157,14 @@ def _library(kernels: list[tuple[str, str, str]]) -> Path:
     """One host library holding every (source, kernel name, file name) of ``kernels``."""
     # #line directives make compiler errors point at lines of the caller's sources.
     text = f'#line 1 "{PRELUDE_PATH.name}"\n{_prelude()}\n'
-    text += "".join(f'#line 1 "{name}"\n{source}\n' for source, _, name in kernels)
+    text += "".join(
+        f'#line 1 "{name}"\n{_rewrite_shared(source, name)}\n' for source, _, name in kernels
+    )
     text += '#line 1 "gpugraph_emulator_driver.cpp"\n'
-    text += "".join(_driver(kernel_name) for _, kernel_name, _ in kernels)
+    text += "".join(
+        _driver(kernel_name, bool(_COOPERATIVE.search(source)))
+        for source, kernel_name, _ in kernels
+    )
     try:
         return _build(text)
     except KernelCompileError as exc:
