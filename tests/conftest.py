@@ -8,7 +8,8 @@
 * ``GPUGRAPH_HYPOTHESIS_PROFILE=ci`` makes every property test draw the same examples on every
   run (hypothesis ``derandomize``): a run then generates the same kernels as the last one, and
   the persistent kernel cache (gpugraph.cache) spares the NVRTC and emulator sweeps all their
-  compiling. The default draws new examples each run: more programs tried over time.
+  compiling. It is the default when ``CI`` is set (CI runs are reproducible); otherwise each
+  run draws new examples: more programs tried over time.
 * The ``progress`` fixture prints a line to the terminal, even under ``-q`` and output capture,
   at most every few seconds: the sweeps run for minutes on a loaded machine.
 """
@@ -23,7 +24,11 @@ from hypothesis import settings
 os.environ.setdefault("GPUGRAPH_BACKEND", "numpy")
 
 settings.register_profile("ci", derandomize=True, database=None)
-settings.load_profile(os.environ.get("GPUGRAPH_HYPOTHESIS_PROFILE", "default"))
+# CI (CI=true) draws the same examples every run, so a red CI is reproducible and never a
+# rare random draw; a developer's run explores new examples unless told otherwise.
+settings.load_profile(
+    os.environ.get("GPUGRAPH_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
+)
 
 from gpugraph.codegen.cuda import KERNEL_OBSERVERS  # noqa: E402
 from gpugraph.runtime import COMPILED_OBSERVERS  # noqa: E402

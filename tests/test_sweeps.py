@@ -129,9 +129,25 @@ def emulate_all(items: list[tuple]) -> list[str]:
                 w = np.broadcast_to(np.asarray(w), g.shape)
                 tol = 0 if g.dtype.kind != "f" else (2e-5 if single else 1e-12)
                 if g.dtype != w.dtype or not np.allclose(g, w, rtol=tol, atol=tol, equal_nan=True):
-                    failures.append(f"{kernel.name} output {k}: kernel != NumPy\n{body}")
+                    failures.append(
+                        f"{kernel.name} output {k}: kernel != NumPy\n{body}\n"
+                        + first_mismatch(args, g, w, tol)
+                    )
                     break
     return failures
+
+
+def first_mismatch(args, got, want, tol: float) -> str:
+    """The inputs and both outputs at the first differing element, so a failure in a sweep
+    over randomly drawn kernels can be reproduced from its message alone."""
+    import numpy as np
+
+    if got.dtype != want.dtype:
+        return f"dtypes: kernel {got.dtype}, NumPy {want.dtype}"
+    bad = ~np.isclose(got, want, rtol=tol, atol=tol, equal_nan=True)
+    at = np.unravel_index(int(np.flatnonzero(bad)[0]), got.shape)
+    ins = [np.broadcast_to(a, got.shape)[at] if np.ndim(a) else a for a in args]
+    return f"at {at}: inputs {ins!r}, kernel {got[at]!r}, NumPy {want[at]!r}"
 
 
 def casts_float_to_int(body) -> bool:
