@@ -1,0 +1,286 @@
+"""ONNX import: ``gg.onnx.load(model)`` turns an ONNX model into a pure gpugraph function.
+
+Each ONNX node is converted by one entry of the op table (``OPS``, in ``table.py``; the
+converters live in ``ops_math.py``, ``ops_nn.py`` and ``ops_shape.py``). Every node is checked
+against the table when the model is loaded, so an unsupported op is an ``UnsupportedError``
+before anything runs. Floating-point initializers are the model's parameters (``m.params``,
+the first argument of ``m.fn``, so ``gg.grad`` fine-tunes them); integer initializers are
+constants, so shape arithmetic on them folds while tracing. The ``onnx`` package is needed
+only here (``pip install gpugraph[onnx]``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backends import asnumpy
+from ..errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
+from . import ops_math, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
+from .table import OPS, SHAPE_INPUTS, NodeCtx
+
+__all__ = ["OPS", "OnnxError", "OnnxModel", "InputSpec", "load"]
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+MIN_OPSET, MAX_OPSET = 6, 21
+
+
+class OnnxError(GpuGraphError, ValueError):
+    """The ONNX file is malformed or inconsistent (a dangling name, an unreadable protobuf,
+    an external-data path outside the model's directory)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input: its name, dtype and shape (a dim is an int, a symbolic name or None)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...] | None
+
+
+@dataclass(frozen=True)
+class _Node:
+    ctx: NodeCtx
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict
+
+
+class OnnxModel:
+    """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
+    input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
+
+    def __init__(self, nodes, params, constants, inputs, output_names, opset):
+        self._nodes: list[_Node] = nodes
+        self.params: dict[str, np.ndarray] = params
+        self.constants: dict[str, np.ndarray] = constants
+        self.inputs: tuple[InputSpec, ...] = inputs
+        self.input_names = tuple(s.name for s in inputs)
+        self.output_names: tuple[str, ...] = output_names
+        self.opset = opset
+        self._jit = None
+        # Integer graph inputs used as shapes/axes: static arguments of the compiled function.
+        shape_names = set()
+        for node in nodes:
+            if node.ctx.op_type in SHAPE_INPUTS:
+                pos = SHAPE_INPUTS[node.ctx.op_type]
+                shape_names.update(n for i, n in enumerate(node.inputs) if pos is None or i in pos)
+        self.static_inputs = tuple(
+            i
+            for i, s in enumerate(inputs)
+            if s.name in shape_names and np.issubdtype(s.dtype, np.integer)
+        )
+
+    def fn(self, params: dict, *inputs: Any) -> tuple:
+        """The model as a pure function of its parameters and inputs."""
+        if len(inputs) != len(self.inputs):
+            raise GpuGraphError(
+                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
+                f"got {len(inputs)}"
+            )
+        env: dict[str, Any] = dict(self.constants)
+        env.update(params)
+        env.update(zip(self.input_names, inputs))
+        for node in self._nodes:
+            args = [env[n] if n else None for n in node.inputs]
+            outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
+            if not isinstance(outs, (tuple, list)):
+                outs = (outs,)
+            for name, v in zip(node.outputs, outs):
+                if name:
+                    env[name] = v
+        return tuple(env[n] for n in self.output_names)
+
+    def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise GpuGraphError(
+                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
+                f"got {len(inputs)}"
+            )
+        out = []
+        for spec, x in zip(self.inputs, inputs):
+            x = (
+                x
+                if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
+                else np.asarray(x)
+            )
+            if np.dtype(x.dtype) != spec.dtype:
+                raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
+            if spec.shape is not None:
+                ok = len(x.shape) == len(spec.shape) and all(
+                    not isinstance(d, int) or d == s for d, s in zip(spec.shape, x.shape)
+                )
+                if not ok:
+                    raise ShapeError(
+                        f"ONNX input {spec.name!r} has shape {list(spec.shape)}, "
+                        f"got {tuple(x.shape)}"
+                    )
+            out.append(x)
+        return out
+
+    def __call__(self, *inputs: Any) -> tuple:
+        from ..trace import jit
+
+        xs = self.check_inputs(inputs)
+        if self._jit is None:
+            self._jit = jit(
+                self._static_fn, static_argnums=tuple(i + 1 for i in self.static_inputs)
+            )
+        for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
+            xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
+        return tuple(self._jit(self.params, *xs))
+
+    def _static_fn(self, params: dict, *inputs: Any) -> tuple:
+        xs = list(inputs)
+        for i in self.static_inputs:
+            xs[i] = np.asarray(xs[i][0], dtype=xs[i][1])
+        return self.fn(params, *xs)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxModel(inputs={list(self.input_names)}, outputs={list(self.output_names)}, "
+            f"opset={self.opset}, {len(self._nodes)} nodes)"
+        )
+
+
+def _parse(model: Any):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    base = None
+    if isinstance(model, (str, os.PathLike)):
+        base = os.path.dirname(os.path.abspath(os.fspath(model)))
+        with open(model, "rb") as f:
+            data = f.read()
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+    else:
+        raise GpuGraphError(
+            f"gg.onnx.load takes a path, bytes or an onnx.ModelProto, got {type(model).__name__}"
+        )
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise OnnxError(f"not a readable ONNX model: {e}") from None
+    if not proto.HasField("graph"):
+        raise OnnxError("not an ONNX model: it has no graph")
+    return proto, base
+
+
+def _load_external(tensor, base: str | None) -> None:
+    """Read one initializer's external data, refusing paths that leave ``base``
+    (absolute paths, ``..``, symlinks out: CVE-2022-25882)."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    info = {e.key: e.value for e in tensor.external_data}
+    loc = info.get("location", "")
+    if base is None:
+        raise OnnxError(
+            f"initializer {tensor.name!r} has external data {loc!r}: pass external_data_dir"
+        )
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, loc))
+    if (
+        os.path.isabs(loc)
+        or ".." in loc.replace("\\", "/").split("/")
+        or os.path.commonpath([root, path]) != root
+    ):
+        raise OnnxError(f"initializer {tensor.name!r}: external data path {loc!r} leaves {base!r}")
+    if not os.path.isfile(path):
+        raise OnnxError(
+            f"initializer {tensor.name!r}: external data file {loc!r} not found in {base!r}"
+        )
+    load_external_data_for_tensor(tensor, root)
+    tensor.data_location = 0  # DEFAULT: the data is in the tensor now
+    del tensor.external_data[:]
+
+
+def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
+    """Load an ONNX model (a path, bytes or an ``onnx.ModelProto``) as an ``OnnxModel``."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UnsupportedError(
+            "gg.onnx.load needs the onnx package: pip install gpugraph[onnx]"
+        ) from None
+    from onnx import helper, numpy_helper
+
+    proto, base = _parse(model)
+    base = external_data_dir or base
+    g = proto.graph
+    opset = max((o.version for o in proto.opset_import if o.domain in _DEFAULT_DOMAINS), default=0)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedError(
+            f"ONNX opset {opset} (gpugraph imports opsets {MIN_OPSET} to {MAX_OPSET})"
+        )
+
+    # Every node is checked before anything is converted or run.
+    for n in g.node:
+        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in OPS:
+            dom = f"domain {n.domain!r} " if n.domain not in _DEFAULT_DOMAINS else ""
+            raise UnsupportedError(
+                f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
+                "has no gpugraph mapping"
+            )
+
+    params: dict[str, np.ndarray] = {}
+    constants: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if t.data_location == 1:  # EXTERNAL
+            _load_external(t, base)
+        try:
+            arr = numpy_helper.to_array(t).copy()
+        except Exception as e:  # noqa: BLE001  (onnx raises several types for bad tensors)
+            raise OnnxError(f"initializer {t.name!r} cannot be read: {e}") from None
+        (params if np.issubdtype(arr.dtype, np.floating) else constants)[t.name] = arr
+
+    inputs = []
+    for vi in g.input:
+        if vi.name in params or vi.name in constants:
+            continue  # before IR 4 initializers are listed as inputs too
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise UnsupportedError(f"ONNX input {vi.name!r}: only tensor inputs are supported")
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tt.shape.dim
+            )
+        inputs.append(
+            InputSpec(vi.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), shape)
+        )
+
+    defined = set(params) | set(constants) | {s.name for s in inputs}
+    nodes = []
+    for n in g.node:
+        for name in n.input:
+            if name and name not in defined:
+                raise OnnxError(
+                    f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}) reads {name!r}, "
+                    "which nothing defines before it"
+                )
+        defined.update(o for o in n.output if o)
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        nodes.append(
+            _Node(
+                NodeCtx(n.op_type, n.name, opset, len(n.output)),
+                tuple(n.input),
+                tuple(n.output),
+                attrs,
+            )
+        )
+    outputs = tuple(o.name for o in g.output)
+    for name in outputs:
+        if name not in defined:
+            raise OnnxError(
+                f"ONNX graph output {name!r} is not defined by any node, input or initializer"
+            )
+    return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset)
