@@ -17,6 +17,7 @@ onnx = pytest.importorskip(
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import gpugraph.onnx as gox  # noqa: E402
+from gpugraph.onnx.light import light_path, randomized  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 FOLDERS = ("simple", "pytorch-operator", "pytorch-converted")
@@ -80,35 +81,11 @@ def test_conformance(case):
             )  # the onnx backend runner's tolerances
 
 
-def randomize_light(model, seed: int = 0):
-    """A `light` model-zoo net with its constant weights (ConstantOfShape of one value) made
-    varied initializers (value * U(0.5, 1.5), so variances stay positive) and its final
-    Softmax dropped: with constant weights and a saturated softmax, a wrong conv would still
-    match."""
-    rng = np.random.default_rng(seed)
-    g = model.graph
-    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    keep = []
-    for n in g.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in init:
-            v = numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0]
-            w = (v * rng.uniform(0.5, 1.5, init[n.input[0]].tolist())).astype(np.float32)
-            g.initializer.append(numpy_helper.from_array(w, n.output[0]))
-        else:
-            keep.append(n)
-    if keep[-1].op_type == "Softmax":
-        g.output[0].name = keep.pop().input[0]
-        del g.output[0].type.tensor_type.shape.dim[:]
-    del g.node[:]
-    g.node.extend(keep)
-    return model
-
-
 def test_light_squeezenet_matches_onnxruntime():
     ort = pytest.importorskip(
         "onnxruntime", reason="the model-zoo check compares against onnxruntime"
     )
-    model = randomize_light(onnx.load(os.path.join(DATA, "light", "light_squeezenet.onnx")))
+    model = randomized(onnx.load(light_path("squeezenet")))
     data = model.SerializeToString()
     m = gox.load(data)
     assert m.input_names == ("data_0",) and m.inputs[0].shape == (1, 3, 224, 224)
@@ -252,3 +229,89 @@ def test_external_data_inside_loads_and_symlinks_out_are_refused(tmp_path):
     with pytest.raises(gox.OnnxError, match="leaves"):
         gox.load(str(tmp_path / "m.onnx"))
     outside.unlink()
+
+
+def _i64(*v):
+    return np.array(v, np.int64)
+
+
+# Single-node models for ops and attribute forms the conformance data does not reach, checked
+# against onnxruntime: (op, inputs, attributes, opset). Inputs named c* are initializers.
+SINGLE = [
+    ("Trilu", {"x": (4, 5), "ck": _i64(1)}, {"upper": 0}, 17),
+    ("Trilu", {"x": (2, 4, 5)}, {}, 17),
+    ("CumSum", {"x": (3, 4), "ca": _i64(1)}, {"exclusive": 1, "reverse": 1}, 17),
+    ("CumSum", {"x": (3, 4), "ca": _i64(0)}, {}, 17),
+    ("HardSwish", {"x": (3, 4)}, {}, 17),
+    ("Softsign", {"x": (3, 4)}, {}, 17),
+    ("Gelu", {"x": (3, 4)}, {}, 20),
+    ("Gelu", {"x": (3, 4)}, {"approximate": "tanh"}, 20),
+    ("Erf", {"x": (3, 4)}, {}, 17),
+    ("LayerNormalization", {"x": (2, 3, 4), "cw": (3, 4), "cb": (3, 4)}, {"axis": -2}, 17),
+    ("Softmax", {"x": (2, 3, 4)}, {"axis": 1}, 13),
+    ("Softmax", {"x": (2, 3, 4)}, {"axis": 1}, 11),
+    ("LogSoftmax", {"x": (2, 3, 4)}, {}, 13),
+    ("ReduceMax", {"x": (2, 3, 4), "ca": _i64(-1, 0)}, {"keepdims": 0}, 18),
+    ("ReduceMean", {"x": (2, 3, 4)}, {"axes": [1]}, 13),
+    ("ArgMax", {"x": (3, 5)}, {"axis": 1, "keepdims": 0}, 13),
+    ("Gather", {"x": (5, 3), "ci": _i64(-1, 0, 2)}, {"axis": 0}, 13),
+    ("Split", {"x": (7, 2)}, {"num_outputs": 3}, 18),
+    ("Pad", {"x": (3, 4), "cp": _i64(1, 2, 1, 0)}, {"mode": "reflect"}, 18),
+    ("Clip", {"x": (3, 4), "clo": np.float32(-0.5), "chi": np.float32(0.5)}, {}, 13),
+    ("Expand", {"x": (3, 1), "cs": _i64(2, 1, 4)}, {}, 13),
+    (
+        "Slice",
+        {"x": (6, 5), "cs": _i64(5, 1), "ce": _i64(-7, 100), "ca": _i64(0, 1), "cst": _i64(-2, 2)},
+        {},
+        13,
+    ),
+    ("Unsqueeze", {"x": (3, 4), "ca": _i64(-1, 0)}, {}, 13),
+    ("Where", {"c": (3, 4), "x": (3, 4), "y": (1, 4)}, {}, 13),
+    (
+        "Gemm",
+        {"x": (4, 3), "cw": (5, 4), "cc": (5,)},
+        {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0},
+        13,
+    ),
+]
+
+
+def _single_model(op, spec, attrs, opset):
+    rng = np.random.default_rng(0)
+    inputs, inits, feeds = [], [], {}
+    for name, v in spec.items():
+        if isinstance(v, tuple):
+            arr = rng.standard_normal(v).astype(np.float32)
+            if name == "c":
+                arr = arr > 0
+        else:
+            arr = np.asarray(v)
+        if name.startswith("c") and name != "c":
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            feeds[name] = arr
+            dt = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            inputs.append(helper.make_tensor_value_info(name, dt, list(arr.shape)))
+    n_out = attrs.get("num_outputs", 1)
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op, list(spec), outs, name="n", **attrs)
+    g = helper.make_graph(
+        [node], "g", inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model, feeds
+
+
+@pytest.mark.parametrize("case", SINGLE, ids=[f"{c[0]}-{i}" for i, c in enumerate(SINGLE)])
+def test_single_ops_match_onnxruntime(case):
+    ort = pytest.importorskip("onnxruntime", reason="single-op checks compare against onnxruntime")
+    model, feeds = _single_model(*case)
+    data = model.SerializeToString()
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = gox.load(data)(*(feeds[n] for n in gox.load(data).input_names))
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        g = gg.asnumpy(g)
+        assert g.shape == r.shape and g.dtype == r.dtype
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)

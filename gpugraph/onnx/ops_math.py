@@ -273,3 +273,35 @@ def _arg(name: str):
 
 register("ArgMax")(_arg("argmax"))
 register("ArgMin")(_arg("argmin"))
+
+
+@register("HardSwish")
+def _hard_swish(node: NodeCtx, ins: list, attrs: dict):
+    x = ins[0]  # x * max(0, min(1, x/6 + 1/2)), as ONNX (alpha 1/6, beta 0.5)
+    return gg["multiply"](x, _hard_sigmoid(node, [x], {"alpha": 1 / 6, "beta": 0.5}))
+
+
+@register("Softsign")
+def _softsign(node: NodeCtx, ins: list, attrs: dict):
+    x = ins[0]
+    return gg["divide"](x, gg["add"](gg["abs"](x), _scalar(1, x)))
+
+
+@register("CumSum")
+def _cumsum(node: NodeCtx, ins: list, attrs: dict):
+    x = ins[0]
+    axis = int(node.const(ins[1], "axis").reshape(-1)[0]) % len(x.shape)
+    rev = attrs.get("reverse", 0)
+    if rev:
+        x = gg["flip"](x, axis)
+    y = gg["cumsum"](x, axis=axis)
+    if attrs.get("exclusive", 0):
+        y = gg["subtract"](y, x)  # exclusive: the sum of the elements strictly before
+    return gg["flip"](y, axis) if rev else y
+
+
+@register("Trilu")
+def _trilu(node: NodeCtx, ins: list, attrs: dict):
+    k = opt(ins, 1)
+    k = 0 if k is None else int(node.const(k, "k").reshape(-1)[0])
+    return gg["triu" if attrs.get("upper", 1) else "tril"](ins[0], k)
