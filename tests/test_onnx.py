@@ -315,3 +315,8 @@ def test_single_ops_match_onnxruntime(case):
         g = gg.asnumpy(g)
         assert g.shape == r.shape and g.dtype == r.dtype
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_docs_op_table_is_generated_from_the_mapping():
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "onnx.md")).read()
+    assert gox.op_table_markdown() in page

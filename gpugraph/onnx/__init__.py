@@ -22,7 +22,7 @@ from ..errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
 from . import ops_math, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
-__all__ = ["OPS", "OnnxError", "OnnxModel", "InputSpec", "load"]
+__all__ = ["OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_OPSET, MAX_OPSET = 6, 21
@@ -284,3 +284,24 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
                 f"ONNX graph output {name!r} is not defined by any node, input or initializer"
             )
     return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset)
+
+
+_FAMILIES = {
+    "ops_math": "elementwise, matrix, reductions",
+    "ops_nn": "convolution, pooling, normalization, softmax",
+    "ops_shape": "shape, indexing, constants",
+}
+
+
+def op_table_markdown() -> str:
+    """The op coverage table of docs/onnx.md, generated from ``OPS`` (a test keeps the page
+    in sync)."""
+    groups: dict[str, list[str]] = {}
+    for op, fn in OPS.items():
+        groups.setdefault(fn.__module__.rsplit(".", 1)[-1], []).append(op)
+    lines = ["| family (converter file) | ONNX op types |", "| --- | --- |"]
+    for mod, family in _FAMILIES.items():
+        ops = ", ".join(f"`{op}`" for op in sorted(groups.pop(mod, [])))
+        lines.append(f"| {family} (`{mod}.py`) | {ops} |")
+    assert not groups, f"converters outside the known files: {groups}"
+    return "\n".join(lines) + "\n"
