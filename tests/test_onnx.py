@@ -240,6 +240,8 @@ def _i64(*v):
 SINGLE = [
     ("Trilu", {"x": (4, 5), "ck": _i64(1)}, {"upper": 0}, 17),
     ("Trilu", {"x": (2, 4, 5)}, {}, 17),
+    ("Flatten", {"x": (2, 3, 4, 5)}, {"axis": -1}, 13),
+    ("Range", {"cs": np.float32(1), "cl": np.float32(4), "cd": np.float32(0.5)}, {}, 13),
     ("CumSum", {"x": (3, 4), "ca": _i64(1)}, {"exclusive": 1, "reverse": 1}, 17),
     ("CumSum", {"x": (3, 4), "ca": _i64(0)}, {}, 17),
     ("HardSwish", {"x": (3, 4)}, {}, 17),
@@ -320,3 +322,39 @@ def test_single_ops_match_onnxruntime(case):
 def test_docs_op_table_is_generated_from_the_mapping():
     page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "onnx.md")).read()
     assert gox.op_table_markdown() in page
+
+
+def test_declared_size_over_the_limit_is_refused(monkeypatch):
+    monkeypatch.setitem(gox.LIMITS, "max_tensor_bytes", 64)
+    with pytest.raises(gg.GpuGraphError, match="initializer 'w1'.*max_tensor_bytes"):
+        gox.load(_mlp_model())  # w1 is 3x4 float64: 96 bytes
+    g = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["s"], ["y"], name="big")],
+        "g",
+        [],
+        [helper.make_empty_tensor_value_info("y")],
+        [numpy_helper.from_array(_i64(1 << 20, 1 << 20), "s")],
+    )
+    m = gox.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(gg.GpuGraphError, match="'big'.*max_tensor_bytes"):
+        m.fn(m.params)
+
+
+def test_fuzzed_protobufs_raise_gpugraph_errors_only():
+    """Truncated and bit-flipped models: loading either fails with a GpuGraphError or gives
+    a model (a flipped weight bit is still a valid model); never another exception."""
+    data = bytearray(_mlp_model().SerializeToString())
+    rng = np.random.default_rng(0)
+    x = np.ones((2, 3))
+    for trial in range(150):
+        bad = bytearray(data)
+        if trial % 3 == 0:
+            bad = bad[: rng.integers(0, len(bad))]
+        else:
+            for _ in range(rng.integers(1, 4)):
+                bad[rng.integers(0, len(bad))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            m = gox.load(bytes(bad))
+            m(x)
+        except gg.GpuGraphError:
+            pass

@@ -12,139 +12,36 @@ only here (``pip install gpugraph[onnx]``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..backends import asnumpy
-from ..errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
+from ..errors import GpuGraphError, UnsupportedError
 from . import ops_math, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
-from .table import OPS, SHAPE_INPUTS, NodeCtx
+from .model import InputSpec, OnnxError, OnnxModel, _Node, _shape_arg_names
+from .table import LIMITS, OPS, NodeCtx, check_size
 
-__all__ = ["OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
+__all__ = ["LIMITS", "OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_OPSET, MAX_OPSET = 6, 21
 
 
-class OnnxError(GpuGraphError, ValueError):
-    """The ONNX file is malformed or inconsistent (a dangling name, an unreadable protobuf,
-    an external-data path outside the model's directory)."""
+def _check_arity(n, opset: int) -> None:
+    """The node's input and output counts against the ONNX schema of its op at ``opset``."""
+    from onnx import defs
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """A graph input: its name, dtype and shape (a dim is an int, a symbolic name or None)."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | str | None, ...] | None
-
-
-@dataclass(frozen=True)
-class _Node:
-    ctx: NodeCtx
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: dict
-
-
-class OnnxModel:
-    """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
-    input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
-
-    def __init__(self, nodes, params, constants, inputs, output_names, opset):
-        self._nodes: list[_Node] = nodes
-        self.params: dict[str, np.ndarray] = params
-        self.constants: dict[str, np.ndarray] = constants
-        self.inputs: tuple[InputSpec, ...] = inputs
-        self.input_names = tuple(s.name for s in inputs)
-        self.output_names: tuple[str, ...] = output_names
-        self.opset = opset
-        self._jit = None
-        # Integer graph inputs used as shapes/axes: static arguments of the compiled function.
-        shape_names = set()
-        for node in nodes:
-            if node.ctx.op_type in SHAPE_INPUTS:
-                pos = SHAPE_INPUTS[node.ctx.op_type]
-                shape_names.update(n for i, n in enumerate(node.inputs) if pos is None or i in pos)
-        self.static_inputs = tuple(
-            i
-            for i, s in enumerate(inputs)
-            if s.name in shape_names and np.issubdtype(s.dtype, np.integer)
-        )
-
-    def fn(self, params: dict, *inputs: Any) -> tuple:
-        """The model as a pure function of its parameters and inputs."""
-        if len(inputs) != len(self.inputs):
-            raise GpuGraphError(
-                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
-                f"got {len(inputs)}"
-            )
-        env: dict[str, Any] = dict(self.constants)
-        env.update(params)
-        env.update(zip(self.input_names, inputs))
-        for node in self._nodes:
-            args = [env[n] if n else None for n in node.inputs]
-            outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
-            if not isinstance(outs, (tuple, list)):
-                outs = (outs,)
-            for name, v in zip(node.outputs, outs):
-                if name:
-                    env[name] = v
-        return tuple(env[n] for n in self.output_names)
-
-    def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
-        if len(inputs) != len(self.inputs):
-            raise GpuGraphError(
-                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
-                f"got {len(inputs)}"
-            )
-        out = []
-        for spec, x in zip(self.inputs, inputs):
-            x = (
-                x
-                if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
-                else np.asarray(x)
-            )
-            if np.dtype(x.dtype) != spec.dtype:
-                raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
-            if spec.shape is not None:
-                ok = len(x.shape) == len(spec.shape) and all(
-                    not isinstance(d, int) or d == s for d, s in zip(spec.shape, x.shape)
-                )
-                if not ok:
-                    raise ShapeError(
-                        f"ONNX input {spec.name!r} has shape {list(spec.shape)}, "
-                        f"got {tuple(x.shape)}"
-                    )
-            out.append(x)
-        return out
-
-    def __call__(self, *inputs: Any) -> tuple:
-        from ..trace import jit
-
-        xs = self.check_inputs(inputs)
-        if self._jit is None:
-            self._jit = jit(
-                self._static_fn, static_argnums=tuple(i + 1 for i in self.static_inputs)
-            )
-        for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
-            xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
-        return tuple(self._jit(self.params, *xs))
-
-    def _static_fn(self, params: dict, *inputs: Any) -> tuple:
-        xs = list(inputs)
-        for i in self.static_inputs:
-            xs[i] = np.asarray(xs[i][0], dtype=xs[i][1])
-        return self.fn(params, *xs)
-
-    def __repr__(self) -> str:
-        return (
-            f"OnnxModel(inputs={list(self.input_names)}, outputs={list(self.output_names)}, "
-            f"opset={self.opset}, {len(self._nodes)} nodes)"
-        )
+    try:
+        schema = defs.get_schema(n.op_type, opset, "")
+    except Exception:  # noqa: BLE001  (onnx raises its own SchemaError)
+        raise UnsupportedError(f"ONNX op {n.op_type} has no schema at opset {opset}") from None
+    where = f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}, opset {opset})"
+    if not schema.min_input <= len(n.input) <= schema.max_input:
+        lo, hi = schema.min_input, schema.max_input
+        raise OnnxError(f"{where} has {len(n.input)} inputs; the op takes {lo} to {hi}")
+    if not schema.min_output <= len(n.output) <= schema.max_output:
+        lo, hi = schema.min_output, schema.max_output
+        raise OnnxError(f"{where} has {len(n.output)} outputs; the op takes {lo} to {hi}")
 
 
 def _parse(model: Any):
@@ -232,14 +129,23 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
 
     params: dict[str, np.ndarray] = {}
     constants: dict[str, np.ndarray] = {}
+    shape_args = _shape_arg_names(g.node)  # initializers read as shapes stay constants
     for t in g.initializer:
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+        except Exception:  # noqa: BLE001  (an unknown type code)
+            raise OnnxError(f"initializer {t.name!r} has unknown data type {t.data_type}") from None
+        check_size(t.dims, dtype, f"initializer {t.name!r}")  # before anything is read
         if t.data_location == 1:  # EXTERNAL
             _load_external(t, base)
         try:
             arr = numpy_helper.to_array(t).copy()
+        except GpuGraphError:
+            raise
         except Exception as e:  # noqa: BLE001  (onnx raises several types for bad tensors)
             raise OnnxError(f"initializer {t.name!r} cannot be read: {e}") from None
-        (params if np.issubdtype(arr.dtype, np.floating) else constants)[t.name] = arr
+        trainable = np.issubdtype(arr.dtype, np.floating) and t.name not in shape_args
+        (params if trainable else constants)[t.name] = arr
 
     inputs = []
     for vi in g.input:
@@ -261,6 +167,7 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     defined = set(params) | set(constants) | {s.name for s in inputs}
     nodes = []
     for n in g.node:
+        _check_arity(n, opset)
         for name in n.input:
             if name and name not in defined:
                 raise OnnxError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops as _ops
-from .table import NodeCtx, dtype_of, is_const, opt, register, shape_of
+from .table import NodeCtx, check_size, dtype_of, is_const, opt, register, shape_of
 
 gg = _ops.API
 
@@ -44,6 +44,7 @@ def _constant_of_shape(node: NodeCtx, ins: list, attrs: dict):
         if "value" in attrs
         else np.zeros(1, np.float32)
     )
+    check_size(shape, value.dtype, node.where())
     return np.full(shape, value[0], dtype=value.dtype)
 
 
@@ -72,7 +73,8 @@ def _reshape(node: NodeCtx, ins: list, attrs: dict):
 def _flatten(node: NodeCtx, ins: list, attrs: dict):
     x = ins[0]
     shape = shape_of(x)
-    axis = attrs.get("axis", 1) % (len(shape) + 1) if shape else 0
+    axis = attrs.get("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis  # ONNX accepts [-rank, rank]
     lead = int(np.prod(shape[:axis], dtype=np.int64))
     return gg["reshape"](x, (lead, int(np.prod(shape[axis:], dtype=np.int64))))
 
@@ -203,4 +205,8 @@ def _pad(node: NodeCtx, ins: list, attrs: dict):
 @register("Range")
 def _range(node: NodeCtx, ins: list, attrs: dict):
     start, limit, delta = (node.const(v, "Range bound") for v in ins)
+    if delta.item() == 0:
+        raise node.unsupported("Range with delta 0")
+    n = max(int(np.ceil((limit.item() - start.item()) / delta.item())), 0)
+    check_size([n], start.dtype, node.where())
     return np.arange(start.item(), limit.item(), delta.item()).astype(start.dtype)

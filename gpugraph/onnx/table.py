@@ -80,6 +80,25 @@ class NodeCtx:
         return None if c is None else [int(e) for e in np.asarray(c).reshape(-1)]
 
 
+# The largest tensor a model may declare (an initializer) or fold (ConstantOfShape, Range):
+# refused before anything is allocated. Change it with gg.onnx.LIMITS["max_tensor_bytes"].
+LIMITS = {"max_tensor_bytes": 4 << 30}
+
+
+def check_size(shape: Any, dtype: Any, what: str) -> None:
+    from ..errors import GpuGraphError
+
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise GpuGraphError(f"{what}: negative dimension in shape {dims}")
+    nbytes = int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > LIMITS["max_tensor_bytes"]:
+        raise GpuGraphError(
+            f"{what}: a {nbytes}-byte tensor {dims} is over gg.onnx.LIMITS['max_tensor_bytes'] "
+            f"({LIMITS['max_tensor_bytes']})"
+        )
+
+
 def opt(inputs: list, i: int) -> Any:
     """Input ``i`` or None where it is absent or the empty name (ONNX's optional input)."""
     return inputs[i] if i < len(inputs) else None
