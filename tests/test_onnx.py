@@ -358,3 +358,73 @@ def test_fuzzed_protobufs_raise_gpugraph_errors_only():
             m(x)
         except gg.GpuGraphError:
             pass
+
+
+def _torch_modules(torch):
+    class ResBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = (
+                torch.nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(8),
+            )
+            self.c2, self.b2 = (
+                torch.nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(8),
+            )
+
+        def forward(self, x):
+            return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+    class Attention(torch.nn.Module):  # a pre-norm transformer block, written out
+        def __init__(self, d=16, heads=4):
+            super().__init__()
+            self.heads, self.ln = heads, torch.nn.LayerNorm(d)
+            self.qkv, self.out = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+            self.ff = torch.nn.Sequential(
+                torch.nn.Linear(d, 32), torch.nn.GELU(), torch.nn.Linear(32, d)
+            )
+
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.ln(x)).split(d, dim=-1)
+            q, k, v = (
+                z.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v)
+            )
+            a = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1) @ v
+            x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
+            return x + self.ff(x)
+
+    return {
+        "resblock": (ResBlock(), [(2, 8, 16, 16)], None),
+        # dynamic batch and sequence: Shape -> Gather -> Concat -> Reshape folds per shape
+        "attention": (Attention(), [(2, 5, 16), (3, 7, 16)], {"x": {0: "B", 1: "T"}}),
+    }
+
+
+@pytest.mark.parametrize("name", ["resblock", "attention"])
+def test_torch_exported_modules_match_torch(name):
+    torch = pytest.importorskip("torch", reason="torch.onnx.export makes the models")
+    import io
+    import warnings
+
+    torch.manual_seed(0)
+    mod, shapes, dynamic = _torch_modules(torch)[name]
+    mod.eval()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                mod, (torch.randn(*shapes[0]),), f, opset_version=17, dynamo=False,
+                input_names=["x"], dynamic_axes=dynamic,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001  (exporter missing pieces in this torch build)
+            pytest.skip(f"torch.onnx.export failed: {type(e).__name__}: {e}")
+    m = gox.load(f.getvalue())
+    for shape in shapes:
+        x = torch.randn(*shape)
+        (got,) = m(x.numpy())
+        with torch.no_grad():
+            ref = mod(x).numpy()
+        np.testing.assert_allclose(gg.asnumpy(got), ref, rtol=1e-5, atol=1e-5)
