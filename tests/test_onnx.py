@@ -23,10 +23,7 @@ DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 FOLDERS = ("simple", "pytorch-operator", "pytorch-converted")
 # Cases whose ops all have a mapping but use a feature a converter refuses while tracing (an
 # UnsupportedError at the first call, never a number). Each says why.
-TRACE_UNSUPPORTED = {
-    "test_MaxPool1d_stride_padding_dilation": "gg.max_pool has no dilation",
-    "test_MaxPool2d_stride_padding_dilation": "gg.max_pool has no dilation",
-}
+TRACE_UNSUPPORTED: dict[str, str] = {}
 
 
 def _cases() -> list[str]:
@@ -241,6 +238,36 @@ SINGLE = [
     ("Trilu", {"x": (4, 5), "ck": _i64(1)}, {"upper": 0}, 17),
     ("Trilu", {"x": (2, 4, 5)}, {}, 17),
     ("Flatten", {"x": (2, 3, 4, 5)}, {"axis": -1}, 13),
+    (
+        "MaxPool",
+        {"x": (1, 2, 9, 8)},
+        {"kernel_shape": [3, 2], "dilations": [2, 3], "strides": [2, 1]},
+        13,
+    ),
+    (
+        "MaxPool",
+        {"x": (1, 2, 9, 8)},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+        13,
+    ),
+    (
+        "MaxPool",
+        {"x": (1, 2, 8, 7)},
+        {
+            "kernel_shape": [2, 3],
+            "strides": [3, 2],
+            "pads": [1, 0, 1, 1],
+            "ceil_mode": 1,
+            "dilations": [2, 1],
+        },
+        13,
+    ),
+    (
+        "MaxPool",
+        {"x": (1, 1, 10)},
+        {"kernel_shape": [3], "strides": [2], "pads": [1, 1], "ceil_mode": 1},
+        13,
+    ),
     ("Range", {"cs": np.float32(1), "cl": np.float32(4), "cd": np.float32(0.5)}, {}, 13),
     ("CumSum", {"x": (3, 4), "ca": _i64(1)}, {"exclusive": 1, "reverse": 1}, 17),
     ("CumSum", {"x": (3, 4), "ca": _i64(0)}, {}, 17),

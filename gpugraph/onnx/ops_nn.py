@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .. import ops as _ops
@@ -66,36 +68,73 @@ def _conv_transpose(node: NodeCtx, ins: list, attrs: dict):
     )
 
 
-def _pool_args(node: NodeCtx, x, attrs: dict):
+def _pool_args(node: NodeCtx, x, attrs: dict, ceil_ok: bool):
+    """(kernel, strides, dilations, padding) of a pooling node. ``ceil_mode`` becomes extra
+    high padding where ``ceil_ok`` (max pooling: padding is never the maximum)."""
     kernel = [int(k) for k in attrs["kernel_shape"]]
     nsp = len(kernel)
-    strides = _spatial(attrs, "strides", nsp)
-    if any(d != 1 for d in _spatial(attrs, "dilations", nsp)):
-        raise node.unsupported("pooling with dilations")
+    strides, dil = _spatial(attrs, "strides", nsp), _spatial(attrs, "dilations", nsp)
     if node.n_outputs > 1:
         raise node.unsupported("the Indices output of MaxPool")
     pad = _padding(node, attrs, nsp)
+    if attrs.get("ceil_mode", 0) or any(d != 1 for d in dil):
+        if pad == "SAME":
+            raise node.unsupported("auto_pad=SAME_UPPER with ceil_mode or dilations")
     if attrs.get("ceil_mode", 0):
-        # Ceil mode only differs where a last partial window exists; say so instead of guessing.
-        lo_hi = pad if pad != "SAME" else [(0, 0)] * nsp
         sp = shape_of(x)[2:]
-        for s, k, st, (lo, hi) in zip(sp, kernel, strides, lo_hi):
-            if (s + lo + hi - k) % st:
+        new = []
+        for s, k, st, d, (lo, hi) in zip(sp, kernel, strides, dil, pad):
+            span = d * (k - 1) + 1
+            out = -(-(s + lo + hi - span) // st) + 1
+            if (out - 1) * st >= s + lo:  # the last window may not start in the high padding
+                out -= 1
+            extra = max((out - 1) * st + span - (s + lo + hi), 0)
+            if extra and not ceil_ok:
                 raise node.unsupported("ceil_mode=1 with a partial last window")
-    return kernel, strides, pad
+            new.append((lo, hi + extra))
+        pad = new
+    return kernel, strides, dil, pad
+
+
+def _dilated_max_pool(x, kernel, strides, dil, pad):
+    """Max pooling with dilations: the maximum over the kernel offsets of strided slices of
+    the input padded with the lowest value (gg.max_pool has no dilation)."""
+    dt = dtype_of(x)
+    low = -np.inf if np.issubdtype(dt, np.floating) else np.iinfo(dt).min
+    xp = gg["pad"](x, [(0, 0), (0, 0), *pad], "constant", np.asarray(low, dt))
+    sizes = [
+        (s + lo + hi - (d * (k - 1) + 1)) // st + 1
+        for s, k, st, d, (lo, hi) in zip(shape_of(x)[2:], kernel, strides, dil, pad)
+    ]
+    acc = None
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        idx = tuple(
+            slice(o * d, o * d + (n - 1) * st + 1, st)
+            for o, d, n, st in zip(offs, dil, sizes, strides)
+        )
+        t = gg["getitem"](xp, (slice(None), slice(None), *idx))
+        acc = t if acc is None else gg["maximum"](acc, t)
+    return acc
 
 
 @register("MaxPool")
 def _max_pool(node: NodeCtx, ins: list, attrs: dict):
     if attrs.get("storage_order", 0):
         raise node.unsupported("storage_order=1")
-    kernel, strides, pad = _pool_args(node, ins[0], attrs)
+    kernel, strides, dil, pad = _pool_args(node, ins[0], attrs, ceil_ok=True)
+    # gg.max_pool takes no dilation, and no padding over half the window (which ceil_mode's
+    # extra padding can need): those go through the slice-and-maximum form.
+    wide = pad != "SAME" and any(max(p) > k // 2 for p, k in zip(pad, kernel))
+    if wide or any(d != 1 for d in dil):
+        return _dilated_max_pool(ins[0], kernel, strides, dil, pad)
     return gg["max_pool"](ins[0], kernel, stride=strides, padding=pad)
 
 
 @register("AveragePool")
 def _avg_pool(node: NodeCtx, ins: list, attrs: dict):
-    kernel, strides, pad = _pool_args(node, ins[0], attrs)
+    kernel, strides, dil, pad = _pool_args(node, ins[0], attrs, ceil_ok=False)
+    if any(d != 1 for d in dil):
+        raise node.unsupported("AveragePool with dilations")
     include = bool(attrs.get("count_include_pad", 0))
     return gg["avg_pool"](ins[0], kernel, stride=strides, padding=pad, count_include_pad=include)
 
