@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuGraphError, UnsupportedError
-from . import ops_math, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
+from . import ops_math, ops_more, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
 from .model import InputSpec, OnnxError, OnnxModel, _Node, _shape_arg_names
 from .table import LIMITS, OPS, NodeCtx, check_size
 
@@ -197,6 +197,7 @@ _FAMILIES = {
     "ops_math": "elementwise, matrix, reductions",
     "ops_nn": "convolution, pooling, normalization, softmax",
     "ops_shape": "shape, indexing, constants",
+    "ops_more": "composite activations, reductions, depth/space",
 }
 
 

@@ -236,7 +236,10 @@ _REDUCE = {
 _AXES_INPUT_FROM = {"ReduceSum": 13}
 
 
-def _reduce(name: str):
+def reduction(name):
+    """A Reduce* converter around ``gg[name]`` or a function ``(x, axis, keepdims)``."""
+    fn = gg[name] if isinstance(name, str) else name
+
     def conv(node: NodeCtx, ins: list, attrs: dict):
         x = ins[0]
         if node.opset >= _AXES_INPUT_FROM.get(node.op_type, 18):
@@ -249,13 +252,13 @@ def _reduce(name: str):
             axes = None
         else:
             axes = tuple(int(a) for a in axes)
-        return gg[name](x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
+        return fn(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
 
     return conv
 
 
 for _t, _n in _REDUCE.items():
-    register(_t)(_reduce(_n))
+    register(_t)(reduction(_n))
 
 
 def _arg(name: str):

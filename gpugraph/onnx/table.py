@@ -39,6 +39,11 @@ SHAPE_INPUTS: dict[str, tuple[int, ...] | None] = {
     "ReduceMax": (1,),
     "ReduceMin": (1,),
     "ReduceProd": (1,),
+    "ReduceL1": (1,),
+    "ReduceL2": (1,),
+    "ReduceSumSquare": (1,),
+    "ReduceLogSum": (1,),
+    "ReduceLogSumExp": (1,),
 }
 
 
