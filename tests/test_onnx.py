@@ -280,6 +280,18 @@ SINGLE = [
         {"kernel_shape": [3], "strides": [2], "pads": [1, 1], "ceil_mode": 1},
         13,
     ),
+    (
+        "MaxPool",
+        {"x": (1, 2, 11, 13)},
+        {"kernel_shape": [3, 2], "strides": [4, 3], "dilations": [2, 3], "pads": [1, 1, 2, 0]},
+        13,
+    ),
+    (
+        "MaxPool",
+        {"x": (1, 2, 12, 9)},
+        {"kernel_shape": [2, 2], "strides": [2, 1], "dilations": [2, 1], "ceil_mode": 1},
+        13,
+    ),
     ("Range", {"cs": np.float32(1), "cl": np.float32(4), "cd": np.float32(0.5)}, {}, 13),
     ("CumSum", {"x": (3, 4), "ca": _i64(1)}, {"exclusive": 1, "reverse": 1}, 17),
     ("CumSum", {"x": (3, 4), "ca": _i64(0)}, {}, 17),
@@ -485,3 +497,18 @@ def test_conformance_counts_match_the_docs():
     for folder, (total, refused, at_call) in counts.items():
         row = f"| {folder} | {total} | {total - refused - at_call} | {refused}"
         assert row in page, row
+
+
+def test_huge_dilated_max_pool_window_is_refused_not_unrolled():
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], name="mp", kernel_shape=[70], dilations=[2], strides=[1]
+    )
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 200])],
+        [helper.make_empty_tensor_value_info("y")],
+    )
+    m = gox.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    with pytest.raises(gg.UnsupportedError, match="'mp'.*window"):
+        m(np.zeros((1, 1, 200), np.float32))

@@ -96,12 +96,25 @@ def _pool_args(node: NodeCtx, x, attrs: dict, ceil_ok: bool):
     return kernel, strides, dil, pad
 
 
-def _dilated_max_pool(x, kernel, strides, dil, pad):
-    """Max pooling with dilations: the maximum over the kernel offsets of strided slices of
-    the input padded with the lowest value (gg.max_pool has no dilation)."""
+_MAX_OFFSETS = 64  # the slice-and-maximum form's size limit: one graph node per offset
+
+
+def _general_max_pool(node: NodeCtx, x, kernel, strides, dil, pad):
+    """Max pooling with dilations or padding over half the window (gg.max_pool takes
+    neither): the input is padded with its dtype's lowest value first. Where each stride is
+    a multiple of its dilation every window element sits at a multiple of the dilation, so
+    it is a plain max_pool of the every-d-th-element view; otherwise the maximum over the
+    kernel offsets of strided slices (small kernels only: one node per offset)."""
     dt = dtype_of(x)
     low = -np.inf if np.issubdtype(dt, np.floating) else np.iinfo(dt).min
     xp = gg["pad"](x, [(0, 0), (0, 0), *pad], "constant", np.asarray(low, dt))
+    if all(st % d == 0 for st, d in zip(strides, dil)):
+        view = gg["getitem"](xp, (slice(None), slice(None), *(slice(None, None, d) for d in dil)))
+        return gg["max_pool"](view, kernel, stride=[st // d for st, d in zip(strides, dil)])
+    if int(np.prod(kernel)) > _MAX_OFFSETS:
+        raise node.unsupported(
+            f"dilated MaxPool with a {kernel} window and strides not a multiple of the dilations"
+        )
     sizes = [
         (s + lo + hi - (d * (k - 1) + 1)) // st + 1
         for s, k, st, d, (lo, hi) in zip(shape_of(x)[2:], kernel, strides, dil, pad)
@@ -126,7 +139,7 @@ def _max_pool(node: NodeCtx, ins: list, attrs: dict):
     # extra padding can need): those go through the slice-and-maximum form.
     wide = pad != "SAME" and any(max(p) > k // 2 for p, k in zip(pad, kernel))
     if wide or any(d != 1 for d in dil):
-        return _dilated_max_pool(ins[0], kernel, strides, dil, pad)
+        return _general_max_pool(node, ins[0], kernel, strides, dil, pad)
     return gg["max_pool"](ins[0], kernel, stride=strides, padding=pad)
 
 
