@@ -191,6 +191,8 @@ def _lrn(node: NodeCtx, ins: list, attrs: dict):
     # [c - (size-1)//2, c + ceil((size-1)/2)]
     x = ins[0]
     size = int(attrs["size"])
+    if not 1 <= size <= 32:  # one add per window element: a window this size is not a model's
+        raise node.unsupported(f"LRN size={size}")
     alpha, beta, bias = attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
     sq = gg["square"](x)
