@@ -63,3 +63,12 @@ __all__ = [
     "vjp",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # gg.onnx is imported on first use: the onnx package is optional (pip install gpugraph[onnx]).
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'gpugraph' has no attribute {name!r}")

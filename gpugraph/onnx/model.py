@@ -1,0 +1,151 @@
+"""The loaded model: ``OnnxModel`` runs the converted nodes in order over an environment of
+values (NumPy constants and tracers), as a pure function of parameters and inputs."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backends import asnumpy
+from ..errors import CapturedArrayWarning, DTypeError, GpuGraphError, ShapeError
+from .table import OPS, SHAPE_INPUTS, NodeCtx
+
+
+class OnnxError(GpuGraphError, ValueError):
+    """The ONNX file is malformed or inconsistent (a dangling name, an unreadable protobuf,
+    an external-data path outside the model's directory)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input: its name, dtype and shape (a dim is an int, a symbolic name or None)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...] | None
+
+
+@dataclass(frozen=True)
+class _Node:
+    ctx: NodeCtx
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict
+
+
+class OnnxModel:
+    """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
+    input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
+
+    def __init__(self, nodes, params, constants, inputs, output_names, opset):
+        self._nodes: list[_Node] = nodes
+        self.params: dict[str, np.ndarray] = params
+        self.constants: dict[str, np.ndarray] = constants
+        self.inputs: tuple[InputSpec, ...] = inputs
+        self.input_names = tuple(s.name for s in inputs)
+        self.output_names: tuple[str, ...] = output_names
+        self.opset = opset
+        self._jit = None
+        # Integer graph inputs used as shapes/axes: static arguments of the compiled function.
+        shape_names = _shape_arg_names(nodes)
+        self.static_inputs = tuple(
+            i
+            for i, s in enumerate(inputs)
+            if s.name in shape_names and np.issubdtype(s.dtype, np.integer)
+        )
+
+    def fn(self, params: dict, *inputs: Any) -> tuple:
+        """The model as a pure function of its parameters and inputs."""
+        if len(inputs) != len(self.inputs):
+            raise GpuGraphError(
+                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
+                f"got {len(inputs)}"
+            )
+        env: dict[str, Any] = dict(self.constants)
+        env.update(params)
+        env.update(zip(self.input_names, inputs))
+        for node in self._nodes:
+            args = [env[n] if n else None for n in node.inputs]
+            try:
+                outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
+            except GpuGraphError:
+                raise
+            except (TypeError, ValueError, IndexError, KeyError) as e:
+                # A converter met attributes or inputs the ONNX spec does not allow (a
+                # malformed model): say which node, keep the cause.
+                raise OnnxError(f"{node.ctx.where()}: invalid node: {type(e).__name__}: {e}") from e
+            if not isinstance(outs, (tuple, list)):
+                outs = (outs,)
+            for name, v in zip(node.outputs, outs):
+                if name:
+                    env[name] = v
+        return tuple(env[n] for n in self.output_names)
+
+    def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise GpuGraphError(
+                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
+                f"got {len(inputs)}"
+            )
+        out = []
+        for spec, x in zip(self.inputs, inputs):
+            x = (
+                x
+                if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
+                else np.asarray(x)
+            )
+            if np.dtype(x.dtype) != spec.dtype:
+                raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
+            if spec.shape is not None:
+                ok = len(x.shape) == len(spec.shape) and all(
+                    not isinstance(d, int) or d == s for d, s in zip(spec.shape, x.shape)
+                )
+                if not ok:
+                    raise ShapeError(
+                        f"ONNX input {spec.name!r} has shape {list(spec.shape)}, "
+                        f"got {tuple(x.shape)}"
+                    )
+            out.append(x)
+        return out
+
+    def __call__(self, *inputs: Any) -> tuple:
+        from ..trace import jit
+
+        xs = self.check_inputs(inputs)
+        if self._jit is None:
+            self._jit = jit(
+                self._static_fn, static_argnums=tuple(i + 1 for i in self.static_inputs)
+            )
+        for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
+            xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
+        with warnings.catch_warnings():
+            # Weights folded from Constant/ConstantOfShape nodes are true constants of the
+            # model: capturing them into the graph is what is wanted.
+            warnings.simplefilter("ignore", CapturedArrayWarning)
+            return tuple(self._jit(self.params, *xs))
+
+    def _static_fn(self, params: dict, *inputs: Any) -> tuple:
+        xs = list(inputs)
+        for i in self.static_inputs:
+            xs[i] = np.asarray(xs[i][0], dtype=xs[i][1])
+        return self.fn(params, *xs)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxModel(inputs={list(self.input_names)}, outputs={list(self.output_names)}, "
+            f"opset={self.opset}, {len(self._nodes)} nodes)"
+        )
+
+
+def _shape_arg_names(nodes) -> set[str]:
+    """The value names some node reads as a shape, axes, pads or bounds (SHAPE_INPUTS)."""
+    names = set()
+    for n in nodes:
+        op, inputs = (n.ctx.op_type, n.inputs) if isinstance(n, _Node) else (n.op_type, n.input)
+        if op in SHAPE_INPUTS:
+            pos = SHAPE_INPUTS[op]
+            names.update(name for i, name in enumerate(inputs) if pos is None or i in pos)
+    return names
