@@ -30,6 +30,7 @@ from . import (  # noqa: E402
     pool,
     reduce,
     reduce_more,
+    select,
     shape,
     shape_more,
 )
@@ -86,6 +87,21 @@ API: dict = {
             "triu",
             "linspace",
             "eye",
+        )
+    },
+    **{
+        n: getattr(select, n)
+        for n in (
+            "take_along_axis",
+            "gather",
+            "scatter",
+            "scatter_add",
+            "argsort",
+            "sort",
+            "top_k",
+            "one_hot",
+            "segment_sum",
+            "at",
         )
     },
 }
