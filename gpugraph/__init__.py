@@ -23,6 +23,8 @@ from .runtime import Compiled
 from .trace import JitFunction, ShapeDtype, jit
 from .tracer import Tracer, install_tracer_methods
 
+# After the submodule imports: the name ``trace`` becomes the op gg.trace(x); the submodule
+# stays importable as ``gpugraph.trace`` (``from gpugraph.trace import ...``, sys.modules).
 globals().update(_API)
 install_tracer_methods(_API)
 

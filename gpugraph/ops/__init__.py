@@ -18,6 +18,7 @@ register(
 )
 
 from . import (  # noqa: E402
+    contract,
     conv,
     creation,
     elementwise,
@@ -30,6 +31,7 @@ from . import (  # noqa: E402
     pool,
     reduce,
     reduce_more,
+    resample,
     select,
     shape,
     shape_more,
@@ -104,6 +106,12 @@ API: dict = {
             "at",
         )
     },
+    **{
+        n: getattr(contract, n)
+        for n in ("diagonal", "trace", "einsum", "tensordot", "outer", "meshgrid")
+    },
+    "resize": resample.resize,
+    "upsample": resample.upsample,
 }
 
 # Errors raised before bind (a bad axis, index or shape argument) name the user's line too.
