@@ -115,9 +115,15 @@ def test_outer_meshgrid():
     check(gg.outer, np.outer, (a, b))
     xs = (np.arange(3.0), np.arange(4), np.arange(2.0))
     for ix in ("xy", "ij"):
-        check(lambda *a: gg.meshgrid(*a, indexing=ix), lambda *a: np.meshgrid(*a, indexing=ix), xs)
         check(
-            lambda *a: gg.meshgrid(*a, indexing=ix), lambda *a: np.meshgrid(*a, indexing=ix), xs[:2]
+            lambda *a, ix=ix: gg.meshgrid(*a, indexing=ix),
+            lambda *a, ix=ix: np.meshgrid(*a, indexing=ix),
+            xs,
+        )
+        check(
+            lambda *a, ix=ix: gg.meshgrid(*a, indexing=ix),
+            lambda *a, ix=ix: np.meshgrid(*a, indexing=ix),
+            xs[:2],
         )
 
 
@@ -145,4 +151,8 @@ def test_upsample_1d_3d():
                 mode=tm if mode == "linear" else "nearest",
                 **({"align_corners": False} if mode == "linear" else {}),
             )
-            check(lambda x: gg.upsample(x, 2, mode), lambda x: want.numpy(), (x,))
+            check(
+                lambda x, mode=mode: gg.upsample(x, 2, mode),
+                lambda x, want=want: want.numpy(),
+                (x,),
+            )
