@@ -1,7 +1,7 @@
 """gpugraph: trace tensor code into a static graph, optimize, fuse, schedule, plan memory and
 run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
 
-from . import autograph
+from . import autograph, random
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
 from .control_flow import cond, fori_loop, scan, switch, while_loop
@@ -49,6 +49,7 @@ __all__ = [
     "UnsupportedError",
     "asnumpy",
     "autograph",
+    "random",
     "cond",
     "fori_loop",
     "scan",

@@ -32,6 +32,7 @@ from . import (  # noqa: E402
     reduce,
     reduce_more,
     resample,
+    rng,
     select,
     shape,
     shape_more,
@@ -112,6 +113,7 @@ API: dict = {
     },
     "resize": resample.resize,
     "upsample": resample.upsample,
+    "dropout": rng.dropout,
 }
 
 # Errors raised before bind (a bad axis, index or shape argument) name the user's line too.
