@@ -205,3 +205,7 @@ def test_at_scalar_value_and_traced_index():
     f = gg.jit(lambda x, i: x.at[i].add(1.0))
     np.testing.assert_array_equal(f(x, np.array([0, 0, 5])), [2, 1, 2, 3, 4, 6])
     np.testing.assert_array_equal(x, np.arange(6.0))  # never modified in place
+
+
+# primitives this file compares with NumPy/torch (tests/test_ops.py checks every op is somewhere)
+COVERED = {"take_along_axis", "scatter", "argsort"}

@@ -89,3 +89,7 @@ def test_dropout():
         gg.dropout(k, x, 1.5)
     with pytest.raises(gg.GpuGraphError, match="key"):
         gg.random.uniform(np.zeros(3, np.int64), (2,))
+
+
+# primitives this file checks (known answers, emulator bits); see tests/test_ops.py
+COVERED = {"threefry2x32"}
