@@ -19,6 +19,7 @@ from .errors import (
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
+from .pytree import register_dataclass, tree_leaves, tree_map, tree_structure
 from .runtime import Compiled
 from .trace import JitFunction, ShapeDtype, jit
 from .tracer import Tracer, install_tracer_methods
@@ -60,6 +61,10 @@ __all__ = [
     "jit",
     *sorted(_API),
     "eval_graph",
+    "register_dataclass",
+    "tree_leaves",
+    "tree_map",
+    "tree_structure",
     "grad",
     "jvp",
     "value_and_grad",

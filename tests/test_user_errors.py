@@ -95,8 +95,6 @@ CASES = [
     case("escaped tracer", escaped, gg.EscapedTracerError,
          rf"escaped tracer.*made by multiply at {HERE}:\d+"),
     # arguments
-    case("NamedTuple", lambda: jit(lambda s: s.w, State(X, X)), gg.GpuGraphError,
-         r"NamedTuples are not pytrees.*_asdict", r"static"),
     case("torch tensor", lambda: jit(lambda a: a, foreign("torch")), gg.GpuGraphError,
          r"np\.asarray", r"static"),
     case("jax array", lambda: jit(lambda a: a, foreign("jax")), gg.GpuGraphError,
