@@ -81,6 +81,9 @@ def _scatter_impl(xp, a, idx, upd, axis, reduce):
     where_ = _grid(xp, idx, axis, a.shape[axis])
     if reduce == "none":
         out[where_] = upd  # duplicate positions: NumPy keeps the last; CuPy any one
+    elif reduce == "mul" and xp is not np:
+        # CuPy's ufunc.at has scatter kernels for add/min/max only (atomics; no atomic multiply)
+        raise UnsupportedError("scatter with reduce='mul' is not supported on CuPy")
     else:
         getattr(xp, _UFUNC[reduce]).at(out, where_, upd)
     return out
