@@ -1,7 +1,7 @@
 """gpugraph: trace tensor code into a static graph, optimize, fuse, schedule, plan memory and
 run it on CuPy (GPU) or NumPy (CPU). This module only re-exports the public API."""
 
-from . import autograph
+from . import autograph, random
 from .autodiff import eval_graph, grad, jvp, value_and_grad, vjp
 from .backends import asnumpy, default_backend
 from .control_flow import cond, fori_loop, scan, switch, while_loop
@@ -19,10 +19,13 @@ from .errors import (
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
+from .pytree import register_dataclass, tree_leaves, tree_map, tree_structure
 from .runtime import Compiled
 from .trace import JitFunction, ShapeDtype, jit
 from .tracer import Tracer, install_tracer_methods
 
+# After the submodule imports: the name ``trace`` becomes the op gg.trace(x); the submodule
+# stays importable as ``gpugraph.trace`` (``from gpugraph.trace import ...``, sys.modules).
 globals().update(_API)
 install_tracer_methods(_API)
 
@@ -47,6 +50,7 @@ __all__ = [
     "UnsupportedError",
     "asnumpy",
     "autograph",
+    "random",
     "cond",
     "fori_loop",
     "scan",
@@ -57,6 +61,10 @@ __all__ = [
     "jit",
     *sorted(_API),
     "eval_graph",
+    "register_dataclass",
+    "tree_leaves",
+    "tree_map",
+    "tree_structure",
     "grad",
     "jvp",
     "value_and_grad",

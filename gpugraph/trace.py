@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from .tracer import Trace, Tracer
 @dataclass(frozen=True)
 class ShapeDtype:
     """An abstract argument for ``fn.lower``: a shape and a dtype, no data."""
+
+    __pytree_leaf__ = True  # a frozen dataclass, but an argument leaf, not a pytree node
 
     shape: tuple[int, ...]
     dtype: Any = np.float32
@@ -103,10 +106,10 @@ def _not_a_leaf(x: Any) -> str:
     got = (
         f"expected a NumPy or CuPy array, a number or a nested tuple/list/dict of them, got {kind}"
     )
-    if hasattr(x, "_fields") and isinstance(x, tuple):
+    if dataclasses.is_dataclass(x):
         return (
-            f"{got}, a NamedTuple; NamedTuples are not pytrees in gpugraph yet, so pass a tuple "
-            "or a dict of its fields (p._asdict())"
+            f"{got}, a dataclass that is neither frozen nor registered as a pytree: "
+            "gg.register_dataclass(type(x)) makes its fields arguments"
         )
     if isinstance(x, complex):
         return f"{got}; complex numbers are not supported"

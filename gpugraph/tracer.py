@@ -290,9 +290,8 @@ class Tracer:
     def __setitem__(self, index, value):
         raise UnsupportedError(
             f"traced arrays are immutable: `x[...] = value` cannot update {self.value.type} in "
-            f"place (at {user_loc()}). JAX-style `x.at[...].set(value)` updates are not "
-            "available yet; build the new array instead, e.g. gg.where(gg.arange(n) == i, "
-            "value, x) for position i of a 1-d x, or gg.concatenate of slices"
+            f"place (at {user_loc()}). Build the new array with JAX-style "
+            "`y = x.at[...].set(value)` (or .add/.mul/.min/.max), or gg.where"
         )
 
 
@@ -399,6 +398,8 @@ def install_tracer_methods(namespace: dict) -> None:
         ("rshift", "right_shift", ">>"),
     ):
         methods[f"__{dunder}__"] = methods[f"__r{dunder}__"] = unsupported(name, sym)
+    # JAX's functional updates: x.at[idx].set(v) and friends (gpugraph/ops/select.py)
+    methods["at"] = property(lambda self: ns["at"](self))
     for k, v in methods.items():
         setattr(Tracer, k, v if isinstance(v, property) else with_user_loc(v))
 
@@ -406,11 +407,6 @@ def install_tracer_methods(namespace: dict) -> None:
         if name.startswith("__"):  # protocol probes (copy, pickle, NumPy) get the plain error
             raise AttributeError(name)
         hint = f"; use gg.{name}(x, ...)" if name in ns else ""
-        if name == "at":
-            hint = (
-                "; `x.at[...].set/add` updates are not available yet: build the new array "
-                "with gg.where(mask, value, x) or gg.concatenate of slices"
-            )
         raise MissingAttributeError(
             f"traced arrays have no attribute or method {name!r}{hint} (at {user_loc()})"
         )

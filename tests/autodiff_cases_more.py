@@ -5,6 +5,7 @@ float64 operands, ``options`` are Case fields (tolerances, steps)."""
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -110,8 +111,34 @@ def _cumsum(draw, values):
     return lambda x: gg.cumsum(x, axis=axis), [values(draw, shape, "any")], {}
 
 
+def _take_along_axis(draw, values):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    axis = draw(st.integers(0, len(shape) - 1))
+    ishape = shape[:axis] + (draw(st.integers(1, 5)),) + shape[axis + 1 :]
+    idx = draw(hnp.arrays(np.int64, ishape, elements=st.integers(-shape[axis], shape[axis] - 1)))
+    return lambda x: gg.take_along_axis(x, idx, axis), [values(draw, shape, "any")], {}
+
+
+def _scatter(draw, values):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=4))
+    reduce = draw(st.sampled_from(["none", "add", "max"]))
+    n = shape[0]
+    k = draw(st.integers(1, n)) if reduce == "none" else draw(st.integers(1, 5))
+    # "none" with duplicates writes an unspecified one: unique rows keep the result defined
+    rows = np.asarray(
+        draw(st.permutations(range(n)))[:k]
+        if reduce == "none"
+        else draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k))
+    )
+    idx = np.broadcast_to(rows.reshape((k,) + (1,) * (len(shape) - 1)), (k,) + shape[1:])
+    x, u = values(draw, shape, "any"), values(draw, idx.shape, "any", salt=1)
+    return lambda x, u: gg.scatter(x, 0, idx, u, reduce), [x, u], {}
+
+
 CASES = {
     **{n: _unary(n) for n in UNARY},
+    "take_along_axis": _take_along_axis,
+    "scatter": _scatter,
     **{n: _binary(n) for n in BINARY},
     "clip": _clip,
     "conv": _conv,

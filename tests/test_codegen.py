@@ -48,9 +48,10 @@ UNARY = {
     "silu",
     "bitwise_not",
 }
-TERNARY = {"where", "clip"}
-# int-only by design: on bools they are the logical ops, floats are refused (as NumPy)
-INTEGER_ONLY = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not"}
+TERNARY = {"where", "clip", "threefry2x32"}
+# int-only by design: on bools they are the logical ops, floats are refused (as NumPy);
+# threefry2x32 maps integer keys and counters to random words
+INTEGER_ONLY = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "threefry2x32"}
 POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal", "power"}  # keep these in their domain
 
 

@@ -407,6 +407,9 @@ def test_every_public_op_is_tested_here():
     from tests import test_ops_more
 
     tested |= test_ops_more.COVERED  # conv, pooling, reductions, shape (tests/test_ops_more.py)
+    from tests import test_ops_select, test_random
+
+    tested |= test_ops_select.COVERED | test_random.COVERED  # selection, the RNG
     tested |= set(more_ew.UNARY) | set(more_ew.BINARY) | set(more_ew.INT_BINARY)
     tested |= set(more_ew.BOOL_BINARY)
     # region ops (family "control") are compared with NumPy loops in test_control_flow.py

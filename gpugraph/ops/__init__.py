@@ -18,6 +18,7 @@ register(
 )
 
 from . import (  # noqa: E402
+    contract,
     conv,
     creation,
     elementwise,
@@ -30,6 +31,9 @@ from . import (  # noqa: E402
     pool,
     reduce,
     reduce_more,
+    resample,
+    rng,
+    select,
     shape,
     shape_more,
 )
@@ -88,6 +92,28 @@ API: dict = {
             "eye",
         )
     },
+    **{
+        n: getattr(select, n)
+        for n in (
+            "take_along_axis",
+            "gather",
+            "scatter",
+            "scatter_add",
+            "argsort",
+            "sort",
+            "top_k",
+            "one_hot",
+            "segment_sum",
+            "at",
+        )
+    },
+    **{
+        n: getattr(contract, n)
+        for n in ("diagonal", "trace", "einsum", "tensordot", "outer", "meshgrid")
+    },
+    "resize": resample.resize,
+    "upsample": resample.upsample,
+    "dropout": rng.dropout,
 }
 
 # Errors raised before bind (a bad axis, index or shape argument) name the user's line too.
