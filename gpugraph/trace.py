@@ -355,8 +355,9 @@ class JitFunction:
         self._fast.clear()
 
 
-def _check_static_argnums(nums: Any) -> tuple[int, ...]:
-    """static_argnums as a tuple of ints (an int alone is one position; None is none)."""
+def _check_argnums(nums: Any, what: str, hint: str = "") -> tuple[int, ...]:
+    """static_argnums / donate_argnums as a tuple of ints (an int alone is one position; None
+    is none)."""
     if nums is None:
         return ()
     if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
@@ -366,24 +367,8 @@ def _check_static_argnums(nums: Any) -> tuple[int, ...]:
     ):
         return tuple(int(i) for i in nums)
     raise GpuGraphError(
-        "gg.jit: static_argnums must be an int or a sequence of ints (argument positions), "
-        f"got {nums!r}; name parameters with static_argnames"
-    )
-
-
-def _check_donate_argnums(nums: Any) -> tuple[int, ...]:
-    """donate_argnums as a tuple of ints (an int alone is one position; None is none)."""
-    if nums is None:
-        return ()
-    if isinstance(nums, (int, np.integer)) and not isinstance(nums, bool):
-        return (int(nums),)
-    if isinstance(nums, (tuple, list)) and all(
-        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in nums
-    ):
-        return tuple(int(i) for i in nums)
-    raise GpuGraphError(
-        f"gg.jit: donate_argnums must be an int or a sequence of ints (argument positions), "
-        f"got {nums!r}"
+        f"gg.jit: {what} must be an int or a sequence of ints (argument positions), "
+        f"got {nums!r}{hint}"
     )
 
 
@@ -418,8 +403,10 @@ def jit(
     gg.cond / gg.while_loop / gg.fori_loop / gg.scan (docs/control-flow.md); ``False`` traces
     the function as written. A static argument retraces for every new value (as in JAX).
     """
-    static_argnums = _check_static_argnums(static_argnums)
-    donate_argnums = _check_donate_argnums(donate_argnums)
+    static_argnums = _check_argnums(
+        static_argnums, "static_argnums", "; name parameters with static_argnames"
+    )
+    donate_argnums = _check_argnums(donate_argnums, "donate_argnums")
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
     if static_argnames is None:

@@ -136,24 +136,6 @@ for _name, _fn in (("max", "amax"), ("min", "amin")):
     )
 
 
-def _argmax_infer(types, axis, keepdims):
-    t = types[0]
-    if t.shape[axis] == 0:
-        raise ShapeError(f"argmax: attempt to get argmax of an empty axis of {t}")
-    return [TensorType(reduced_shape(t.shape, (axis,), keepdims), np.int64)]
-
-
-register(
-    OpDef(
-        "argmax",
-        "nondiff",
-        _argmax_infer,
-        lambda xp, a, axis, keepdims: xp.argmax(a, axis=axis, keepdims=keepdims),
-        differentiable=False,
-    )
-)
-
-
 def _reduce(op: str, x: Any, axis: Any, keepdims: bool) -> Any:
     t = type_of(x)
     axes = canonical_axes(op, axis, t.ndim)
@@ -185,9 +167,41 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return divide(sum(x, axes, keepdims), np.asarray(builtins.max(count, 0), t.dtype)[()])
 
 
-def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+def _arg_reduce_infer(name: str):
+    def infer(types, axis, keepdims):
+        t = types[0]
+        if t.shape[axis] == 0:
+            raise ShapeError(f"{name}: attempt to get {name} of an empty axis of {t}")
+        return [TensorType(reduced_shape(t.shape, (axis,), keepdims), np.int64)]
+
+    return infer
+
+
+for _name in ("argmax", "argmin"):
+    register(
+        OpDef(
+            _name,
+            "nondiff",
+            _arg_reduce_infer(_name),
+            lambda xp, a, axis, keepdims, _name=_name: getattr(xp, _name)(
+                a, axis=axis, keepdims=keepdims
+            ),
+            differentiable=False,
+        )
+    )
+
+
+def _arg_reduce(op: str, x: Any, axis: int | None, keepdims: bool) -> Any:
     t = type_of(x)
     if axis is None:
-        flat = bind("argmax", reshape(x, (-1,)), axis=0, keepdims=False)
+        flat = bind(op, reshape(x, (-1,)), axis=0, keepdims=False)
         return reshape(flat, (1,) * t.ndim) if keepdims else flat
-    return bind("argmax", x, axis=normalize_axis("argmax", axis, t.ndim), keepdims=bool(keepdims))
+    return bind(op, x, axis=normalize_axis(op, axis, t.ndim), keepdims=bool(keepdims))
+
+
+def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _arg_reduce("argmax", x, axis, keepdims)
+
+
+def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _arg_reduce("argmin", x, axis, keepdims)

@@ -25,7 +25,14 @@ from .elementwise import (
     sqrt,
     where,
 )
-from .reduce import _expand_back, _reduce_infer, _sum_dtype, canonical_axes, reduced_shape
+from .reduce import (
+    _expand_back,
+    _reduce_infer,
+    _sum_dtype,
+    argmin,  # noqa: F401  (registered beside argmax; listed here in API)
+    canonical_axes,
+    reduced_shape,
+)
 from .reduce import max as _max
 from .reduce import min as _min
 from .reduce import sum as _sum
@@ -76,33 +83,6 @@ register(
 def prod(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     axes = canonical_axes("prod", axis, type_of(x).ndim)
     return bind("prod", x, axis=axes, keepdims=bool(keepdims))
-
-
-# ---- argmin -------------------------------------------------------------------------------
-def _argmin_infer(types, axis, keepdims):
-    t = types[0]
-    if t.shape[axis] == 0:
-        raise ShapeError(f"argmin: attempt to get argmin of an empty axis of {t}")
-    return [TensorType(reduced_shape(t.shape, (axis,), keepdims), np.int64)]
-
-
-register(
-    OpDef(
-        "argmin",
-        "nondiff",
-        _argmin_infer,
-        lambda xp, a, axis, keepdims: xp.argmin(a, axis=axis, keepdims=keepdims),
-        differentiable=False,
-    )
-)
-
-
-def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
-    t = type_of(x)
-    if axis is None:
-        flat = bind("argmin", reshape(x, (-1,)), axis=0, keepdims=False)
-        return reshape(flat, (1,) * t.ndim) if keepdims else flat
-    return bind("argmin", x, axis=normalize_axis("argmin", axis, t.ndim), keepdims=bool(keepdims))
 
 
 # ---- any / all ----------------------------------------------------------------------------
