@@ -219,3 +219,24 @@ def test_out_is_a_parameter_when_the_function_has_one():
     np.testing.assert_allclose(k(np.ones(3), out=np.full(3, 2.0)), [2, 2, 2])
     c = k.lower(np.ones(3), out=np.ones(3))
     np.testing.assert_allclose(c(np.ones(3), out=np.full(3, 3.0)), [3, 3, 3])
+
+
+def test_no_garbage_collection_while_compiling_and_state_restored():
+    import gc
+
+    seen = []
+
+    def f(x):
+        seen.append(gc.isenabled())  # called while tracing
+        return gg.sin(x) * 2.0
+
+    x = np.ones(4, np.float32)
+    assert gc.isenabled()
+    gg.jit(f).lower(x)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        gg.jit(f).lower(x)  # a caller who turned it off keeps it off
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
