@@ -78,6 +78,23 @@ def _leaves(tree_obj: Any, what: str, loc: str) -> tuple[list, TreeDef, list[Ten
     return leaves, tree, [_type(x) for x in leaves]
 
 
+def _weak_leaves(tree_obj: Any) -> set[int]:
+    """Indices of the leaves that are weakly typed: Python numbers and weak tracers."""
+    leaves, _ = flatten(tree_obj)
+    return {
+        i
+        for i, x in enumerate(leaves)
+        if is_python_scalar(x) or (isinstance(x, Tracer) and x.value.type.weak)
+    }
+
+
+def _carry_out(outs: list, weak: set[int]) -> list:
+    """Eagerly (concrete arrays, no trace) a weak carry comes back as a Python number, the one
+    weakly typed eager value, so the loop's result promotes as the plain Python loop's does.
+    Under a trace the loop op's output tracer is itself weakly typed."""
+    return [o.item() if i in weak and not isinstance(o, Tracer) else o for i, o in enumerate(outs)]
+
+
 def _type(x: Any) -> TensorType:
     if isinstance(x, Tracer):
         return x.value.type.strong()
@@ -189,6 +206,7 @@ def _max_steps(max_steps: Any, loc: str) -> int | None:
 
 
 def _while(cond_fun, body_fun, init_val, max_steps, loc, weak: Sequence[int] = ()):
+    weak = set(weak) | _weak_leaves(init_val)
     leaves, tree, types = _leaves(init_val, "init_val", loc)
     trace_types = [TensorType(t.shape, t.dtype, weak=i in weak) for i, t in enumerate(types)]
     in_tree = TreeDef("tuple", (tree,))
@@ -211,7 +229,7 @@ def _while(cond_fun, body_fun, init_val, max_steps, loc, weak: Sequence[int] = (
         max_steps=max_steps,
         _loc=loc,
     )
-    return unflatten(tree, _as_list(out, len(leaves)))
+    return unflatten(tree, _carry_out(_as_list(out, len(leaves)), weak))
 
 
 def while_loop(
@@ -261,6 +279,7 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable, init_val: Any) -> Any:
 
 
 def _scan(f, init, xs, length, reverse, loc, weak: Sequence[int] = ()):
+    weak = set(weak) | _weak_leaves(init)
     carry, ctree, ctypes = _leaves(init, "init", loc)
     xl, xtree, xtypes = _leaves(xs, "xs", loc)
     lengths = {t.shape[0] if t.shape else None for t in xtypes}
@@ -299,7 +318,7 @@ def _scan(f, init, xs, length, reverse, loc, weak: Sequence[int] = ()):
         _loc=loc,
     )
     outs = _as_list(out, nc + ytree.num_leaves)
-    return unflatten(ctree, outs[:nc]), unflatten(ytree, outs[nc:])
+    return unflatten(ctree, _carry_out(outs[:nc], weak)), unflatten(ytree, outs[nc:])
 
 
 def scan(

@@ -685,3 +685,36 @@ def test_defaults_and_annotations_come_from_the_function():
     for x in X4:
         _close(jf(x), scaled(x) + k)
     assert jf.cache_size == 1
+
+
+# ---- Python counters carried by converted loops stay weakly typed (issue 16) ----------------
+def p_weak_counters(x, k):
+    n = 0
+    while x.sum() > n:
+        n += 1
+    c = 1.0
+    for _i in range(k):
+        c += 0.5
+    m = 0
+    for _v in x:
+        m += 1
+    return x * n, x * c, x * m
+
+
+def test_converted_loop_counters_promote_like_python():
+    """A Python int/float carried by a converted while / for-range / for-over-array keeps the
+    float32 of ``x * counter`` that the plain Python run has (a strong int64 would give
+    float64); values and gradients equal the eager run's."""
+    x = f32(1, 2, 0.5)
+    jf = gg.jit(p_weak_counters)
+    for k in (0, 3):
+        want, got = p_weak_counters(x, k), jf(x, np.int64(k))
+        assert [w.dtype for w in want] == [g.dtype for g in got] == [np.float32] * 3
+        _close(got, want)
+    assert jf.cache_size == 1
+
+    def loss(x):
+        a, b, c = p_weak_counters(x, 3)
+        return (a + b + c).sum()
+
+    _close(gg.jit(gg.grad(loss))(x), gg.grad(loss)(x))

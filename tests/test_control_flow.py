@@ -591,3 +591,57 @@ def test_a_body_program_without_inline_lines_is_called_once_per_iteration():
     np.testing.assert_allclose(h, ref, rtol=1e-6)
     np.testing.assert_allclose(ys, hs, rtol=1e-6)
     assert len(calls) == len(XS) and "_bp(" in runner.driver().source
+
+
+# -- Python numbers in a carry stay weakly typed (issue 16) -----------------------------------
+def _weak_while(x):
+    n = gg.while_loop(lambda c: c * 2.0 < x.sum(), lambda c: c + 1, 0)
+    return x * n, n
+
+
+def _weak_fori(x, k):
+    return x * gg.fori_loop(0, k, lambda i, c: c + i * 0.5, 1.0)
+
+
+def _weak_scan(x):
+    n, _ = gg.scan(lambda c, v: (c + 1, None), 0, x)
+    return x * n
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_python_number_carried_through_a_loop_stays_weakly_typed(jit):
+    """``f32 * counter`` after the loop is float32, as after the plain Python loop (and in
+    JAX); a float32 array times a strong int64 counter would be float64."""
+    x = np.array([3.0, 4.0, 5.0], np.float32)
+    py_n = 0
+    while py_n * 2.0 < x.sum():
+        py_n += 1
+    py_c = 1.0
+    for i in range(3):
+        py_c += i * 0.5
+    assert (x * py_n).dtype == (x * py_c).dtype == np.float32  # the reference: Python's run
+    run_ = gg.jit if jit else (lambda f: f)
+    out, n = run_(_weak_while)(x)
+    assert out.dtype == np.float32 and int(n) == py_n and np.asarray(n).dtype == np.int64
+    close(out, x * py_n)
+    for k in (3, np.int64(3)):  # static bound: a scan; traced bound (under jit): a while
+        out = run_(_weak_fori)(x, k)
+        assert out.dtype == np.float32
+        close(out, x * py_c)
+    assert run_(_weak_scan)(x).dtype == np.float32
+    close(run_(_weak_scan)(x), x * 3)
+    # Gradients are those of x * counter, with the counter a constant of the path.
+    g = run_(gg.grad(lambda x: _weak_while(x)[0].sum()))(x)
+    assert g.dtype == np.float32
+    close(g, np.full(3, py_n, np.float32))
+    close(run_(gg.grad(lambda x: _weak_fori(x, 3).sum()))(x), np.full(3, py_c))
+
+
+def test_a_weak_carry_accepts_a_strong_body_output_of_its_dtype_and_errors_on_another():
+    x = np.ones(2, np.float32)
+    # The body's c + 1 is a strong int64 (gpugraph's ops do not propagate weakness): accepted,
+    # the carry stays weak because it started as a Python number.
+    n = gg.jit(lambda x: gg.while_loop(lambda c: c < x.sum() * 3, lambda c: c + 1, 0) * x)(x)
+    assert n.dtype == np.float32
+    with pytest.raises(gg.DTypeError, match="carry"):  # int carry, float32 body output
+        gg.jit(lambda x: gg.while_loop(lambda c: c < 3, lambda c: c + x.sum(), 0))(x)

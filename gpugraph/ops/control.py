@@ -105,6 +105,15 @@ def _cond_impl(xp, index, *operands, branches, _loc=None):
     return tuple(xp.array(o, copy=True) if any(o is a for a in operands) else o for o in out)
 
 
+def _weak_carries(carry: list[TensorType], body: Graph) -> list[TensorType]:
+    """A carry the body was traced with as weakly typed (it started as a Python number) leaves
+    the loop weakly typed too, as in JAX, so ``f32_array * counter`` stays float32."""
+    return [
+        TensorType(t.shape, t.dtype, weak=True) if v.type.weak else t
+        for t, v in zip(carry, body.inputs)
+    ]
+
+
 # -- while -----------------------------------------------------------------------------------
 def _while_infer(types, cond_graph, body_graph, n_carry, max_steps=None, _loc=None):
     _check_inputs("while_loop condition", cond_graph, types)
@@ -117,7 +126,7 @@ def _while_infer(types, cond_graph, body_graph, n_carry, max_steps=None, _loc=No
         raise ShapeError(
             f"while_loop: the body returns {_types(body_graph.outputs)} for carries {carry}"
         )
-    return carry
+    return _weak_carries(carry, body_graph)
 
 
 def _while_impl(xp, *ins, cond_graph, body_graph, n_carry, max_steps=None, _loc=None):
@@ -143,7 +152,8 @@ def _scan_infer(types, body, n_carry, n_xs, length, reverse=False, _loc=None):
     outs = _types(body.outputs)
     if outs[:n_carry] != carry:
         raise ShapeError(f"scan: the body returns carries {outs[:n_carry]} for {carry}")
-    return carry + [TensorType((length, *t.shape), t.dtype) for t in outs[n_carry:]]
+    ys = [TensorType((length, *t.shape), t.dtype) for t in outs[n_carry:]]
+    return _weak_carries(carry, body) + ys
 
 
 def _scan_impl(xp, *ins, body, n_carry, n_xs, length, reverse=False, _loc=None):
