@@ -258,7 +258,9 @@ def inputs(seed, dtype, dtype_y=None, special=False):
     return x, y
 
 
-def assert_same(got, want, exact, what):
+def assert_same(got, want, exact, what, single=False):
+    """``single``: a float32 step happened upstream (an f32 product promoted to f64 carries
+    float32 rounding, and BLAS may sum a product in another order under jit)."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape and got.dtype == want.dtype, (what, got.dtype, want.dtype)
     assert np.array_equal(np.isnan(got), np.isnan(want)), what
@@ -267,7 +269,7 @@ def assert_same(got, want, exact, what):
     if exact:
         np.testing.assert_array_equal(got, want, err_msg=what)
     else:
-        tol = 1e-4 if got.dtype == np.float32 else 1e-10
+        tol = 1e-4 if got.dtype == np.float32 or single else 1e-10
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=what)
 
 
@@ -366,7 +368,7 @@ def test_eager_equals_jit_every_config(recipe, dtype, dtype_y, seed, special):
             got = c(x, y)
         assert len(got) == len(want)
         for g, w in zip(got, want):
-            assert_same(g, w, exact=exact, what=f"{cfg}\n{c.graph}")
+            assert_same(g, w, exact, f"{cfg}\n{c.graph}", single=np.float32 in (dtype, dtype_y))
         check_memory_plan(c)
         with np.errstate(all="ignore"):
             check_calls(c, (x, y), (x2, y2), want2)
