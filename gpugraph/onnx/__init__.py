@@ -198,7 +198,7 @@ _FAMILIES = {
     "ops_nn": "convolution, pooling, normalization, softmax",
     "ops_shape": "shape, indexing, constants",
     "ops_more": "composite activations, reductions, depth/space",
-    "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize",
+    "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
 }
 
 

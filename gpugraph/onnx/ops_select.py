@@ -144,3 +144,24 @@ def _resize(node: NodeCtx, ins: list, attrs: dict):
         # pytorch_half_pixel samples coordinate 0 for a length-1 output; the op the centre.
         raise node.unsupported("pytorch_half_pixel with an output length of 1")
     return gg["resize"](x, out[2:], mode)
+
+
+@register("Upsample")
+def _upsample(node: NodeCtx, ins: list, attrs: dict):
+    # Upsample (opsets 7-9) uses asymmetric coordinates: nearest upscaling by a factor >= 1
+    # with an exact output/input ratio is the op's floor(i * n / m); linear (asymmetric, not
+    # half_pixel) is not.
+    x = ins[0]
+    mode = _s(attrs.get("mode", "nearest"))
+    if mode != "nearest":
+        raise node.unsupported(f"Upsample mode={mode!r} (asymmetric coordinates)")
+    f = attrs["scales"] if node.opset < 9 else node.const(ins[1], "scales").reshape(-1).tolist()
+    shape = shape_of(x)
+    if len(f) != len(shape) or len(shape) < 3 or any(s < 1 for s in f):
+        raise node.unsupported(f"scales {list(f)} (one per dim, each >= 1)")
+    out = [int(np.floor(n * s)) for n, s in zip(shape, f)]
+    if out[:2] != list(shape[:2]):
+        raise node.unsupported("resizing the first two (N, C) axes")
+    if any(m / n != s or float(np.float32(m / n)) != m / n for n, m, s in zip(shape, out, f) if n):
+        raise node.unsupported(f"scales {list(f)} that are not exact output/input sizes")
+    return gg["resize"](x, out[2:], "nearest")

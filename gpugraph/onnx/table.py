@@ -46,7 +46,8 @@ SHAPE_INPUTS: dict[str, tuple[int, ...] | None] = {
     "ReduceLogSumExp": (1,),
     "TopK": (1,),
     "OneHot": (1,),
-    "Resize": (1, 2, 3),  # opset 10: scales at 1; 11+: roi, scales, sizes
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),  # opset 10: scales at 1; 11+: roi, scales, sizes
 }
 
 
