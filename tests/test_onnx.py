@@ -504,14 +504,23 @@ def _torch_modules(torch):
             x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
             return x + self.ff(x)
 
+    class Resample(torch.nn.Module):  # Resize (both modes), TopK, GatherElements
+        def forward(self, x):
+            f = torch.nn.functional
+            y = f.interpolate(x, scale_factor=2, mode="nearest")
+            y = f.interpolate(y, size=(5, 9), mode="bilinear", align_corners=False)
+            v, i = torch.topk(y, 3, dim=-1)
+            return v + torch.gather(y, -1, (i + 1) % 9)
+
     return {
+        "resample": (Resample(), [(2, 3, 4, 6)], None),
         "resblock": (ResBlock(), [(2, 8, 16, 16)], None),
         # dynamic batch and sequence: Shape -> Gather -> Concat -> Reshape folds per shape
         "attention": (Attention(), [(2, 5, 16), (3, 7, 16)], {"x": {0: "B", 1: "T"}}),
     }
 
 
-@pytest.mark.parametrize("name", ["resblock", "attention"])
+@pytest.mark.parametrize("name", ["resblock", "attention", "resample"])
 def test_torch_exported_modules_match_torch(name):
     torch = pytest.importorskip("torch", reason="torch.onnx.export makes the models")
     import io
