@@ -331,6 +331,60 @@ SINGLE = [
 ]
 
 
+_IDX = np.array([[1, -1, 0], [2, 0, -3]], np.int64)  # negative indices count from the end
+_F = np.float32
+# Selection, scatter, one-hot, einsum and resize (ops_select.py), negative axes included.
+SINGLE += [
+    ("TopK", {"x": (3, 5), "ck": _i64(2)}, {"num_outputs": 2}, 13),
+    ("TopK", {"x": (4, 3, 2), "ck": _i64(3)}, {"axis": -3, "num_outputs": 2}, 11),
+    ("TopK", {"x": (3, 5), "ck": _i64(2)}, {"largest": 0, "axis": 0, "num_outputs": 2}, 11),
+    ("TopK", {"x": _F([[3, 1, 3, 2, 1]])}, {"k": 3, "num_outputs": 2}, 9),
+    ("GatherElements", {"x": (3, 4), "ci": _IDX}, {}, 13),
+    ("GatherElements", {"x": (3, 4), "ci": _IDX}, {"axis": -1}, 13),
+    ("ScatterElements", {"x": (3, 4), "ci": _IDX, "u": (2, 3)}, {"axis": -1}, 13),
+    ("ScatterElements", {"x": (3, 4), "ci": _IDX, "u": (2, 3)}, {"reduction": "add"}, 16),
+    ("ScatterElements", {"x": (3, 4), "ci": _IDX, "u": (2, 3)}, {"reduction": "mul"}, 16),
+    ("ScatterElements", {"x": (3, 4), "ci": _IDX, "u": (2, 3)}, {"reduction": "min"}, 18),
+    ("ScatterElements", {"x": (3, 4), "ci": _IDX, "u": (2, 3)}, {"reduction": "max"}, 18),
+    ("OneHot", {"i": _IDX, "cd": _i64(4), "cv": _F([-1, 2])}, {}, 11),
+    ("OneHot", {"i": _IDX, "cd": _i64(3), "cv": _i64(0, 5)}, {"axis": -2}, 11),
+    ("OneHot", {"i": _i64(0, 7, -9), "cd": _i64(4), "cv": _F([0, 1])}, {"axis": 0}, 11),
+    ("Einsum", {"a": (2, 3, 4), "b": (2, 4, 5)}, {"equation": "bij, bjk -> bik"}, 12),
+    ("Einsum", {"a": (3, 3)}, {"equation": "ii"}, 12),
+    ("Einsum", {"a": (3, 4), "b": (4,)}, {"equation": "ij,j"}, 12),
+    (
+        "Resize",
+        {"x": (1, 2, 3, 4), "cr": _F([]), "cs": _F([1, 1, 2, 3])},
+        {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        },
+        13,
+    ),
+    (
+        "Resize",
+        {"x": (1, 2, 6, 5), "cr": _F([]), "cs": _F([]), "cz": _i64(1, 2, 3, 15)},
+        {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        },
+        13,
+    ),
+    ("Resize", {"x": (1, 2, 3, 4), "cr": _F([]), "cs": _F([1, 1, 2, 1.5])}, {"mode": "linear"}, 13),
+    (
+        "Resize",
+        {"x": (2, 1, 5, 4, 3), "cr": _F([]), "cs": _F([]), "cz": _i64(2, 1, 3, 7, 3)},
+        {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+        13,
+    ),
+    ("Resize", {"x": (1, 2, 6), "cr": _F([]), "cs": _F([1, 1, 0.5])}, {"mode": "linear"}, 11),
+    ("Upsample", {"x": (1, 2, 3, 4), "cs": _F([1, 1, 2, 3])}, {}, 9),
+    ("Upsample", {"x": (1, 2, 4, 3)}, {"scales": [1.0, 1.0, 1.5, 2.0]}, 7),
+]
+
+
 def _single_model(op, spec, attrs, opset):
     rng = np.random.default_rng(0)
     inputs, inits, feeds = [], [], {}
@@ -349,6 +403,8 @@ def _single_model(op, spec, attrs, opset):
             inputs.append(helper.make_tensor_value_info(name, dt, list(arr.shape)))
     n_out = attrs.get("num_outputs", 1)
     outs = [f"y{i}" for i in range(n_out)]
+    if op != "Split":  # num_outputs is Split's attribute; elsewhere it only counts outputs
+        attrs = {k: v for k, v in attrs.items() if k != "num_outputs"}
     node = helper.make_node(op, list(spec), outs, name="n", **attrs)
     g = helper.make_graph(
         [node], "g", inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits
@@ -448,14 +504,23 @@ def _torch_modules(torch):
             x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
             return x + self.ff(x)
 
+    class Resample(torch.nn.Module):  # Resize (both modes), TopK, GatherElements
+        def forward(self, x):
+            f = torch.nn.functional
+            y = f.interpolate(x, scale_factor=2, mode="nearest")
+            y = f.interpolate(y, size=(5, 9), mode="bilinear", align_corners=False)
+            v, i = torch.topk(y, 3, dim=-1)
+            return v + torch.gather(y, -1, (i + 1) % 9)
+
     return {
+        "resample": (Resample(), [(2, 3, 4, 6)], None),
         "resblock": (ResBlock(), [(2, 8, 16, 16)], None),
         # dynamic batch and sequence: Shape -> Gather -> Concat -> Reshape folds per shape
         "attention": (Attention(), [(2, 5, 16), (3, 7, 16)], {"x": {0: "B", 1: "T"}}),
     }
 
 
-@pytest.mark.parametrize("name", ["resblock", "attention"])
+@pytest.mark.parametrize("name", ["resblock", "attention", "resample"])
 def test_torch_exported_modules_match_torch(name):
     torch = pytest.importorskip("torch", reason="torch.onnx.export makes the models")
     import io
@@ -514,3 +579,68 @@ def test_huge_dilated_max_pool_window_is_refused_not_unrolled():
     m = gox.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
     with pytest.raises(gg.UnsupportedError, match="'mp'.*window"):
         m(np.zeros((1, 1, 200), np.float32))
+
+
+_X4 = {"x": (1, 2, 3, 4), "cr": _F([]), "cs": _F([1, 1, 2, 2])}
+
+
+@pytest.mark.parametrize(
+    "op, spec, attrs, opset, match",
+    [
+        ("Resize", _X4, {}, 13, "nearest.*half_pixel.*round_prefer_floor"),
+        (
+            "Resize",
+            _X4,
+            {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+            13,
+            "align_corners",
+        ),
+        ("Resize", _X4, {"mode": "cubic"}, 13, "cubic"),
+        # opset 10: asymmetric coordinates; onnxruntime rounds nearest up when shrinking
+        (
+            "Resize",
+            {"x": (1, 2, 4, 4), "cs": _F([1, 1, 2, 0.5])},
+            {"mode": "nearest"},
+            10,
+            "opset 11",
+        ),
+        (
+            "Resize",
+            {"x": (1, 2, 4, 4), "cs": _F([1, 1, 2, 2])},
+            {"mode": "linear"},
+            10,
+            "opset 11",
+        ),
+        ("Resize", {**_X4, "cs": _F([1, 1, 1.7, 2])}, {"mode": "linear"}, 13, "scales"),
+        ("Resize", {**_X4, "cs": _F([1, 2, 2, 2])}, {"mode": "linear"}, 13, "N, C"),
+        ("Resize", _X4, {"mode": "linear", "antialias": 1}, 18, "antialias"),
+        (  # 4/6 is inexact in float32: onnxruntime's indices differ from floor(i * 6 / 4)
+            "Resize",
+            {**_X4, "x": (1, 1, 6, 4), "cs": _F([]), "cz": _i64(1, 1, 4, 4)},
+            {
+                "mode": "nearest",
+                "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor",
+            },
+            13,
+            "inexact",
+        ),
+        (
+            "Resize",
+            {**_X4, "cs": _F([]), "cz": _i64(1, 2, 1, 4)},
+            {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+            13,
+            "length of 1",
+        ),
+        ("Upsample", {"x": (1, 2, 3, 4), "cs": _F([1, 1, 2, 2])}, {"mode": "linear"}, 9, "linear"),
+        ("Upsample", {"x": (1, 2, 3, 4), "cs": _F([1, 1, 1.2, 2])}, {}, 9, "exact"),
+        ("Einsum", {"a": (2, 3)}, {"equation": "...j->j"}, 12, "ellipsis"),
+        ("OneHot", {"i": _F([0, 1]), "cd": _i64(3), "cv": _F([0, 1])}, {}, 11, "non-integer"),
+    ],
+)
+def test_inexact_attribute_forms_are_refused_naming_the_node(op, spec, attrs, opset, match):
+    """Attribute combinations the gg op does not compute exactly raise, never a wrong number."""
+    model, feeds = _single_model(op, spec, attrs, opset)
+    m = gox.load(model.SerializeToString())
+    with pytest.raises(gg.UnsupportedError, match=rf"'n' \({op}.*{match}"):
+        m(*(feeds[n] for n in m.input_names))

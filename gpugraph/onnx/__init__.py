@@ -1,8 +1,8 @@
 """ONNX import: ``gg.onnx.load(model)`` turns an ONNX model into a pure gpugraph function.
 
 Each ONNX node is converted by one entry of the op table (``OPS``, in ``table.py``; the
-converters live in ``ops_math.py``, ``ops_nn.py`` and ``ops_shape.py``). Every node is checked
-against the table when the model is loaded, so an unsupported op is an ``UnsupportedError``
+converters live in ``ops_*.py``). Every node is checked against the table when the model is
+loaded, so an unsupported op is an ``UnsupportedError``
 before anything runs. Floating-point initializers are the model's parameters (``m.params``,
 the first argument of ``m.fn``, so ``gg.grad`` fine-tunes them); integer initializers are
 constants, so shape arithmetic on them folds while tracing. The ``onnx`` package is needed
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuGraphError, UnsupportedError
-from . import ops_math, ops_more, ops_nn, ops_shape  # noqa: F401  (they fill the op table)
+from . import ops_math, ops_more, ops_nn, ops_select, ops_shape  # noqa: F401  (they fill the op table)
 from .model import InputSpec, OnnxError, OnnxModel, _Node, _shape_arg_names
 from .table import LIMITS, OPS, NodeCtx, check_size
 
@@ -198,6 +198,7 @@ _FAMILIES = {
     "ops_nn": "convolution, pooling, normalization, softmax",
     "ops_shape": "shape, indexing, constants",
     "ops_more": "composite activations, reductions, depth/space",
+    "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
 }
 
 

@@ -44,6 +44,10 @@ SHAPE_INPUTS: dict[str, tuple[int, ...] | None] = {
     "ReduceSumSquare": (1,),
     "ReduceLogSum": (1,),
     "ReduceLogSumExp": (1,),
+    "TopK": (1,),
+    "OneHot": (1,),
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),  # opset 10: scales at 1; 11+: roi, scales, sizes
 }
 
 
