@@ -288,6 +288,8 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float | None:
 
 
 # ---- report ------------------------------------------------------------------------------------
+# Not bench/common's helpers: importing common imports gpugraph from this checkout, while
+# this script must import the one under GPUGRAPH_ROOT (--baseline measures another checkout).
 def _load() -> str:
     try:
         return " ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import platform
 import re
 import statistics
@@ -37,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_average, versions  # noqa: E402
 from gpu_timing import device_time  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
@@ -397,27 +397,6 @@ def memory_report(n: int) -> dict:
     return report
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def versions() -> dict:
-    found = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "gpugraph": gg.__version__,
-    }
-    for mod in ("numexpr", "jax", "cupy", "torch"):
-        try:
-            found[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            pass
-    return found
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, help="elements (default: 2^28 on a GPU, 2^24 on the CPU)")
@@ -428,12 +407,12 @@ def main() -> None:
     backend = gg.default_backend()
     if opts.size is None:
         opts.size = 2**28 if backend.name == "cupy" else 2**24
-    load_before = _load()
+    load_before = load_average()
     meta = {
         "date": datetime.date.today().isoformat(),
         "size": opts.size,
         "repeats": opts.repeats,
-        "versions": versions(),
+        "versions": versions(("numexpr", "jax", "cupy", "torch")),
         "backend": str(backend),
     }
     if backend.name == "cupy":
@@ -449,7 +428,7 @@ def main() -> None:
         meta["device"] = f"cpu {platform.processor() or platform.machine()}"
         rows, extra = cpu_rows(opts.size, opts.repeats)
         meta.update(extra)
-    meta["load"] = f"{load_before} / {_load()}"
+    meta["load"] = f"{load_before} / {load_average()}"
     add_ratios(rows)
     meta["memory"] = memory_report(opts.size)
     meta["rows"] = rows

@@ -51,10 +51,14 @@ def interleaved(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def versions() -> dict[str, str]:
+PEERS = ("jax", "jaxlib", "torch", "numexpr", "threadpoolctl")
+
+
+def versions(modules: tuple[str, ...] = PEERS) -> dict[str, str]:
+    """Python, NumPy, gpugraph and each of ``modules`` that imports."""
     found = {"python": platform.python_version(), "numpy": np.__version__}
     found["gpugraph"] = getattr(gg, "__version__", "?")
-    for mod in ("jax", "jaxlib", "torch", "numexpr", "threadpoolctl"):
+    for mod in modules:
         try:
             found[mod] = __import__(mod).__version__
         except Exception:
@@ -62,10 +66,17 @@ def versions() -> dict[str, str]:
     return found
 
 
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def machine() -> dict[str, object]:
     return {
         "device": f"cpu {platform.machine()} ({os.cpu_count()} cores)",
-        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load_average": load_average(),
         "blas_threads_env": os.environ.get("GPUGRAPH_BLAS_THREADS", "auto"),
     }
 
