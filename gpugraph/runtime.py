@@ -307,10 +307,9 @@ class Compiled:
                     raise DTypeError(f"argument {name}: {x} does not fit in {t.dtype}") from None
                 continue
             if not is_array(x):  # a ShapeDtype, or any other object with shape and dtype
-                hint = "; a ShapeDtype is for fn.lower(...), the call takes data"
                 raise GpuGraphError(
-                    f"argument {name}: expected an array, got {type(x).__name__}"
-                    + (hint if type(x).__name__ == "ShapeDtype" else "")
+                    f"argument {name}: expected an array, got {type(x).__name__} (a gg.ShapeDtype "
+                    "describes an argument for fn.lower(...); the call takes data)"
                 )
             shape = tuple(getattr(x, "shape", ()))
             dtype = getattr(x, "dtype", None)
