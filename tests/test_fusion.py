@@ -75,7 +75,17 @@ def test_value_used_outside_the_group_is_an_output_written_once():
     np.testing.assert_allclose(s, np.sum(np.exp(x) * y), rtol=1e-5)
 
 
-def test_reduction_between_members_is_a_boundary_and_never_a_cycle():
+@pytest.fixture
+def no_reduction_fusion(monkeypatch):
+    """The elementwise pass at a reduction boundary: with reduction fusion on, a last-axis sum
+    and its elementwise neighbours become one fused_reduce group instead (that pass has its own
+    tests, tests/test_reduce_pass.py)."""
+    from gpugraph.passes import fuse_reduce
+
+    monkeypatch.setattr(fuse_reduce, "ENABLED", False)
+
+
+def test_reduction_between_members_is_a_boundary_and_never_a_cycle(no_reduction_fusion):
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)  # a -> sum -> b: a path out of and back into
@@ -173,7 +183,7 @@ def test_vector_path_compiles_to_16_byte_accesses(dtype, width):
     assert len(loads) >= 2 and re.search(rf"st\.global\.{re.escape(width)}", ptx), ptx
 
 
-def test_siblings_joined_through_a_reduction_stay_apart():
+def test_siblings_joined_through_a_reduction_stay_apart(no_reduction_fusion):
     def f(x):
         s = gg.sum(gg.exp(x), axis=1, keepdims=True)  # exp(x) -> sum -> (x * s): merging the
         return x * s  # two x readers would put the sum both before and after the kernel
@@ -289,7 +299,7 @@ def test_explain_lists_groups_and_kernels_map_names_to_source():
     assert "lanes" not in lower(chain, rand(10), vectorize=False).explain()
 
 
-def test_fused_output_may_take_over_a_dying_input():
+def test_fused_output_may_take_over_a_dying_input(no_reduction_fusion):
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)
