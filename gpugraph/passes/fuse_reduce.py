@@ -62,10 +62,14 @@ class _Grower:
         self.ancestors = Ancestors(self.index)
         self.claimed: set[Node] = set()
 
-    def _neighbours(self, node: Node):
+    def _neighbours(self, node: Node, space: Space):
+        """Producers, consumers, and other readers of a full-shape operand (siblings: one pass
+        over that operand serves both, as a layer norm's mean and variance)."""
         for v in node.inputs:
             if v.node is not None:
                 yield v.node
+            if v.shape == space.full:
+                yield from self.users.get(v, ())
         for v in node.outputs:
             yield from self.users.get(v, ())
 
@@ -76,7 +80,7 @@ class _Grower:
         group = {seed}
         bits = 1 << self.index[seed]
         outside = {v.node for v in seed.inputs if v.node is not None}
-        heap = [(self.index[n], n.id, n) for n in self._neighbours(seed)]
+        heap = [(self.index[n], n.id, n) for n in self._neighbours(seed, space)]
         heapq.heapify(heap)
         while heap:
             _, _, n = heapq.heappop(heap)
@@ -92,7 +96,7 @@ class _Grower:
             group.add(n)
             made[n], reads[n] = kinds
             bits, outside = nbits, nout
-            for m in self._neighbours(n):
+            for m in self._neighbours(n, space):
                 if m not in group and m not in self.claimed:
                     heapq.heappush(heap, (self.index[m], m.id, m))
         self.claimed |= group
