@@ -148,6 +148,7 @@ def test_many_row_blocks_with_a_remainder(monkeypatch):
     c = gg.jit(f).lower(x, w)
     (group,) = _groups(c)
     assert len(group.outputs) == 3  # y, mean and rstd from one pass
+    assert fused_reduce.RowPlan(group.attrs["body"], fused_reduce._space(group)).block == 3
     got = c(x, w)
     _close(got, gg.jit(f, fuse=False)(x, w), F32)
     got2 = c(x + 1, w)  # returned arrays stay valid after the next call; inputs unmodified
@@ -361,3 +362,20 @@ def test_cupy_runner_launches_one_row_kernel(monkeypatch):
     finally:
         fused._raw_kernel.cache_clear()
         fused._sm_count.cache_clear()
+
+
+def test_a_reshaped_per_row_output_is_written_before_its_block_is_reused():
+    """s dies at the multiply, so a later per-row value may take its scratch block: the
+    reshape of s that the group returns must be written before that."""
+
+    def f(x):
+        s = gg.sum(gg.exp(x), axis=-1, keepdims=True)
+        flat = gg.reshape(s, (6,))  # before the per-row values that follow
+        t = gg.max(x * (1.0 / s), axis=-1, keepdims=True)
+        u = gg.sum(x - t, axis=-1, keepdims=True)
+        return flat, x / u
+
+    x = _arr((6, 9))
+    c = gg.jit(f).lower(x)
+    assert len(_groups(c)) == 1 and "reshape" in [n.op for n in _groups(c)[0].attrs["body"].nodes]
+    _close(c(x), gg.jit(f, fuse=False)(x), F32)
