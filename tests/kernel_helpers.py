@@ -164,13 +164,18 @@ def run_graph_emulated(
     stride_bug: bool = False,
     misalign: int = 0,
 ):
-    """Evaluate ``graph``: fused nodes on the kernel emulator, everything else with NumPy.
-    ``stride_bug`` regenerates every kernel with corrupted broadcast strides (a planted bug);
-    ``misalign`` shifts every kernel argument off its alignment by that many bytes."""
+    """Evaluate ``graph``: fused nodes (and fused_reduce nodes' row kernels) on the kernel
+    emulator, everything else with NumPy. ``stride_bug`` regenerates every elementwise kernel
+    with corrupted broadcast strides (a planted bug); ``misalign`` shifts every kernel
+    argument off its alignment by that many bytes."""
     env = dict(zip(graph.inputs, args))
     for node in graph.nodes:
         ins = [env[v] for v in node.inputs]
-        if node.op == "fused":
+        if node.op == "fused_reduce" and "cuda_source" in node.attrs:
+            if check_compile:
+                check_nvrtc(node.attrs["cuda_source"])
+            outs = emulate_fused(node.attrs, ins, [v.type for v in node.outputs], misalign)
+        elif node.op == "fused":
             attrs = node.attrs
             if stride_bug:
                 k = emit_kernel(attrs["body"], stride_bug=True)
