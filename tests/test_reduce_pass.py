@@ -113,7 +113,7 @@ def test_each_pattern_is_one_group_per_direction(name):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize("shape", [(7, 33), (3, 1), (2, 3, 5), (1, 200)])
+@pytest.mark.parametrize("shape", [(7, 33), (3, 1), (2, 3, 5), (1, 200), (37,)])
 def test_patterns_match_unfused(dtype, shape):
     args = _args(shape, dtype)
     for name in sorted(PATTERNS):
@@ -258,10 +258,16 @@ def test_fused_equals_unfused_equals_numpy_on_random_dags(steps, dtype):
 def _kernel_cases():
     """(label, fused_reduce node, its inputs) for the patterns' forward and backward groups:
     float32 over 37 columns (not a warp multiple) and 1 column, float64 over 37; more rows
-    than the emulated grid (a grid-stride over rows)."""
-    for dtype, shape in [(F32, (5, 37)), (F32, (3, 1)), (F64, (5, 37))]:
+    than the emulated grid (a grid-stride over rows); one row (a 1-D reduction)."""
+    every = sorted(PATTERNS)
+    for dtype, shape, names in [
+        (F32, (5, 37), every),
+        (F32, (3, 1), every),
+        (F64, (5, 37), every),
+        (F32, (37,), ["logsumexp", "softmax"]),
+    ]:
         args = _args(shape, dtype)
-        for name in sorted(PATTERNS):
+        for name in names:
             for direction, fn in (("fwd", PATTERNS[name]), ("bwd", _grad(name))):
                 c = gg.jit(fn).lower(*args)
                 env = dict(zip(c.graph.inputs, args))

@@ -117,7 +117,7 @@ def member_kinds(node: Node, space: Space) -> tuple[str, list[str]] | None:
         reads = [space.read(v.shape, len(shape)) for v in node.inputs]
         ok = all(r in (ROW, SCALAR) for r in reads) or (space.cols == 1 and None not in reads)
         return (ROW, [ROW if r == ELEM else r for r in reads]) if ok else None  # type: ignore
-    if shape == space.lead and space.lead:
+    if shape == space.lead:  # (for one row, lead == (): a 1-D reduction's result)
         reads = [
             ROW if v.shape == space.lead else SCALAR if v.shape == () else None for v in node.inputs
         ]
