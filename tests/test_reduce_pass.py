@@ -385,3 +385,15 @@ def test_a_reshaped_per_row_output_is_written_before_its_block_is_reused():
     c = gg.jit(f).lower(x)
     assert len(_groups(c)) == 1 and "reshape" in [n.op for n in _groups(c)[0].attrs["body"].nodes]
     _close(c(x), gg.jit(f, fuse=False)(x), F32)
+
+
+def test_one_outer_value_read_as_a_column_and_as_rows_is_not_one_argument():
+    """y of shape (4,) over (4, 4): x * y reads it as a column, s + y (s per row, shape (4,))
+    as one value per row. One group cannot pass y in both layouts."""
+
+    def f(x, y):
+        s = gg.sum(gg.exp(x * y), axis=-1)
+        return s + y, x / gg.reshape(s, (4, 1))
+
+    x, y = _arr((4, 4)), _arr((4,), seed=5)
+    _close(gg.jit(f)(x, y), gg.jit(f, fuse=False)(x, y), F32)

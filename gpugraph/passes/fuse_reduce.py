@@ -77,6 +77,7 @@ class _Grower:
         made: dict[Node, str] = {}
         reads: dict[Node, list[str]] = {}
         made[seed], reads[seed] = member_kinds(seed, space)  # type: ignore[misc]
+        self.outer_reads: dict[Value, str] = {v: reads[seed][0] for v in seed.inputs}
         group = {seed}
         bits = 1 << self.index[seed]
         outside = {v.node for v in seed.inputs if v.node is not None}
@@ -95,6 +96,9 @@ class _Grower:
                 continue  # a path would leave the group through q and come back
             group.add(n)
             made[n], reads[n] = kinds
+            for v, r in zip(n.inputs, kinds[1]):
+                if v.node not in group:
+                    self.outer_reads.setdefault(v, r)
             bits, outside = nbits, nout
             for m in self._neighbours(n, space):
                 if m not in group and m not in self.claimed:
@@ -107,6 +111,11 @@ class _Grower:
         n_made, n_reads = kinds
         for v, r in zip(n.inputs, n_reads):
             if v.node in made and not space.compatible(made[v.node], r):
+                return False
+            # an outer value is one kernel/block argument with one layout: a (cols,) value
+            # that is a column to one member cannot be one value per row to another
+            seen = self.outer_reads.get(v)
+            if v.node not in made and seen is not None and not space.compatible(seen, r):
                 return False
         for v in n.outputs:
             for u in self.users.get(v, ()):
