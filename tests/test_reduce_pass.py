@@ -220,14 +220,16 @@ BINARY = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b, "sub": lambda a,
 def _dag(steps):
     def f(x, w):
         vals = [x, x * w]
-        for kind, i, j, axis in steps:
+        for kind, i, j, axis, keep in steps:
             a, b = vals[i % len(vals)], vals[j % len(vals)]
             if kind in UNARY:
                 vals.append(UNARY[kind](a))
             elif kind in BINARY:
                 vals.append(BINARY[kind](a, b))
-            else:  # a reduction kept as a broadcastable value: sum or max over one axis
-                r = (gg.sum if kind == "sum" else gg.max)(a, axis=axis, keepdims=True)
+            else:  # sum or max over one axis, broadcast back: as a row value (keepdims) or,
+                # on a square array, without keepdims, which broadcasting reads as a column
+                keep = keep or a.shape[0] != a.shape[1]
+                r = (gg.sum if kind == "sum" else gg.max)(a, axis=axis, keepdims=keep)
                 vals.append(b - r)
         return vals[-1], vals[len(vals) // 2]
 
@@ -239,14 +241,19 @@ step = st.tuples(
     st.integers(0, 30),
     st.integers(0, 30),
     st.integers(-2, 1),
+    st.booleans(),
 )
 
 
-@settings(max_examples=12, deadline=None)
-@given(steps=st.lists(step, min_size=1, max_size=8), dtype=st.sampled_from([F32, F64]))
-def test_fused_equals_unfused_equals_numpy_on_random_dags(steps, dtype):
+@settings(max_examples=20, deadline=None)
+@given(
+    steps=st.lists(step, min_size=1, max_size=8),
+    dtype=st.sampled_from([F32, F64]),
+    shape=st.sampled_from([(3, 5), (4, 4)]),
+)
+def test_fused_equals_unfused_equals_numpy_on_random_dags(steps, dtype, shape):
     f = _dag(steps)
-    x, w = _arr((3, 5), dtype), _arr((5,), dtype, 1)
+    x, w = _arr(shape, dtype), _arr(shape[-1:], dtype, 1)
     fused = gg.jit(f)(x, w)
     unfused = gg.jit(f, fuse=False)(x, w)
     with np.errstate(all="ignore"):
