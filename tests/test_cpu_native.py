@@ -1,0 +1,176 @@
+"""backend="cpu" internals: the row x column loop nest for broadcast operands
+(codegen/cpu_loops.py) and the extension-module entry point (backends/cpu_native.py). Results
+must equal the NumPy backend's (and NumPy's) on every broadcast layout, on the parallel path's
+ragged chunks, and when the fast entry declines an argument (a strided view)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_helpers import requires_emulator
+
+import gpugraph as gg
+from gpugraph.backends import cpu_backend, cpu_native
+from gpugraph.codegen.cpu_loops import emit_cpu_kernel
+
+pytestmark = requires_emulator  # the same host compiler
+
+
+def _kernels(compiled) -> list:
+    return [
+        ln.runner.cpu_kernel
+        for ln in compiled.executable.launches
+        if hasattr(ln.runner, "cpu_kernel")
+    ]
+
+
+def _check(fn, *args, nest: bool | None = True):
+    """cpu == numpy backend (and neither modifies its inputs); ``nest``: whether the plan's
+    kernels must (True) or must not (False) be the loop nest."""
+    before = [np.array(a, copy=True) for a in args]
+    compiled = gg.jit(fn, backend="cpu").lower(*args)
+    with np.errstate(all="ignore"):
+        got = compiled(*args)
+        want = gg.jit(fn, backend="numpy")(*args)
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if g.dtype.kind == "f":
+            # operands are O(1); a residual add can cancel to near 0, hence the atol
+            f32 = g.dtype == np.float32
+            np.testing.assert_allclose(
+                g, w, rtol=4e-6 if f32 else 1e-13, atol=1e-6 if f32 else 1e-13
+            )
+        else:
+            np.testing.assert_array_equal(g, w)
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b)
+    kernels = _kernels(compiled)
+    assert kernels, "no fused group ran natively"
+    if nest is not None:
+        assert any(k.name.startswith("gg_cpu_") for k in kernels) == nest
+    return compiled, got
+
+
+def _gelu(x, b, r):
+    h = x + b
+    return 0.5 * h * (1 + gg.tanh(0.7978846 * (h + 0.044715 * h * h * h))) + r
+
+
+RNG = np.random.default_rng(3)
+
+
+def _f(*shape, dtype=np.float32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "xs, bs",
+    [
+        ((64, 40), (40,)),  # a bias row
+        ((6, 5, 40), (6, 1, 40)),  # a middle-axis broadcast
+        ((6, 5, 40), (6, 5, 1)),  # constant along the columns
+        ((3, 4, 20), (3, 1, 20)),
+        ((5, 1, 40), (40,)),  # an extent-1 axis in the output
+        ((2, 3, 4, 16), (1, 3, 1, 16)),
+    ],
+)
+def test_broadcast_layouts_use_the_loop_nest_and_match_numpy(xs, bs):
+    x, b, r = _f(*xs), _f(*bs), _f(*xs)
+    compiled, _ = _check(_gelu, x, b, r)
+    assert "rows x" in _kernels(compiled)[0].source
+
+
+def test_both_operands_broadcast_and_several_outputs():
+    a, b = _f(3, 1, 20, dtype=np.float64), _f(1, 4, 20, dtype=np.float64)
+    _check(lambda a, b: (gg.exp(a - b) * 2, a * b + 1), a, b)
+
+
+def test_integer_and_bool_broadcasts():
+    i = np.arange(-60, 60, dtype=np.int32).reshape(4, 30)
+    row = np.arange(30, dtype=np.int32) * 1_000_000_007
+    _check(lambda i, r: i * r + 3, i, row)  # wraps as NumPy does
+    m = (np.arange(120).reshape(4, 30) % 3) == 0
+    mrow = np.arange(30) % 2 == 0
+    _check(lambda m, r: gg.logical_and(m, r), m, mrow)
+
+
+def test_scalars_and_small_columns_keep_the_flat_kernel():
+    x = _f(8, 40)
+    _check(lambda x, s: x * s + 1, x, _f(1), nest=False)  # one element: no index math
+    _check(lambda x, s: x * s + 1, x, np.float32(2.5), nest=False)
+    _check(lambda x, c: x * c + 1, _f(40, 3), _f(3), nest=False)  # 3 columns
+
+
+def test_size_zero_dims():
+    _check(lambda x, b: gg.tanh(x + b), _f(0, 40), _f(40), nest=None)
+    _check(lambda x, b: gg.tanh(x + b), _f(4, 0, 40), _f(4, 1, 40), nest=None)
+
+
+def test_parallel_chunks_split_rows_and_misaligned_views():
+    """300 x 1000 elements run as OpenMP chunks of multiples of 64 elements: chunk bounds fall
+    inside rows. A view one element off a vector boundary must give the same results."""
+    base = _f(300 * 1000 + 1)
+    x = base[1:].reshape(300, 1000)
+    b, r = _f(1000), _f(300, 1000)
+    _check(_gelu, x, b, r)
+    _check(lambda x, b: gg.exp(x) * b, _f(300, 1000, dtype=np.float64), _f(300, 1, 1)[:, :, 0])
+
+
+def test_the_nest_picks_the_widest_column_block():
+    from gpugraph.ir import GraphBuilder, TensorType
+
+    g = GraphBuilder()
+    t = np.dtype(np.float32)
+    x = g.add_input(TensorType((6, 5, 40), t))
+    b = g.add_input(TensorType((6, 1, 40), t))
+    kernel = emit_cpu_kernel(g.build([g.add_node("add", [x, b], {}, [x.type]).output]))
+    assert kernel is not None and "(30 rows x 40 columns)" in kernel.source
+    assert "%" not in kernel.source.split("for (long long c")[1]  # no index math per element
+
+
+needs_headers = pytest.mark.skipif(
+    cpu_native.include_flags() is None, reason="Python.h or NumPy headers not found"
+)
+
+
+@needs_headers
+def test_the_program_calls_the_extension_function():
+    x = _f(8)
+    compiled = gg.jit(lambda x, y: x * y + 1, backend="cpu").lower(x, x)
+    out = compiled(x, x)
+    (kernel,) = _kernels(compiled)
+    assert kernel.py is not None
+    source = compiled.executable._program.source  # the generated straight-line program
+    assert "_k(" in source and "_run([" in source  # the fast call, ctypes only if it declines
+    np.testing.assert_array_equal(out, x * x + 1)
+    again = compiled(x * 2, x)
+    np.testing.assert_array_equal(out, x * x + 1)  # the earlier result is still valid
+    np.testing.assert_array_equal(again, 2 * x * x + 1)
+
+
+@needs_headers
+def test_the_extension_declines_arguments_it_cannot_take():
+    x = _f(16)
+    compiled = gg.jit(lambda x, y: x * y + 1, backend="cpu").lower(x, x)
+    compiled(x, x)  # kernels compile at the first call
+    (kernel,) = _kernels(compiled)
+    out = np.empty(16, np.float32)
+    assert kernel.py(x, x, out) is True
+    np.testing.assert_array_equal(out, x * x + 1)
+    assert kernel.py(x.astype(np.float64), x, out) is False  # wrong dtype
+    assert kernel.py(_f(32)[::2], x, out) is False  # not contiguous
+    assert kernel.py(x[:8], x, out) is False  # wrong size
+    ro = np.empty(16, np.float32)
+    ro.flags.writeable = False
+    assert kernel.py(x, x, ro) is False
+    with pytest.raises(TypeError, match="takes 3 arrays"):
+        kernel.py(x, x)
+    # a strided input through the whole plan: the ctypes path copies it first
+    strided = _f(32)[::2]
+    np.testing.assert_allclose(compiled(strided, x), strided * x + 1, rtol=1e-6)
+
+
+@needs_headers
+def test_the_abi_is_part_of_the_cache_key():
+    assert cpu_native.abi() in cpu_backend.toolchain()
