@@ -107,9 +107,21 @@ def test_size_zero_dims():
     _check(lambda x, b: gg.tanh(x + b), _f(4, 0, 40), _f(4, 1, 40), nest=None)
 
 
-def test_parallel_chunks_split_rows_and_misaligned_views():
+@pytest.fixture
+def parallel_from_64k(monkeypatch):
+    """Groups from 2^16 elements run on every OpenMP thread (the default threshold is higher,
+    see cpu_backend.PARALLEL_MIN_ELEMENTS): small tests reach the parallel path."""
+    monkeypatch.setenv(cpu_backend.PARALLEL_MIN_ENV, str(1 << 16))
+    cpu_backend.parallel_min.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_backend.parallel_min.cache_clear()
+
+
+def test_parallel_chunks_split_rows_and_misaligned_views(parallel_from_64k):
     """300 x 1000 elements run as OpenMP chunks of multiples of 64 elements: chunk bounds fall
     inside rows. A view one element off a vector boundary must give the same results."""
+    assert cpu_backend.parallel_min() == 1 << 16
     base = _f(300 * 1000 + 1)
     x = base[1:].reshape(300, 1000)
     b, r = _f(1000), _f(300, 1000)
@@ -174,3 +186,20 @@ def test_the_extension_declines_arguments_it_cannot_take():
 @needs_headers
 def test_the_abi_is_part_of_the_cache_key():
     assert cpu_native.abi() in cpu_backend.toolchain()
+
+
+def test_the_parallel_threshold_is_part_of_the_kernel_key(monkeypatch):
+    """The extension module bakes the threshold in, so another threshold is another library."""
+    k = cpu_backend._Kernel("// source", "gg_fused_x", 1, [("float32", 4, True)])
+    before = k.key()
+    monkeypatch.setenv(cpu_backend.PARALLEL_MIN_ENV, "1000")
+    cpu_backend.parallel_min.cache_clear()
+    try:
+        assert cpu_backend.parallel_min() == 1000 and k.key() != before
+        monkeypatch.setenv(cpu_backend.PARALLEL_MIN_ENV, "lots")
+        cpu_backend.parallel_min.cache_clear()
+        with pytest.raises(gg.GpuGraphError, match="PARALLEL_MIN='lots'"):
+            cpu_backend.parallel_min()
+    finally:
+        monkeypatch.undo()
+        cpu_backend.parallel_min.cache_clear()

@@ -45,9 +45,14 @@ BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp")
 SEMANTIC_FLAGS = ("-ffp-contract=off", "-fwrapv", "-fno-strict-aliasing", "-fno-math-errno")
 ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler's baseline)
 CXX_ENV = "GPUGRAPH_CXX"
-# Below this many elements a group runs on the calling thread: waking an OpenMP team costs
-# microseconds, more than a pass over 32K floats in L2.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Below this many elements a group runs on the calling thread (GPUGRAPH_CPU_PARALLEL_MIN
+# overrides it). Measured on the shared 2-core box (docs/cpu-backend.md, "Threads"): an OpenMP
+# region costs microseconds when both cores are free, but under load the calling thread waits
+# at the region's barrier for a worker the OS has not scheduled (milliseconds, spinning first),
+# so a 400K-element group ran 50x slower on 2 threads than on 1; only passes long enough to
+# absorb a stall gain from a second thread.
+PARALLEL_MIN_ENV = "GPUGRAPH_CPU_PARALLEL_MIN"
+PARALLEL_MIN_ELEMENTS = 1 << 22
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 
@@ -71,6 +76,21 @@ def compiler() -> str:
             f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
         )
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def parallel_min() -> int:
+    """Elements from which a group runs on every OpenMP thread (read once a process)."""
+    raw = os.environ.get(PARALLEL_MIN_ENV, "").strip()
+    if not raw:
+        return PARALLEL_MIN_ELEMENTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use an element count") from None
+    if value < 1:
+        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use a count of at least 1")
+    return value
 
 
 def status() -> str:
@@ -163,7 +183,10 @@ class _Kernel:
         self.threads = 1
 
     def key(self) -> str:
-        return cache.digest(toolchain(), _prelude(), self.source, repr(self.args))
+        # the extension module bakes the threading threshold in: a library built with another
+        # one is another library
+        threading_key = f"{parallel_min()} {CHUNK_ALIGN}"
+        return cache.digest(toolchain(), _prelude(), self.source, repr(self.args), threading_key)
 
     def bind(self, lib: ctypes.CDLL, module: Any) -> None:
         fn = getattr(lib, f"gpugraph_cpu_{self.name}")
@@ -184,7 +207,7 @@ def _build(kernels: list[_Kernel]) -> Path:
         module = "gg_cpu_mod_" + cache.digest(text)[:16]
         text += '#line 1 "gpugraph_cpu_module.cpp"\n'
         typed = [k for k in kernels if k.args is not None]
-        text += cpu_native.module_source(module, typed, PARALLEL_MIN_ELEMENTS, CHUNK_ALIGN)
+        text += cpu_native.module_source(module, typed, parallel_min(), CHUNK_ALIGN)
     cmd = [compiler(), *flags(), *(includes or ()), "-x", "c++", "-o"]
 
     def compile_to(out: Path) -> None:
@@ -315,7 +338,7 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
         if kernel.fn is None:
             backend.compile_pending()
         chunk = n
-        if n >= PARALLEL_MIN_ELEMENTS and kernel.threads > 1:
+        if n >= parallel_min() and kernel.threads > 1:
             chunk = -(-math.ceil(n / kernel.threads) // CHUNK_ALIGN) * CHUNK_ALIGN
         args = [np.ascontiguousarray(a) for a in ins]
         targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
