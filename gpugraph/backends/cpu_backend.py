@@ -49,10 +49,11 @@ CXX_ENV = "GPUGRAPH_CXX"
 # overrides it). Measured on the shared 2-core box (docs/cpu-backend.md, "Threads"): an OpenMP
 # region costs microseconds when both cores are free, but under load the calling thread waits
 # at the region's barrier for a worker the OS has not scheduled (milliseconds, spinning first),
-# so a 400K-element group ran 50x slower on 2 threads than on 1; only passes long enough to
-# absorb a stall gain from a second thread.
+# so groups of 1M-4M elements ran 2-70x slower on 2 threads than on 1 (bench/probe_cpu_threads.py,
+# bench/results/cpu-threads-cpu-2026-12-01.md); only 16M-element passes, long enough to absorb
+# a stall, gained from a second thread. A dedicated machine may want a much lower threshold.
 PARALLEL_MIN_ENV = "GPUGRAPH_CPU_PARALLEL_MIN"
-PARALLEL_MIN_ELEMENTS = 1 << 22
+PARALLEL_MIN_ELEMENTS = 1 << 23
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 
