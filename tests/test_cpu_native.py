@@ -203,3 +203,21 @@ def test_the_parallel_threshold_is_part_of_the_kernel_key(monkeypatch):
     finally:
         monkeypatch.undo()
         cpu_backend.parallel_min.cache_clear()
+
+
+def test_a_module_that_does_not_compile_leaves_the_ctypes_entry(tmp_path, monkeypatch):
+    """Headers that do not fit the compiler must not cost the backend: the library is built
+    again without the module, and the kernel runs through ctypes."""
+    monkeypatch.setenv("GPUGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_native, "module_source", lambda *a: "#error planted\n")
+    backend = cpu_backend.CpuBackend()  # a fresh one: nothing compiled in this process
+    source = (
+        'extern "C" __global__ void gg_fused_plain(const float* in0, float* out0) {\n'
+        "  for (long long i = GG_RANGE_LO(4); i < GG_RANGE_HI(4); ++i) out0[i] = in0[i] * 3;\n}\n"
+    )
+    k = backend.kernel(source, "gg_fused_plain", 2, [("float32", 4, False), ("float32", 4, True)])
+    backend.compile_pending()
+    assert k.py is None and k.fn is not None
+    x, out = np.arange(4, dtype=np.float32), np.empty(4, np.float32)
+    k.fn(4, 4, x.ctypes.data, out.ctypes.data)
+    np.testing.assert_array_equal(out, x * 3)

@@ -199,14 +199,24 @@ class _Kernel:
 
 
 def _build(kernels: list[_Kernel]) -> Path:
-    """One library holding ``kernels`` (from the cache, or compiled into it)."""
+    """One library holding ``kernels`` (from the cache, or compiled into it). Where the
+    extension module does not compile (headers that do not fit this compiler), the library is
+    built without it and its kernels are called through ctypes."""
+    try:
+        return _build_library(kernels, cpu_native.include_flags())
+    except CpuCompileError as exc:
+        if cpu_native.include_flags() is None or cpu_native.MODULE_FILE not in str(exc):
+            raise
+        return _build_library(kernels, None)
+
+
+def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> Path:
     text = f'#line 1 "cpu_prelude.h"\n{_prelude()}\n'
     text += "".join(f'#line 1 "{k.name}.cu"\n{k.source}\n' for k in kernels)
     text += '#line 1 "gpugraph_cpu_entry.cpp"\n' + "".join(_entry(k.name, k.nargs) for k in kernels)
-    includes = cpu_native.include_flags()
     if includes is not None:  # the fast entry point (cpu_native), named after the kernels
         module = "gg_cpu_mod_" + cache.digest(text)[:16]
-        text += '#line 1 "gpugraph_cpu_module.cpp"\n'
+        text += f'#line 1 "{cpu_native.MODULE_FILE}"\n'
         typed = [k for k in kernels if k.args is not None]
         text += cpu_native.module_source(module, typed, parallel_min(), CHUNK_ALIGN)
     cmd = [compiler(), *flags(), *(includes or ()), "-x", "c++", "-o"]

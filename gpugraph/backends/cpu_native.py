@@ -15,6 +15,7 @@ the cache key (``abi``), so a library built for another interpreter is never loa
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.machinery
 import importlib.util
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 ENTRY_NAME = "gpugraph_cpu_module"  # extern "C": the module's name, read through ctypes
+MODULE_FILE = "gpugraph_cpu_module.cpp"  # the module's #line file name, in compiler logs
 _NPY_TYPES = {
     "float32": "NPY_FLOAT32",
     "float64": "NPY_FLOAT64",
@@ -146,7 +148,7 @@ def load(path: Path, lib: Any) -> ModuleType | None:
         entry = getattr(lib, ENTRY_NAME)
     except AttributeError:
         return None
-    entry.restype, entry.argtypes = __import__("ctypes").c_char_p, []
+    entry.restype, entry.argtypes = ctypes.c_char_p, []
     name = entry().decode()
     module = _loaded.get(name)
     if module is None:
