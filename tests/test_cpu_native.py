@@ -221,3 +221,33 @@ def test_a_module_that_does_not_compile_leaves_the_ctypes_entry(tmp_path, monkey
     x, out = np.arange(4, dtype=np.float32), np.empty(4, np.float32)
     k.fn(4, 4, x.ctypes.data, out.ctypes.data)
     np.testing.assert_array_equal(out, x * 3)
+
+
+def test_an_output_written_over_its_dying_input():
+    """h = x @ w dies at the bias group, whose output may take h's bytes (the planner's
+    in-place reuse): the loop nest reads element c of h before writing element c."""
+    x, w, b, v = _f(64, 32), _f(32, 48), _f(48), _f(48, 8)
+
+    def fn(x, w, b, v):
+        h = x @ w
+        return (gg.tanh(h + b) * 2.0 - h) @ v  # the group's output is an arena value
+
+    compiled, _ = _check(fn, x, w, b, v)
+    memory = next(ln for ln in compiled.explain().splitlines() if ln.startswith("memory:"))
+    assert "(1 in place" in memory, memory
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_broadcast_layouts(seed):
+    """Random output shapes (ranks 1-4, extents 1-40), each operand keeping or collapsing each
+    axis and maybe dropping leading ones, through one fused expression."""
+    rng = np.random.default_rng(100 + seed)
+    rank = int(rng.integers(1, 5))
+    out = tuple(int(e) for e in rng.choice([1, 2, 3, 17, 40], size=rank))
+    shapes = []
+    for _ in range(3):
+        s = tuple(e if rng.random() < 0.6 else 1 for e in out)
+        shapes.append(s[int(rng.integers(0, rank)) :] if rng.random() < 0.3 else s)
+    shapes[0] = out  # one full-size operand fixes the output shape
+    a, b, c = (_f(*s, dtype=np.float64) for s in shapes)
+    _check(lambda a, b, c: (gg.exp(a * 0.5 - b) + c, a * c - b), a, b, c, nest=None)
