@@ -173,6 +173,7 @@ def test_the_extension_declines_arguments_it_cannot_take():
     assert kernel.py(x.astype(np.float64), x, out) is False  # wrong dtype
     assert kernel.py(_f(32)[::2], x, out) is False  # not contiguous
     assert kernel.py(x[:8], x, out) is False  # wrong size
+    assert kernel.py(x.astype(">f4"), x, out) is False  # not in native byte order
     ro = np.empty(16, np.float32)
     ro.flags.writeable = False
     assert kernel.py(x, x, ro) is False
@@ -251,3 +252,10 @@ def test_random_broadcast_layouts(seed):
     shapes[0] = out  # one full-size operand fixes the output shape
     a, b, c = (_f(*s, dtype=np.float64) for s in shapes)
     _check(lambda a, b, c: (gg.exp(a * 0.5 - b) + c, a * c - b), a, b, c, nest=None)
+
+
+def test_the_entry_templates_are_part_of_the_kernel_key(monkeypatch):
+    k = cpu_backend._Kernel("// source", "gg_fused_x", 1, [("float32", 4, True)])
+    before = k.key()
+    monkeypatch.setattr(cpu_native, "KERNEL_ENTRY", cpu_native.KERNEL_ENTRY + "// changed\n")
+    assert k.key() != before

@@ -187,7 +187,12 @@ class _Kernel:
         # the extension module bakes the threading threshold in: a library built with another
         # one is another library
         threading_key = f"{parallel_min()} {CHUNK_ALIGN}"
-        return cache.digest(toolchain(), _prelude(), self.source, repr(self.args), threading_key)
+        # and the entry points' templates (ctypes and module): a library built by another
+        # version of them is not this kernel's
+        entries = _entry(self.name, self.nargs) + cpu_native.templates()
+        return cache.digest(
+            toolchain(), _prelude(), self.source, repr(self.args), threading_key, entries
+        )
 
     def bind(self, lib: ctypes.CDLL, module: Any) -> None:
         fn = getattr(lib, f"gpugraph_cpu_{self.name}")

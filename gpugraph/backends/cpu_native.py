@@ -4,10 +4,11 @@ Through ctypes, one kernel call cost ~1 us per array argument (``a.ctypes.data``
 object, and each ``c_void_p`` is converted). Where Python's and NumPy's C headers are found,
 the library the backend compiles (``cpu_backend._build``) also defines a small extension
 module: one METH_FASTCALL function per kernel that takes the arrays themselves, checks each
-(an ndarray of the kernel's dtype and element count, C-contiguous, writeable for outputs),
-takes its data pointer and calls the kernel, releasing the GIL when the call runs on several
-threads. It returns False without calling the kernel when an argument fails a check, and the
-generated program then takes the ctypes path, which copies to contiguous buffers first.
+(an ndarray of the kernel's dtype and element count, C-contiguous, aligned, in native byte
+order, writeable for outputs), takes its data pointer and calls the kernel, releasing the GIL
+when the call runs on several threads. It returns False without calling the kernel when an
+argument fails a check, and the generated program then takes the ctypes path, which copies to
+contiguous buffers first.
 
 The module shares the library's cache entry; the headers' Python and NumPy versions are part of
 the cache key (``abi``), so a library built for another interpreter is never loaded.
@@ -63,9 +64,10 @@ PyObject* call(void (*kernel)(P...), PyObject* const* args, Py_ssize_t nargs, co
   for (Py_ssize_t j = 0; j < N; ++j) {
     if (!PyArray_Check(args[j])) Py_RETURN_FALSE;
     PyArrayObject* a = (PyArrayObject*)args[j];
-    const int need = NPY_ARRAY_C_CONTIGUOUS | (spec[j].out ? NPY_ARRAY_WRITEABLE : 0);
+    const int need =
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | (spec[j].out ? NPY_ARRAY_WRITEABLE : 0);
     if ((PyArray_FLAGS(a) & need) != need || PyArray_TYPE(a) != spec[j].type ||
-        PyArray_SIZE(a) != spec[j].size)
+        !PyArray_ISNOTSWAPPED(a) || PyArray_SIZE(a) != spec[j].size)
       Py_RETURN_FALSE;
     ptrs[j] = PyArray_DATA(a);
   }
@@ -114,6 +116,12 @@ def include_flags() -> tuple[str, ...] | None:
     if not (Path(npy) / "numpy" / "arrayobject.h").is_file():
         return None
     return (f"-I{py}", f"-I{npy}")
+
+
+def templates() -> str:
+    """The module's source templates: part of every kernel's cache key, so that a library
+    built by another version of this file is not found through the kernel index."""
+    return MODULE_HEADER + KERNEL_ENTRY + METHOD + MODULE_FOOTER
 
 
 def abi() -> str:
