@@ -36,6 +36,7 @@ from ..ops.fused import FUSED, _prepare_numpy
 from ..ops.registry import get_op
 from . import cpu_native
 from .base import Runner, register_backend
+from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
 from .numpy_backend import NumpyBackend
 
 PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
@@ -45,15 +46,6 @@ BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp")
 SEMANTIC_FLAGS = ("-ffp-contract=off", "-fwrapv", "-fno-strict-aliasing", "-fno-math-errno")
 ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler's baseline)
 CXX_ENV = "GPUGRAPH_CXX"
-# Below this many elements a group runs on the calling thread (GPUGRAPH_CPU_PARALLEL_MIN
-# overrides it). Measured on the shared 2-core box (docs/cpu-backend.md, "Threads"): an OpenMP
-# region costs microseconds when both cores are free, but under load the calling thread waits
-# at the region's barrier for a worker the OS has not scheduled (milliseconds, spinning first),
-# so groups of 1M-4M elements ran 2-70x slower on 2 threads than on 1 (bench/probe_cpu_threads.py,
-# bench/results/cpu-threads-cpu-2026-12-01.md); only 16M-element passes, long enough to absorb
-# a stall, gained from a second thread. A dedicated machine may want a much lower threshold.
-PARALLEL_MIN_ENV = "GPUGRAPH_CPU_PARALLEL_MIN"
-PARALLEL_MIN_ELEMENTS = 1 << 23
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 
@@ -77,21 +69,6 @@ def compiler() -> str:
             f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
         )
     return path
-
-
-@functools.lru_cache(maxsize=1)
-def parallel_min() -> int:
-    """Elements from which a group runs on every OpenMP thread (read once a process)."""
-    raw = os.environ.get(PARALLEL_MIN_ENV, "").strip()
-    if not raw:
-        return PARALLEL_MIN_ELEMENTS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use an element count") from None
-    if value < 1:
-        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use a count of at least 1")
-    return value
 
 
 def status() -> str:
@@ -344,9 +321,9 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     source, name = (
         (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
     )
-    args = [(v.type.dtype.name, v.type.size, False) for v in node.inputs]
-    args += [(v.type.dtype.name, v.type.size, True) for v in node.outputs]
-    kernel = backend.kernel(source, name, len(args), args)
+    params = [(v.type.dtype.name, v.type.size, False) for v in node.inputs]
+    params += [(v.type.dtype.name, v.type.size, True) for v in node.outputs]
+    kernel = backend.kernel(source, name, len(params), params)
 
     def run(ins: list, outs: list) -> None:
         if n == 0:

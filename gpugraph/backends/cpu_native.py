@@ -20,6 +20,7 @@ import ctypes
 import functools
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -28,6 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedError
+
+# Below this many elements a group runs on the calling thread (GPUGRAPH_CPU_PARALLEL_MIN
+# overrides it). Measured on the shared 2-core box (docs/cpu-backend.md, "Threads"): an OpenMP
+# region costs microseconds when both cores are free, but under load the calling thread waits
+# at the region's barrier for a worker the OS has not scheduled (milliseconds, spinning first),
+# so groups of 1M-4M elements ran 2-70x slower on 2 threads than on 1 (bench/probe_cpu_threads.py,
+# bench/results/cpu-threads-cpu-2026-12-01.md); only 16M-element passes, long enough to absorb
+# a stall, gained from a second thread. A dedicated machine may want a much lower threshold.
+PARALLEL_MIN_ENV = "GPUGRAPH_CPU_PARALLEL_MIN"
+PARALLEL_MIN_ELEMENTS = 1 << 23
 ENTRY_NAME = "gpugraph_cpu_module"  # extern "C": the module's name, read through ctypes
 MODULE_FILE = "gpugraph_cpu_module.cpp"  # the module's #line file name, in compiler logs
 _NPY_TYPES = {
@@ -106,6 +118,21 @@ extern "C" const char* {entry}(void) {{ return "{module}"; }}
 
 
 @functools.lru_cache(maxsize=1)
+def parallel_min() -> int:
+    """Elements from which a group runs on every OpenMP thread (read once a process)."""
+    raw = os.environ.get(PARALLEL_MIN_ENV, "").strip()
+    if not raw:
+        return PARALLEL_MIN_ELEMENTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use an element count") from None
+    if value < 1:
+        raise UnsupportedError(f"{PARALLEL_MIN_ENV}={raw!r}: use a count of at least 1")
+    return value
+
+
+@functools.lru_cache(maxsize=1)
 def include_flags() -> tuple[str, ...] | None:
     """-I flags for Python.h and numpy/arrayobject.h, or None where either is missing (the
     backend then calls kernels through ctypes only)."""
@@ -131,10 +158,10 @@ def abi() -> str:
     )
 
 
-def module_source(module: str, kernels: list[Any], parallel_min: int, chunk_align: int) -> str:
+def module_source(module: str, kernels: list[Any], parallel_from: int, chunk_align: int) -> str:
     """The extension module ``module`` calling ``kernels`` (each with ``name``, ``n`` and
     ``args``: (dtype, element count, is output) per parameter)."""
-    text = f"#define GG_PARALLEL_MIN {parallel_min}LL\n#define GG_CHUNK_ALIGN {chunk_align}LL\n"
+    text = f"#define GG_PARALLEL_MIN {parallel_from}LL\n#define GG_CHUNK_ALIGN {chunk_align}LL\n"
     text += MODULE_HEADER
     for k in kernels:
         specs = ", ".join(
