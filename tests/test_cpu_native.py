@@ -259,3 +259,41 @@ def test_the_entry_templates_are_part_of_the_kernel_key(monkeypatch):
     before = k.key()
     monkeypatch.setattr(cpu_native, "KERNEL_ENTRY", cpu_native.KERNEL_ENTRY + "// changed\n")
     assert k.key() != before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_binary_op_with_a_broadcast_row(dtype):
+    """test_ops.py's binary table, the second operand a (20,) row over (6, 20), and the first
+    operand broadcast along a middle axis: every op template inside the loop nest."""
+    from test_ops import BINARY, sample, tol
+
+    rng = np.random.default_rng(5)
+    names = sorted(BINARY)
+    full = {d: sample((6, 20), dtype, d, rng) for d in ("any", "pos", "nonzero", "small_int")}
+    row = {d: sample((20,), dtype, d, rng) for d in full}
+    mid = {d: sample((3, 1, 20), dtype, d, rng) for d in full}
+
+    def fn(*arrays):
+        outs = []
+        for name in names:
+            f, _, domain = BINARY[name]
+            r = f(full[domain] * 1 + arrays[0] * 0, row[domain] + arrays[1] * 0)
+            s = f(mid[domain] + arrays[2] * 0, row[domain])
+            outs += [r * 1 if r.dtype != np.bool_ else gg.logical_and(r, r), s]
+        return tuple(outs)
+
+    zeros = (np.zeros((6, 20), dtype), np.zeros((20,), dtype), np.zeros((3, 1, 20), dtype))
+    compiled = gg.jit(fn, backend="cpu").lower(*zeros)
+    with np.errstate(all="ignore"):
+        got = compiled(*zeros)
+    assert any(k.name.startswith("gg_cpu_") for k in _kernels(compiled))
+    for k, name in enumerate(names):
+        _, ref, domain = BINARY[name]
+        with np.errstate(all="ignore"):
+            want_r, want_s = ref(full[domain], row[domain]), ref(mid[domain], row[domain])
+        for g, w in ((got[2 * k], want_r), (got[2 * k + 1], want_s)):
+            assert g.shape == w.shape, name
+            if w.dtype.kind == "f":
+                np.testing.assert_allclose(g, w, err_msg=name, **tol(dtype))
+            else:
+                np.testing.assert_array_equal(g, w, err_msg=name)
