@@ -47,8 +47,8 @@ def _check(fn, *args, nest: bool | None = True):
         np.testing.assert_array_equal(a, b)
     kernels = _kernels(compiled)
     assert kernels, "no fused group ran natively"
-    if nest is not None:
-        assert any(k.name.startswith("gg_cpu_") for k in kernels) == nest
+    if nest is not None:  # every kernel of the plan is (or none is) a loop nest
+        assert {k.name.startswith("gg_cpu_") for k in kernels} == {nest}
     return compiled, got
 
 
@@ -64,21 +64,27 @@ def _f(*shape, dtype=np.float32):
     return RNG.standard_normal(shape).astype(dtype)
 
 
-@pytest.mark.parametrize(
-    "xs, bs",
-    [
-        ((64, 40), (40,)),  # a bias row
-        ((6, 5, 40), (6, 1, 40)),  # a middle-axis broadcast
-        ((6, 5, 40), (6, 5, 1)),  # constant along the columns
-        ((3, 4, 20), (3, 1, 20)),
-        ((5, 1, 40), (40,)),  # an extent-1 axis in the output
-        ((2, 3, 4, 16), (1, 3, 1, 16)),
-    ],
-)
-def test_broadcast_layouts_use_the_loop_nest_and_match_numpy(xs, bs):
-    x, b, r = _f(*xs), _f(*bs), _f(*xs)
-    compiled, _ = _check(_gelu, x, b, r)
-    assert "rows x" in _kernels(compiled)[0].source
+def _each(fn, arity: int):
+    """One function applying ``fn`` to each consecutive ``arity`` arguments: many cases in one
+    plan, so their kernels build in one compiler run."""
+    return lambda *a: tuple(fn(*a[i : i + arity]) for i in range(0, len(a), arity))
+
+
+LAYOUTS = [
+    ((64, 40), (40,)),  # a bias row
+    ((6, 5, 40), (6, 1, 40)),  # a middle-axis broadcast
+    ((6, 5, 40), (6, 5, 1)),  # constant along the columns
+    ((3, 4, 20), (3, 1, 20)),
+    ((5, 1, 40), (40,)),  # an extent-1 axis in the output
+    ((2, 3, 4, 16), (1, 3, 1, 16)),
+]
+
+
+def test_broadcast_layouts_use_the_loop_nest_and_match_numpy():
+    args = [a for xs, bs in LAYOUTS for a in (_f(*xs), _f(*bs), _f(*xs))]
+    compiled, _ = _check(_each(_gelu, 3), *args)
+    kernels = _kernels(compiled)
+    assert len(kernels) == len(LAYOUTS) and all("rows x" in k.source for k in kernels)
 
 
 def test_both_operands_broadcast_and_several_outputs():
@@ -96,15 +102,14 @@ def test_integer_and_bool_broadcasts():
 
 
 def test_scalars_and_small_columns_keep_the_flat_kernel():
-    x = _f(8, 40)
-    _check(lambda x, s: x * s + 1, x, _f(1), nest=False)  # one element: no index math
-    _check(lambda x, s: x * s + 1, x, np.float32(2.5), nest=False)
-    _check(lambda x, c: x * c + 1, _f(40, 3), _f(3), nest=False)  # 3 columns
+    # one element (no index math), a NumPy scalar, 3 columns (too few for the nest)
+    args = (_f(8, 40), _f(1), _f(8, 40), np.float32(2.5), _f(40, 3), _f(3))
+    _check(_each(lambda x, s: x * s + 1, 2), *args, nest=False)
 
 
 def test_size_zero_dims():
-    _check(lambda x, b: gg.tanh(x + b), _f(0, 40), _f(40), nest=None)
-    _check(lambda x, b: gg.tanh(x + b), _f(4, 0, 40), _f(4, 1, 40), nest=None)
+    args = (_f(0, 40), _f(40), _f(4, 0, 40), _f(4, 1, 40))
+    _check(_each(lambda x, b: gg.tanh(x + b), 2), *args, nest=None)
 
 
 @pytest.fixture
@@ -238,20 +243,20 @@ def test_an_output_written_over_its_dying_input():
     assert "(1 in place" in memory, memory
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_random_broadcast_layouts(seed):
+def test_random_broadcast_layouts():
     """Random output shapes (ranks 1-4, extents 1-40), each operand keeping or collapsing each
-    axis and maybe dropping leading ones, through one fused expression."""
-    rng = np.random.default_rng(100 + seed)
-    rank = int(rng.integers(1, 5))
-    out = tuple(int(e) for e in rng.choice([1, 2, 3, 17, 40], size=rank))
-    shapes = []
-    for _ in range(3):
-        s = tuple(e if rng.random() < 0.6 else 1 for e in out)
-        shapes.append(s[int(rng.integers(0, rank)) :] if rng.random() < 0.3 else s)
-    shapes[0] = out  # one full-size operand fixes the output shape
-    a, b, c = (_f(*s, dtype=np.float64) for s in shapes)
-    _check(lambda a, b, c: (gg.exp(a * 0.5 - b) + c, a * c - b), a, b, c, nest=None)
+    axis and maybe dropping leading ones, through one fused expression; 6 cases in one plan."""
+    rng = np.random.default_rng(100)
+    args = []
+    for _ in range(6):
+        rank = int(rng.integers(1, 5))
+        out = tuple(int(e) for e in rng.choice([1, 2, 3, 17, 40], size=rank))
+        shapes = [out]  # one full-size operand fixes the output shape
+        for _ in range(2):
+            s = tuple(e if rng.random() < 0.6 else 1 for e in out)
+            shapes.append(s[int(rng.integers(0, rank)) :] if rng.random() < 0.3 else s)
+        args += [_f(*s, dtype=np.float64) for s in shapes]
+    _check(_each(lambda a, b, c: gg.exp(a * 0.5 - b) + c * a, 3), *args, nest=None)
 
 
 def test_the_entry_templates_are_part_of_the_kernel_key(monkeypatch):
