@@ -302,3 +302,29 @@ def test_every_binary_op_with_a_broadcast_row(dtype):
                 np.testing.assert_allclose(g, w, err_msg=name, **tol(dtype))
             else:
                 np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def test_a_library_the_loader_refuses_is_built_without_the_module(tmp_path, monkeypatch):
+    """Where Python's symbols are not visible to the dynamic loader (an embedding host), the
+    first load fails: the library is built again without the module."""
+    monkeypatch.setenv("GPUGRAPH_CACHE_DIR", str(tmp_path))
+    real, calls = cpu_backend.ctypes.CDLL, []
+
+    def refuse_once(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("undefined symbol: PyExc_TypeError (planted)")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(cpu_backend.ctypes, "CDLL", refuse_once)
+    backend = cpu_backend.CpuBackend()
+    source = (
+        'extern "C" __global__ void gg_fused_refused(const float* in0, float* out0) {\n'
+        "  for (long long i = GG_RANGE_LO(4); i < GG_RANGE_HI(4); ++i) out0[i] = in0[i] + 2;\n}\n"
+    )
+    k = backend.kernel(source, "gg_fused_refused", 2, [("float32", 4, False), ("float32", 4, True)])
+    backend.compile_pending()
+    assert len(calls) == 2 and calls[0] != calls[1] and k.py is None
+    x, out = np.arange(4, dtype=np.float32), np.empty(4, np.float32)
+    k.fn(4, 4, x.ctypes.data, out.ctypes.data)
+    np.testing.assert_array_equal(out, x + 2)

@@ -290,7 +290,11 @@ class CpuBackend(NumpyBackend):
                     k.bind(lib, module)
             if missing:
                 path = _build(missing)
-                lib = ctypes.CDLL(str(path))
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # Python's symbols not visible here (an embedding host)
+                    path = _build_library(missing, None)
+                    lib = ctypes.CDLL(str(path))
                 module = cpu_native.load(path, lib)
                 for k in missing:
                     k.bind(lib, module)
