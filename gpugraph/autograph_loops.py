@@ -7,17 +7,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .autograph_ops import Undefined, _check_values, _mismatch, _note, _to_pred, if_stmt
 from .errors import DTypeError, ShapeError, TraceError
 from .tracer import Tracer, user_loc
 
 
 # -- loops --------------------------------------------------------------------------------
-def _carry_setup(names, init, live, info, loc, what):
+def _carry_setup(names, init, live, info, loc, what, exempt=frozenset()):
     carry_idx = [i for i, v in enumerate(init) if not isinstance(v, Undefined)]
+    targets = info[3] if len(info) > 3 else ()
     for i, v in enumerate(init):
-        if isinstance(v, Undefined) and names[i] in live:
+        if isinstance(v, Undefined) and names[i] in live and names[i] not in exempt:
             line = info[1].get(names[i], info[0])
+            if names[i] in targets:
+                raise TraceError(
+                    f"the loop variable {names[i]!r} of a `for` over a traced range (line "
+                    f"{info[0]}) is used after the loop, but it has no value before the loop "
+                    "and the range may be empty; give it a value before the loop, e.g. "
+                    f"`{names[i]} = 0` (at {loc})"
+                )
             raise TraceError(
                 f"variable {names[i]!r} is first assigned inside a {what} on a traced value "
                 f"(line {line}) and used after it; give it a value before the loop (line "
@@ -124,6 +134,30 @@ def _guarded(pred, fn, get_vars, set_vars, names, info) -> None:
     if_stmt(pred, fn, lambda: None, get_vars, set_vars, names, live, (info[0], None, {}))
 
 
+def _target_inits(iterable, names, init, live, info) -> tuple[list, set[str]]:
+    """Loop variables (targets) are carries only when read after the loop, as Python's last
+    value; a traced array's loop variable starts as zeros of a row (the first iteration
+    overwrites it), so an earlier value of another type (``_`` of a previous loop) does not
+    matter. After a loop over an empty array it keeps its old value, or stays undefined."""
+    vals, exempt = list(init), set()
+    target, targets = (info[2], info[3]) if len(info) > 3 else (None, ())
+    for i, n in enumerate(names):
+        if n not in targets:
+            continue
+        if n not in live:
+            vals[i] = Undefined(n)
+            exempt.add(n)
+        elif n == target and isinstance(iterable, Tracer) and iterable.shape:
+            if iterable.shape[0] > 0:
+                vals[i] = np.zeros(iterable.shape[1:], iterable.dtype)
+            else:
+                exempt.add(n)
+                if isinstance(vals[i], Undefined):
+                    why = f"the `for` loop at line {info[0]} ran zero times (empty array)"
+                    vals[i] = Undefined(n, why)
+    return vals, exempt
+
+
 def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info) -> None:
     """``for x in iterable: body_fn(x)`` (stopping when ``extra_test()``, the negated break
     flag, is false): Python iteration over Python iterables; gg.fori_loop over a range with
@@ -141,8 +175,8 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
     from .control_flow import fori_loop, scan
 
     loc = user_loc()
-    init = get_vars()
-    idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop")
+    init, exempt = _target_inits(iterable, names, get_vars(), live, info)
+    idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop", exempt)
     seen: dict[str, tuple] = {}
 
     def step(x, carry):

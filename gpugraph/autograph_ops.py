@@ -23,15 +23,44 @@ _local = threading.local()
 
 
 class Undefined:
-    """The value of a variable that has no value yet where a converted block starts."""
+    """The value of a variable that has no value yet where a converted block starts. Left in
+    a variable after a converted loop that ran zero times (a loop target), it raises a
+    TraceError naming the variable on any use, as Python's NameError would."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "why")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, why: str = "") -> None:
+        self.name, self.why = name, why
 
     def __repr__(self) -> str:
         return f"<undefined {self.name}>"
+
+    def _use(self, *_: Any, **__: Any) -> Any:
+        raise TraceError(
+            f"variable {self.name!r} has no value here: {self.why or 'it is unbound'} (at "
+            f"{user_loc()})"
+        )
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        self._use()
+
+
+for _m in (
+    "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift lt le gt ge "
+    "radd rsub rmul rtruediv rfloordiv rmod rpow rmatmul rand ror rxor "
+    "neg pos abs invert bool int float index len iter getitem call array"
+).split():
+    setattr(Undefined, f"__{_m}__", Undefined._use)
+
+
+def ret(value: Any) -> Any:
+    """A returned value (or tuple of them) that is an ``Undefined`` raises its error."""
+    for v in value if type(value) is tuple else (value,):
+        if isinstance(v, Undefined):
+            v._use()
+    return value
 
 
 def lds(scope: dict, names: tuple[str, ...]) -> tuple:
