@@ -56,7 +56,10 @@ def _convertible(f: Any) -> bool:
 def _parse_def(fn: types.FunctionType) -> ast.FunctionDef:
     """The function's ``def`` (a lambda: a ``def`` returning its body), with the line numbers
     of its file. ValueError/SyntaxError when the source cannot be told apart."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    raw = inspect.getsource(fn)
+    text = textwrap.dedent(raw)
+    shift = len(raw.splitlines()[0]) - len(text.splitlines()[0])  # columns dedent removed
+    tree = ast.parse(text)
     ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
     if fn.__name__ != "<lambda>":
         fdef = tree.body[0]
@@ -73,11 +76,28 @@ def _parse_def(fn: types.FunctionType) -> ast.FunctionDef:
         and n.lineno == code.co_firstlineno
         and [a.arg for a in n.args.args + n.args.kwonlyargs] == params
     ]
-    if len(lams) != 1:  # two lambdas alike on one line: which one is unknowable
+    if len(lams) > 1:  # several on one line: the one whose span holds the code's positions
+        lams = _innermost_holding(lams, code, shift)
+    if len(lams) != 1:
         raise ValueError("ambiguous lambda")
     lam = lams[0]
     ret = ast.copy_location(ast.Return(lam.body), lam.body)
     return ast.copy_location(ast.FunctionDef("lambda__", lam.args, [ret], [], None), lam)
+
+
+def _innermost_holding(lams: list[ast.Lambda], code: types.CodeType, shift: int) -> list:
+    """The lambdas whose source span contains every instruction position of ``code`` (the
+    smallest one, for a lambda inside another)."""
+    pos = [(a, c - shift) for a, _, c, e in code.co_positions() if c is not None and e]
+    pos_end = [(b, e - shift) for _, b, c, e in code.co_positions() if c is not None and e]
+    holding = [
+        n
+        for n in lams
+        if all((n.lineno, n.col_offset) <= p for p in pos)
+        and all(p <= (n.end_lineno, n.end_col_offset) for p in pos_end)
+    ]
+    holding.sort(key=lambda n: (n.end_lineno - n.lineno, n.end_col_offset - n.col_offset))
+    return holding[:1]
 
 
 def _strip_def_time_exprs(fdef: ast.FunctionDef) -> None:
@@ -152,12 +172,45 @@ def convert(fn: Callable) -> Callable:
 
 def call(f: Any) -> Any:
     """What converted code calls in place of ``f``: its converted version for user functions
-    and methods, ``f`` itself for everything else."""
+    and methods, gg.cond & co. converting the functions passed to them, ``f`` itself for
+    everything else."""
     if isinstance(f, types.MethodType) and _convertible(f.__func__):
         return types.MethodType(convert(f.__func__), f.__self__)
     if isinstance(f, types.FunctionType):
-        return convert(f)
+        region = _region_ops().get(f)
+        return region if region is not None else convert(f)
     return f
+
+
+def _convert_arg(a: Any) -> Any:
+    if isinstance(a, (types.FunctionType, types.MethodType)):
+        return call(a)
+    if isinstance(a, (list, tuple)) and any(callable(b) for b in a):  # gg.switch's branches
+        return type(a)(_convert_arg(b) for b in a)
+    return a
+
+
+_REGIONS: dict[Any, Callable] = {}
+
+
+def _region_ops() -> dict[Any, Callable]:
+    """gg.cond / switch / while_loop / fori_loop / scan, each wrapped so that the user
+    functions passed to it are converted too (a Python `if` in a scan body converts)."""
+    if not _REGIONS:
+        from . import control_flow
+
+        def wrap(op: Callable) -> Callable:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                args = tuple(_convert_arg(a) for a in args)
+                return op(*args, **{k: _convert_arg(v) for k, v in kwargs.items()})
+
+            run.__name__ = run.__qualname__ = op.__name__
+            return run
+
+        for name in control_flow.__all__:
+            op = getattr(control_flow, name)
+            _REGIONS[op] = wrap(op)
+    return _REGIONS
 
 
 def to_source(fn: Callable) -> str:

@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from .autograph_ops import Undefined, _check_values, _mismatch, _note, _to_pred, if_stmt
+from .autograph_ops import (
+    Undefined,
+    _check_values,
+    _mismatch,
+    _note,
+    _to_pred,
+    if_stmt,
+    mark_loop,
+)
 from .errors import DTypeError, ShapeError, TraceError
 from .tracer import Tracer, user_loc
 
@@ -55,6 +63,7 @@ def _graph_while(test_fn, body_fn, get_vars, set_vars, names, live, info, loc, o
     from .control_flow import while_loop
 
     _note("while -> gg.while_loop", loc)
+    mark_loop(loc, "while")
     init = get_vars()
     idx, cnames = _carry_setup(names, init, live, info, loc, "`while` loop")
     seen: dict[str, tuple] = {}
@@ -195,6 +204,7 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
     try:
         if isinstance(iterable, TracedRange):
             _note("for range -> gg.fori_loop", loc)
+            mark_loop(loc, "for")
             lo, hi = iterable.bounds()
             out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
         else:

@@ -91,6 +91,36 @@ def converting() -> bool:
     return getattr(_local, "on", False)
 
 
+# user locations of the loops autograph made into while_loops: "while" or "for" (a range with
+# a traced bound), so a reverse-mode error there says how to bound the user's own loop
+_LOOP_ORIGIN: dict[str, str] = {}
+
+
+def mark_loop(loc: str, kind: str) -> None:
+    _LOOP_ORIGIN[loc] = kind
+
+
+def unbounded_loop_advice(loc: str | None) -> str:
+    """How to bound the trip count of the while_loop at ``loc`` for reverse mode."""
+    kind = _LOOP_ORIGIN.get(loc or "")
+    if kind == "while":
+        return (
+            "this is a Python `while` that gg.jit converted: make "
+            "`gg.autograph.set_loop_options(max_steps=N)` the first statement of its body (the "
+            "tape then holds at most N steps)"
+        )
+    if kind == "for":
+        return (
+            "this is a Python `for` over a range with a traced bound that gg.jit converted: make "
+            "the bound static (static_argnums), or write a `while` loop with "
+            "`gg.autograph.set_loop_options(max_steps=N)` as the first statement of its body"
+        )
+    return (
+        "pass max_steps=N to gg.while_loop (the tape then holds at most N steps), or use "
+        "fori_loop with static bounds or scan"
+    )
+
+
 def _note(what: str, loc: str) -> None:
     notes = getattr(_local, "notes", None)
     if notes is not None and f"{loc}: {what}" not in notes:
