@@ -17,6 +17,7 @@ from .autograph_ops import (
     _to_pred,
     if_stmt,
     mark_loop,
+    notes_mark,
 )
 from .errors import DTypeError, ShapeError, TraceError
 from .tracer import Tracer, user_loc
@@ -171,16 +172,46 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
     """``for x in iterable: body_fn(x)`` (stopping when ``extra_test()``, the negated break
     flag, is false): Python iteration over Python iterables; gg.fori_loop over a range with
     traced bounds; gg.scan over a traced array's leading axis."""
-    if not isinstance(iterable, (Tracer, TracedRange)):
-        for x in iterable:
-            t = extra_test() if extra_test is not None else True
-            if isinstance(t, Tracer):  # a break taken under a traced condition earlier
-                _guarded(t, lambda x=x: body_fn(x), get_vars, set_vars, names, info)
-            elif not t:
-                break
-            else:
-                body_fn(x)
-        return
+    if isinstance(iterable, (Tracer, TracedRange)):
+        return _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info)
+    for pos, x in enumerate(iterable):
+        t = extra_test() if extra_test is not None else True
+        if isinstance(t, Tracer):  # a break taken under a traced condition earlier
+            rest = iterable[pos:] if isinstance(iterable, range) else None
+            if rest is not None and len(rest) > 1:
+                args = (extra_test, body_fn, get_vars, set_vars, names, live, info)
+                if _rest_as_loop(rest, *args):
+                    return
+            _guarded(t, lambda x=x: body_fn(x), get_vars, set_vars, names, info)
+        elif not t:
+            break
+        else:
+            body_fn(x)
+
+
+def _rest_as_loop(rest: range, *args) -> bool:
+    """The iterations of a Python range left after a `break` became traced, as one
+    gg.fori_loop (static bounds: a scan) rather than one gg.cond per iteration. The loop
+    variable is then traced; a body that needs it as a Python int (a list index, a shape)
+    fails to trace, and the caller unrolls instead (returns False)."""
+    init, notes = args[2](), notes_mark()
+    try:
+        _graph_for(_StaticRange(rest), *args)
+        return True
+    except Exception:  # noqa: BLE001  (the unrolled form re-raises genuine errors)
+        args[3](init)
+        notes_mark(notes)
+        return False
+
+
+class _StaticRange:
+    """A Python range run as gg.fori_loop: the loop variable is ``start + j * step``."""
+
+    def __init__(self, r: range) -> None:
+        self.r = r
+
+
+def _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info) -> None:
     from .control_flow import fori_loop, scan
 
     loc = user_loc()
@@ -207,6 +238,13 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
             mark_loop(loc, "for")
             lo, hi = iterable.bounds()
             out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
+        elif isinstance(iterable, _StaticRange):
+            _note("for range (after a traced break) -> gg.fori_loop", loc)
+            r = iterable.r
+            if r.step == 1:  # the index is then weakly typed, like the Python int it replaces
+                out = fori_loop(r.start, r.stop, lambda i, c: step(i, c), init_c)
+            else:
+                out = fori_loop(0, len(r), lambda j, c: step(r.start + j * r.step, c), init_c)
         else:
             _note("for over array -> gg.scan", loc)
             out, _ = scan(lambda c, x: (step(x, c), None), init_c, iterable)

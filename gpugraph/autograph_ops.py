@@ -121,6 +121,17 @@ def unbounded_loop_advice(loc: str | None) -> str:
     )
 
 
+def notes_mark(back_to: int | None = None) -> int:
+    """How many conversions are noted; with ``back_to``, forget the ones after that (a
+    conversion attempt that was given up)."""
+    notes = getattr(_local, "notes", None)
+    if notes is None:
+        return 0
+    if back_to is not None:
+        del notes[back_to:]
+    return len(notes)
+
+
 def _note(what: str, loc: str) -> None:
     notes = getattr(_local, "notes", None)
     if notes is not None and f"{loc}: {what}" not in notes:
