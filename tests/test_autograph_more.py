@@ -47,6 +47,16 @@ def p_if_number_after_loop(x):
     return x * n, n
 
 
+def p_counter_arith(x):
+    n = 0
+    while x.sum() > n:
+        n += 1
+    if x.max() > 1:
+        n = n + 1  # a weak counter plus a Python int: still a Python number in Python
+    m = n * 2
+    return x * m, x / (n + 1), x - (-n) ** 2 % 7
+
+
 # ---- 2. a converted for's variable after the loop -------------------------------------------
 def p_for_target_after(xs):
     acc = xs * 0.0
@@ -161,6 +171,7 @@ def p_range_break_needs_python_int(x):
 CORPUS_MORE = [
     (p_if_python_numbers, [(x,) for x in X4]),
     (p_if_number_after_loop, [(x,) for x in [f32(0.5, 1), f32(2, 4), f32(-1, -1)]]),
+    (p_counter_arith, [(x,) for x in [f32(0.5, 1), f32(2, 4), f32(-1, -1)]]),
     (p_for_target_after, [(x,) for x in XS]),
     (p_fori_target_after, [(X4[0], np.int64(n)) for n in (0, 1, 3)]),
     (p_explicit_scan_if, [(x,) for x in XS]),
@@ -225,6 +236,18 @@ def test_if_numbers_stay_weak_as_in_python():
     assert jf(X4[0]).dtype == np.float32
     mixed = gg.jit(lambda x: x * gg.cond(x.sum() > 0, lambda: 2, lambda: np.int64(3)))
     assert mixed(X4[0]).dtype == np.float64  # one strong branch: strong, as in JAX
+
+
+def test_python_scalar_argument_arithmetic_promotes_like_numpy():
+    """A Python scalar argument of gg.jit is weakly typed, and so is arithmetic on it alone."""
+
+    def f(x, k):
+        return x * (k * 2), x + (k / 2 - 1), x * gg.sin(k)
+
+    jf = gg.jit(f)
+    for k in (3, 2.5):
+        _close(jf(X4[0], k), f(X4[0], k))
+    assert [o.dtype for o in jf(X4[0], 3)] == [np.float32] * 3
 
 
 def test_break_in_python_range_becomes_one_loop():
