@@ -216,11 +216,11 @@ class _Converter(ast.NodeTransformer):
         return pre, brk, k
 
     def visit_While(self, node: ast.While):
+        opts = _loop_options(node)  # before `continue` lowering puts a flag reset first
         res = self._visit_loop(node, "while", "test")
         if isinstance(res, ast.AST):
             return res
         pre, brk, k = res
-        opts = _loop_options(node)
         names, lines = self._names(node.body)
         live = sorted(set(names) & self._live_after(node))
         out = pre + self._state(k, names, node)

@@ -22,7 +22,7 @@ from .ops import control as _control  # noqa: F401  (registers the region ops)
 from .ops.core import bind, check_dtype, is_array, is_python_scalar, scalar_default_dtype
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .trace import trace_flat
-from .tracer import Tracer, user_loc
+from .tracer import Tracer, tracing_branch, user_loc
 
 __all__ = ["cond", "fori_loop", "scan", "switch", "while_loop"]
 
@@ -147,7 +147,8 @@ def _check_match(
 # -- cond / switch ------------------------------------------------------------------------
 def _switch_index(index: Any, fns: Sequence[Callable], names: list[str], operands, who, loc):
     leaves, tree, types = _leaves(tuple(operands), "operands", loc)
-    bodies = [_trace(fn, types, tree, f"{who} {n}") for fn, n in zip(fns, names)]
+    with tracing_branch():
+        bodies = [_trace(fn, types, tree, f"{who} {n}") for fn, n in zip(fns, names)]
     first = bodies[0]
     for name, b in zip(names[1:], bodies[1:]):
         _check_match(

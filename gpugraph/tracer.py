@@ -205,7 +205,25 @@ def innermost_trace(args) -> Trace | None:
                 raise escaped_error(a)
             if best is None or a.trace.level > best.level:
                 best = a.trace
+    if best is not None and getattr(_local, "branch_depth", 0):
+        cur = current_trace()  # a cond branch: its ops stay in it (see tracing_branch)
+        if cur is not None and cur.level > best.level:
+            return cur
     return best
+
+
+class tracing_branch:
+    """While a gg.cond / gg.switch branch is traced, an op on values of an outer trace only
+    is recorded in the branch (reading them as captures) instead of in the outer trace: it
+    must run only when its branch is taken. Hoisted out, it would run always, and its
+    derivative (say the infinite one of ``1 / x`` at 0 in the branch not taken) would reach
+    the gradient as ``0 * inf = nan``. Loop bodies keep hoisting such loop-invariant ops."""
+
+    def __enter__(self) -> None:
+        _local.branch_depth = getattr(_local, "branch_depth", 0) + 1
+
+    def __exit__(self, *exc) -> None:
+        _local.branch_depth -= 1
 
 
 class Tracer:

@@ -61,6 +61,7 @@ def f01(x):
             break
     y = soft_clip(x, 2.0)
     while y.sum() < 5 and n < 8:
+        gg.autograph.set_loop_options(max_steps=8)
         y = y * 1.5 + 0.25
         n += 1
     return y, n
@@ -73,6 +74,7 @@ def f02(x):
     hits = 0
     i = 0
     while i < 4:
+        gg.autograph.set_loop_options(max_steps=4)
         i += 1
         if x[i - 1] < 0:
             continue
@@ -166,6 +168,7 @@ def f07(xs):
         return best - 1.0, n
     k = 0
     while best > 1 and k < 10:
+        gg.autograph.set_loop_options(max_steps=10)
         best = best * 0.5
         k += 1
     return best, n + k
@@ -211,6 +214,7 @@ def f10(x, n):
         return x * 0.0, c
     i = 0
     while i < n:
+        gg.autograph.set_loop_options(max_steps=8)
         i += 1
         if x.sum() > 8:
             break
@@ -357,7 +361,12 @@ def test_full_corpus_size():
     assert len(FULL) >= 10
 
 
-@pytest.mark.parametrize("fn,inputs", FULL[:6], ids=[f.__name__ for f, _ in FULL[:6]])
+# f05's `for i in range(n)` has a traced bound: a while_loop with no bound, which reverse mode
+# refuses (test_autograph_more.py checks that error)
+GRAD_FULL = [(f, i) for f, i in FULL if f is not f05]
+
+
+@pytest.mark.parametrize("fn,inputs", GRAD_FULL, ids=[f.__name__ for f, _ in GRAD_FULL])
 def test_full_program_grads_equal_eager(fn, inputs):
     def loss(*args):
         return (fn(*args)[0] ** 2).sum()
