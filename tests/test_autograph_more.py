@@ -337,3 +337,24 @@ def test_stale_source_is_refused(tmp_path, monkeypatch, edit):
             gg.jit(mod.f)(X4[0])
     finally:
         sys.modules.pop(name, None)
+
+
+def test_branch_not_taken_stays_out_of_the_gradient():
+    """A branch op on a captured value runs only in its branch: the derivative of `3 / x[0]`
+    at 0 (the branch not taken) must not turn the gradient into nan (0 * inf)."""
+
+    def explicit(x):
+        return gg.cond(x[1] < 0, lambda: x[0] - 1.0, lambda: 3.0 / x[0])
+
+    def converted(x):
+        if x[1] < 0:
+            y = x[0] - 1.0
+        else:
+            y = 3.0 / x[0]
+        return y
+
+    x = f32(0.0, -1.0)
+    for fn in (explicit, converted):
+        _close(gg.jit(gg.grad(fn))(x), f32(1, 0))
+    _close(gg.grad(explicit)(x), f32(1, 0))
+    _close(gg.grad(converted)(x), f32(1, 0))  # eager: the Python path
