@@ -43,7 +43,7 @@ def explicit(x):
     return y, steps
 
 
-def range_break(x):  # a traced break in a Python range: the rest becomes one fori_loop
+def range_break(x):  # a traced break in a Python range: the rest becomes one while_loop
     total = x[0] * 0.0
     for k in range(32):
         if total > 40:
@@ -148,10 +148,11 @@ def main() -> None:
     lines += [
         "",
         "A traced `break` in `for k in range(32)` (it turns traced in the first iteration): the "
-        "31 iterations left as one gg.fori_loop, against the unrolled form (one gg.cond per "
-        "iteration, what a body that needs `k` as a Python int still gets), and jax.jit of the "
+        "31 iterations left as one gg.while_loop (it stops at the break), against the unrolled "
+        "form (one gg.cond per iteration, what a body that needs `k` as a Python int still "
+        "gets), and jax.jit of the "
         "same loop written as lax.while_loop (jax cannot convert it). Per call: interleaved "
-        "rounds, median. Ratio = time / fori_loop form.",
+        "rounds, median. Ratio = time / while_loop form.",
         "",
         "| program | first call (ms) | ratio | per call (us) | ratio |",
         "|---|---|---|---|---|",
@@ -192,14 +193,14 @@ def _range_break_rows() -> list[tuple[str, float, float]]:
 
         return call
 
-    first = {"fori": first_call(lambda: fresh(False), x)}
+    first = {"loop": first_call(lambda: fresh(False), x)}
     first["unrolled"] = first_call(lambda: fresh(True), x)
-    calls = {"fori": fresh(False), "unrolled": fresh(True)}
+    calls = {"loop": fresh(False), "unrolled": fresh(True)}
     for f in calls.values():
         f(x)  # traced once; later calls run the compiled plan
     contenders = {k: (lambda f=f: f(x)) for k, f in calls.items()}
     names = {
-        "fori": "traced break in range(32): one gg.fori_loop",
+        "loop": "traced break in range(32): one gg.while_loop",
         "unrolled": "traced break in range(32): one gg.cond per iteration",
     }
     try:

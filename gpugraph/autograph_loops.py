@@ -204,6 +204,27 @@ def _rest_as_loop(rest: range, *args) -> bool:
         return False
 
 
+def _rest_while(r: range, extra_test, body_fn, set_vars, init, idx, step, loc):
+    """The rest of a Python range whose `break` is traced: ``while j < len(r) and not
+    broken``, so it stops at the break; ``max_steps=len(r)`` keeps it reverse-differentiable.
+    The loop variable is ``r.start + j * r.step`` with ``j`` weakly typed, like a Python int."""
+    from .control_flow import while_loop
+    from .ops.elementwise import logical_and
+
+    def test(c):
+        set_vars(_merge(init, idx, c[1]))
+        t = extra_test()
+        more = c[0] < len(r)
+        return logical_and(more, _to_pred(t, "a `break`", loc)) if isinstance(t, Tracer) else more
+
+    def body(c):
+        j, carry = c
+        x = r.start + j * r.step if r.step != 1 else r.start + j
+        return j + 1, step(x, carry, False)  # the test saw no break: no guard needed
+
+    return while_loop(test, body, (0, tuple(init[i] for i in idx)), max_steps=len(r))[1]
+
+
 class _StaticRange:
     """A Python range run as gg.fori_loop: the loop variable is ``start + j * step``."""
 
@@ -219,9 +240,9 @@ def _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, i
     idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop", exempt)
     seen: dict[str, tuple] = {}
 
-    def step(x, carry):
+    def step(x, carry, guard=True):
         set_vars(_merge(init, idx, carry))
-        t = extra_test() if extra_test is not None else True
+        t = extra_test() if extra_test is not None and guard else True
         if isinstance(t, Tracer):
             _guarded(t, lambda: body_fn(x), get_vars, set_vars, names, info)
         elif t:
@@ -239,12 +260,8 @@ def _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, i
             lo, hi = iterable.bounds()
             out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
         elif isinstance(iterable, _StaticRange):
-            _note("for range (after a traced break) -> gg.fori_loop", loc)
-            r = iterable.r
-            if r.step == 1:  # the index is then weakly typed, like the Python int it replaces
-                out = fori_loop(r.start, r.stop, lambda i, c: step(i, c), init_c)
-            else:
-                out = fori_loop(0, len(r), lambda j, c: step(r.start + j * r.step, c), init_c)
+            _note("for range (after a traced break) -> gg.while_loop", loc)
+            out = _rest_while(iterable.r, extra_test, body_fn, set_vars, init, idx, step, loc)
         else:
             _note("for over array -> gg.scan", loc)
             out, _ = scan(lambda c, x: (step(x, c), None), init_c, iterable)

@@ -253,7 +253,7 @@ def test_python_scalar_argument_arithmetic_promotes_like_numpy():
 def test_break_in_python_range_becomes_one_loop():
     text = gg.jit(p_range_traced_break).lower(X8[0]).explain()
     line = _line_of(p_range_traced_break, "for k in range(8)")
-    want = f"test_autograph_more.py:{line}: for range (after a traced break) -> gg.fori_loop"
+    want = f"test_autograph_more.py:{line}: for range (after a traced break) -> gg.while_loop"
     assert want in text
     # a body that needs the Python int keeps the unrolled form, and says nothing false
     text = gg.jit(p_range_break_needs_python_int).lower(X4[0]).explain()
