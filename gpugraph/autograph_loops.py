@@ -191,7 +191,7 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
 
 def _rest_as_loop(rest: range, *args) -> bool:
     """The iterations of a Python range left after a `break` became traced, as one
-    gg.fori_loop (static bounds: a scan) rather than one gg.cond per iteration. The loop
+    gg.while_loop (``_rest_while``) rather than one gg.cond per iteration. The loop
     variable is then traced; a body that needs it as a Python int (a list index, a shape)
     fails to trace, and the caller unrolls instead (returns False)."""
     init, notes = args[2](), notes_mark()
@@ -204,7 +204,7 @@ def _rest_as_loop(rest: range, *args) -> bool:
         return False
 
 
-def _rest_while(r: range, extra_test, body_fn, set_vars, init, idx, step, loc):
+def _rest_while(r: range, extra_test, set_vars, init, idx, step, loc):
     """The rest of a Python range whose `break` is traced: ``while j < len(r) and not
     broken``, so it stops at the break; ``max_steps=len(r)`` keeps it reverse-differentiable.
     The loop variable is ``r.start + j * r.step`` with ``j`` weakly typed, like a Python int."""
@@ -226,7 +226,7 @@ def _rest_while(r: range, extra_test, body_fn, set_vars, init, idx, step, loc):
 
 
 class _StaticRange:
-    """A Python range run as gg.fori_loop: the loop variable is ``start + j * step``."""
+    """The rest of a Python range, run as one graph loop (see ``_rest_while``)."""
 
     def __init__(self, r: range) -> None:
         self.r = r
@@ -261,7 +261,7 @@ def _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, i
             out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
         elif isinstance(iterable, _StaticRange):
             _note("for range (after a traced break) -> gg.while_loop", loc)
-            out = _rest_while(iterable.r, extra_test, body_fn, set_vars, init, idx, step, loc)
+            out = _rest_while(iterable.r, extra_test, set_vars, init, idx, step, loc)
         else:
             _note("for over array -> gg.scan", loc)
             out, _ = scan(lambda c, x: (step(x, c), None), init_c, iterable)
