@@ -61,8 +61,9 @@ def _stale(fn: types.FunctionType, why: str) -> StaleSourceError:
     return StaleSourceError(
         f"the source of {code.co_name!r} ({os.path.basename(code.co_filename)}:"
         f"{code.co_firstlineno}) changed after it was defined ({why}); gg.jit converts a "
-        "function from its source text, which no longer matches the code that runs. Reload the "
-        "module (or restart Python), or pass autograph=False to gg.jit"
+        "function from its source text, which no longer matches the code that runs (or an "
+        "import hook rewrote that code). Reload the module (or restart Python), or pass "
+        "autograph=False to gg.jit"
     )
 
 
