@@ -169,11 +169,15 @@ def _check_names(kernels: list[tuple[str, str, str]]) -> None:
 
 
 def _library(kernels: list[tuple[str, str, str]]) -> Path:
-    """One host library holding every (source, kernel name, file name) of ``kernels``."""
+    """One host library holding every (source, kernel name, file name) of ``kernels``; a
+    source holding several of them (a grid reduction's two stages) is compiled once."""
     # #line directives make compiler errors point at lines of the caller's sources.
     text = f'#line 1 "{PRELUDE_PATH.name}"\n{_prelude()}\n'
+    sources: dict[str, str] = {}  # source -> the first file name given for it
+    for source, _, name in kernels:
+        sources.setdefault(source, name)
     text += "".join(
-        f'#line 1 "{name}"\n{_rewrite_shared(source, name)}\n' for source, _, name in kernels
+        f'#line 1 "{name}"\n{_rewrite_shared(source, name)}\n' for source, name in sources.items()
     )
     text += '#line 1 "gpugraph_emulator_driver.cpp"\n'
     text += "".join(
@@ -183,7 +187,7 @@ def _library(kernels: list[tuple[str, str, str]]) -> Path:
     try:
         return _build(text)
     except KernelCompileError as exc:
-        listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, _, name in kernels)
+        listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, name in sources.items())
         raise KernelCompileError(f"{exc}\n{listing}") from None
 
 
