@@ -12,6 +12,7 @@ from kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc
 
 from gpugraph.codegen.reduce_cuda import (
     PERSISTENT_MAX_COLS,
+    SHARED_MAX_COLS,
     RowKernel,
     RowProgram,
     RowStage,
@@ -253,19 +254,22 @@ def _row_reference(kind: str, x: np.ndarray):
         return (x - mean) * rstd, rstd[:, 0]
 
 
-def _row_run(kernel: RowKernel, emulated, x: np.ndarray, block: int | None = None):
+def _row_run(
+    kernel: RowKernel, emulated, x: np.ndarray, block: int | None = None, shared_mem: int = -1
+):
     rows, cols = x.shape
     RAN[kernel.name] = kernel.source
     out = np.full(x.shape, np.nan, x.dtype) if kernel.program.elementwise else None
     row_out = np.full(rows, np.nan, x.dtype) if kernel.program.per_row else None
     grid, default_block = kernel.launch(rows, cols, sm_count=1, blocks_per_sm=2)
-    emulated(grid, block or default_block, kernel.args(x, out, row_out))
+    smem = kernel.shared_mem(cols) if shared_mem < 0 else shared_mem
+    emulated(grid, block or default_block, kernel.args(x, out, row_out), shared_mem=smem)
     return out, row_out
 
 
-def _row_kernels(specs: list[tuple[str, str, int | None]]) -> dict:
-    """(kind, dtype, items) -> (RowKernel, emulated kernel), compiled in one run."""
-    emitted = {s: emit_row_kernel(ROW_PROGRAMS[s[0]], s[1], s[2]) for s in specs}
+def _row_kernels(specs: list[tuple]) -> dict:
+    """(kind, dtype, items[, shared]) -> (RowKernel, emulated kernel), compiled in one run."""
+    emitted = {s: emit_row_kernel(ROW_PROGRAMS[s[0]], *s[1:]) for s in specs}
     loaded = load_kernels([(k.source, k.name) for k in emitted.values()])
     return {s: (k, loaded[k.name]) for s, k in emitted.items()}
 
@@ -275,14 +279,19 @@ ROW_SPECS = [
     for kind in ROW_PROGRAMS
     for dtype in ("float32", "float16")
     for cols in ROW_COLS
-] + [(kind, dtype, None) for kind in ROW_PROGRAMS for dtype in ("float32", "float16")]
+] + [
+    (kind, dtype, None, shared)
+    for kind in ROW_PROGRAMS
+    for dtype in ("float32", "float16")
+    for shared in (False, True)
+]
 ROW_SPECS = list(dict.fromkeys(ROW_SPECS))
 
 
 @requires_nvrtc
 def test_row_kernel_variants_compile_under_nvrtc() -> None:
-    for kind, dtype, items in ROW_SPECS:
-        kernel = emit_row_kernel(ROW_PROGRAMS[kind], dtype, items)
+    for kind, *variant in ROW_SPECS:
+        kernel = emit_row_kernel(ROW_PROGRAMS[kind], *variant)
         check_nvrtc(kernel.source, f"{kernel.name}.cu")
 
 
@@ -300,9 +309,9 @@ def test_row_kernels_by_length_match_numpy(kind: str, dtype: str) -> None:
         x = rng.uniform(-3, 3, (3, cols)).astype(dtype)
         chosen = emit_row_kernel_for(ROW_PROGRAMS[kind], cols, dtype)
         assert chosen.items is not None  # every length here fits the registers
-        for items in (chosen.items, None):
-            kernel, emulated = kernels[(kind, dtype, items)]
-            assert kernel.name == chosen.name or items is None
+        for spec in ((kind, dtype, chosen.items), (kind, dtype, None, False)):
+            kernel, emulated = kernels[spec]
+            assert kernel.name == chosen.name or spec[2] is None
             got = _row_run(kernel, emulated, x)
             for g, w in zip(got, _row_reference(kind, x), strict=True):
                 assert (g is None) == (w is None)
@@ -317,16 +326,18 @@ def test_row_kernels_by_length_match_numpy(kind: str, dtype: str) -> None:
 @requires_emulator
 def test_persistent_row_kernel_gives_the_multi_pass_bits() -> None:
     """Same block, same per-thread fold order: the single-pass kernel must agree bit for bit."""
-    kernels = _row_kernels([("layer_norm", "float32", 8), ("layer_norm", "float32", None)])
+    specs = [("layer_norm", "float32", 8)] + [("layer_norm", "float32", None, v) for v in (0, 1)]
+    kernels = _row_kernels(specs)
     x = np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32)
     x[1, 7] = np.inf
     x[2, 9] = np.nan
-    block = kernels[("layer_norm", "float32", 8)][0].block(1000)
+    block = kernels[specs[0]][0].block(1000)
     assert block == 128
-    a = _row_run(*kernels[("layer_norm", "float32", 8)], x)
-    b = _row_run(*kernels[("layer_norm", "float32", None)], x, block=block)
-    for u, v in zip(a, b, strict=True):
-        assert u.tobytes() == v.tobytes()
+    a = _row_run(*kernels[specs[0]], x)
+    for spec in specs[1:]:  # multi-pass, and the row in shared memory
+        b = _row_run(*kernels[spec], x, block=block)
+        for u, v in zip(a, b, strict=True):
+            assert u.tobytes() == v.tobytes()
 
 
 @pytest.mark.emulator
@@ -355,14 +366,34 @@ def test_row_plan_picks_persistent_by_length() -> None:
         emit_row_kernel(ROW_PROGRAMS["softmax"], "float64")
 
 
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_shared_memory_row_kernel_for_rows_past_the_registers(dtype: str) -> None:
+    """Rows longer than the register variant holds (and within 48 KiB) keep the row in dynamic
+    shared memory; a launch with less shared memory than the row is reported out of bounds."""
+    cols = PERSISTENT_MAX_COLS + 33
+    kernel = emit_row_kernel_for(ROW_PROGRAMS["softmax"], cols, dtype)
+    assert kernel.shared and kernel.items is None and kernel.shared_mem(cols) == 4 * cols
+    assert not emit_row_kernel_for(ROW_PROGRAMS["softmax"], SHARED_MAX_COLS + 1).shared
+    check_nvrtc(kernel.source, f"{kernel.name}.cu")
+    emulated = load_kernels([(kernel.source, kernel.name)])[kernel.name]
+    x = np.random.default_rng(4).uniform(-3, 3, (2, cols)).astype(dtype)
+    got, _ = _row_run(kernel, emulated, x)
+    rtol, atol = (2e-5, 1e-9) if dtype == "float32" else (1e-3, 1e-7)
+    np.testing.assert_allclose(got.astype(np.float64), _row_reference("softmax", x)[0], rtol, atol)
+    with pytest.raises(KernelRuntimeError, match=r"extern shared gg_row index \d+ out of bounds"):
+        _row_run(kernel, emulated, x, shared_mem=kernel.shared_mem(cols) - 4)
+
+
 @requires_nvrtc
 def test_every_reduction_kernel_here_compiles_under_nvrtc() -> None:
     """The sweep: each kernel this module ran on the emulator, plus every program x dtype x
     variant it defines (so the check holds when run alone), compiles for compute_80 and 90."""
     sources = dict(RAN)
     sources.update({k.name: k.source for k in ALL})
-    for kind, dtype, items in ROW_SPECS:
-        k = emit_row_kernel(ROW_PROGRAMS[kind], dtype, items)
+    for kind, *variant in ROW_SPECS:
+        k = emit_row_kernel(ROW_PROGRAMS[kind], *variant)
         sources[k.name] = k.source
     assert len(sources) >= len(ALL) + len(ROW_SPECS)
     for name, source in sources.items():

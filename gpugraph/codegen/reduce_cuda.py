@@ -135,7 +135,21 @@ ROW_TYPES: dict[str, tuple[str, str, str]] = {
     "float16": ("__half", "__half2float(xr[c])", "__float2half({v})"),
 }
 PERSISTENT_ITEMS = 8  # values per thread row_plan aims at
-PERSISTENT_MAX_COLS = 1024 * PERSISTENT_ITEMS  # longer rows take the multi-pass kernel
+PERSISTENT_MAX_COLS = 1024 * PERSISTENT_ITEMS  # longer rows: shared memory, else multi-pass
+# The shared-memory variant: the row (as float) in dynamic shared memory, within the 48 KiB a
+# launch gets without cudaFuncSetAttribute. Each thread reads back only the columns it loaded,
+# so no barrier guards the buffer.
+SHARED_MAX_COLS = 48 * 1024 // 4
+SHARED_KERNEL_TEMPLATE = """\
+extern "C" __global__ void {name}({params}) {{
+  extern __shared__ float gg_row[];  // cols floats: launch with shared_mem(cols) bytes
+  const float n = (float)cols;
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+    const {T}* __restrict__ xr = in + row * cols;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) gg_row[c] = {load};
+{stages}{elementwise}{per_row}  }}
+}}
+"""
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,11 @@ class RowKernel:
     program: RowProgram
     dtype: str = "float32"
     items: int | None = None  # the persistent variant's values per thread; None: multi-pass
+    shared: bool = False  # the row in dynamic shared memory (shared_mem(cols) bytes per block)
+
+    def shared_mem(self, cols: int) -> int:
+        """Bytes of dynamic shared memory a launch for rows of ``cols`` needs."""
+        return 4 * cols if self.shared else 0
 
     def block(self, cols: int) -> int:
         """Threads per row for rows of ``cols``: row_block's for the multi-pass kernel, enough
@@ -209,13 +228,16 @@ class RowKernel:
 
 
 def emit_row_kernel(
-    program: RowProgram, dtype: str = "float32", items: int | None = None
+    program: RowProgram, dtype: str = "float32", items: int | None = None, shared: bool = False
 ) -> RowKernel:
     """One kernel evaluating ``program`` over every row of a C-contiguous (rows, cols) input of
     ``dtype`` (float32 or float16): parameters ``in``, then ``out`` (rows, cols) if the program
     has an elementwise output, ``row_out`` (rows,) if it has a per-row one (both of ``dtype``),
     then ``rows`` and ``cols`` (long long). ``items``: the persistent variant holding that many
-    values per thread (None: the multi-pass kernel)."""
+    values per thread (None: the multi-pass kernel); ``shared``: the row held in dynamic shared
+    memory instead (launch with ``shared_mem(cols)`` bytes)."""
+    if shared and items is not None:
+        raise UnsupportedError("row reduction: the row is held in registers or shared memory")
     if dtype not in ROW_TYPES:
         raise UnsupportedError(f"row reduction: dtype {dtype} is not one of {sorted(ROW_TYPES)}")
     if items is not None and not 1 <= items <= 64:
@@ -228,16 +250,18 @@ def emit_row_kernel(
         params.append(f"{t}* __restrict__ row_out")
     params += ["long long rows", "long long cols"]
     if items is None:
+        # the passes read the row back from shared memory (the shared variant) or global memory
+        again = "gg_row[c]" if shared else load
         stages = "".join(
-            STAGE_TEMPLATE.format(name=s.name, op=REDUCERS[s.op], expr=s.expr, load=load)
+            STAGE_TEMPLATE.format(name=s.name, op=REDUCERS[s.op], expr=s.expr, load=again)
             for s in program.stages
         )
         elementwise = (
-            ELEMENTWISE_TEMPLATE.format(load=load, store=store.format(v=program.elementwise))
+            ELEMENTWISE_TEMPLATE.format(load=again, store=store.format(v=program.elementwise))
             if program.elementwise
             else ""
         )
-        template = KERNEL_TEMPLATE
+        template = SHARED_KERNEL_TEMPLATE if shared else KERNEL_TEMPLATE
     else:
         stages = "".join(
             PERSISTENT_STAGE_TEMPLATE.format(
@@ -275,7 +299,7 @@ def emit_row_kernel(
     )
     head = ("#include <cuda_fp16.h>\n" if dtype == "float16" else "") + ROW_REDUCE_HELPER
     name = kernel_name(head + body)
-    return RowKernel(name, head + body.replace("{name}", name, 1), program, dtype, items)
+    return RowKernel(name, head + body.replace("{name}", name, 1), program, dtype, items, shared)
 
 
 def row_plan(cols: int) -> int | None:
@@ -287,9 +311,12 @@ def row_plan(cols: int) -> int | None:
 
 
 def emit_row_kernel_for(program: RowProgram, cols: int, dtype: str = "float32") -> RowKernel:
-    """The kernel for rows of ``cols``: persistent when the row fits (row_plan), else
-    multi-pass. Launch it with its ``launch(rows, cols, sm_count)``."""
-    return emit_row_kernel(program, dtype, row_plan(cols))
+    """The kernel for rows of ``cols``, each input element read once where the row fits:
+    in registers (row_plan) up to PERSISTENT_MAX_COLS, in shared memory up to SHARED_MAX_COLS,
+    else the multi-pass kernel. Launch it with ``launch(rows, cols, sm_count)`` and
+    ``shared_mem(cols)`` bytes of dynamic shared memory."""
+    items = row_plan(cols)
+    return emit_row_kernel(program, dtype, items, items is None and cols <= SHARED_MAX_COLS)
 
 
 def persistent_block(cols: int, items: int) -> int:
