@@ -600,3 +600,32 @@ def test_half_shim_converts_like_numpy() -> None:
 @requires_nvrtc
 def test_half_kernel_compiles_under_nvrtc() -> None:
     check_nvrtc(HALF_ROUND_TRIP, "half_io.cu")
+
+
+SYNCWARP_PAIRS = r"""
+extern "C" __global__ void NAME(float* out) {
+  __shared__ float s[32];
+  const unsigned lane = threadIdx.x % 32;
+  s[lane] = (float)lane;
+  __syncwarp(3u << (lane & ~1u));  // lanes 2i and 2i+1 only
+  out[lane] = s[lane ^ PARTNER];
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_partial_syncwarp_orders_only_the_lanes_it_names() -> None:
+    sources = [
+        (SYNCWARP_PAIRS.replace("NAME", f"pairs_{p}").replace("PARTNER", str(p)), f"pairs_{p}")
+        for p in (1, 2)
+    ]
+    kernels = load_kernels(sources)
+    out = np.zeros(32, np.float32)
+    kernels["pairs_1"](1, 32, [out])  # reads its pair's word: ordered by the pair's __syncwarp
+    np.testing.assert_array_equal(out, np.arange(32) ^ 1)
+    # lane 0 reads lane 2's word: no completed __syncwarp names both lanes
+    with pytest.raises(
+        KernelRuntimeError, match=r"race on shared s\[2\]: written by thread 2 and read by thread 0"
+    ):
+        kernels["pairs_2"](1, 32, [out])
