@@ -15,12 +15,14 @@ commutative), one float per warp through shared memory and a second butterfly in
 No atomics: the same inputs give the same bits on every run for a given launch. Accumulation
 is in float32.
 
-Two variants. The multi-pass kernel (``emit_row_kernel(program)``) re-reads the row from
+Three variants. The multi-pass kernel (``emit_row_kernel(program)``) re-reads the row from
 global memory for each stage and for the outputs: any row length. The persistent kernel
 (``items=K``) loads each thread's K strided elements into registers once and runs every stage
 and the outputs from them, so each input element is read once; the row must fit
-(cols <= K * blockDim.x). ``row_plan`` picks it for rows up to PERSISTENT_MAX_COLS. Both fold a
-thread's columns in the same order, so for one block size they give the same bits.
+(cols <= K * blockDim.x). The shared-memory kernel (``shared=True``) does the same with the row
+in ``extern __shared__`` memory (4 * cols bytes at launch). ``emit_row_kernel_for`` picks by
+row length: registers up to PERSISTENT_MAX_COLS, shared memory up to SHARED_MAX_COLS, else
+multi-pass. All fold a thread's columns in the same order: for one block size, the same bits.
 """
 
 from __future__ import annotations
@@ -170,7 +172,9 @@ class RowProgram:
             raise UnsupportedError("row program: at least one reduction stage is needed")
         if self.elementwise is None and self.per_row is None:
             raise UnsupportedError("row program: no output (elementwise or per_row)")
-        seen = {"x", "n", "c", "row", "cols", "rows", "acc", "in", "out", "row_out", "xr", "v", "k"}
+        # the kernels' own names; a stage may not shadow them
+        seen = {"x", "n", "c", "row", "cols", "rows", "acc", "in", "out", "row_out", "xr"}
+        seen |= {"v", "k", "gg_row"}
         for stage in self.stages:
             if stage.op not in REDUCERS:
                 raise UnsupportedError(
@@ -194,6 +198,11 @@ class RowKernel:
 
     def shared_mem(self, cols: int) -> int:
         """Bytes of dynamic shared memory a launch for rows of ``cols`` needs."""
+        if self.shared and cols > SHARED_MAX_COLS:
+            raise UnsupportedError(
+                f"row reduction: a row of {cols} does not fit {4 * SHARED_MAX_COLS} bytes of "
+                "shared memory"
+            )
         return 4 * cols if self.shared else 0
 
     def block(self, cols: int) -> int:

@@ -15,6 +15,10 @@ element ``x``, followed by an epilogue expression of the result ``r`` and the co
   combine through shared memory in lane order, and the result goes to
   ``work[outer][chunk][col]``. Stage 2 has one thread per output folding its chunks in order.
 
+Together with the row template this covers a reduction over any run of adjacent axes of a
+C-contiguous array: merge the axes before the run into ``outer``, the run into ``rows`` and the
+axes after it into ``cols`` (no trailing axes: a row reduction; nothing kept: ``full``).
+
 No atomics: the partial counts and block shapes are functions of the input shape only
 (``grid_plan``), so the same input gives the same bits on every run and every device. Float16
 and float32 inputs accumulate in float32, float64 in float64; ``max``/``min`` pass NaN like
