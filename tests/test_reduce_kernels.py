@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc
 
 from gpugraph.codegen.reduce_cuda import (
@@ -384,6 +386,36 @@ def test_shared_memory_row_kernel_for_rows_past_the_registers(dtype: str) -> Non
     np.testing.assert_allclose(got.astype(np.float64), _row_reference("softmax", x)[0], rtol, atol)
     with pytest.raises(KernelRuntimeError, match=r"extern shared gg_row index \d+ out of bounds"):
         _row_run(kernel, emulated, x, shared_mem=kernel.shared_mem(cols) - 4)
+
+
+@pytest.mark.emulator
+@requires_emulator
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    start=st.integers(0, 3),
+    stop=st.integers(1, 4),
+    kind=st.sampled_from(sorted(PROGRAMS)),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_any_adjacent_axes_reduce_like_numpy(shape, start, stop, kind, dtype) -> None:
+    """A reduction over any run of adjacent axes, as the grid docstring says to lower it:
+    outer / rows / cols by merging axes; no trailing axes is a row reduction (not this
+    template), nothing kept is the full layout."""
+    ndim = len(shape)
+    start, stop = min(start, ndim - 1), max(min(stop, ndim), min(start, ndim - 1) + 1)
+    outer = int(np.prod(shape[:start], dtype=np.int64))
+    rows = int(np.prod(shape[start:stop], dtype=np.int64))
+    cols = int(np.prod(shape[stop:], dtype=np.int64))
+    x = np.random.default_rng(ndim).uniform(-3, 3, shape).astype(dtype)
+    axes = tuple(range(start, stop))
+    assume(start == 0 or stop < ndim)  # else a row reduction: reduce_cuda's template
+    if start == 0 and stop == ndim:
+        got = _run(_kernels(kind, dtype, "full"), x)
+    else:
+        got = _run(_kernels(kind, dtype, "column"), x.reshape(outer, rows, cols))
+    want_shape = tuple(d for i, d in enumerate(shape) if i not in axes)
+    _check(kind, dtype, x, got.reshape(want_shape), axes)
 
 
 @requires_nvrtc
