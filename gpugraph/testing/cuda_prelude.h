@@ -146,6 +146,34 @@ struct __half {
   __half(double d) : __x(__gpugraph_emu::float_to_half_bits((float)d)) {}
   operator float() const { return __gpugraph_emu::half_bits_to_float(__x); }
 };
+// cuda_fp16.hpp's operators on two halves: computed in float and rounded once, which equals
+// the IEEE half result for + - * / (float carries more than 2 * 11 + 2 bits). As on the
+// device, a half mixed with a float (h * 2.0f) is ambiguous: both conversions apply.
+#define GG_HALF_ARITH(op)                                                              \
+  inline __half operator op(const __half& a, const __half& b) {                        \
+    return __half((float)a op(float) b);                                               \
+  }                                                                                    \
+  inline __half& operator op##=(__half & a, const __half& b) { return a = a op b; }
+GG_HALF_ARITH(+)
+GG_HALF_ARITH(-)
+GG_HALF_ARITH(*)
+GG_HALF_ARITH(/)
+#undef GG_HALF_ARITH
+#define GG_HALF_CMP(op) \
+  inline bool operator op(const __half& a, const __half& b) { return (float)a op(float) b; }
+GG_HALF_CMP(==)
+GG_HALF_CMP(!=)
+GG_HALF_CMP(<)
+GG_HALF_CMP(>)
+GG_HALF_CMP(<=)
+GG_HALF_CMP(>=)
+#undef GG_HALF_CMP
+inline __half operator-(const __half& a) {
+  __half r;
+  r.__x = (unsigned short)(a.__x ^ 0x8000u);
+  return r;
+}
+inline __half operator+(const __half& a) { return a; }
 inline float __half2float(__half h) { return (float)h; }
 inline __half __float2half(float f) { return __half(f); }
 inline __half __float2half_rn(float f) { return __half(f); }
