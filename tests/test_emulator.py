@@ -665,3 +665,13 @@ def test_half_arithmetic_rounds_like_the_device() -> None:
         q = a / b
         want = np.stack([a + b, a - b, a * b, np.where(a < b, q, -q)], axis=1)
     np.testing.assert_array_equal(out, want)  # NaN where NaN, bits otherwise (+-0 equal)
+
+
+@requires_nvrtc
+def test_missing_cuda_headers_are_named(monkeypatch) -> None:
+    from gpugraph.testing import nvrtc
+
+    monkeypatch.setattr(nvrtc, "cuda_include_dirs", lambda: ())
+    source = HALF_ARITH.replace("half_arith", "half_arith_no_headers")
+    with pytest.raises(KernelCompileError, match="no CUDA include folder with cuda_fp16.h"):
+        compile_ptx(source, "half.cu", "compute_80")

@@ -112,6 +112,11 @@ def compile_ptx(
             nvrtc.compileProgram(prog, all_options)
         except nvrtc.NVRTCError as exc:
             log = _log_text(nvrtc.getProgramLog(prog))
+            if _TOOLKIT_INCLUDE.search(source) and not cuda_include_dirs():
+                log += (
+                    "\n(no CUDA include folder with cuda_fp16.h was found: set CUDA_PATH or"
+                    " pip install nvidia-cuda-runtime)"
+                )
             raise KernelCompileError(
                 f"NVRTC failed to compile {name} for {arch} ({exc}).\n"
                 f"options: {' '.join(all_options)}\n"
