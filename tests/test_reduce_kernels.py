@@ -105,6 +105,8 @@ COLUMN_SHAPES = (
     (3, 70, 31),
     (2, 1025),
     (1025, 3),
+    (0, 4, 3),
+    (2, 0, 3),
 )
 
 
@@ -198,6 +200,16 @@ def test_grid_plans() -> None:
         GridProgram("prod")
     with pytest.raises(UnsupportedError, match="dtype int32"):
         GridProgram("sum", dtype="int32")
+    k = _kernels("sum", "float32", "column")
+    x = np.zeros((4, 3), np.float32)
+    work = np.zeros(k.workspace(x.shape)[0], np.float32)
+    with pytest.raises(UnsupportedError, match="input is float64"):
+        k.launches(x.astype(np.float64), work, np.zeros(3, np.float32))
+    with pytest.raises(UnsupportedError, match="output is float32 \\(2,\\).* at least 3"):
+        k.launches(x, work, np.zeros(2, np.float32))
+    with pytest.raises(UnsupportedError, match="not C-contiguous"):
+        k.launches(np.zeros((3, 4), np.float32).T, work, np.zeros(3, np.float32))
+    assert k.launches(np.zeros((0, 4, 3), np.float32), work, np.zeros((0, 3), np.float32)) == []
 
 
 @pytest.mark.emulator

@@ -253,8 +253,10 @@ class GridKernels:
         return max(1, self.plan(shape).work_size), self.program.acc_dtype
 
     def launches(self, x, work, out) -> list[GridLaunch]:
-        """The two launches reducing ``x`` into ``out`` through ``work`` (workspace())."""
+        """The launches reducing ``x`` into ``out`` through ``work`` (workspace()): two, or
+        none when ``out`` has no elements."""
         p = self.plan(x.shape)
+        self._check(x, work, out, p)
         i64 = np.int64
         if p.layout == "full":
             return [
@@ -266,22 +268,38 @@ class GridKernels:
                     (work, out, i64(p.parts), i64(p.rows)),
                 ),
             ]
+        if p.outer * p.cols == 0:
+            return []  # nothing to write (and stage 1 would index an empty input)
         tiles = -(-p.cols // WARP)
         stage1 = (x, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
         outputs = p.outer * p.cols
-        final_grid = max(1, min(-(-outputs // FULL_BLOCK), 1024))
+        final_grid = min(-(-outputs // p.final_block), 1024)
         return [
-            # a 0-column input still launches one (idle) block: CUDA refuses an empty grid
-            GridLaunch(
-                f"{self.name}_p", (max(1, tiles * p.outer), p.parts), (WARP, COL_LANES), stage1
-            ),
+            GridLaunch(f"{self.name}_p", (tiles * p.outer, p.parts), (WARP, COL_LANES), stage1),
             GridLaunch(
                 f"{self.name}_f",
                 (final_grid,),
-                (FULL_BLOCK,),
+                (p.final_block,),
                 (work, out, i64(p.outer), i64(p.cols), i64(p.parts), i64(p.rows)),
             ),
         ]
+
+    def _check(self, x, work, out, p: GridPlan) -> None:
+        """The arrays must be what the kernels were generated for: wrong ones would be read
+        as other types or past their ends on a GPU."""
+        want = [
+            ("input", x, np.dtype(self.program.dtype), None),
+            ("workspace", work, self.program.acc_dtype, max(1, p.work_size)),
+            ("output", out, np.dtype(self.program.out_type), p.outer * p.cols),
+        ]
+        for what, a, dtype, size in want:
+            if a.dtype != dtype or not a.flags.c_contiguous or (size and a.size < size):
+                raise UnsupportedError(
+                    f"grid reduction {self.name}: {what} is {a.dtype} {a.shape}"
+                    f"{'' if a.flags.c_contiguous else ' (not C-contiguous)'}; the kernels"
+                    f" need C-contiguous {dtype}"
+                    + (f" of at least {size} elements" if size else "")
+                )
 
 
 def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
