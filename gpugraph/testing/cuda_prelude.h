@@ -1,7 +1,7 @@
 // Prelude that lets CUDA C kernels compile as host C++ for gpugraph's kernel emulator.
 // Kernels without block-level cooperation run every thread of a launch one after another on one
 // host thread (launch). Kernels that use __shared__, __syncthreads or warp shuffles run each
-// block's threads as coroutines (ucontext) that meet at barriers (launch_coop): deterministic,
+// block's threads as coroutines (own stacks) that meet at barriers (launch_coop): deterministic,
 // one host thread, and with every shared-memory access checked for races (see Shared below).
 #include <math.h>
 #include <stddef.h>
@@ -277,6 +277,51 @@ int launch(void (*kernel)(P...), const unsigned* dims, void** args, char* err, s
 namespace __gpugraph_emu {
 constexpr size_t kStack = 256 * 1024;  // per emulated thread; kernels keep little on it
 
+// Switching between the scheduler and the emulated threads. On x86-64: a few instructions that
+// push the callee-saved registers and swap stacks, with no system call (swapcontext also saves
+// the signal mask: a system call per switch, which made cooperative launches ~10x slower).
+// Elsewhere: ucontext.
+#if defined(__x86_64__) && !defined(GPUGRAPH_EMU_UCONTEXT)
+extern "C" void __gpugraph_emu_switch(void** save_sp, void* load_sp);
+__asm__(
+    ".text\n"
+    ".p2align 4\n"
+    ".globl __gpugraph_emu_switch\n"
+    ".hidden __gpugraph_emu_switch\n"
+    ".type __gpugraph_emu_switch, @function\n"
+    "__gpugraph_emu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size __gpugraph_emu_switch, .-__gpugraph_emu_switch\n");
+struct Fiber {
+  void* sp = nullptr;
+};
+inline void fiber_switch(Fiber& from, Fiber& to) { __gpugraph_emu_switch(&from.sp, to.sp); }
+// A stack whose first switch "returns" into entry as if it had been called (rsp = 8 mod 16).
+inline void fiber_start(Fiber& f, char* stack, size_t size, void (*entry)()) {
+  uintptr_t* p = reinterpret_cast<uintptr_t*>((reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15));
+  *--p = 0;  // entry's return address: it never returns
+  *--p = reinterpret_cast<uintptr_t>(entry);
+  for (int r = 0; r < 6; ++r) *--p = 0;  // rbp, rbx, r12..r15
+  f.sp = p;
+}
+#else
+struct Fiber {
+  ucontext_t ctx;
+};
+inline void fiber_switch(Fiber& from, Fiber& to) { swapcontext(&from.ctx, &to.ctx); }
+inline void fiber_start(Fiber& f, char* stack, size_t size, void (*entry)()) {
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = stack;
+  f.ctx.uc_stack.ss_size = size;
+  f.ctx.uc_link = nullptr;  // entry never returns
+  makecontext(&f.ctx, entry, 0);
+}
+#endif
+
 enum ThreadState { RUNNABLE, AT_SYNCTHREADS, AT_SHUFFLE, AT_SYNCWARP, EXITED };
 
 // Shared-memory access tracking: one record per word (per byte for extern __shared__).
@@ -296,7 +341,7 @@ struct Coop {
   unsigned nthreads = 0;
   unsigned current = 0;  // linear thread index of the running coroutine
   unsigned epoch = 0;    // number of __syncthreads passed by this block
-  std::vector<ucontext_t> ctx;
+  std::vector<Fiber> fibers;
   std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<ThreadState> state;
   std::vector<int> site;         // source line of the barrier each thread waits at
@@ -308,7 +353,7 @@ struct Coop {
   size_t dyn_bytes = 0;
   std::vector<unsigned char> dyn;
   std::vector<WordState> dyn_words;
-  ucontext_t scheduler;
+  Fiber scheduler;
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
   bool failed = false;
@@ -333,7 +378,7 @@ inline void wait_here(ThreadState s, int line, unsigned m) {
   c.state[c.current] = s;
   c.site[c.current] = line;
   c.mask[c.current] = m;
-  swapcontext(&c.ctx[c.current], &c.scheduler);
+  fiber_switch(c.fibers[c.current], c.scheduler);
 }
 
 inline void syncthreads(int line) {
@@ -540,7 +585,8 @@ inline void coop_entry() {
     c.message = std::string("C++ exception in kernel: ") + e.what();
   }
   c.state[c.current] = EXITED;
-}  // returns to c.scheduler through uc_link
+  fiber_switch(c.fibers[c.current], c.scheduler);  // never resumed
+}
 
 inline std::string lane_list(unsigned m) {
   std::string s;
@@ -608,11 +654,7 @@ inline void run_block(Coop& c) {
   memset(c.dyn.data(), 0xFF, c.dyn.size());  // garbage, as in a fresh block
   for (auto& w : c.dyn_words) w = WordState{};
   for (unsigned t = 0; t < c.nthreads; ++t) {
-    getcontext(&c.ctx[t]);
-    c.ctx[t].uc_stack.ss_sp = c.stacks[t].get();
-    c.ctx[t].uc_stack.ss_size = kStack;
-    c.ctx[t].uc_link = &c.scheduler;
-    makecontext(&c.ctx[t], coop_entry, 0);
+    fiber_start(c.fibers[t], c.stacks[t].get(), kStack, coop_entry);
     c.state[t] = RUNNABLE;
   }
   const dim3 bd = blockDim;
@@ -622,7 +664,7 @@ inline void run_block(Coop& c) {
       if (c.state[t] != RUNNABLE) continue;
       c.current = t;
       threadIdx = uint3{t % bd.x, t / bd.x % bd.y, t / (bd.x * bd.y)};
-      swapcontext(&c.scheduler, &c.ctx[t]);
+      fiber_switch(c.scheduler, c.fibers[t]);
       ran = true;
       if (c.failed) throw Failure{c.message};
     }
@@ -667,7 +709,7 @@ int launch_coop(void (*kernel)(P...), const unsigned* dims, void** args, char* e
   blockDim = dim3(dims[3], dims[4], dims[5]);
   Coop c;
   c.nthreads = blockDim.x * blockDim.y * blockDim.z;
-  c.ctx.resize(c.nthreads);
+  c.fibers.resize(c.nthreads);
   c.state.assign(c.nthreads, RUNNABLE);
   c.site.assign(c.nthreads, 0);
   c.mask.assign(c.nthreads, 0);
