@@ -675,3 +675,37 @@ def test_missing_cuda_headers_are_named(monkeypatch) -> None:
     source = HALF_ARITH.replace("half_arith", "half_arith_no_headers")
     with pytest.raises(KernelCompileError, match="no CUDA include folder with cuda_fp16.h"):
         compile_ptx(source, "half.cu", "compute_80")
+
+
+SHARED_SCALAR = r"""
+extern "C" __global__ void NAME(const float* x, float* out) {
+  __shared__ float total;
+  __shared__ unsigned int count;
+  if (threadIdx.x == 0) { total = 0.0f; count = 0u; }
+  SYNC;
+  if (threadIdx.x == 0) for (int i = 0; i < blockDim.x; ++i) { total += x[i]; count += 1u; }
+  __syncthreads();
+  out[threadIdx.x] = total / (float)count;
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_shared_scalars_are_checked_like_arrays() -> None:
+    sources = [
+        (SHARED_SCALAR.replace("NAME", f"scalar_{tag}").replace("SYNC", sync), f"scalar_{tag}")
+        for tag, sync in (("ok", "__syncthreads()"), ("nosync", "(void)0"))
+    ]
+    kernels = load_kernels(sources)
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    kernels["scalar_ok"](1, 64, [x, out])
+    np.testing.assert_array_equal(out, np.full(64, x.mean()))
+    # the first barrier is not needed (only thread 0 touches the scalars before the second):
+    # no report, as none is due
+    kernels["scalar_nosync"](1, 64, [x, out])
+    racy = SHARED_SCALAR.replace("NAME", "scalar_racy").replace("SYNC", "(void)0")
+    racy = racy.replace("  __syncthreads();\n  out[", "  out[")  # readers race the writer
+    with pytest.raises(KernelRuntimeError, match=r"race on shared total\[0\]|total\[0\], never"):
+        emulate_kernel(racy, "scalar_racy", 1, 64, [x, out])

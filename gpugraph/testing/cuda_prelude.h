@@ -522,6 +522,19 @@ template <class T, long long N> struct Shared : SharedBase {
   }
 };
 
+// `__shared__ T name;`: one checked word, read and written through the name.
+template <class T> struct SharedScalar : Shared<T, 1> {
+  using Shared<T, 1>::Shared;
+  operator T() { return (*this)[0].load(); }
+  SharedScalar& operator=(T v) {
+    (*this)[0].store(v);
+    return *this;
+  }
+  SharedScalar& operator+=(T v) { return *this = (T)*this + v; }
+  SharedScalar& operator-=(T v) { return *this = (T)*this - v; }
+  SharedScalar& operator*=(T v) { return *this = (T)*this * v; }
+};
+
 // `extern __shared__ T name[];`: a view of the block's dynamic shared memory, whose size the
 // launch gives (shared_mem bytes); every extern array starts at its first byte, as on a GPU.
 template <class T> struct DynShared {

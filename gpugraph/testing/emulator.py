@@ -124,6 +124,13 @@ _SHARED_DECL = re.compile(
 )
 
 
+# `__shared__ T name;`: a shared scalar (a checked one-word array read and written by name).
+_SHARED_SCALAR = re.compile(
+    r"(?<!extern )__shared__\s+(?:volatile\s+)?([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)"
+    r"\s+([A-Za-z_]\w*)\s*;"
+)
+
+
 def _rewrite_shared(source: str, name: str) -> str:
     """Shared arrays become access-checked objects (bounds, uninitialised reads, races)."""
 
@@ -136,13 +143,19 @@ def _rewrite_shared(source: str, name: str) -> str:
         return f'::__gpugraph_emu::DynShared<{ctype}> {var}{{"{var}"}};'
 
     out = _FP16_INCLUDE.sub("// cuda_fp16.h: the emulator prelude's __half", source)
+
+    def sub_scalar(m: re.Match) -> str:
+        ctype, var = m.groups()
+        return f'static thread_local ::__gpugraph_emu::SharedScalar<{ctype}> {var}{{"{var}"}};'
+
     out = _SHARED_DECL.sub(sub, _EXTERN_SHARED.sub(sub_extern, out))
+    out = _SHARED_SCALAR.sub(sub_scalar, out)
     if "__shared__" in out:
         line = out[: out.index("__shared__")].count("\n") + 1
         raise UnsupportedError(
             f"{name}:{line}: the emulator supports only 1-D __shared__ arrays of static size"
-            " (`__shared__ T name[N];`) and `extern __shared__ T name[];`, not scalar or"
-            " multi-dimensional ones"
+            " (`__shared__ T name[N];`), scalars (`__shared__ T name;`) and"
+            " `extern __shared__ T name[];`, not multi-dimensional ones"
         )
     return out
 
