@@ -334,7 +334,10 @@ struct WordState {
   unsigned reader_epoch = ~0u;
   int reader_warp = -1;      // -2: readers in several warps
   unsigned reader_lanes = 0;
-  unsigned reader_syncs = 0;  // the smallest __syncwarp count at those reads
+  // the smallest __syncwarp count at those reads: a write is checked against every reading
+  // lane from there, so a race with a lane that read after a later __syncwarp can be missed
+  // (never a false report)
+  unsigned reader_syncs = 0;
 };
 
 struct Coop {
