@@ -149,25 +149,29 @@ def test_column_reduction_matches_numpy(kind: str, dtype: str) -> None:
 
 @pytest.mark.emulator
 @requires_emulator
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["full", "column"])
-def test_grid_reductions_edge_values(layout: str) -> None:
+def test_grid_reductions_edge_values(layout: str, dtype: str) -> None:
     """+-inf and NaN come out where NumPy puts them (inf - inf is NaN in any order; a NaN wins
-    max and min from either side); values stay small so sums do not depend on order."""
+    max and min from either side); values stay small so sums do not depend on order. In
+    float16, a float32 sum past 65504 rounds to inf at the store, as NumPy's does."""
     rng = np.random.default_rng(5)
-    x = rng.uniform(-3, 3, (40, 7)).astype(np.float32)
+    x = rng.uniform(-3, 3, (40, 8)).astype(dtype)
     x[3, 0] = np.inf
     x[5, 1], x[9, 1] = np.inf, -np.inf
     x[7, 2] = np.nan
     x[:, 3] = -np.inf
     x[0, 4] = np.nan  # first in the fold order
     x[39, 5] = np.nan  # last
+    x[:, 7] = 60000 if dtype == "float16" else 1  # float16: the sum overflows only at the end
     axis = None if layout == "full" else -2
     for kind in ("sum", "max", "min", "mean"):
         data = x if layout == "column" else x[:, 0].copy()  # a full reduction over one inf
-        _check(kind, "float32", data, _run(_kernels(kind, "float32", layout), data), axis)
+        _check(kind, dtype, data, _run(_kernels(kind, dtype, layout), data), axis)
         if layout == "full":
-            data = x[:, 4:6].copy()  # NaN first and last
-            _check(kind, "float32", data, _run(_kernels(kind, "float32", layout), data), axis)
+            for cols in (slice(4, 6), slice(7, 8)):  # NaN first and last; the float16 edge
+                data = x[:, cols].copy()
+                _check(kind, dtype, data, _run(_kernels(kind, dtype, layout), data), axis)
 
 
 @pytest.mark.emulator
