@@ -132,7 +132,8 @@ _SHARED_SCALAR = re.compile(
 
 
 def _rewrite_shared(source: str, name: str) -> str:
-    """Shared arrays become access-checked objects (bounds, uninitialised reads, races)."""
+    """Shared arrays and scalars become access-checked objects (bounds, uninitialised reads,
+    races); cuda_fp16.h's include is dropped (the prelude has __half)."""
 
     def sub(m: re.Match) -> str:
         ctype, var, size = m.groups()
@@ -142,12 +143,11 @@ def _rewrite_shared(source: str, name: str) -> str:
         ctype, var = m.groups()
         return f'::__gpugraph_emu::DynShared<{ctype}> {var}{{"{var}"}};'
 
-    out = _FP16_INCLUDE.sub("// cuda_fp16.h: the emulator prelude's __half", source)
-
     def sub_scalar(m: re.Match) -> str:
         ctype, var = m.groups()
         return f'static thread_local ::__gpugraph_emu::SharedScalar<{ctype}> {var}{{"{var}"}};'
 
+    out = _FP16_INCLUDE.sub("// cuda_fp16.h: the emulator prelude's __half", source)
     out = _SHARED_DECL.sub(sub, _EXTERN_SHARED.sub(sub_extern, out))
     out = _SHARED_SCALAR.sub(sub_scalar, out)
     if "__shared__" in out:
