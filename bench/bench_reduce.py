@@ -2,7 +2,8 @@
 forward and forward+backward (the gradient of sum(f(x) * dy): the forward recomputed and the
 row-wise backward, as a training step runs them).
 
-Contenders, interleaved within every round (bench/common.interleaved): gpugraph jit on the
+Contenders take turns within every round, in reverse order every other round (``alternating``):
+gpugraph jit on the
 NumPy backend with reduction fusion (one fused_reduce group per direction) and with
 ``fuse=False``, NumPy eager (the same formulas, op by op), jax.jit, torch eager and
 torch.compile (each where installed; a failure is listed, not hidden). Ratio = row / gpugraph
@@ -21,11 +22,32 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, table, try_torch_compile, write  # noqa: E402
+from common import table, try_torch_compile, write  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
 
 EPS = 1e-5
+
+
+def alternating(contenders: dict, rounds: int, pause: float = 0.5) -> dict[str, float]:
+    """name -> median seconds per call. As common.interleaved, but every other round runs the
+    contenders in reverse order, and ``pause`` seconds (untimed) separate two contenders: on
+    this shared 2-core box, whoever ran right after torch's or jax's thread pools (which spin
+    after their work) was measured slower, whatever it was."""
+    import statistics
+    import time
+
+    for fn in contenders.values():
+        fn()  # warm-up (and compilation)
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    order = list(contenders)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 # ---- gpugraph ------------------------------------------------------------------------------
@@ -177,7 +199,7 @@ def main() -> None:
             compiled = try_torch_compile(f, targs, case, notes)
             if compiled is not None:
                 contenders["torch.compile"] = lambda c=compiled, targs=targs: c(*targs)
-        times = interleaved(contenders, a.rounds, warmup=1)
+        times = alternating(contenders, a.rounds)
         base = times["gpugraph fused"]
         for name, t in times.items():
             rows.append(
@@ -191,8 +213,9 @@ def main() -> None:
             )
         print(table([r for r in rows if r["case"] == case], list(rows[0])), flush=True)
     note = (
-        f"Reduction fusion, ({a.rows}, {a.cols}) float32, medians of {a.rounds} interleaved "
-        "rounds (one call each). ratio = impl / gpugraph fused (above 1: gpugraph is faster). "
+        f"Reduction fusion, ({a.rows}, {a.cols}) float32, medians of {a.rounds} rounds (one "
+        "call each; the contenders take turns, in reverse order every other round, 0.5 s "
+        "apart). ratio = impl / gpugraph fused (above 1: gpugraph is faster). "
         "gpugraph's NumPy backend runs on one thread; jax and torch use the machine's cores. "
         "_grad cases: the gradient of sum(f(x) * dy) (forward recomputed plus backward; "
         "layer_norm: dx, dw, db).\n\n" + "\n".join(f"- {n}" for n in notes)
