@@ -179,10 +179,10 @@ class GraphRowKernel:
 
 
 def row_kernel(body: Graph, space) -> GraphRowKernel:
-    """The row kernel of a fused_reduce body over ``space`` (ops.fused_reduce.Space):
+    """The row kernel of a fused_reduce body over ``space`` (ops.row_space.Space):
     parameters ``in0..``, ``out0..`` (the body's), then ``rows`` and ``cols`` (long long).
     UnsupportedError says what does not fit."""
-    from ..ops.fused_reduce import body_kinds
+    from ..ops.row_space import body_kinds
 
     kinds = body_kinds(body, space)
     names: dict[Value, str] = {}

@@ -29,8 +29,8 @@ import os
 from ..codegen.reduce_graph import row_kernel
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
-from ..ops.fused_reduce import FLOAT_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from ..ops.registry import get_op
+from ..ops.row_space import FLOAT_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from .fuse import _body, _order
 from .fuse_groups import Ancestors, describe
 
