@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuGraphError, UnsupportedError
-from . import ops_math, ops_more, ops_nn, ops_select, ops_shape  # noqa: F401  (they fill the op table)
-from .model import InputSpec, OnnxError, OnnxModel, _Node, _shape_arg_names
+from . import ops_control, ops_math, ops_more, ops_nn, ops_select, ops_shape  # noqa: F401  (they fill the op table)
+from .model import InputSpec, OnnxError, OnnxModel, SubGraph, _Node, _shape_arg_names
 from .table import LIMITS, OPS, NodeCtx, check_size
 
 __all__ = ["LIMITS", "OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
@@ -99,6 +99,104 @@ def _load_external(tensor, base: str | None) -> None:
     del tensor.external_data[:]
 
 
+def _check_ops(g, opset: int) -> None:
+    """Every node of ``g`` and of its subgraphs has a converter (else UnsupportedError)."""
+    from onnx import AttributeProto
+
+    for n in g.node:
+        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in OPS:
+            dom = f"domain {n.domain!r} " if n.domain not in _DEFAULT_DOMAINS else ""
+            raise UnsupportedError(
+                f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
+                "has no gpugraph mapping"
+            )
+        for a in n.attribute:
+            if a.type == AttributeProto.GRAPH:
+                _check_ops(a.g, opset)
+            elif a.type == AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    _check_ops(sub, opset)
+
+
+def _read_initializer(t, base: str | None) -> np.ndarray:
+    from onnx import helper, numpy_helper
+
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+    except Exception:  # noqa: BLE001  (an unknown type code)
+        raise OnnxError(f"initializer {t.name!r} has unknown data type {t.data_type}") from None
+    check_size(t.dims, dtype, f"initializer {t.name!r}")  # before anything is read
+    if t.data_location == 1:  # EXTERNAL
+        _load_external(t, base)
+    try:
+        return numpy_helper.to_array(t).copy()
+    except GpuGraphError:
+        raise
+    except Exception as e:  # noqa: BLE001  (onnx raises several types for bad tensors)
+        raise OnnxError(f"initializer {t.name!r} cannot be read: {e}") from None
+
+
+def _subgraph(g, opset: int, outer: set[str], base: str | None, where: str) -> SubGraph:
+    """A subgraph attribute (If branch, Loop/Scan body). Names it reads that it does not
+    define are outer-scope values: they must exist in ``outer``, and become its ``free``."""
+    constants = {t.name: _read_initializer(t, base) for t in g.initializer}
+    inputs = tuple(vi.name for vi in g.input)
+    local = set(constants) | set(inputs)
+    nodes, free = _convert_nodes(g.node, opset, local, outer, base)  # fills ``local``
+    outputs = tuple(o.name for o in g.output)
+    for name in outputs:
+        if name not in local:
+            if name not in outer:
+                raise OnnxError(f"{where}: subgraph output {name!r} is not defined")
+            free.add(name)
+    return SubGraph(g.name, nodes, inputs, outputs, constants, tuple(sorted(free)))
+
+
+def _convert_nodes(
+    protos, opset: int, defined: set[str], outer: set[str], base: str | None
+) -> tuple[list[_Node], set[str]]:
+    """The nodes of one graph, checked in order (arity, every input defined before it reads
+    it). Returns them and the outer-scope names they read (``outer``: names visible from the
+    enclosing graphs). A node holding subgraphs gets their free names appended to its inputs,
+    listed in ``attrs['__free__']``."""
+    from onnx import AttributeProto, helper
+
+    nodes, free = [], set()
+    for n in protos:
+        _check_arity(n, opset)
+        where = f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type})"
+        for name in n.input:
+            if name and name not in defined:
+                if name not in outer:
+                    raise OnnxError(f"{where} reads {name!r}, which nothing defines before it")
+                free.add(name)
+        attrs, sub_free = {}, set()
+        for a in n.attribute:
+            if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                subs = [a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)
+                conv = [_subgraph(s, opset, defined | outer, base, where) for s in subs]
+                for sg in conv:
+                    sub_free.update(sg.free)
+                attrs[a.name] = conv[0] if a.type == AttributeProto.GRAPH else conv
+            else:
+                attrs[a.name] = helper.get_attribute_value(a)
+        extra: tuple[str, ...] = ()
+        if sub_free:
+            extra = tuple(sorted(sub_free))
+            attrs["__free__"] = extra
+            free.update(x for x in extra if x not in defined)
+        defined.update(o for o in n.output if o)
+        nodes.append(
+            _Node(
+                NodeCtx(n.op_type, n.name, opset, len(n.output)),
+                tuple(n.input) + extra,
+                tuple(n.output),
+                attrs,
+            )
+        )
+    return nodes, free
+
+
 def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     """Load an ONNX model (a path, bytes or an ``onnx.ModelProto``) as an ``OnnxModel``."""
     try:
@@ -107,7 +205,7 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
         raise UnsupportedError(
             "gg.onnx.load needs the onnx package: pip install gpugraph[onnx]"
         ) from None
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     proto, base = _parse(model)
     base = external_data_dir or base
@@ -118,32 +216,14 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
             f"ONNX opset {opset} (gpugraph imports opsets {MIN_OPSET} to {MAX_OPSET})"
         )
 
-    # Every node is checked before anything is converted or run.
-    for n in g.node:
-        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in OPS:
-            dom = f"domain {n.domain!r} " if n.domain not in _DEFAULT_DOMAINS else ""
-            raise UnsupportedError(
-                f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
-                "has no gpugraph mapping"
-            )
+    # Every node (in subgraphs too) is checked before anything is converted or run.
+    _check_ops(g, opset)
 
     params: dict[str, np.ndarray] = {}
     constants: dict[str, np.ndarray] = {}
     shape_args = _shape_arg_names(g.node)  # initializers read as shapes stay constants
     for t in g.initializer:
-        try:
-            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
-        except Exception:  # noqa: BLE001  (an unknown type code)
-            raise OnnxError(f"initializer {t.name!r} has unknown data type {t.data_type}") from None
-        check_size(t.dims, dtype, f"initializer {t.name!r}")  # before anything is read
-        if t.data_location == 1:  # EXTERNAL
-            _load_external(t, base)
-        try:
-            arr = numpy_helper.to_array(t).copy()
-        except GpuGraphError:
-            raise
-        except Exception as e:  # noqa: BLE001  (onnx raises several types for bad tensors)
-            raise OnnxError(f"initializer {t.name!r} cannot be read: {e}") from None
+        arr = _read_initializer(t, base)
         trainable = np.issubdtype(arr.dtype, np.floating) and t.name not in shape_args
         (params if trainable else constants)[t.name] = arr
 
@@ -165,25 +245,7 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
         )
 
     defined = set(params) | set(constants) | {s.name for s in inputs}
-    nodes = []
-    for n in g.node:
-        _check_arity(n, opset)
-        for name in n.input:
-            if name and name not in defined:
-                raise OnnxError(
-                    f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}) reads {name!r}, "
-                    "which nothing defines before it"
-                )
-        defined.update(o for o in n.output if o)
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        nodes.append(
-            _Node(
-                NodeCtx(n.op_type, n.name, opset, len(n.output)),
-                tuple(n.input),
-                tuple(n.output),
-                attrs,
-            )
-        )
+    nodes, _ = _convert_nodes(g.node, opset, defined, set(), base)
     outputs = tuple(o.name for o in g.output)
     for name in outputs:
         if name not in defined:
@@ -199,6 +261,7 @@ _FAMILIES = {
     "ops_shape": "shape, indexing, constants",
     "ops_more": "composite activations, reductions, depth/space",
     "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
+    "ops_control": "control flow (subgraphs)",
 }
 
 

@@ -36,6 +36,48 @@ class _Node:
     attrs: dict
 
 
+@dataclass(frozen=True)
+class SubGraph:
+    """A graph attribute (an If branch, a Loop or Scan body), converted like the main graph.
+    ``free`` lists the outer-scope values it reads; the node holding it gets them appended to
+    its inputs, so its converter sees them as ``ins[-len(free):]``."""
+
+    name: str
+    nodes: list[_Node]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    constants: dict
+    free: tuple[str, ...]
+
+
+def run_nodes(nodes: list[_Node], env: dict[str, Any]) -> None:
+    """Run converted nodes in order, reading and filling ``env`` (name -> value)."""
+    for node in nodes:
+        args = [env[n] if n else None for n in node.inputs]
+        try:
+            outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
+        except GpuGraphError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            # A converter met attributes or inputs the ONNX spec does not allow (a
+            # malformed model): say which node, keep the cause.
+            raise OnnxError(f"{node.ctx.where()}: invalid node: {type(e).__name__}: {e}") from e
+        if not isinstance(outs, (tuple, list)):
+            outs = (outs,)
+        for name, v in zip(node.outputs, outs):
+            if name:
+                env[name] = v
+
+
+def run_subgraph(sub: SubGraph, args: tuple, outer: dict[str, Any]) -> tuple:
+    """Run a subgraph on its inputs ``args``, seeing the outer-scope values ``outer``."""
+    env = dict(outer)
+    env.update(sub.constants)
+    env.update(zip(sub.inputs, args))
+    run_nodes(sub.nodes, env)
+    return tuple(env[n] for n in sub.outputs)
+
+
 class OnnxModel:
     """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
     input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
@@ -67,21 +109,7 @@ class OnnxModel:
         env: dict[str, Any] = dict(self.constants)
         env.update(params)
         env.update(zip(self.input_names, inputs))
-        for node in self._nodes:
-            args = [env[n] if n else None for n in node.inputs]
-            try:
-                outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
-            except GpuGraphError:
-                raise
-            except (TypeError, ValueError, IndexError, KeyError) as e:
-                # A converter met attributes or inputs the ONNX spec does not allow (a
-                # malformed model): say which node, keep the cause.
-                raise OnnxError(f"{node.ctx.where()}: invalid node: {type(e).__name__}: {e}") from e
-            if not isinstance(outs, (tuple, list)):
-                outs = (outs,)
-            for name, v in zip(node.outputs, outs):
-                if name:
-                    env[name] = v
+        run_nodes(self._nodes, env)
         return tuple(env[n] for n in self.output_names)
 
     def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
@@ -145,6 +173,11 @@ def _shape_arg_names(nodes) -> set[str]:
     names = set()
     for n in nodes:
         op, inputs = (n.ctx.op_type, n.inputs) if isinstance(n, _Node) else (n.op_type, n.input)
+        if isinstance(n, _Node):  # values a subgraph reads as shapes count too
+            for sub in n.attrs.values():
+                for sg in sub if isinstance(sub, list) else [sub]:
+                    if isinstance(sg, SubGraph):
+                        names |= _shape_arg_names(sg.nodes)
         if op in SHAPE_INPUTS:
             pos = SHAPE_INPUTS[op]
             names.update(name for i, name in enumerate(inputs) if pos is None or i in pos)
