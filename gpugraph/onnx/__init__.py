@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuGraphError, UnsupportedError
-from . import ops_control, ops_math, ops_more, ops_nn, ops_select, ops_shape  # noqa: F401  (they fill the op table)
+from . import (  # noqa: F401  (they fill the op table)
+    ops_control,
+    ops_math,
+    ops_more,
+    ops_nd,
+    ops_nn,
+    ops_rnn,
+    ops_select,
+    ops_shape,
+)
 from .model import InputSpec, OnnxError, OnnxModel, SubGraph, _Node, _shape_arg_names
 from .table import LIMITS, OPS, NodeCtx, check_size
 
@@ -261,6 +270,8 @@ _FAMILIES = {
     "ops_shape": "shape, indexing, constants",
     "ops_more": "composite activations, reductions, depth/space",
     "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
+    "ops_nd": "gather/scatter by index tuples",
+    "ops_rnn": "recurrent layers (gg.scan)",
     "ops_control": "control flow (subgraphs)",
 }
 
