@@ -139,7 +139,7 @@ class OnnxModel:
             out.append(x)
         return out
 
-    def __call__(self, *inputs: Any) -> tuple:
+    def _compiled_args(self, inputs: tuple) -> list:
         from ..trace import jit
 
         xs = self.check_inputs(inputs)
@@ -149,11 +149,22 @@ class OnnxModel:
             )
         for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
             xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
+        return xs
+
+    def __call__(self, *inputs: Any) -> tuple:
+        xs = self._compiled_args(inputs)
         with warnings.catch_warnings():
             # Weights folded from Constant/ConstantOfShape nodes are true constants of the
             # model: capturing them into the graph is what is wanted.
             warnings.simplefilter("ignore", CapturedArrayWarning)
             return tuple(self._jit(self.params, *xs))
+
+    def lower(self, *inputs: Any):
+        """The compiled plan ``m(*inputs)`` runs (``.explain()``, ``.to_dot()``, ``.graph``)."""
+        xs = self._compiled_args(inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CapturedArrayWarning)
+            return self._jit.lower(self.params, *xs)
 
     def _static_fn(self, params: dict, *inputs: Any) -> tuple:
         xs = list(inputs)
