@@ -644,3 +644,49 @@ def test_inexact_attribute_forms_are_refused_naming_the_node(op, spec, attrs, op
     m = gox.load(model.SerializeToString())
     with pytest.raises(gg.UnsupportedError, match=rf"'n' \({op}.*{match}"):
         m(*(feeds[n] for n in m.input_names))
+
+
+def _declared_model(decl, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", dtype, decl)],
+        [w],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "decl, dtype, match",
+    [
+        ([2, 5], TensorProto.FLOAT, "dimension 1: \\(4\\) vs \\(5\\)"),
+        (["N", 4, 1], TensorProto.FLOAT, "rank"),
+        ([2, 4], TensorProto.INT64, "type"),
+    ],
+)
+def test_declared_shape_conflicting_with_inference_is_refused_at_load(decl, dtype, match):
+    with pytest.raises(gox.OnnxError, match=f"shape-inference conflict.*{match}"):
+        gox.load(_declared_model(decl, dtype))
+    gox.load(_declared_model([2, 4]))  # the consistent declaration loads
+
+
+def test_declared_shape_conflicting_with_the_trace_is_refused_at_call():
+    """onnx cannot infer a Reshape to a shape given as an input; the traced shape is checked
+    against the declaration when the model runs."""
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [12]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
+    )
+    m = gox.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.arange(12, dtype=np.float32)
+    (y,) = m(x, _i64(2, 6))
+    assert gg.asnumpy(y).shape == (2, 6)
+    with pytest.raises(gox.OnnxError, match=r"'y' is declared with shape \[2, 6\].*\[3, 4\]"):
+        m(x, _i64(3, 4))

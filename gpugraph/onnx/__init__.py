@@ -206,6 +206,38 @@ def _convert_nodes(
     return nodes, free
 
 
+def _spec(vi) -> InputSpec:
+    """A value_info's name, dtype and shape (a dim: int, symbolic name or None)."""
+    from onnx import helper
+
+    tt = vi.type.tensor_type
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    except Exception:  # noqa: BLE001  (an unknown type code)
+        raise OnnxError(f"ONNX value {vi.name!r} has unknown element type {tt.elem_type}") from None
+    shape = None
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+    return InputSpec(vi.name, dtype, shape)
+
+
+def _infer_shapes(proto) -> None:
+    """onnx's strict shape inference: a declared shape or type that conflicts with what the
+    ops imply is an OnnxError at load. Failures of the inference machinery itself (a model
+    over 2 GiB, an exotic construct it cannot handle) are not conflicts: the traced values are
+    still checked against the declarations when the model runs."""
+    from onnx import shape_inference
+
+    try:
+        shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except shape_inference.InferenceError as e:
+        raise OnnxError(f"shape-inference conflict: {str(e).strip()}") from None
+    except Exception:  # noqa: BLE001, S110  (see the docstring)
+        pass
+
+
 def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     """Load an ONNX model (a path, bytes or an ``onnx.ModelProto``) as an ``OnnxModel``."""
     try:
@@ -214,8 +246,6 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
         raise UnsupportedError(
             "gg.onnx.load needs the onnx package: pip install gpugraph[onnx]"
         ) from None
-    from onnx import helper
-
     proto, base = _parse(model)
     base = external_data_dir or base
     g = proto.graph
@@ -240,18 +270,14 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     for vi in g.input:
         if vi.name in params or vi.name in constants:
             continue  # before IR 4 initializers are listed as inputs too
-        tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             raise UnsupportedError(f"ONNX input {vi.name!r}: only tensor inputs are supported")
-        shape = None
-        if tt.HasField("shape"):
-            shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tt.shape.dim
-            )
-        inputs.append(
-            InputSpec(vi.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), shape)
-        )
+        inputs.append(_spec(vi))
+    declared = {
+        vi.name: _spec(vi)
+        for vi in (*g.output, *g.value_info)
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+    }
 
     defined = set(params) | set(constants) | {s.name for s in inputs}
     nodes, _ = _convert_nodes(g.node, opset, defined, set(), base)
@@ -261,7 +287,8 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
             raise OnnxError(
                 f"ONNX graph output {name!r} is not defined by any node, input or initializer"
             )
-    return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset)
+    _infer_shapes(proto)
+    return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset, declared)
 
 
 _FAMILIES = {

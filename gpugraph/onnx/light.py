@@ -51,7 +51,7 @@ def randomized(model, seed: int = 0):
             keep.append(n)
     if keep[-1].op_type == "Softmax":
         g.output[0].name = keep.pop().input[0]
-        del g.output[0].type.tensor_type.shape.dim[:]
+        g.output[0].type.tensor_type.ClearField("shape")  # unknown (no dims would say scalar)
     del g.node[:]
     g.node.extend(keep)
     return model

@@ -82,8 +82,11 @@ class OnnxModel:
     """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
     input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
 
-    def __init__(self, nodes, params, constants, inputs, output_names, opset):
+    def __init__(self, nodes, params, constants, inputs, output_names, opset, declared=None):
         self._nodes: list[_Node] = nodes
+        # name -> InputSpec of the graph outputs and value_info the file declares: the traced
+        # values are checked against them (a conflict is an OnnxError, never ignored).
+        self.declared: dict[str, InputSpec] = dict(declared or {})
         self.params: dict[str, np.ndarray] = params
         self.constants: dict[str, np.ndarray] = constants
         self.inputs: tuple[InputSpec, ...] = inputs
@@ -110,6 +113,9 @@ class OnnxModel:
         env.update(params)
         env.update(zip(self.input_names, inputs))
         run_nodes(self._nodes, env)
+        for name, spec in self.declared.items():
+            if name in env:
+                check_declared(spec, env[name])
         return tuple(env[n] for n in self.output_names)
 
     def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
@@ -176,6 +182,25 @@ class OnnxModel:
         return (
             f"OnnxModel(inputs={list(self.input_names)}, outputs={list(self.output_names)}, "
             f"opset={self.opset}, {len(self._nodes)} nodes)"
+        )
+
+
+def check_declared(spec: InputSpec, v: Any) -> None:
+    """The traced value ``v`` against the dtype and fixed dims the file declares for it."""
+    shape = tuple(int(d) for d in v.shape)
+    if spec.dtype is not None and np.dtype(v.dtype) != spec.dtype:
+        raise OnnxError(
+            f"shape-inference conflict: ONNX value {spec.name!r} is declared {spec.dtype}, "
+            f"but the graph computes {np.dtype(v.dtype)}"
+        )
+    if spec.shape is None:
+        return
+    if len(spec.shape) != len(shape) or any(
+        isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)
+    ):
+        raise OnnxError(
+            f"shape-inference conflict: ONNX value {spec.name!r} is declared with shape "
+            f"{list(spec.shape)}, but the graph computes {list(shape)}"
         )
 
 
