@@ -189,6 +189,21 @@ def test_loop_trip_count_and_condition_from_inputs():
         _check(data, np.array(trip), np.array(c), x, z, np.array(1, np.float32), jit_only=True)
 
 
+def test_loop_trip_count_input_with_scan_outputs_compiles_per_value():
+    """A trip count given as a graph input is a static argument (as shapes are): one
+    compiled scan per value, so scan outputs have a known length."""
+    nodes = [mk("Loop", ["M", "", "a0", "p0"], ["acc", "prod", "ys"], body=_loop_body("same"))]
+    data = _model(
+        nodes,
+        [vi("M", I64, []), vi("x", F, [3]), vi("a0", F, [3]), vi("p0", F, [])],
+        [vi("acc", F, [3]), vi("prod", F, []), vi("ys", F, [None, 3])],
+    )
+    x, z = np.array([1.0, 2.0, 0.5], np.float32), np.zeros(3, np.float32)
+    for trip in (3, 6):
+        ref = _check(data, np.array(trip), x, z, np.array(1, np.float32), jit_only=True)
+        assert ref[2].shape == (trip, 3)
+
+
 def test_loop_with_scan_outputs_and_data_dependent_length_is_refused():
     body = _loop_body("data")
     body.output.append(vi("ys", F, [3]))

@@ -224,16 +224,18 @@ def _spec(vi) -> InputSpec:
 
 
 def _infer_shapes(proto) -> None:
-    """onnx's strict shape inference: a declared shape or type that conflicts with what the
-    ops imply is an OnnxError at load. Failures of the inference machinery itself (a model
-    over 2 GiB, an exotic construct it cannot handle) are not conflicts: the traced values are
-    still checked against the declarations when the model runs."""
+    """onnx's strict shape inference: a declared shape, rank or element type that differs from
+    what the ops imply is an OnnxError at load. Other failures of the inference (an op it
+    cannot type in an old IR version, a model over 2 GiB) are not conflicts: the traced values
+    are still checked against the declarations when the model runs."""
     from onnx import shape_inference
 
     try:
         shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except shape_inference.InferenceError as e:
-        raise OnnxError(f"shape-inference conflict: {str(e).strip()}") from None
+        msg = str(e).strip()
+        if "differ" in msg:  # "Inferred shape and existing shape differ ...", "... type differs"
+            raise OnnxError(f"shape-inference conflict: {msg}") from None
     except Exception:  # noqa: BLE001, S110  (see the docstring)
         pass
 

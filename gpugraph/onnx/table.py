@@ -48,6 +48,7 @@ SHAPE_INPUTS: dict[str, tuple[int, ...] | None] = {
     "OneHot": (1,),
     "Resize": (1, 2, 3),
     "Upsample": (1,),  # opset 10: scales at 1; 11+: roi, scales, sizes
+    "Loop": (0,),  # a known trip count makes a scan (scan outputs, reverse-mode gradients)
 }
 
 
