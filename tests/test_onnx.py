@@ -28,23 +28,9 @@ TRACE_UNSUPPORTED: dict[str, str] = {}
 # Why each op type that conformance cases use has no mapping: the skip list (printed by
 # test_conformance_counts_match_the_docs, listed case by case in docs/onnx.md). A case with
 # an unmapped op not listed here fails, so every skip has a reason.
-_SEQ = "not implemented: sequence values (lists of tensors) have no gpugraph value type"
 SKIP_REASONS: dict[str, str] = {
     "Gradient": "not implemented: training-domain op (gg.grad of m.fn gives gradients instead)",
     "StringNormalizer": "not implemented: string tensors (gpugraph computes on numeric arrays)",
-    **{
-        op: _SEQ
-        for op in (
-            "SequenceAt",
-            "SequenceConstruct",
-            "SequenceEmpty",
-            "SequenceErase",
-            "SequenceInsert",
-            "SequenceLength",
-            "SplitToSequence",
-            "ConcatFromSequence",
-        )
-    },
 }
 
 
@@ -716,6 +702,65 @@ def test_inexact_attribute_forms_are_refused_naming_the_node(op, spec, attrs, op
     m = gox.load(model.SerializeToString())
     with pytest.raises(gg.UnsupportedError, match=rf"'n' \({op}.*{match}"):
         m(*(feeds[n] for n in m.input_names))
+
+
+def _seq_model(nodes, inputs, out) -> bytes:
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_empty_tensor_value_info(out)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_sequence_ops_match_onnxruntime():
+    """Sequences are lists while tracing: positions (negative too), insert/erase defaults,
+    SplitToSequence by a scalar chunk and by sizes, ConcatFromSequence with new_axis."""
+    ort = pytest.importorskip("onnxruntime", reason="sequence checks compare with onnxruntime")
+    F, I64 = TensorProto.FLOAT, TensorProto.INT64
+    mk, vi = helper.make_node, helper.make_tensor_value_info
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    cases = [
+        (
+            [
+                mk("SplitToSequence", ["x", "k"], ["s"], axis=2),
+                mk("SequenceErase", ["s"], ["s2"]),
+                mk("SequenceInsert", ["s2", "x", "p"], ["s3"]),
+                mk("SequenceAt", ["s3", "q"], ["y"]),
+            ],
+            {"k": np.array(3, np.int64), "p": np.array(-1, np.int64), "q": np.array(-2, np.int64)},
+        ),
+        (
+            [
+                mk("SplitToSequence", ["x", "k"], ["s"], axis=1),
+                mk("ConcatFromSequence", ["s"], ["y"], axis=-1, new_axis=1),
+            ],
+            {"k": np.array([1, 1, 1], np.int64)},
+        ),
+        (
+            [
+                mk("SplitToSequence", ["x"], ["s"], axis=0, keepdims=0),
+                mk("SequenceConstruct", ["x", "x"], ["t"]),
+                mk("ConcatFromSequence", ["t"], ["c"], axis=0),
+                mk("SequenceInsert", ["s", "c", "p"], ["s2"]),
+                mk("SequenceLength", ["s2"], ["n"]),
+                mk("SequenceAt", ["s2", "p"], ["y0"]),
+                mk("ReduceSum", ["y0"], ["y"], keepdims=0),
+            ],
+            {"p": np.array(0, np.int64)},
+        ),
+    ]
+    for nodes, extra in cases:
+        feeds = {"x": x, **extra}
+        ins = [vi("x", F, [2, 3, 4])] + [vi(k, I64, list(v.shape)) for k, v in extra.items()]
+        data = _seq_model(nodes, ins, "y")
+        (ref,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+        m = gox.load(data)
+        (got,) = m(*(feeds[n] for n in m.input_names))
+        np.testing.assert_array_equal(gg.asnumpy(got), ref)
+    bad = _seq_model(
+        [mk("SequenceConstruct", ["x"], ["s"]), mk("SequenceAt", ["s", "p"], ["y"], name="at")],
+        [vi("x", F, [2, 3, 4]), vi("p", I64, [])],
+        "y",
+    )
+    with pytest.raises(gg.errors.IndexOutOfRangeError, match="'at'.*position 3"):
+        gox.load(bad)(x, np.array(3, np.int64))
 
 
 def _declared_model(decl, dtype=TensorProto.FLOAT) -> onnx.ModelProto:

@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (they fill the op table)
     ops_nn,
     ops_rnn,
     ops_select,
+    ops_seq,
     ops_shape,
 )
 from .model import InputSpec, OnnxError, OnnxModel, SubGraph, _Node, _shape_arg_names
@@ -284,10 +285,15 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     defined = set(params) | set(constants) | {s.name for s in inputs}
     nodes, _ = _convert_nodes(g.node, opset, defined, set(), base)
     outputs = tuple(o.name for o in g.output)
-    for name in outputs:
-        if name not in defined:
+    for o in g.output:
+        if o.name not in defined:
             raise OnnxError(
-                f"ONNX graph output {name!r} is not defined by any node, input or initializer"
+                f"ONNX graph output {o.name!r} is not defined by any node, input or initializer"
+            )
+        if o.type.WhichOneof("value") not in (None, "tensor_type"):
+            raise UnsupportedError(
+                f"ONNX graph output {o.name!r} is a {o.type.WhichOneof('value')}: only tensor "
+                "outputs are supported"
             )
     _infer_shapes(proto)
     return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset, declared)
@@ -302,6 +308,7 @@ _FAMILIES = {
     "ops_nd": "gather/scatter by index tuples",
     "ops_rnn": "recurrent layers (gg.scan)",
     "ops_control": "control flow (subgraphs)",
+    "ops_seq": "sequences (traced as lists)",
 }
 
 

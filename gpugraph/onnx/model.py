@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from ..backends import asnumpy
-from ..errors import CapturedArrayWarning, DTypeError, GpuGraphError, ShapeError
+from ..errors import (
+    CapturedArrayWarning,
+    DTypeError,
+    GpuGraphError,
+    ShapeError,
+    UnsupportedError,
+)
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
 
@@ -116,7 +122,11 @@ class OnnxModel:
         for name, spec in self.declared.items():
             if name in env:
                 check_declared(spec, env[name])
-        return tuple(env[n] for n in self.output_names)
+        outs = tuple(env[n] for n in self.output_names)
+        for name, v in zip(self.output_names, outs):
+            if not hasattr(v, "shape"):  # a sequence (ops_seq.Seq) reaching the output
+                raise UnsupportedError(f"ONNX graph output {name!r} is not a tensor")
+        return outs
 
     def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
