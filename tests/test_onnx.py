@@ -29,7 +29,6 @@ TRACE_UNSUPPORTED: dict[str, str] = {}
 # test_conformance_counts_match_the_docs, listed case by case in docs/onnx.md). A case with
 # an unmapped op not listed here fails, so every skip has a reason.
 SKIP_REASONS: dict[str, str] = {
-    "Gradient": "not implemented: training-domain op (gg.grad of m.fn gives gradients instead)",
     "StringNormalizer": "not implemented: string tensors (gpugraph computes on numeric arrays)",
 }
 
@@ -54,11 +53,7 @@ def _cases() -> list[str]:
 
 
 def _unmapped(model) -> set[str]:
-    return {
-        n.op_type
-        for n in model.graph.node
-        if n.domain not in ("", "ai.onnx") or n.op_type not in gox.OPS
-    }
+    return {n.op_type for n in model.graph.node if not gox.is_mapped(n)}
 
 
 def _tensors(pattern: str) -> list[np.ndarray]:

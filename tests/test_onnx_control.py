@@ -380,3 +380,48 @@ def test_torch_cond_export_matches_torch():
         with torch.no_grad():
             ref = mod(x).numpy()
         np.testing.assert_allclose(gg.asnumpy(got), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_op_of_a_matmul_tanh_against_the_formula():
+    """ai.onnx.preview.training Gradient: d sum(tanh(a @ w) * b) / d(a, w), with b held
+    constant; an initializer (w) is differentiated too."""
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    nodes = [
+        mk("MatMul", ["a", "w"], ["h"]),
+        mk("Tanh", ["h"], ["t"]),
+        mk("Mul", ["t", "b"], ["y"]),
+        helper.make_node(
+            "Gradient",
+            ["a", "w"],
+            ["da", "dw"],
+            domain="ai.onnx.preview.training",
+            xs=["a", "w"],
+            y="y",
+        ),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [vi("a", F, [2, 3]), vi("b", F, [2, 4])],
+        [vi("y", F, [2, 4]), vi("da", F, [2, 3]), vi("dw", F, [3, 4])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(
+        g,
+        opset_imports=[
+            helper.make_opsetid("", 17),
+            helper.make_opsetid("ai.onnx.preview.training", 1),
+        ],
+    )
+    m = gox.load(model)
+    rng = np.random.default_rng(0)
+    a, b = (
+        rng.standard_normal((2, 3)).astype(np.float32),
+        rng.standard_normal((2, 4)).astype(np.float32),
+    )
+    y, da, dw = (gg.asnumpy(v) for v in m(a, b))
+    t = np.tanh(a @ w)
+    dh = (1 - t**2) * b
+    np.testing.assert_allclose(y, t * b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(da, dh @ w.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dw, a.T @ dh, rtol=1e-5, atol=1e-6)

@@ -34,6 +34,17 @@ from .table import LIMITS, OPS, NodeCtx, check_size
 __all__ = ["LIMITS", "OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_TRAINING = "ai.onnx.preview.training"
+# Ops of other domains that have a converter (registered under their op type).
+_OTHER_DOMAIN_OPS = {(_TRAINING, "Gradient")}
+
+
+def is_mapped(n) -> bool:
+    if n.domain in _DEFAULT_DOMAINS:
+        return n.op_type in OPS
+    return (n.domain, n.op_type) in _OTHER_DOMAIN_OPS
+
+
 MIN_OPSET, MAX_OPSET = 6, 21
 
 
@@ -42,7 +53,8 @@ def _check_arity(n, opset: int) -> None:
     from onnx import defs
 
     try:
-        schema = defs.get_schema(n.op_type, opset, "")
+        domain = "" if n.domain in _DEFAULT_DOMAINS else n.domain
+        schema = defs.get_schema(n.op_type, opset, domain)
     except Exception:  # noqa: BLE001  (onnx raises its own SchemaError)
         raise UnsupportedError(f"ONNX op {n.op_type} has no schema at opset {opset}") from None
     where = f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}, opset {opset})"
@@ -114,7 +126,7 @@ def _check_ops(g, opset: int) -> None:
     from onnx import AttributeProto
 
     for n in g.node:
-        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in OPS:
+        if not is_mapped(n):
             dom = f"domain {n.domain!r} " if n.domain not in _DEFAULT_DOMAINS else ""
             raise UnsupportedError(
                 f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
@@ -162,6 +174,21 @@ def _subgraph(g, opset: int, outer: set[str], base: str | None, where: str) -> S
     return SubGraph(g.name, nodes, inputs, outputs, constants, tuple(sorted(free)))
 
 
+def _gradient_forward(n, attrs: dict, nodes: list[_Node], where: str) -> SubGraph:
+    """The Gradient node's function ``xs -> y``: the nodes before it in its graph, which it
+    re-runs on the xs being differentiated (every other value they read comes in as free)."""
+    xs = tuple(x.decode() if isinstance(x, bytes) else x for x in attrs.get("xs", ()))
+    y = attrs.get("y", b"")
+    y = y.decode() if isinstance(y, bytes) else y
+    if tuple(n.input[: len(xs)]) != xs:
+        raise OnnxError(f"{where}: its inputs {list(n.input)} do not start with xs {list(xs)}")
+    produced = {o for nd in nodes for o in nd.outputs}
+    if y not in produced:
+        raise UnsupportedError(f"{where}: y={y!r} is not computed by a node before it")
+    free = {i for nd in nodes for i in nd.inputs if i and i not in produced and i not in xs}
+    return SubGraph("gradient", list(nodes), xs, (y,), {}, tuple(sorted(free)))
+
+
 def _convert_nodes(
     protos, opset: int, defined: set[str], outer: set[str], base: str | None
 ) -> tuple[list[_Node], set[str]]:
@@ -190,6 +217,10 @@ def _convert_nodes(
                 attrs[a.name] = conv[0] if a.type == AttributeProto.GRAPH else conv
             else:
                 attrs[a.name] = helper.get_attribute_value(a)
+        if n.domain == _TRAINING and n.op_type == "Gradient":
+            fwd = _gradient_forward(n, attrs, nodes, where)
+            attrs["__forward__"] = fwd
+            sub_free.update(fwd.free)
         extra: tuple[str, ...] = ()
         if sub_free:
             extra = tuple(sorted(sub_free))
@@ -307,7 +338,7 @@ _FAMILIES = {
     "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
     "ops_nd": "gather/scatter by index tuples",
     "ops_rnn": "recurrent layers (gg.scan)",
-    "ops_control": "control flow (subgraphs)",
+    "ops_control": "control flow, Gradient (subgraphs)",
     "ops_seq": "sequences (traced as lists)",
 }
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import control_flow as _cf
 from .. import ops as _ops
+from ..autodiff import grad
 from .model import SubGraph, run_subgraph
 from .table import NodeCtx, check_size, is_const, opt, register
 
@@ -142,3 +143,19 @@ def _scan(node: NodeCtx, ins: list, attrs: dict):
         y = gg["flip"](y, 0) if d else y
         outs.append(gg["moveaxis"](y, 0, _axis(node, a, len(y.shape), "scan_output_axes")))
     return (*final, *outs)
+
+
+@register("Gradient")  # domain ai.onnx.preview.training
+def _gradient(node: NodeCtx, ins: list, attrs: dict):
+    """d sum(y) / d x for each x of ``xs`` (the ONNX convention for a non-scalar y), by
+    gg.grad of the forward nodes re-run on the xs; ``zs`` and every other value they read are
+    held constant."""
+    own, outer = _split(node, ins, attrs)
+    fwd: SubGraph = attrs["__forward__"]
+    n = len(fwd.inputs)
+
+    def f(*xs):
+        (y,) = _run(fwd, xs, outer)
+        return gg["sum"](y)
+
+    return tuple(grad(f, argnums=tuple(range(n)))(*own[:n]))
