@@ -255,6 +255,27 @@ def _spec(vi) -> InputSpec:
     return InputSpec(vi.name, dtype, shape)
 
 
+def _inference_view(proto):
+    """``proto`` for shape inference without its large initializers' data (serializing a
+    100 MB model dominated the load): each initializer over 4,096 elements becomes a graph
+    input of the same type and shape. Small ones (shapes, axes) stay, for data propagation."""
+    from onnx import GraphProto, ModelProto, helper
+
+    g = proto.graph
+    view = ModelProto(ir_version=max(proto.ir_version, 4), opset_import=proto.opset_import)
+    gv = GraphProto(
+        name=g.name, node=g.node, input=g.input, output=g.output, value_info=g.value_info
+    )
+    listed = {vi.name for vi in g.input}
+    for t in g.initializer:
+        if np.prod(t.dims, dtype=np.int64) <= 4096 or t.data_location == 1:
+            gv.initializer.append(t)
+        elif t.name not in listed:
+            gv.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    view.graph.CopyFrom(gv)
+    return view
+
+
 def _infer_shapes(proto) -> None:
     """onnx's strict shape inference: a declared shape, rank or element type that differs from
     what the ops imply is an OnnxError at load. Other failures of the inference (an op it
@@ -263,7 +284,9 @@ def _infer_shapes(proto) -> None:
     from onnx import shape_inference
 
     try:
-        shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        shape_inference.infer_shapes(
+            _inference_view(proto), check_type=True, strict_mode=True, data_prop=True
+        )
     except shape_inference.InferenceError as e:
         msg = str(e).strip()
         if "differ" in msg:  # "Inferred shape and existing shape differ ...", "... type differs"
