@@ -14,6 +14,7 @@ writes bench/results/onnx-cpu-<date><suffix>.{md,json}; ratio = ORT ms / gpugrap
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from common import interleaved, table, write  # noqa: E402
+from common import RESULTS, interleaved, table, write  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
 from gpugraph.onnx.light import LIGHT_NETS, light_path, randomized, rebatched  # noqa: E402
@@ -188,6 +189,13 @@ def main() -> None:
         "process's peak RSS over the first run in a fresh process (model already loaded; for "
         "gpugraph this includes tracing and compiling and the per-call im2col buffers)."
     )
+    # common.write names the files onnx-cpu-<date>; with a suffix, keep what is there now.
+    stem = RESULTS / f"onnx-cpu-{datetime.date.today().isoformat()}"
+    kept = {
+        ext: stem.with_suffix(ext).read_bytes()
+        for ext in (".md", ".json")
+        if args.suffix and stem.with_suffix(ext).exists()
+    }
     md = write(
         "onnx",
         rows,
@@ -204,6 +212,8 @@ def main() -> None:
         for ext in (".md", ".json"):
             src = md.with_suffix(ext)
             src.rename(src.with_name(src.stem + args.suffix + ext))
+            if ext in kept:
+                src.write_bytes(kept[ext])
         md = md.with_name(md.stem + args.suffix + ".md")
     print(table(rows, columns))
     print(f"wrote {md}")
