@@ -425,3 +425,36 @@ def test_gradient_op_of_a_matmul_tanh_against_the_formula():
     np.testing.assert_allclose(y, t * b, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(da, dh @ w.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dw, a.T @ dh, rtol=1e-5, atol=1e-6)
+
+
+def test_shape_changing_branches_and_carries_are_refused_naming_the_node():
+    """ONNX allows If branches of different shapes and carries that grow; gpugraph's regions
+    do not: an UnsupportedError naming the node (never a wrong number)."""
+    then_g = helper.make_graph(
+        [mk("Concat", ["x", "x"], ["a"], axis=0)], "t", [], [vi("a", F, [4])]
+    )
+    else_g = helper.make_graph([mk("Abs", ["x"], ["b"])], "e", [], [vi("b", F, [2])])
+    g = helper.make_graph(
+        [mk("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="iff")],
+        "g",
+        [vi("c", B, []), vi("x", F, [2])],
+        [vi("y", F, [None])],
+    )
+    m = gox.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(gg.UnsupportedError, match="'iff' \\(If.*differ in shape"):
+        m(np.array(True), np.ones(2, np.float32))
+    body = helper.make_graph(
+        [mk("Concat", ["v", "v"], ["v2"], axis=0), mk("Identity", ["cond"], ["cond_out"])],
+        "body",
+        [vi("i", I64, []), vi("cond", B, []), vi("v", F, [None])],
+        [vi("cond_out", B, []), vi("v2", F, [None])],
+    )
+    g2 = helper.make_graph(
+        [_const("M", np.int64(3)), mk("Loop", ["M", "", "x"], ["y"], body=body, name="grow")],
+        "g",
+        [vi("x", F, [2])],
+        [vi("y", F, [None])],
+    )
+    m2 = gox.load(helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(gg.UnsupportedError, match="'grow' \\(Loop.*change shape"):
+        m2(np.ones(2, np.float32))

@@ -9,6 +9,7 @@ loop length is static), so shape-driven control flow folds as other constant sub
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from .. import control_flow as _cf
 from .. import ops as _ops
 from ..autodiff import grad
+from ..errors import DTypeError, ShapeError, UnsupportedError
 from .model import SubGraph, run_subgraph
 from .table import NodeCtx, check_size, is_const, opt, register
 
@@ -40,6 +42,20 @@ def _run(sub: SubGraph, args: tuple, outer: dict) -> tuple:
     return run_subgraph(sub, args, outer)
 
 
+@contextmanager
+def _typed_regions(node: NodeCtx, what: str):
+    """ONNX lets If branches differ in output shape and loop carries change shape; gpugraph's
+    region ops need them fixed: say so, naming the node (the cause is kept)."""
+    try:
+        yield
+    except (ShapeError, DTypeError) as e:
+        # Only the region's own type check ("... returns X as T1, but ... T2"); an error
+        # from an op inside a body is not this and passes unchanged.
+        if isinstance(e, UnsupportedError) or " returns " not in str(e) or " but " not in str(e):
+            raise
+        raise node.unsupported(f"{what} ({e})") from e
+
+
 @register("If")
 def _if(node: NodeCtx, ins: list, attrs: dict):
     (pred,), outer = _split(node, ins, attrs)
@@ -49,7 +65,10 @@ def _if(node: NodeCtx, ins: list, attrs: dict):
         return _run(then_g if bool(pred) else else_g, (), outer)
     if np.dtype(pred.dtype) != np.bool_:
         pred = gg["not_equal"](pred, np.zeros((), pred.dtype))
-    return tuple(_cf.cond(pred, lambda: _run(then_g, (), outer), lambda: _run(else_g, (), outer)))
+    with _typed_regions(node, "branches whose outputs differ in shape or dtype"):
+        return tuple(
+            _cf.cond(pred, lambda: _run(then_g, (), outer), lambda: _run(else_g, (), outer))
+        )
 
 
 def _cond_is_fixed(body: SubGraph) -> bool:
@@ -82,7 +101,8 @@ def _loop(node: NodeCtx, ins: list, attrs: dict):
             outs = _run(body, (c[0], np.asarray(True), *c[1:]), outer)
             return (c[0] + np.int64(1), *outs[1 : 1 + n_carry]), tuple(outs[1 + n_carry :])
 
-        final, ys = _cf.scan(step, (np.zeros((), np.int64), *carried), None, length=length)
+        with _typed_regions(node, "loop-carried values that change shape or dtype"):
+            final, ys = _cf.scan(step, (np.zeros((), np.int64), *carried), None, length=length)
         return (*final[1:], *ys)
     if n_scan:
         raise node.unsupported(
@@ -105,7 +125,8 @@ def _loop(node: NodeCtx, ins: list, attrs: dict):
         return (c[0] + np.int64(1), more, *outs[1 : 1 + n_carry])
 
     init = (np.zeros((), np.int64), np.asarray(cond, bool) if is_const(cond) else cond, *carried)
-    return tuple(_cf.while_loop(go_on, step, init)[2:])
+    with _typed_regions(node, "loop-carried values that change shape or dtype"):
+        return tuple(_cf.while_loop(go_on, step, init)[2:])
 
 
 def _axis(node: NodeCtx, a: int, rank: int, what: str) -> int:
@@ -137,7 +158,8 @@ def _scan(node: NodeCtx, ins: list, attrs: dict):
         outs = _run(body, (*c, *x), outer)
         return tuple(outs[:ns]), tuple(outs[ns:])
 
-    final, ys = _cf.scan(step, tuple(states), tuple(seq))
+    with _typed_regions(node, "state values that change shape or dtype"):
+        final, ys = _cf.scan(step, tuple(states), tuple(seq))
     outs = []
     for y, a, d in zip(ys, out_axes, out_dirs):
         y = gg["flip"](y, 0) if d else y
