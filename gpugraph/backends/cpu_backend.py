@@ -360,10 +360,11 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
     refusal = _float_to_int_cast(body) or _policy_refusal(node)
     if refusal is not None:
+        # the NumPy backend's runner itself (a new function per node), so the program keeps
+        # inlining it (its ``inline`` / ``call``) as on the NumPy backend
         runner = _prepare_numpy(node, backend)
-        run_numpy = lambda ins, outs: runner(ins, outs)  # noqa: E731  (a new object to tag)
-        run_numpy.cpu_refusal = refusal  # type: ignore[attr-defined]
-        return run_numpy
+        runner.cpu_refusal = refusal  # type: ignore[attr-defined]
+        return runner
     return _native_runner(node, backend)
 
 
