@@ -440,4 +440,5 @@ def test_slice_scatter_writes_into_a_dirty_out_buffer():
     compiled = gg.jit(gg.grad(f))
     for _ in range(2):  # the second call finds the arena holding the first call's bytes
         x = RNG.standard_normal((6, 5)).astype(np.float32)
-        np.testing.assert_allclose(compiled(x, g), gg.grad(f)(x, g), rtol=1e-6)
+        # float32 tolerance of the op tests: on backend="cpu" tanh and exp come from libmvec
+        np.testing.assert_allclose(compiled(x, g), gg.grad(f)(x, g), **tol(np.float32))
