@@ -248,9 +248,11 @@ class Compiled:
         self._int_ranges = _weak_int_ranges(graph)
         # what backend="auto" picked and why (explain() says it); None for a named backend
         self.backend_choice: BackendInfo | None = None
-        if options.backend == "auto":
+        name = options.backend
+        if name == "auto":
             self.backend_choice = default_backend()
-        self.backend = get_backend(options.backend)
+            name = self.backend_choice.name
+        self.backend = get_backend(name)
         self.pass_log: list[PassRecord] = []
         check = options.verify
         if check:
