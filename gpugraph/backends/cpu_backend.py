@@ -91,7 +91,11 @@ def status() -> str:
     found = probe()
     if found.name != "cpu":
         return f"unavailable: {found.reason}"
-    return f"available: {compiler()} {_shown_flags()}; native groups: {native_mode()}"
+    try:
+        mode = native_mode()
+    except UnsupportedError as exc:  # a bad $GPUGRAPH_CPU_NATIVE: say so, do not fail info
+        mode = str(exc)
+    return f"available: {compiler()} {_shown_flags()}; native groups: {mode}"
 
 
 def native_mode() -> str:
