@@ -162,9 +162,9 @@ def cupy_status() -> BackendInfo:
 def cpu_status() -> BackendInfo:
     """("cpu", how) when the native CPU backend builds and runs a probe kernel here (checked
     once per process), else ("numpy", why not)."""
-    from . import cpu_backend
+    from . import cpu_select
 
-    return cpu_backend.probe()
+    return cpu_select.probe()
 
 
 def auto_backend() -> BackendInfo:

@@ -11,9 +11,8 @@ Kernels are compiled in batches: ``prepare`` only registers a fused group; when 
 built (``ready``, at ``lower()``) every kernel registered so far is compiled in one compiler run
 (one library), unless the cache already holds them. A float -> int cast is undefined behaviour
 in C for NaN, inf and out-of-range values, so a group containing one runs on NumPy
-(``explain()`` says so). So do groups the native path would make slower (``_policy_refusal``).
-
-``probe()`` is how ``backend="auto"`` decides whether this backend can run here (base.py).
+(``explain()`` says so). So do groups the native path would make slower (``cpu_select``, which
+also has the probe ``backend="auto"`` runs).
 """
 
 from __future__ import annotations
@@ -36,7 +35,15 @@ from ..errors import GpuGraphError, UnsupportedError
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
 from ..ops.registry import get_op
-from .base import BackendInfo, Runner, register_backend
+from .base import Runner, register_backend
+from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names on this module)
+    NATIVE_ENV,
+    NATIVE_MIN_ELEMENTS,
+    native_mode,
+    policy_refusal,
+    probe,
+    status,
+)
 from .numpy_backend import NumpyBackend
 
 PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
@@ -50,13 +57,6 @@ CXX_ENV = "GPUGRAPH_CXX"
 # microseconds, more than a pass over 32K floats in L2.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
-# Which fused groups run natively: "auto" (default) all but those the native path makes slower
-# (_policy_refusal), "all" every group it can compile (the tests, to cover every kernel).
-NATIVE_ENV = "GPUGRAPH_CPU_NATIVE"
-# Below this many elements a group runs on the NumPy fused runner: a native call costs ~4 us
-# more per call than the runner's ufunc calls (ctypes, ~1 us per array argument), which a
-# native loop wins back only from ~8K elements on (bench/results/cpu-auto-cpu-2026-12-01.md).
-NATIVE_MIN_ELEMENTS = 8192
 # libgomp's default wait policy spins its worker threads after each parallel region; on a
 # machine with more runnable threads than cores (a shared CI box, BLAS threads, other processes)
 # the spinning workers take the cores the caller needs: a 1M-element group measured 8-24 ms a
@@ -84,65 +84,6 @@ def compiler() -> str:
             f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
         )
     return path
-
-
-def status() -> str:
-    """One line for ``python -m gpugraph info``: whether backend="cpu" can be used, and how."""
-    found = probe()
-    if found.name != "cpu":
-        return f"unavailable: {found.reason}"
-    try:
-        mode = native_mode()
-    except UnsupportedError as exc:  # a bad $GPUGRAPH_CPU_NATIVE: say so, do not fail info
-        mode = str(exc)
-    return f"available: {compiler()} {_shown_flags()}; native groups: {mode}"
-
-
-def native_mode() -> str:
-    mode = os.environ.get(NATIVE_ENV, "auto").strip().lower()
-    if mode not in ("auto", "all"):
-        raise UnsupportedError(f"{NATIVE_ENV}={mode!r}: use 'auto' or 'all'")
-    return mode
-
-
-@functools.lru_cache(maxsize=1)
-def probe() -> BackendInfo:
-    """("cpu", how) when the host compiler builds, and the process loads and runs, a generated
-    kernel with this backend's prelude and flags; else ("numpy", why not). Once per process;
-    after the first time on a machine the library comes from the persistent cache, so a probe
-    costs the compiler's ``--version`` and a load."""
-    try:
-        return _probe()
-    except Exception as exc:  # any failure means: not usable here, and why
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return BackendInfo("numpy", f"the cpu backend cannot run here: {first}")
-
-
-def _probe() -> BackendInfo:
-    from ..codegen import emit_kernel
-    from ..ir import GraphBuilder, TensorType
-
-    b = GraphBuilder()
-    x = b.add_input(TensorType((67,), np.dtype(np.float32)))
-    two = b.add_node("constant", [], {"value": np.array(2.0)}, [TensorType((), x.dtype)]).output
-    y = b.add_node("multiply", [x, two], {}, [x.type]).output
-    body = b.build([b.add_node("tanh", [y], {}, [x.type]).output])
-    k = emit_kernel(body)
-    attrs = {"body": body, "cuda_source": k.source, "kernel_name": k.name}
-    node = Node("fused", body.inputs, attrs, [x.type])
-    backend = CpuBackend()
-    run = _native_runner(node, backend)
-    backend.compile_pending()
-    xs = np.linspace(-3, 3, 67, dtype=np.float32)
-    out = np.full(67, np.nan, np.float32)
-    run([xs], [out])
-    if not np.allclose(out, np.tanh(xs * 2), rtol=1e-5, atol=1e-6):
-        return BackendInfo("numpy", "the cpu backend's probe kernel computed wrong results")
-    return BackendInfo(
-        "cpu",
-        f"{Path(compiler()).name} built and ran a probe kernel ({' '.join(flags()[:1])}"
-        f"{' -march=native' if '-march=native' in flags() else ''})",
-    )
 
 
 def _shown_flags() -> str:
@@ -339,30 +280,9 @@ class CpuBackend(NumpyBackend):
         return lines
 
 
-def _policy_refusal(node: Node) -> str | None:
-    """Why the NumPy fused runner beats the native kernel on this group, if it does (measured
-    in bench/results/cpu-auto-cpu-2026-12-01.md); None: run it natively."""
-    if native_mode() == "all":
-        return None
-    n = node.outputs[0].type.size
-    if n < NATIVE_MIN_ELEMENTS:
-        return (
-            f"{n} elements, under {NATIVE_MIN_ELEMENTS}: the native call's fixed cost is more "
-            f"than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
-        )
-    broadcast = [j for j, v in enumerate(node.inputs) if v.type.size not in (n, 1)]
-    if broadcast:
-        return (
-            f"input {broadcast[0]} is broadcast ({node.inputs[broadcast[0]].type.shape} over "
-            f"{node.outputs[0].type.shape}): the generated loop indexes it with a modulo, "
-            f"which the host compiler does not vectorize (${NATIVE_ENV}=all compiles it anyway)"
-        )
-    return None
-
-
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
-    refusal = _float_to_int_cast(body) or _policy_refusal(node)
+    refusal = _float_to_int_cast(body) or policy_refusal(node)
     if refusal is not None:
         # the NumPy backend's runner itself (a new function per node), so the program keeps
         # inlining it (its ``inline`` / ``call``) as on the NumPy backend
