@@ -20,7 +20,7 @@ def _model(params, x):
 def demo(batch: int, hidden: int, repeats: int) -> None:
     info = gg.default_backend()
     print(f"backend: {info}")
-    print(f"device: {gg.device_info()}")
+    print(f"device: {gg.device_info().gpu_summary()}")
     rng = np.random.default_rng(0)
     params = {
         "w1": (rng.standard_normal((64, hidden)) / 8).astype(np.float32),
