@@ -20,7 +20,7 @@ def _model(params, x):
 def demo(batch: int, hidden: int, repeats: int) -> None:
     info = gg.default_backend()
     print(f"backend: {info}")
-    print(f"device: {gg.device_info()}")
+    print(f"device: {gg.device_info().gpu_summary()}")
     rng = np.random.default_rng(0)
     params = {
         "w1": (rng.standard_normal((64, hidden)) / 8).astype(np.float32),
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--batch", type=_positive_int, default=256)
     d.add_argument("--hidden", type=_positive_int, default=128)
     d.add_argument("--repeats", type=_positive_int, default=20)
-    sub.add_parser("info", help="print the backend gpugraph would use and the GPU, if any")
+    sub.add_parser("info", help="print the backend auto picks and why, the GPU, the cpu backend")
     c = sub.add_parser("cache", help="the persistent kernel cache ($GPUGRAPH_CACHE_DIR)")
     c.add_argument("action", choices=["info", "clear"])
     sub.add_parser(
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from gpugraph.backends import cpu_backend
 
-        print(f"backend: {gg.default_backend()}\ndevice: {gg.device_info()}")
+        device = gg.device_info()
+        print(f"backend: {device.backend}\ndevice: {device.gpu_summary()}")
         print(f"cpu backend: {cpu_backend.status()}")
 
 

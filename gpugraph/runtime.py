@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, get_backend
+from .backends.base import Backend, BackendInfo, default_backend, get_backend
 from .buffers import _CONSUMED, check_live, check_out, consume, donated_outputs, donation_pairs
 from .errors import ArenaMemoryError, DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
@@ -246,7 +246,13 @@ class Compiled:
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
         self.arg_names = arg_names or leaf_paths(in_tree, "args")
         self._int_ranges = _weak_int_ranges(graph)
-        self.backend = get_backend(options.backend)
+        # what backend="auto" picked and why (explain() says it); None for a named backend
+        self.backend_choice: BackendInfo | None = None
+        name = options.backend
+        if name == "auto":
+            self.backend_choice = default_backend()
+            name = self.backend_choice.name
+        self.backend = get_backend(name)
         self.pass_log: list[PassRecord] = []
         check = options.verify
         if check:
@@ -268,6 +274,7 @@ class Compiled:
         self.executable = ex = Executable(
             self.graph, self.schedule, self.memory, self.backend, options.cuda_graph
         )
+        self.backend.ready(ex)  # compiles native code now: its errors surface at lower()
         # flat input indices donated by the caller, and which output may reuse which
         self.donated = frozenset(donated)
         self.donation = donation_pairs(
@@ -401,7 +408,8 @@ class Compiled:
 
     def explain(self) -> str:
         lines = [
-            f"backend: {self.backend.name}",
+            f"backend: {self.backend.name}"
+            + (f" (auto: {self.backend_choice.reason})" if self.backend_choice else ""),
             f"traced graph: {len(self.traced_graph.nodes)} nodes; "
             f"final graph: {len(self.graph.nodes)} nodes",
             "passes:",
