@@ -77,34 +77,41 @@ def test_gpugraph_backend_cpu_and_explain_say_so(monkeypatch, capsys):
 
 
 @requires_emulator
-def test_policy_leaves_small_and_broadcast_groups_to_numpy(monkeypatch):
-    """The default policy (bench/results/cpu-auto-cpu-2026-12-01.md): a group under
-    NATIVE_MIN_ELEMENTS, or one reading a broadcast operand, runs on the NumPy fused runner,
-    and explain() says why; GPUGRAPH_CPU_NATIVE=all compiles them all."""
+def test_policy_leaves_small_and_short_broadcast_groups_to_numpy(monkeypatch):
+    """The default policy (bench/results/cpu-policy-cpu-2026-12-01.md): a group under
+    NATIVE_MIN_ELEMENTS, or one reading a broadcast operand with no row x column loop nest
+    (under 16 columns a row), runs on the NumPy fused runner, and explain() says why; a bias
+    over 64-column rows gets the loop nest and runs natively; GPUGRAPH_CPU_NATIVE=all compiles
+    them all."""
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "auto")
     n = cpu_backend.NATIVE_MIN_ELEMENTS
 
-    def f(small, rows, bias):
-        return gg.exp(small) * 2, gg.tanh(rows + bias) * 3
+    def f(small, rows, bias, narrow, nbias):
+        return gg.exp(small) * 2, gg.tanh(rows + bias) * 3, gg.tanh(narrow + nbias) * 5
 
     small = np.linspace(-1, 1, 7)
     rows = np.linspace(-1, 1, 4 * n).reshape(-1, 64)
     bias = np.linspace(0, 1, 64)
-    c = gg.jit(f, backend="cpu").lower(small, rows, bias)
+    narrow = np.linspace(-1, 1, 3 * n).reshape(-1, 3)
+    nbias = np.linspace(0, 1, 3)
+    args = (small, rows, bias, narrow, nbias)
+    c = gg.jit(f, backend="cpu").lower(*args)
     text = c.explain()
-    assert "cpu: 0 fused group(s) as native kernels" in text
-    assert f"7 elements, under {n}" in text and "input 1 is broadcast ((64,)" in text
-    want = gg.jit(f, backend="numpy")(small, rows, bias)
-    for g, w in zip(c(small, rows, bias), want):
-        np.testing.assert_array_equal(g, w)  # the same NumPy runner: bit for bit
+    assert "cpu: 1 fused group(s) as native kernels" in text
+    assert f"7 elements, under {n}" in text and "input 1 is broadcast ((3,)" in text
+    want = gg.jit(f, backend="numpy")(*args)
+    got = c(*args)
+    for j in (0, 2):
+        np.testing.assert_array_equal(got[j], want[j])  # the same NumPy runner: bit for bit
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "all")
-    c = gg.jit(f, backend="cpu").lower(small, rows, bias)
-    assert "cpu: 2 fused group(s) as native kernels" in c.explain()
-    for g, w in zip(c(small, rows, bias), want):
+    c = gg.jit(f, backend="cpu").lower(*args)
+    assert "cpu: 3 fused group(s) as native kernels" in c.explain()
+    for g, w in zip(c(*args), want):
         np.testing.assert_allclose(g, w, rtol=1e-12)
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "some")
     with pytest.raises(gg.UnsupportedError, match="GPUGRAPH_CPU_NATIVE='some'"):
-        gg.jit(f, backend="cpu").lower(small, rows, bias)
+        gg.jit(f, backend="cpu").lower(*args)
 
 
 @requires_emulator
