@@ -23,6 +23,7 @@ race sweep reschedules them on several streams); kernels fused inside bodies rea
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,19 @@ class BodyPlan:
         self._program: Callable[..., list] | None = None
         for observe in COMPILED_OBSERVERS:
             observe(self)
+
+    def rebuilt(self, memory: Any = None, sched: Any = None) -> BodyPlan:
+        """A copy on another memory plan and/or schedule (the race tests' planted bugs), with
+        its own executable, arena and program; nothing is re-planned."""
+        from .runtime import Executable
+
+        new = copy.copy(self)
+        new.schedule = sched if sched is not None else self.schedule
+        new.memory = memory if memory is not None else self.memory
+        new.executable = Executable(self.graph, new.schedule, new.memory, self.backend)
+        new.executable.blas_scope = False
+        new._program = None
+        return new
 
     @property
     def program(self) -> Callable[..., list]:

@@ -52,10 +52,12 @@ class Overlap:
     lo: int  # arena bytes both occupy
     hi: int
     witness: str  # a launch that touches ``a`` while ``b`` is live
+    region: str = ""  # the region body whose plan it is in ("" for the top-level plan)
 
     def __str__(self) -> str:
+        where = f"in {self.region}: " if self.region else ""
         return (
-            f"LIVE OVERLAP on arena[{self.lo}:{self.hi}): {self.a} and {self.b} share bytes "
+            f"{where}LIVE OVERLAP on arena[{self.lo}:{self.hi}): {self.a} and {self.b} share bytes "
             f"while both are live: {self.witness}"
         )
 
