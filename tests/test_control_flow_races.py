@@ -31,8 +31,11 @@ def _body(c, e):
 def every_region(x, xs):
     h, ys = gg.scan(_body, x[0], xs, reverse=True)
     w = gg.while_loop(lambda v: v.sum() < 50, lambda v: gg.exp(v * 0.1) + v * 1.5, x, max_steps=100)
-    k = gg.cond(x.sum() > 0, lambda v: v * 2, lambda v: gg.sin(v) + v, x[1])
-    n = gg.fori_loop(0, 3, lambda i, v: gg.cond(v.sum() > 1, lambda u: u * 0.5, _twice, v), x[2])
+    # a reduction in a branch keeps these conds regions (not lowered to a select)
+    k = gg.cond(x.sum() > 0, lambda v: v * v.sum(), lambda v: gg.sin(v) + v, x[1])
+    n = gg.fori_loop(
+        0, 3, lambda i, v: gg.cond(v.sum() > 1, lambda u: u * u.max(), _twice, v), x[2]
+    )
     return h, ys, w, k, n
 
 
