@@ -343,6 +343,25 @@ def _trip_knowledge(node: Node) -> str:
     return f"{len(a['branches'])} branches, chosen at run time (index read on the host)"
 
 
+def _stacked_outputs(executable: Any, node: Node) -> str:
+    """Where a scan's stacked outputs (``ys``, and the reverse-mode tape of a differentiated
+    scan: the residuals of every step) live: their slots in the parent's memory plan, so an
+    arena stack is allocated once and each step writes its row in place."""
+    if node.op != "scan":
+        return ""
+    plan = executable.plan
+    parts = []
+    for v in node.outputs[node.attrs["n_carry"] :]:
+        kind = plan.slots[plan.root(v)].kind if v in plan.slots else "unplanned"
+        where = {
+            "arena": f"a {v.type.nbytes} B stack in the parent arena at offset "
+            f"{plan.slots[plan.root(v)].offset}",
+            "output": "the caller's fresh output",
+        }.get(kind, kind)
+        parts.append(f"{v.type} in {where}")
+    return "; ".join(parts) + (", rows written in place" if parts else "")
+
+
 def explain_regions(executable: Any, indent: str = "") -> list[str]:
     """Per region node of a plan (recursively): what it knows about its trip count, what was
     hoisted out of its body, and each body's arena."""
@@ -364,6 +383,9 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
             lines.append(
                 f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once"
             )
+        stacked = _stacked_outputs(executable, node)
+        if stacked:
+            lines.append(f"{indent}  stacked outputs (one row per iteration): {stacked}")
         for name, plan in r.plans.items():
             ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
             lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
