@@ -1,0 +1,76 @@
+"""cuda_graph=True with regions, through the logging CuPy stand-in (tests/test_cupy_backend.py):
+the launches between regions are captured once into graphs, the regions run host-driven on
+the caller's stream between the graph launches, and every call gives the NumPy numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugraph as gg
+from gpugraph.backends.cupy_regions import segments
+from gpugraph.ops.registry import get_op
+from gpugraph.region_exec import RUNNERS
+from tests.test_cupy_backend import fake_jit, fresh_log
+
+X = np.linspace(-1, 1, 8, dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def region_runners_on_the_stand_in():
+    """The stand-in backend gets the region runners CuPy gets (installed for 'cupy' only)."""
+    for op, runner in RUNNERS.items():
+        get_op(op).extra["prepare"]["fake-cupy"] = runner
+    yield
+    for op in RUNNERS:
+        del get_op(op).extra["prepare"]["fake-cupy"]
+
+
+def f(x):
+    y = gg.exp(x) + 1
+    z = gg.fori_loop(0, 3, lambda i, v: v * 0.5 + 1, y)
+    w = gg.while_loop(lambda v: v.sum() < 40, lambda v: v * 1.5 + 0.1, z, max_steps=50)
+    k = gg.cond(w.sum() > 30, lambda a: a * a.sum(), lambda a: a - a.max(), gg.reshape(w, (2, 4)))
+    return gg.sin(k) * 2, gg.reshape(y, (4, 2))
+
+
+INPUTS = (X, X * 2, X * 0.1, -X, X * 3)  # different trip counts and branches
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_cuda_graph_with_regions_captures_between_them_and_matches_numpy(streams):
+    j = fake_jit(f, cuda_graph=True, streams=streams)
+    c = j.lower(X)
+    segs = segments(c.executable)
+    regions = [s for s in segs if not s.captured]
+    assert len(regions) == 3 and len(segs) > 3
+    log = fresh_log(c)
+    outs = []
+    for x in INPUTS:
+        got = j(x)
+        for g, w in zip(got, f(x)):
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5)
+        outs.append([np.array(g, copy=True) for g in got])
+    for o, x in zip(outs, INPUTS):  # earlier results stay valid after later calls
+        np.testing.assert_allclose(o[1], np.asarray(f(x)[1]), rtol=1e-5)
+    st = c.backend.state(c.executable)
+    assert not st.failed and st.captures == 1 and st.replays == len(INPUTS) - 1
+    kinds = [k for k, _, _ in log]
+    n_graphs = sum(s.captured for s in st.segments)
+    assert kinds.count("begin_capture") == n_graphs  # each segment captured once, first call
+    assert kinds.count("graph_launch") == n_graphs * (len(INPUTS) - 1)
+    replay = log[max(i for i, e in enumerate(log) if e[0] == "end_capture") + 1 :]
+    # a replay: graphs and the regions between them, all on the caller's stream
+    assert {name for k, name, _ in replay if k in ("graph_launch", "kernel")} == {"caller"}
+
+
+def test_a_loop_limit_error_still_raises_under_cuda_graph():
+    def g(x):
+        return gg.while_loop(lambda v: v.sum() < 1e6, lambda v: v + 1, x, max_steps=3) * 2
+
+    j = fake_jit(g, cuda_graph=True)
+    np.testing.assert_allclose(j(X + 1e6), g(X + 1e6))
+    np.testing.assert_allclose(j(X + 1e6), g(X + 1e6))  # a replay
+    with pytest.raises(gg.GpuGraphError, match="max_steps=3"):
+        j(X)
+    np.testing.assert_allclose(j(X + 2e6), g(X + 2e6))  # and the next call is right again
