@@ -24,6 +24,7 @@ race sweep reschedules them on several streams); kernels fused inside bodies rea
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +34,36 @@ from .backends import blas
 from .errors import UnsupportedError
 from .ir import Graph, Node, TensorType
 from .memory import plan_memory, reorder_for_memory
-from .ops.control import REGION_OPS, clamp_index, loop_limit_error
+from .ops.control import REGION_OPS, clamp_index, loop_limit_error, sub_graphs
 from .ops.registry import get_op
 from .schedule import schedule
+
+# Sub-graph -> (its memory-aware order, one-stream schedule, memory plan): planned once, when
+# the parent's memory plan asks how much arena a region needs (scratch_bytes) and again when
+# the region's runner compiles the body. Keyed by id, holding the graph so the id stays its.
+_PLANNED: OrderedDict[int, tuple[Graph, Graph, Any, Any]] = OrderedDict()
+_PLANNED_MAX = 512
+
+
+def planned(graph: Graph) -> tuple[Graph, Any, Any]:
+    hit = _PLANNED.get(id(graph))
+    if hit is not None and hit[0] is graph:
+        _PLANNED.move_to_end(id(graph))
+        return hit[1:]
+    ordered = reorder_for_memory(graph)
+    sched = schedule(ordered, 1)
+    plan = (ordered, sched, plan_memory(ordered, sched))
+    _PLANNED[id(graph)] = (graph, *plan)
+    if len(_PLANNED) > _PLANNED_MAX:
+        _PLANNED.popitem(last=False)
+    return plan
+
+
+def scratch_bytes(node: Node) -> int:
+    """Bytes of its parent's arena a region node's bodies need: the largest of their arenas
+    (a while's condition and body, or a cond's branches, never run at the same time; each
+    body's arena holds its own nested regions' ranges)."""
+    return max((planned(g)[2].arena_bytes for g in sub_graphs(node.attrs)), default=0)
 
 
 class BodyPlan:
@@ -44,9 +72,7 @@ class BodyPlan:
     def __init__(self, graph: Graph, backend: Any) -> None:
         from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
 
-        self.graph = reorder_for_memory(graph)
-        self.schedule = schedule(self.graph, 1)
-        self.memory = plan_memory(self.graph, self.schedule)
+        self.graph, self.schedule, self.memory = planned(graph)
         self.executable = Executable(self.graph, self.schedule, self.memory, backend)
         self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
         _direct_reshape_copies(self.executable)
@@ -154,12 +180,26 @@ class RegionRunner:
 
     def __init__(self, node: Node, backend: Any) -> None:
         self.node, self.backend = node, backend
+        self.child_range: tuple[int, int] | None = None  # (offset, bytes) in the parent arena
         self.trips: int | None = None  # iterations of the last run (loops)
         self._bufs: list[list[Any]] | None = None
         self._policy: Any = False  # the BLAS policy around a run, found on the first run
 
     def carry_types(self) -> list[TensorType]:
         return []
+
+    def attach(self, parent: Any) -> None:
+        """Called by the parent Executable: each body's arena becomes a slice of the range the
+        parent's plan reserved for this node (``plan.scratch``), made when the parent's arena
+        is. A body whose plan does not fit (a test's rebuilt plan) keeps its own allocation."""
+        self.child_range = parent.plan.scratch.get(self.node)
+        if self.child_range is None:
+            return
+        off, size = self.child_range
+        for plan in self.plans.values():
+            need = plan.memory.arena_bytes
+            if 0 < need <= size:
+                plan.executable.arena_source = lambda p=parent, o=off, n=need: p.arena[o : o + n]
 
     def __call__(self, ins: list, outs: list) -> None:
         """One run of the region. Body programs leave the BLAS thread policy to this call:
@@ -346,6 +386,7 @@ RUNNERS = {"cond": CondRunner, "while": WhileRunner, "scan": ScanRunner}
 
 def _install() -> None:
     for op in REGION_OPS:
+        get_op(op).extra["scratch_bytes"] = scratch_bytes  # read by memory.plan_memory
         hooks = get_op(op).extra.setdefault("prepare", {})
         for backend in ("numpy", "cupy"):
             hooks[backend] = RUNNERS[op]
@@ -412,8 +453,13 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
         for name, plan in r.plans.items():
             ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
             lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
+            where = "its own allocation"
+            if r.child_range is not None and plan.executable.arena_source is not None:
+                off, size = r.child_range
+                where = f"a child plan in the parent arena at [{off}, {off + size})"
             lines.append(
-                f"{indent}    arena (planned once, reused every run): {plan.memory.summary()}"
+                f"{indent}    arena (planned once, reused every run; {where}): "
+                f"{plan.memory.summary()}"
             )
             lines.extend(explain_regions(plan.executable, indent + "    "))
     return lines

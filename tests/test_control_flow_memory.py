@@ -41,3 +41,84 @@ def test_the_scan_tape_is_an_arena_stack_planned_once():
             fd[i] = (loss(W + d, xs) - loss(W - d, xs)) / (2 * eps)
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(g, gg.grad(loss)(W, xs), rtol=1e-12, atol=1e-12)
+
+
+def nested(x, xs):
+    def step(c, e):
+        d = gg.cond(c.sum() > 0, lambda a: gg.tanh(a) * a.sum(), lambda a: a * 0.5 - 1, c + e)
+        return d * 0.9 + e, (d * d).sum()
+
+    h, ys = gg.scan(step, x, xs)
+    w = gg.while_loop(lambda v: v.sum() < 30, lambda v: gg.exp(v * 0.1) + v, h, max_steps=50)
+    side = gg.sin(xs) * gg.cos(xs) + gg.exp(xs) * gg.tanh(xs)  # independent: another stream
+    return w * 2, ys, side
+
+
+X4 = RNG.standard_normal(4).astype(np.float32)
+XS4 = RNG.standard_normal((5, 4)).astype(np.float32)
+
+
+def _runners(c):
+    from gpugraph.testing.races import region_runners
+
+    return region_runners(c)
+
+
+def test_body_arenas_are_child_plans_inside_the_parent_arena():
+    seen_streams = set()
+    for streams in (1, 2):
+        c = gg.jit(nested, fuse=False, streams=streams).lower(X4, XS4)
+        assert c.memory.scratch and len(c.memory.scratch) == 2
+        text = c.explain()
+        assert "a child plan in the parent arena at [" in text
+        for r in _runners(c):
+            off, size = c.memory.scratch[r.node]
+            assert r.child_range == (off, size) and off + size <= c.memory.arena_bytes
+        got = c(X4, XS4)
+        for r in _runners(c):  # made when the parent's arena was: views of its bytes
+            for plan in r.plans.values():
+                if plan.memory.arena_bytes:
+                    assert np.shares_memory(plan.executable.arena, c.executable.arena)
+        want = nested(X4, XS4)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-6)
+        if c.schedule.num_streams > 1:  # concurrent streams: child ranges have their own bytes
+            slots = [s for s in c.memory.slots.values() if s.kind == "arena"]
+            for off, size in c.memory.scratch.values():
+                assert all(s.offset + s.size <= off or s.offset >= off + size for s in slots)
+        from gpugraph.testing.races import check_races
+
+        report = check_races(c, X4, XS4, trials=3)
+        assert report.ok, str(report)
+        seen_streams.add(c.schedule.num_streams)
+    assert seen_streams == {1, 2}
+
+
+def test_planted_bug_a_child_arena_on_a_live_value_is_caught():
+    import copy
+
+    from gpugraph.testing.races import check_races, with_plan
+
+    def f(x, xs):
+        y = x * 3.0 + 1.0  # live across the scan: read after it
+        h, ys = gg.scan(lambda c, e: (gg.tanh(c * 0.5 + e) * 2.0 - c, c.sum()), x, xs)
+        return h + y, ys
+
+    c = gg.jit(f, fuse=False).lower(X4, XS4)
+    assert check_races(c, X4, XS4, trials=2).ok
+    (scan,) = [n for n in c.graph.nodes if n.op == "scan"]
+    live = [
+        v
+        for v, s in c.memory.slots.items()
+        if s.kind == "arena" and s.first < c.schedule.index(scan) < s.last
+    ]
+    assert live, "a value live across the scan"
+    bad = copy.copy(c.memory)
+    bad.scratch = dict(c.memory.scratch)
+    bad.scratch[scan] = (c.memory.slots[live[0]].offset, c.memory.scratch[scan][1])
+    broken = with_plan(c, bad)
+    report = check_races(broken, X4, XS4, trials=2)
+    assert any("child arena" in str(o) for o in report.overlaps), str(report)
+    assert report.mismatches  # and the numbers are wrong
+    got = broken(X4, XS4)[0]
+    assert not np.allclose(got, c(X4, XS4)[0])  # the real run too: the checker is not alone

@@ -80,6 +80,14 @@ class SimProgram:
             runner = launch.runner
             if runner is not None and not native:
                 runner = numpy.prepare(executable.schedule.steps[launch.step].node)
+            reads = [value_range(plan, v) for v in launch.inputs if v in plan.slots]
+            # a view launch (no runner) only names bytes its base owns: it writes none
+            writes = [value_range(plan, v) for v in launch.outputs] if runner is not None else []
+            node = executable.schedule.steps[launch.step].node
+            if node in plan.scratch:  # a region's bodies read and write their child arena
+                off, size = plan.scratch[node]
+                reads.append(("arena", off, off + size))
+                writes.append(("arena", off, off + size))
             self.steps.append(
                 SimStep(
                     k,
@@ -87,9 +95,8 @@ class SimProgram:
                     launch,
                     launch.stream,
                     tuple(sorted(set(waits))),
-                    [value_range(plan, v) for v in launch.inputs if v in plan.slots],
-                    # a view launch (no runner) only names bytes its base owns: it writes none
-                    [value_range(plan, v) for v in launch.outputs] if runner is not None else [],
+                    reads,
+                    writes,
                     runner,
                 )
             )
@@ -152,15 +159,21 @@ class SimProgram:
         poison: int = 0xFF,
         rng: np.random.Generator | None = None,
         dests: list[Any] | None = None,
+        arena: np.ndarray | None = None,
     ) -> list[Any]:
         """Execute the launches in ``order`` on NumPy; return the graph outputs (copied).
         Region launches run their bodies simulated too, each body run in an interleaving
         drawn from ``rng`` (None: list order). ``dests``: write the outputs there instead, as
-        a body program does (its fresh outputs are the caller's buffers), and return them."""
+        a body program does (its fresh outputs are the caller's buffers), and return them.
+        ``arena``: run on these bytes (a body's child range of its parent's arena; poisoned
+        first) instead of a fresh arena."""
         ex = self.executable
         plan, graph = ex.plan, ex.graph
         numpy = get_backend("numpy")
-        arena = np.full(max(plan.arena_bytes, 1), poison, dtype=np.uint8)
+        if arena is None or arena.size < plan.arena_bytes:
+            arena = np.full(max(plan.arena_bytes, 1), poison, dtype=np.uint8)
+        else:
+            arena[...] = poison
         env: dict[Value, Any] = dict(zip(graph.inputs, args))
         given = {}
         if dests is not None:
@@ -188,7 +201,12 @@ class SimProgram:
                 out = launch.outputs[0]
                 env[out] = ins[0].reshape(out.type.shape)
             elif k in self.bodies:
-                runner = simulated_region(st.runner, self.bodies[k], rng, poison)
+                node = self.node(k)
+                child = None
+                if node in plan.scratch:  # the bodies run on their range of this arena
+                    off, size = plan.scratch[node]
+                    child = arena[off : off + size]
+                runner = simulated_region(st.runner, self.bodies[k], rng, poison, child)
                 runner(ins, [env[v] for v in launch.outputs])
             else:
                 st.runner(ins, [env[v] for v in launch.outputs])
@@ -200,10 +218,13 @@ class SimProgram:
         return dests
 
 
-def simulated_region(runner: Any, bodies: dict[str, SimProgram], rng, poison: int) -> Any:
+def simulated_region(
+    runner: Any, bodies: dict[str, SimProgram], rng, poison: int, child: Any = None
+) -> Any:
     """A copy of a region runner whose body programs are the simulated ``bodies``: the same
     driver (carry buffers, predicate reads, rows of the stacked outputs), each body run in a
-    random interleaving (``rng``; None: list order) on a poisoned arena, its fresh outputs
+    random interleaving (``rng``; None: list order) on a poisoned arena (``child``: the
+    region's range of the parent's arena, where the real bodies run too), its fresh outputs
     written into the driver's buffers as the real program writes them."""
 
     class Body:
@@ -213,7 +234,7 @@ def simulated_region(runner: Any, bodies: dict[str, SimProgram], rng, poison: in
             def program(*arrays: Any) -> list:
                 order = prog.interleaving(rng)
                 p = poison if rng is None else int(rng.integers(256))
-                return prog.run(list(arrays[:n]), order, p, rng, list(arrays[n:]))
+                return prog.run(list(arrays[:n]), order, p, rng, list(arrays[n:]), child)
 
             self.program = program
 

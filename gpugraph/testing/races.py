@@ -40,7 +40,7 @@ from ..backends.sim import Range, SimProgram, evaluate_unplanned, root_of
 from ..memory import MemoryPlan, plan_intervals, plan_memory
 from ..pytree import flatten
 from ..schedule import Schedule, Step, vector_clocks
-from .lifetimes import Overlap, find_overlaps
+from .lifetimes import Overlap, find_child_arena_overlaps, find_overlaps
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ def check_races(compiled: Any, *args: Any, trials: int = 20, seed: int = 0) -> R
     report = RaceReport([], [], trials, prog.num_streams)
     for path, p in prog.walk():  # the plan itself, then every region body's plan
         report.hazards += [replace(h, region=path) for h in find_hazards(p)]
-        report.overlaps += [replace(o, region=path) for o in find_overlaps(p)]
+        found = find_overlaps(p) + find_child_arena_overlaps(p)
+        report.overlaps += [replace(o, region=path) for o in found]
         where = f"in {path}: " if path else ""
         for step, w in p.dropped_waits:
             report.notes.append(f"{where}step {step} waits on step {w}, not an earlier launch")
@@ -303,6 +304,9 @@ def stream_safe_plan(graph: Any, sched: Schedule, align: int = 256) -> MemoryPla
     offsets, total = plan_intervals(triples, align)
     for s, off in zip(arena, offsets):
         s.offset = off
+    for node, (_, size) in list(plan.scratch.items()):  # region child arenas: bytes of their own
+        off = -(-total // align) * align
+        plan.scratch[node], total = (off, size), off + size
     plan.arena_bytes = total
     plan.notes.append("stream_safe_plan: live ranges widened by concurrent_until")
     return plan
