@@ -23,141 +23,18 @@ race sweep reschedules them on several streams); kernels fused inside bodies rea
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .backends import blas
 from .errors import UnsupportedError
-from .ir import Graph, Node, TensorType
-from .memory import plan_memory, reorder_for_memory
-from .ops.control import REGION_OPS, clamp_index, loop_limit_error, sub_graphs
+from .ir import Node, TensorType
+from .ops.control import REGION_OPS, clamp_index, loop_limit_error
 from .ops.registry import get_op
-from .schedule import schedule
+from .region_body import BodyPlan, _launch_program, scratch_bytes
 
-# Sub-graph -> (its memory-aware order, one-stream schedule, memory plan): planned once, when
-# the parent's memory plan asks how much arena a region needs (scratch_bytes) and again when
-# the region's runner compiles the body. Keyed by id, holding the graph so the id stays its.
-_PLANNED: OrderedDict[int, tuple[Graph, Graph, Any, Any]] = OrderedDict()
-_PLANNED_MAX = 512
-
-
-def planned(graph: Graph) -> tuple[Graph, Any, Any]:
-    hit = _PLANNED.get(id(graph))
-    if hit is not None and hit[0] is graph:
-        _PLANNED.move_to_end(id(graph))
-        return hit[1:]
-    ordered = reorder_for_memory(graph)
-    sched = schedule(ordered, 1)
-    plan = (ordered, sched, plan_memory(ordered, sched))
-    _PLANNED[id(graph)] = (graph, *plan)
-    if len(_PLANNED) > _PLANNED_MAX:
-        _PLANNED.popitem(last=False)
-    return plan
-
-
-def scratch_bytes(node: Node) -> int:
-    """Bytes of its parent's arena a region node's bodies need: the largest of their arenas
-    (a while's condition and body, or a cond's branches, never run at the same time; each
-    body's arena holds its own nested regions' ranges)."""
-    return max((planned(g)[2].arena_bytes for g in sub_graphs(node.attrs)), default=0)
-
-
-class BodyPlan:
-    """One sub-graph compiled once: its plan, and (on first use) its arena and program."""
-
-    def __init__(self, graph: Graph, backend: Any) -> None:
-        from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
-
-        self.graph, self.schedule, self.memory = planned(graph)
-        self.executable = Executable(self.graph, self.schedule, self.memory, backend)
-        self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
-        _direct_reshape_copies(self.executable)
-        self.backend = backend
-        self._program: Callable[..., list] | None = None
-        for observe in COMPILED_OBSERVERS:
-            observe(self)
-
-    def rebuilt(self, memory: Any = None, sched: Any = None) -> BodyPlan:
-        """A copy on another memory plan and/or schedule (the race tests' planted bugs), with
-        its own executable, arena and program; nothing is re-planned."""
-        from .runtime import Executable
-
-        new = copy.copy(self)
-        new.schedule = sched if sched is not None else self.schedule
-        new.memory = memory if memory is not None else self.memory
-        new.executable = Executable(self.graph, new.schedule, new.memory, self.backend)
-        new.executable.blas_scope = False
-        _direct_reshape_copies(new.executable)
-        new._program = None
-        return new
-
-    @property
-    def program(self) -> Callable[..., list]:
-        """``f(*inputs, *dests)``: one run of the body writing its outputs into ``dests``. The
-        backend's straight-line program where it has one (NumPy: the generated function of
-        the top-level dispatch, fused groups inlined), else the launches on the caller's
-        stream. Made, with the arena, on the first run (``lower()`` allocates nothing)."""
-        if self._program is None:
-            ex = self.executable  # both makers read ex.fixed: the arena is allocated here
-            self._program = ex.backend.program(ex) or _launch_program(ex)
-        return self._program
-
-    @property
-    def arena_bytes(self) -> int:
-        return self.memory.arena_bytes
-
-
-def _direct_reshape_copies(ex: Any) -> None:
-    """A body output that is a reshape of an arena value must be copied into the driver's
-    buffer (a carry or a row of ys). The generic runner calls the op's impl and assigns (about
-    5 us a step in the differentiated RNN body); this one is one ``copyto`` of a view, and has
-    the ``call`` form the NumPy program binds directly."""
-    xp = ex.backend.xp
-    for launch in ex.launches:
-        if launch.runner is None or ex.schedule.steps[launch.step].node.op != "reshape":
-            continue
-        shape = launch.outputs[0].type.shape
-
-        def call(x: Any, out: Any, shape: tuple = shape) -> None:
-            xp.copyto(out, x.reshape(shape))
-
-        def run(ins: list, outs: list, call: Callable = call) -> None:
-            call(ins[0], out=outs[0])
-
-        run.call = call  # type: ignore[attr-defined]
-        launch.runner = run
-
-
-def _launch_program(ex: Any) -> Callable[..., list]:
-    """A body as a program for backends without ``program`` (CuPy): every launch on the
-    current stream, the caller's (a body has one stream, so no events)."""
-    graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
-    n = len(graph.inputs)
-
-    def run(*arrays: Any) -> list:
-        dests = list(arrays[n:])
-        env = dict(fixed)
-        env.update(zip(graph.inputs, arrays[:n]))
-        for p, v in fresh_at.items():
-            env[v] = dests[p]
-        for launch in ex.launches:
-            ins = [env[v] for v in launch.inputs]
-            if launch.runner is None:  # a view of an input or an output
-                out = launch.outputs[0]
-                if out not in fixed:
-                    env[out] = ins[0].reshape(out.type.shape)
-                continue
-            launch.runner(ins, [env[v] for v in launch.outputs])
-        for p, v in enumerate(graph.outputs):
-            if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
-                dests[p][...] = env[v]
-        return dests
-
-    return run
+__all__ = ["RUNNERS", "BodyPlan", "RegionRunner", "_launch_program"]
 
 
 def _check_not_capturing(backend: Any) -> None:
@@ -393,73 +270,3 @@ def _install() -> None:
 
 
 _install()
-
-
-# -- explain ----------------------------------------------------------------------------------
-def _trip_knowledge(node: Node) -> str:
-    a = node.attrs
-    if node.op == "scan":
-        return f"trip count {a['length']} (static){', reversed' if a['reverse'] else ''}"
-    if node.op == "while":
-        if a["max_steps"] is not None:
-            return f"trip count known at run time only, at most max_steps={a['max_steps']}"
-        return "trip count known at run time only (unbounded: no max_steps)"
-    return f"{len(a['branches'])} branches, chosen at run time (index read on the host)"
-
-
-def _stacked_outputs(executable: Any, node: Node) -> str:
-    """Where a scan's stacked outputs (``ys``, and the reverse-mode tape of a differentiated
-    scan: the residuals of every step) live: their slots in the parent's memory plan, so an
-    arena stack is allocated once and each step writes its row in place."""
-    if node.op != "scan":
-        return ""
-    plan = executable.plan
-    parts = []
-    for v in node.outputs[node.attrs["n_carry"] :]:
-        kind = plan.slots[plan.root(v)].kind if v in plan.slots else "unplanned"
-        where = {
-            "arena": f"a {v.type.nbytes} B stack in the parent arena at offset "
-            f"{plan.slots[plan.root(v)].offset}",
-            "output": "the caller's fresh output",
-        }.get(kind, kind)
-        parts.append(f"{v.type} in {where}")
-    return "; ".join(parts) + (", rows written in place" if parts else "")
-
-
-def explain_regions(executable: Any, indent: str = "") -> list[str]:
-    """Per region node of a plan (recursively): what it knows about its trip count, what was
-    hoisted out of its body, and each body's arena."""
-    lines = []
-    for launch in executable.launches:
-        r = launch.runner
-        if not isinstance(r, RegionRunner):
-            continue
-        node = r.node
-        lines.append(
-            f"{indent}region {node.op} (at {node.attrs.get('_loc')}): {_trip_knowledge(node)}"
-        )
-        if r.trips is not None:
-            lines.append(f"{indent}  last run: {r.trips} iterations")
-        hoisted = node.attrs.get("_hoisted", ())
-        if hoisted:
-            lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")
-        if r.buffer_bytes():
-            lines.append(
-                f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once"
-            )
-        stacked = _stacked_outputs(executable, node)
-        if stacked:
-            lines.append(f"{indent}  stacked outputs (one row per iteration): {stacked}")
-        for name, plan in r.plans.items():
-            ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
-            lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
-            where = "its own allocation"
-            if r.child_range is not None and plan.executable.arena_source is not None:
-                off, size = r.child_range
-                where = f"a child plan in the parent arena at [{off}, {off + size})"
-            lines.append(
-                f"{indent}    arena (planned once, reused every run; {where}): "
-                f"{plan.memory.summary()}"
-            )
-            lines.extend(explain_regions(plan.executable, indent + "    "))
-    return lines

@@ -17,7 +17,7 @@ from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
-from .region_exec import explain_regions
+from .region_explain import explain_regions
 from .schedule import Schedule, schedule
 
 

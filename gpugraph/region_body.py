@@ -1,0 +1,142 @@
+"""Region bodies compiled once: planning (shared with the parent's memory plan) and programs.
+
+``planned(graph)`` orders, schedules (one stream) and memory-plans a sub-graph once; the
+parent's ``plan_memory`` asks ``scratch_bytes(node)`` for the arena range a region node's bodies
+need (the largest body arena) and the region's runner then compiles each body into a
+``BodyPlan`` on that same plan, its arena a slice of the parent's (``RegionRunner.attach``).
+A ``BodyPlan``'s ``program`` is ``f(*inputs, *dests)``: the backend's straight-line program
+(NumPy) or its launches on the caller's stream (CuPy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from .ir import Graph, Node
+from .memory import plan_memory, reorder_for_memory
+from .ops.control import sub_graphs
+from .schedule import schedule
+
+# Sub-graph -> (its memory-aware order, one-stream schedule, memory plan): planned once, when
+# the parent's memory plan asks how much arena a region needs (scratch_bytes) and again when
+# the region's runner compiles the body. Keyed by id, holding the graph so the id stays its.
+_PLANNED: OrderedDict[int, tuple[Graph, Graph, Any, Any]] = OrderedDict()
+_PLANNED_MAX = 512
+
+
+def planned(graph: Graph) -> tuple[Graph, Any, Any]:
+    hit = _PLANNED.get(id(graph))
+    if hit is not None and hit[0] is graph:
+        _PLANNED.move_to_end(id(graph))
+        return hit[1:]
+    ordered = reorder_for_memory(graph)
+    sched = schedule(ordered, 1)
+    plan = (ordered, sched, plan_memory(ordered, sched))
+    _PLANNED[id(graph)] = (graph, *plan)
+    if len(_PLANNED) > _PLANNED_MAX:
+        _PLANNED.popitem(last=False)
+    return plan
+
+
+def scratch_bytes(node: Node) -> int:
+    """Bytes of its parent's arena a region node's bodies need: the largest of their arenas
+    (a while's condition and body, or a cond's branches, never run at the same time; each
+    body's arena holds its own nested regions' ranges)."""
+    return max((planned(g)[2].arena_bytes for g in sub_graphs(node.attrs)), default=0)
+
+
+class BodyPlan:
+    """One sub-graph compiled once: its plan, and (on first use) its arena and program."""
+
+    def __init__(self, graph: Graph, backend: Any) -> None:
+        from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
+
+        self.graph, self.schedule, self.memory = planned(graph)
+        self.executable = Executable(self.graph, self.schedule, self.memory, backend)
+        self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
+        _direct_reshape_copies(self.executable)
+        self.backend = backend
+        self._program: Callable[..., list] | None = None
+        for observe in COMPILED_OBSERVERS:
+            observe(self)
+
+    def rebuilt(self, memory: Any = None, sched: Any = None) -> BodyPlan:
+        """A copy on another memory plan and/or schedule (the race tests' planted bugs), with
+        its own executable, arena and program; nothing is re-planned."""
+        from .runtime import Executable
+
+        new = copy.copy(self)
+        new.schedule = sched if sched is not None else self.schedule
+        new.memory = memory if memory is not None else self.memory
+        new.executable = Executable(self.graph, new.schedule, new.memory, self.backend)
+        new.executable.blas_scope = False
+        _direct_reshape_copies(new.executable)
+        new._program = None
+        return new
+
+    @property
+    def program(self) -> Callable[..., list]:
+        """``f(*inputs, *dests)``: one run of the body writing its outputs into ``dests``. The
+        backend's straight-line program where it has one (NumPy: the generated function of
+        the top-level dispatch, fused groups inlined), else the launches on the caller's
+        stream. Made, with the arena, on the first run (``lower()`` allocates nothing)."""
+        if self._program is None:
+            ex = self.executable  # both makers read ex.fixed: the arena is allocated here
+            self._program = ex.backend.program(ex) or _launch_program(ex)
+        return self._program
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
+
+
+def _direct_reshape_copies(ex: Any) -> None:
+    """A body output that is a reshape of an arena value must be copied into the driver's
+    buffer (a carry or a row of ys). The generic runner calls the op's impl and assigns (about
+    5 us a step in the differentiated RNN body); this one is one ``copyto`` of a view, and has
+    the ``call`` form the NumPy program binds directly."""
+    xp = ex.backend.xp
+    for launch in ex.launches:
+        if launch.runner is None or ex.schedule.steps[launch.step].node.op != "reshape":
+            continue
+        shape = launch.outputs[0].type.shape
+
+        def call(x: Any, out: Any, shape: tuple = shape) -> None:
+            xp.copyto(out, x.reshape(shape))
+
+        def run(ins: list, outs: list, call: Callable = call) -> None:
+            call(ins[0], out=outs[0])
+
+        run.call = call  # type: ignore[attr-defined]
+        launch.runner = run
+
+
+def _launch_program(ex: Any) -> Callable[..., list]:
+    """A body as a program for backends without ``program`` (CuPy): every launch on the
+    current stream, the caller's (a body has one stream, so no events)."""
+    graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
+    n = len(graph.inputs)
+
+    def run(*arrays: Any) -> list:
+        dests = list(arrays[n:])
+        env = dict(fixed)
+        env.update(zip(graph.inputs, arrays[:n]))
+        for p, v in fresh_at.items():
+            env[v] = dests[p]
+        for launch in ex.launches:
+            ins = [env[v] for v in launch.inputs]
+            if launch.runner is None:  # a view of an input or an output
+                out = launch.outputs[0]
+                if out not in fixed:
+                    env[out] = ins[0].reshape(out.type.shape)
+                continue
+            launch.runner(ins, [env[v] for v in launch.outputs])
+        for p, v in enumerate(graph.outputs):
+            if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
+                dests[p][...] = env[v]
+        return dests
+
+    return run
