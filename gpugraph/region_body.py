@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .ir import Graph, Node
-from .memory import plan_memory, reorder_for_memory
+from .memory import _inplace_pair_ok, inplace_safe, plan_memory, reorder_for_memory
 from .ops.control import sub_graphs
 from .schedule import schedule
 
@@ -140,3 +140,44 @@ def _launch_program(ex: Any) -> Callable[..., list]:
         return dests
 
     return run
+
+
+def inplace_carries(plan: BodyPlan, n: int) -> list[bool]:
+    """For each of a loop body's first ``n`` inputs (its carries): whether the new value may be
+    written over the old one, so that the loop keeps one buffer for it instead of two. Holds
+    when the body writes the new carry itself (not an input passed through, a constant or a
+    repeat), the old value is not also an output, and every launch that reads the old value
+    (directly or through a view) comes before the launch that writes the new one, or is that
+    launch and reads each element before writing it (the planner's in-place rule). A body
+    plan runs on one stream, so launch order is execution order."""
+    ex, mem, g = plan.executable, plan.memory, plan.graph
+    result = []
+    for k in range(n):
+        old, new = g.inputs[k], g.outputs[k]
+        ok = ex.fresh_at.get(k) is new and old not in g.outputs
+        writer = next(
+            (i for i, la in enumerate(ex.launches) if la.runner is not None and new in la.outputs),
+            None,
+        )
+        if writer is None:
+            ok = False
+        for i, la in enumerate(ex.launches if ok else ()):
+            reads = [j for j, v in enumerate(la.inputs) if v in mem.slots and mem.root(v) is old]
+            if la.runner is None or not reads or i < writer:
+                continue  # a view reads no bytes; a read before the write is fine
+            node = ex.schedule.steps[la.step].node
+            out = node.outputs.index(new) if i == writer else -1
+            ok = (
+                out >= 0
+                and inplace_safe(node)
+                and all(
+                    _inplace_pair_ok(node, out, j)
+                    and node.inputs[j].type.shape == new.type.shape
+                    and node.inputs[j].dtype.itemsize == new.dtype.itemsize
+                    for j in reads
+                )
+            )
+            if not ok:
+                break
+        result.append(ok)
+    return result

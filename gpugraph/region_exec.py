@@ -23,6 +23,7 @@ race sweep reschedules them on several streams); kernels fused inside bodies rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from .errors import UnsupportedError
 from .ir import Node, TensorType
 from .ops.control import REGION_OPS, clamp_index, loop_limit_error
 from .ops.registry import get_op
-from .region_body import BodyPlan, _launch_program, scratch_bytes
+from .region_body import BodyPlan, _launch_program, inplace_carries, scratch_bytes
 
 __all__ = ["RUNNERS", "BodyPlan", "RegionRunner", "_launch_program"]
 
@@ -60,6 +61,7 @@ class RegionRunner:
         self.child_range: tuple[int, int] | None = None  # (offset, bytes) in the parent arena
         self.trips: int | None = None  # iterations of the last run (loops)
         self._bufs: list[list[Any]] | None = None
+        self.inplace: list[bool] = []  # per carry: updated in place (one buffer, not two)
         self._policy: Any = False  # the BLAS policy around a run, found on the first run
 
     def carry_types(self) -> list[TensorType]:
@@ -107,14 +109,22 @@ class RegionRunner:
 
     @property
     def bufs(self) -> list[list[Any]]:
-        """The two carry buffers (iteration k reads one, writes the other), made on first use."""
+        """The two carry buffer lists (iteration k reads one, writes the other), made on first
+        use; a carry updated in place has one buffer, in both lists."""
         if self._bufs is None:
-            types = self.carry_types()
-            self._bufs = [[self.backend.empty(t) for t in types] for _ in range(2)]
+            self._bufs = self.make_bufs(self.backend.empty)
         return self._bufs
 
+    def make_bufs(self, new: Callable[[TensorType], Any]) -> list[list[Any]]:
+        types = self.carry_types()
+        first = [new(t) for t in types]
+        second = [a if same else new(t) for a, t, same in zip(first, types, self.inplace)]
+        return [first, second]
+
     def buffer_bytes(self) -> int:
-        return 2 * sum(t.nbytes for t in self.carry_types())
+        return sum(
+            t.nbytes * (1 if same else 2) for t, same in zip(self.carry_types(), self.inplace)
+        )
 
 
 class CondRunner(RegionRunner):
@@ -161,6 +171,7 @@ class WhileRunner(RegionRunner):
             "cond": BodyPlan(a["cond_graph"], backend),
             "body": BodyPlan(a["body_graph"], backend),
         }
+        self.inplace = inplace_carries(self.plans["body"], self.n)
         self._pred: Any = None
         self._driver: Any = None
 
@@ -216,6 +227,7 @@ class ScanRunner(RegionRunner):
             a["reverse"],
         )
         self.plans = {"body": BodyPlan(a["body"], backend)}
+        self.inplace = inplace_carries(self.plans["body"], self.nc)
         self._driver: Any = None
 
     def carry_types(self) -> list[TensorType]:

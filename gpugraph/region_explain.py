@@ -57,9 +57,15 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
         if hoisted:
             lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")
         if r.buffer_bytes():
-            lines.append(
-                f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once"
-            )
+            n_in = sum(r.inplace)
+            how = "double-buffered"
+            if n_in:
+                rest = "" if n_in == len(r.inplace) else ", the rest double-buffered"
+                how = (
+                    f"{n_in} of {len(r.inplace)} updated in place (every read of the old value "
+                    f"comes before the new one is written){rest}"
+                )
+            lines.append(f"{indent}  carries: {how}, {r.buffer_bytes()} B, allocated once")
         stacked = _stacked_outputs(executable, node)
         if stacked:
             lines.append(f"{indent}  stacked outputs (one row per iteration): {stacked}")

@@ -122,3 +122,54 @@ def test_planted_bug_a_child_arena_on_a_live_value_is_caught():
     assert report.mismatches  # and the numbers are wrong
     got = broken(X4, XS4)[0]
     assert not np.allclose(got, c(X4, XS4)[0])  # the real run too: the checker is not alone
+
+
+def swap_and_mix(x):
+    """Carry a is rewritten in place (its one read precedes its write); carry b's new value
+    reads the new a and the old a after a's write, so a in place needs that read first."""
+
+    def body(i, c):
+        a, b = c
+        new_a = gg.tanh(a * 0.9 + 0.1)
+        new_b = b * 0.5 + new_a * a  # reads the old a after new_a is computed
+        return new_a, new_b
+
+    return gg.fori_loop(0, 5, body, (x, x * 2))
+
+
+def _loop_runner(c):
+    (r,) = [r for r in _runners(c) if r.node.op in ("scan", "while")]
+    return r
+
+
+def test_carries_are_updated_in_place_when_liveness_allows():
+    c = gg.jit(lambda x: gg.fori_loop(0, 5, lambda i, v: gg.tanh(v * 0.9) + v * 0.5, x)).lower(X4)
+    r = _loop_runner(c)
+    assert r.inplace == [True]
+    assert "1 of 1 updated in place" in c.explain()
+    b0, b1 = r.bufs
+    assert b0[0] is b1[0] and r.buffer_bytes() == X4.nbytes
+    for fuse in (True, False):
+        f = gg.jit(swap_and_mix, fuse=fuse)
+        r = _loop_runner(f.lower(X4))
+        assert r.inplace[1]  # b: read only by the launch that writes it, elementwise
+        got, want = f(X4), swap_and_mix(X4)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-6)
+        from gpugraph.testing.races import check_races
+
+        assert check_races(f.lower(X4), X4, trials=2).ok
+
+
+def test_planted_bug_a_carry_forced_in_place_against_liveness_is_caught():
+    from gpugraph.testing.races import check_races
+
+    c = gg.jit(swap_and_mix, fuse=False).lower(X4)
+    r = _loop_runner(c)
+    assert r.inplace[0] is False  # the old a is read after the new a is written
+    assert check_races(c, X4, trials=2).ok
+    r.inplace = [True, *r.inplace[1:]]  # the planted bug: a in place all the same
+    r._bufs = None
+    report = check_races(c, X4, trials=2)
+    assert report.mismatches, str(report)
+    assert not np.allclose(c(X4)[1], np.asarray(swap_and_mix(X4)[1]))  # and really wrong

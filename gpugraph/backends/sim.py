@@ -184,8 +184,9 @@ class SimProgram:
             elif slot.kind == "arena":
                 env[v] = numpy.view(arena, slot.offset, v.type)
             elif slot.kind == "output" and v in given:
-                env[v] = given[v]  # poisoned, as a fresh output would be
-                np.copyto(env[v], _poisoned(v.type, poison))
+                env[v] = given[v]  # poisoned, as a fresh output would be, unless it is an
+                if not any(np.shares_memory(env[v], a) for a in args):  # input (in place)
+                    np.copyto(env[v], _poisoned(v.type, poison))
             elif slot.kind == "output":
                 raw = np.full(max(v.type.nbytes, 1), poison, dtype=np.uint8)
                 env[v] = raw[: v.type.nbytes].view(v.type.dtype).reshape(v.type.shape)
@@ -243,8 +244,7 @@ def simulated_region(
     if hasattr(sim, "order"):  # a cond's branches, by index
         sim.order = list(sim.plans.values())
     sim._driver, sim._policy = None, None  # a fresh driver over the simulated bodies
-    types = sim.carry_types()
-    sim._bufs = [[_poisoned(t, poison) for t in types] for _ in range(2)]
+    sim._bufs = sim.make_bufs(lambda t: _poisoned(t, poison))  # in-place carries: one buffer
     if hasattr(sim, "_pred"):
         sim._pred = None
     return sim
