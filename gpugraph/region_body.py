@@ -20,32 +20,49 @@ from .memory import _inplace_pair_ok, inplace_safe, plan_memory, reorder_for_mem
 from .ops.control import sub_graphs
 from .schedule import schedule
 
-# Sub-graph -> (its memory-aware order, one-stream schedule, memory plan): planned once, when
+# (sub-graph, streams) -> (its memory-aware order, schedule, memory plan): planned once, when
 # the parent's memory plan asks how much arena a region needs (scratch_bytes) and again when
 # the region's runner compiles the body. Keyed by id, holding the graph so the id stays its.
-_PLANNED: OrderedDict[int, tuple[Graph, Graph, Any, Any]] = OrderedDict()
+_PLANNED: OrderedDict[tuple[int, int | None], tuple[Graph, Graph, Any, Any]] = OrderedDict()
 _PLANNED_MAX = 512
 
 
-def planned(graph: Graph) -> tuple[Graph, Any, Any]:
-    hit = _PLANNED.get(id(graph))
+def planned(graph: Graph, streams: int | None = 1) -> tuple[Graph, Any, Any]:
+    """``streams``: 1, or None for the body's width (capped as top-level plans are): a wide
+    body gets several streams where the backend has real ones (CuPy)."""
+    key = (id(graph), streams)
+    hit = _PLANNED.get(key)
     if hit is not None and hit[0] is graph:
-        _PLANNED.move_to_end(id(graph))
+        _PLANNED.move_to_end(key)
         return hit[1:]
-    ordered = reorder_for_memory(graph)
-    sched = schedule(ordered, 1)
-    plan = (ordered, sched, plan_memory(ordered, sched))
-    _PLANNED[id(graph)] = (graph, *plan)
+    if streams == 1:
+        ordered = reorder_for_memory(graph)
+        sched = schedule(ordered, 1)
+        plan = (ordered, sched, plan_memory(ordered, sched))
+    else:
+        ordered = planned(graph, 1)[0]
+        sched = schedule(ordered, streams)
+        narrow = sched.num_streams == 1  # nothing to overlap: the one-stream plan
+        plan = planned(graph, 1) if narrow else (ordered, sched, plan_memory(ordered, sched))
+    _PLANNED[key] = (graph, *plan)
     if len(_PLANNED) > _PLANNED_MAX:
         _PLANNED.popitem(last=False)
     return plan
 
 
+def body_streams(backend: Any) -> int | None:
+    """Streams for a body on ``backend``: its width on a backend with concurrent streams."""
+    return None if backend.concurrent_streams else 1
+
+
 def scratch_bytes(node: Node) -> int:
     """Bytes of its parent's arena a region node's bodies need: the largest of their arenas
     (a while's condition and body, or a cond's branches, never run at the same time; each
-    body's arena holds its own nested regions' ranges)."""
-    return max((planned(g)[2].arena_bytes for g in sub_graphs(node.attrs)), default=0)
+    body's arena holds its own nested regions' ranges). The parent's plan does not know the
+    backend, so this covers both the one-stream plan and the wide one (they differ only for a
+    body with parallel work)."""
+    sizes = [planned(g, s)[2].arena_bytes for g in sub_graphs(node.attrs) for s in (1, None)]
+    return max(sizes, default=0)
 
 
 class BodyPlan:
@@ -54,7 +71,7 @@ class BodyPlan:
     def __init__(self, graph: Graph, backend: Any) -> None:
         from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
 
-        self.graph, self.schedule, self.memory = planned(graph)
+        self.graph, self.schedule, self.memory = planned(graph, body_streams(backend))
         self.executable = Executable(self.graph, self.schedule, self.memory, backend)
         self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
         _direct_reshape_copies(self.executable)
@@ -115,10 +132,17 @@ def _direct_reshape_copies(ex: Any) -> None:
 
 
 def _launch_program(ex: Any) -> Callable[..., list]:
-    """A body as a program for backends without ``program`` (CuPy): every launch on the
-    current stream, the caller's (a body has one stream, so no events)."""
+    """A body as a program for backends without ``program`` (CuPy): its launches on the
+    caller's current stream; a wide body's other streams fork off it and join back into it
+    (events made once, re-recorded every run: a wait binds to the record made before it)."""
     graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
     n = len(graph.inputs)
+    b = ex.backend
+    side = ex.streams[1:]
+    if side:
+        event = b.xp.cuda.Event
+        fork, joins = event(disable_timing=True), [event(disable_timing=True) for _ in side]
+        events = {la.step: event(disable_timing=True) for la in ex.launches if la.record}
 
     def run(*arrays: Any) -> list:
         dests = list(arrays[n:])
@@ -126,6 +150,12 @@ def _launch_program(ex: Any) -> Callable[..., list]:
         env.update(zip(graph.inputs, arrays[:n]))
         for p, v in fresh_at.items():
             env[v] = dests[p]
+        if side:
+            origin = b.xp.cuda.get_current_stream()
+            origin.record(fork)
+            for s in side:
+                s.wait_event(fork)
+            streams = [origin, *side]
         for launch in ex.launches:
             ins = [env[v] for v in launch.inputs]
             if launch.runner is None:  # a view of an input or an output
@@ -133,7 +163,20 @@ def _launch_program(ex: Any) -> Callable[..., list]:
                 if out not in fixed:
                     env[out] = ins[0].reshape(out.type.shape)
                 continue
-            launch.runner(ins, [env[v] for v in launch.outputs])
+            outs = [env[v] for v in launch.outputs]
+            if not side:
+                launch.runner(ins, outs)
+                continue
+            stream = streams[launch.stream]
+            for w in launch.waits:
+                stream.wait_event(events[w])
+            b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
+            if launch.record:
+                stream.record(events[launch.step])
+        if side:
+            for s, ev in zip(side, joins):
+                s.record(ev)
+                origin.wait_event(ev)
         for p, v in enumerate(graph.outputs):
             if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
                 dests[p][...] = env[v]
@@ -151,6 +194,8 @@ def inplace_carries(plan: BodyPlan, n: int) -> list[bool]:
     launch and reads each element before writing it (the planner's in-place rule). A body
     plan runs on one stream, so launch order is execution order."""
     ex, mem, g = plan.executable, plan.memory, plan.graph
+    if plan.schedule.num_streams > 1:  # launch order is not execution order: double-buffer
+        return [False] * n
     result = []
     for k in range(n):
         old, new = g.inputs[k], g.outputs[k]

@@ -74,3 +74,59 @@ def test_a_loop_limit_error_still_raises_under_cuda_graph():
     with pytest.raises(gg.GpuGraphError, match="max_steps=3"):
         j(X)
     np.testing.assert_allclose(j(X + 2e6), g(X + 2e6))  # and the next call is right again
+
+
+def _wide_body(c, e):
+    a = gg.tanh(c * 0.5 + e)
+    b = gg.sin(c) * e
+    d = gg.exp(-c * c) + e
+    a, b, d = a * a + 1, b * 2 - c, d * 0.5
+    return a * 0.3 + b * 0.3 + d * 0.3, (a - b).sum()
+
+
+def wide_scan(x, xs):
+    return gg.scan(_wide_body, x, xs)
+
+
+XS = np.cos(np.arange(40, dtype=np.float32)).reshape(5, 8)
+
+
+def test_a_wide_body_runs_on_several_streams_forked_and_joined_on_the_callers():
+    from gpugraph.testing.races import check_races, region_runners
+
+    j = fake_jit(wide_scan)
+    c = j.lower(X, XS)
+    (runner,) = region_runners(c)
+    body = runner.plans["body"]
+    assert body.schedule.num_streams > 1 and runner.inplace == [False]
+    log = fresh_log(c)
+    for got, want in zip(j(X, XS), wide_scan(X, XS)):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6)
+    side = {name for k, name, _ in log if k == "kernel"} - {"caller"}
+    assert len(side) == body.schedule.num_streams - 1
+    forks = [ev for k, name, ev in log if k == "record" and name == "caller"]
+    for s in side:  # every side stream's first act is a wait on a fork recorded on the caller
+        first = next(e for e in log if e[1] == s)
+        assert first[0] == "wait" and first[2] in forks
+    joined = {ev for k, name, ev in log if k == "wait" and name == "caller"}
+    last_side_records = {name: ev for k, name, ev in log if k == "record" and name in side}
+    assert set(last_side_records.values()) <= joined  # the caller waits for every side stream
+    report = check_races(c, X, XS, trials=6)
+    assert report.ok, str(report)
+    assert "step 0 (scan) body" in report.regions
+
+
+def test_planted_bug_a_dropped_wait_inside_a_body_is_caught():
+    from gpugraph.testing.races import check_races, drop_wait, region_runners, with_body_plan
+
+    c = fake_jit(wide_scan).lower(X, XS)
+    (runner,) = region_runners(c)
+    sched = runner.plans["body"].schedule
+    pairs = [(j, w) for j, s in enumerate(sched.steps) for w in s.waits]
+    assert pairs
+    j, w = pairs[0]
+    bad = with_body_plan(c, "body", sched=drop_wait(sched, j, w))
+    report = check_races(bad, X, XS, trials=4)
+    named = [h for h in report.hazards if h.region and (h.a.step, h.b.step) == (w, j)]
+    assert named, str(report)
+    assert "in step 0 (scan) body: RAW" in str(named[0])

@@ -78,8 +78,10 @@ class SimProgram:
                 else:
                     self.dropped_waits.append((launch.step, w))
             runner = launch.runner
-            if runner is not None and not native:
+            if runner is not None and not native and getattr(runner, "plans", None) is None:
                 runner = numpy.prepare(executable.schedule.steps[launch.step].node)
+            # a region keeps its own runner: its bodies are simulated from its own plans (on
+            # CuPy, wide bodies have several streams), replayed on NumPy below
             reads = [value_range(plan, v) for v in launch.inputs if v in plan.slots]
             # a view launch (no runner) only names bytes its base owns: it writes none
             writes = [value_range(plan, v) for v in launch.outputs] if runner is not None else []
@@ -240,6 +242,7 @@ def simulated_region(
             self.program = program
 
     sim = copy.copy(runner)
+    sim.backend = get_backend("numpy")  # the driver's own buffers are NumPy arrays here
     sim.plans = {name: Body(prog) for name, prog in bodies.items()}
     if hasattr(sim, "order"):  # a cond's branches, by index
         sim.order = list(sim.plans.values())

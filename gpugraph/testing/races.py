@@ -206,16 +206,22 @@ def with_plan(compiled: Any, plan: MemoryPlan | None = None, sched: Schedule | N
     return new
 
 
-def with_body_plan(compiled: Any, body: str, plan: MemoryPlan, region: int = 0) -> Any:
+def with_body_plan(
+    compiled: Any,
+    body: str,
+    plan: MemoryPlan | None = None,
+    region: int = 0,
+    sched: Schedule | None = None,
+) -> Any:
     """A copy of ``compiled`` whose ``region``-th region launch runs its body ``body`` (e.g.
-    "body", "cond", "branch 1") on another memory plan (e.g. a ``clobbered_plan``); the real
-    compiled object and its runner are untouched."""
+    "body", "cond", "branch 1") on another memory plan (e.g. a ``clobbered_plan``) and/or
+    schedule (e.g. one ``drop_wait`` away); the real compiled object and runner are untouched."""
     ex = copy.copy(compiled.executable)
     ex.launches = list(ex.launches)
     at = [k for k, la in enumerate(ex.launches) if getattr(la.runner, "plans", None)][region]
     runner = copy.copy(ex.launches[at].runner)
     runner.plans = dict(runner.plans)
-    runner.plans[body] = runner.plans[body].rebuilt(memory=plan)
+    runner.plans[body] = runner.plans[body].rebuilt(memory=plan, sched=sched)
     if hasattr(runner, "order"):
         runner.order = list(runner.plans.values())
     runner._driver = None
