@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpugraph as gg  # noqa: E402
 from bench.common import load_average  # noqa: E402
+from gpugraph.backends import blas  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_ITER, N_VEC = 2000, 64
@@ -105,6 +106,17 @@ def np_rnn_value_and_grad(w, xs):
     return loss, gw
 
 
+def one_thread(fn, *args):
+    """``fn`` with BLAS on one thread (what gpugraph's policy picks for these small GEMMs;
+    under load, BLAS threads that spin-wait on a busy core cost more than they save)."""
+    caller = blas.get_threads()
+    blas.set_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        blas.set_threads(caller)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
@@ -138,6 +150,7 @@ def main() -> None:
         "gpugraph jit(value_and_grad)": lambda: vg(w, xs),
         "gpugraph jit(value_and_grad), unfused": lambda: vg_unfused(w, xs),
         "Python BPTT over NumPy": lambda: np_rnn_value_and_grad(w, xs),
+        "Python BPTT over NumPy, 1 BLAS thread": lambda: one_thread(np_rnn_value_and_grad, w, xs),
     }
     versions = {
         "numpy": np.__version__,

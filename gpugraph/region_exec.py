@@ -1,17 +1,19 @@
 """Running region nodes in a compiled plan: each body is compiled once into its own plan.
 
 A region node's runner (installed as the ``prepare`` hook of ``cond``/``while``/``scan`` for
-the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``: the
-memory-aware order, a one-stream schedule, a memory plan and an ``Executable``. On the first
-run the body's arena is allocated and the body becomes a program ``f(*inputs, *dests)``: on
-NumPy the same generated straight-line function the top-level dispatch uses (every call bound
-once, small fused groups inlined as direct ufunc calls), elsewhere its launches on the caller's
-stream. A loop's driver is generated too: one function per while/scan node whose loop, unrolled
-twice so that the carry swap is in the names, holds the body program's own lines (its
-``inline`` hook) or, where it has none, one call of it. An iteration is then a handful of
-direct ufunc calls: no re-tracing, no re-planning, no array or argument list made. Loop carries
-live in two buffers made on the first run (iteration k reads one and writes the other); a
-scan's per-step outputs are written straight into views of the rows of its stacked outputs.
+the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``
+(region_body.py: memory-aware order, schedule, memory plan, ``Executable``), whose arena is a
+slice of the parent's arena (``attach``: the range the parent's plan reserved for this node).
+On the first run the body becomes a program ``f(*inputs, *dests)``: on NumPy the same generated
+straight-line function the top-level dispatch uses (every call bound once, small fused groups
+inlined as direct ufunc calls), elsewhere its launches on the caller's stream (a wide body
+forks side streams off it). A loop's driver is generated too: one function per while/scan
+node whose loop, unrolled twice so that the carry swap is in the names, holds the body
+program's own lines (its ``inline`` hook) or, where it has none, one call of it. An iteration
+is then a handful of direct ufunc calls: no re-tracing, no re-planning, no array or argument
+list made. A loop carry lives in one buffer when the body can update it in place
+(``region_body.inplace_carries``), else in two (iteration k reads one and writes the other);
+a scan's per-step outputs are written straight into views of the rows of its stacked outputs.
 A while loop reads its predicate once per iteration (on CuPy: one small device-to-host copy,
 which also waits for the step's kernels).
 Body programs leave the BLAS thread policy to their region, which sets it once per run.
