@@ -40,16 +40,22 @@ from .region_body import BodyPlan, _launch_program, inplace_carries, scratch_byt
 __all__ = ["RUNNERS", "BodyPlan", "RegionRunner", "_launch_program"]
 
 
-def _check_not_capturing(backend: Any) -> None:
+_OP_NAMES = {"cond": "cond/switch", "while": "while_loop", "scan": "scan/fori_loop"}
+
+
+def _check_not_capturing(backend: Any, node: Node) -> None:
     """Bodies launch on the caller's current stream (the region node's); under CUDA graph
     capture a host read of a predicate or index is illegal, so say so instead."""
-    if backend.name != "cupy":
+    cuda = getattr(backend.xp, "cuda", None)  # CuPy (or its test stand-in); not NumPy
+    if cuda is None:
         return
-    stream = backend.xp.cuda.get_current_stream()
+    stream = cuda.get_current_stream()
     if getattr(stream, "is_capturing", lambda: False)():
         raise UnsupportedError(
-            "a region (cond/while_loop/scan) cannot run under CUDA graph capture yet (its "
-            "branch or trip count is read on the host); compile with cuda_graph=False"
+            f"a {_OP_NAMES.get(node.op, node.op)} (at {node.attrs.get('_loc')}) cannot run "
+            "inside a CUDA graph capture: its branch or trip count is read on the host. "
+            "gg.jit(..., cuda_graph=True) captures the work around regions itself; do not "
+            "call a compiled function holding one inside your own stream capture"
         )
 
 
@@ -85,7 +91,7 @@ class RegionRunner:
     def __call__(self, ins: list, outs: list) -> None:
         """One run of the region. Body programs leave the BLAS thread policy to this call:
         it is set once here when a body has a GEMM, not twice per iteration (about 3 us)."""
-        _check_not_capturing(self.backend)
+        _check_not_capturing(self.backend, self.node)
         if self._policy is False:
             self._policy = self._blas_policy()
         policy = self._policy

@@ -130,3 +130,22 @@ def test_planted_bug_a_dropped_wait_inside_a_body_is_caught():
     named = [h for h in report.hazards if h.region and (h.a.step, h.b.step) == (w, j)]
     assert named, str(report)
     assert "in step 0 (scan) body: RAW" in str(named[0])
+
+
+def test_a_region_inside_a_users_own_capture_is_refused_naming_it():
+    """The runner itself refuses a host read during a capture (real CuPy runs the runner's
+    Python inside the capture; the stand-in only records launches, so the check is driven
+    directly here with a stream that says it is capturing)."""
+    from gpugraph.errors import UnsupportedError
+    from gpugraph.testing.races import region_runners
+
+    c = fake_jit(f).lower(X)
+    runner = next(r for r in region_runners(c) if r.node.op == "while")
+    cuda = c.backend.xp.cuda
+    cap = cuda.Stream()
+    cuda.in_capture = {cap.name}
+    try:
+        with cap, pytest.raises(UnsupportedError, match=r"while_loop \(at .*test_control_flow"):
+            runner([X, X], [np.empty_like(X)])
+    finally:
+        cuda.in_capture = set()
