@@ -11,7 +11,11 @@ import gpugraph as gg
 from gpugraph.backends.cupy_regions import segments
 from gpugraph.ops.registry import get_op
 from gpugraph.region_exec import RUNNERS
-from tests.test_cupy_backend import fake_jit, fresh_log
+
+try:  # the module pytest itself imports (tests/ is not a package): one stand-in class set,
+    from test_cupy_backend import fake_jit, fresh_log  # so its monkeypatches reach ours too
+except ImportError:  # run from elsewhere, with the repository root on sys.path
+    from tests.test_cupy_backend import fake_jit, fresh_log
 
 X = np.linspace(-1, 1, 8, dtype=np.float32)
 
