@@ -17,7 +17,7 @@ from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
-from .region_exec import explain_regions
+from .region_explain import explain_regions
 from .schedule import Schedule, schedule
 
 
@@ -91,6 +91,13 @@ class Executable:
                 Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
             )
         self.streams = backend.make_streams(sched.num_streams)
+        # where the arena comes from: None allocates it; a region's body plan gets a slice of
+        # its parent's arena (the range the parent's plan reserved for it, plan.scratch)
+        self.arena_source: Callable[[], Any] | None = None
+        for launch in self.launches:
+            attach = getattr(launch.runner, "attach", None)
+            if attach is not None:  # a region runner: its bodies' arenas live in ours
+                attach(self)
         # output position -> the value whose fresh buffer it is (first position of each value)
         self.fresh_at: dict[int, Value] = {}
         for p, v in enumerate(graph.outputs):
@@ -119,7 +126,7 @@ class Executable:
             return
         b, plan = self.backend, self.plan
         try:
-            arena = b.alloc(plan.arena_bytes)
+            arena = b.alloc(plan.arena_bytes) if self.arena_source is None else self.arena_source()
         except MemoryError as e:  # cupy.cuda.memory.OutOfMemoryError is a MemoryError too
             raise ArenaMemoryError(
                 f"cannot allocate the arena of this plan: {plan.arena_bytes} bytes "

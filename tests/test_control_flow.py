@@ -413,7 +413,7 @@ def test_hoisting_dead_carries_fusion_and_cse_inside_bodies():
 def test_printer_nests_regions_and_dot_draws_clusters():
     c = gg.jit(
         lambda x: gg.fori_loop(
-            0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * 2, lambda a: a, v), x
+            0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * a.sum(), lambda a: a, v), x
         ),
         fuse=False,
     ).lower(X)
