@@ -3,8 +3,10 @@ random expression DAGs checked fused == unfused == NumPy (NumPy path) and on the
 
 from __future__ import annotations
 
+import os
 import re
 import tracemalloc
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -299,7 +301,10 @@ def test_explain_lists_groups_and_kernels_map_names_to_source():
     assert "lanes" not in lower(chain, rand(10), vectorize=False).explain()
 
 
-def test_fused_output_may_take_over_a_dying_input(no_reduction_fusion):
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_emulator)])
+def test_fused_output_may_take_over_a_dying_input(backend, monkeypatch, no_reduction_fusion):
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")  # backend="cpu": the kernel writes in place
+
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)
@@ -307,7 +312,7 @@ def test_fused_output_may_take_over_a_dying_input(no_reduction_fusion):
         return gg.sum(b * b)
 
     x = rand(6, 50)
-    c = lower(f, x)
+    c = gg.jit(f, backend=backend, verify=True).lower(x)
     fused = [n for n in c.graph.nodes if n.op == "fused"]
     assert any(c.memory.slots[v].inplace is not None for n in fused for v in n.outputs)
     np.testing.assert_allclose(c(x), gg.jit(f, backend="numpy", fuse=False)(x), rtol=1e-5)
@@ -341,16 +346,22 @@ def test_kernel_is_exact_when_an_output_aliases_an_input():
         [(2, 3, 70_001), (3, 1)],
     ],
 )
-def test_chunked_numpy_path_matches_unfused(shapes):
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_emulator)])
+def test_chunked_numpy_path_matches_unfused(shapes, backend, monkeypatch):
+    """On backend="cpu" the same groups are native kernels over the OpenMP chunks."""
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")
+
     def f(x, y):
         t = gg.tanh(x * y) + y
         return gg.sigmoid(t) * x, t
 
     args = [rand(*s, seed=k) for k, s in enumerate(shapes)]
-    fused = gg.jit(f, backend="numpy")(*args)
+    fused = gg.jit(f, backend=backend)(*args)
     plain = gg.jit(f, backend="numpy", fuse=False)(*args)
+    # the cpu backend's tanh is libm's/libmvec's (a few ulp from NumPy's): the op tolerance
+    tol = dict(rtol=1e-6, atol=1e-7) if backend == "numpy" else dict(rtol=2e-5, atol=2e-6)
     for a, b in zip(fused, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a, b, **tol)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (4, 0), (1,), (1, 1)])
@@ -482,6 +493,24 @@ def test_random_dags_fused_equals_unfused_equals_numpy(case):
     # (a max over the innermost axis joins its neighbours in a fused_reduce group)
     allowed = {"fused", "fused_reduce", "constant", "max"}
     assert set(ops) <= allowed, f"an elementwise op escaped fusion: {ops}"
+
+
+@requires_emulator  # backend="cpu" needs the same host compiler
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(dags())
+def test_random_dags_on_the_cpu_backend_match_numpy(case):
+    """The same DAGs (every dtype, broadcasting, casts, a reduction boundary) with every fused
+    group a native kernel (backend="cpu", GPUGRAPH_CPU_NATIVE=all)."""
+    fn, args = case
+    want = fn(*args)
+    with mock.patch.dict(os.environ, {"GPUGRAPH_CPU_NATIVE": "all"}):
+        got = gg.jit(fn, backend="cpu", verify=True)(*args)
+    for w, a in zip(want, got, strict=True):
+        _close(a, w, w.dtype)
 
 
 @pytest.mark.nvrtc
