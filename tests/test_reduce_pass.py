@@ -404,3 +404,20 @@ def test_one_outer_value_read_as_a_column_and_as_rows_is_not_one_argument():
 
     x, y = _arr((4, 4)), _arr((4,), seed=5)
     _close(gg.jit(f)(x, y), gg.jit(f, fuse=False)(x, y), F32)
+
+
+def test_an_op_on_constants_left_out_of_a_group_still_runs():
+    """optimize=False keeps 1 / 2 (the mean's gradient) as an op on a constant; its consumer
+    joins the row group, so it becomes an elementwise group with no array input."""
+
+    def loss(x):
+        m = gg.mean(gg.stack([x, x], axis=2), axis=2)
+        return gg.sum(gg.sin(m * 0.3))
+
+    x = _arr((5, 8))
+    g = gg.grad(loss)
+    from gpugraph.testing import emulator_available
+
+    for backend in ("numpy", "cpu") if emulator_available() else ("numpy",):  # cpu: needs g++
+        got = gg.jit(g, backend=backend, optimize=False)(x)
+        _close(got, g(x), F32)
