@@ -77,7 +77,17 @@ def test_value_used_outside_the_group_is_an_output_written_once():
     np.testing.assert_allclose(s, np.sum(np.exp(x) * y), rtol=1e-5)
 
 
-def test_reduction_between_members_is_a_boundary_and_never_a_cycle():
+@pytest.fixture
+def no_reduction_fusion(monkeypatch):
+    """The elementwise pass at a reduction boundary: with reduction fusion on, a last-axis sum
+    and its elementwise neighbours become one fused_reduce group instead (that pass has its own
+    tests, tests/test_reduce_pass.py)."""
+    from gpugraph.passes import fuse_reduce
+
+    monkeypatch.setattr(fuse_reduce, "ENABLED", False)
+
+
+def test_reduction_between_members_is_a_boundary_and_never_a_cycle(no_reduction_fusion):
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)  # a -> sum -> b: a path out of and back into
@@ -175,7 +185,7 @@ def test_vector_path_compiles_to_16_byte_accesses(dtype, width):
     assert len(loads) >= 2 and re.search(rf"st\.global\.{re.escape(width)}", ptx), ptx
 
 
-def test_siblings_joined_through_a_reduction_stay_apart():
+def test_siblings_joined_through_a_reduction_stay_apart(no_reduction_fusion):
     def f(x):
         s = gg.sum(gg.exp(x), axis=1, keepdims=True)  # exp(x) -> sum -> (x * s): merging the
         return x * s  # two x readers would put the sum both before and after the kernel
@@ -292,7 +302,7 @@ def test_explain_lists_groups_and_kernels_map_names_to_source():
 
 
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_emulator)])
-def test_fused_output_may_take_over_a_dying_input(backend, monkeypatch):
+def test_fused_output_may_take_over_a_dying_input(backend, monkeypatch, no_reduction_fusion):
     monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")  # backend="cpu": the kernel writes in place
 
     def f(x):
@@ -480,7 +490,9 @@ def test_random_dags_fused_equals_unfused_equals_numpy(case):
         _close(a, b, w.dtype)
         _close(a, w, w.dtype)
     ops = fused.lower(*args).graph.op_counts()
-    assert set(ops) <= {"fused", "constant", "max"}, f"an elementwise op escaped fusion: {ops}"
+    # (a max over the innermost axis joins its neighbours in a fused_reduce group)
+    allowed = {"fused", "fused_reduce", "constant", "max"}
+    assert set(ops) <= allowed, f"an elementwise op escaped fusion: {ops}"
 
 
 @requires_emulator  # backend="cpu" needs the same host compiler
@@ -517,7 +529,7 @@ def test_random_dags_on_the_emulator_match_numpy(case, misalign):
     fn, args = case
     want = fn(*args)
     c = gg.jit(fn, backend="numpy").lower(*args)
-    assert set(c.graph.op_counts()) <= {"fused", "constant", "max"}
+    assert set(c.graph.op_counts()) <= {"fused", "fused_reduce", "constant", "max"}
     got = run_graph_emulated(c.graph, args, misalign=misalign)
     for w, g in zip(want, got):
         _close(np.asarray(g).reshape(np.shape(w)), w, w.dtype)
