@@ -279,6 +279,17 @@ class _Converter(ast.NodeTransformer):
         return node
 
     # -- expressions --------------------------------------------------------------------
+    def visit_IfExp(self, node: ast.IfExp):
+        """``a if c else b`` -> ``ag__.if_exp(c, lambda: a, lambda: b)``: only the chosen side
+        runs on a Python test, as in Python; a traced test makes it a gg.cond."""
+        self.generic_visit(node)
+        sides = [ast.copy_location(ast.Lambda(_no_args(), e), e) for e in (node.body, node.orelse)]
+        new = ast.Call(_expr("ag__.if_exp"), [self._test(node.test), *sides], [])
+        ast.copy_location(new, node)
+        ast.fix_missing_locations(new)
+        _relocate(new.func, node)
+        return new
+
     def visit_Call(self, node: ast.Call):
         self.generic_visit(node)
         f = node.func

@@ -238,6 +238,20 @@ def _mismatch(names, a_vals, b_vals, a_what: str, b_what: str, err: Exception, l
     raise err
 
 
+def if_exp(pred: Any, true_side: Callable, false_side: Callable) -> Any:
+    """``a if pred else b``: Python on a Python ``pred``; a gg.cond of the two sides on a
+    traced one (both sides must then give the same shapes and dtypes)."""
+    if not isinstance(pred, Tracer):
+        return true_side() if pred else false_side()
+    from .control_flow import cond
+
+    loc = user_loc()
+    _note("conditional expression -> gg.cond", loc)
+    return cond(
+        _to_pred(pred, "a conditional expression (`a if c else b`)", loc), true_side, false_side
+    )
+
+
 def if_stmt(pred, true_fn, false_fn, get_vars, set_vars, names, live, info) -> None:
     """``if pred: true_fn() else: false_fn()``; on a traced pred a gg.cond whose outputs are
     the ``live`` variables. ``info = (if_line, else_line, {name: (true_line, false_line)})``."""

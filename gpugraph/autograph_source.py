@@ -104,8 +104,12 @@ def _check_fresh(fn: types.FunctionType, fdef: ast.FunctionDef | None, lam) -> N
         top = compile(module, fn.__code__.co_filename, "exec")
     except SyntaxError as e:
         raise _stale(fn, f"it no longer compiles: {e.msg}") from None
+    orig = fn.__code__
+    # the function's own code is the last one of its name: code for default values (a lambda
+    # as a default argument) is compiled before it, at module level
     codes = [c for c in top.co_consts if isinstance(c, types.CodeType)]
-    new, orig = codes[0] if codes else None, fn.__code__
+    codes = [c for c in codes if c.co_name == orig.co_name]
+    new = codes[-1] if codes else None
     if new is None or _fingerprint(new) != _fingerprint(orig) or not _names_ok(orig, new):
         raise _stale(fn, "its text differs from the code that runs")
 

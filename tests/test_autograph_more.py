@@ -339,6 +339,59 @@ def test_stale_source_is_refused(tmp_path, monkeypatch, edit):
         sys.modules.pop(name, None)
 
 
+def _with_default_lambda(x, g=lambda v: v * 2.0):
+    if x.sum() > 0:
+        y = g(x)
+    else:
+        y = -x
+    return y
+
+
+def test_a_lambda_default_argument_is_not_mistaken_for_stale_source():
+    """The default's lambda compiles before the function: the freshness check must compare
+    the function's own code with the code that runs, not the first code object it sees."""
+    f = gg.jit(_with_default_lambda)
+    np.testing.assert_allclose(f(X4[0]), _with_default_lambda(X4[0]))
+    np.testing.assert_allclose(f(-X4[0]), _with_default_lambda(-X4[0]))
+    assert f.cache_size == 1
+    lam = lambda x, h=lambda v: v + 1.0: h(x) if x.sum() > 0 else x  # noqa: E731
+    np.testing.assert_allclose(gg.jit(lam)(X4[0]), lam(X4[0]))
+
+
+def _ternaries(x):
+    s = x.sum()
+    y = x * 2.0 if s > 0 else -x  # a traced test: gg.cond
+    k = 3 if x.shape[0] == 4 else 5  # a Python test stays Python
+    z = (y + 1.0) if (s > 1 and x[0] > 0) else (y - 1.0 if x[1] > 0 else y * 0.5)
+    return z * k
+
+
+def test_conditional_expressions_convert():
+    f = gg.jit(_ternaries)
+    for x in X4:  # every side of both expressions
+        got = f(x)
+        want = _ternaries(x)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert got.dtype == want.dtype
+    assert f.cache_size == 1
+    text = f.lower(X4[0]).explain()
+    # one note per line (y's and z's, which holds two); the Python test (k's line) is none
+    assert text.count("conditional expression -> gg.cond") == 2
+    g = gg.jit(gg.grad(lambda x: _ternaries(x).sum()))
+    for x in X4:
+        np.testing.assert_allclose(g(x), gg.grad(lambda x: _ternaries(x).sum())(x), rtol=1e-6)
+
+
+def _bad_ternary(x):
+    return x if x.sum() > 0 else x[:2]
+
+
+def test_conditional_expression_with_different_shapes_names_the_line():
+    with pytest.raises(gg.GpuGraphError) as info:
+        gg.jit(_bad_ternary)(X4[0])
+    assert f"test_autograph_more.py:{_line_of(_bad_ternary, 'x[:2]')}" in str(info.value)
+
+
 def test_branch_not_taken_stays_out_of_the_gradient():
     """A branch op on a captured value runs only in its branch: the derivative of `3 / x[0]`
     at 0 (the branch not taken) must not turn the gradient into nan (0 * inf)."""
