@@ -10,7 +10,7 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.__main__ import main
-from gpugraph.backends import base, cpu_backend
+from gpugraph.backends import base, cpu_backend, cpu_native, cpu_select
 from tests.kernel_helpers import requires_emulator
 
 
@@ -116,6 +116,23 @@ def test_policy_leaves_only_short_broadcast_math_groups_to_numpy(monkeypatch):
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "some")
     with pytest.raises(gg.UnsupportedError, match="GPUGRAPH_CPU_NATIVE='some'"):
         gg.jit(f, backend="cpu").lower(*args)
+
+
+@requires_emulator
+def test_without_the_extension_module_small_groups_stay_on_numpy(monkeypatch):
+    """Where the module cannot be built (no Python or NumPy headers) every call goes through
+    ctypes, whose fixed cost loses to the NumPy runner under CTYPES_MIN_ELEMENTS."""
+    monkeypatch.setenv(cpu_backend.NATIVE_ENV, "auto")
+    monkeypatch.setattr(cpu_native, "include_flags", lambda: None)
+    small = np.linspace(-1, 1, 7)
+    big = np.linspace(-1, 1, cpu_select.CTYPES_MIN_ELEMENTS)
+    c = gg.jit(lambda s, b: (gg.exp(s) * 2, gg.tanh(b) * 3), backend="cpu").lower(small, big)
+    text = c.explain()
+    assert "cpu: 1 fused group(s) as native kernels" in text
+    assert f"7 elements, under {cpu_select.CTYPES_MIN_ELEMENTS}, and kernels are called" in text
+    got = c(small, big)
+    np.testing.assert_array_equal(got[0], np.exp(small) * 2)
+    np.testing.assert_allclose(got[1], np.tanh(big) * 3, rtol=1e-12)
 
 
 @requires_emulator

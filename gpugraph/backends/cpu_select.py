@@ -14,6 +14,7 @@ import numpy as np
 from ..codegen.cpu_loops import emit_cpu_kernel
 from ..errors import UnsupportedError
 from ..ir import GraphBuilder, Node, TensorType
+from . import cpu_native
 from .base import BackendInfo
 
 # Which fused groups run natively: "auto" (default) all but those the native path makes slower
@@ -22,7 +23,10 @@ NATIVE_ENV = "GPUGRAPH_CPU_NATIVE"
 # No size rule: through the extension module a native call costs ~0.07 us, and a native group
 # was faster than the NumPy fused runner from 8 elements on in every workload measured (0.6-0.9x
 # at 8-4096 elements; bench/results/cpu-policy-cpu-2026-12-01-2.md). The 8,192-element floor of
-# the ctypes days (~1 us per array argument) is gone.
+# the ctypes days (~1 us per array argument) stays only where calls still go through ctypes
+# (no Python or NumPy headers to build the module with; cpu_native.include_flags):
+# bench/results/cpu-policy-cpu-2026-12-01.md measured native losing under ~8K elements there.
+CTYPES_MIN_ELEMENTS = 8192
 #
 # Math-library calls whose SIMD versions (libmvec, NumPy's own loops) are lost in a loop that
 # does per-element index math: a flat-kernel broadcast group calling one runs each call scalar
@@ -101,6 +105,12 @@ def policy_refusal(node: Node) -> str | None:
     if native_mode() == "all":
         return None
     n = node.outputs[0].type.size
+    if n < CTYPES_MIN_ELEMENTS and cpu_native.include_flags() is None:
+        return (
+            f"{n} elements, under {CTYPES_MIN_ELEMENTS}, and kernels are called through ctypes "
+            f"here (no Python or NumPy headers for the extension module): the call's fixed cost "
+            f"is more than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
+        )
     broadcast = [j for j, v in enumerate(node.inputs) if v.type.size not in (n, 1)]
     if not broadcast or emit_cpu_kernel(node.attrs["body"]) is not None:
         return None  # a plain loop, or a row x column loop nest: both vectorize
