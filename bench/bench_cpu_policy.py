@@ -127,7 +127,10 @@ def measure(sizes: list[int], rounds: int) -> list[dict]:
                 jargs = tuple(jnp.asarray(a) for a in args)
                 calls["jax.jit"] = lambda f=jx, a=jargs: f(*a)
             inner = max(1, min(200, 2_000_000 // max(n, 1) // 8))
-            t = interleaved(calls, rounds=rounds, inner=inner)
+            # from 2^16 elements on, a pause before each contender: jax.jit's thread pool spins
+            # after its work and slowed the calls after it by up to 5x on the 2-core box
+            pause = 0.02 if n >= 1 << 16 else 0.0
+            t = interleaved(calls, rounds=rounds, inner=inner, pause=pause)
             row = {"workload": name, "elements": n}
             row.update({f"{k} us": v * 1e6 for k, v in t.items()})
             row["cpu_all/numpy"] = t["cpu_all"] / t["numpy"]
