@@ -30,8 +30,9 @@ CTYPES_MIN_ELEMENTS = 8192
 #
 # Math-library calls whose SIMD versions (libmvec, NumPy's own loops) are lost in a loop that
 # does per-element index math: a flat-kernel broadcast group calling one runs each call scalar
-# (tanh(x + b) over 3-column rows: 3-6x slower than NumPy), while the same group with plain
-# arithmetic still wins (0.07-0.7x). Spelled as the generated CUDA source calls them.
+# (tanh(x + b) over 3-column rows: 2-14x slower than NumPy), while the same group with plain
+# arithmetic still wins (0.3-0.7x; the row3 rows of the -2 results). Spelled as the generated
+# CUDA source calls them (float overloads, or the f-suffixed names).
 _LIBM_CALL = re.compile(
     r"\b((?:exp|exp2|expm1|log|log2|log10|log1p|sin|cos|tan|asin|acos|atan|atan2|sinh|cosh"
     r"|tanh|asinh|acosh|atanh|pow|erf|erfc|cbrt|lgamma|tgamma)f?)\("
