@@ -413,14 +413,16 @@ CORPUS = [
 ]
 
 
-def _close(a, b):
+def _close(a, b, rtol=1e-5, atol=0.0):
     """Equal values and, where the reference is an array (not a Python number, which the
     graph holds as a 0-d array of its carry's dtype), equal dtypes: a converted program
     must not promote differently from its Python run."""
     la, lb = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
     assert len(la) == len(lb)
     for u, v in zip(la, lb):
-        np.testing.assert_allclose(np.asarray(u, np.float64), np.asarray(v, np.float64), 1e-5)
+        np.testing.assert_allclose(
+            np.asarray(u, np.float64), np.asarray(v, np.float64), rtol=rtol, atol=atol
+        )
         if not isinstance(v, (bool, int, float)):
             assert np.asarray(u).dtype == np.asarray(v).dtype, (np.asarray(u).dtype, type(v))
 
@@ -471,7 +473,12 @@ def test_grad_of_converted_equals_eager_grad(fn, inputs):
     jg = gg.jit(gg.grad(loss))
     for x in inputs:
         eager = gg.grad(loss)(x)  # plain Python control flow on concrete values
-        _close(jg(x), eager)
+        # The op tests' float32 tolerance (tests/test_ops.py tol()), not 1e-5: tanh's gradient
+        # is 1 - t^2, which loses digits as |t| -> 1. In p_scan at x = 4, t = 0.99504813 and
+        # one float32 ulp of t (6e-8) moves 1 - t^2 = 9.9e-3 by 1.2e-7, i.e. 1.2e-5 relative:
+        # exactly what backend="cpu" (libmvec's tanhf, an ulp from NumPy's) measured. The eager
+        # NumPy reference itself is 6.7e-5 from the float64 gradient there.
+        _close(jg(x), eager, rtol=2e-5, atol=2e-6)
     assert jg.cache_size == 1
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.__main__ import main
-from gpugraph.backends import base, cpu_backend
+from gpugraph.backends import base, cpu_backend, cpu_native, cpu_select
 from tests.kernel_helpers import requires_emulator
 
 
@@ -65,7 +65,7 @@ def test_gpugraph_backend_cpu_and_explain_say_so(monkeypatch, capsys):
     monkeypatch.setenv("GPUGRAPH_BACKEND", "cpu")
     info = gg.default_backend()
     assert info.name == "cpu" and info.reason.startswith("GPUGRAPH_BACKEND=cpu; ")
-    x = np.linspace(-1, 1, 3 * cpu_backend.NATIVE_MIN_ELEMENTS, dtype=np.float32)
+    x = np.linspace(-1, 1, 3000, dtype=np.float32)
     c = gg.jit(lambda x: gg.tanh(x * 2) + 1).lower(x)
     text = c.explain()
     assert text.startswith("backend: cpu (auto: GPUGRAPH_BACKEND=cpu; ")
@@ -77,33 +77,37 @@ def test_gpugraph_backend_cpu_and_explain_say_so(monkeypatch, capsys):
 
 
 @requires_emulator
-def test_policy_leaves_small_and_short_broadcast_groups_to_numpy(monkeypatch):
-    """The default policy (bench/results/cpu-policy-cpu-2026-12-01.md): a group under
-    NATIVE_MIN_ELEMENTS, or one reading a broadcast operand with no row x column loop nest
-    (under 16 columns a row), runs on the NumPy fused runner, and explain() says why; a bias
-    over 64-column rows gets the loop nest and runs natively; GPUGRAPH_CPU_NATIVE=all compiles
-    them all."""
+def test_policy_leaves_only_short_broadcast_math_groups_to_numpy(monkeypatch):
+    """The default policy (bench/results/cpu-policy-cpu-2026-12-01-2.md): a group of any size
+    runs natively (a 7-element one too), and so does a bias over 64-column rows (the loop
+    nest) or over 3-column rows without math-library calls; only a broadcast group with no
+    row x column loop nest (under 16 columns a row) that calls tanh, exp, ... runs on the
+    NumPy fused runner, and explain() says why. GPUGRAPH_CPU_NATIVE=all compiles it too."""
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "auto")
-    n = cpu_backend.NATIVE_MIN_ELEMENTS
 
     def f(small, rows, bias, narrow, nbias):
         return gg.exp(small) * 2, gg.tanh(rows + bias) * 3, gg.tanh(narrow + nbias) * 5
 
     small = np.linspace(-1, 1, 7)
-    rows = np.linspace(-1, 1, 4 * n).reshape(-1, 64)
+    rows = np.linspace(-1, 1, 4096).reshape(-1, 64)
     bias = np.linspace(0, 1, 64)
-    narrow = np.linspace(-1, 1, 3 * n).reshape(-1, 3)
+    narrow = np.linspace(-1, 1, 300).reshape(-1, 3)
     nbias = np.linspace(0, 1, 3)
     args = (small, rows, bias, narrow, nbias)
     c = gg.jit(f, backend="cpu").lower(*args)
     text = c.explain()
-    assert "cpu: 1 fused group(s) as native kernels" in text
-    assert f"7 elements, under {n}" in text and "input 1 is broadcast ((3,)" in text
+    assert "cpu: 2 fused group(s) as native kernels" in text
+    assert text.count("cpu: a fused group runs on NumPy") == 1
+    assert "input 1 is broadcast ((3,)" in text and "calls tanh" in text
     want = gg.jit(f, backend="numpy")(*args)
     got = c(*args)
-    for j in (0, 2):
-        np.testing.assert_array_equal(got[j], want[j])  # the same NumPy runner: bit for bit
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+    np.testing.assert_array_equal(got[2], want[2])  # the same NumPy runner: bit for bit
+    for j in (0, 1):
+        np.testing.assert_allclose(got[j], want[j], rtol=1e-12)
+    arith = gg.jit(lambda a, b: a * b + 7, backend="cpu").lower(narrow, nbias)
+    assert "cpu: 1 fused group(s) as native kernels" in arith.explain()
+    assert "runs on NumPy" not in arith.explain()
+    np.testing.assert_array_equal(arith(narrow, nbias), narrow * nbias + 7)
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "all")
     c = gg.jit(f, backend="cpu").lower(*args)
     assert "cpu: 3 fused group(s) as native kernels" in c.explain()
@@ -112,6 +116,23 @@ def test_policy_leaves_small_and_short_broadcast_groups_to_numpy(monkeypatch):
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "some")
     with pytest.raises(gg.UnsupportedError, match="GPUGRAPH_CPU_NATIVE='some'"):
         gg.jit(f, backend="cpu").lower(*args)
+
+
+@requires_emulator
+def test_without_the_extension_module_small_groups_stay_on_numpy(monkeypatch):
+    """Where the module cannot be built (no Python or NumPy headers) every call goes through
+    ctypes, whose fixed cost loses to the NumPy runner under CTYPES_MIN_ELEMENTS."""
+    monkeypatch.setenv(cpu_backend.NATIVE_ENV, "auto")
+    monkeypatch.setattr(cpu_native, "include_flags", lambda: None)
+    small = np.linspace(-1, 1, 7)
+    big = np.linspace(-1, 1, cpu_select.CTYPES_MIN_ELEMENTS)
+    c = gg.jit(lambda s, b: (gg.exp(s) * 2, gg.tanh(b) * 3), backend="cpu").lower(small, big)
+    text = c.explain()
+    assert "cpu: 1 fused group(s) as native kernels" in text
+    assert f"7 elements, under {cpu_select.CTYPES_MIN_ELEMENTS}, and kernels are called" in text
+    got = c(small, big)
+    np.testing.assert_array_equal(got[0], np.exp(small) * 2)
+    np.testing.assert_allclose(got[1], np.tanh(big) * 3, rtol=1e-12)
 
 
 @requires_emulator

@@ -41,7 +41,6 @@ from .base import Runner, register_backend
 from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
 from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names on this module)
     NATIVE_ENV,
-    NATIVE_MIN_ELEMENTS,
     native_mode,
     policy_refusal,
     probe,

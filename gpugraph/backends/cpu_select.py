@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,29 @@ import numpy as np
 from ..codegen.cpu_loops import emit_cpu_kernel
 from ..errors import UnsupportedError
 from ..ir import GraphBuilder, Node, TensorType
+from . import cpu_native
 from .base import BackendInfo
 
 # Which fused groups run natively: "auto" (default) all but those the native path makes slower
 # (policy_refusal), "all" every group it can compile (the tests, to cover every kernel).
 NATIVE_ENV = "GPUGRAPH_CPU_NATIVE"
-# Below this many elements a group runs on the NumPy fused runner: a native call costs ~4 us
-# more per call than the runner's ufunc calls (ctypes, ~1 us per array argument), which a
-# native loop wins back only from ~8K elements on (bench/results/cpu-policy-cpu-2026-12-01.md).
-NATIVE_MIN_ELEMENTS = 8192
+# No size rule: through the extension module a native call costs ~0.07 us, and a native group
+# was faster than the NumPy fused runner from 8 elements on in every workload measured (0.6-0.9x
+# at 8-4096 elements; bench/results/cpu-policy-cpu-2026-12-01-2.md). The 8,192-element floor of
+# the ctypes days (~1 us per array argument) stays only where calls still go through ctypes
+# (no Python or NumPy headers to build the module with; cpu_native.include_flags):
+# bench/results/cpu-policy-cpu-2026-12-01.md measured native losing under ~8K elements there.
+CTYPES_MIN_ELEMENTS = 8192
+#
+# Math-library calls whose SIMD versions (libmvec, NumPy's own loops) are lost in a loop that
+# does per-element index math: a flat-kernel broadcast group calling one runs each call scalar
+# (tanh(x + b) over 3-column rows: 2-14x slower than NumPy), while the same group with plain
+# arithmetic still wins (0.3-0.7x; the row3 rows of the -2 results). Spelled as the generated
+# CUDA source calls them (float overloads, or the f-suffixed names).
+_LIBM_CALL = re.compile(
+    r"\b((?:exp|exp2|expm1|log|log2|log10|log1p|sin|cos|tan|asin|acos|atan|atan2|sinh|cosh"
+    r"|tanh|asinh|acosh|atanh|pow|erf|erfc|cbrt|lgamma|tgamma)f?)\("
+)
 
 
 def status() -> str:
@@ -87,21 +102,25 @@ def _probe() -> BackendInfo:
 
 def policy_refusal(node: Node) -> str | None:
     """Why the NumPy fused runner beats the native kernel on this group, if it does (measured
-    in bench/results/cpu-policy-cpu-2026-12-01.md); None: run it natively."""
+    in bench/results/cpu-policy-cpu-2026-12-01-2.md); None: run it natively."""
     if native_mode() == "all":
         return None
     n = node.outputs[0].type.size
-    if n < NATIVE_MIN_ELEMENTS:
+    if n < CTYPES_MIN_ELEMENTS and cpu_native.include_flags() is None:
         return (
-            f"{n} elements, under {NATIVE_MIN_ELEMENTS}: the native call's fixed cost is more "
-            f"than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
+            f"{n} elements, under {CTYPES_MIN_ELEMENTS}, and kernels are called through ctypes "
+            f"here (no Python or NumPy headers for the extension module): the call's fixed cost "
+            f"is more than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
         )
     broadcast = [j for j, v in enumerate(node.inputs) if v.type.size not in (n, 1)]
-    if broadcast and emit_cpu_kernel(node.attrs["body"]) is None:
-        return (
-            f"input {broadcast[0]} is broadcast ({node.inputs[broadcast[0]].type.shape} over "
-            f"{node.outputs[0].type.shape}) and no row x column loop nest fits (under 16 "
-            f"columns a row): the flat loop's per-element index math does not vectorize "
-            f"(${NATIVE_ENV}=all compiles it anyway)"
-        )
-    return None
+    if not broadcast or emit_cpu_kernel(node.attrs["body"]) is not None:
+        return None  # a plain loop, or a row x column loop nest: both vectorize
+    call = _LIBM_CALL.search(node.attrs["cuda_source"])
+    if call is None:
+        return None  # scalar index math, but no vector math lost: still faster than NumPy
+    return (
+        f"input {broadcast[0]} is broadcast ({node.inputs[broadcast[0]].type.shape} over "
+        f"{node.outputs[0].type.shape}), no row x column loop nest fits (under 16 columns a "
+        f"row) and the group calls {call.group(1)}: in the flat loop's per-element index math "
+        f"it runs scalar, not vectorized (${NATIVE_ENV}=all compiles it anyway)"
+    )
