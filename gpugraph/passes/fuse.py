@@ -130,6 +130,27 @@ def _order(graph: Graph, units: dict[Node, Node]) -> list[Node]:
     return order
 
 
+def rebuild(graph: Graph, units: dict[Node, Node], env: dict[Value, Value], meta: dict) -> Graph:
+    """The graph of the new nodes (``units``: old node -> its new node, a group's fused node
+    for its members) in topological order, every input renamed through ``env`` (old value ->
+    the group output that replaces it); shared by the elementwise and reduction passes."""
+
+    def resolve(v: Value) -> Value:
+        while v in env:
+            v = env[v]
+        return v
+
+    new_nodes = []
+    for node in _order(graph, units):
+        ins = [resolve(v) for v in node.inputs]
+        if any(a is not b for a, b in zip(ins, node.inputs)):
+            copy = Node(node.op, ins, node.attrs, [o.type for o in node.outputs], node.loc)
+            env.update(zip(node.outputs, copy.outputs))
+            node = copy
+        new_nodes.append(node)
+    return Graph(list(graph.inputs), new_nodes, [resolve(v) for v in graph.outputs], meta)
+
+
 def fuse(graph: Graph, vectorize: bool = True) -> tuple[Graph, dict[str, int]]:
     """The fusion pass: (graph with fused nodes, counts of what it did). ``vectorize``: kernels
     get the vector path (codegen/cuda.py)."""
@@ -178,23 +199,10 @@ def fuse(graph: Graph, vectorize: bool = True) -> tuple[Graph, dict[str, int]]:
             return Graph(graph.inputs, graph.nodes, graph.outputs, meta), {}
         return graph, {}
 
-    def resolve(v: Value) -> Value:
-        while v in env:
-            v = env[v]
-        return v
-
-    new_nodes = []
-    for node in _order(graph, units):
-        ins = [resolve(v) for v in node.inputs]
-        if any(a is not b for a, b in zip(ins, node.inputs)):
-            copy = Node(node.op, ins, node.attrs, [o.type for o in node.outputs], node.loc)
-            env.update(zip(node.outputs, copy.outputs))
-            node = copy
-        new_nodes.append(node)
     meta = dict(graph.meta, fusion_notes=graph.meta.get("fusion_notes", []) + notes)
-    outputs = [resolve(v) for v in graph.outputs]
-    fused_nodes = sum(n.op == FUSED_OP for n in new_nodes)
-    return Graph(list(graph.inputs), new_nodes, outputs, meta), {
+    new = rebuild(graph, units, env, meta)
+    fused_nodes = sum(n.op == FUSED_OP for n in new.nodes)
+    return new, {
         "elementwise op fused": fused_ops,
         "fused kernel formed": fused_nodes,
     }

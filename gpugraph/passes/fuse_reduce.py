@@ -31,7 +31,7 @@ from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
 from ..ops.row_space import FLOAT_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
-from .fuse import _body, _order
+from .fuse import _body, rebuild
 from .fuse_groups import Ancestors, describe
 
 FUSED_REDUCE_OP = "fused_reduce"
@@ -190,21 +190,7 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
     if not fused:
         return (Graph(graph.inputs, graph.nodes, graph.outputs, meta) if notes else graph), {}
 
-    def resolve(v: Value) -> Value:
-        while v in env:
-            v = env[v]
-        return v
-
-    new_nodes = []
-    for node in _order(graph, units):
-        ins = [resolve(v) for v in node.inputs]
-        if any(a is not b for a, b in zip(ins, node.inputs)):
-            copy = Node(node.op, ins, node.attrs, [o.type for o in node.outputs], node.loc)
-            env.update(zip(node.outputs, copy.outputs))
-            node = copy
-        new_nodes.append(node)
-    outputs = [resolve(v) for v in graph.outputs]
-    return Graph(list(graph.inputs), new_nodes, outputs, meta), {
+    return rebuild(graph, units, env, meta), {
         "op fused into a reduction group": fused,
         "reduction group formed": len(groups),
     }
