@@ -30,6 +30,7 @@ globals().update(_API)
 install_tracer_methods(_API)
 
 float32, float64, int32, int64 = "float32", "float64", "int32", "int64"
+float16, int8, int16, uint8, uint16 = "float16", "int8", "int16", "uint8", "uint16"
 bool_ = "bool"
 del _F32
 

@@ -18,14 +18,35 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED_DTYPES = (
-    np.dtype("float32"),
-    np.dtype("float64"),
-    np.dtype("int32"),
-    np.dtype("int64"),
-    np.dtype("bool"),
-)
-SHORT_NAMES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b1"}
+# The dtype table: every dtype a value may have, with its short name for printed graphs.
+# float16 computes as NumPy does (each op in float32, rounded to float16), and reductions and
+# contractions accumulate in float32 (see docs/ops.md, "Dtypes").
+_DTYPE_TABLE: dict[str, str] = {
+    "float16": "f16",
+    "float32": "f32",
+    "float64": "f64",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "bool": "b1",
+}
+SUPPORTED_DTYPES = tuple(np.dtype(name) for name in _DTYPE_TABLE)
+SHORT_NAMES = dict(_DTYPE_TABLE)
+
+
+def unsupported_dtype_message(dt: np.dtype) -> str:
+    """Why ``dt`` is refused, with what to do instead."""
+    names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+    if dt.name == "bfloat16":
+        return (
+            "dtype bfloat16 is not supported yet (its ml_dtypes type is not a NumPy float "
+            "kind, and the ops do not handle it); cast to float16 or float32 first"
+        )
+    return f"dtype {dt} is not supported; use one of {names}"
+
 
 _ids = itertools.count()
 
@@ -82,10 +103,7 @@ class TensorType:
         if self.dtype not in SUPPORTED_DTYPES:
             from .errors import DTypeError
 
-            raise DTypeError(
-                f"dtype {self.dtype} is not supported; use one of "
-                + ", ".join(d.name for d in SUPPORTED_DTYPES)
-            )
+            raise DTypeError(unsupported_dtype_message(self.dtype))
         if any(s < 0 for s in self.shape):
             from .errors import ShapeError
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ShapeError, UnsupportedError
 from .core import type_of
+from .half import accumulate_in_float32
 from .index import take
 from .linalg import matmul
 from .reduce import sum as gg_sum
@@ -40,6 +41,7 @@ def diagonal(x: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
     return take(flat, pos.astype(np.int64), axis=len(rest))
 
 
+@accumulate_in_float32
 def trace(x: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
     """np.trace: the sum of the diagonal."""
     return gg_sum(diagonal(x, offset, axis1, axis2), axis=-1)
@@ -101,6 +103,7 @@ def _contract(a: Any, la: str, b: Any, lb: str, keep: set[str]) -> tuple[Any, st
     return y, "".join(batch + left + right)
 
 
+@accumulate_in_float32
 def einsum(subscripts: str, *operands: Any) -> Any:
     """np.einsum for explicit letter subscripts (no ``...``): operands are contracted left to
     right, each pair as one batched matmul after transposes and reshapes."""
@@ -128,6 +131,7 @@ def einsum(subscripts: str, *operands: Any) -> Any:
     return transpose(x, [lx.index(c) for c in out]) if lx != out else x
 
 
+@accumulate_in_float32
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     """np.tensordot: ``axes`` is an int (the last of a with the first of b) or two lists."""
     na, nb = type_of(a).ndim, type_of(b).ndim

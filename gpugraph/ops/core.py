@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DTypeError, GpuGraphError, UnsupportedError
-from ..ir import SUPPORTED_DTYPES, TensorType
+from ..ir import SUPPORTED_DTYPES, TensorType, unsupported_dtype_message
 from ..tracer import Tracer, current_trace, innermost_trace, user_loc
 from .registry import OpDef, get_op
 
@@ -49,9 +49,7 @@ def check_dtype(dtype: Any, what: str) -> np.dtype:
     except TypeError:
         raise DTypeError(f"{what}: {dtype!r} is not a dtype") from None
     if dt not in SUPPORTED_DTYPES:
-        raise DTypeError(
-            f"{what}: dtype {dt} is not supported (use float32, float64, int32, int64 or bool)"
-        )
+        raise DTypeError(f"{what}: {unsupported_dtype_message(dt)}")
     return dt
 
 

@@ -77,7 +77,14 @@ def compile_ptx(
     Raises KernelCompileError carrying the NVRTC log and the numbered source on failure.
     """
     nvrtc = _require_nvrtc()
-    all_options = [f"--gpu-architecture={arch}", *DEFAULT_OPTIONS, *options]
+    from gpugraph.device import cuda_include_options  # the headers kernels include
+
+    all_options = [
+        f"--gpu-architecture={arch}",
+        *DEFAULT_OPTIONS,
+        *cuda_include_options(),
+        *options,
+    ]
     prog = nvrtc.createProgram(source, name, [], [])
     try:
         try:
