@@ -16,6 +16,7 @@ from .errors import (
     TraceError,
     UnsupportedError,
 )
+from .interop import from_dlpack
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
@@ -35,6 +36,7 @@ bool_ = "bool"
 del _F32
 
 __all__ = [
+    "from_dlpack",
     "CapturedArrayWarning",
     "Compiled",
     "DTypeError",

@@ -22,6 +22,7 @@ import numpy as np
 
 from .autograph_ops import converting
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
+from .interop import as_array
 from .ir import Graph, Node, TensorType, Value, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
@@ -162,6 +163,7 @@ class _Forward:
         (an eager vjp_fn) see the values of the call even if the caller mutates its arrays."""
         self.who = who
         flat, self.in_tree = flatten(tuple(args))
+        flat = [as_array(x) for x in flat]  # torch, JAX ... arrays: shared (interop.py)
         names = _arg_names(fn, self.in_tree)
         starts = np.cumsum([0] + [c.num_leaves for c in self.in_tree.children])
         self.arg_slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]

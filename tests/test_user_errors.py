@@ -49,13 +49,13 @@ class DuckArray:
     __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False)}
 
 
-def foreign(module: str):
-    """A (3,) float32 array of torch or jax, skipping when the library is not installed."""
+def foreign(module: str, dtype: str = "float32"):
+    """A (3,) array of torch or jax, skipping when the library is not installed."""
     if module == "torch":
         torch = pytest.importorskip("torch")
-        return torch.ones(3)
+        return torch.ones(3, dtype=getattr(torch, dtype))
     jnp = pytest.importorskip("jax.numpy")
-    return jnp.ones(3)
+    return jnp.ones(3, getattr(jnp, dtype))
 
 
 State = collections.namedtuple("State", "w b")
@@ -95,12 +95,13 @@ CASES = [
     case("escaped tracer", escaped, gg.EscapedTracerError,
          rf"escaped tracer.*made by multiply at {HERE}:\d+"),
     # arguments
-    case("torch tensor", lambda: jit(lambda a: a, foreign("torch")), gg.GpuGraphError,
-         r"np\.asarray", r"static"),
-    case("jax array", lambda: jit(lambda a: a, foreign("jax")), gg.GpuGraphError,
-         r"np\.asarray", r"static"),
+    case("torch tensor that requires grad",
+         lambda: jit(lambda a: a, foreign("torch").requires_grad_()), gg.GpuGraphError,
+         r"torch\.Tensor could not be shared.*detach", r"static"),
+    case("jax bfloat16 array", lambda: jit(lambda a: a, foreign("jax", "bfloat16")),
+         gg.GpuGraphError, r"bfloat16", r"static"),
     case("__cuda_array_interface__", lambda: jit(lambda a: a, DuckArray()), gg.GpuGraphError,
-         r"cupy\.asarray", r"static"),
+         r"DuckArray is a CUDA array.*CuPy", r"static"),
     case("ShapeDtype to the call", lambda: jit(lambda a: a, gg.ShapeDtype((3,))), gg.GpuGraphError,
          r"\.lower"),
     case("ShapeDtype to a lowered function",

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DTypeError, GpuGraphError, UnsupportedError
+from ..interop import from_dlpack, is_foreign_array
 from ..ir import SUPPORTED_DTYPES, TensorType, unsupported_dtype_message
 from ..tracer import Tracer, current_trace, innermost_trace, user_loc
 from .registry import OpDef, get_op
@@ -94,6 +95,9 @@ def scalar_default_dtype(x: Any) -> np.dtype:
 
 def constant_array(x: Any) -> np.ndarray:
     """A host NumPy array for a constant captured by a trace."""
+    if is_foreign_array(x):  # a snapshot: the graph must not see later writes to x
+        x = from_dlpack(x)
+        return x.get() if is_cupy(x) else np.array(x)
     if is_cupy(x):
         x = x.get()
     if is_python_scalar(x):
