@@ -281,3 +281,13 @@ def test_unsupported_dtypes_are_named():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     with pytest.raises(gg.DTypeError, match="bfloat16 is not supported yet"):
         gg.jit(gg.exp)(np.ones(2, ml_dtypes.bfloat16))
+
+
+def test_float16_round_trip_casts_fold_away():
+    """astype(astype(x, float32), float16) is x (the widening loses nothing), so float32
+    accumulation wrappers back to back leave no cast pair between them."""
+    x = np.ones((2, 3), F16)
+    c = gg.jit(lambda x: gg.astype(gg.astype(x, np.float32), F16) * 2, fuse=False).lower(x)
+    assert "astype" not in c.graph.op_counts()
+    c = gg.jit(lambda x: gg.astype(gg.astype(x, np.int8), F16), fuse=False).lower(x)
+    assert c.graph.op_counts()["astype"] == 2  # float16 -> int8 truncates: kept
