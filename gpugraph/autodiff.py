@@ -23,7 +23,7 @@ import numpy as np
 from .autograph_ops import converting
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
 from .interop import as_array
-from .ir import Graph, Node, TensorType, Value, live_nodes
+from .ir import Graph, Node, TensorType, Value, is_float, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
@@ -87,7 +87,7 @@ def eval_graph(graph: Graph, args: Sequence[Any]) -> list[Any]:
 
 # ---- helpers ------------------------------------------------------------------------------
 def _is_float(t: TensorType) -> bool:
-    return t.dtype.kind == "f"
+    return is_float(t.dtype)
 
 
 def _fill(t: TensorType, value: float, like: Any) -> Any:

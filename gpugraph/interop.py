@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArgumentError, UnsupportedError
+from .ir import BFLOAT16
 
 # DLPack device types (dlpack.h, DLDeviceType)
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
@@ -64,7 +65,10 @@ def from_dlpack(x: Any) -> Any:
         try:
             return np.from_dlpack(x)
         except (BufferError, RuntimeError, TypeError) as e:
-            raise _refused(x, e) from None
+            shared = _bfloat16_view(x)
+            if shared is None:
+                raise _refused(x, e) from None
+            return shared
     if device in _CUDA_DEVICES:
         return _on_cuda(x, lambda cp: cp.from_dlpack(x))
     where = _DEVICE_NAMES.get(device, f"DLPack device type {device}")
@@ -72,6 +76,20 @@ def from_dlpack(x: Any) -> Any:
         f"from_dlpack: {_kind(x)} lives on {where}; gpugraph runs on the CPU (NumPy) and on "
         "CUDA GPUs (CuPy): move it to one of them first"
     )
+
+
+def _bfloat16_view(x: Any) -> np.ndarray | None:
+    """A bfloat16 CPU array, which DLPack cannot hand to NumPy (NumPy has no bfloat16): torch's
+    bits viewed as int16 and then as ml_dtypes.bfloat16 (no copy), or JAX's ``__array__``
+    (which gives ml_dtypes.bfloat16 itself). None when ``x`` is not that."""
+    if BFLOAT16 is None or not str(getattr(x, "dtype", "")).endswith("bfloat16"):
+        return None
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return np.from_dlpack(x.view(torch.int16)).view(BFLOAT16)
+    arr = np.asarray(x) if hasattr(x, "__array__") else None
+    return arr if arr is not None and arr.dtype == BFLOAT16 else None
 
 
 def _dlpack_device(x: Any) -> int:
@@ -102,8 +120,7 @@ def _refused(x: Any, e: Exception) -> ArgumentError:
     cannot hold such as bfloat16): its reason, and the usual way out."""
     return ArgumentError(
         f"from_dlpack: {_kind(x)} could not be shared ({type(e).__name__}: {e}); for a torch "
-        "tensor that requires grad pass x.detach(); a dtype NumPy has no type for (bfloat16) "
-        "must be cast first"
+        "tensor that requires grad pass x.detach()"
     )
 
 

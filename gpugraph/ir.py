@@ -33,18 +33,27 @@ _DTYPE_TABLE: dict[str, str] = {
     "uint16": "u16",
     "bool": "b1",
 }
+try:  # bfloat16 is not a NumPy dtype; ml_dtypes (installed with JAX) provides one
+    import ml_dtypes as _ml_dtypes
+
+    BFLOAT16: np.dtype | None = np.dtype(_ml_dtypes.bfloat16)
+    _DTYPE_TABLE["bfloat16"] = "bf16"
+except ImportError:  # pragma: no cover - depends on the machine
+    BFLOAT16 = None
 SUPPORTED_DTYPES = tuple(np.dtype(name) for name in _DTYPE_TABLE)
 SHORT_NAMES = dict(_DTYPE_TABLE)
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Floating point: NumPy's kind "f", or bfloat16 (whose kind is "V")."""
+    return dtype.kind == "f" or (BFLOAT16 is not None and dtype == BFLOAT16)
 
 
 def unsupported_dtype_message(dt: np.dtype) -> str:
     """Why ``dt`` is refused, with what to do instead."""
     names = ", ".join(d.name for d in SUPPORTED_DTYPES)
     if dt.name == "bfloat16":
-        return (
-            "dtype bfloat16 is not supported yet (its ml_dtypes type is not a NumPy float "
-            "kind, and the ops do not handle it); cast to float16 or float32 first"
-        )
+        return "dtype bfloat16 needs the ml_dtypes package (pip install ml_dtypes)"
     return f"dtype {dt} is not supported; use one of {names}"
 
 

@@ -73,10 +73,23 @@ def test_a_captured_torch_tensor_is_a_snapshot():
 def test_refusals_name_the_reason():
     with pytest.raises(ArgumentError, match="requires? grad.*detach"):
         gg.exp(torch.ones(2, requires_grad=True))
-    with pytest.raises(ArgumentError, match="could not be shared"):
-        gg.jit(gg.exp)(torch.ones(2, dtype=torch.bfloat16))
     with pytest.raises(ArgumentError, match="neither __dlpack__"):
         from_dlpack(object())
+
+
+def test_bfloat16_tensors_are_shared_through_their_bits():
+    """DLPack cannot give NumPy a bfloat16 array; torch's bits are viewed as ml_dtypes'
+    bfloat16 instead, still without a copy."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    t = torch.tensor([1.5, -2.25, 3.0], dtype=torch.bfloat16)
+    a = gg.from_dlpack(t)
+    assert a.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(a.astype(np.float32), [1.5, -2.25, 3.0])
+    t[0] = 7.0
+    assert a[0] == 7.0  # the same memory
+    got = gg.jit(lambda x: x * 2)(t)
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got.astype(np.float32), [14.0, -4.5, 6.0])
 
 
 def test_jax_arrays():
@@ -88,6 +101,7 @@ def test_jax_arrays():
     got = gg.jit(lambda x, y: gg.matmul(x, gg.transpose(y)))(j, j)
     np.testing.assert_allclose(got, np.asarray(j) @ np.asarray(j).T)
     np.testing.assert_array_equal(gg.exp(jnp.zeros(2, jnp.float16)), np.ones(2, np.float16))
+    assert str(gg.exp(jnp.zeros(2, jnp.bfloat16)).dtype) == "bfloat16"
 
 
 def test_cuda_tensors_need_cupy_or_say_so():

@@ -35,10 +35,11 @@ C_TYPES: dict[str, str] = {
     "uint8": "unsigned char",
     "uint16": "unsigned short",
     "bool": "bool",
+    "bfloat16": "gg_bfloat16",
 }
 # Where a value computes in another type than it is stored in: the type of its variables,
 # literals and of ``{T}`` in op templates.
-COMPUTE_TYPES: dict[str, str] = {"float16": "float"}
+COMPUTE_TYPES: dict[str, str] = {"float16": "float", "bfloat16": "float"}
 # float16 under NVRTC is cuda_fp16.h's __half (the include path: cuda_include_options()); host
 # compilers (the kernel emulator, backend="cpu") use _Float16, whose conversions round to nearest
 # even as CUDA's do. gg_round_half rounds a result to float16 and back: a double goes to float16
@@ -65,11 +66,45 @@ template <typename T> __device__ __forceinline__ float gg_round_half(T x) {
 }
 #endif
 """
+# bfloat16 only ever meets a kernel through casts from and to float32 (ops/core.py runs every
+# other op on float32): CUDA's __nv_bfloat16 under NVRTC; on host compilers the bits, rounded
+# to nearest even as ml_dtypes does (a NaN stays a quiet NaN of the same sign).
+BFLOAT16_HEADER = """\
+#ifndef GG_BFLOAT16_DEFINED
+#define GG_BFLOAT16_DEFINED
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 gg_bfloat16;
+__device__ __forceinline__ float gg_bf2f(gg_bfloat16 h) { return __bfloat162float(h); }
+__device__ __forceinline__ gg_bfloat16 gg_f2bf(float x) { return __float2bfloat16_rn(x); }
+#else
+struct gg_bfloat16 {
+  unsigned short bits;
+};
+inline float gg_bf2f(gg_bfloat16 h) {
+  unsigned int u = (unsigned int)h.bits << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline gg_bfloat16 gg_f2bf(float x) {
+  unsigned int u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return gg_bfloat16{(unsigned short)((u >> 16) | 0x40u)};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return gg_bfloat16{(unsigned short)(u >> 16)};
+}
+#endif
+__device__ __forceinline__ float gg_round_bf16(float x) { return gg_bf2f(gg_f2bf(x)); }
+#endif
+"""
 # Per storage dtype: how a loaded element becomes its compute value, how a computed result is
 # rounded, and how it is stored; "{}" is the expression. Absent: as it is.
-LOAD_CONVERT: dict[str, str] = {"float16": "gg_h2f({})"}
-RESULT_ROUND: dict[str, str] = {"float16": "gg_round_half({})"}
-STORE_CONVERT: dict[str, str] = {"float16": "gg_f2h({})"}
+LOAD_CONVERT: dict[str, str] = {"float16": "gg_h2f({})", "bfloat16": "gg_bf2f({})"}
+RESULT_ROUND: dict[str, str] = {"float16": "gg_round_half({})", "bfloat16": "gg_round_bf16({})"}
+STORE_CONVERT: dict[str, str] = {"float16": "gg_f2h({})", "bfloat16": "gg_f2bf({})"}
+# The header each such dtype needs in a kernel.
+DTYPE_HEADERS: dict[str, str] = {"float16": HALF_HEADER, "bfloat16": BFLOAT16_HEADER}
 # Templates that differ when the output is float16: a cast must not go through float first.
 HALF_OUTPUT_TEMPLATES: dict[str, str] = {"astype": "{0}"}
 # Where an op's own template is not valid or not exact C for a dtype kind: (op, kind of its
@@ -219,7 +254,9 @@ _COMPUTE_TYPE_OF = {**_C_TYPE_OF, **{np.dtype(k): v for k, v in COMPUTE_TYPES.it
 _LOAD_OF = {np.dtype(k): v for k, v in LOAD_CONVERT.items()}
 _ROUND_OF = {np.dtype(k): v for k, v in RESULT_ROUND.items()}
 _STORE_OF = {np.dtype(k): v for k, v in STORE_CONVERT.items()}
+_HEADER_OF = {np.dtype(k): v for k, v in DTYPE_HEADERS.items() if k in C_TYPES}
 _HALF = np.dtype("float16")
+_FLOAT32 = np.dtype("float32")
 
 
 def c_type(dtype: np.dtype) -> str:
@@ -252,8 +289,19 @@ def unsupported_reason(node: Node) -> str | None:
     for v in (*node.inputs, *node.outputs):
         if v.dtype not in _C_TYPE_OF:
             return f"{node.op}: dtype {v.dtype} has no C type in the codegen"
+        if v.dtype.name == "bfloat16" and (
+            node.op != "astype" or _FLOAT32 not in node_dtypes(node)
+        ):
+            return (
+                f"{node.op}: bfloat16 is only cast from and to float32 in a kernel (other ops "
+                "run on float32; other casts round as ml_dtypes does, on the host)"
+            )
     rule = _kind_rule(node)
     return rule.refusal(node) if rule is not None else None
+
+
+def node_dtypes(node: Node) -> set[np.dtype]:
+    return {v.dtype for v in (*node.inputs, *node.outputs)}
 
 
 def _kind_rule(node: Node) -> KindRule | None:
@@ -373,8 +421,7 @@ def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False
     full = [body.inputs[j] for j in full_inputs] + list(body.outputs)
     lanes = vector_lanes(full, n) if vectorize else 1
     helpers = {op_template(n)[1] for n in body.nodes if n.op != "constant"}
-    if any(v.dtype == _HALF for v in body.values()):
-        helpers.add(HALF_HEADER)
+    helpers |= {_HEADER_OF[v.dtype] for v in body.values() if v.dtype in _HEADER_OF}
     header, vector_block = "".join(sorted(helpers)) + RANGE_HEADER, ""
     if lanes > 1:
         header += VECTOR_HEADER

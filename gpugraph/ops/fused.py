@@ -300,8 +300,10 @@ def _straight_line(plan: _ChunkPlan):
     lines, ns = inline(ins, outs, "_")
     source = (
         "def run(ins, outs):\n"
-        f"    {''.join(a + ', ' for a in ins)}= ins\n"
-        f"    {''.join(o + ', ' for o in outs)}= outs\n" + "".join(f"    {x}\n" for x in lines)
+        # a group may have no inputs (all its operands folded to constants): no unpacking
+        + (f"    {''.join(a + ', ' for a in ins)}= ins\n" if ins else "")
+        + f"    {''.join(o + ', ' for o in outs)}= outs\n"
+        + "".join(f"    {x}\n" for x in lines)
     )
     exec(compile(source, "<gpugraph fused group>", "exec"), ns)
     run = ns["run"]
