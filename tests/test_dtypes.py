@@ -290,3 +290,15 @@ def test_float16_round_trip_casts_fold_away():
     assert "astype" not in c.graph.op_counts()
     c = gg.jit(lambda x: gg.astype(gg.astype(x, np.int8), F16), fuse=False).lower(x)
     assert c.graph.op_counts()["astype"] == 2  # float16 -> int8 truncates: kept
+
+
+def test_float16_random_draws():
+    """Unit floats take as many random bits as float16 holds (11): every value is exact and
+    below 1 (24 bits would round up to 1.0, and the raw 32-bit word overflows to inf)."""
+    k = gg.random.key(3)
+    u = gg.random.uniform(k, (20000,), F16)
+    assert u.dtype == F16 and u.min() >= 0 and u.max() < 1
+    np.testing.assert_array_equal(u, gg.jit(lambda k: gg.random.uniform(k, (20000,), F16))(k))
+    assert abs(float(u.astype(np.float32).mean()) - 0.5) < 0.02
+    n = gg.random.normal(k, (20000,), F16).astype(np.float32)
+    assert np.isfinite(n).all() and abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05

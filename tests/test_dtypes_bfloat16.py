@@ -117,3 +117,11 @@ def test_bfloat16_reductions_gradients_and_matmul():
         for g, wt in zip(got, want):
             assert g.dtype == BF16
             np.testing.assert_allclose(g.astype(np.float32), wt, rtol=3e-2, atol=3e-2)
+
+
+def test_bfloat16_random_draws():
+    k = gg.random.key(5)
+    u = gg.random.uniform(k, (20000,), BF16)
+    assert u.dtype == BF16 and u.min() >= 0 and u.max() < 1
+    n = gg.random.normal(k, (20000,), BF16).astype(np.float32)
+    assert np.isfinite(n).all() and abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
