@@ -9,7 +9,12 @@ import pytest
 
 import gpugraph as gg
 from tests import test_ops, test_ops_elementwise_more
-from tests.kernel_helpers import requires_emulator, requires_nvrtc, run_graph_emulated
+from tests.kernel_helpers import (
+    assert_kernel_matches,
+    requires_emulator,
+    requires_nvrtc,
+    run_graph_emulated,
+)
 
 F16 = np.float16
 RNG = np.random.default_rng(7)
@@ -66,15 +71,27 @@ def test_float16_op_tables_match_float32_eager_and_jit(name):
             _check_half(got, want, f"{name} jit fuse={fuse}")
 
 
+# Signed zeros, +-1, the float16 exp overflow edge (exp(11) fits, exp(12) does not), the
+# largest finite value, subnormals, infinities and NaN.
+HALF_EDGES = [0.0, -0.0, 1.0, -1.0, 11.0, -11.0, 12.0, -12.0, 65504.0, -65504.0, 6e-8, -6e-5]
+HALF_EDGES += [np.inf, -np.inf, np.nan, 0.5, 2.0, -2.5]
+
+
 @requires_nvrtc
 @requires_emulator
+@pytest.mark.parametrize("inputs", ["sample", "edges"])
 @pytest.mark.parametrize("arity", [1, 2])
-def test_float16_fused_kernels_compile_and_match_numpy_on_the_emulator(arity):
+def test_float16_fused_kernels_compile_and_match_numpy_on_the_emulator(arity, inputs):
     """All ops of the tables of one arity in one jitted function (a few kernels, one compile
     each): every kernel compiles under NVRTC with cuda_fp16.h, and its results on the emulator
-    equal NumPy's float16 evaluation of the same graph within float16 tolerance."""
+    equal NumPy's float16 evaluation of the same graph within float16 tolerance, NaN where NaN
+    and the same infinities (at the edge values too)."""
     names = sorted(n for n, (_, _, a) in CASES.items() if a == arity)
-    args = [half_sample((5, 9), "pos") for _ in range(arity)]
+    if inputs == "sample":
+        args = [half_sample((5, 9), "pos") for _ in range(arity)]
+    else:
+        edges = np.array(HALF_EDGES, F16)
+        args = [edges, edges[::-1].copy()][:arity]
 
     def f(*xs):
         return tuple(CASES[n][0](*xs) for n in names)
@@ -86,12 +103,8 @@ def test_float16_fused_kernels_compile_and_match_numpy_on_the_emulator(arity):
         want = c(*args)
         got = run_graph_emulated(c.graph, args)
     for n, w, g in zip(names, want, got):
-        w, g = np.asarray(w), np.asarray(g)
         assert g.dtype == w.dtype, n
-        if w.dtype == F16:
-            np.testing.assert_allclose(g.astype(np.float32), w, **HALF_TOL, err_msg=n)
-        else:
-            np.testing.assert_array_equal(g, w, err_msg=n)
+        assert_kernel_matches(_as_f32(g), _as_f32(w), rtol=2e-3, atol=1e-3, what=n)
 
 
 @requires_emulator
@@ -302,3 +315,22 @@ def test_float16_random_draws():
     assert abs(float(u.astype(np.float32).mean()) - 0.5) < 0.02
     n = gg.random.normal(k, (20000,), F16).astype(np.float32)
     assert np.isfinite(n).all() and abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
+
+
+@requires_emulator  # backend="cpu" needs the same host compiler
+@pytest.mark.parametrize("dtype", [F16, np.int8, np.uint8])
+def test_backend_cpu_native_kernels(dtype):
+    """backend="cpu" compiles the same kernels with the host compiler (_Float16 for float16):
+    the results equal the NumPy backend's (float16 within its tolerance, integers exactly)."""
+    x = (RNG.standard_normal((7, 33)) * 3).astype(dtype)
+
+    def f(x):
+        return gg.tanh(x * 0.5) + x if x.dtype == F16 else (x * 3 + 7) // 2 - x
+
+    want = gg.jit(f, backend="numpy")(x)
+    c = gg.jit(f, backend="cpu").lower(x)
+    with np.errstate(all="ignore"):
+        got = c(x)
+    assert "1 fused group(s) as native kernels" in c.explain()
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(_as_f32(got), _as_f32(want), **HALF_TOL)
