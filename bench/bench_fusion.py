@@ -230,9 +230,20 @@ def cpu_rows(n: int, repeats: int) -> tuple[list[dict], dict]:
             except Exception as e:  # noqa: BLE001 - a peer's toolchain may be missing
                 absent[f"{impl} ({name})"] = f"{type(e).__name__}: {str(e)[:300]}"
                 del impls[impl]
+        if name == "chain8":  # copy references (not the workload): bytes moved = chain8's
+            impls.update(copy_references(args[0]))
         for impl, (ms, cpu_ms) in time_cpu(impls, args, repeats).items():
             rows.append({"workload": name, "impl": impl, "ms": ms, "cpu_ms": cpu_ms})
     return rows, {"absent": absent}
+
+
+def copy_references(x) -> dict:
+    """Reading x and writing a fresh array of its size, chain8's memory traffic: NumPy's copy
+    (one thread) and the cpu backend's kernel for ``x * 2 + 1`` (its OpenMP threads; one op
+    alone is not a kernel). chain8's copy-bandwidth fraction is copy ms / chain8 ms."""
+    native = gg.jit(lambda x: x * 2.0 + 1.0, backend="cpu")
+    native(x)  # compiled here, outside the timing
+    return {"copy ref: np.copy": lambda x: np.copy(x), "copy ref: gpugraph cpu x*2+1": native}
 
 
 def host(a):

@@ -17,7 +17,6 @@ import ast
 import inspect
 import os
 import sysconfig
-import textwrap
 import types
 import weakref
 from collections.abc import Callable
@@ -27,8 +26,16 @@ from . import autograph_loops, autograph_ops
 from .autograph_ast import tail_returns
 from .autograph_convert import _Converter, _relocate_missing, set_loop_options
 from .autograph_ops import record
+from .autograph_source import StaleSourceError, parse_def
 
-__all__ = ["call", "convert", "record", "set_loop_options", "to_source"]
+__all__ = [
+    "StaleSourceError",
+    "call",
+    "convert",
+    "record",
+    "set_loop_options",
+    "to_source",
+]
 
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _LIB_DIRS = tuple(
@@ -53,33 +60,6 @@ def _convertible(f: Any) -> bool:
     )
 
 
-def _parse_def(fn: types.FunctionType) -> ast.FunctionDef:
-    """The function's ``def`` (a lambda: a ``def`` returning its body), with the line numbers
-    of its file. ValueError/SyntaxError when the source cannot be told apart."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
-    if fn.__name__ != "<lambda>":
-        fdef = tree.body[0]
-        if not isinstance(fdef, ast.FunctionDef) or fdef.name != fn.__name__:
-            raise ValueError("source is not a plain def")
-        fdef.decorator_list = []
-        return fdef
-    code = fn.__code__
-    params = list(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
-    lams = [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Lambda)
-        and n.lineno == code.co_firstlineno
-        and [a.arg for a in n.args.args + n.args.kwonlyargs] == params
-    ]
-    if len(lams) != 1:  # two lambdas alike on one line: which one is unknowable
-        raise ValueError("ambiguous lambda")
-    lam = lams[0]
-    ret = ast.copy_location(ast.Return(lam.body), lam.body)
-    return ast.copy_location(ast.FunctionDef("lambda__", lam.args, [ret], [], None), lam)
-
-
 def _strip_def_time_exprs(fdef: ast.FunctionDef) -> None:
     """Defaults and annotations are evaluated where the ``def`` runs (our factory, where the
     names they use may not exist); the new function takes ``fn.__defaults__`` instead."""
@@ -92,7 +72,7 @@ def _strip_def_time_exprs(fdef: ast.FunctionDef) -> None:
 
 
 def _build(fn: types.FunctionType) -> types.FunctionType:
-    fdef = _parse_def(fn)
+    fdef = parse_def(fn)
     _strip_def_time_exprs(fdef)
     tail_returns(fdef)
     conv = _Converter(fdef)
@@ -152,12 +132,45 @@ def convert(fn: Callable) -> Callable:
 
 def call(f: Any) -> Any:
     """What converted code calls in place of ``f``: its converted version for user functions
-    and methods, ``f`` itself for everything else."""
+    and methods, gg.cond & co. converting the functions passed to them, ``f`` itself for
+    everything else."""
     if isinstance(f, types.MethodType) and _convertible(f.__func__):
         return types.MethodType(convert(f.__func__), f.__self__)
     if isinstance(f, types.FunctionType):
-        return convert(f)
+        region = _region_ops().get(f)
+        return region if region is not None else convert(f)
     return f
+
+
+def _convert_arg(a: Any) -> Any:
+    if isinstance(a, (types.FunctionType, types.MethodType)):
+        return call(a)
+    if isinstance(a, (list, tuple)) and any(callable(b) for b in a):  # gg.switch's branches
+        return type(a)(_convert_arg(b) for b in a)
+    return a
+
+
+_REGIONS: dict[Any, Callable] = {}
+
+
+def _region_ops() -> dict[Any, Callable]:
+    """gg.cond / switch / while_loop / fori_loop / scan, each wrapped so that the user
+    functions passed to it are converted too (a Python `if` in a scan body converts)."""
+    if not _REGIONS:
+        from . import control_flow
+
+        def wrap(op: Callable) -> Callable:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                args = tuple(_convert_arg(a) for a in args)
+                return op(*args, **{k: _convert_arg(v) for k, v in kwargs.items()})
+
+            run.__name__ = run.__qualname__ = op.__name__
+            return run
+
+        for name in control_flow.__all__:
+            op = getattr(control_flow, name)
+            _REGIONS[op] = wrap(op)
+    return _REGIONS
 
 
 def to_source(fn: Callable) -> str:

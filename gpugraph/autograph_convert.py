@@ -216,11 +216,11 @@ class _Converter(ast.NodeTransformer):
         return pre, brk, k
 
     def visit_While(self, node: ast.While):
+        opts = _loop_options(node)  # before `continue` lowering puts a flag reset first
         res = self._visit_loop(node, "while", "test")
         if isinstance(res, ast.AST):
             return res
         pre, brk, k = res
-        opts = _loop_options(node)
         names, lines = self._names(node.body)
         live = sorted(set(names) & self._live_after(node))
         out = pre + self._state(k, names, node)
@@ -255,15 +255,28 @@ class _Converter(ast.NodeTransformer):
         out = pre + self._state(k, names, node)
         out.append(self._func(f"for_body_{k}", [f"itr_{k}"], names, body, node))
         extra = f"lambda: ag__.not_({brk})" if brk else "None"
+        target = node.target.id if isinstance(node.target, ast.Name) else None
+        tnames = tuple(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
         call = _expr(
             f"ag__.for_stmt(None, {extra}, for_body_{k}, get_{k}, set_{k}, "
-            f"{tuple(names)!r}, {tuple(live)!r}, ({node.lineno}, {lines!r}))"
+            f"{tuple(names)!r}, {tuple(live)!r}, ({node.lineno}, {lines!r}, {target!r}, "
+            f"{tnames!r}))"
         )
         _relocate(call, node)
         call.args[0] = node.iter
         out.append(ast.copy_location(ast.Expr(call), node))
         self.converted.append(f"line {node.lineno}: for")
         return out
+
+    def visit_Return(self, node: ast.Return):
+        """``return v`` -> ``return ag__.ret(v)``: returning a variable left undefined (the
+        target of a loop that ran zero times) is a use, and raises naming it."""
+        self.generic_visit(node)
+        if node.value is not None:
+            new = ast.Call(_expr("ag__.ret"), [node.value], [])
+            _relocate(new.func, node)
+            node.value = ast.copy_location(new, node.value)
+        return node
 
     # -- expressions --------------------------------------------------------------------
     def visit_Call(self, node: ast.Call):

@@ -7,17 +7,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from .autograph_ops import Undefined, _check_values, _mismatch, _note, _to_pred, if_stmt
+import numpy as np
+
+from .autograph_ops import (
+    Undefined,
+    _check_values,
+    _mismatch,
+    _note,
+    _to_pred,
+    if_stmt,
+    mark_loop,
+    notes_mark,
+)
 from .errors import DTypeError, ShapeError, TraceError
 from .tracer import Tracer, user_loc
 
 
 # -- loops --------------------------------------------------------------------------------
-def _carry_setup(names, init, live, info, loc, what):
+def _carry_setup(names, init, live, info, loc, what, exempt=frozenset()):
     carry_idx = [i for i, v in enumerate(init) if not isinstance(v, Undefined)]
+    targets = info[3] if len(info) > 3 else ()
     for i, v in enumerate(init):
-        if isinstance(v, Undefined) and names[i] in live:
+        if isinstance(v, Undefined) and names[i] in live and names[i] not in exempt:
             line = info[1].get(names[i], info[0])
+            if names[i] in targets:
+                raise TraceError(
+                    f"the loop variable {names[i]!r} of a `for` over a traced range (line "
+                    f"{info[0]}) is used after the loop, but it has no value before the loop "
+                    "and the range may be empty; give it a value before the loop, e.g. "
+                    f"`{names[i]} = 0` (at {loc})"
+                )
             raise TraceError(
                 f"variable {names[i]!r} is first assigned inside a {what} on a traced value "
                 f"(line {line}) and used after it; give it a value before the loop (line "
@@ -45,6 +64,7 @@ def _graph_while(test_fn, body_fn, get_vars, set_vars, names, live, info, loc, o
     from .control_flow import while_loop
 
     _note("while -> gg.while_loop", loc)
+    mark_loop(loc, "while")
     init = get_vars()
     idx, cnames = _carry_setup(names, init, live, info, loc, "`while` loop")
     seen: dict[str, tuple] = {}
@@ -124,30 +144,105 @@ def _guarded(pred, fn, get_vars, set_vars, names, info) -> None:
     if_stmt(pred, fn, lambda: None, get_vars, set_vars, names, live, (info[0], None, {}))
 
 
+def _target_inits(iterable, names, init, live, info) -> tuple[list, set[str]]:
+    """Loop variables (targets) are carries only when read after the loop, as Python's last
+    value; a traced array's loop variable starts as zeros of a row (the first iteration
+    overwrites it), so an earlier value of another type (``_`` of a previous loop) does not
+    matter. After a loop over an empty array it keeps its old value, or stays undefined."""
+    vals, exempt = list(init), set()
+    target, targets = (info[2], info[3]) if len(info) > 3 else (None, ())
+    for i, n in enumerate(names):
+        if n not in targets:
+            continue
+        if n not in live:
+            vals[i] = Undefined(n)
+            exempt.add(n)
+        elif n == target and isinstance(iterable, Tracer) and iterable.shape:
+            if iterable.shape[0] > 0:
+                vals[i] = np.zeros(iterable.shape[1:], iterable.dtype)
+            else:
+                exempt.add(n)
+                if isinstance(vals[i], Undefined):
+                    why = f"the `for` loop at line {info[0]} ran zero times (empty array)"
+                    vals[i] = Undefined(n, why)
+    return vals, exempt
+
+
 def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info) -> None:
     """``for x in iterable: body_fn(x)`` (stopping when ``extra_test()``, the negated break
     flag, is false): Python iteration over Python iterables; gg.fori_loop over a range with
     traced bounds; gg.scan over a traced array's leading axis."""
-    if not isinstance(iterable, (Tracer, TracedRange)):
-        for x in iterable:
-            t = extra_test() if extra_test is not None else True
-            if isinstance(t, Tracer):  # a break taken under a traced condition earlier
-                _guarded(t, lambda x=x: body_fn(x), get_vars, set_vars, names, info)
-            elif not t:
-                break
-            else:
-                body_fn(x)
-        return
+    if isinstance(iterable, (Tracer, TracedRange)):
+        return _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info)
+    for pos, x in enumerate(iterable):
+        t = extra_test() if extra_test is not None else True
+        if isinstance(t, Tracer):  # a break taken under a traced condition earlier
+            rest = iterable[pos:] if isinstance(iterable, range) else None
+            if rest is not None and len(rest) > 1:
+                args = (extra_test, body_fn, get_vars, set_vars, names, live, info)
+                if _rest_as_loop(rest, *args):
+                    return
+            _guarded(t, lambda x=x: body_fn(x), get_vars, set_vars, names, info)
+        elif not t:
+            break
+        else:
+            body_fn(x)
+
+
+def _rest_as_loop(rest: range, *args) -> bool:
+    """The iterations of a Python range left after a `break` became traced, as one
+    gg.while_loop (``_rest_while``) rather than one gg.cond per iteration. The loop
+    variable is then traced; a body that needs it as a Python int (a list index, a shape)
+    fails to trace, and the caller unrolls instead (returns False)."""
+    init, notes = args[2](), notes_mark()
+    try:
+        _graph_for(_StaticRange(rest), *args)
+        return True
+    except Exception:  # noqa: BLE001  (the unrolled form re-raises genuine errors)
+        args[3](init)
+        notes_mark(notes)
+        return False
+
+
+def _rest_while(r: range, extra_test, set_vars, init, idx, step, loc):
+    """The rest of a Python range whose `break` is traced: ``while j < len(r) and not
+    broken``, so it stops at the break; ``max_steps=len(r)`` keeps it reverse-differentiable.
+    The loop variable is ``r.start + j * r.step`` with ``j`` weakly typed, like a Python int."""
+    from .control_flow import while_loop
+    from .ops.elementwise import logical_and
+
+    def test(c):
+        set_vars(_merge(init, idx, c[1]))
+        t = extra_test()
+        more = c[0] < len(r)
+        return logical_and(more, _to_pred(t, "a `break`", loc)) if isinstance(t, Tracer) else more
+
+    def body(c):
+        j, carry = c
+        x = r.start + j * r.step if r.step != 1 else r.start + j
+        return j + 1, step(x, carry, False)  # the test saw no break: no guard needed
+
+    return while_loop(test, body, (0, tuple(init[i] for i in idx)), max_steps=len(r))[1]
+
+
+class _StaticRange:
+    """The rest of a Python range, run as one graph loop (see ``_rest_while``)."""
+
+    def __init__(self, r: range) -> None:
+        self.r = r
+
+
+def _graph_for(iterable, extra_test, body_fn, get_vars, set_vars, names, live, info) -> None:
     from .control_flow import fori_loop, scan
 
     loc = user_loc()
-    init = get_vars()
-    idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop")
+    init, exempt = _target_inits(iterable, names, get_vars(), live, info)
+    idx, cnames = _carry_setup(names, init, live, info, loc, "`for` loop", exempt)
     seen: dict[str, tuple] = {}
 
-    def step(x, carry):
+    def step(x, carry, guard=True):
         set_vars(_merge(init, idx, carry))
-        t = extra_test() if extra_test is not None else True
+        t = extra_test() if extra_test is not None and guard else True
         if isinstance(t, Tracer):
             _guarded(t, lambda: body_fn(x), get_vars, set_vars, names, info)
         elif t:
@@ -161,8 +256,12 @@ def for_stmt(iterable, extra_test, body_fn, get_vars, set_vars, names, live, inf
     try:
         if isinstance(iterable, TracedRange):
             _note("for range -> gg.fori_loop", loc)
+            mark_loop(loc, "for")
             lo, hi = iterable.bounds()
             out = fori_loop(lo, hi, lambda i, c: step(i, c), init_c)
+        elif isinstance(iterable, _StaticRange):
+            _note("for range (after a traced break) -> gg.while_loop", loc)
+            out = _rest_while(iterable.r, extra_test, set_vars, init, idx, step, loc)
         else:
             _note("for over array -> gg.scan", loc)
             out, _ = scan(lambda c, x: (step(x, c), None), init_c, iterable)

@@ -23,15 +23,44 @@ _local = threading.local()
 
 
 class Undefined:
-    """The value of a variable that has no value yet where a converted block starts."""
+    """The value of a variable that has no value yet where a converted block starts. Left in
+    a variable after a converted loop that ran zero times (a loop target), it raises a
+    TraceError naming the variable on any use, as Python's NameError would."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "why")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, why: str = "") -> None:
+        self.name, self.why = name, why
 
     def __repr__(self) -> str:
         return f"<undefined {self.name}>"
+
+    def _use(self, *_: Any, **__: Any) -> Any:
+        raise TraceError(
+            f"variable {self.name!r} has no value here: {self.why or 'it is unbound'} (at "
+            f"{user_loc()})"
+        )
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        self._use()
+
+
+for _m in (
+    "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift lt le gt ge "
+    "radd rsub rmul rtruediv rfloordiv rmod rpow rmatmul rand ror rxor "
+    "neg pos abs invert bool int float index len iter getitem call array"
+).split():
+    setattr(Undefined, f"__{_m}__", Undefined._use)
+
+
+def ret(value: Any) -> Any:
+    """A returned value (or tuple of them) that is an ``Undefined`` raises its error."""
+    for v in value if type(value) is tuple else (value,):
+        if isinstance(v, Undefined):
+            v._use()
+    return value
 
 
 def lds(scope: dict, names: tuple[str, ...]) -> tuple:
@@ -60,6 +89,47 @@ def converting() -> bool:
     """Whether a gg.jit trace with autograph on is running (gg.grad inside it then converts
     the function it differentiates)."""
     return getattr(_local, "on", False)
+
+
+# user locations of the loops autograph made into while_loops: "while" or "for" (a range with
+# a traced bound), so a reverse-mode error there says how to bound the user's own loop
+_LOOP_ORIGIN: dict[str, str] = {}
+
+
+def mark_loop(loc: str, kind: str) -> None:
+    _LOOP_ORIGIN[loc] = kind
+
+
+def unbounded_loop_advice(loc: str | None) -> str:
+    """How to bound the trip count of the while_loop at ``loc`` for reverse mode."""
+    kind = _LOOP_ORIGIN.get(loc or "")
+    if kind == "while":
+        return (
+            "this is a Python `while` that gg.jit converted: make "
+            "`gg.autograph.set_loop_options(max_steps=N)` the first statement of its body (the "
+            "tape then holds at most N steps)"
+        )
+    if kind == "for":
+        return (
+            "this is a Python `for` over a range with a traced bound that gg.jit converted: make "
+            "the bound static (static_argnums), or write a `while` loop with "
+            "`gg.autograph.set_loop_options(max_steps=N)` as the first statement of its body"
+        )
+    return (
+        "pass max_steps=N to gg.while_loop (the tape then holds at most N steps), or use "
+        "fori_loop with static bounds or scan"
+    )
+
+
+def notes_mark(back_to: int | None = None) -> int:
+    """How many conversions are noted; with ``back_to``, forget the ones after that (a
+    conversion attempt that was given up)."""
+    notes = getattr(_local, "notes", None)
+    if notes is None:
+        return 0
+    if back_to is not None:
+        del notes[back_to:]
+    return len(notes)
 
 
 def _note(what: str, loc: str) -> None:

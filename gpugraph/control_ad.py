@@ -130,10 +130,11 @@ def while_jvp(tangents, outs, *ins, cond_graph, body_graph, n_carry, max_steps=N
 
 def while_vjp(cts, outs, *ins, cond_graph, body_graph, n_carry, max_steps=None, _loc=None):
     if max_steps is None:
+        from .autograph_ops import unbounded_loop_advice  # the loop may be a converted one
+
         raise GpuGraphError(
             f"reverse-mode differentiation of while_loop (at {_loc}) needs a bound on its trip "
-            "count: pass max_steps=N to gg.while_loop (the tape then holds at most N steps), or "
-            "use fori_loop with static bounds or scan"
+            f"count: {unbounded_loop_advice(_loc)}"
         )
     nc = n_carry
     base = list(ins)

@@ -22,7 +22,7 @@ from .ops import control as _control  # noqa: F401  (registers the region ops)
 from .ops.core import bind, check_dtype, is_array, is_python_scalar, scalar_default_dtype
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .trace import trace_flat
-from .tracer import Tracer, user_loc
+from .tracer import Tracer, tracing_branch, user_loc
 
 __all__ = ["cond", "fori_loop", "scan", "switch", "while_loop"]
 
@@ -33,11 +33,22 @@ class _Body:
     out_tree: TreeDef
     captures: list[Any]  # outer tracers the body read, in the order of its extra inputs
     n_in: int
+    weak_out: frozenset[int]  # outputs that are Python numbers or weakly typed tracers
 
 
 def _trace(fn: Callable, types: list[TensorType], in_tree: TreeDef, label: str) -> _Body:
-    graph, out_tree, tr = trace_flat(fn, types, in_tree, None, label=label)
-    return _Body(graph, out_tree, [outer for outer, _ in tr.captures], len(types))
+    weak: set[int] = set()
+
+    def run(*args: Any) -> Any:
+        out = fn(*args)
+        weak.update(_weak_leaves(out))
+        return out
+
+    graph, out_tree, tr = trace_flat(run, types, in_tree, None, label=label)
+    for i in weak:  # a Python number became a (strong) constant: keep it weak, as it was
+        v = graph.outputs[i]
+        v.type = TensorType(v.type.shape, v.type.dtype, weak=True)
+    return _Body(graph, out_tree, [outer for outer, _ in tr.captures], len(types), frozenset(weak))
 
 
 def _unify(bodies: list[_Body]) -> tuple[list[Any], list[Graph]]:
@@ -136,7 +147,8 @@ def _check_match(
 # -- cond / switch ------------------------------------------------------------------------
 def _switch_index(index: Any, fns: Sequence[Callable], names: list[str], operands, who, loc):
     leaves, tree, types = _leaves(tuple(operands), "operands", loc)
-    bodies = [_trace(fn, types, tree, f"{who} {n}") for fn, n in zip(fns, names)]
+    with tracing_branch():
+        bodies = [_trace(fn, types, tree, f"{who} {n}") for fn, n in zip(fns, names)]
     first = bodies[0]
     for name, b in zip(names[1:], bodies[1:]):
         _check_match(
@@ -150,7 +162,10 @@ def _switch_index(index: Any, fns: Sequence[Callable], names: list[str], operand
         )
     consts, graphs = _unify(bodies)
     out = bind("cond", index, *leaves, *consts, branches=tuple(graphs), _loc=loc)
-    return unflatten(first.out_tree, _as_list(out, first.out_tree.num_leaves))
+    # an output every branch returns weakly typed (a Python number) stays weak, as in JAX
+    weak = frozenset.intersection(*(b.weak_out for b in bodies))
+    outs = _carry_out(_as_list(out, first.out_tree.num_leaves), weak)
+    return unflatten(first.out_tree, outs)
 
 
 def _scalar_check(x: Any, who: str, what: str, kinds: str, loc: str) -> TensorType:

@@ -229,7 +229,25 @@ def innermost_trace(args) -> Trace | None:
                 raise escaped_error(a)
             if best is None or a.trace.level > best.level:
                 best = a.trace
+    if best is not None and getattr(_local, "branch_depth", 0):
+        cur = current_trace()  # a cond branch: its ops stay in it (see tracing_branch)
+        if cur is not None and cur.level > best.level:
+            return cur
     return best
+
+
+class tracing_branch:
+    """While a gg.cond / gg.switch branch is traced, an op on values of an outer trace only
+    is recorded in the branch (reading them as captures) instead of in the outer trace: it
+    must run only when its branch is taken. Hoisted out, it would run always, and its
+    derivative (say the infinite one of ``1 / x`` at 0 in the branch not taken) would reach
+    the gradient as ``0 * inf = nan``. Loop bodies keep hoisting such loop-invariant ops."""
+
+    def __enter__(self) -> None:
+        _local.branch_depth = getattr(_local, "branch_depth", 0) + 1
+
+    def __exit__(self, *exc) -> None:
+        _local.branch_depth -= 1
 
 
 class Tracer:
@@ -331,6 +349,35 @@ def _is_bool(x: Any) -> bool:
     return isinstance(x, bool) or getattr(x, "dtype", None) == np.dtype(bool)
 
 
+# Python operators that give a Python number on Python numbers
+_PY_ARITH = [
+    f"__{r}{m}__"
+    for m in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow")
+    for r in ("", "r")
+] + ["__neg__", "__abs__"]
+
+
+def _is_weak(x: Any) -> bool:
+    return type(x) in (bool, int, float) or (isinstance(x, Tracer) and x.value.type.weak)
+
+
+def _python_number_result(op):
+    """Arithmetic whose operands are all weakly typed (Python numbers, or tracers that stand
+    for one: a loop counter, a Python scalar argument) gives a weakly typed scalar, as Python
+    gives a Python number (and JAX a weak type): ``x_f32 * (n + 1)`` stays float32."""
+
+    def run(*args):
+        out = op(*args)
+        t = out.value.type if isinstance(out, Tracer) else None
+        if t is not None and not t.weak and t.shape == () and t.dtype.kind in "if":
+            if all(_is_weak(a) for a in args):
+                out.value.type = TensorType((), t.dtype, weak=True)
+        return out
+
+    run.__name__ = getattr(op, "__name__", "op")
+    return run
+
+
 def install_tracer_methods(namespace: dict) -> None:
     """Attach arithmetic and ndarray-style methods (called once the ops exist)."""
     ns = namespace
@@ -422,6 +469,8 @@ def install_tracer_methods(namespace: dict) -> None:
         ("rshift", "right_shift", ">>"),
     ):
         methods[f"__{dunder}__"] = methods[f"__r{dunder}__"] = unsupported(name, sym)
+    for m in _PY_ARITH:
+        methods[m] = _python_number_result(methods[m])
     # JAX's functional updates: x.at[idx].set(v) and friends (gpugraph/ops/select.py)
     methods["at"] = property(lambda self: ns["at"](self))
     for k, v in methods.items():

@@ -414,10 +414,15 @@ CORPUS = [
 
 
 def _close(a, b):
+    """Equal values and, where the reference is an array (not a Python number, which the
+    graph holds as a 0-d array of its carry's dtype), equal dtypes: a converted program
+    must not promote differently from its Python run."""
     la, lb = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
     assert len(la) == len(lb)
     for u, v in zip(la, lb):
         np.testing.assert_allclose(np.asarray(u, np.float64), np.asarray(v, np.float64), 1e-5)
+        if not isinstance(v, (bool, int, float)):
+            assert np.asarray(u).dtype == np.asarray(v).dtype, (np.asarray(u).dtype, type(v))
 
 
 @pytest.mark.parametrize("fn,inputs", CORPUS, ids=[f.__name__ for f, _ in CORPUS])

@@ -115,10 +115,13 @@ def test_float_to_int_casts_stay_on_numpy_with_a_note():
     _assert_close(got, want, np.float64)
 
 
-def test_misaligned_views_and_the_parallel_path():
+def test_misaligned_views_and_the_parallel_path(monkeypatch):
     """x[1:] of a float32 array is 4 bytes off any vector boundary: the kernel's alignment
     test sends it down the scalar loop. 300001 elements split over the OpenMP threads (chunks
-    start on multiples of 64 elements; the last one is ragged)."""
+    start on multiples of 64 elements; the last one is ragged): the threshold is lowered to
+    reach the parallel path."""
+    monkeypatch.setenv(cpu_backend.PARALLEL_MIN_ENV, str(1 << 16))
+    cpu_backend.parallel_min.cache_clear()
     rng = np.random.default_rng(2)
     base = rng.standard_normal(300002).astype(np.float32)
     other = rng.standard_normal(300002).astype(np.float32)
@@ -127,10 +130,14 @@ def test_misaligned_views_and_the_parallel_path():
     def fn(x, y, b):
         return gg.tanh(x * y + b) - x, gg.exp(-y) * 0.5
 
-    for x, y in ((base[1:], other[:-1]), (base[:-1], other[:-1])):
-        got, want, compiled = _both(fn, x, y, bias)
-        assert _native_groups(compiled) >= 1
-        _assert_close(got, want, np.float32)
+    try:
+        for x, y in ((base[1:], other[:-1]), (base[:-1], other[:-1])):
+            got, want, compiled = _both(fn, x, y, bias)
+            assert _native_groups(compiled) >= 1
+            _assert_close(got, want, np.float32)
+    finally:
+        monkeypatch.undo()
+        cpu_backend.parallel_min.cache_clear()
 
 
 def test_size_zero_and_broadcast_inputs():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_helpers import requires_emulator, requires_nvrtc
+from kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc
 
 from gpugraph.errors import GpuGraphError
 from gpugraph.testing.emulator import (
@@ -444,9 +444,268 @@ def test_nvrtc_unavailable_is_reported_not_raised(monkeypatch) -> None:
 def test_cooperative_unsupported_shared_forms_are_refused() -> None:
     source = r"""
     extern "C" __global__ void k(float* x) {
-      extern __shared__ float dyn[];
-      dyn[threadIdx.x] = x[threadIdx.x];
+      __shared__ float tile[4][32];
+      tile[0][threadIdx.x] = x[threadIdx.x];
     }
     """
     with pytest.raises(GpuGraphError, match=r"kernel\.cu:3: the emulator supports only 1-D"):
         load_kernel(source, "k")
+
+
+# Dynamic shared memory (extern __shared__, sized at launch) and __syncwarp.
+WARP_EXCHANGE = r"""
+extern "C" __global__ void NAME(const float* x, float* out) {
+  extern __shared__ float buf[];
+  extern __shared__ double as_double[];  // aliases buf, as every extern array does
+  const unsigned lane = threadIdx.x % 32, base = threadIdx.x - lane;
+  float v = x[threadIdx.x];
+  for (int o = 16; o > 0; o >>= 1) {
+    buf[threadIdx.x] = v;
+    SYNC1;
+    v += buf[base + (lane ^ o)];
+    SYNC2;
+  }
+  out[threadIdx.x] = v;
+  if (threadIdx.x == 0) as_double[0] = 1.5;
+}
+"""
+WARP_EXCHANGE_VARIANTS = {
+    "ok": {"SYNC1": "__syncwarp()", "SYNC2": "__syncwarp()"},
+    "no_first_sync": {"SYNC1": "", "SYNC2": "__syncwarp()"},  # read before the lane wrote
+    "no_second_sync": {"SYNC1": "__syncwarp()", "SYNC2": ""},  # overwritten before read
+    "half_mask": {"SYNC1": "__syncwarp(0x0000ffffu)", "SYNC2": "__syncwarp()"},
+}
+
+
+def _warp_exchange(tag: str):
+    sources = []
+    for name, subs in WARP_EXCHANGE_VARIANTS.items():
+        src = WARP_EXCHANGE.replace("NAME", f"warp_exchange_{name}")
+        for key, value in subs.items():
+            src = src.replace(key, value)
+        sources.append((src, f"warp_exchange_{name}"))
+    return load_kernels(sources)[f"warp_exchange_{tag}"]
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_syncwarp_exchange_through_dynamic_shared_memory() -> None:
+    x = np.random.default_rng(1).standard_normal(64).astype(np.float32)
+    out = np.zeros(64, np.float32)
+    _warp_exchange("ok")(1, 64, [x, out], shared_mem=64 * 4)
+    want = np.repeat(x.reshape(2, 32).sum(axis=1), 32)
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+
+
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize(
+    "tag, error",
+    [
+        # lane 0 reads lane 16's word first (never written), or after it without an order
+        ("no_first_sync", r"shared buf\[16\], never written|buf\[\d+\]: written by thread"),
+        # lane 0 overwrites its word (next round) before lane 16 has read it
+        ("no_second_sync", r"race on shared buf\[0\]: written by thread 0 and read by thread 16"),
+        # lanes 16..31 call __syncwarp with a mask that leaves them out: undefined on a GPU
+        ("half_mask", r"__syncwarp at line 9: calling lane 16 is not in mask 65535"),
+    ],
+)
+def test_missing_syncwarp_is_caught(tag: str, error: str) -> None:
+    x = np.ones(32, np.float32)
+    with pytest.raises(KernelRuntimeError, match=error):
+        _warp_exchange(tag)(1, 32, [x, np.zeros(32, np.float32)], shared_mem=32 * 4)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_dynamic_shared_memory_too_small_is_out_of_bounds() -> None:
+    x = np.ones(64, np.float32)
+    with pytest.raises(KernelRuntimeError, match=r"extern shared buf index 48 out of bounds "):
+        _warp_exchange("ok")(1, 64, [x, np.zeros(64, np.float32)], shared_mem=48 * 4)
+    with pytest.raises(KernelRuntimeError, match=r"index 0 out of bounds \[0, 0\)"):
+        _warp_exchange("ok")(1, 64, [x, np.zeros(64, np.float32)])  # forgot shared_mem
+    with pytest.raises(ValueError, match="shared_mem"):
+        _warp_exchange("ok")(1, 64, [x, np.zeros(64, np.float32)], shared_mem=1 << 20)
+
+
+SYNCWARP_MISC = r"""
+extern "C" __global__ void syncwarp_exited_lane(float* out) {
+  if (threadIdx.x == 3) return;  // exited lanes count as arrived at __syncwarp
+  __syncwarp();
+  out[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void syncwarp_vs_shuffle(float* out) {
+  if (threadIdx.x < 16) __syncwarp();
+  else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_syncwarp_waits_for_live_lanes_only() -> None:
+    chunks = SYNCWARP_MISC.split('extern "C"')[1:]
+    sources = [('extern "C"' + c, c.split("void ")[1].split("(")[0]) for c in chunks]
+    kernels = load_kernels(sources)
+    out = np.zeros(32, np.float32)
+    kernels["syncwarp_exited_lane"](1, 32, [out])
+    assert out[3] == 0 and out.sum() == 31
+    with pytest.raises(KernelRuntimeError, match="can never complete: lane .* is at another"):
+        kernels["syncwarp_vs_shuffle"](1, 32, [np.zeros(32, np.float32)])
+
+
+# float16: the host __half shim rounds like the device (and NumPy): every bit pattern to float
+# and back, and float32 values (ties, overflow edge, subnormals) to half.
+HALF_ROUND_TRIP = r"""
+#include <cuda_fp16.h>
+extern "C" __global__ void half_io(const __half* h, float* f, const float* g, __half* gh, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    f[i] = __half2float(h[i]);
+    gh[i] = __float2half(g[i]);
+  }
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_half_shim_converts_like_numpy() -> None:
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    h = bits.view(np.float16)
+    rng = np.random.default_rng(0)
+    with np.errstate(invalid="ignore"):  # inf + -inf among the ties
+        g = np.concatenate(
+            [
+                rng.standard_normal(20000).astype(np.float32) * np.float32(1000),
+                rng.standard_normal(20000).astype(np.float32)
+                * np.float32(1e-5),  # subnormal halves
+                h.astype(np.float32),  # exact
+                (h[:-1].astype(np.float32) + h[1:].astype(np.float32)) / 2,  # ties (and NaN/inf)
+                np.array(
+                    [65504, 65519.99, 65520, -65520, 1e-8, 2.0**-25, 3 * 2.0**-26], np.float32
+                ),
+            ]
+        ).astype(np.float32)
+    g = np.resize(g, bits.size)
+    f = np.zeros(bits.size, np.float32)
+    gh = np.zeros(bits.size, np.float16)
+    emulate_kernel(HALF_ROUND_TRIP, "half_io", 64, 128, [h, f, g, gh, np.int32(bits.size)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        want_f, want_gh = h.astype(np.float32), g.astype(np.float16)
+    np.testing.assert_array_equal(
+        f.view(np.uint32)[~np.isnan(f)], want_f.view(np.uint32)[~np.isnan(f)]
+    )
+    assert np.array_equal(np.isnan(f), np.isnan(want_f))
+    nan = np.isnan(want_gh)
+    assert np.array_equal(np.isnan(gh), nan)
+    np.testing.assert_array_equal(gh.view(np.uint16)[~nan], want_gh.view(np.uint16)[~nan])
+
+
+@requires_nvrtc
+def test_half_kernel_compiles_under_nvrtc() -> None:
+    check_nvrtc(HALF_ROUND_TRIP, "half_io.cu")
+
+
+SYNCWARP_PAIRS = r"""
+extern "C" __global__ void NAME(float* out) {
+  __shared__ float s[32];
+  const unsigned lane = threadIdx.x % 32;
+  s[lane] = (float)lane;
+  __syncwarp(3u << (lane & ~1u));  // lanes 2i and 2i+1 only
+  out[lane] = s[lane ^ PARTNER];
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_partial_syncwarp_orders_only_the_lanes_it_names() -> None:
+    sources = [
+        (SYNCWARP_PAIRS.replace("NAME", f"pairs_{p}").replace("PARTNER", str(p)), f"pairs_{p}")
+        for p in (1, 2)
+    ]
+    kernels = load_kernels(sources)
+    out = np.zeros(32, np.float32)
+    kernels["pairs_1"](1, 32, [out])  # reads its pair's word: ordered by the pair's __syncwarp
+    np.testing.assert_array_equal(out, np.arange(32) ^ 1)
+    # lane 0 reads lane 2's word: no completed __syncwarp names both lanes
+    with pytest.raises(
+        KernelRuntimeError, match=r"race on shared s\[2\]: written by thread 2 and read by thread 0"
+    ):
+        kernels["pairs_2"](1, 32, [out])
+
+
+HALF_ARITH = r"""
+#include <cuda_fp16.h>
+extern "C" __global__ void half_arith(const __half* a, const __half* b, __half* out, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    __half s = a[i];
+    s += b[i];
+    out[4 * i] = s;
+    out[4 * i + 1] = a[i] - b[i];
+    out[4 * i + 2] = a[i] * b[i];
+    out[4 * i + 3] = a[i] < b[i] ? a[i] / b[i] : -(a[i] / b[i]);
+  }
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_half_arithmetic_rounds_like_the_device() -> None:
+    """__half op __half rounds to half each time, as on the device (and as NumPy float16)."""
+    rng = np.random.default_rng(3)
+    edges = np.array([0, -0.0, 65504, -65504, 6e-8, np.inf, -np.inf, np.nan], np.float16)
+    a = np.concatenate([rng.standard_normal(500).astype(np.float16) * 300, edges])
+    b = np.concatenate([rng.standard_normal(500).astype(np.float16), edges[::-1]])
+    out = np.zeros((a.size, 4), np.float16)
+    check_nvrtc(HALF_ARITH, "half_arith.cu")
+    emulate_kernel(HALF_ARITH, "half_arith", 1, 64, [a, b, out, np.int32(a.size)])
+    with np.errstate(all="ignore"):
+        q = a / b
+        want = np.stack([a + b, a - b, a * b, np.where(a < b, q, -q)], axis=1)
+    np.testing.assert_array_equal(out, want)  # NaN where NaN, bits otherwise (+-0 equal)
+
+
+@requires_nvrtc
+def test_missing_cuda_headers_are_named(monkeypatch) -> None:
+    from gpugraph.testing import nvrtc
+
+    monkeypatch.setattr(nvrtc, "cuda_include_dirs", lambda: ())
+    source = HALF_ARITH.replace("half_arith", "half_arith_no_headers")
+    with pytest.raises(KernelCompileError, match="no CUDA include folder with cuda_fp16.h"):
+        compile_ptx(source, "half.cu", "compute_80")
+
+
+SHARED_SCALAR = r"""
+extern "C" __global__ void NAME(const float* x, float* out) {
+  __shared__ float total;
+  __shared__ unsigned int count;
+  if (threadIdx.x == 0) { total = 0.0f; count = 0u; }
+  SYNC;
+  if (threadIdx.x == 0) for (int i = 0; i < blockDim.x; ++i) { total += x[i]; count += 1u; }
+  __syncthreads();
+  out[threadIdx.x] = total / (float)count;
+}
+"""
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_shared_scalars_are_checked_like_arrays() -> None:
+    sources = [
+        (SHARED_SCALAR.replace("NAME", f"scalar_{tag}").replace("SYNC", sync), f"scalar_{tag}")
+        for tag, sync in (("ok", "__syncthreads()"), ("nosync", "(void)0"))
+    ]
+    kernels = load_kernels(sources)
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    kernels["scalar_ok"](1, 64, [x, out])
+    np.testing.assert_array_equal(out, np.full(64, x.mean()))
+    # the first barrier is not needed (only thread 0 touches the scalars before the second):
+    # no report, as none is due
+    kernels["scalar_nosync"](1, 64, [x, out])
+    racy = SHARED_SCALAR.replace("NAME", "scalar_racy").replace("SYNC", "(void)0")
+    racy = racy.replace("  __syncthreads();\n  out[", "  out[")  # readers race the writer
+    with pytest.raises(KernelRuntimeError, match=r"race on shared total\[0\]|total\[0\], never"):
+        emulate_kernel(racy, "scalar_racy", 1, 64, [x, out])

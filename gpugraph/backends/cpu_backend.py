@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 
 from .. import cache
+from ..codegen.cpu_loops import emit_cpu_kernel
 from ..errors import GpuGraphError, UnsupportedError
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
 from ..ops.registry import get_op
+from . import cpu_native
 from .base import Runner, register_backend
+from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
 from .numpy_backend import NumpyBackend
 
 PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
@@ -43,10 +46,8 @@ BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp")
 SEMANTIC_FLAGS = ("-ffp-contract=off", "-fwrapv", "-fno-strict-aliasing", "-fno-math-errno")
 ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler's baseline)
 CXX_ENV = "GPUGRAPH_CXX"
-# Below this many elements a group runs on the calling thread: waking an OpenMP team costs
-# microseconds, more than a pass over 32K floats in L2.
-PARALLEL_MIN_ELEMENTS = 1 << 16
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
+Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 
 
 class CpuCompileError(GpuGraphError):
@@ -113,7 +114,10 @@ def _toolchain(flag_text: str) -> str:
 
 
 def toolchain() -> str:
-    return _toolchain(" ".join(flags()))
+    """Everything a library depends on besides its source (the Python/NumPy ABI too, where
+    the library holds an extension module: cpu_native)."""
+    with_module = cpu_native.include_flags() is not None
+    return _toolchain(" ".join(flags())) + (f" | {cpu_native.abi()}" if with_module else "")
 
 
 def _cpu_identity() -> str:
@@ -145,30 +149,59 @@ def _entry(name: str, nargs: int) -> str:
 
 
 class _Kernel:
-    """One generated kernel: its source, and once compiled, its entry point."""
+    """One generated kernel: its source, and once compiled, its entry points (``fn`` through
+    ctypes; ``py``, the extension module's function taking the arrays, where one was built)."""
 
-    def __init__(self, source: str, name: str, nargs: int) -> None:
-        self.source, self.name, self.nargs = source, name, nargs
+    def __init__(self, source: str, name: str, nargs: int, args: list[Arg] | None) -> None:
+        self.source, self.name, self.nargs, self.args = source, name, nargs, args
+        # the iteration space: every output has the kernel's full size
+        self.n = max((size for _, size, out in args if out), default=0) if args else 0
         self.fn: Any = None
+        self.py: Any = None
         self.threads = 1
 
     def key(self) -> str:
-        return cache.digest(toolchain(), _prelude(), self.source)
+        # the extension module bakes the threading threshold in: a library built with another
+        # one is another library
+        threading_key = f"{parallel_min()} {CHUNK_ALIGN}"
+        # and the entry points' templates (ctypes and module): a library built by another
+        # version of them is not this kernel's
+        entries = _entry(self.name, self.nargs) + cpu_native.templates()
+        return cache.digest(
+            toolchain(), _prelude(), self.source, repr(self.args), threading_key, entries
+        )
 
-    def bind(self, lib: ctypes.CDLL) -> None:
+    def bind(self, lib: ctypes.CDLL, module: Any) -> None:
         fn = getattr(lib, f"gpugraph_cpu_{self.name}")
         fn.argtypes = [ctypes.c_longlong, ctypes.c_longlong] + [ctypes.c_void_p] * self.nargs
         fn.restype = None
         self.threads = max(1, int(lib.gpugraph_cpu_threads()))
+        self.py = getattr(module, self.name, None) if module is not None else None
         self.fn = fn
 
 
 def _build(kernels: list[_Kernel]) -> Path:
-    """One library holding ``kernels`` (from the cache, or compiled into it)."""
+    """One library holding ``kernels`` (from the cache, or compiled into it). Where the
+    extension module does not compile (headers that do not fit this compiler), the library is
+    built without it and its kernels are called through ctypes."""
+    try:
+        return _build_library(kernels, cpu_native.include_flags())
+    except CpuCompileError as exc:
+        if cpu_native.include_flags() is None or cpu_native.MODULE_FILE not in str(exc):
+            raise
+        return _build_library(kernels, None)
+
+
+def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> Path:
     text = f'#line 1 "cpu_prelude.h"\n{_prelude()}\n'
     text += "".join(f'#line 1 "{k.name}.cu"\n{k.source}\n' for k in kernels)
     text += '#line 1 "gpugraph_cpu_entry.cpp"\n' + "".join(_entry(k.name, k.nargs) for k in kernels)
-    cmd = [compiler(), *flags(), "-x", "c++", "-o"]
+    if includes is not None:  # the fast entry point (cpu_native), named after the kernels
+        module = "gg_cpu_mod_" + cache.digest(text)[:16]
+        text += f'#line 1 "{cpu_native.MODULE_FILE}"\n'
+        typed = [k for k in kernels if k.args is not None]
+        text += cpu_native.module_source(module, typed, parallel_min(), CHUNK_ALIGN)
+    cmd = [compiler(), *flags(), *(includes or ()), "-x", "c++", "-o"]
 
     def compile_to(out: Path) -> None:
         proc = subprocess.run(
@@ -225,11 +258,14 @@ class CpuBackend(NumpyBackend):
         self.compile_pending()  # every kernel of the plan in one compiler run
         return super().program(executable)
 
-    def kernel(self, source: str, name: str, nargs: int) -> _Kernel:
-        with self._lock:
+    def kernel(self, source: str, name: str, nargs: int, args: list[Arg] | None = None) -> _Kernel:
+        """The kernel ``name`` (registered for the next batch compile if new). With ``args``,
+        its parameters' (dtype, element count, is output), it also gets the fast entry point
+        (cpu_native); without, only the ctypes one."""
+        with self._lock:  # a name is a hash of the source, which fixes the parameters
             k = self._kernels.get(name)
             if k is None:
-                k = self._kernels[name] = self._pending[name] = _Kernel(source, name, nargs)
+                k = self._kernels[name] = self._pending[name] = _Kernel(source, name, nargs, args)
             return k
 
     def compile_pending(self) -> None:
@@ -249,13 +285,19 @@ class CpuBackend(NumpyBackend):
                 except OSError:  # removed since (cache clear): build again
                     missing += ks
                     continue
+                module = cpu_native.load(path, lib)
                 for k in ks:
-                    k.bind(lib)
+                    k.bind(lib, module)
             if missing:
                 path = _build(missing)
-                lib = ctypes.CDLL(str(path))
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # Python's symbols not visible here (an embedding host)
+                    path = _build_library(missing, None)
+                    lib = ctypes.CDLL(str(path))
+                module = cpu_native.load(path, lib)
                 for k in missing:
-                    k.bind(lib)
+                    k.bind(lib, module)
                     cache.write("cpu-index", k.key(), path.name.encode())
 
     def explain_lines(self, executable: Any) -> list[str]:
@@ -279,9 +321,13 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
         run_numpy.cpu_refusal = refusal  # type: ignore[attr-defined]
         return run_numpy
     n = node.outputs[0].type.size
-    kernel = backend.kernel(
-        node.attrs["cuda_source"], node.attrs["kernel_name"], len(node.inputs) + len(node.outputs)
+    nest = emit_cpu_kernel(body)  # broadcast operands: a row x column loop nest that vectorizes
+    source, name = (
+        (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
     )
+    params = [(v.type.dtype.name, v.type.size, False) for v in node.inputs]
+    params += [(v.type.dtype.name, v.type.size, True) for v in node.outputs]
+    kernel = backend.kernel(source, name, len(params), params)
 
     def run(ins: list, outs: list) -> None:
         if n == 0:
@@ -289,7 +335,7 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
         if kernel.fn is None:
             backend.compile_pending()
         chunk = n
-        if n >= PARALLEL_MIN_ELEMENTS and kernel.threads > 1:
+        if n >= parallel_min() and kernel.threads > 1:
             chunk = -(-math.ceil(n / kernel.threads) // CHUNK_ALIGN) * CHUNK_ALIGN
         args = [np.ascontiguousarray(a) for a in ins]
         targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
@@ -298,7 +344,19 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
             if o is not t:
                 o[...] = t
 
+    def inline(args: list[str], dests: list[str], prefix: str) -> tuple[list[str], dict]:
+        """One line of the generated program: the extension function on the arrays
+        themselves, falling back to ``run`` (ctypes, contiguous copies) when it declines."""
+        slow = f"{prefix}run([{', '.join(args)}], [{', '.join(dests)}])"
+        if kernel.fn is None:  # a plan's kernels compile before its program is generated
+            backend.compile_pending()
+        if kernel.py is None:
+            return [slow], {f"{prefix}run": run}
+        line = f"{prefix}k({', '.join(args + dests)}) or {slow}"
+        return [line], {f"{prefix}run": run, f"{prefix}k": kernel.py}
+
     run.cpu_kernel = kernel  # type: ignore[attr-defined]
+    run.inline = inline  # type: ignore[attr-defined]
     return run
 
 

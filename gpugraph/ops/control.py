@@ -97,7 +97,9 @@ def _cond_infer(types, branches, _loc=None) -> list[TensorType]:
         if outs is not None and t != outs:
             raise ShapeError(f"cond: branch {k} returns {t} but branch 0 returns {outs}")
         outs = t
-    return list(outs)
+    # weakly typed (a Python number) where every branch returns it weak, as JAX's cond does
+    weak = [all(g.outputs[i].type.weak for g in branches) for i in range(len(outs))]
+    return [TensorType(t.shape, t.dtype, weak=True) if w else t for t, w in zip(outs, weak)]
 
 
 def _cond_impl(xp, index, *operands, branches, _loc=None):

@@ -163,7 +163,8 @@ def to_float(x: Any) -> Any:
         return np.asarray(x, dtype=DEFAULT_FLOAT)[()]
     from .elementwise import astype
 
-    return astype(x, np.float64 if t.dtype.kind in "iu" else DEFAULT_FLOAT)
+    wide = t.dtype.kind in "iu" and not t.weak  # a weak int stands for a Python int: as above
+    return astype(x, np.float64 if wide else DEFAULT_FLOAT)
 
 
 def _with_loc(err: GpuGraphError, loc: str) -> GpuGraphError:

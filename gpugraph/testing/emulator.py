@@ -3,9 +3,10 @@
 The kernel source is compiled by the host C++ compiler together with ``cuda_prelude.h`` (which
 defines ``__global__``, ``threadIdx`` & co. and CUDA's math functions) and a two-line driver, then
 loaded with ctypes. The driver walks every (block, thread) of the launch sequentially; kernels
-that use ``__shared__``, ``__syncthreads`` or warp shuffles instead run each block's threads as
+that use ``__shared__`` (static or ``extern``, sized by the launch's ``shared_mem``),
+``__syncthreads``, ``__syncwarp`` or warp shuffles instead run each block's threads as
 coroutines that meet at barriers, with every shared-memory access checked for races (see the
-prelude's launch_coop). Built
+prelude's launch_coop). ``__half`` (cuda_fp16.h) is a host shim with the device's rounding. Built
 libraries go to the persistent kernel cache (gpugraph.cache), keyed by the text and the
 compiler, with an index from each kernel to the library that holds it: kernels compiled in one
 batch by one run are found one by one by the next.
@@ -107,7 +108,15 @@ def _build(text: str) -> Path:
 
 
 # Kernels whose threads cooperate need the cooperative launch (slower: a coroutine per thread).
-_COOPERATIVE = re.compile(r"\b(__shared__|__syncthreads|__shfl_\w*sync)\b")
+_COOPERATIVE = re.compile(r"\b(__shared__|__syncthreads|__syncwarp|__shfl_\w*sync)\b")
+# `extern __shared__ T name[];`: dynamic shared memory, sized by the launch's shared_mem.
+_EXTERN_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?"
+    r"([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)\s+([A-Za-z_]\w*)\s*\[\s*\]\s*;"
+)
+# The prelude defines __half; the CUDA header is not on the host (the line count is kept).
+_FP16_INCLUDE = re.compile(r"^[ \t]*#[ \t]*include[ \t]*[<\"]cuda_fp16\.h[>\"]", re.M)
+MAX_DYNAMIC_SHARED = 48 * 1024  # bytes a launch may ask for without cudaFuncSetAttribute
 # `__shared__ T name[N];` (1-D, static size): rewritten into the prelude's checked Shared<T, N>.
 _SHARED_DECL = re.compile(
     r"(?<!extern )__shared__\s+(?:volatile\s+)?([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)"
@@ -115,19 +124,38 @@ _SHARED_DECL = re.compile(
 )
 
 
+# `__shared__ T name;`: a shared scalar (a checked one-word array read and written by name).
+_SHARED_SCALAR = re.compile(
+    r"(?<!extern )__shared__\s+(?:volatile\s+)?([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)"
+    r"\s+([A-Za-z_]\w*)\s*;"
+)
+
+
 def _rewrite_shared(source: str, name: str) -> str:
-    """Shared arrays become access-checked objects (bounds, uninitialised reads, races)."""
+    """Shared arrays and scalars become access-checked objects (bounds, uninitialised reads,
+    races); cuda_fp16.h's include is dropped (the prelude has __half)."""
 
     def sub(m: re.Match) -> str:
         ctype, var, size = m.groups()
         return f'static thread_local ::__gpugraph_emu::Shared<{ctype}, ({size})> {var}{{"{var}"}};'
 
-    out = _SHARED_DECL.sub(sub, source)
+    def sub_extern(m: re.Match) -> str:
+        ctype, var = m.groups()
+        return f'::__gpugraph_emu::DynShared<{ctype}> {var}{{"{var}"}};'
+
+    def sub_scalar(m: re.Match) -> str:
+        ctype, var = m.groups()
+        return f'static thread_local ::__gpugraph_emu::SharedScalar<{ctype}> {var}{{"{var}"}};'
+
+    out = _FP16_INCLUDE.sub("// cuda_fp16.h: the emulator prelude's __half", source)
+    out = _SHARED_DECL.sub(sub, _EXTERN_SHARED.sub(sub_extern, out))
+    out = _SHARED_SCALAR.sub(sub_scalar, out)
     if "__shared__" in out:
         line = out[: out.index("__shared__")].count("\n") + 1
         raise UnsupportedError(
             f"{name}:{line}: the emulator supports only 1-D __shared__ arrays of static size"
-            " (`__shared__ T name[N];`), not extern, scalar or multi-dimensional ones"
+            " (`__shared__ T name[N];`), scalars (`__shared__ T name;`) and"
+            " `extern __shared__ T name[];`, not multi-dimensional ones"
         )
     return out
 
@@ -154,11 +182,15 @@ def _check_names(kernels: list[tuple[str, str, str]]) -> None:
 
 
 def _library(kernels: list[tuple[str, str, str]]) -> Path:
-    """One host library holding every (source, kernel name, file name) of ``kernels``."""
+    """One host library holding every (source, kernel name, file name) of ``kernels``; a
+    source holding several of them (a grid reduction's two stages) is compiled once."""
     # #line directives make compiler errors point at lines of the caller's sources.
     text = f'#line 1 "{PRELUDE_PATH.name}"\n{_prelude()}\n'
+    sources: dict[str, str] = {}  # source -> the first file name given for it
+    for source, _, name in kernels:
+        sources.setdefault(source, name)
     text += "".join(
-        f'#line 1 "{name}"\n{_rewrite_shared(source, name)}\n' for source, _, name in kernels
+        f'#line 1 "{name}"\n{_rewrite_shared(source, name)}\n' for source, name in sources.items()
     )
     text += '#line 1 "gpugraph_emulator_driver.cpp"\n'
     text += "".join(
@@ -168,7 +200,7 @@ def _library(kernels: list[tuple[str, str, str]]) -> Path:
     try:
         return _build(text)
     except KernelCompileError as exc:
-        listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, _, name in kernels)
+        listing = "\n".join(f"--- {name} ---\n{number_lines(src)}" for src, name in sources.items())
         raise KernelCompileError(f"{exc}\n{listing}") from None
 
 
@@ -200,9 +232,17 @@ class EmulatedKernel:
         self._lib = lib  # keeps the library loaded as long as the kernel lives
         self.params = tuple(Param.parse(t) for t in signature().decode().split())
 
-    def __call__(self, grid: Dim, block: Dim, args: list | tuple, misalign: int = 0) -> None:
+    def __call__(
+        self, grid: Dim, block: Dim, args: list | tuple, misalign: int = 0, shared_mem: int = 0
+    ) -> None:
         """``misalign``: every array starts that many bytes past a 256-byte boundary, as a view
-        like ``x[1:]`` would on the GPU (0: cudaMalloc's alignment)."""
+        like ``x[1:]`` would on the GPU (0: cudaMalloc's alignment). ``shared_mem``: bytes of
+        dynamic shared memory per block (``extern __shared__``), as CuPy's ``shared_mem=``."""
+        if not 0 <= shared_mem <= MAX_DYNAMIC_SHARED:
+            raise ValueError(
+                f"shared_mem={shared_mem} is outside [0, {MAX_DYNAMIC_SHARED}] bytes (more needs"
+                " cudaFuncSetAttribute on a GPU)"
+            )
         dims = _check_dims("grid", grid, MAX_GRID) + _check_dims("block", block, MAX_BLOCK)
         if dims[3] * dims[4] * dims[5] > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
@@ -216,7 +256,7 @@ class EmulatedKernel:
             keep.append(value)
             slots[i] = value.ctypes.data
         err = ctypes.create_string_buffer(1024)
-        c_dims = (ctypes.c_uint * 6)(*dims)
+        c_dims = (ctypes.c_uint * 7)(*dims, int(shared_mem))
         if self._launch(c_dims, slots, err, len(err)) != 0:
             raise KernelRuntimeError(f"{self.name}: {err.value.decode()}")
         for stage in staged.values():
@@ -351,12 +391,19 @@ def _open(path: Path, kernels: list[tuple[str, str, str]]) -> None:
 
 
 def emulate_kernel(
-    source: str, kernel_name: str, grid: Dim, block: Dim, args: list, misalign: int = 0
+    source: str,
+    kernel_name: str,
+    grid: Dim,
+    block: Dim,
+    args: list,
+    misalign: int = 0,
+    shared_mem: int = 0,
 ) -> None:
     """Run ``extern "C" __global__`` kernel ``kernel_name`` over the whole launch on the host.
 
     Arrays are passed by pointer and updated in place; numpy scalars are passed by value and must
     match the declared parameter type exactly (np.float32 for float, np.int64 for long long, ...).
-    ``misalign`` shifts every array off its 256-byte alignment by that many bytes.
+    ``misalign`` shifts every array off its 256-byte alignment by that many bytes;
+    ``shared_mem`` is the dynamic shared memory per block in bytes (``extern __shared__``).
     """
-    load_kernel(source, kernel_name)(grid, block, args, misalign)
+    load_kernel(source, kernel_name)(grid, block, args, misalign, shared_mem)

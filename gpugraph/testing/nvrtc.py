@@ -10,12 +10,16 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
+from pathlib import Path
 from types import ModuleType
 
 from gpugraph import cache
 from gpugraph.errors import GpuGraphError
 
 DEFAULT_OPTIONS: tuple[str, ...] = ("--std=c++17", "-default-device")
+# Sources including a CUDA toolkit header (cuda_fp16.h, ...) get the toolkit's include folder.
+_TOOLKIT_INCLUDE = re.compile(r"^[ \t]*#[ \t]*include[ \t]*[<\"]cuda_\w+\.h[>\"]", re.M)
 
 
 class KernelCompileError(GpuGraphError):
@@ -66,6 +70,29 @@ def _require_nvrtc() -> ModuleType:
     return nvrtc
 
 
+@functools.lru_cache(maxsize=1)
+def cuda_include_dirs() -> tuple[str, ...]:
+    """Folders holding the CUDA headers NVRTC does not build in (cuda_fp16.h): $CUDA_PATH, the
+    pip wheels' nvidia/*/include (nvidia-cuda-runtime), then /usr/local/cuda; the first found."""
+    candidates = [Path(os.environ["CUDA_PATH"]) / "include"] if "CUDA_PATH" in os.environ else []
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+
+        for root in nvidia.__path__:
+            candidates += sorted(Path(root).glob("*/include"))
+    except ImportError:
+        pass
+    candidates.append(Path("/usr/local/cuda/include"))
+    return tuple(str(d) for d in candidates if (d / "cuda_fp16.h").is_file())[:1]
+
+
+def _options(source: str, options: tuple[str, ...]) -> tuple[str, ...]:
+    """``options`` plus -I for the toolkit headers when ``source`` includes one."""
+    if not _TOOLKIT_INCLUDE.search(source):
+        return options
+    return (*options, *(f"-I{d}" for d in cuda_include_dirs()))
+
+
 def compile_ptx(
     source: str,
     name: str = "kernel.cu",
@@ -77,20 +104,19 @@ def compile_ptx(
     Raises KernelCompileError carrying the NVRTC log and the numbered source on failure.
     """
     nvrtc = _require_nvrtc()
-    from gpugraph.device import cuda_include_options  # the headers kernels include
-
-    all_options = [
-        f"--gpu-architecture={arch}",
-        *DEFAULT_OPTIONS,
-        *cuda_include_options(),
-        *options,
-    ]
+    options = _options(source, options)
+    all_options = [f"--gpu-architecture={arch}", *DEFAULT_OPTIONS, *options]
     prog = nvrtc.createProgram(source, name, [], [])
     try:
         try:
             nvrtc.compileProgram(prog, all_options)
         except nvrtc.NVRTCError as exc:
             log = _log_text(nvrtc.getProgramLog(prog))
+            if _TOOLKIT_INCLUDE.search(source) and not cuda_include_dirs():
+                log += (
+                    "\n(no CUDA include folder with cuda_fp16.h was found: set CUDA_PATH or"
+                    " pip install nvidia-cuda-runtime)"
+                )
             raise KernelCompileError(
                 f"NVRTC failed to compile {name} for {arch} ({exc}).\n"
                 f"options: {' '.join(all_options)}\n"
@@ -151,6 +177,7 @@ def compiled_before(
 
 
 def _key(source: str, arch: str, options: tuple[str, ...]) -> str:
+    options = _options(source, options)
     return cache.digest(nvrtc_identity(), arch, *DEFAULT_OPTIONS, *options, source)
 
 

@@ -1,0 +1,326 @@
+"""CUDA C column and full reductions: a deterministic two-stage grid reduction.
+
+A ``GridProgram`` is one reduction (``sum``, ``max`` or ``min``) of a prologue expression of the
+element ``x``, followed by an epilogue expression of the result ``r`` and the count reduced
+``n`` (``r / n`` is a mean). Two layouts of a C-contiguous input:
+
+- ``full``: all ``n`` elements to one value. Stage 1 gives each of ``parts`` blocks a
+  grid-stride share of the elements; every thread folds its share in index order, the block
+  combines with a warp butterfly and one value per warp through shared memory, and thread 0
+  writes the block's partial to ``work[block]``. Stage 2 is one block folding the partials the
+  same way and writing ``epilogue(r)``.
+- ``column``: (outer, rows, cols) to (outer, cols), reducing the middle axis (a column sum of a
+  matrix is outer == 1). Stage 1 blocks are 32 columns wide (coalesced rows) by ``COL_LANES``
+  threads tall; block (tile, chunk) folds a chunk of ``chunk_rows`` rows, the lanes of a column
+  combine through shared memory in lane order, and the result goes to
+  ``work[outer][chunk][col]``. Stage 2 has one thread per output folding its chunks in order.
+
+Together with the row template this covers a reduction over any run of adjacent axes of a
+C-contiguous array: merge the axes before the run into ``outer``, the run into ``rows`` and the
+axes after it into ``cols`` (no trailing axes: a row reduction; nothing kept: ``full``).
+
+No atomics: the partial counts and block shapes are functions of the input shape only
+(``grid_plan``), so the same input gives the same bits on every run and every device. Float16
+and float32 inputs accumulate in float32, float64 in float64; ``max``/``min`` pass NaN like
+``np.max``/``np.min``. A reduction over nothing gives ``epilogue(identity)`` (0 for sum, -inf
+for max, and NaN for a mean's 0 / 0, as NumPy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from .cuda import kernel_name
+
+WARP = 32
+FULL_BLOCK = 256  # stage-1 threads per block for full reductions
+FULL_ITEMS = 8  # elements per thread before another partial is worth it
+MAX_PARTS = 1024  # stage-1 blocks of a full reduction (the final block folds them)
+COL_LANES = 8  # threads per column in a column block (32 columns x 8 lanes = 256 threads)
+COL_ROWS_PER_LANE = 8
+MAX_COL_BLOCKS = 2048  # stage-1 blocks of a column reduction, beyond one chunk per tile
+# dtype -> (C type, accumulation C type, load expression of {v}, store expression of {v})
+TYPES: dict[str, tuple[str, str, str, str]] = {
+    "float16": ("__half", "float", "__half2float({v})", "__float2half((float)({v}))"),
+    "float32": ("float", "float", "({v})", "(float)({v})"),
+    "float64": ("double", "double", "({v})", "(double)({v})"),
+}
+REDUCERS: dict[str, str] = {"sum": "GgGridSum", "max": "GgGridMax", "min": "GgGridMin"}
+GRID_HELPER = """\
+#ifndef GG_GRID_REDUCE_DEFINED
+#define GG_GRID_REDUCE_DEFINED
+__device__ __forceinline__ float gg_inf(float) { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ double gg_inf(double) {
+  return __longlong_as_double(0x7ff0000000000000LL);
+}
+template <class A> struct GgGridSum {
+  static __device__ __forceinline__ A identity() { return A(0); }
+  static __device__ __forceinline__ A combine(A a, A b) { return a + b; }
+};
+// NaN wins from either side, as in np.max / np.min (fmax would drop it)
+template <class A> struct GgGridMax {
+  static __device__ __forceinline__ A identity() { return -gg_inf(A(0)); }
+  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a > b) ? a : b; }
+};
+template <class A> struct GgGridMin {
+  static __device__ __forceinline__ A identity() { return gg_inf(A(0)); }
+  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a < b) ? a : b; }
+};
+// The block's combine of every thread's v, valid in thread 0. blockDim.x is a multiple of 32
+// (grid_plan's sizes are): a butterfly per warp, one value per warp through shared memory,
+// a butterfly in warp 0. Called once per block, so the partials buffer is not reused.
+template <class Op, class A> __device__ __forceinline__ A gg_block_combine(A v) {
+  __shared__ A gg_parts[32];
+  const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
+  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (warps == 1u) return v;
+  if (lane == 0u) gg_parts[warp] = v;
+  __syncthreads();
+  if (warp == 0u) {
+    v = lane < warps ? (A)gg_parts[lane] : Op::identity();
+    for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
+  }
+  return v;
+}
+#endif
+"""
+FULL_TEMPLATE = """\
+extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
+                                    long long n) {{
+  {A} acc = {op}<{A}>::identity();
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {{
+    const {A} x = {load_in};
+    acc = {op}<{A}>::combine(acc, ({A})({prologue}));
+  }}
+  acc = gg_block_combine<{op}<{A}>, {A}>(acc);
+  if (threadIdx.x == 0) work[blockIdx.x] = acc;
+}}
+extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restrict__ out,
+                                    long long parts, long long count) {{
+  {A} acc = {op}<{A}>::identity();
+  for (long long i = threadIdx.x; i < parts; i += blockDim.x)
+    acc = {op}<{A}>::combine(acc, work[i]);
+  acc = gg_block_combine<{op}<{A}>, {A}>(acc);
+  if (threadIdx.x == 0) {{
+    const {A} r = acc, n = ({A})count;
+    out[0] = {store_out};
+  }}
+}}
+"""
+COLUMN_TEMPLATE = """\
+// grid (tiles * outer, chunks), block (32, {lanes}): block (tile, chunk) folds rows
+// [chunk * chunk_rows, +chunk_rows) of 32 columns; lane y of a column takes every {lanes}th row.
+extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
+                                    long long rows, long long cols, long long chunk_rows) {{
+  __shared__ {A} gg_lanes[32 * {lanes}];
+  if (cols == 0) return;  // the one idle block of an empty launch
+  const long long tiles = (cols + 31) / 32, o = blockIdx.x / tiles;
+  const long long col = (blockIdx.x % tiles) * 32 + threadIdx.x;
+  const long long r0 = (long long)blockIdx.y * chunk_rows;
+  const long long r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
+  {A} acc = {op}<{A}>::identity();
+  if (col < cols) {{
+    const {T}* __restrict__ base = in + o * rows * cols + col;
+    for (long long r = r0 + threadIdx.y; r < r1; r += {lanes}) {{
+      const {A} x = {load_base};
+      acc = {op}<{A}>::combine(acc, ({A})({prologue}));
+    }}
+  }}
+  gg_lanes[threadIdx.y * 32 + threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {{
+    for (int y = 1; y < {lanes}; ++y) acc = {op}<{A}>::combine(acc, gg_lanes[y * 32 + threadIdx.x]);
+    work[(o * gridDim.y + blockIdx.y) * cols + col] = acc;
+  }}
+}}
+extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restrict__ out,
+                                    long long outer, long long cols, long long chunks,
+                                    long long count) {{
+  const long long total = outer * cols, stride = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < total; j += stride) {{
+    const long long o = j / cols, col = j % cols;
+    {A} acc = {op}<{A}>::identity();
+    for (long long k = 0; k < chunks; ++k)
+      acc = {op}<{A}>::combine(acc, work[(o * chunks + k) * cols + col]);
+    const {A} r = acc, n = ({A})count;
+    out[j] = {store_out};
+  }}
+}}
+"""
+LAYOUTS = {"full": FULL_TEMPLATE, "column": COLUMN_TEMPLATE}
+
+
+@dataclass(frozen=True)
+class GridProgram:
+    op: str  # a key of REDUCERS
+    prologue: str = "x"  # C expression of the element x (in the accumulation type)
+    epilogue: str = "r"  # C expression of the result r and the count n (accumulation type)
+    dtype: str = "float32"  # input element type, a key of TYPES
+    out_dtype: str | None = None  # output element type; None: the input's
+
+    def __post_init__(self) -> None:
+        if self.op not in REDUCERS:
+            raise UnsupportedError(f"grid reduction: {self.op!r} is not one of {sorted(REDUCERS)}")
+        for what, dt in (("input", self.dtype), ("output", self.out_type)):
+            if dt not in TYPES:
+                raise UnsupportedError(
+                    f"grid reduction: {what} dtype {dt} is not one of {sorted(TYPES)}"
+                )
+
+    @property
+    def out_type(self) -> str:
+        return self.out_dtype or self.dtype
+
+    @property
+    def acc_dtype(self) -> np.dtype:
+        return np.dtype(np.float64 if TYPES[self.dtype][1] == "double" else np.float32)
+
+    @classmethod
+    def mean(cls, prologue: str = "x", dtype: str = "float32", **kw) -> GridProgram:
+        """The mean of ``prologue``: a sum scaled by 1 / n in the epilogue."""
+        return cls("sum", prologue, "r / n", dtype, **kw)
+
+
+@dataclass(frozen=True)
+class GridLaunch:
+    """One kernel launch: ``kernel`` (a name in the source), grid, block and arguments."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    block: tuple[int, ...]
+    args: tuple
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """The launch shape for one input shape: a function of the shape only (determinism)."""
+
+    layout: str
+    outer: int
+    rows: int  # elements reduced per output (the n of the epilogue)
+    cols: int
+    parts: int  # stage-1 partials per output (chunks of a column reduction)
+    chunk_rows: int = 0
+    final_block: int = WARP
+    out_shape: tuple[int, ...] = field(default=())
+
+    @property
+    def work_size(self) -> int:
+        return self.outer * self.parts * self.cols
+
+
+def grid_plan(layout: str, shape: tuple[int, ...]) -> GridPlan:
+    """How to launch a ``layout`` reduction of a C-contiguous input of ``shape``: ``full``
+    reduces every element; ``column`` reduces axis -2 of (rows, cols) or (outer, rows, cols)."""
+    if layout == "full":
+        n = int(np.prod(shape, dtype=np.int64))
+        parts = max(1, min(MAX_PARTS, -(-n // (FULL_BLOCK * FULL_ITEMS))))
+        final = min(FULL_BLOCK, WARP * -(-parts // WARP))
+        return GridPlan("full", 1, n, 1, parts, final_block=final, out_shape=())
+    if layout != "column":
+        raise UnsupportedError(f"grid reduction: layout {layout!r} is not 'full' or 'column'")
+    if len(shape) not in (2, 3):
+        raise UnsupportedError(f"column reduction: input shape {shape} is not 2-d or 3-d")
+    outer, rows, cols = (1, *shape) if len(shape) == 2 else shape
+    tiles = max(1, outer * -(-cols // WARP))
+    want = max(1, -(-rows // (COL_LANES * COL_ROWS_PER_LANE)))
+    chunks = max(1, min(want, MAX_COL_BLOCKS // tiles))
+    chunk_rows = max(1, -(-rows // chunks))
+    chunks = max(1, -(-rows // chunk_rows))  # no empty chunk
+    out_shape = (cols,) if len(shape) == 2 else (outer, cols)
+    return GridPlan("column", outer, rows, cols, chunks, chunk_rows, FULL_BLOCK, out_shape)
+
+
+@dataclass(frozen=True)
+class GridKernels:
+    """The two kernels (``{name}_p``: partials, ``{name}_f``: final) of one program and layout,
+    in one source."""
+
+    name: str
+    source: str
+    program: GridProgram
+    layout: str
+
+    def plan(self, shape: tuple[int, ...]) -> GridPlan:
+        return grid_plan(self.layout, tuple(shape))
+
+    def workspace(self, shape: tuple[int, ...]) -> tuple[int, np.dtype]:
+        """Elements and dtype of the workspace (the partials) for an input of ``shape``."""
+        return max(1, self.plan(shape).work_size), self.program.acc_dtype
+
+    def launches(self, x, work, out) -> list[GridLaunch]:
+        """The launches reducing ``x`` into ``out`` through ``work`` (workspace()): two, or
+        none when ``out`` has no elements."""
+        p = self.plan(x.shape)
+        self._check(x, work, out, p)
+        i64 = np.int64
+        if p.layout == "full":
+            return [
+                GridLaunch(f"{self.name}_p", (p.parts,), (FULL_BLOCK,), (x, work, i64(p.rows))),
+                GridLaunch(
+                    f"{self.name}_f",
+                    (1,),
+                    (p.final_block,),
+                    (work, out, i64(p.parts), i64(p.rows)),
+                ),
+            ]
+        if p.outer * p.cols == 0:
+            return []  # nothing to write (and stage 1 would index an empty input)
+        tiles = -(-p.cols // WARP)
+        stage1 = (x, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
+        outputs = p.outer * p.cols
+        final_grid = min(-(-outputs // p.final_block), 1024)
+        return [
+            GridLaunch(f"{self.name}_p", (tiles * p.outer, p.parts), (WARP, COL_LANES), stage1),
+            GridLaunch(
+                f"{self.name}_f",
+                (final_grid,),
+                (p.final_block,),
+                (work, out, i64(p.outer), i64(p.cols), i64(p.parts), i64(p.rows)),
+            ),
+        ]
+
+    def _check(self, x, work, out, p: GridPlan) -> None:
+        """The arrays must be what the kernels were generated for: wrong ones would be read
+        as other types or past their ends on a GPU."""
+        want = [
+            ("input", x, np.dtype(self.program.dtype), None),
+            ("workspace", work, self.program.acc_dtype, max(1, p.work_size)),
+            ("output", out, np.dtype(self.program.out_type), p.outer * p.cols),
+        ]
+        for what, a, dtype, size in want:
+            if a.dtype != dtype or not a.flags.c_contiguous or (size and a.size < size):
+                raise UnsupportedError(
+                    f"grid reduction {self.name}: {what} is {a.dtype} {a.shape}"
+                    f"{'' if a.flags.c_contiguous else ' (not C-contiguous)'}; the kernels"
+                    f" need C-contiguous {dtype}"
+                    + (f" of at least {size} elements" if size else "")
+                )
+
+
+def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
+    """The source of ``program``'s two-stage reduction for ``layout`` ("full" or "column")."""
+    if layout not in LAYOUTS:
+        raise UnsupportedError(f"grid reduction: layout {layout!r} is not one of {sorted(LAYOUTS)}")
+    t_in, acc, load, _ = TYPES[program.dtype]
+    t_out, _, _, store = TYPES[program.out_type]
+    half = "__half" in (t_in, t_out)
+    body = LAYOUTS[layout].format(
+        name="{name}",
+        T=t_in,
+        A=acc,
+        O=t_out,
+        op=REDUCERS[program.op],
+        lanes=COL_LANES,
+        prologue=program.prologue,
+        load_in=load.format(v="in[i]"),
+        load_base=load.format(v="base[r * cols]"),
+        store_out=store.format(v=program.epilogue),
+    )
+    text = ("#include <cuda_fp16.h>\n" if half else "") + GRID_HELPER + body
+    name = kernel_name(text)
+    return GridKernels(name, text.replace("{name}", name), program, layout)
