@@ -125,3 +125,15 @@ def test_bfloat16_random_draws():
     assert u.dtype == BF16 and u.min() >= 0 and u.max() < 1
     n = gg.random.normal(k, (20000,), BF16).astype(np.float32)
     assert np.isfinite(n).all() and abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
+
+
+@requires_emulator  # backend="cpu" needs the same host compiler
+def test_backend_cpu_runs_bfloat16_groups_on_numpy():
+    x = RNG.standard_normal((4, 9)).astype(BF16)
+
+    def f(x):
+        return gg.tanh(x) * 2 + x
+
+    c = gg.jit(f, backend="cpu").lower(x)
+    np.testing.assert_array_equal(_f32(c(x)), _f32(gg.jit(f, backend="numpy")(x)))
+    assert "runs on NumPy: dtype bfloat16" in c.explain()
