@@ -32,6 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpugraph as gg  # noqa: E402
+from bench.common import load_average  # noqa: E402
+from gpugraph.backends import blas  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_ITER, N_VEC = 2000, 64
@@ -104,6 +106,17 @@ def np_rnn_value_and_grad(w, xs):
     return loss, gw
 
 
+def one_thread(fn, *args):
+    """``fn`` with BLAS on one thread (what gpugraph's policy picks for these small GEMMs;
+    under load, BLAS threads that spin-wait on a busy core cost more than they save)."""
+    caller = blas.get_threads()
+    blas.set_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        blas.set_threads(caller)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
@@ -137,6 +150,7 @@ def main() -> None:
         "gpugraph jit(value_and_grad)": lambda: vg(w, xs),
         "gpugraph jit(value_and_grad), unfused": lambda: vg_unfused(w, xs),
         "Python BPTT over NumPy": lambda: np_rnn_value_and_grad(w, xs),
+        "Python BPTT over NumPy, 1 BLAS thread": lambda: one_thread(np_rnn_value_and_grad, w, xs),
     }
     versions = {
         "numpy": np.__version__,
@@ -171,7 +185,9 @@ def main() -> None:
         rnn["jax.jit(value_and_grad(lax.scan))"] = lambda: jax.block_until_ready(jx_vg(w, xs))
     except ImportError as e:
         print(f"jax not available: {e}")
+    load_before = load_average()
     fori, rnn = medians_us(fori, args.repeats), medians_us(rnn, args.repeats)
+    load = f"{load_before} before, {load_average()} after (1/5/15 min, 2 cores)"
 
     for name, table, n, base in (
         (
@@ -204,6 +220,7 @@ def main() -> None:
         "backend": "numpy",
         "repeats": args.repeats,
         "versions": versions,
+        "load_average": load,
     }
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"control-flow-cpu-{date}{'-' + args.tag if args.tag else ''}"
@@ -215,6 +232,7 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"Median of {args.repeats} calls after 2 warm-up calls, implementations interleaved "
         "(each round times each once). ratio = peer time / gpugraph time (> 1: gpugraph faster).",
+        f"Load average: {load}.",
         "",
         "| benchmark | implementation | µs per call | µs per iteration | ratio |",
         "|---|---|---:|---:|---:|",

@@ -14,9 +14,14 @@ writes bench/results/<name>-cpu-<date>.{md,json}
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 from common import gg, interleaved, table, try_torch_compile, write
+
+# The cpu rows measure native kernels: compile every fused group, whatever the backend's
+# default policy leaves to NumPy (docs/backends.md, GPUGRAPH_CPU_NATIVE).
+os.environ.setdefault("GPUGRAPH_CPU_NATIVE", "all")
 
 N = 8
 

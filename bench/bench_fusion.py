@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import re
 import statistics
@@ -40,6 +41,10 @@ from common import load_average, versions  # noqa: E402
 from gpu_timing import device_time  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
+
+# The cpu rows measure native kernels: compile every fused group, whatever the backend's
+# default policy leaves to NumPy (docs/backends.md, GPUGRAPH_CPU_NATIVE).
+os.environ.setdefault("GPUGRAPH_CPU_NATIVE", "all")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 C = math.sqrt(2 / math.pi)

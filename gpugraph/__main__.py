@@ -1,4 +1,4 @@
-"""python -m gpugraph demo | info | bench | cache info|clear"""
+"""python -m gpugraph demo | info | bench | cache info|clear | run|explain model.onnx"""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _model(params, x):
 def demo(batch: int, hidden: int, repeats: int) -> None:
     info = gg.default_backend()
     print(f"backend: {info}")
-    print(f"device: {gg.device_info()}")
+    print(f"device: {gg.device_info().gpu_summary()}")
     rng = np.random.default_rng(0)
     params = {
         "w1": (rng.standard_normal((64, hidden)) / 8).astype(np.float32),
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--batch", type=_positive_int, default=256)
     d.add_argument("--hidden", type=_positive_int, default=128)
     d.add_argument("--repeats", type=_positive_int, default=20)
-    sub.add_parser("info", help="print the backend gpugraph would use and the GPU, if any")
+    sub.add_parser("info", help="print the backend auto picks and why, the GPU, the cpu backend")
     c = sub.add_parser("cache", help="the persistent kernel cache ($GPUGRAPH_CACHE_DIR)")
     c.add_argument("action", choices=["info", "clear"])
     sub.add_parser(
@@ -96,11 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         help="run the CPU benchmark suite (bench/) and print one table; --quick, --only",
         add_help=False,  # bench --help is the suite runner's
     )
+    _onnx_parsers(sub)
     args, rest = p.parse_known_args(argv)
     if args.cmd == "bench":
         raise SystemExit(_bench(rest))
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.cmd in ("run", "explain"):
+        raise SystemExit(_onnx(args))
     if args.cmd == "demo":
         demo(args.batch, args.hidden, args.repeats)
     elif args.cmd == "cache":
@@ -110,8 +113,51 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from gpugraph.backends import cpu_backend
 
-        print(f"backend: {gg.default_backend()}\ndevice: {gg.device_info()}")
+        device = gg.device_info()
+        print(f"backend: {device.backend}\ndevice: {device.gpu_summary()}")
         print(f"cpu backend: {cpu_backend.status()}")
+
+
+def _onnx_parsers(sub) -> None:
+    for name, text in (
+        ("run", "run an ONNX model: its outputs' shapes and dtypes and a median timing"),
+        ("explain", "compile an ONNX model: graph summary, fusion groups, streams, memory plan"),
+    ):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("model", help="path of the .onnx file")
+        q.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            metavar="NAME=FILE.npy",
+            help="an input's value (others are random in their declared shape)",
+        )
+        q.add_argument(
+            "--dim",
+            action="append",
+            default=[],
+            metavar="SYMBOL=N",
+            help="the size of a symbolic dim (default 1)",
+        )
+        if name == "run":
+            q.add_argument("--repeats", type=_positive_int, default=10)
+        else:
+            q.add_argument("--dot", metavar="OUT.dot", help="write the compiled graph as DOT")
+
+
+def _onnx(args) -> int:
+    """The ONNX subcommands; a GpuGraphError (bad file, unsupported op) is one line, exit 1."""
+    from gpugraph.errors import GpuGraphError
+
+    try:
+        from gpugraph.onnx import cli
+
+        if args.cmd == "run":
+            return cli.run(args.model, args.input, args.dim, args.repeats)
+        return cli.explain(args.model, args.input, args.dim, args.dot)
+    except (GpuGraphError, OSError) as e:
+        print(f"error: {type(e).__name__}: {e}")
+        return 1
 
 
 def _bench(argv: list[str]) -> int:

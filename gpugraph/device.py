@@ -1,4 +1,5 @@
-"""device_info(): what GPU is here, through NVML; never raises for a missing GPU or NVML."""
+"""device_info(): what GPU is here, through NVML, and which backend ``backend="auto"`` picks
+and why; never raises for a missing GPU or NVML."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ class DeviceInfo:
     reason: str
     devices: list[dict] = field(default_factory=list)
     driver: str | None = None
+    backend: str = ""  # what backend="auto" picks, and why (gg.default_backend())
 
     def __str__(self) -> str:
+        return self.gpu_summary() + (f"; auto backend: {self.backend}" if self.backend else "")
+
+    def gpu_summary(self) -> str:
         if not self.available:
             return f"no GPU: {self.reason}"
         parts = [
@@ -31,6 +36,22 @@ def _text(x) -> str:
 
 
 def device_info() -> DeviceInfo:
+    info = _nvml_info()
+    info.backend = _auto_backend()
+    return info
+
+
+def _auto_backend() -> str:
+    from .backends.base import default_backend
+    from .errors import GpuGraphError
+
+    try:
+        return str(default_backend())
+    except GpuGraphError as e:  # e.g. $GPUGRAPH_BACKEND names a backend that cannot run
+        return f"none: {e}"
+
+
+def _nvml_info() -> DeviceInfo:
     try:
         import pynvml
     except ImportError:

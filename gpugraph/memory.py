@@ -84,6 +84,9 @@ class MemoryPlan:
     order_peak_bytes: int = 0  # peak live bytes of this order (unaligned, before in-place)
     aware_peak_bytes: int = 0  # the same for memory_aware_order (memory_order.aware_peak)
     notes: list[str] = field(default_factory=list)
+    # region nodes -> (offset, bytes) of the arena range their bodies' own plans live in
+    # (a child plan: written only while that node's step runs; see _place_scratch)
+    scratch: dict[Node, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.arena_bytes:
@@ -188,6 +191,10 @@ def plan_memory(
     triples = [
         (slots[h].first, max(slots[m].last for m in members[h]), slots[h].size) for h in heads
     ]
+    scratch = _scratch_needs(sched)  # (step, node, bytes) of region steps
+    naive += sum(align_up(n, align) for _, _, n in scratch)
+    triples += [(i, i, n) for i, _, n in scratch]
+    sizes += [n for _, _, n in scratch]
     bound = lower_bound([(f, la, align_up(s, align)) for f, la, s in triples])
     if not reuse:
         offsets, total, method = [], 0, "no reuse"
@@ -198,12 +205,21 @@ def plan_memory(
         offsets, total = plan_intervals(triples, align)
         method = "intervals"
     else:  # concurrency makes more values coexist: a clique of the conflicts is a tighter bound
+        nh = len(heads)  # the values; the region steps' child arenas are placed below
         conflicts, _ = hb_conflicts(heads, members, slots, readers, sched)
-        seeds = live_sets(triples, len(sched.steps))
-        bound = max(bound, clique_bound([align_up(x, align) for x in sizes], conflicts, seeds))
-        spans = [t[1] - t[0] for t in triples]
-        offsets, total = plan_offsets(sizes, conflicts, align, spans, bound)
+        seeds = live_sets(triples[:nh], len(sched.steps))
+        hsizes = [align_up(x, align) for x in sizes[:nh]]
+        bound = max(bound, clique_bound(hsizes, conflicts, seeds))
+        spans = [t[1] - t[0] for t in triples[:nh]]
+        offsets, total = plan_offsets(sizes[:nh], conflicts, align, spans, bound)
+        offsets = list(offsets) + [0] * (len(sizes) - nh)
         method = f"happens-before over {sched.num_streams} streams"
+        # region steps may run concurrently with any other stream's values: their child
+        # arenas get bytes of their own after everything else (the interval rule does not hold)
+        for j in range(nh, len(sizes)):
+            offsets[j] = align_up(total, align)
+            total = offsets[j] + align_up(sizes[j], align)
+    placed = {node: (off, n) for (_, node, n), off in zip(scratch, offsets[len(heads) :])}
     for h, off in zip(heads, offsets):
         for m in members[h]:
             slots[m].offset = off
@@ -218,4 +234,18 @@ def plan_memory(
         method,
         order_peak(graph, order),
         aware_peak(graph, order),
+        scratch=placed,
     )
+
+
+def _scratch_needs(sched: Schedule) -> list[tuple[int, Node, int]]:
+    """(step, node, bytes) for every step whose op declares ``extra["scratch_bytes"]`` (region
+    ops, installed by region_exec: the largest arena among the node's bodies). The range is
+    live at that step only, so it shares bytes with values that are dead around it."""
+    out = []
+    for i, step in enumerate(sched.steps):
+        need = get_op(step.node.op).extra.get("scratch_bytes")
+        n = need(step.node) if need is not None else 0
+        if n:
+            out.append((i, step.node, n))
+    return out

@@ -1,17 +1,19 @@
 """Running region nodes in a compiled plan: each body is compiled once into its own plan.
 
 A region node's runner (installed as the ``prepare`` hook of ``cond``/``while``/``scan`` for
-the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``: the
-memory-aware order, a one-stream schedule, a memory plan and an ``Executable``. On the first
-run the body's arena is allocated and the body becomes a program ``f(*inputs, *dests)``: on
-NumPy the same generated straight-line function the top-level dispatch uses (every call bound
-once, small fused groups inlined as direct ufunc calls), elsewhere its launches on the caller's
-stream. A loop's driver is generated too: one function per while/scan node whose loop, unrolled
-twice so that the carry swap is in the names, holds the body program's own lines (its
-``inline`` hook) or, where it has none, one call of it. An iteration is then a handful of
-direct ufunc calls: no re-tracing, no re-planning, no array or argument list made. Loop carries
-live in two buffers made on the first run (iteration k reads one and writes the other); a
-scan's per-step outputs are written straight into views of the rows of its stacked outputs.
+the NumPy and CuPy backends) compiles every sub-graph at lowering time into a ``BodyPlan``
+(region_body.py: memory-aware order, schedule, memory plan, ``Executable``), whose arena is a
+slice of the parent's arena (``attach``: the range the parent's plan reserved for this node).
+On the first run the body becomes a program ``f(*inputs, *dests)``: on NumPy the same generated
+straight-line function the top-level dispatch uses (every call bound once, small fused groups
+inlined as direct ufunc calls), elsewhere its launches on the caller's stream (a wide body
+forks side streams off it). A loop's driver is generated too: one function per while/scan
+node whose loop, unrolled twice so that the carry swap is in the names, holds the body
+program's own lines (its ``inline`` hook) or, where it has none, one call of it. An iteration
+is then a handful of direct ufunc calls: no re-tracing, no re-planning, no array or argument
+list made. A loop carry lives in one buffer when the body can update it in place
+(``region_body.inplace_carries``), else in two (iteration k reads one and writes the other);
+a scan's per-step outputs are written straight into views of the rows of its stacked outputs.
 A while loop reads its predicate once per iteration (on CuPy: one small device-to-host copy,
 which also waits for the step's kernels).
 Body programs leave the BLAS thread policy to their region, which sets it once per run.
@@ -30,83 +32,30 @@ import numpy as np
 
 from .backends import blas
 from .errors import UnsupportedError
-from .ir import Graph, Node, TensorType
-from .memory import plan_memory, reorder_for_memory
+from .ir import Node, TensorType
 from .ops.control import REGION_OPS, clamp_index, loop_limit_error
 from .ops.registry import get_op
-from .schedule import schedule
+from .region_body import BodyPlan, _launch_program, inplace_carries, scratch_bytes
+
+__all__ = ["RUNNERS", "BodyPlan", "RegionRunner", "_launch_program"]
 
 
-class BodyPlan:
-    """One sub-graph compiled once: its plan, and (on first use) its arena and program."""
-
-    def __init__(self, graph: Graph, backend: Any) -> None:
-        from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
-
-        self.graph = reorder_for_memory(graph)
-        self.schedule = schedule(self.graph, 1)
-        self.memory = plan_memory(self.graph, self.schedule)
-        self.executable = Executable(self.graph, self.schedule, self.memory, backend)
-        self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
-        self.backend = backend
-        self._program: Callable[..., list] | None = None
-        for observe in COMPILED_OBSERVERS:
-            observe(self)
-
-    @property
-    def program(self) -> Callable[..., list]:
-        """``f(*inputs, *dests)``: one run of the body writing its outputs into ``dests``. The
-        backend's straight-line program where it has one (NumPy: the generated function of
-        the top-level dispatch, fused groups inlined), else the launches on the caller's
-        stream. Made, with the arena, on the first run (``lower()`` allocates nothing)."""
-        if self._program is None:
-            ex = self.executable  # both makers read ex.fixed: the arena is allocated here
-            self._program = ex.backend.program(ex) or _launch_program(ex)
-        return self._program
-
-    @property
-    def arena_bytes(self) -> int:
-        return self.memory.arena_bytes
+_OP_NAMES = {"cond": "cond/switch", "while": "while_loop", "scan": "scan/fori_loop"}
 
 
-def _launch_program(ex: Any) -> Callable[..., list]:
-    """A body as a program for backends without ``program`` (CuPy): every launch on the
-    current stream, the caller's (a body has one stream, so no events)."""
-    graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
-    n = len(graph.inputs)
-
-    def run(*arrays: Any) -> list:
-        dests = list(arrays[n:])
-        env = dict(fixed)
-        env.update(zip(graph.inputs, arrays[:n]))
-        for p, v in fresh_at.items():
-            env[v] = dests[p]
-        for launch in ex.launches:
-            ins = [env[v] for v in launch.inputs]
-            if launch.runner is None:  # a view of an input or an output
-                out = launch.outputs[0]
-                if out not in fixed:
-                    env[out] = ins[0].reshape(out.type.shape)
-                continue
-            launch.runner(ins, [env[v] for v in launch.outputs])
-        for p, v in enumerate(graph.outputs):
-            if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
-                dests[p][...] = env[v]
-        return dests
-
-    return run
-
-
-def _check_not_capturing(backend: Any) -> None:
+def _check_not_capturing(backend: Any, node: Node) -> None:
     """Bodies launch on the caller's current stream (the region node's); under CUDA graph
     capture a host read of a predicate or index is illegal, so say so instead."""
-    if backend.name != "cupy":
+    cuda = getattr(backend.xp, "cuda", None)  # CuPy (or its test stand-in); not NumPy
+    if cuda is None:
         return
-    stream = backend.xp.cuda.get_current_stream()
+    stream = cuda.get_current_stream()
     if getattr(stream, "is_capturing", lambda: False)():
         raise UnsupportedError(
-            "a region (cond/while_loop/scan) cannot run under CUDA graph capture yet (its "
-            "branch or trip count is read on the host); compile with cuda_graph=False"
+            f"a {_OP_NAMES.get(node.op, node.op)} (at {node.attrs.get('_loc')}) cannot run "
+            "inside a CUDA graph capture: its branch or trip count is read on the host. "
+            "gg.jit(..., cuda_graph=True) captures the work around regions itself; do not "
+            "call a compiled function holding one inside your own stream capture"
         )
 
 
@@ -117,17 +66,32 @@ class RegionRunner:
 
     def __init__(self, node: Node, backend: Any) -> None:
         self.node, self.backend = node, backend
+        self.child_range: tuple[int, int] | None = None  # (offset, bytes) in the parent arena
         self.trips: int | None = None  # iterations of the last run (loops)
         self._bufs: list[list[Any]] | None = None
+        self.inplace: list[bool] = []  # per carry: updated in place (one buffer, not two)
         self._policy: Any = False  # the BLAS policy around a run, found on the first run
 
     def carry_types(self) -> list[TensorType]:
         return []
 
+    def attach(self, parent: Any) -> None:
+        """Called by the parent Executable: each body's arena becomes a slice of the range the
+        parent's plan reserved for this node (``plan.scratch``), made when the parent's arena
+        is. A body whose plan does not fit (a test's rebuilt plan) keeps its own allocation."""
+        self.child_range = parent.plan.scratch.get(self.node)
+        if self.child_range is None:
+            return
+        off, size = self.child_range
+        for plan in self.plans.values():
+            need = plan.memory.arena_bytes
+            if 0 < need <= size:
+                plan.executable.arena_source = lambda p=parent, o=off, n=need: p.arena[o : o + n]
+
     def __call__(self, ins: list, outs: list) -> None:
         """One run of the region. Body programs leave the BLAS thread policy to this call:
         it is set once here when a body has a GEMM, not twice per iteration (about 3 us)."""
-        _check_not_capturing(self.backend)
+        _check_not_capturing(self.backend, self.node)
         if self._policy is False:
             self._policy = self._blas_policy()
         policy = self._policy
@@ -153,14 +117,22 @@ class RegionRunner:
 
     @property
     def bufs(self) -> list[list[Any]]:
-        """The two carry buffers (iteration k reads one, writes the other), made on first use."""
+        """The two carry buffer lists (iteration k reads one, writes the other), made on first
+        use; a carry updated in place has one buffer, in both lists."""
         if self._bufs is None:
-            types = self.carry_types()
-            self._bufs = [[self.backend.empty(t) for t in types] for _ in range(2)]
+            self._bufs = self.make_bufs(self.backend.empty)
         return self._bufs
 
+    def make_bufs(self, new: Callable[[TensorType], Any]) -> list[list[Any]]:
+        types = self.carry_types()
+        first = [new(t) for t in types]
+        second = [a if same else new(t) for a, t, same in zip(first, types, self.inplace)]
+        return [first, second]
+
     def buffer_bytes(self) -> int:
-        return 2 * sum(t.nbytes for t in self.carry_types())
+        return sum(
+            t.nbytes * (1 if same else 2) for t, same in zip(self.carry_types(), self.inplace)
+        )
 
 
 class CondRunner(RegionRunner):
@@ -207,6 +179,7 @@ class WhileRunner(RegionRunner):
             "cond": BodyPlan(a["cond_graph"], backend),
             "body": BodyPlan(a["body_graph"], backend),
         }
+        self.inplace = inplace_carries(self.plans["body"], self.n)
         self._pred: Any = None
         self._driver: Any = None
 
@@ -262,6 +235,7 @@ class ScanRunner(RegionRunner):
             a["reverse"],
         )
         self.plans = {"body": BodyPlan(a["body"], backend)}
+        self.inplace = inplace_carries(self.plans["body"], self.nc)
         self._driver: Any = None
 
     def carry_types(self) -> list[TensorType]:
@@ -309,52 +283,10 @@ RUNNERS = {"cond": CondRunner, "while": WhileRunner, "scan": ScanRunner}
 
 def _install() -> None:
     for op in REGION_OPS:
+        get_op(op).extra["scratch_bytes"] = scratch_bytes  # read by memory.plan_memory
         hooks = get_op(op).extra.setdefault("prepare", {})
         for backend in ("numpy", "cupy"):
             hooks[backend] = RUNNERS[op]
 
 
 _install()
-
-
-# -- explain ----------------------------------------------------------------------------------
-def _trip_knowledge(node: Node) -> str:
-    a = node.attrs
-    if node.op == "scan":
-        return f"trip count {a['length']} (static){', reversed' if a['reverse'] else ''}"
-    if node.op == "while":
-        if a["max_steps"] is not None:
-            return f"trip count known at run time only, at most max_steps={a['max_steps']}"
-        return "trip count known at run time only (unbounded: no max_steps)"
-    return f"{len(a['branches'])} branches, chosen at run time (index read on the host)"
-
-
-def explain_regions(executable: Any, indent: str = "") -> list[str]:
-    """Per region node of a plan (recursively): what it knows about its trip count, what was
-    hoisted out of its body, and each body's arena."""
-    lines = []
-    for launch in executable.launches:
-        r = launch.runner
-        if not isinstance(r, RegionRunner):
-            continue
-        node = r.node
-        lines.append(
-            f"{indent}region {node.op} (at {node.attrs.get('_loc')}): {_trip_knowledge(node)}"
-        )
-        if r.trips is not None:
-            lines.append(f"{indent}  last run: {r.trips} iterations")
-        hoisted = node.attrs.get("_hoisted", ())
-        if hoisted:
-            lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")
-        if r.buffer_bytes():
-            lines.append(
-                f"{indent}  carries: double-buffered, {r.buffer_bytes()} B, allocated once"
-            )
-        for name, plan in r.plans.items():
-            ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
-            lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
-            lines.append(
-                f"{indent}    arena (planned once, reused every run): {plan.memory.summary()}"
-            )
-            lines.extend(explain_regions(plan.executable, indent + "    "))
-    return lines

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, get_backend
+from .backends.base import Backend, BackendInfo, default_backend, get_backend
 from .buffers import _CONSUMED, check_live, check_out, consume, donated_outputs, donation_pairs
 from .errors import ArenaMemoryError, DTypeError, GpuGraphError, ShapeError
 from .ir import Graph, TensorType, Value, verify
@@ -17,7 +17,7 @@ from .memory import MemoryPlan, plan_memory, reorder_for_memory
 from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
 from .pytree import TreeDef, leaf_paths, unflatten
-from .region_exec import explain_regions
+from .region_explain import explain_regions
 from .schedule import Schedule, schedule
 
 
@@ -91,6 +91,13 @@ class Executable:
                 Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
             )
         self.streams = backend.make_streams(sched.num_streams)
+        # where the arena comes from: None allocates it; a region's body plan gets a slice of
+        # its parent's arena (the range the parent's plan reserved for it, plan.scratch)
+        self.arena_source: Callable[[], Any] | None = None
+        for launch in self.launches:
+            attach = getattr(launch.runner, "attach", None)
+            if attach is not None:  # a region runner: its bodies' arenas live in ours
+                attach(self)
         # output position -> the value whose fresh buffer it is (first position of each value)
         self.fresh_at: dict[int, Value] = {}
         for p, v in enumerate(graph.outputs):
@@ -119,7 +126,7 @@ class Executable:
             return
         b, plan = self.backend, self.plan
         try:
-            arena = b.alloc(plan.arena_bytes)
+            arena = b.alloc(plan.arena_bytes) if self.arena_source is None else self.arena_source()
         except MemoryError as e:  # cupy.cuda.memory.OutOfMemoryError is a MemoryError too
             raise ArenaMemoryError(
                 f"cannot allocate the arena of this plan: {plan.arena_bytes} bytes "
@@ -246,7 +253,13 @@ class Compiled:
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
         self.arg_names = arg_names or leaf_paths(in_tree, "args")
         self._int_ranges = _weak_int_ranges(graph)
-        self.backend = get_backend(options.backend)
+        # what backend="auto" picked and why (explain() says it); None for a named backend
+        self.backend_choice: BackendInfo | None = None
+        name = options.backend
+        if name == "auto":
+            self.backend_choice = default_backend()
+            name = self.backend_choice.name
+        self.backend = get_backend(name)
         self.pass_log: list[PassRecord] = []
         check = options.verify
         if check:
@@ -268,6 +281,7 @@ class Compiled:
         self.executable = ex = Executable(
             self.graph, self.schedule, self.memory, self.backend, options.cuda_graph
         )
+        self.backend.ready(ex)  # compiles native code now: its errors surface at lower()
         # flat input indices donated by the caller, and which output may reuse which
         self.donated = frozenset(donated)
         self.donation = donation_pairs(
@@ -401,7 +415,8 @@ class Compiled:
 
     def explain(self) -> str:
         lines = [
-            f"backend: {self.backend.name}",
+            f"backend: {self.backend.name}"
+            + (f" (auto: {self.backend_choice.reason})" if self.backend_choice else ""),
             f"traced graph: {len(self.traced_graph.nodes)} nodes; "
             f"final graph: {len(self.graph.nodes)} nodes",
             "passes:",

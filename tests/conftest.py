@@ -2,6 +2,11 @@
 
 * The suite is the same on every machine: ``backend="auto"`` means NumPy here unless
   GPUGRAPH_BACKEND is set. GPU tests name ``backend="cupy"`` and skip without a CUDA device.
+* Tests (or modules) marked ``usefixtures("jit_backend")`` run twice: on that backend and on
+  the native CPU backend with every fused group compiled (``GPUGRAPH_CPU_NATIVE=all``), so
+  their ``backend="auto"`` jit calls check backend="cpu" against the same references. The
+  whole op suite runs on it with ``GPUGRAPH_BACKEND=cpu GPUGRAPH_CPU_NATIVE=all pytest ...``
+  (docs/backends.md, "Testing").
 * Every kernel the codegen makes and every compiled graph is recorded; the tests marked
   ``after_all_tests`` (the NVRTC and race sweeps in test_sweeps.py) run last, when the record
   is complete.
@@ -36,6 +41,22 @@ from tests.kernel_helpers import record_compiled, record_kernel  # noqa: E402
 
 KERNEL_OBSERVERS.append(record_kernel)
 COMPILED_OBSERVERS.append(record_compiled)
+
+
+@pytest.fixture(params=["default", "cpu"])
+def jit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend ``backend="auto"`` resolves to in this run of the test: "default" (the
+    session's, NumPy unless GPUGRAPH_BACKEND says otherwise) or "cpu" (skipped, with the
+    reason, where no host compiler builds a probe kernel)."""
+    if request.param == "cpu":
+        from gpugraph.backends.base import cpu_status
+
+        found = cpu_status()
+        if found.name != "cpu":
+            pytest.skip(found.reason)
+        monkeypatch.setenv("GPUGRAPH_BACKEND", "cpu")
+        monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")
+    return request.param
 
 
 def pytest_collection_modifyitems(items):

@@ -140,6 +140,8 @@ def emulate_fused(
     """Run a fused node's generated kernel on the host, as the CuPy runner would launch it;
     ``misalign`` bytes off 256-byte alignment for every array (emulate_kernel)."""
     outs = [np.full(t.shape, 0, dtype=t.dtype) for t in out_types]
+    if "row_block" in node_attrs:  # a fused_reduce row kernel: a block per row
+        return _emulate_rows(node_attrs, ins, outs, misalign)
     n = int(np.prod(out_types[0].shape, dtype=np.int64))
     grid, block = launch_config(n, EMULATOR_SMS, node_attrs["lanes"])
     block = min(block, 64)  # fewer threads per block keeps the emulator quick; still strided
@@ -150,6 +152,18 @@ def emulate_fused(
     return outs
 
 
+def _emulate_rows(attrs: dict, ins: list, outs: list, misalign: int) -> list[np.ndarray]:
+    """A row kernel (codegen/reduce_graph.row_kernel) on the cooperative emulator: at most 64
+    threads per row (still several warps for long rows) and a grid-stride over the rows."""
+    rows, cols = attrs["rows"], attrs["cols"]
+    grid = max(1, min(rows, EMULATOR_SMS))
+    block = min(attrs["row_block"], 64)
+    args = [np.ascontiguousarray(a) for a in ins] + outs + [np.int64(rows), np.int64(cols)]
+    if rows:
+        emulate_kernel(attrs["cuda_source"], attrs["kernel_name"], grid, block, args, misalign)
+    return outs
+
+
 def run_graph_emulated(
     graph: Graph,
     args: list[np.ndarray],
@@ -157,13 +171,18 @@ def run_graph_emulated(
     stride_bug: bool = False,
     misalign: int = 0,
 ):
-    """Evaluate ``graph``: fused nodes on the kernel emulator, everything else with NumPy.
-    ``stride_bug`` regenerates every kernel with corrupted broadcast strides (a planted bug);
-    ``misalign`` shifts every kernel argument off its alignment by that many bytes."""
+    """Evaluate ``graph``: fused nodes (and fused_reduce nodes' row kernels) on the kernel
+    emulator, everything else with NumPy. ``stride_bug`` regenerates every elementwise kernel
+    with corrupted broadcast strides (a planted bug); ``misalign`` shifts every kernel
+    argument off its alignment by that many bytes."""
     env = dict(zip(graph.inputs, args))
     for node in graph.nodes:
         ins = [env[v] for v in node.inputs]
-        if node.op == "fused":
+        if node.op == "fused_reduce" and "cuda_source" in node.attrs:
+            if check_compile:
+                check_nvrtc(node.attrs["cuda_source"])
+            outs = emulate_fused(node.attrs, ins, [v.type for v in node.outputs], misalign)
+        elif node.op == "fused":
             attrs = node.attrs
             if stride_bug:
                 k = emit_kernel(attrs["body"], stride_bug=True)

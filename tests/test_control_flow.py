@@ -413,7 +413,7 @@ def test_hoisting_dead_carries_fusion_and_cse_inside_bodies():
 def test_printer_nests_regions_and_dot_draws_clusters():
     c = gg.jit(
         lambda x: gg.fori_loop(
-            0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * 2, lambda a: a, v), x
+            0, 2, lambda i, v: gg.cond(v.sum() > 0, lambda a: a * a.sum(), lambda a: a, v), x
         ),
         fuse=False,
     ).lower(X)
@@ -527,7 +527,10 @@ def _region_runner(c) -> RegionRunner:
 
 
 def test_bodies_allocate_nothing_at_lower_and_run_as_generated_programs():
-    f = gg.jit(lambda x: gg.fori_loop(0, 5, lambda i, v: gg.tanh(v * 0.9 + 0.1) + v * 0.5, x))
+    f = gg.jit(  # the NumPy backend's program generator (the cpu backend calls a kernel)
+        lambda x: gg.fori_loop(0, 5, lambda i, v: gg.tanh(v * 0.9 + 0.1) + v * 0.5, x),
+        backend="numpy",
+    )
     c = f.lower(X)
     runner = _region_runner(c)
     body = runner.plans["body"]

@@ -1,6 +1,8 @@
 """backend="cpu": fused groups as generated kernels compiled by the host C++ compiler, every
 other op through NumPy; results equal the NumPy backend's. Lean on compiler runs: each test
-jits one function holding many cases, so a plan's kernels build in one compiler run."""
+jits one function holding many cases, so a plan's kernels build in one compiler run. Every
+test but the policy ones compiles every fused group (GPUGRAPH_CPU_NATIVE=all): the default
+policy leaves small groups to NumPy, and these tests use small arrays."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_helpers import edge_values, requires_emulator
 from test_ops import BINARY, UNARY, sample, tol
+from test_ops_elementwise_more import BINARY as BINARY_MORE
+from test_ops_elementwise_more import BOOL_BINARY, INT_BINARY
+from test_ops_elementwise_more import UNARY as UNARY_MORE
+from test_ops_elementwise_more import sample as sample_more
 
 import gpugraph as gg
 from gpugraph import cache
@@ -21,6 +27,11 @@ from gpugraph.testing.races import dag_function
 from tests.dag_strategies import dag_recipes
 
 pytestmark = requires_emulator  # the same host compiler
+
+
+@pytest.fixture(autouse=True)
+def _every_group_native(monkeypatch):
+    monkeypatch.setenv(cpu_backend.NATIVE_ENV, "all")
 
 
 def _both(fn, *args):
@@ -216,5 +227,95 @@ def test_a_missing_compiler_is_a_clear_error_at_lower_time(monkeypatch):
 
 
 def test_info_says_whether_the_cpu_backend_can_run():
-    assert cpu_backend.status().startswith("available (opt-in, backend='cpu'): ")
-    assert gg.default_backend().name != "cpu"  # auto does not pick it (yet)
+    assert cpu_backend.status().startswith("available: ")
+    assert cpu_backend.probe().name == "cpu"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_math_more_ops_match_numpy_on_samples_and_edge_values(dtype):
+    """test_ops_elementwise_more.py's float tables (softplus, tan, arctan2, remainder, ...) in
+    one plan: random samples of each op's domain, every edge value, every pair of them."""
+    rng_domains = ("any", "pos", "gt-1", "nonzero")
+    xs = {d: sample_more((5, 7), dtype, d) for d in rng_domains}
+    e = edge_values(dtype)
+    ea, eb = np.repeat(e, e.size), np.tile(e, e.size)
+
+    def after(r):
+        return gg.logical_and(r, r) if r.dtype == np.bool_ else r * 1
+
+    def fn(x_any, x_pos, x_gt1, x_nonzero, edges, ea, eb):
+        by = dict(zip(rng_domains, (x_any, x_pos, x_gt1, x_nonzero)))
+        outs = []
+        for name in sorted(UNARY_MORE):
+            f, _, _, domain = UNARY_MORE[name]
+            outs += [after(f(by[domain])), after(f(edges))]
+        for name in sorted(BINARY_MORE):
+            f, _, _, domain = BINARY_MORE[name]
+            outs += [after(f(by["any"], by[domain][::-1])), after(f(ea, eb))]
+        return tuple(outs)
+
+    got, want, compiled = _both(fn, *xs.values(), e, ea, eb)
+    assert _native_groups(compiled) >= 1
+    _assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_])
+def test_integer_and_bool_ops_match_numpy(dtype):
+    """The integer (floor division and remainder by negatives, bitwise ops, clip) and boolean
+    tables of test_ops_elementwise_more.py, on values around zero and the dtype's limits."""
+    if dtype == np.bool_:
+        a = np.array([True, False, True, False])
+        b = np.array([True, True, False, False])
+        table = BOOL_BINARY
+    else:
+        info = np.iinfo(dtype)
+        a = np.array([-9, -7, -1, 0, 1, 7, 9, info.max, info.min, info.min], dtype)
+        b = np.array([4, -4, 3, -3, 2, -2, 1, 7, -7, 3], dtype)
+        table = INT_BINARY
+
+    def fn(a, b):
+        return tuple(
+            table[name][0](a, b) * 1 if dtype != np.bool_ else table[name][0](a, b)
+            for name in sorted(table)
+        )
+
+    with np.errstate(all="ignore"):
+        got, want, compiled = _both(fn, a, b)
+    _assert_close(got, want, dtype)
+    for k, name in enumerate(sorted(table)):
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(got[k], table[name][1](a, b), err_msg=name)
+
+
+BROADCASTS = [
+    ((), (3,)),
+    ((4, 1), (1, 5)),
+    ((2, 3, 4), (3, 1)),
+    ((2, 1, 4), (1, 3, 1)),
+    ((5,), (2, 5)),
+    ((1,), (3, 2)),
+    ((3, 1, 1), (1, 1, 2)),
+    ((0, 3), (1, 3)),
+]
+
+
+def test_broadcast_operands_every_pattern_in_one_plan():
+    """Operands broadcast along leading, middle, trailing and several axes (the kernel's
+    index arithmetic), with each binary op of test_ops.py's table on one of the patterns."""
+    rng = np.random.default_rng(4)
+    args = [rng.standard_normal(s) for pair in BROADCASTS for s in pair]
+    names = sorted(BINARY)
+
+    def fn(*xs):
+        outs = []
+        for k in range(len(BROADCASTS)):
+            a, b = xs[2 * k], xs[2 * k + 1]
+            for name in names[k :: len(BROADCASTS)]:
+                r = BINARY[name][0](a, b)
+                outs.append(gg.logical_and(r, r) if r.dtype == np.bool_ else r * 1)
+            outs.append(gg.tanh(a) * b + a)
+        return tuple(outs)
+
+    got, want, compiled = _both(fn, *args)
+    assert _native_groups(compiled) >= len(BROADCASTS) - 1  # the size-0 pattern may be empty
+    _assert_close(got, want, np.float64)

@@ -16,6 +16,13 @@ from gpugraph.codegen.cpu_loops import emit_cpu_kernel
 pytestmark = requires_emulator  # the same host compiler
 
 
+@pytest.fixture(autouse=True)
+def _every_group_native(monkeypatch):
+    # these tests are about the native kernels themselves, so the size policy
+    # (backends/cpu_select.py) must not hand small groups back to NumPy
+    monkeypatch.setenv(cpu_backend.NATIVE_ENV, "all")
+
+
 def _kernels(compiled) -> list:
     return [
         ln.runner.cpu_kernel

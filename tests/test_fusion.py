@@ -3,8 +3,10 @@ random expression DAGs checked fused == unfused == NumPy (NumPy path) and on the
 
 from __future__ import annotations
 
+import os
 import re
 import tracemalloc
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -75,7 +77,17 @@ def test_value_used_outside_the_group_is_an_output_written_once():
     np.testing.assert_allclose(s, np.sum(np.exp(x) * y), rtol=1e-5)
 
 
-def test_reduction_between_members_is_a_boundary_and_never_a_cycle():
+@pytest.fixture
+def no_reduction_fusion(monkeypatch):
+    """The elementwise pass at a reduction boundary: with reduction fusion on, a last-axis sum
+    and its elementwise neighbours become one fused_reduce group instead (that pass has its own
+    tests, tests/test_reduce_pass.py)."""
+    from gpugraph.passes import fuse_reduce
+
+    monkeypatch.setattr(fuse_reduce, "ENABLED", False)
+
+
+def test_reduction_between_members_is_a_boundary_and_never_a_cycle(no_reduction_fusion):
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)  # a -> sum -> b: a path out of and back into
@@ -173,7 +185,7 @@ def test_vector_path_compiles_to_16_byte_accesses(dtype, width):
     assert len(loads) >= 2 and re.search(rf"st\.global\.{re.escape(width)}", ptx), ptx
 
 
-def test_siblings_joined_through_a_reduction_stay_apart():
+def test_siblings_joined_through_a_reduction_stay_apart(no_reduction_fusion):
     def f(x):
         s = gg.sum(gg.exp(x), axis=1, keepdims=True)  # exp(x) -> sum -> (x * s): merging the
         return x * s  # two x readers would put the sum both before and after the kernel
@@ -289,7 +301,10 @@ def test_explain_lists_groups_and_kernels_map_names_to_source():
     assert "lanes" not in lower(chain, rand(10), vectorize=False).explain()
 
 
-def test_fused_output_may_take_over_a_dying_input():
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_emulator)])
+def test_fused_output_may_take_over_a_dying_input(backend, monkeypatch, no_reduction_fusion):
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")  # backend="cpu": the kernel writes in place
+
     def f(x):
         a = gg.exp(x)
         s = gg.sum(a, axis=1, keepdims=True)
@@ -297,7 +312,7 @@ def test_fused_output_may_take_over_a_dying_input():
         return gg.sum(b * b)
 
     x = rand(6, 50)
-    c = lower(f, x)
+    c = gg.jit(f, backend=backend, verify=True).lower(x)
     fused = [n for n in c.graph.nodes if n.op == "fused"]
     assert any(c.memory.slots[v].inplace is not None for n in fused for v in n.outputs)
     np.testing.assert_allclose(c(x), gg.jit(f, backend="numpy", fuse=False)(x), rtol=1e-5)
@@ -331,16 +346,22 @@ def test_kernel_is_exact_when_an_output_aliases_an_input():
         [(2, 3, 70_001), (3, 1)],
     ],
 )
-def test_chunked_numpy_path_matches_unfused(shapes):
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_emulator)])
+def test_chunked_numpy_path_matches_unfused(shapes, backend, monkeypatch):
+    """On backend="cpu" the same groups are native kernels over the OpenMP chunks."""
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")
+
     def f(x, y):
         t = gg.tanh(x * y) + y
         return gg.sigmoid(t) * x, t
 
     args = [rand(*s, seed=k) for k, s in enumerate(shapes)]
-    fused = gg.jit(f, backend="numpy")(*args)
+    fused = gg.jit(f, backend=backend)(*args)
     plain = gg.jit(f, backend="numpy", fuse=False)(*args)
+    # the cpu backend's tanh is libm's/libmvec's (a few ulp from NumPy's): the op tolerance
+    tol = dict(rtol=1e-6, atol=1e-7) if backend == "numpy" else dict(rtol=2e-5, atol=2e-6)
     for a, b in zip(fused, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a, b, **tol)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (4, 0), (1,), (1, 1)])
@@ -469,7 +490,27 @@ def test_random_dags_fused_equals_unfused_equals_numpy(case):
         _close(a, b, w.dtype)
         _close(a, w, w.dtype)
     ops = fused.lower(*args).graph.op_counts()
-    assert set(ops) <= {"fused", "constant", "max"}, f"an elementwise op escaped fusion: {ops}"
+    # (a max over the innermost axis joins its neighbours in a fused_reduce group)
+    allowed = {"fused", "fused_reduce", "constant", "max"}
+    assert set(ops) <= allowed, f"an elementwise op escaped fusion: {ops}"
+
+
+@requires_emulator  # backend="cpu" needs the same host compiler
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(dags())
+def test_random_dags_on_the_cpu_backend_match_numpy(case):
+    """The same DAGs (every dtype, broadcasting, casts, a reduction boundary) with every fused
+    group a native kernel (backend="cpu", GPUGRAPH_CPU_NATIVE=all)."""
+    fn, args = case
+    want = fn(*args)
+    with mock.patch.dict(os.environ, {"GPUGRAPH_CPU_NATIVE": "all"}):
+        got = gg.jit(fn, backend="cpu", verify=True)(*args)
+    for w, a in zip(want, got, strict=True):
+        _close(a, w, w.dtype)
 
 
 @pytest.mark.nvrtc
@@ -488,7 +529,7 @@ def test_random_dags_on_the_emulator_match_numpy(case, misalign):
     fn, args = case
     want = fn(*args)
     c = gg.jit(fn, backend="numpy").lower(*args)
-    assert set(c.graph.op_counts()) <= {"fused", "constant", "max"}
+    assert set(c.graph.op_counts()) <= {"fused", "fused_reduce", "constant", "max"}
     got = run_graph_emulated(c.graph, args, misalign=misalign)
     for w, g in zip(want, got):
         _close(np.asarray(g).reshape(np.shape(w)), w, w.dtype)

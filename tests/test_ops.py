@@ -96,7 +96,7 @@ def tol(dtype):
 def check(fn, ref, args, dtype):
     expected = ref(*args)
     eager = fn(*args)
-    jitted = gg.jit(fn, backend="numpy")(*args)
+    jitted = gg.jit(fn)(*args)  # the session's backend, or cpu under the jit_backend fixture
     for got in (eager, jitted):
         got = np.asarray(got)
         assert got.shape == np.shape(expected)
@@ -171,6 +171,7 @@ def test_binary_broadcasting(name, dtype, shapes):
     check(fn, ref, [a, b], dtype)
 
 
+@pytest.mark.usefixtures("jit_backend")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @settings(max_examples=10, deadline=None)
 @given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3))
@@ -184,6 +185,7 @@ def test_where_broadcasting(dtype, shapes):
     )
 
 
+@pytest.mark.usefixtures("jit_backend")
 @pytest.mark.parametrize("src", ["float32", "float64", "int32", "int64", "bool"])
 @pytest.mark.parametrize("dst", ["float32", "float64", "int32", "int64", "bool"])
 def test_astype(src, dst):
@@ -290,6 +292,7 @@ def _index_ref(fn):
     return fn
 
 
+@pytest.mark.usefixtures("jit_backend")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(SHAPE_CASES))
 def test_shape_ops(name, dtype):
@@ -329,6 +332,7 @@ def _layer_norm(x, w, b, eps=1e-5):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+@pytest.mark.usefixtures("jit_backend")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_composites(dtype):
     x = sample((3, 5), dtype, "any") * 3
@@ -436,4 +440,5 @@ def test_slice_scatter_writes_into_a_dirty_out_buffer():
     compiled = gg.jit(gg.grad(f))
     for _ in range(2):  # the second call finds the arena holding the first call's bytes
         x = RNG.standard_normal((6, 5)).astype(np.float32)
-        np.testing.assert_allclose(compiled(x, g), gg.grad(f)(x, g), rtol=1e-6)
+        # float32 tolerance of the op tests: on backend="cpu" tanh and exp come from libmvec
+        np.testing.assert_allclose(compiled(x, g), gg.grad(f)(x, g), **tol(np.float32))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 import gpugraph as gg
 from gpugraph.testing import check_races
+from tests.kernel_helpers import requires_emulator
 
 R, C = 5, 8
 PERM = np.array([2, 0, 7, 3, 1, 1, 6, 4])  # a repeat: gradients add
@@ -372,6 +374,28 @@ def test_eager_equals_jit_every_config(recipe, dtype, dtype_y, seed, special):
         check_memory_plan(c)
         with np.errstate(all="ignore"):
             check_calls(c, (x, y), (x2, y2), want2)
+
+
+@requires_emulator  # backend="cpu" needs the same host C++ compiler
+@settings(max_examples=12 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    recipe=recipes,
+    dtype=dtypes,
+    seed=st.integers(0, 3),
+    special=st.booleans(),
+    k=st.sampled_from([1, 2]),
+)
+def test_cpu_backend_equals_numpy_backend(recipe, dtype, seed, special, k):
+    """The same random programs on backend="cpu" (every fused group a native kernel) and on
+    the NumPy backend: equal within the op tolerances, with NaN and inf in the same places."""
+    fn = program(recipe, dup=seed % 2 == 1)
+    x, y = inputs(seed, dtype, dtype, special)
+    with np.errstate(all="ignore"), mock.patch.dict(os.environ, {"GPUGRAPH_CPU_NATIVE": "all"}):
+        want = gg.jit(fn, backend="numpy", streams=k)(x, y)
+        c = gg.jit(fn, backend="cpu", streams=k, verify=True).lower(x, y)
+        got = c(x, y)
+    for g, w in zip(got, want, strict=True):
+        assert_same(g, w, False, f"cpu, {k} stream(s)\n{c.graph}", single=dtype == np.float32)
 
 
 # -- 3: races, forward and backward ---------------------------------------------------------

@@ -122,7 +122,11 @@ def emulate_all(items: list[tuple]) -> list[str]:
             # inputs drawn per kernel (seeded by its name): the same for a kernel whatever
             # other kernels the suite made, so a new test does not redraw everyone's inputs
             rng = np.random.default_rng(zlib.crc32(kernel.name.encode()))
-            args = [random_array(v.shape, v.dtype, rng, edges=0.1) for v in body.inputs]
+            # A row kernel (fused_reduce) sums a row in another order than NumPy's pairwise
+            # sum: with 1e30 or inf among the terms the results differ legitimately. Its edge
+            # values are tested on their own (tests/test_reduce_fusion.py).
+            edges = 0.0 if "row_block" in kernel.attrs() else 0.1
+            args = [random_array(v.shape, v.dtype, rng, edges=edges) for v in body.inputs]
             with np.errstate(all="ignore"):
                 want = evaluate_body(np, body, args)
             got = emulate_fused(kernel.attrs(), args, [v.type for v in body.outputs])

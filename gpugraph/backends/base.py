@@ -1,7 +1,8 @@
 """The backend interface and backend selection ("auto" | "numpy" | "cupy" | "cpu").
 
-"auto" never picks "cpu" yet: it is opt-in until it has had a GPU-less soak
-(docs/cpu-backend.md)."""
+"auto" picks CuPy where it sees a CUDA device, else the native CPU backend where a host C++
+compiler builds and runs a probe kernel, else NumPy; $GPUGRAPH_BACKEND overrides it
+(docs/backends.md)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,11 @@ class Backend:
     def synchronize(self) -> None:
         return None
 
+    def ready(self, executable: Any) -> None:
+        """Called once a plan's launches are prepared (at ``lower()``): a backend that compiles
+        code compiles it here, so its errors surface before the first call."""
+        return None
+
     def explain_lines(self, executable: Any) -> list[str]:
         """What this backend adds to ``explain()`` about a plan (e.g. which groups it compiled)."""
         return []
@@ -134,7 +140,7 @@ def asnumpy(tree: Any) -> Any:
     return unflatten(treedef, [x.get() if is_cupy(x) else np.asarray(x) for x in leaves])
 
 
-BACKEND_ENV = "GPUGRAPH_BACKEND"  # overrides what backend="auto" picks: auto, numpy or cupy
+BACKEND_ENV = "GPUGRAPH_BACKEND"  # overrides what backend="auto" picks: auto, numpy, cpu, cupy
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,20 +159,39 @@ def cupy_status() -> BackendInfo:
     return BackendInfo("cupy", f"CuPy found {n} CUDA device(s)")
 
 
+def cpu_status() -> BackendInfo:
+    """("cpu", how) when the native CPU backend builds and runs a probe kernel here (checked
+    once per process), else ("numpy", why not)."""
+    from . import cpu_select
+
+    return cpu_select.probe()
+
+
+def auto_backend() -> BackendInfo:
+    """CuPy with a CUDA device; else the native CPU backend where it works; else NumPy."""
+    gpu = cupy_status()
+    if gpu.name == "cupy":
+        return gpu
+    cpu = cpu_status()
+    return BackendInfo(cpu.name, f"no GPU ({gpu.reason}); {cpu.reason}")
+
+
 def default_backend() -> BackendInfo:
-    """Which backend "auto" picks, and why: the one $GPUGRAPH_BACKEND names, if set; else CuPy
-    when it has a CUDA device; else NumPy."""
-    found = cupy_status()
+    """Which backend "auto" picks, and why: the one $GPUGRAPH_BACKEND names, if set; else
+    ``auto_backend()``."""
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if forced in ("", "auto"):
-        return found
+        return auto_backend()
     if forced == "numpy":
         return BackendInfo("numpy", f"{BACKEND_ENV}=numpy")
-    if forced == "cupy":
-        if found.name != "cupy":
-            raise UnsupportedError(f"{BACKEND_ENV}=cupy, but {found.reason}")
-        return BackendInfo("cupy", f"{BACKEND_ENV}=cupy; {found.reason}")
-    raise UnsupportedError(f"{BACKEND_ENV}={forced!r} names no backend; use auto, numpy or cupy")
+    if forced in ("cupy", "cpu"):
+        found = cupy_status() if forced == "cupy" else cpu_status()
+        if found.name != forced:
+            raise UnsupportedError(f"{BACKEND_ENV}={forced}, but {found.reason}")
+        return BackendInfo(forced, f"{BACKEND_ENV}={forced}; {found.reason}")
+    raise UnsupportedError(
+        f"{BACKEND_ENV}={forced!r} names no backend; use auto, numpy, cpu or cupy"
+    )
 
 
 _BACKENDS: dict[str, Callable[[], Backend]] = {}

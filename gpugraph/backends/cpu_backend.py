@@ -7,10 +7,12 @@ into one contiguous chunk per OpenMP thread. Every other op runs as on the NumPy
 through the same arena and the same generated straight-line program (this class is a
 ``NumpyBackend``). Libraries live in the persistent kernel cache (``gpugraph.cache``).
 
-Kernels are compiled lazily and in batches: ``prepare`` only registers a fused group; the
-first call of a plan compiles every kernel registered so far in one compiler run (one library),
-unless the cache already holds them. A float -> int cast is undefined behaviour in C for NaN,
-inf and out-of-range values, so a group containing one runs on NumPy (``explain()`` says so).
+Kernels are compiled in batches: ``prepare`` only registers a fused group; when the plan is
+built (``ready``, at ``lower()``) every kernel registered so far is compiled in one compiler run
+(one library), unless the cache already holds them. A float -> int cast is undefined behaviour
+in C for NaN, inf and out-of-range values, so a group containing one runs on NumPy
+(``explain()`` says so). So do groups the native path would make slower (``cpu_select``, which
+also has the probe ``backend="auto"`` runs).
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ from ..ops.registry import get_op
 from . import cpu_native
 from .base import Runner, register_backend
 from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
+from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names on this module)
+    NATIVE_ENV,
+    NATIVE_MIN_ELEMENTS,
+    native_mode,
+    policy_refusal,
+    probe,
+    status,
+)
 from .numpy_backend import NumpyBackend
 
 PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
@@ -48,6 +58,12 @@ ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler
 CXX_ENV = "GPUGRAPH_CXX"
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
+# libgomp's default wait policy spins its worker threads after each parallel region; on a
+# machine with more runnable threads than cores (a shared CI box, BLAS threads, other processes)
+# the spinning workers take the cores the caller needs: a 1M-element group measured 8-24 ms a
+# call instead of 0.1 ms. Passive workers sleep at once. libgomp reads this when it loads (with
+# the first kernel library), so it is set before; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class CpuCompileError(GpuGraphError):
@@ -69,15 +85,6 @@ def compiler() -> str:
             f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
         )
     return path
-
-
-def status() -> str:
-    """One line for ``python -m gpugraph info``: whether backend="cpu" can be used, and how."""
-    try:
-        cxx = compiler()
-        return f"available (opt-in, backend='cpu'): {cxx} {_shown_flags()}"
-    except UnsupportedError as exc:
-        return f"unavailable: {exc}"
 
 
 def _shown_flags() -> str:
@@ -262,8 +269,11 @@ class CpuBackend(NumpyBackend):
         hook = hooks.get(self.name) or hooks.get("numpy")
         return hook(node, self) if hook is not None else self.generic_runner(node)
 
+    def ready(self, executable: Any) -> None:
+        self.compile_pending()  # every kernel of the plan in one compiler run, at lower()
+
     def program(self, executable: Any):
-        self.compile_pending()  # every kernel of the plan in one compiler run
+        self.compile_pending()  # a plan built without ready() (e.g. the race checker's copies)
         return super().program(executable)
 
     def kernel(self, source: str, name: str, nargs: int, args: list[Arg] | None = None) -> _Kernel:
@@ -322,14 +332,20 @@ class CpuBackend(NumpyBackend):
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
-    refusal = _native_refusal(body)
+    refusal = _native_refusal(body) or policy_refusal(node)
     if refusal is not None:
+        # the NumPy backend's runner itself (a new function per node), so the program keeps
+        # inlining it (its ``inline`` / ``call``) as on the NumPy backend
         runner = _prepare_numpy(node, backend)
-        run_numpy = lambda ins, outs: runner(ins, outs)  # noqa: E731  (a new object to tag)
-        run_numpy.cpu_refusal = refusal  # type: ignore[attr-defined]
-        return run_numpy
+        runner.cpu_refusal = refusal  # type: ignore[attr-defined]
+        return runner
+    return _native_runner(node, backend)
+
+
+def _native_runner(node: Node, backend: CpuBackend) -> Runner:
     n = node.outputs[0].type.size
-    nest = emit_cpu_kernel(body)  # broadcast operands: a row x column loop nest that vectorizes
+    # broadcast operands: a row x column loop nest that vectorizes
+    nest = emit_cpu_kernel(node.attrs["body"])
     source, name = (
         (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
     )

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from .base import Backend, cupy_status, register_backend
+from .cupy_regions import capture_segments, has_regions, replay_segments
 
 
 @dataclass
@@ -60,6 +61,7 @@ class _CallState:
 
     done: Any = None  # event recorded on the caller's stream at the end of the last call
     graph: Any = None  # the captured cupy.cuda.Graph (cuda_graph mode)
+    segments: Any = None  # with regions: the captured segments between them (cupy_regions)
     inputs: list = field(default_factory=list)  # captured input buffers
     outputs: dict = field(default_factory=dict)  # captured output buffers, by Value
     pool: Any = None  # the memory pool that served allocations during capture
@@ -218,19 +220,25 @@ class CupyBackend(Backend):
             return
         inputs = ex.graph.inputs
         fresh = {v: env[v] for v in ex.fresh}  # what the caller gets: filled from the graph's
-        if st.graph is None:
+        if st.graph is None and st.segments is None:
             st.inputs = [self.empty(v.type) for v in inputs]
             st.outputs = {v: self.empty(v.type) for v in ex.fresh}
         for buf, v in zip(st.inputs, inputs):
             self.xp.copyto(buf, env[v])  # on the caller's (current) stream
         env.update(zip(inputs, st.inputs))
         env.update(st.outputs)
-        if st.graph is None:
+        if st.graph is None and st.segments is None:
             self.launch(ex, env, caller, st)  # warm-up: loads kernels; gives this call's results
             caller.synchronize()
             eager_sites = st.cursor
-            self._capture(ex, dict(env), st)  # records into the capture's own events
+            if has_regions(ex):  # regions run host-driven between captured segments
+                st.segments = capture_segments(self, ex, dict(env), st)
+            else:
+                self._capture(ex, dict(env), st)  # records into the capture's own events
             st.events, st.cursor = st.eager_events, eager_sites  # "done": the next eager site
+        elif st.segments is not None:
+            replay_segments(self, st.segments, env, caller)
+            st.replays += 1
         else:
             st.graph.launch(stream=caller)
             st.replays += 1

@@ -15,12 +15,22 @@ the multi-pass kernel re-reads the row anyway); the C compiler merges repeats.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
-from .cuda import inline_literal, op_template, unsupported_reason
-from .reduce_cuda import REDUCERS, RowProgram, RowStage
+from .cuda import (
+    KERNEL_OBSERVERS,
+    NAME_PLACEHOLDER,
+    c_type,
+    inline_literal,
+    kernel_name,
+    op_template,
+    unsupported_reason,
+)
+from .reduce_cuda import REDUCERS, ROW_REDUCE_HELPER, RowProgram, RowStage, row_block
 
 F32 = np.dtype("float32")
 ELEM, ROW, SCALAR = "element", "row", "scalar"
@@ -93,3 +103,198 @@ def row_program(body: Graph) -> RowProgram:
         elementwise=expr[elementwise[0]] if elementwise else None,
         per_row=expr[per_row[0]] if per_row else None,
     )
+
+
+# ---- Row kernels for fused_reduce groups (passes/fuse_reduce.py) --------------------------
+# The general form of the row program above: any number of inputs, each full-shape
+# (``in[row * cols + c]``), per row (``in[row]``), a column vector (``in[c]``, e.g. a layer
+# norm's gamma) or one element; any number of outputs, full-shape or per row; float32 or
+# float64 (bool in between). Element values are one ``const`` line each inside the column loop
+# that needs them (a DAG stays linear in size; nvcc merges repeats), per-row values one line
+# each at row level, in body order, so every reduction sees the values before it.
+DOUBLE_REDUCE_HELPER = """\
+#ifndef GG_ROW_REDUCE_D_DEFINED
+#define GG_ROW_REDUCE_D_DEFINED
+struct GgSumD {
+  static __device__ __forceinline__ double identity() { return 0.0; }
+  static __device__ __forceinline__ double combine(double a, double b) { return a + b; }
+};
+struct GgMaxD {
+  // float -inf widened: exact, and the same intrinsic the float reducer uses
+  static __device__ __forceinline__ double identity() {
+    return (double)(-__int_as_float(0x7f800000));
+  }
+  static __device__ __forceinline__ double combine(double a, double b) {
+    return (a != a || a > b) ? a : b;
+  }
+};
+// gg_row_reduce for double: the same butterfly, partials and closing barrier.
+template <class Op> __device__ __forceinline__ double gg_row_reduce_d(double v) {
+  __shared__ double part_d[32];
+  const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
+  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (warps == 1u) return v;
+  if (lane == 0u) part_d[warp] = v;
+  __syncthreads();
+  v = lane < warps ? (double)part_d[lane] : Op::identity();
+  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // the next reduction reuses part_d
+  return v;
+}
+#endif
+"""
+DOUBLE_REDUCERS = {"sum": "GgSumD", "max": "GgMaxD"}
+GRAPH_KERNEL = """\
+// gpugraph row kernel: {summary}
+{helpers}extern "C" __global__ void {name}({params}) {{
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+{lines}  }}
+}}
+"""
+LOAD = {
+    ELEM: "in{j}[row * cols + c]",
+    "column": "in{j}[c]",
+    ROW: "in{j}[row]",
+    SCALAR: "in{j}[0]",
+}
+
+
+@dataclass(frozen=True)
+class GraphRowKernel:
+    name: str
+    source: str
+    block: int  # threads per row (reduce_cuda.row_block of the row length)
+    rows: int
+    cols: int
+
+    def attrs(self) -> dict:
+        """What a fused_reduce node (and the launchers) keep of the kernel."""
+        return {
+            "cuda_source": self.source,
+            "kernel_name": self.name,
+            "row_block": self.block,
+            "rows": self.rows,
+            "cols": self.cols,
+        }
+
+
+def row_kernel(body: Graph, space) -> GraphRowKernel:
+    """The row kernel of a fused_reduce body over ``space`` (ops.row_space.Space):
+    parameters ``in0..``, ``out0..`` (the body's), then ``rows`` and ``cols`` (long long).
+    UnsupportedError says what does not fit."""
+    from ..ops.row_space import body_kinds
+
+    kinds = body_kinds(body, space)
+    names: dict[Value, str] = {}
+    row_lines: list[str] = []
+    elem_lines: dict[Value, str] = {}  # element value -> its line inside a column loop
+    helpers: set[str] = {ROW_REDUCE_HELPER}
+    order = list(body.inputs) + [n.output for n in body.nodes]
+    for j, v in enumerate(body.inputs):
+        line = f"const {c_type(v.dtype)} a{j} = {LOAD[kinds[v]].format(j=j)};"
+        names[v] = f"a{j}"
+        if kinds[v] in (ELEM, "column"):
+            elem_lines[v] = line
+        else:
+            row_lines.append(line)
+    for k, node in enumerate(body.nodes):
+        out = node.output
+        if node.op == "constant":
+            literal = inline_literal(node.attrs["value"])
+            if literal is None:
+                raise UnsupportedError("row kernel: a constant that is not a finite scalar")
+            names[out] = literal
+            continue
+        if node.op in ("reshape", "broadcast_to"):  # the same value under another shape
+            names[out] = names[node.inputs[0]]
+            if node.inputs[0] in elem_lines:
+                elem_lines[out] = ""  # no line of its own; the loop still needs its input's
+            continue
+        ct = c_type(out.dtype)
+        if node.op in REDUCERS:
+            (a,) = node.inputs
+            if out.dtype == F32:
+                op, call = REDUCERS[node.op], "gg_row_reduce"
+            elif out.dtype == np.dtype("float64"):
+                op, call = DOUBLE_REDUCERS[node.op], "gg_row_reduce_d"
+                helpers.add(DOUBLE_REDUCE_HELPER)
+            else:
+                raise UnsupportedError(f"row kernel: {node.op} of {out.dtype}")
+            names[out] = f"r{k}"
+            loop = _loop_lines([a], elem_lines, order, body)
+            row_lines += [
+                f"{ct} r{k};",
+                "{",
+                f"  {ct} acc = {op}::identity();",
+                "  for (long long c = threadIdx.x; c < cols; c += blockDim.x) {",
+                *(f"    {x}" for x in loop),
+                f"    acc = {op}::combine(acc, {names[a]});",
+                "  }",
+                f"  r{k} = {call}<{op}>(acc);",
+                "}",
+            ]
+            continue
+        reason = unsupported_reason(node)
+        if reason is not None:
+            raise UnsupportedError(f"row kernel: {reason}")
+        template, helper = op_template(node)
+        if helper:
+            helpers.add(helper)
+        expr = template.format(*(names[v] for v in node.inputs), T=ct)
+        names[out] = f"v{k}"
+        line = f"const {ct} v{k} = {expr};"
+        if kinds[out] == ELEM:
+            elem_lines[out] = line
+        else:
+            row_lines.append(line)
+    stores = [
+        f"out{j}[row * cols + c] = {names[v]};"
+        for j, v in enumerate(body.outputs)
+        if kinds[v] == ELEM
+    ]
+    if stores:
+        full = [v for v in body.outputs if kinds[v] == ELEM]
+        row_lines += [
+            "for (long long c = threadIdx.x; c < cols; c += blockDim.x) {",
+            *(f"  {x}" for x in _loop_lines(full, elem_lines, order, body) + stores),
+            "}",
+        ]
+    per_row = [f"out{j}[row] = {names[v]};" for j, v in enumerate(body.outputs) if kinds[v] != ELEM]
+    if per_row:
+        row_lines += ["if (threadIdx.x == 0) {", *(f"  {x}" for x in per_row), "}"]
+    params = [f"const {c_type(v.dtype)}* __restrict__ in{j}" for j, v in enumerate(body.inputs)]
+    params += [f"{c_type(v.dtype)}* __restrict__ out{j}" for j, v in enumerate(body.outputs)]
+    params += ["long long rows", "long long cols"]
+    summary = ", ".join(n.op for n in body.nodes if n.op != "constant")
+    text = GRAPH_KERNEL.format(
+        summary=summary + f" -> {', '.join(str(v.type) for v in body.outputs)}",
+        helpers="".join(sorted(helpers)),
+        name=NAME_PLACEHOLDER,
+        params=", ".join(params),
+        lines="".join(f"    {x}\n" for x in row_lines),
+    )
+    name = kernel_name(text)
+    kernel = GraphRowKernel(
+        name, text.replace(NAME_PLACEHOLDER, name), row_block(space.cols), space.rows, space.cols
+    )
+    for observe in KERNEL_OBSERVERS:
+        observe(kernel, body)
+    return kernel
+
+
+def _loop_lines(
+    targets: list[Value], elem_lines: dict, order: list[Value], body: Graph
+) -> list[str]:
+    """The element lines the ``targets`` need inside one column loop, in body order."""
+    producer = {n.output: n for n in body.nodes}
+    need: set[Value] = set()
+    stack = [v for v in targets if v in elem_lines]
+    while stack:
+        v = stack.pop()
+        if v in need:
+            continue
+        need.add(v)
+        node = producer.get(v)
+        if node is not None:
+            stack += [w for w in node.inputs if w in elem_lines and w not in need]
+    return [elem_lines[v] for v in order if v in need and elem_lines[v]]

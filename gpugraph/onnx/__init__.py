@@ -11,92 +11,47 @@ only here (``pip install gpugraph[onnx]``).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from ..errors import GpuGraphError, UnsupportedError
-from . import ops_math, ops_more, ops_nn, ops_select, ops_shape  # noqa: F401  (they fill the op table)
-from .model import InputSpec, OnnxError, OnnxModel, _Node, _shape_arg_names
-from .table import LIMITS, OPS, NodeCtx, check_size
+from ..errors import UnsupportedError
+from . import (  # noqa: F401  (they fill the op table)
+    ops_control,
+    ops_math,
+    ops_more,
+    ops_nd,
+    ops_nn,
+    ops_rnn,
+    ops_select,
+    ops_seq,
+    ops_shape,
+)
+from .model import InputSpec, OnnxError, OnnxModel, _shape_arg_names
+from .reader import (
+    _DEFAULT_DOMAINS,
+    MAX_OPSET,
+    MIN_OPSET,
+    _check_ops,
+    _convert_nodes,
+    _infer_shapes,
+    _parse,
+    _read_initializer,
+    _spec,
+    is_mapped,
+)
+from .table import LIMITS, OPS
 
-__all__ = ["LIMITS", "OPS", "OnnxError", "OnnxModel", "InputSpec", "load", "op_table_markdown"]
-
-_DEFAULT_DOMAINS = ("", "ai.onnx")
-MIN_OPSET, MAX_OPSET = 6, 21
-
-
-def _check_arity(n, opset: int) -> None:
-    """The node's input and output counts against the ONNX schema of its op at ``opset``."""
-    from onnx import defs
-
-    try:
-        schema = defs.get_schema(n.op_type, opset, "")
-    except Exception:  # noqa: BLE001  (onnx raises its own SchemaError)
-        raise UnsupportedError(f"ONNX op {n.op_type} has no schema at opset {opset}") from None
-    where = f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}, opset {opset})"
-    if not schema.min_input <= len(n.input) <= schema.max_input:
-        lo, hi = schema.min_input, schema.max_input
-        raise OnnxError(f"{where} has {len(n.input)} inputs; the op takes {lo} to {hi}")
-    if not schema.min_output <= len(n.output) <= schema.max_output:
-        lo, hi = schema.min_output, schema.max_output
-        raise OnnxError(f"{where} has {len(n.output)} outputs; the op takes {lo} to {hi}")
-
-
-def _parse(model: Any):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if isinstance(model, onnx.ModelProto):
-        return model, None
-    base = None
-    if isinstance(model, (str, os.PathLike)):
-        base = os.path.dirname(os.path.abspath(os.fspath(model)))
-        with open(model, "rb") as f:
-            data = f.read()
-    elif isinstance(model, (bytes, bytearray, memoryview)):
-        data = bytes(model)
-    else:
-        raise GpuGraphError(
-            f"gg.onnx.load takes a path, bytes or an onnx.ModelProto, got {type(model).__name__}"
-        )
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise OnnxError(f"not a readable ONNX model: {e}") from None
-    if not proto.HasField("graph"):
-        raise OnnxError("not an ONNX model: it has no graph")
-    return proto, base
-
-
-def _load_external(tensor, base: str | None) -> None:
-    """Read one initializer's external data, refusing paths that leave ``base``
-    (absolute paths, ``..``, symlinks out: CVE-2022-25882)."""
-    from onnx.external_data_helper import load_external_data_for_tensor
-
-    info = {e.key: e.value for e in tensor.external_data}
-    loc = info.get("location", "")
-    if base is None:
-        raise OnnxError(
-            f"initializer {tensor.name!r} has external data {loc!r}: pass external_data_dir"
-        )
-    root = os.path.realpath(base)
-    path = os.path.realpath(os.path.join(root, loc))
-    if (
-        os.path.isabs(loc)
-        or ".." in loc.replace("\\", "/").split("/")
-        or os.path.commonpath([root, path]) != root
-    ):
-        raise OnnxError(f"initializer {tensor.name!r}: external data path {loc!r} leaves {base!r}")
-    if not os.path.isfile(path):
-        raise OnnxError(
-            f"initializer {tensor.name!r}: external data file {loc!r} not found in {base!r}"
-        )
-    load_external_data_for_tensor(tensor, root)
-    tensor.data_location = 0  # DEFAULT: the data is in the tensor now
-    del tensor.external_data[:]
+__all__ = [
+    "LIMITS",
+    "OPS",
+    "InputSpec",
+    "OnnxError",
+    "OnnxModel",
+    "is_mapped",
+    "load",
+    "op_table_markdown",
+]
 
 
 def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
@@ -107,8 +62,6 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
         raise UnsupportedError(
             "gg.onnx.load needs the onnx package: pip install gpugraph[onnx]"
         ) from None
-    from onnx import helper, numpy_helper
-
     proto, base = _parse(model)
     base = external_data_dir or base
     g = proto.graph
@@ -118,32 +71,14 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
             f"ONNX opset {opset} (gpugraph imports opsets {MIN_OPSET} to {MAX_OPSET})"
         )
 
-    # Every node is checked before anything is converted or run.
-    for n in g.node:
-        if n.domain not in _DEFAULT_DOMAINS or n.op_type not in OPS:
-            dom = f"domain {n.domain!r} " if n.domain not in _DEFAULT_DOMAINS else ""
-            raise UnsupportedError(
-                f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
-                "has no gpugraph mapping"
-            )
+    # Every node (in subgraphs too) is checked before anything is converted or run.
+    _check_ops(g, opset)
 
     params: dict[str, np.ndarray] = {}
     constants: dict[str, np.ndarray] = {}
     shape_args = _shape_arg_names(g.node)  # initializers read as shapes stay constants
     for t in g.initializer:
-        try:
-            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
-        except Exception:  # noqa: BLE001  (an unknown type code)
-            raise OnnxError(f"initializer {t.name!r} has unknown data type {t.data_type}") from None
-        check_size(t.dims, dtype, f"initializer {t.name!r}")  # before anything is read
-        if t.data_location == 1:  # EXTERNAL
-            _load_external(t, base)
-        try:
-            arr = numpy_helper.to_array(t).copy()
-        except GpuGraphError:
-            raise
-        except Exception as e:  # noqa: BLE001  (onnx raises several types for bad tensors)
-            raise OnnxError(f"initializer {t.name!r} cannot be read: {e}") from None
+        arr = _read_initializer(t, base)
         trainable = np.issubdtype(arr.dtype, np.floating) and t.name not in shape_args
         (params if trainable else constants)[t.name] = arr
 
@@ -151,46 +86,30 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     for vi in g.input:
         if vi.name in params or vi.name in constants:
             continue  # before IR 4 initializers are listed as inputs too
-        tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             raise UnsupportedError(f"ONNX input {vi.name!r}: only tensor inputs are supported")
-        shape = None
-        if tt.HasField("shape"):
-            shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tt.shape.dim
-            )
-        inputs.append(
-            InputSpec(vi.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), shape)
-        )
+        inputs.append(_spec(vi))
+    declared = {
+        vi.name: _spec(vi)
+        for vi in (*g.output, *g.value_info)
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+    }
 
     defined = set(params) | set(constants) | {s.name for s in inputs}
-    nodes = []
-    for n in g.node:
-        _check_arity(n, opset)
-        for name in n.input:
-            if name and name not in defined:
-                raise OnnxError(
-                    f"ONNX node {n.name or '<unnamed>'!r} ({n.op_type}) reads {name!r}, "
-                    "which nothing defines before it"
-                )
-        defined.update(o for o in n.output if o)
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        nodes.append(
-            _Node(
-                NodeCtx(n.op_type, n.name, opset, len(n.output)),
-                tuple(n.input),
-                tuple(n.output),
-                attrs,
-            )
-        )
+    nodes, _ = _convert_nodes(g.node, opset, defined, set(), base)
     outputs = tuple(o.name for o in g.output)
-    for name in outputs:
-        if name not in defined:
+    for o in g.output:
+        if o.name not in defined:
             raise OnnxError(
-                f"ONNX graph output {name!r} is not defined by any node, input or initializer"
+                f"ONNX graph output {o.name!r} is not defined by any node, input or initializer"
             )
-    return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset)
+        if o.type.WhichOneof("value") not in (None, "tensor_type"):
+            raise UnsupportedError(
+                f"ONNX graph output {o.name!r} is a {o.type.WhichOneof('value')}: only tensor "
+                "outputs are supported"
+            )
+    _infer_shapes(proto)
+    return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset, declared)
 
 
 _FAMILIES = {
@@ -199,6 +118,10 @@ _FAMILIES = {
     "ops_shape": "shape, indexing, constants",
     "ops_more": "composite activations, reductions, depth/space",
     "ops_select": "top-k, gather/scatter elements, one-hot, einsum, resize/upsample",
+    "ops_nd": "gather/scatter by index tuples",
+    "ops_rnn": "recurrent layers (gg.scan)",
+    "ops_control": "control flow, Gradient (subgraphs)",
+    "ops_seq": "sequences (traced as lists)",
 }
 
 

@@ -51,7 +51,29 @@ def randomized(model, seed: int = 0):
             keep.append(n)
     if keep[-1].op_type == "Softmax":
         g.output[0].name = keep.pop().input[0]
-        del g.output[0].type.tensor_type.shape.dim[:]
+        g.output[0].type.tensor_type.ClearField("shape")  # unknown (no dims would say scalar)
     del g.node[:]
     g.node.extend(keep)
+    return model
+
+
+def rebatched(model, batch: int):
+    """``model`` (changed in place and returned) taking ``batch`` images instead of 1: the
+    input's and output's leading dim, and the ``[1, ...]`` shapes the nets' Reshapes of
+    activations use (a Reshape of a weight keeps its shape)."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    init = {t.name: t for t in g.initializer}
+    data = [vi for vi in g.input if vi.name not in init]  # IR 3 lists initializers too
+    for vi in (*data, *g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and dims[0].dim_value == 1:
+            dims[0].dim_value = batch
+    for n in g.node:
+        if n.op_type == "Reshape" and n.input[0] not in init and n.input[1] in init:
+            shape = numpy_helper.to_array(init[n.input[1]]).copy()
+            if shape.size and shape[0] == 1:
+                shape[0] = batch
+                init[n.input[1]].CopyFrom(numpy_helper.from_array(shape, n.input[1]))
     return model

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from ..backends import asnumpy
-from ..errors import CapturedArrayWarning, DTypeError, GpuGraphError, ShapeError
+from ..errors import (
+    CapturedArrayWarning,
+    DTypeError,
+    GpuGraphError,
+    ShapeError,
+    UnsupportedError,
+)
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
 
@@ -36,12 +42,57 @@ class _Node:
     attrs: dict
 
 
+@dataclass(frozen=True)
+class SubGraph:
+    """A graph attribute (an If branch, a Loop or Scan body), converted like the main graph.
+    ``free`` lists the outer-scope values it reads; the node holding it gets them appended to
+    its inputs, so its converter sees them as ``ins[-len(free):]``."""
+
+    name: str
+    nodes: list[_Node]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    constants: dict
+    free: tuple[str, ...]
+
+
+def run_nodes(nodes: list[_Node], env: dict[str, Any]) -> None:
+    """Run converted nodes in order, reading and filling ``env`` (name -> value)."""
+    for node in nodes:
+        args = [env[n] if n else None for n in node.inputs]
+        try:
+            outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
+        except GpuGraphError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            # A converter met attributes or inputs the ONNX spec does not allow (a
+            # malformed model): say which node, keep the cause.
+            raise OnnxError(f"{node.ctx.where()}: invalid node: {type(e).__name__}: {e}") from e
+        if not isinstance(outs, (tuple, list)):
+            outs = (outs,)
+        for name, v in zip(node.outputs, outs):
+            if name:
+                env[name] = v
+
+
+def run_subgraph(sub: SubGraph, args: tuple, outer: dict[str, Any]) -> tuple:
+    """Run a subgraph on its inputs ``args``, seeing the outer-scope values ``outer``."""
+    env = dict(outer)
+    env.update(sub.constants)
+    env.update(zip(sub.inputs, args))
+    run_nodes(sub.nodes, env)
+    return tuple(env[n] for n in sub.outputs)
+
+
 class OnnxModel:
     """A loaded ONNX model. ``m(*inputs)`` runs it compiled (one compiled entry per concrete
     input shape); ``m.fn(params, *inputs)`` is the pure function behind it."""
 
-    def __init__(self, nodes, params, constants, inputs, output_names, opset):
+    def __init__(self, nodes, params, constants, inputs, output_names, opset, declared=None):
         self._nodes: list[_Node] = nodes
+        # name -> InputSpec of the graph outputs and value_info the file declares: the traced
+        # values are checked against them (a conflict is an OnnxError, never ignored).
+        self.declared: dict[str, InputSpec] = dict(declared or {})
         self.params: dict[str, np.ndarray] = params
         self.constants: dict[str, np.ndarray] = constants
         self.inputs: tuple[InputSpec, ...] = inputs
@@ -67,22 +118,15 @@ class OnnxModel:
         env: dict[str, Any] = dict(self.constants)
         env.update(params)
         env.update(zip(self.input_names, inputs))
-        for node in self._nodes:
-            args = [env[n] if n else None for n in node.inputs]
-            try:
-                outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
-            except GpuGraphError:
-                raise
-            except (TypeError, ValueError, IndexError, KeyError) as e:
-                # A converter met attributes or inputs the ONNX spec does not allow (a
-                # malformed model): say which node, keep the cause.
-                raise OnnxError(f"{node.ctx.where()}: invalid node: {type(e).__name__}: {e}") from e
-            if not isinstance(outs, (tuple, list)):
-                outs = (outs,)
-            for name, v in zip(node.outputs, outs):
-                if name:
-                    env[name] = v
-        return tuple(env[n] for n in self.output_names)
+        run_nodes(self._nodes, env)
+        for name, spec in self.declared.items():
+            if name in env:
+                check_declared(spec, env[name])
+        outs = tuple(env[n] for n in self.output_names)
+        for name, v in zip(self.output_names, outs):
+            if not hasattr(v, "shape"):  # a sequence (ops_seq.Seq) reaching the output
+                raise UnsupportedError(f"ONNX graph output {name!r} is not a tensor")
+        return outs
 
     def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
@@ -111,7 +155,7 @@ class OnnxModel:
             out.append(x)
         return out
 
-    def __call__(self, *inputs: Any) -> tuple:
+    def _compiled_args(self, inputs: tuple) -> list:
         from ..trace import jit
 
         xs = self.check_inputs(inputs)
@@ -121,11 +165,22 @@ class OnnxModel:
             )
         for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
             xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
+        return xs
+
+    def __call__(self, *inputs: Any) -> tuple:
+        xs = self._compiled_args(inputs)
         with warnings.catch_warnings():
             # Weights folded from Constant/ConstantOfShape nodes are true constants of the
             # model: capturing them into the graph is what is wanted.
             warnings.simplefilter("ignore", CapturedArrayWarning)
             return tuple(self._jit(self.params, *xs))
+
+    def lower(self, *inputs: Any):
+        """The compiled plan ``m(*inputs)`` runs (``.explain()``, ``.to_dot()``, ``.graph``)."""
+        xs = self._compiled_args(inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CapturedArrayWarning)
+            return self._jit.lower(self.params, *xs)
 
     def _static_fn(self, params: dict, *inputs: Any) -> tuple:
         xs = list(inputs)
@@ -140,11 +195,35 @@ class OnnxModel:
         )
 
 
+def check_declared(spec: InputSpec, v: Any) -> None:
+    """The traced value ``v`` against the dtype and fixed dims the file declares for it."""
+    shape = tuple(int(d) for d in v.shape)
+    if spec.dtype is not None and np.dtype(v.dtype) != spec.dtype:
+        raise OnnxError(
+            f"shape-inference conflict: ONNX value {spec.name!r} is declared {spec.dtype}, "
+            f"but the graph computes {np.dtype(v.dtype)}"
+        )
+    if spec.shape is None:
+        return
+    if len(spec.shape) != len(shape) or any(
+        isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)
+    ):
+        raise OnnxError(
+            f"shape-inference conflict: ONNX value {spec.name!r} is declared with shape "
+            f"{list(spec.shape)}, but the graph computes {list(shape)}"
+        )
+
+
 def _shape_arg_names(nodes) -> set[str]:
     """The value names some node reads as a shape, axes, pads or bounds (SHAPE_INPUTS)."""
     names = set()
     for n in nodes:
         op, inputs = (n.ctx.op_type, n.inputs) if isinstance(n, _Node) else (n.op_type, n.input)
+        if isinstance(n, _Node):  # values a subgraph reads as shapes count too
+            for sub in n.attrs.values():
+                for sg in sub if isinstance(sub, list) else [sub]:
+                    if isinstance(sg, SubGraph):
+                        names |= _shape_arg_names(sg.nodes)
         if op in SHAPE_INPUTS:
             pos = SHAPE_INPUTS[op]
             names.update(name for i, name in enumerate(inputs) if pos is None or i in pos)

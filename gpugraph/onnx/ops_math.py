@@ -204,6 +204,11 @@ def _cast(node: NodeCtx, ins: list, attrs: dict):
     return gg["astype"](ins[0], np.dtype(helper.tensor_dtype_to_np_dtype(attrs["to"])))
 
 
+@register("CastLike")
+def _cast_like(node: NodeCtx, ins: list, attrs: dict):
+    return gg["astype"](ins[0], dtype_of(ins[1]))
+
+
 @register("MatMul")
 def _matmul(node: NodeCtx, ins: list, attrs: dict):
     return gg["matmul"](ins[0], ins[1])

@@ -48,6 +48,13 @@ SHAPE_INPUTS: dict[str, tuple[int, ...] | None] = {
     "OneHot": (1,),
     "Resize": (1, 2, 3),
     "Upsample": (1,),  # opset 10: scales at 1; 11+: roi, scales, sizes
+    "Loop": (0,),
+    "SequenceAt": (1,),  # sequences exist only while tracing: positions and splits are static
+    "SequenceInsert": (2,),
+    "SequenceErase": (1,),
+    "SplitToSequence": (
+        1,
+    ),  # a known trip count makes a scan (scan outputs, reverse-mode gradients)
 }
 
 

@@ -24,6 +24,7 @@ from . import (  # noqa: E402
     creation,
     elementwise,
     fused,  # noqa: E402,F401  (registers the "fused" op of the fusion pass)
+    fused_reduce,  # noqa: F401  (registers "fused_reduce", the reduction fusion's op)
     index,
     linalg,
     math_more,  # noqa: F401  (registers its ops into elementwise.API)

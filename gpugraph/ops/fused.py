@@ -298,13 +298,14 @@ def _straight_line(plan: _ChunkPlan):
     ins = [f"a{k}" for k in range(nin)]
     outs = [f"o{k}" for k in range(nout)]
     lines, ns = inline(ins, outs, "_")
-    source = (
-        "def run(ins, outs):\n"
-        # a group may have no inputs (all its operands folded to constants): no unpacking
-        + (f"    {''.join(a + ', ' for a in ins)}= ins\n" if ins else "")
-        + f"    {''.join(o + ', ' for o in outs)}= outs\n"
-        + "".join(f"    {x}\n" for x in lines)
-    )
+    # (a group can have no array inputs: one op on inlined constants, left on its own when its
+    # consumer joined a fused_reduce group with optimize=False)
+    unpack = [
+        f"    {''.join(a + ', ' for a in names)}= {what}\n"
+        for names, what in ((ins, "ins"), (outs, "outs"))
+        if names
+    ]
+    source = "def run(ins, outs):\n" + "".join(unpack) + "".join(f"    {x}\n" for x in lines)
     exec(compile(source, "<gpugraph fused group>", "exec"), ns)
     run = ns["run"]
     run.source = source  # for debugging: what one call does

@@ -74,11 +74,14 @@ def optimize(
 def lower_for_backend(
     graph: Graph, log: list[PassRecord], fuse: bool, check: bool = False, vectorize: bool = True
 ):
-    """Passes after optimization: fusion (when enabled), then a final DCE."""
+    """Passes after optimization: fusion (when enabled: reductions with their elementwise
+    producers and consumers first, then the remaining elementwise groups), then a final DCE."""
     from .fuse import fuse as fuse_pass  # local: fusion pulls in the codegen
+    from .fuse_reduce import fuse_reductions
 
     def fusion(g: Graph) -> tuple[Graph, dict[str, int]]:
         return fuse_pass(g, vectorize)
 
-    passes = [("fuse", fusion), ("dce", dce)] if fuse else [("dce", dce)]
+    fusing = [("fuse reductions", fuse_reductions), ("fuse", fusion)]
+    passes = [*fusing, ("dce", dce)] if fuse else [("dce", dce)]
     return run_passes(graph, passes, log, check, rounds=1)

@@ -7,6 +7,8 @@ fusion reach bodies without knowing about regions.
 ``simplify_regions`` is the pass about the region nodes themselves:
 
 * a ``cond`` whose index is a constant is replaced by its (clamped) branch, inlined;
+* a small ``cond`` of cheap elementwise branches becomes both branches then a select
+  (``cond_select.py``), so it fuses with its surroundings;
 * loop-invariant code motion: a body node of a ``while``/``scan`` whose inputs are all consts
   (or constants) is moved before the loop and passed in as a new const (its op names are kept
   in the node's ``_hoisted`` attr for explain()); ops that may raise at run time and nested
@@ -22,6 +24,7 @@ from collections.abc import Callable
 
 from ..ir import Graph, GraphBuilder, Node, Value, live_nodes, rebuild
 from ..ops.registry import get_op
+from .cond_select import lower_to_select, selectable
 from .fold import NO_FOLD_OPS, constant_of
 
 PassResult = tuple[Graph, dict[str, int]]
@@ -128,6 +131,9 @@ def simplify_regions(graph: Graph) -> PassResult:
                 k = min(max(int(idx), 0), len(branches) - 1)
                 _count(rewrites, "cond on a constant index inlined")
                 return inline(b, branches[k], ins[1:])
+            if selectable(node):
+                _count(rewrites, "small cond lowered to both branches + select")
+                return lower_to_select(b, node, ins, inline)
             return _drop_unused_inputs(b, node, ins, rewrites)
         if node.op in ("while", "scan"):
             return _loop(b, node, ins, [read(o) for o in node.outputs], rewrites)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..ir import Graph, GraphBuilder, Node, Value, live_nodes
 from .cse import cse
+from .scan_residuals import forward_residuals
 
 PassResult = tuple[Graph, dict[str, int]]
 
@@ -69,6 +70,14 @@ def _try_merge(b: Node, a: Node, defined_before: set[Value]):
 
 
 def merge_scans(graph: Graph) -> PassResult:
+    """Merge scans over the same carries, then forward a backward scan's residuals from the
+    forward one (scan_residuals.py) instead of recomputing them."""
+    graph, rewrites = _merge_scans(graph)
+    graph, more = forward_residuals(graph)
+    return graph, {**rewrites, **more}
+
+
+def _merge_scans(graph: Graph) -> PassResult:
     scans = [n for n in graph.nodes if n.op == "scan"]
     if len(scans) < 2:
         return graph, {}

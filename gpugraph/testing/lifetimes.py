@@ -52,10 +52,12 @@ class Overlap:
     lo: int  # arena bytes both occupy
     hi: int
     witness: str  # a launch that touches ``a`` while ``b`` is live
+    region: str = ""  # the region body whose plan it is in ("" for the top-level plan)
 
     def __str__(self) -> str:
+        where = f"in {self.region}: " if self.region else ""
         return (
-            f"LIVE OVERLAP on arena[{self.lo}:{self.hi}): {self.a} and {self.b} share bytes "
+            f"{where}LIVE OVERLAP on arena[{self.lo}:{self.hi}): {self.a} and {self.b} share bytes "
             f"while both are live: {self.witness}"
         )
 
@@ -160,4 +162,35 @@ def find_overlaps(prog: SimProgram) -> list[Overlap]:
             if dead_before_written(a, b) or dead_before_written(b, a):
                 continue
             found.append(Overlap(ref(a), ref(b), max(lo, lo2), min(hi, hi2), witness(a, b)))
+    return found
+
+
+def find_child_arena_overlaps(prog: SimProgram) -> list[Overlap]:
+    """A region launch's child arena (``plan.scratch``: the bytes its bodies' plans run on)
+    against every arena value: legal only if the value is dead before the region launch (every
+    access happens before it) or written after it (the region happens before its writer).
+    The value's own reads and writes by the region launch count as live: its bodies write the
+    child range while the launch reads its inputs and writes its outputs."""
+    plan = prog.executable.plan
+    steps = prog.steps
+    clock = vector_clocks([s.stream for s in steps], [s.waits for s in steps], prog.num_streams)
+    writer, access = _arena_accesses(prog)
+    found = []
+    for k, st in enumerate(steps):
+        node = prog.node(k)
+        if node not in plan.scratch:
+            continue
+        off, size = plan.scratch[node]
+        child = ValueRef(-1, f"{node.op} child arena", node.loc, st.step, st.stream)
+        for r, w in writer.items():
+            lo, hi = plan.slots[r].offset, plan.slots[r].offset + r.type.nbytes
+            if not (lo < off + size and off < hi):
+                continue
+            dead = k not in access[r] and all(clock[k, steps[j].stream] >= j for j in access[r])
+            later = w != k and clock[w, st.stream] >= k
+            if dead or later:
+                continue
+            ref = ValueRef(r.id, r.node.op, r.node.loc, steps[w].step, steps[w].stream)
+            why = f"step {st.step} ({node.op}) runs its bodies on [{off}, {off + size})"
+            found.append(Overlap(ref, child, max(lo, off), min(hi, off + size), why))
     return found

@@ -15,6 +15,13 @@ Executable runs it (streams and waits as executed, not the schedule's intent), a
   trial), and compares every result with an unplanned evaluation (``sim.evaluate_unplanned``:
   the same runners, every value in fresh memory), never with the plan under test.
 
+Regions: every body plan inside a region launch (recursively) gets the same hazard and overlap
+checks, reported with the region's path (``in step 3 (scan) body: ...``); in every trial the
+region launches run their bodies simulated too, each body run in its own random interleaving on
+a poisoned arena, and the reference evaluates the regions with no plan at all. The parent sees
+a region launch as reading its inputs and writing its outputs: the bodies' arenas and the carry
+buffers are the region's own allocations, not bytes of the parent's arena.
+
 Helpers build the planted bugs the tests use: ``with_plan`` / ``with_schedule`` rebuild a
 Compiled around another memory plan or schedule, ``LinearOrder`` is a schedule whose
 happens-before is the linear order (a planner fed it reuses memory as if there were one
@@ -24,7 +31,7 @@ stream), and ``stream_safe_plan`` is a reference planner that is safe under any 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +40,7 @@ from ..backends.sim import Range, SimProgram, evaluate_unplanned, root_of
 from ..memory import MemoryPlan, plan_intervals, plan_memory
 from ..pytree import flatten
 from ..schedule import Schedule, Step, vector_clocks
-from .lifetimes import Overlap, find_overlaps
+from .lifetimes import Overlap, find_child_arena_overlaps, find_overlaps
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,15 @@ class Hazard:
     space: str  # "arena", or the buffer of one input/output/constant
     lo: int
     hi: int
+    region: str = ""  # the region body it is in ("" for the top-level plan)
 
     def __str__(self) -> str:
         verb = {"RAW": ("writes", "reads"), "WAR": ("reads", "writes"), "WAW": ("writes",) * 2}
         va, vb = verb[self.kind]
+        where = f"in {self.region}: " if self.region else ""
         return (
-            f"{self.kind} on {self.space}[{self.lo}:{self.hi}): {self.a} {va} and {self.b} "
-            f"{vb}, and no event orders them"
+            f"{where}{self.kind} on {self.space}[{self.lo}:{self.hi}): {self.a} {va} and "
+            f"{self.b} {vb}, and no event orders them"
         )
 
 
@@ -74,6 +83,7 @@ class RaceReport:
     num_streams: int
     notes: list[str] = field(default_factory=list)
     overlaps: list[Overlap] = field(default_factory=list)  # live values sharing bytes
+    regions: list[str] = field(default_factory=list)  # the region bodies checked too
 
     @property
     def ok(self) -> bool:
@@ -152,16 +162,24 @@ def check_races(compiled: Any, *args: Any, trials: int = 20, seed: int = 0) -> R
     of the sequential run and ``trials`` random interleavings against an unplanned evaluation.
     Works for any backend's Compiled (it replays on NumPy)."""
     prog = SimProgram(compiled.executable)
-    report = RaceReport(find_hazards(prog), [], trials, prog.num_streams)
-    report.overlaps = find_overlaps(prog)
-    for step, w in prog.dropped_waits:
-        report.notes.append(f"step {step} waits on step {w}, which is not an earlier launch")
+    report = RaceReport([], [], trials, prog.num_streams)
+    for path, p in prog.walk():  # the plan itself, then every region body's plan
+        report.hazards += [replace(h, region=path) for h in find_hazards(p)]
+        found = find_overlaps(p) + find_child_arena_overlaps(p)
+        report.overlaps += [replace(o, region=path) for o in found]
+        where = f"in {path}: " if path else ""
+        for step, w in p.dropped_waits:
+            report.notes.append(f"{where}step {step} waits on step {w}, not an earlier launch")
+        if path:
+            report.regions.append(path)
     host = _host_args(compiled, args)
     reference = evaluate_unplanned(compiled.graph, host)
     rng = np.random.default_rng(seed)
     for t in range(-1, trials):  # -1: the launches in list order
         order = prog.interleaving(rng if t >= 0 else None)
-        got = prog.run(host, order, poison=int(rng.integers(256)) if t >= 0 else 0xFF)
+        got = prog.run(
+            host, order, int(rng.integers(256)) if t >= 0 else 0xFF, rng if t >= 0 else None
+        )
         bad = [k for k, (x, y) in enumerate(zip(reference, got)) if not _same(x, y)]
         if bad:
             run = f"trial {t}" if t >= 0 else "the sequential run"
@@ -186,6 +204,36 @@ def with_plan(compiled: Any, plan: MemoryPlan | None = None, sched: Schedule | N
         new.graph, new.schedule, new.memory, new.backend, compiled.executable.cuda_graph
     )
     return new
+
+
+def with_body_plan(
+    compiled: Any,
+    body: str,
+    plan: MemoryPlan | None = None,
+    region: int = 0,
+    sched: Schedule | None = None,
+) -> Any:
+    """A copy of ``compiled`` whose ``region``-th region launch runs its body ``body`` (e.g.
+    "body", "cond", "branch 1") on another memory plan (e.g. a ``clobbered_plan``) and/or
+    schedule (e.g. one ``drop_wait`` away); the real compiled object and runner are untouched."""
+    ex = copy.copy(compiled.executable)
+    ex.launches = list(ex.launches)
+    at = [k for k, la in enumerate(ex.launches) if getattr(la.runner, "plans", None)][region]
+    runner = copy.copy(ex.launches[at].runner)
+    runner.plans = dict(runner.plans)
+    runner.plans[body] = runner.plans[body].rebuilt(memory=plan, sched=sched)
+    if hasattr(runner, "order"):
+        runner.order = list(runner.plans.values())
+    runner._driver = None
+    ex.launches[at] = replace(ex.launches[at], runner=runner)
+    new = copy.copy(compiled)
+    new.executable = ex
+    return new
+
+
+def region_runners(compiled: Any) -> list[Any]:
+    """The runners of ``compiled``'s region launches, in launch order."""
+    return [la.runner for la in compiled.executable.launches if getattr(la.runner, "plans", None)]
 
 
 def with_schedule(compiled: Any, sched: Schedule) -> Any:
@@ -262,6 +310,9 @@ def stream_safe_plan(graph: Any, sched: Schedule, align: int = 256) -> MemoryPla
     offsets, total = plan_intervals(triples, align)
     for s, off in zip(arena, offsets):
         s.offset = off
+    for node, (_, size) in list(plan.scratch.items()):  # region child arenas: bytes of their own
+        off = -(-total // align) * align
+        plan.scratch[node], total = (off, size), off + size
     plan.arena_bytes = total
     plan.notes.append("stream_safe_plan: live ranges widened by concurrent_until")
     return plan

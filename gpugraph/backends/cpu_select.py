@@ -1,0 +1,107 @@
+"""Which fused groups the native cpu backend compiles (``policy_refusal``), and whether it can
+run here at all (``probe``, what ``backend="auto"`` asks; base.py). The backend itself, its
+compiling and its calls, is ``cpu_backend.py``."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.cpu_loops import emit_cpu_kernel
+from ..errors import UnsupportedError
+from ..ir import GraphBuilder, Node, TensorType
+from .base import BackendInfo
+
+# Which fused groups run natively: "auto" (default) all but those the native path makes slower
+# (policy_refusal), "all" every group it can compile (the tests, to cover every kernel).
+NATIVE_ENV = "GPUGRAPH_CPU_NATIVE"
+# Below this many elements a group runs on the NumPy fused runner: a native call costs ~4 us
+# more per call than the runner's ufunc calls (ctypes, ~1 us per array argument), which a
+# native loop wins back only from ~8K elements on (bench/results/cpu-policy-cpu-2026-12-01.md).
+NATIVE_MIN_ELEMENTS = 8192
+
+
+def status() -> str:
+    """One line for ``python -m gpugraph info``: whether backend="cpu" can be used, and how."""
+    found = probe()
+    if found.name != "cpu":
+        return f"unavailable: {found.reason}"
+    try:
+        mode = native_mode()
+    except UnsupportedError as exc:  # a bad $GPUGRAPH_CPU_NATIVE: say so, do not fail info
+        mode = str(exc)
+    from . import cpu_backend as cb
+
+    return f"available: {cb.compiler()} {cb._shown_flags()}; native groups: {mode}"
+
+
+def native_mode() -> str:
+    mode = os.environ.get(NATIVE_ENV, "auto").strip().lower()
+    if mode not in ("auto", "all"):
+        raise UnsupportedError(f"{NATIVE_ENV}={mode!r}: use 'auto' or 'all'")
+    return mode
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> BackendInfo:
+    """("cpu", how) when the host compiler builds, and the process loads and runs, a generated
+    kernel with this backend's prelude and flags; else ("numpy", why not). Once per process;
+    after the first time on a machine the library comes from the persistent cache, so a probe
+    costs the compiler's ``--version`` and a load."""
+    try:
+        return _probe()
+    except Exception as exc:  # any failure means: not usable here, and why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return BackendInfo("numpy", f"the cpu backend cannot run here: {first}")
+
+
+def _probe() -> BackendInfo:
+    from ..codegen import emit_kernel
+    from . import cpu_backend as cb
+
+    b = GraphBuilder()
+    x = b.add_input(TensorType((67,), np.dtype(np.float32)))
+    two = b.add_node("constant", [], {"value": np.array(2.0)}, [TensorType((), x.dtype)]).output
+    y = b.add_node("multiply", [x, two], {}, [x.type]).output
+    body = b.build([b.add_node("tanh", [y], {}, [x.type]).output])
+    k = emit_kernel(body)
+    attrs = {"body": body, "cuda_source": k.source, "kernel_name": k.name}
+    node = Node("fused", body.inputs, attrs, [x.type])
+    backend = cb.CpuBackend()
+    run = cb._native_runner(node, backend)
+    backend.compile_pending()
+    xs = np.linspace(-3, 3, 67, dtype=np.float32)
+    out = np.full(67, np.nan, np.float32)
+    run([xs], [out])
+    if not np.allclose(out, np.tanh(xs * 2), rtol=1e-5, atol=1e-6):
+        return BackendInfo("numpy", "the cpu backend's probe kernel computed wrong results")
+    return BackendInfo(
+        "cpu",
+        f"{Path(cb.compiler()).name} built and ran a probe kernel ({cb.flags()[0]}"
+        f"{' -march=native' if '-march=native' in cb.flags() else ''})",
+    )
+
+
+def policy_refusal(node: Node) -> str | None:
+    """Why the NumPy fused runner beats the native kernel on this group, if it does (measured
+    in bench/results/cpu-policy-cpu-2026-12-01.md); None: run it natively."""
+    if native_mode() == "all":
+        return None
+    n = node.outputs[0].type.size
+    if n < NATIVE_MIN_ELEMENTS:
+        return (
+            f"{n} elements, under {NATIVE_MIN_ELEMENTS}: the native call's fixed cost is more "
+            f"than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
+        )
+    broadcast = [j for j, v in enumerate(node.inputs) if v.type.size not in (n, 1)]
+    if broadcast and emit_cpu_kernel(node.attrs["body"]) is None:
+        return (
+            f"input {broadcast[0]} is broadcast ({node.inputs[broadcast[0]].type.shape} over "
+            f"{node.outputs[0].type.shape}) and no row x column loop nest fits (under 16 "
+            f"columns a row): the flat loop's per-element index math does not vectorize "
+            f"(${NATIVE_ENV}=all compiles it anyway)"
+        )
+    return None
