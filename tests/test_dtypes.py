@@ -319,9 +319,10 @@ def test_float16_random_draws():
 
 @requires_emulator  # backend="cpu" needs the same host compiler
 @pytest.mark.parametrize("dtype", [F16, np.int8, np.uint8])
-def test_backend_cpu_native_kernels(dtype):
+def test_backend_cpu_native_kernels(dtype, monkeypatch):
     """backend="cpu" compiles the same kernels with the host compiler (_Float16 for float16):
     the results equal the NumPy backend's (float16 within its tolerance, integers exactly)."""
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")  # small groups too (cpu_select.py)
     x = (RNG.standard_normal((7, 33)) * 3).astype(dtype)
 
     def f(x):
