@@ -16,6 +16,7 @@ from .errors import (
     TraceError,
     UnsupportedError,
 )
+from .interop import from_dlpack
 from .ir import Graph, TensorType
 from .ops import API as _API
 from .ops.core import DEFAULT_FLOAT as _F32
@@ -30,10 +31,12 @@ globals().update(_API)
 install_tracer_methods(_API)
 
 float32, float64, int32, int64 = "float32", "float64", "int32", "int64"
+float16, int8, int16, uint8, uint16 = "float16", "int8", "int16", "uint8", "uint16"
 bool_ = "bool"
 del _F32
 
 __all__ = [
+    "from_dlpack",
     "CapturedArrayWarning",
     "Compiled",
     "DTypeError",

@@ -22,7 +22,8 @@ import numpy as np
 
 from .autograph_ops import converting
 from .errors import DTypeError, GpuGraphError, ShapeError, UnsupportedError
-from .ir import Graph, Node, TensorType, Value, live_nodes
+from .interop import as_array
+from .ir import Graph, Node, TensorType, Value, is_float, live_nodes
 from .ops.core import bind, is_cupy, type_of
 from .ops.registry import get_op
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
@@ -86,7 +87,7 @@ def eval_graph(graph: Graph, args: Sequence[Any]) -> list[Any]:
 
 # ---- helpers ------------------------------------------------------------------------------
 def _is_float(t: TensorType) -> bool:
-    return t.dtype.kind == "f"
+    return is_float(t.dtype)
 
 
 def _fill(t: TensorType, value: float, like: Any) -> Any:
@@ -162,6 +163,7 @@ class _Forward:
         (an eager vjp_fn) see the values of the call even if the caller mutates its arrays."""
         self.who = who
         flat, self.in_tree = flatten(tuple(args))
+        flat = [as_array(x) for x in flat]  # torch, JAX ... arrays: shared (interop.py)
         names = _arg_names(fn, self.in_tree)
         starts = np.cumsum([0] + [c.num_leaves for c in self.in_tree.children])
         self.arg_slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]

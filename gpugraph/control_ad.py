@@ -25,12 +25,13 @@ from typing import Any
 from .autodiff import eval_graph, jvp, vjp
 from .control_flow import _switch_index, cond, scan, while_loop
 from .errors import GpuGraphError
+from .ir import is_float
 from .ops.core import type_of
 from .ops.creation import zeros_like
 
 
 def _float_idx(xs) -> list[int]:
-    return [i for i, x in enumerate(xs) if type_of(x).dtype.kind == "f"]
+    return [i for i, x in enumerate(xs) if is_float(type_of(x).dtype)]
 
 
 def _replace(full: list, idx: list[int], vals) -> list:

@@ -3,6 +3,9 @@ and why; never raises for a missing GPU or NVML."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from dataclasses import dataclass, field
 
 
@@ -81,3 +84,26 @@ def _nvml_info() -> DeviceInfo:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+@functools.cache
+def cuda_include_options() -> tuple[str, ...]:
+    """NVRTC ``-I`` options for the CUDA headers kernels may include (cuda_fp16.h): the
+    toolkit's include folder ($CUDA_PATH, /usr/local/cuda) or the nvidia-cuda-runtime wheel's."""
+    dirs = [
+        os.path.join(os.environ[k], "include")
+        for k in ("CUDA_PATH", "CUDA_HOME")
+        if k in os.environ
+    ]
+    dirs.append("/usr/local/cuda/include")
+    for pkg in ("nvidia.cu13", "nvidia.cuda_runtime"):
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            dirs += [os.path.join(p, "include") for p in spec.submodule_search_locations]
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, "cuda_fp16.h")):
+            return (f"-I{d}",)
+    return ()

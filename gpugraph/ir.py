@@ -18,14 +18,44 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED_DTYPES = (
-    np.dtype("float32"),
-    np.dtype("float64"),
-    np.dtype("int32"),
-    np.dtype("int64"),
-    np.dtype("bool"),
-)
-SHORT_NAMES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b1"}
+# The dtype table: every dtype a value may have, with its short name for printed graphs.
+# float16 computes as NumPy does (each op in float32, rounded to float16), and reductions and
+# contractions accumulate in float32 (see docs/ops.md, "Dtypes").
+_DTYPE_TABLE: dict[str, str] = {
+    "float16": "f16",
+    "float32": "f32",
+    "float64": "f64",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "bool": "b1",
+}
+try:  # bfloat16 is not a NumPy dtype; ml_dtypes (installed with JAX) provides one
+    import ml_dtypes as _ml_dtypes
+
+    BFLOAT16: np.dtype | None = np.dtype(_ml_dtypes.bfloat16)
+    _DTYPE_TABLE["bfloat16"] = "bf16"
+except ImportError:  # pragma: no cover - depends on the machine
+    BFLOAT16 = None
+SUPPORTED_DTYPES = tuple(np.dtype(name) for name in _DTYPE_TABLE)
+SHORT_NAMES = dict(_DTYPE_TABLE)
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Floating point: NumPy's kind "f", or bfloat16 (whose kind is "V")."""
+    return dtype.kind == "f" or (BFLOAT16 is not None and dtype == BFLOAT16)
+
+
+def unsupported_dtype_message(dt: np.dtype) -> str:
+    """Why ``dt`` is refused, with what to do instead."""
+    names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+    if dt.name == "bfloat16":
+        return "dtype bfloat16 needs the ml_dtypes package (pip install ml_dtypes)"
+    return f"dtype {dt} is not supported; use one of {names}"
+
 
 _ids = itertools.count()
 
@@ -82,10 +112,7 @@ class TensorType:
         if self.dtype not in SUPPORTED_DTYPES:
             from .errors import DTypeError
 
-            raise DTypeError(
-                f"dtype {self.dtype} is not supported; use one of "
-                + ", ".join(d.name for d in SUPPORTED_DTYPES)
-            )
+            raise DTypeError(unsupported_dtype_message(self.dtype))
         if any(s < 0 for s in self.shape):
             from .errors import ShapeError
 

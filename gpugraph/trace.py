@@ -15,6 +15,7 @@ import numpy as np
 
 from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
+from .interop import as_array
 from .ir import Graph, TensorType, check_shape, freeze
 from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
@@ -115,11 +116,8 @@ def _not_a_leaf(x: Any) -> str:
         )
     if isinstance(x, complex):
         return f"{got}; complex numbers are not supported"
-    if any(hasattr(x, a) for a in ("__array__", "__dlpack__", "__cuda_array_interface__")):
-        return (
-            f"{got}, an array of another library; convert it first: np.asarray(x) (on the "
-            "CPU) or cupy.asarray(x) / cupy.from_dlpack(x) (on the GPU)"
-        )
+    if hasattr(x, "__array__"):  # no __dlpack__ (else it would have been shared)
+        return f"{got}, an array-like without __dlpack__; convert it first: np.asarray(x)"
     return f"{got} (if it is a setting, not data, mark it static with static_argnums)"
 
 
@@ -277,6 +275,7 @@ class JitFunction:
         static_idx = self._static_positions(len(args))
         dynamic, static, call = self._split(args, kwargs, static_idx)
         leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
+        leaves = [as_array(x) for x in leaves]  # torch, JAX ... arrays: shared, not copied
         names = self._names(args, static_idx, tree)
         types = [leaf_type(x, n) for x, n in zip(leaves, names)]
         key = (tree, tuple(types), static_key(static), self.options)

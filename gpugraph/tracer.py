@@ -23,6 +23,7 @@ from .errors import (
     TraceError,
     UnsupportedError,
 )
+from .interop import from_dlpack, is_foreign_array
 from .ir import GraphBuilder, TensorType, Value
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -74,11 +75,34 @@ def with_user_loc(fn):
         try:
             return fn(*args, **kwargs)
         except GpuGraphError as e:
+            # Arrays of other libraries (torch, JAX ...) are shared as NumPy/CuPy arrays and
+            # the call retried: converting only after a refusal keeps the common path free.
+            shared = _share_foreign(args, kwargs)
+            if shared is not None:
+                return wrapper(*shared[0], **shared[1])
             if " (at " in str(e):
                 raise
             raise type(e)(f"{e} (at {user_loc()})") from None
 
     return wrapper
+
+
+def _share_foreign(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """``args`` and ``kwargs`` with foreign arrays (also inside a list or tuple argument)
+    replaced by NumPy/CuPy arrays sharing their memory; None when there are none."""
+    found = False
+
+    def conv(x):
+        nonlocal found
+        if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+            return type(x)(conv(v) for v in x)
+        if is_foreign_array(x):
+            found = True
+            return from_dlpack(x)
+        return x
+
+    new_args, new_kwargs = tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
+    return (new_args, new_kwargs) if found else None
 
 
 def trace_stack() -> list[Trace]:

@@ -61,13 +61,20 @@ def edge_values(dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return np.array([False, True])
-    if dtype.kind == "i":
+    if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.array([0, 1, -1, info.max, info.min], dtype)
-    info = np.finfo(dtype)
+        return np.array([0, 1, -1, info.max, info.min], np.int64).astype(dtype)  # -1 wraps
+    info = np.finfo(dtype) if dtype.kind == "f" else ml_finfo(dtype)  # bfloat16: ml_dtypes
     finite = [0.0, -0.0, 1.0, -1.0, 88.0, -88.0, 88.8, -88.8, 103.0, -103.0, 1e30, -1e30]
     tiny = [float(info.tiny), -float(info.tiny), float(info.smallest_subnormal)]
-    return np.array(finite + tiny + [np.inf, -np.inf, np.nan], dtype)
+    with np.errstate(over="ignore"):  # 1e30 is inf in float16: an edge all the same
+        return np.array(finite + tiny + [np.inf, -np.inf, np.nan]).astype(dtype)
+
+
+def ml_finfo(dtype):
+    import ml_dtypes
+
+    return ml_dtypes.finfo(dtype)
 
 
 def random_array(shape, dtype, rng: np.random.Generator, edges: float = 0.0) -> np.ndarray:
@@ -78,8 +85,8 @@ def random_array(shape, dtype, rng: np.random.Generator, edges: float = 0.0) -> 
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
-    if dtype.kind == "i":
-        a = rng.integers(-9, 10, shape).astype(dtype)
+    if dtype.kind in "iu":
+        a = rng.integers(-9, 10, shape).astype(dtype)  # unsigned: the negatives wrap
     else:
         a = rng.uniform(-2, 2, shape).astype(dtype)
     if edges:

@@ -73,6 +73,14 @@ EINSUMS = [
     ("abc,cd,bd->ad", [(2, 3, 4), (4, 5), (3, 5)]),
     ("ij,kj", [(2, 3), (4, 3)]),
     ("iij,jk->ik", [(3, 3, 2), (2, 4)]),
+    ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+    ("...ij,...jk", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("i...->...", [(3, 2, 4)]),
+    ("...i,...i->...", [(2, 3), (3,)]),
+    ("ij...,jk...->ik...", [(2, 3, 4), (3, 5, 1)]),
+    ("...ii->...i", [(2, 3, 3)]),
+    ("ab...,b->a...", [(2, 3), (3,)]),
+    ("...,...", [(2, 1), (3,)]),
 ]
 
 
@@ -87,8 +95,10 @@ def test_einsum(spec, shapes):
 def test_einsum_errors():
     with pytest.raises(gg.ShapeError, match="label 'j'"):
         gg.einsum("ij,jk->ik", np.ones((2, 3)), np.ones((4, 2)))
-    with pytest.raises(gg.UnsupportedError, match="ellipsis"):
-        gg.einsum("...i->i", np.ones((2, 3)))
+    with pytest.raises(gg.ShapeError, match="leaves out the 1 '...' dims"):
+        gg.einsum("...i->i", np.ones((2, 3)))  # NumPy refuses it too
+    with pytest.raises(gg.ShapeError, match="do not broadcast"):
+        gg.einsum("...i,...i->...", np.ones((2, 3)), np.ones((4, 3)))
 
 
 @pytest.mark.parametrize("axes", [2, 0, ([1, 0], [0, 2]), (2, 1)])

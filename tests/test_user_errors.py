@@ -49,13 +49,23 @@ class DuckArray:
     __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False)}
 
 
-def foreign(module: str):
-    """A (3,) float32 array of torch or jax, skipping when the library is not installed."""
+class OtherDeviceArray:
+    """A DLPack exporter on a device gpugraph has no array library for (OpenCL)."""
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("never asked for: the device is refused first")
+
+    def __dlpack_device__(self):
+        return (4, 0)
+
+
+def foreign(module: str, dtype: str = "float32"):
+    """A (3,) array of torch or jax, skipping when the library is not installed."""
     if module == "torch":
         torch = pytest.importorskip("torch")
-        return torch.ones(3)
+        return torch.ones(3, dtype=getattr(torch, dtype))
     jnp = pytest.importorskip("jax.numpy")
-    return jnp.ones(3)
+    return jnp.ones(3, getattr(jnp, dtype))
 
 
 State = collections.namedtuple("State", "w b")
@@ -95,12 +105,13 @@ CASES = [
     case("escaped tracer", escaped, gg.EscapedTracerError,
          rf"escaped tracer.*made by multiply at {HERE}:\d+"),
     # arguments
-    case("torch tensor", lambda: jit(lambda a: a, foreign("torch")), gg.GpuGraphError,
-         r"np\.asarray", r"static"),
-    case("jax array", lambda: jit(lambda a: a, foreign("jax")), gg.GpuGraphError,
-         r"np\.asarray", r"static"),
+    case("torch tensor that requires grad",
+         lambda: jit(lambda a: a, foreign("torch").requires_grad_()), gg.GpuGraphError,
+         r"torch\.Tensor could not be shared.*detach", r"static"),
+    case("DLPack array on another device", lambda: jit(lambda a: a, OtherDeviceArray()),
+         gg.UnsupportedError, r"OtherDeviceArray lives on OpenCL.*move it", r"static"),
     case("__cuda_array_interface__", lambda: jit(lambda a: a, DuckArray()), gg.GpuGraphError,
-         r"cupy\.asarray", r"static"),
+         r"DuckArray is a CUDA array.*CuPy", r"static"),
     case("ShapeDtype to the call", lambda: jit(lambda a: a, gg.ShapeDtype((3,))), gg.GpuGraphError,
          r"\.lower"),
     case("ShapeDtype to a lowered function",

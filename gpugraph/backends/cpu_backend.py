@@ -246,6 +246,14 @@ def _indexed(kernel: _Kernel) -> Path | None:
     return cache.verified("cpu-so", name.decode())
 
 
+def _native_refusal(body: Graph) -> str | None:
+    """Why this group cannot be a native kernel, or None."""
+    for v in body.values():
+        if v.dtype.name not in cpu_native._NPY_TYPES:
+            return f"dtype {v.dtype} (the extension entry point has no NumPy type for it)"
+    return _float_to_int_cast(body)
+
+
 def _float_to_int_cast(body: Graph) -> str | None:
     for n in body.nodes:
         if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
@@ -334,7 +342,7 @@ class CpuBackend(NumpyBackend):
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
-    refusal = _float_to_int_cast(body) or policy_refusal(node)
+    refusal = _native_refusal(body) or policy_refusal(node)
     if refusal is not None:
         # the NumPy backend's runner itself (a new function per node), so the program keeps
         # inlining it (its ``inline`` / ``call``) as on the NumPy backend

@@ -43,12 +43,17 @@ PARALLEL_MIN_ELEMENTS = 1 << 23
 ENTRY_NAME = "gpugraph_cpu_module"  # extern "C": the module's name, read through ctypes
 MODULE_FILE = "gpugraph_cpu_module.cpp"  # the module's #line file name, in compiler logs
 _NPY_TYPES = {
+    "float16": "NPY_FLOAT16",
     "float32": "NPY_FLOAT32",
     "float64": "NPY_FLOAT64",
+    "int8": "NPY_INT8",
+    "int16": "NPY_INT16",
     "int32": "NPY_INT32",
     "int64": "NPY_INT64",
+    "uint8": "NPY_UINT8",
+    "uint16": "NPY_UINT16",
     "bool": "NPY_BOOL",
-}
+}  # bfloat16 has no NumPy type number: its groups run on NumPy (cpu_backend._native_refusal)
 
 MODULE_HEADER = """\
 #define PY_SSIZE_T_CLEAN

@@ -16,17 +16,97 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..device import cuda_include_options  # noqa: F401 - re-exported for the kernel tools
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
 
+# Storage C type of each dtype. Narrow integers compute in C's int and wrap when stored, as
+# NumPy's do; float16 is stored as gg_half (CUDA's __half, see HALF_HEADER) and computed in
+# float (COMPUTE_TYPES), each op's result rounded to float16 as NumPy's float16 loops do.
 C_TYPES: dict[str, str] = {
+    "float16": "gg_half",
     "float32": "float",
     "float64": "double",
+    "int8": "signed char",
+    "int16": "short",
     "int32": "int",
     "int64": "long long",
+    "uint8": "unsigned char",
+    "uint16": "unsigned short",
     "bool": "bool",
+    "bfloat16": "gg_bfloat16",
 }
+# Where a value computes in another type than it is stored in: the type of its variables,
+# literals and of ``{T}`` in op templates.
+COMPUTE_TYPES: dict[str, str] = {"float16": "float", "bfloat16": "float"}
+# float16 under NVRTC is cuda_fp16.h's __half (the include path: cuda_include_options()); host
+# compilers (the kernel emulator, backend="cpu") use _Float16, whose conversions round to nearest
+# even as CUDA's do. gg_round_half rounds a result to float16 and back: a double goes to float16
+# directly (no double rounding), as NumPy's float64 -> float16 cast does.
+HALF_HEADER = """\
+#ifndef GG_HALF_DEFINED
+#define GG_HALF_DEFINED
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#include <cuda_fp16.h>
+typedef __half gg_half;
+__device__ __forceinline__ float gg_h2f(gg_half h) { return __half2float(h); }
+__device__ __forceinline__ gg_half gg_f2h(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ float gg_round_half(float x) { return __half2float(__float2half_rn(x)); }
+__device__ __forceinline__ float gg_round_half(double x) { return __half2float(__double2half(x)); }
+#else
+typedef _Float16 gg_half;
+inline float gg_h2f(gg_half h) { return (float)h; }
+inline gg_half gg_f2h(float x) { return (gg_half)x; }
+inline float gg_round_half(float x) { return (float)(gg_half)x; }
+inline float gg_round_half(double x) { return (float)(gg_half)x; }
+#endif
+template <typename T> __device__ __forceinline__ float gg_round_half(T x) {
+  return gg_round_half((float)x);  // integers and bool: exact in float up to 2**24
+}
+#endif
+"""
+# bfloat16 only ever meets a kernel through casts from and to float32 (ops/core.py runs every
+# other op on float32): CUDA's __nv_bfloat16 under NVRTC; on host compilers the bits, rounded
+# to nearest even as ml_dtypes does (a NaN stays a quiet NaN of the same sign).
+BFLOAT16_HEADER = """\
+#ifndef GG_BFLOAT16_DEFINED
+#define GG_BFLOAT16_DEFINED
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 gg_bfloat16;
+__device__ __forceinline__ float gg_bf2f(gg_bfloat16 h) { return __bfloat162float(h); }
+__device__ __forceinline__ gg_bfloat16 gg_f2bf(float x) { return __float2bfloat16_rn(x); }
+#else
+struct gg_bfloat16 {
+  unsigned short bits;
+};
+inline float gg_bf2f(gg_bfloat16 h) {
+  unsigned int u = (unsigned int)h.bits << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline gg_bfloat16 gg_f2bf(float x) {
+  unsigned int u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return gg_bfloat16{(unsigned short)((u >> 16) | 0x40u)};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return gg_bfloat16{(unsigned short)(u >> 16)};
+}
+#endif
+__device__ __forceinline__ float gg_round_bf16(float x) { return gg_bf2f(gg_f2bf(x)); }
+#endif
+"""
+# Per storage dtype: how a loaded element becomes its compute value, how a computed result is
+# rounded, and how it is stored; "{}" is the expression. Absent: as it is.
+LOAD_CONVERT: dict[str, str] = {"float16": "gg_h2f({})", "bfloat16": "gg_bf2f({})"}
+RESULT_ROUND: dict[str, str] = {"float16": "gg_round_half({})", "bfloat16": "gg_round_bf16({})"}
+STORE_CONVERT: dict[str, str] = {"float16": "gg_f2h({})", "bfloat16": "gg_f2bf({})"}
+# The header each such dtype needs in a kernel.
+DTYPE_HEADERS: dict[str, str] = {"float16": HALF_HEADER, "bfloat16": BFLOAT16_HEADER}
+# Templates that differ when the output is float16: a cast must not go through float first.
+HALF_OUTPUT_TEMPLATES: dict[str, str] = {"astype": "{0}"}
 # Where an op's own template is not valid or not exact C for a dtype kind: (op, kind of its
 # first operand) -> the template to use, the helper source the kernel must then define, and
 # why a given node may still not be fused (None: it may).
@@ -83,6 +163,7 @@ def _float_power_template(node: Node) -> str | None:
 
 KIND_RULES: dict[tuple[str, str], KindRule] = {
     ("power", "i"): KindRule("gg_ipow({0}, {1})", IPOW_HELPER, _integer_power_refusal),
+    ("power", "u"): KindRule("gg_ipow({0}, {1})", IPOW_HELPER, _integer_power_refusal),
     ("power", "f"): KindRule("pow({0}, {1})", "", lambda node: None, _float_power_template),
 }
 # Called with (kernel, body) for every kernel emit_kernel makes (planted-bug kernels aside):
@@ -163,12 +244,19 @@ COORD_LINE = "    const long long c{axis} = (i / {stride}LL) % {extent}LL;"
 INDEX_LINE = "    const long long i{k} = {expr};"
 LOAD_LINE = "    const {ct} v{k} = {src};"
 DEF_LINE = "    const {ct} v{k} = {expr};"
-STORE_LINE = "    {dst} = v{k};"
+STORE_LINE = "    {dst} = {src};"
 
 
 # Keyed by dtype: ``dtype.name`` is computed in Python on every access (5 us), and the codegen
 # asks for every value of every kernel.
 _C_TYPE_OF = {np.dtype(k): v for k, v in C_TYPES.items()}
+_COMPUTE_TYPE_OF = {**_C_TYPE_OF, **{np.dtype(k): v for k, v in COMPUTE_TYPES.items()}}
+_LOAD_OF = {np.dtype(k): v for k, v in LOAD_CONVERT.items()}
+_ROUND_OF = {np.dtype(k): v for k, v in RESULT_ROUND.items()}
+_STORE_OF = {np.dtype(k): v for k, v in STORE_CONVERT.items()}
+_HEADER_OF = {np.dtype(k): v for k, v in DTYPE_HEADERS.items() if k in C_TYPES}
+_HALF = np.dtype("float16")
+_FLOAT32 = np.dtype("float32")
 
 
 def c_type(dtype: np.dtype) -> str:
@@ -177,6 +265,12 @@ def c_type(dtype: np.dtype) -> str:
     if ct is None:
         raise UnsupportedError(f"CUDA codegen: dtype {np.dtype(dtype)} has no C type here")
     return ct
+
+
+def compute_type(dtype: np.dtype) -> str:
+    """The C type a value of ``dtype`` is computed in (float for float16, else its own)."""
+    c_type(dtype)  # the same error for a dtype the codegen cannot express
+    return _COMPUTE_TYPE_OF[np.dtype(dtype)]
 
 
 def kernel_name(source_without_name: str) -> str:
@@ -195,8 +289,19 @@ def unsupported_reason(node: Node) -> str | None:
     for v in (*node.inputs, *node.outputs):
         if v.dtype not in _C_TYPE_OF:
             return f"{node.op}: dtype {v.dtype} has no C type in the codegen"
+        if v.dtype.name == "bfloat16" and (
+            node.op != "astype" or _FLOAT32 not in node_dtypes(node)
+        ):
+            return (
+                f"{node.op}: bfloat16 is only cast from and to float32 in a kernel (other ops "
+                "run on float32; other casts round as ml_dtypes does, on the host)"
+            )
     rule = _kind_rule(node)
     return rule.refusal(node) if rule is not None else None
+
+
+def node_dtypes(node: Node) -> set[np.dtype]:
+    return {v.dtype for v in (*node.inputs, *node.outputs)}
 
 
 def _kind_rule(node: Node) -> KindRule | None:
@@ -219,10 +324,10 @@ def inline_literal(value: np.ndarray) -> str | None:
     if arr.size != 1 or arr.size > LARGEST_INLINE_CONSTANT:
         return None
     x = arr.reshape(()).item()
-    ct = c_type(arr.dtype)
+    ct = compute_type(arr.dtype)
     if arr.dtype.kind == "b":
         return "true" if x else "false"
-    if arr.dtype.kind == "i":
+    if arr.dtype.kind in "iu":
         if int(x) == np.iinfo(np.int64).min:  # -9223372036854775808LL does not parse
             return f"(({ct})(-9223372036854775807LL - 1))"
         return f"(({ct}){int(x)}LL)"
@@ -316,6 +421,7 @@ def emit_kernel(body: Graph, *, vectorize: bool = True, stride_bug: bool = False
     full = [body.inputs[j] for j in full_inputs] + list(body.outputs)
     lanes = vector_lanes(full, n) if vectorize else 1
     helpers = {op_template(n)[1] for n in body.nodes if n.op != "constant"}
+    helpers |= {_HEADER_OF[v.dtype] for v in body.values() if v.dtype in _HEADER_OF}
     header, vector_block = "".join(sorted(helpers)) + RANGE_HEADER, ""
     if lanes > 1:
         header += VECTOR_HEADER
@@ -363,12 +469,13 @@ def _vector_block(
 
 def _body_lines(body: Graph, sources: list[str], target) -> list[str]:
     """Loads (input j from ``sources[j]``), one line per op, and stores (output j to
-    ``target(j)``): the computation of one element."""
+    ``target(j)``): the computation of one element, each value in its compute type."""
     names: dict[Value, str] = {}
     lines: list[str] = []
     for v, src in zip(body.inputs, sources):
         names[v] = f"v{len(names)}"
-        lines.append(LOAD_LINE.format(ct=c_type(v.dtype), k=len(names) - 1, src=src))
+        src = _LOAD_OF.get(v.dtype, "{}").format(src)
+        lines.append(LOAD_LINE.format(ct=compute_type(v.dtype), k=len(names) - 1, src=src))
     for node in body.nodes:
         if node.op == "constant":
             literal = inline_literal(node.attrs["value"])
@@ -380,13 +487,17 @@ def _body_lines(body: Graph, sources: list[str], target) -> list[str]:
             raise UnsupportedError(f"CUDA codegen: {reason}")
         out = node.output
         template = op_template(node)[0]
-        expr = template.format(*(names[v] for v in node.inputs), T=c_type(out.dtype))
+        if out.dtype == _HALF:
+            template = HALF_OUTPUT_TEMPLATES.get(node.op, template)
+        ct = compute_type(out.dtype)
+        expr = template.format(*(names[v] for v in node.inputs), T=ct)
         names[out] = f"v{len(names)}"
-        lines.append(DEF_LINE.format(ct=c_type(out.dtype), k=len(names) - 1, expr=expr))
+        expr = _ROUND_OF.get(out.dtype, "{}").format(expr)
+        lines.append(DEF_LINE.format(ct=ct, k=len(names) - 1, expr=expr))
     for j, v in enumerate(body.outputs):
         src = names[v]
         if not src.startswith("v"):  # an output that is an inlined literal or input: copy it
             names[v] = src = f"v{len(names)}"
-            lines.append(DEF_LINE.format(ct=c_type(v.dtype), k=len(names) - 1, expr=src))
-        lines.append(STORE_LINE.format(dst=target(j), k=src[1:]))
+            lines.append(DEF_LINE.format(ct=compute_type(v.dtype), k=len(names) - 1, expr=src))
+        lines.append(STORE_LINE.format(dst=target(j), src=_STORE_OF.get(v.dtype, "{}").format(src)))
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..ir import TensorType
 from ..tracer import with_user_loc
 from .core import bind
+from .half import bfloat16_via_float32
 from .registry import REGISTRY, OpDef, get_op, register
 
 register(
@@ -117,7 +118,11 @@ API: dict = {
     "dropout": rng.dropout,
 }
 
-# Errors raised before bind (a bad axis, index or shape argument) name the user's line too.
-API = {name: with_user_loc(fn) for name, fn in API.items()}
+# Errors raised before bind (a bad axis, index or shape argument) name the user's line too;
+# bfloat16 operands compute in float32 (ops/half.py), except in the cast itself.
+API = {
+    name: with_user_loc(fn if name == "astype" else bfloat16_via_float32(fn))
+    for name, fn in API.items()
+}
 
 __all__ = ["API", "REGISTRY", "OpDef", "bind", "get_op", "register"]

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ShapeError, UnsupportedError
 from .core import type_of
+from .half import accumulate_in_float32
 from .index import take
 from .linalg import matmul
 from .reduce import sum as gg_sum
@@ -40,6 +41,7 @@ def diagonal(x: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
     return take(flat, pos.astype(np.int64), axis=len(rest))
 
 
+@accumulate_in_float32
 def trace(x: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
     """np.trace: the sum of the diagonal."""
     return gg_sum(diagonal(x, offset, axis1, axis2), axis=-1)
@@ -48,8 +50,6 @@ def trace(x: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
 # ---- einsum -------------------------------------------------------------------------------
 def _parse(subscripts: str, n_ops: int) -> tuple[list[str], str]:
     s = subscripts.replace(" ", "")
-    if "." in s:
-        raise UnsupportedError("einsum: '...' (ellipsis) subscripts are not supported yet")
     ins, arrow, out = s.partition("->")
     terms = ins.split(",")
     if len(terms) != n_ops:
@@ -101,11 +101,69 @@ def _contract(a: Any, la: str, b: Any, lb: str, keep: set[str]) -> tuple[Any, st
     return y, "".join(batch + left + right)
 
 
+def _expand_ellipsis(subscripts: str, operands: tuple) -> tuple[str, list[Any]]:
+    """``...`` replaced by fresh letters, one per broadcast dim (aligned from the right, as
+    NumPy's broadcasting), and the operands broadcast over those dims where they have size 1
+    or fewer of them. Implicit output: the ``...`` dims first, then the labels used once."""
+    s = subscripts.replace(" ", "")
+    ins, arrow, out = s.partition("->")
+    terms = ins.split(",")
+    if len(terms) != len(operands):
+        raise ArgumentError(f"einsum: {len(terms)} subscripts for {len(operands)} operands")
+    if any(t.count("...") > 1 or t.replace("...", "").count(".") for t in [*terms, out]):
+        raise ArgumentError(f"einsum: '.' only as one '...' per operand, got {subscripts!r}")
+    ranks = []  # how many dims each operand's ``...`` stands for
+    for t, x in zip(terms, operands):
+        k = type_of(x).ndim - len(t.replace("...", ""))
+        if k < 0 or (k > 0 and "..." not in t):
+            raise ShapeError(f"einsum: subscripts {t!r} for an operand of shape {type_of(x).shape}")
+        ranks.append(k if "..." in t else 0)
+    rank = max(ranks, default=0)
+    fresh = [c for c in _LETTERS if c not in s][:rank]
+    if len(fresh) < rank:
+        raise UnsupportedError(f"einsum: too many labels in {subscripts!r}")
+    dims = [
+        type_of(x).shape[t.index("...") : t.index("...") + k] if "..." in t else ()
+        for t, x, k in zip(terms, operands, ranks)
+    ]
+    try:
+        full = np.broadcast_shapes(*dims)
+    except ValueError:
+        raise ShapeError(f"einsum: the '...' dims {dims} do not broadcast together") from None
+    new_terms, new_ops = [], []
+    for t, x, k in zip(terms, operands, ranks):
+        if "..." not in t:
+            new_terms.append(t)
+            new_ops.append(x)
+            continue
+        i = t.index("...")
+        shape = type_of(x).shape
+        letters = "".join(fresh[rank - k :])
+        if tuple(shape[i : i + k]) != tuple(full[rank - k :]):
+            x = broadcast_to(x, (*shape[:i], *full[rank - k :], *shape[i + k :]))
+        new_terms.append(t.replace("...", letters))
+        new_ops.append(x)
+    if arrow:
+        if "..." not in out and rank:
+            raise ShapeError(
+                f"einsum: {subscripts!r}: the output leaves out the {rank} '...' dims (as "
+                "NumPy, write them in the output, or sum them afterwards)"
+            )
+        out = out.replace("...", "".join(fresh))
+    else:
+        once = sorted(c for c in set(ins.replace("...", "").replace(",", "")) if ins.count(c) == 1)
+        out = "".join(fresh) + "".join(once)
+    return ",".join(new_terms) + "->" + out, new_ops
+
+
+@accumulate_in_float32
 def einsum(subscripts: str, *operands: Any) -> Any:
-    """np.einsum for explicit letter subscripts (no ``...``): operands are contracted left to
-    right, each pair as one batched matmul after transposes and reshapes."""
+    """np.einsum: explicit or implicit output, ``...`` broadcasting; operands are contracted
+    left to right, each pair as one batched matmul after transposes and reshapes."""
     if not operands:
         raise ArgumentError("einsum: needs at least one operand")
+    if "." in subscripts:
+        subscripts, operands = _expand_ellipsis(subscripts, operands)
     terms, out = _parse(subscripts, len(operands))
     sizes: dict[str, int] = {}
     for t, x in zip(terms, operands):
@@ -128,6 +186,7 @@ def einsum(subscripts: str, *operands: Any) -> Any:
     return transpose(x, [lx.index(c) for c in out]) if lx != out else x
 
 
+@accumulate_in_float32
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     """np.tensordot: ``axes`` is an int (the last of a with the first of b) or two lists."""
     na, nb = type_of(a).ndim, type_of(b).ndim

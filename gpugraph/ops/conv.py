@@ -27,6 +27,7 @@ from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import TensorType
 from .core import bind, type_of
 from .elementwise import add, promote_floats
+from .half import accumulate_in_float32
 from .registry import OpDef, register
 from .shape import reshape
 
@@ -294,6 +295,7 @@ def _add_bias(y, bias):
     return add(y, reshape(bias, (-1,) + (1,) * (type_of(y).ndim - 2)))
 
 
+@accumulate_in_float32
 def conv(
     x: Any,
     w: Any,
@@ -319,6 +321,7 @@ def conv(
     return _add_bias(y, bias)
 
 
+@accumulate_in_float32
 def conv_transpose(
     x: Any,
     w: Any,

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DTypeError, GpuGraphError, UnsupportedError
-from ..ir import SUPPORTED_DTYPES, TensorType
+from ..interop import from_dlpack, is_foreign_array
+from ..ir import BFLOAT16, SUPPORTED_DTYPES, TensorType, is_float, unsupported_dtype_message
 from ..tracer import Tracer, current_trace, innermost_trace, user_loc
 from .registry import OpDef, get_op
 
@@ -49,9 +50,7 @@ def check_dtype(dtype: Any, what: str) -> np.dtype:
     except TypeError:
         raise DTypeError(f"{what}: {dtype!r} is not a dtype") from None
     if dt not in SUPPORTED_DTYPES:
-        raise DTypeError(
-            f"{what}: dtype {dt} is not supported (use float32, float64, int32, int64 or bool)"
-        )
+        raise DTypeError(f"{what}: {unsupported_dtype_message(dt)}")
     return dt
 
 
@@ -96,6 +95,9 @@ def scalar_default_dtype(x: Any) -> np.dtype:
 
 def constant_array(x: Any) -> np.ndarray:
     """A host NumPy array for a constant captured by a trace."""
+    if is_foreign_array(x):  # a snapshot: the graph must not see later writes to x
+        x = from_dlpack(x)
+        return x.get() if is_cupy(x) else np.array(x)
     if is_cupy(x):
         x = x.get()
     if is_python_scalar(x):
@@ -111,7 +113,20 @@ def result_dtype(*xs: Any) -> np.dtype:
     weak = [_weak_stand_in(x) for x in xs if _is_weak(x)]
     if not strong:
         return max((scalar_default_dtype(w) for w in weak), key=lambda d: "bif".index(d.kind))
+    if BFLOAT16 is not None and BFLOAT16 in strong:
+        return _bfloat16_result(strong)
     return np.result_type(*strong, *weak)
+
+
+def _bfloat16_result(strong: list[np.dtype]) -> np.dtype:
+    """JAX's promotion for bfloat16 (NumPy has none that makes sense: ml_dtypes promotes it
+    with a Python float to float64 and not at all with int32 or float16): with bools, ints
+    and Python numbers it stays bfloat16; with float16 it is float32; a wider float wins."""
+    floats = [d for d in strong if d.kind == "f"]
+    if not floats:
+        return BFLOAT16
+    widest = np.result_type(*floats)
+    return np.dtype(np.float32) if widest == np.float16 else widest
 
 
 def _is_weak(x: Any) -> bool:
@@ -142,7 +157,7 @@ def promote(*xs: Any, dtype: Any = None) -> list[Any]:
 def to_float(x: Any) -> Any:
     """Operand of a floating-point op: ints become float64 and bools float32 (as NumPy)."""
     t = type_of(x)
-    if t.dtype.kind == "f":
+    if is_float(t.dtype):
         return x
     if is_python_scalar(x):
         return np.asarray(x, dtype=DEFAULT_FLOAT)[()]
@@ -159,6 +174,8 @@ def _with_loc(err: GpuGraphError, loc: str) -> GpuGraphError:
 def bind(name: str, *args: Any, **attrs: Any) -> Any:
     """Apply op ``name``: record a node if any operand is traced, else compute eagerly."""
     opdef = get_op(name)
+    if BFLOAT16 is not None and opdef.family in _VIA_FLOAT32 and _has_bfloat16(args):
+        return _bind_via_float32(name, args, attrs)
     trace = innermost_trace(args)
     if trace is None and not args:
         trace = current_trace()  # creation ops inside a traced function become nodes
@@ -173,6 +190,46 @@ def bind(name: str, *args: Any, **attrs: Any) -> Any:
     node = trace.builder.add_node(name, values, attrs, out_types, loc)
     outs = tuple(Tracer(trace, v) for v in node.outputs)
     return outs[0] if len(outs) == 1 else outs
+
+
+# bfloat16 operands of these families are cast to float32, the op runs in float32 and its
+# float32 results are rounded to bfloat16 (as ml_dtypes' and JAX's CPU loops compute): every
+# op rule, kernel template and backend then only ever sees float32, and bfloat16 values exist
+# only as inputs and outputs of ``astype`` (whose CUDA form is __nv_bfloat16, codegen/cuda.py).
+_VIA_FLOAT32 = frozenset({"elementwise", "reduce", "linalg", "shape", "index", "nondiff"})
+
+
+def _has_bfloat16(args: tuple) -> bool:
+    for a in args:
+        dt = a.value.type.dtype if isinstance(a, Tracer) else getattr(a, "dtype", None)
+        if dt == BFLOAT16:
+            return True
+    return False
+
+
+def _bind_via_float32(name: str, args: tuple, attrs: dict) -> Any:
+    from .elementwise import astype  # local: elementwise imports this module
+
+    if name == "astype":
+        return bind_astype(args[0], attrs["dtype"])
+    f32 = np.dtype(np.float32)
+    ins = [astype(a, f32) if is_tensor(a) and type_of(a).dtype == BFLOAT16 else a for a in args]
+    out = bind(name, *ins, **attrs)
+    outs = out if isinstance(out, tuple) else (out,)
+    back = tuple(astype(r, BFLOAT16) if type_of(r).dtype == f32 else r for r in outs)
+    return back if isinstance(out, tuple) else back[0]
+
+
+def bind_astype(x: Any, dtype: np.dtype) -> Any:
+    """The one op that takes bfloat16 as it is: the cast, recorded or computed directly."""
+    opdef = get_op("astype")
+    trace = innermost_trace((x,))
+    if trace is None:
+        return _eager(opdef, (x,), {"dtype": dtype})
+    value = trace.lift(x)
+    (t,) = opdef.infer([value.type], dtype=dtype)
+    node = trace.builder.add_node("astype", [value], {"dtype": dtype}, [t], user_loc())
+    return Tracer(trace, node.output)
 
 
 def _eager(opdef: OpDef, args: tuple, attrs: dict) -> Any:

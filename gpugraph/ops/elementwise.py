@@ -34,6 +34,7 @@ def broadcast_shapes(op: str, shapes) -> tuple[int, ...]:
 
 
 def _kinds_check(op: str, types, kinds: str) -> None:
+    kinds += "u" if "i" in kinds else ""  # "i": every integer, signed or unsigned
     for t in types:
         if t.dtype.kind not in kinds:
             raise DTypeError(f"{op}: dtype {t.dtype} is not supported by this op")

@@ -372,7 +372,9 @@ def _view_root(v: Value) -> Value:
 def _raw_kernel(source: str, name: str) -> Any:
     import cupy
 
-    return cupy.RawKernel(source, name, options=("--std=c++17",))
+    from ..device import cuda_include_options  # cuda_fp16.h for float16 kernels
+
+    return cupy.RawKernel(source, name, options=("--std=c++17", *cuda_include_options()))
 
 
 @functools.cache

@@ -32,6 +32,7 @@ from ..errors import ShapeError
 from ..ir import TensorType
 from .core import bind, promote, type_of
 from .elementwise import add, broadcast_shapes
+from .half import accumulate_in_float32
 from .registry import OpDef, register
 from .shape import reshape, sum_to_shape, transpose
 
@@ -163,6 +164,7 @@ def _fold_transpose(x: Any) -> tuple[Any, tuple[int, ...] | None]:
     return type(x)(x.trace, value), perm
 
 
+@accumulate_in_float32
 def matmul(a: Any, b: Any) -> Any:
     """Matrix product as np.matmul: 1-D operands are promoted to matrices and squeezed back."""
     a, b = promote(a, b)

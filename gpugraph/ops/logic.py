@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import TensorType
+from ..ir import TensorType, is_float
 from ..tracer import Tracer
 from .core import bind, check_dtype, promote, type_of
 from .elementwise import API, elementwise, into, scalar_like, ufunc
@@ -114,11 +114,11 @@ def _astype_impl(xp, a, dtype, out=None):
 
 def _astype_vjp(cts, outs, a, dtype):
     src = type_of(a).dtype
-    return [astype(cts[0], src) if src.kind == "f" and dtype.kind == "f" else None]
+    return [astype(cts[0], src) if is_float(src) and is_float(dtype) else None]
 
 
 def _astype_jvp(ts, outs, a, dtype):
-    return [astype(ts[0], dtype) if ts[0] is not None and dtype.kind == "f" else None]
+    return [astype(ts[0], dtype) if ts[0] is not None and is_float(dtype) else None]
 
 
 register(

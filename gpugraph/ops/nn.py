@@ -25,6 +25,7 @@ from .elementwise import (
     tanh,
     where,
 )
+from .half import accumulate_in_float32
 from .reduce import max as _max
 from .reduce import mean, sum
 from .shape import squeeze
@@ -38,6 +39,7 @@ def _finite_max(x: Any, axis: Any) -> Any:
     return stop_gradient(where(less(abs(m), scalar_like(np.inf, x)), m, scalar_like(0.0, x)))
 
 
+@accumulate_in_float32
 def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
     x = to_float(x)
     shift = _finite_max(x, axis)
@@ -45,12 +47,14 @@ def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
     return out if keepdims else squeeze(out, axis if axis is not None else None)
 
 
+@accumulate_in_float32
 def softmax(x: Any, axis: int = -1) -> Any:
     x = to_float(x)
     e = exp(subtract(x, stop_gradient(_max(x, axis=axis, keepdims=True))))
     return multiply(e, reciprocal(sum(e, axis=axis, keepdims=True)))
 
 
+@accumulate_in_float32
 def log_softmax(x: Any, axis: int = -1) -> Any:
     """(x - m) - log(sum(exp(x - m))), m the row's finite max: subtracting the shift first keeps
     the small log term exact where x - logsumexp(x) would round it away (1e300 + log 2)."""
@@ -59,12 +63,14 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     return subtract(shifted, log(sum(exp(shifted), axis=axis, keepdims=True)))
 
 
+@accumulate_in_float32
 def var(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     x = to_float(x)
     centered = subtract(x, mean(x, axis=axis, keepdims=True))
     return mean(multiply(centered, centered), axis=axis, keepdims=keepdims)
 
 
+@accumulate_in_float32
 def layer_norm(
     x: Any, weight: Any = None, bias: Any = None, axis: int = -1, eps: float = 1e-5
 ) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import GpuGraphError, ShapeError
 from .core import to_float, type_of
 from .elementwise import add, multiply, rsqrt, scalar_like, stop_gradient, subtract
+from .half import accumulate_in_float32
 from .reduce import mean
 from .shape import normalize_axis, reshape
 
@@ -35,6 +36,7 @@ def _affine(y: Any, weight: Any, bias: Any, axis: int) -> Any:
     return y
 
 
+@accumulate_in_float32
 def batch_norm(
     x: Any,
     weight: Any = None,
@@ -78,6 +80,7 @@ def batch_norm(
     return y, new_mean, new_var
 
 
+@accumulate_in_float32
 def group_norm(
     x: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5
 ) -> Any:
@@ -93,6 +96,7 @@ def group_norm(
     return _affine(reshape(y, t.shape), weight, bias, 1)
 
 
+@accumulate_in_float32
 def instance_norm(x: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> Any:
     """Normalize ``x[N, C, *S]`` over S for each sample and channel."""
     x = to_float(x)
@@ -103,6 +107,7 @@ def instance_norm(x: Any, weight: Any = None, bias: Any = None, eps: float = 1e-
     return _affine(y, weight, bias, 1)
 
 
+@accumulate_in_float32
 def rms_norm(x: Any, weight: Any = None, axis: Any = -1, eps: float = 1e-6) -> Any:
     """x / sqrt(mean(x**2 over ``axis``) + eps), times ``weight``."""
     x = to_float(x)

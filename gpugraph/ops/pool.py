@@ -25,6 +25,7 @@ from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
 from .conv import conv as _conv
 from .core import bind, type_of
 from .elementwise import divide, scalar_like
+from .half import accumulate_in_float32
 from .reduce import max as _max
 from .reduce import mean
 from .registry import OpDef, register
@@ -148,6 +149,7 @@ def max_pool(
     return bind("max_pool", x, x, window=window, stride=stride, pad=pad)
 
 
+@accumulate_in_float32
 def avg_pool(
     x: Any,
     window: int | Sequence[int],

@@ -11,6 +11,7 @@ from ..errors import ArgumentError, ShapeError
 from ..ir import TensorType
 from ..tracer import Tracer
 from .core import bind, type_of
+from .half import accumulate_in_float32
 from .registry import OpDef, register
 from .shape import broadcast_to, normalize_axis, reshape
 
@@ -149,6 +150,7 @@ def _reduce(op: str, x: Any, axis: Any, keepdims: bool) -> Any:
     return bind(op, x, axis=axes, keepdims=bool(keepdims))
 
 
+@accumulate_in_float32
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _reduce("sum", x, axis, keepdims)
 
@@ -161,6 +163,7 @@ def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _reduce("min", x, axis, keepdims)
 
 
+@accumulate_in_float32
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     from .core import to_float
     from .elementwise import divide

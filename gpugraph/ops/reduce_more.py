@@ -25,6 +25,7 @@ from .elementwise import (
     sqrt,
     where,
 )
+from .half import accumulate_in_float32
 from .reduce import (
     _expand_back,
     _reduce_infer,
@@ -80,6 +81,7 @@ register(
 )
 
 
+@accumulate_in_float32
 def prod(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     axes = canonical_axes("prod", axis, type_of(x).ndim)
     return bind("prod", x, axis=axes, keepdims=bool(keepdims))
@@ -135,6 +137,7 @@ register(
 )
 
 
+@accumulate_in_float32
 def cumsum(x: Any, axis: int | None = None) -> Any:
     """Running sum along ``axis`` (the flattened array when None), as np.cumsum."""
     if axis is None:
@@ -168,6 +171,7 @@ def _scan(op, x: Any, axis: int | None, fill: Any) -> Any:
     return x
 
 
+@accumulate_in_float32
 def cumprod(x: Any, axis: int | None = None) -> Any:
     """Running product along ``axis`` (the flattened array when None), as np.cumprod; its
     gradient is exact with zeros (no division)."""
@@ -184,11 +188,12 @@ def cummax(x: Any, axis: int | None = None) -> Any:
     from .elementwise import maximum
 
     dt = type_of(x).dtype
-    lowest = -np.inf if dt.kind == "f" else np.iinfo(dt).min if dt.kind == "i" else False
+    lowest = -np.inf if dt.kind == "f" else np.iinfo(dt).min if dt.kind in "iu" else False
     return _scan(maximum, x, axis, lowest)
 
 
 # ---- std and norm (composites) ------------------------------------------------------------
+@accumulate_in_float32
 def std(x: Any, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Any:
     """Standard deviation, as np.std (``ddof`` = delta degrees of freedom)."""
     from .nn import var
@@ -210,6 +215,7 @@ def _safe_sqrt_sum(sq: Any) -> Any:
     return where(is_zero, zero, sqrt(where(is_zero, scalar_like(1, sq), sq)))
 
 
+@accumulate_in_float32
 def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
     """Vector norms (ord None/2, 1, inf, -inf, 0 or any p) over ``axis``, and the Frobenius
     norm (ord None or "fro") over two axes; as np.linalg.norm. The gradient at 0 is 0."""
@@ -224,7 +230,7 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> A
     if axis is None and nd != 1:
         raise UnsupportedError(f"norm: ord={ord!r} over a {nd}-D array needs an int axis")
     a = abs(x)
-    if ord == 2:
+    if ord is None or ord == 2:  # None with an int axis: the 2-norm, as np.linalg.norm
         return _safe_sqrt_sum(_sum(multiply(x, x), axis=axis, keepdims=keepdims))
     if ord == 1:
         return _sum(a, axis=axis, keepdims=keepdims)

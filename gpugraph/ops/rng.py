@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, DTypeError, ShapeError
+from ..ir import is_float
 from .core import DEFAULT_FLOAT, bind, check_dtype, type_of
 from .creation import arange, full_like
 from .elementwise import (
@@ -150,16 +151,24 @@ def split(k: Any, num: int = 2) -> Any:
 
 def _float_dtype(dtype: Any, what: str) -> np.dtype:
     dt = check_dtype(dtype, f"random.{what}")
-    if dt.kind != "f":
+    if not is_float(dt):
         raise DTypeError(f"random.{what}: dtype must be a float dtype, got {dt}")
     return dt
 
 
+# Random bits per unit float: as many as the significand holds, so that every value is exact
+# and below 1 (a float16 or bfloat16 made from 24 bits would round up to 1.0).
+_UNIT_BITS = {"float16": 11, "bfloat16": 8, "float32": 24}
+
+
 def _unit(b: Any, dt: np.dtype) -> Any:
-    """Words to floats in [0, 1), exactly: 24 bits for float32, all 32 for float64."""
-    if dt == np.float32:
-        return multiply(astype(floor_divide(b, 256), dt), np.float32(2.0**-24))
-    return multiply(astype(b, dt), np.float64(2.0**-32))
+    """Words to floats in [0, 1), exactly: the top 11 bits for float16, 8 for bfloat16, 24 for
+    float32, all 32 for float64."""
+    m = _UNIT_BITS.get(dt.name)
+    if m is None:
+        return multiply(astype(b, dt), np.float64(2.0**-32))
+    u = multiply(astype(floor_divide(b, 2 ** (32 - m)), np.float32), np.float32(2.0**-m))
+    return u if dt == np.float32 else astype(u, dt)
 
 
 def uniform(
@@ -176,6 +185,8 @@ def uniform(
 def normal(k: Any, shape: Any = (), dtype: Any = DEFAULT_FLOAT) -> Any:
     """Standard normal floats (Box-Muller on two uniform draws; 1 - u keeps log away from 0)."""
     dt = _float_dtype(dtype, "normal")
+    if dt.name in ("float16", "bfloat16"):  # drawn in float32 and rounded once
+        return astype(normal(k, shape, np.float32), dt)
     shape = _shape(shape)
     b = bits(_check_key(k, "normal"), (2,) + shape)
     u1 = scalar_like(1.0, astype(b, dt)) - _unit(getitem(b, 0), dt)

@@ -18,6 +18,7 @@ from ..ir import TensorType
 from .core import DEFAULT_FLOAT, bind, is_python_scalar, type_of
 from .creation import arange, zeros
 from .elementwise import astype, equal, where
+from .half import accumulate_in_float32
 from .index import getitem, slice_axis, take_rows
 from .registry import OpDef, register
 from .shape import broadcast_to, expand_dims, normalize_axis, reshape
@@ -296,6 +297,7 @@ def one_hot(indices: Any, num_classes: int, dtype: Any = DEFAULT_FLOAT) -> Any:
     return astype(equal(expand_dims(indices, -1), arange(int(num_classes))), dtype)
 
 
+@accumulate_in_float32
 def segment_sum(data: Any, segment_ids: Any, num_segments: int) -> Any:
     """Sums of ``data`` rows by segment id (jax.ops.segment_sum with num_segments given, since
     shapes are static); ids outside [-num_segments, num_segments) raise. Deterministic on

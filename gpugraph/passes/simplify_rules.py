@@ -171,12 +171,17 @@ def identity(c: Ctx, ins: list[Value]) -> Value | None:
 
 
 # ---- casts -------------------------------------------------------------------------------
-# (from, to) casts that represent every value of ``from`` exactly (bool casts to anything).
-_LOSSLESS = {("int32", "int64"), ("int32", "float64"), ("float32", "float64")}
-
-
 def lossless(src: np.dtype, dst: np.dtype) -> bool:
-    return src == dst or src.kind == "b" or (src.name, dst.name) in _LOSSLESS
+    """Whether the cast src -> dst represents every value of src exactly: bool to anything,
+    ints to wider ints (NumPy's safe casts), ints to floats whose significand holds them
+    (int32 -> float64, not int64 -> float64), and floats to wider floats."""
+    if src == dst or src.kind == "b":
+        return True
+    if src.kind in "iu" and dst.kind in "iu":
+        return bool(np.can_cast(src, dst, "safe"))
+    if src.kind in "iu" and dst.kind == "f":
+        return np.iinfo(src).bits - (src.kind == "i") <= np.finfo(dst).nmant + 1
+    return src.kind == "f" and dst.kind == "f" and src.itemsize <= dst.itemsize
 
 
 def cast_same(c: Ctx, ins: list[Value]) -> Value | None:
