@@ -157,3 +157,17 @@ def test_parallel_path_and_strided_input(monkeypatch):
     finally:
         monkeypatch.delenv(cpu_backend.PARALLEL_MIN_ENV)
         cpu_backend.parallel_min.cache_clear()
+
+
+def test_a_body_the_kernel_refuses_runs_on_numpy_and_says_why(monkeypatch):
+    from gpugraph.backends import cpu_rows
+    from gpugraph.errors import UnsupportedError
+
+    def refuse(body, space):
+        raise UnsupportedError("cpu row kernel: planted refusal")
+
+    monkeypatch.setattr(cpu_rows, "cpu_row_kernel", refuse)
+    x = _arr((5, 9))
+    compiled = gg.jit(gg.softmax, backend="cpu").lower(x)
+    assert "a fused group runs on NumPy: cpu row kernel: planted refusal" in compiled.explain()
+    np.testing.assert_allclose(compiled(x), gg.jit(gg.softmax, backend="numpy")(x), rtol=1e-6)
