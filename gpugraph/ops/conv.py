@@ -112,23 +112,51 @@ def im2col(xp, x, kernel, stride, pad, dilation, groups):
     return cols.reshape(n, groups, c // groups * math.prod(kernel), math.prod(ys)), ys
 
 
+def _pointwise(kernel, pad) -> bool:
+    """A 1x1 kernel without padding: the conv is a GEMM over the channel axis of (a strided
+    slice of) x itself, with no im2col copy (dilation does not matter for a 1x1 kernel; a
+    negative high padding, conv_transpose's output_padding, only drops trailing inputs)."""
+    return all(k == 1 for k in kernel) and all(lo == 0 and hi <= 0 for lo, hi in pad)
+
+
+def _strided(x, stride, ys):
+    """x at the output positions of a 1x1 kernel: x itself where every position is one (stride
+    1, nothing cropped), else a strided view."""
+    if all(s == 1 for s in stride) and tuple(x.shape[2:]) == tuple(ys):
+        return x
+    return x[(slice(None),) * 2 + tuple(slice(0, s * (y - 1) + 1, s) for s, y in zip(stride, ys))]
+
+
 def _conv_impl(xp, x, w, stride, pad, dilation, groups):
-    cols, ys = im2col(xp, x, w.shape[2:], stride, pad, dilation, groups)
-    o = w.shape[0]
+    n, o, kernel = x.shape[0], w.shape[0], w.shape[2:]
     wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
-    # [G, Og, Cg*K] @ [N, G, Cg*K, Y]: one GEMM per sample and group, NCHW out directly
-    r = xp.matmul(wg, cols)
-    return r.reshape((x.shape[0], o, *ys))
+    if _pointwise(kernel, pad):
+        ys = out_spatial(x.shape[2:], kernel, stride, pad, dilation)
+        xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
+        # [G, Og, Cg] @ [N, G, Cg, Y]: a GEMM per sample and group on x itself, NCHW out
+        return xp.matmul(wg, xs).reshape((n, o, *ys))
+    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)
+    # [G, Og, Cg*K] @ [N, G, Cg*K, Y]: one GEMM per sample and group, NCHW out directly (one
+    # GEMM over the whole batch, [Cg*K, N*Y], measured no faster: bench/results)
+    return xp.matmul(wg, cols).reshape((n, o, *ys))
 
 
 def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
     n, ys, kernel = y.shape[0], y.shape[2:], w.shape[2:]
     c = w.shape[1] * groups
     o = w.shape[0]
-    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
+    wt = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G,Cg*K,Og
+    if _pointwise(kernel, pad):
+        yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
+        cols = xp.matmul(wt, yg).reshape((n, c, *ys))  # a GEMM per sample and group
+        if all(s == 1 for s in stride) and tuple(ys) == tuple(in_shape):
+            return cols
+        x = xp.zeros((n, c, *in_shape), dtype=y.dtype)
+        hit = tuple(slice(0, s * (yy - 1) + 1, s) for s, yy in zip(stride, ys))
+        x[(slice(None),) * 2 + hit] = cols  # the strided positions; the rest get nothing
+        return x
     yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-    cols = xp.matmul(wg.transpose(0, 2, 1), yg)  # N, G, Cg*K, Y
-    cols = cols.reshape((n, c, *kernel, *ys))
+    cols = xp.matmul(wt, yg).reshape((n, c, *kernel, *ys))  # N, G, Cg*K, Y
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_shape, pad))
     xpad = xp.zeros((n, c, *padded), dtype=y.dtype)
     for kk in itertools.product(*(range(k) for k in kernel)):  # col2im: one add per offset
@@ -147,8 +175,14 @@ def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
 
 
 def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel):
-    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
     n, o = y.shape[:2]
+    if _pointwise(kernel, pad):
+        ys = y.shape[2:]
+        xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
+        yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
+        dw = xp.matmul(yg, xs.transpose(0, 1, 3, 2)).sum(axis=0)  # G, Og, Cg
+        return dw.reshape((o, x.shape[1] // groups, *kernel))
+    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
     yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
     dw = xp.matmul(yg, cols.transpose(0, 1, 3, 2)).sum(axis=0)  # G, Og, Cg*K
     return dw.reshape((o, x.shape[1] // groups, *kernel))

@@ -1,0 +1,114 @@
+"""The conv fast paths against torch float64: 1x1 kernels without padding (a GEMM on x itself,
+no im2col), strided and grouped, in 1/2/3 dims, values, gradients and conv_transpose; the
+whole-batch GEMM layout at size-0 and size-1 batches."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import gpugraph as gg
+from gpugraph.ops import conv as conv_mod
+
+F = torch.nn.functional
+torch.set_num_threads(1)
+RNG = np.random.default_rng(11)
+TOL = dict(rtol=1e-10, atol=1e-10)
+SPATIAL = {1: (7,), 2: (6, 5), 3: (3, 4, 5)}
+
+
+def _no_im2col(monkeypatch):
+    """Make any im2col call fail, so a passing test proves the fast path ran."""
+
+    def refuse(*a, **k):
+        raise AssertionError("im2col ran on a 1x1 unpadded conv")
+
+    monkeypatch.setattr(conv_mod, "im2col", refuse)
+
+
+def _torch_grads(f, args, g):
+    ts = [torch.tensor(a, requires_grad=True) for a in args]
+    out = f(*ts)
+    out.backward(torch.tensor(g))
+    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+
+def _pointwise_case(d, stride, groups, dil):
+    tconv = getattr(F, f"conv{d}d")
+    x = RNG.standard_normal((2, 4, *SPATIAL[d]))
+    w = RNG.standard_normal((6, 4 // groups, *(1,) * d))
+
+    def tf(x, w):
+        return tconv(x, w, None, stride, 0, dil, groups)
+
+    g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
+    want, grads = _torch_grads(tf, [x, w], g)
+
+    def f(x, w):
+        return gg.conv(x, w, stride=stride, dilation=dil, groups=groups)
+
+    np.testing.assert_allclose(f(x, w), want, **TOL)
+    grad = gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1))
+    for got in (grad(x, w), gg.jit(grad)(x, w)):
+        for a, e in zip(got, grads):
+            np.testing.assert_allclose(a, e, **TOL)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_pointwise_conv_and_gradients_against_torch(d, monkeypatch):
+    _no_im2col(monkeypatch)
+    for stride, groups, dil in itertools.product((1, 2, (2, 1, 3)[:d]), (1, 2), (1, 2)):
+        _pointwise_case(d, stride, groups, dil)
+
+
+@pytest.mark.parametrize(
+    "stride, outpad, dil", [(1, 0, 1), (2, 0, 1), (2, 1, 1), (3, 2, 1), (1, 1, 2)]
+)
+def test_pointwise_conv_transpose_against_torch(stride, outpad, dil, monkeypatch):
+    _no_im2col(monkeypatch)
+    x = RNG.standard_normal((2, 4, 5, 4))
+    w = RNG.standard_normal((4, 3, 1, 1))
+
+    def tf(x, w):
+        return F.conv_transpose2d(x, w, None, stride, 0, outpad, 1, dil)
+
+    g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
+    want, grads = _torch_grads(tf, [x, w], g)
+
+    def f(x, w):
+        return gg.conv_transpose(x, w, stride=stride, output_padding=outpad, dilation=dil)
+
+    np.testing.assert_allclose(f(x, w), want, **TOL)
+    for a, e in zip(gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1))(x, w), grads):
+        np.testing.assert_allclose(a, e, **TOL)
+
+
+def test_pointwise_second_derivative_matches_torch():
+    x, w = RNG.standard_normal((2, 4, 4, 4)), RNG.standard_normal((3, 4, 1, 1))
+
+    def ours(x, w):
+        return gg.sum(gg.square(gg.conv(x, w, stride=2)))
+
+    hx = gg.grad(lambda x, w: gg.sum(gg.grad(ours, 1)(x, w) ** 2))(x, w)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    (gw,) = torch.autograd.grad((F.conv2d(xt, wt, stride=2) ** 2).sum(), wt, create_graph=True)
+    (gx,) = torch.autograd.grad((gw**2).sum(), xt)
+    np.testing.assert_allclose(hx, gx.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_whole_batch_gemm_layout_at_small_batches(n):
+    x, w = RNG.standard_normal((n, 4, 5, 5)), RNG.standard_normal((6, 2, 3, 3))
+    g = RNG.standard_normal((n, 6, 3, 3))
+
+    def tf(x, w):
+        return F.conv2d(x, w, None, 2, 1, 1, 2)
+
+    want, grads = _torch_grads(tf, [x, w], g)
+    f = lambda x, w: gg.conv(x, w, stride=2, padding=1, groups=2)  # noqa: E731
+    np.testing.assert_allclose(f(x, w), want, **TOL)
+    for a, e in zip(gg.jit(gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1)))(x, w), grads):
+        np.testing.assert_allclose(a, e, **TOL)
