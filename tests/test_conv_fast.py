@@ -1,6 +1,6 @@
 """The conv fast paths against torch float64: 1x1 kernels without padding (a GEMM on x itself,
 no im2col), strided and grouped, in 1/2/3 dims, values, gradients and conv_transpose; the
-whole-batch GEMM layout at size-0 and size-1 batches."""
+im2col path at size-0 and size-1 batches; the forward max_pool as a running window maximum."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_pointwise_second_derivative_matches_torch():
 
 
 @pytest.mark.parametrize("n", [0, 1, 3])
-def test_whole_batch_gemm_layout_at_small_batches(n):
+def test_grouped_strided_conv_at_small_batches(n):
     x, w = RNG.standard_normal((n, 4, 5, 5)), RNG.standard_normal((6, 2, 3, 3))
     g = RNG.standard_normal((n, 6, 3, 3))
 
@@ -112,3 +112,23 @@ def test_whole_batch_gemm_layout_at_small_batches(n):
     np.testing.assert_allclose(f(x, w), want, **TOL)
     for a, e in zip(gg.jit(gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1)))(x, w), grads):
         np.testing.assert_allclose(a, e, **TOL)
+
+
+def test_forward_max_pool_is_the_window_max(monkeypatch):
+    """max_pool(x) takes the running-maximum path (no window copy); NaN wins, all -inf and
+    integer-minimum windows next to padding give the same values as torch."""
+    from gpugraph.ops import pool
+
+    ran = []
+    real = pool._window_max
+    monkeypatch.setattr(pool, "_window_max", lambda *a: ran.append(1) or real(*a))
+    x = RNG.standard_normal((2, 3, 7, 6))
+    x[0, 0, 0, 0], x[1, 1] = np.nan, -np.inf
+    want = F.max_pool2d(torch.tensor(x), 3, 2, 1).numpy()
+    for fn in (gg.max_pool, gg.jit(gg.max_pool, static_argnums=(1, 2, 3))):
+        np.testing.assert_array_equal(fn(x, 3, 2, 1), want)
+    xi = RNG.integers(-5, 5, (1, 2, 5, 5)).astype(np.int32)
+    xi[0, 0] = np.iinfo(np.int32).min
+    want = F.max_pool2d(torch.tensor(xi, dtype=torch.float64), 2, 1, 1).numpy()
+    np.testing.assert_array_equal(gg.max_pool(xi, 2, 1, 1), want.astype(np.int32))
+    assert len(ran) == 3
