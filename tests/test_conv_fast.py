@@ -132,3 +132,26 @@ def test_forward_max_pool_is_the_window_max(monkeypatch):
     want = F.max_pool2d(torch.tensor(xi, dtype=torch.float64), 2, 1, 1).numpy()
     np.testing.assert_array_equal(gg.max_pool(xi, 2, 1, 1), want.astype(np.int32))
     assert len(ran) == 3
+
+
+@pytest.mark.parametrize("k, pad", [(1, ((0, 0), (0, 0))), (3, ((1, 1), (1, 1)))])
+def test_impls_write_into_out_contiguous_or_not(k, pad):
+    """The runtime passes the planned buffer as out=: the GEMM writes into it (contiguous) or
+    the result is copied in (a strided buffer); either way out holds what the plain call
+    returns, and is what comes back."""
+    from gpugraph.ops.registry import get_op
+
+    x, w = RNG.standard_normal((2, 4, 5, 5)), RNG.standard_normal((6, 2, k, k))
+    geom = dict(stride=(1, 1), pad=pad, dilation=(1, 1), groups=2)
+    y = conv_mod._conv_impl(np, x, w, **geom)
+    calls = {
+        "conv": ((x, w), {}),
+        "conv_transpose": ((y, w), {"in_shape": (5, 5)}),
+        "conv_weight": ((x, y), {"kernel": (k, k)}),
+    }
+    for name, (args, extra) in calls.items():
+        impl = get_op(name).impl
+        want = impl(np, *args, **geom, **extra)
+        for out in (np.empty_like(want), np.empty(want.shape[::-1]).T):
+            assert impl(np, *args, **geom, **extra, out=out) is out
+            np.testing.assert_array_equal(out, want)

@@ -14,6 +14,8 @@ of the padded input (``sliding_window_view``, then ``::stride`` and ``::dilation
 once, channel-major, into ``[N, groups, C/groups*prod(K), prod(Y)]``, and one batched matmul:
 a GEMM per sample and group (cuBLAS on CuPy, the BLAS on NumPy) whose result is already NCHW.
 The adjoint in x is the GEMM followed by col2im: one strided add per kernel offset.
+A 1x1 kernel without padding skips im2col: the GEMM reads (a strided slice of) x itself. The
+impls take ``out=`` (the planned buffer), which the GEMMs write into directly.
 """
 
 from __future__ import annotations
@@ -127,30 +129,53 @@ def _strided(x, stride, ys):
     return x[(slice(None),) * 2 + tuple(slice(0, s * (y - 1) + 1, s) for s, y in zip(stride, ys))]
 
 
-def _conv_impl(xp, x, w, stride, pad, dilation, groups):
+def _gemm_into(xp, a, b, out, gemm_shape, shape):
+    """``a @ b`` (of shape ``gemm_shape``) as ``shape``; written straight into ``out`` (the
+    planned buffer, so the runtime copies nothing) where ``out`` is given and C-contiguous,
+    i.e. where its reshape is a view."""
+    if out is not None and out.flags.c_contiguous:
+        xp.matmul(a, b, out=out.reshape(gemm_shape))
+        return out
+    r = xp.matmul(a, b).reshape(shape)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
+def _conv_impl(xp, x, w, stride, pad, dilation, groups, out=None):
     n, o, kernel = x.shape[0], w.shape[0], w.shape[2:]
     wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
     if _pointwise(kernel, pad):
         ys = out_spatial(x.shape[2:], kernel, stride, pad, dilation)
         xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
         # [G, Og, Cg] @ [N, G, Cg, Y]: a GEMM per sample and group on x itself, NCHW out
-        return xp.matmul(wg, xs).reshape((n, o, *ys))
+        return _gemm_into(xp, wg, xs, out, xs.shape[:2] + (o // groups, xs.shape[3]), (n, o, *ys))
     cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)
     # [G, Og, Cg*K] @ [N, G, Cg*K, Y]: one GEMM per sample and group, NCHW out directly (one
     # GEMM over the whole batch, [Cg*K, N*Y], measured no faster: bench/results)
-    return xp.matmul(wg, cols).reshape((n, o, *ys))
+    return _gemm_into(xp, wg, cols, out, cols.shape[:2] + (o // groups, cols.shape[3]), (n, o, *ys))
 
 
-def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
+def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=None):
+    x = _conv_transpose_new(xp, y, w, stride, pad, dilation, groups, in_shape, out)
+    if out is None or x is out:
+        return x
+    out[...] = x
+    return out
+
+
+def _conv_transpose_new(xp, y, w, stride, pad, dilation, groups, in_shape, out):
     n, ys, kernel = y.shape[0], y.shape[2:], w.shape[2:]
     c = w.shape[1] * groups
     o = w.shape[0]
     wt = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G,Cg*K,Og
     if _pointwise(kernel, pad):
         yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-        cols = xp.matmul(wt, yg).reshape((n, c, *ys))  # a GEMM per sample and group
+        gemm = (n, groups, c // groups, math.prod(ys))
         if all(s == 1 for s in stride) and tuple(ys) == tuple(in_shape):
-            return cols
+            return _gemm_into(xp, wt, yg, out, gemm, (n, c, *ys))  # a GEMM per sample, group
+        cols = xp.matmul(wt, yg).reshape((n, c, *ys))
         x = xp.zeros((n, c, *in_shape), dtype=y.dtype)
         hit = tuple(slice(0, s * (yy - 1) + 1, s) for s, yy in zip(stride, ys))
         x[(slice(None),) * 2 + hit] = cols  # the strided positions; the rest get nothing
@@ -174,18 +199,24 @@ def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape):
     return x
 
 
-def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel):
+def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None):
     n, o = y.shape[:2]
     if _pointwise(kernel, pad):
         ys = y.shape[2:]
-        xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
-        yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-        dw = xp.matmul(yg, xs.transpose(0, 1, 3, 2)).sum(axis=0)  # G, Og, Cg
-        return dw.reshape((o, x.shape[1] // groups, *kernel))
-    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
+        cols = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
+    else:
+        cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
     yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-    dw = xp.matmul(yg, cols.transpose(0, 1, 3, 2)).sum(axis=0)  # G, Og, Cg*K
-    return dw.reshape((o, x.shape[1] // groups, *kernel))
+    per_sample = xp.matmul(yg, cols.transpose(0, 1, 3, 2))  # N, G, Og, Cg*K
+    shape = (o, x.shape[1] // groups, *kernel)
+    if out is not None and out.flags.c_contiguous:  # the batch sum lands in the planned buffer
+        per_sample.sum(axis=0, out=out.reshape(per_sample.shape[1:]))
+        return out
+    dw = per_sample.sum(axis=0).reshape(shape)
+    if out is None:
+        return dw
+    out[...] = dw
+    return out
 
 
 # ---- shape rules --------------------------------------------------------------------------
@@ -319,7 +350,9 @@ for _name, _infer, _impl, _vjp, _jvp in (
     ),
     ("conv_weight", _conv_weight_infer, _conv_weight_impl, _conv_weight_vjp, _conv_weight_jvp),
 ):
-    register(OpDef(_name, "linalg", _infer, _impl, vjp=_vjp, jvp=_jvp))
+    # out_kw: the runtime hands the planned output buffer to the impl (out=), which the GEMMs
+    # write into directly instead of returning a result the runtime then copies
+    register(OpDef(_name, "linalg", _infer, _impl, vjp=_vjp, jvp=_jvp, out_kw=True))
 
 
 # ---- public functions ---------------------------------------------------------------------
