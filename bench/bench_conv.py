@@ -1,57 +1,51 @@
-"""Convolution benchmark: 3x3, 64 -> 64 channels, 56x56, batch 8, float32, padding 1; the
-forward pass alone and forward + backward (gradients in x and w of sum(conv(x, w)**2) / 2,
-whose backward needs the forward's output, so no library can skip the forward).
+"""Convolution benchmark, float32, batch 8, 56x56: 3x3 64 -> 64 channels (padding 1) and 1x1
+64 -> 256 (no padding); the forward pass alone and forward + backward (gradients in x and w of
+sum(conv(x, w)**2) / 2, whose backward needs the forward's output, so no library can skip the
+forward).
 
-CPU: gpugraph (jit, numpy backend: im2col + one GEMM) vs torch (eager, its CPU conv kernels)
-vs jax.jit(jax.lax.conv_general_dilated) (XLA CPU). Medians of repeats after warm-up; torch and
-the BLAS gpugraph calls get --threads (default 2: the CI machine's cores), XLA uses every
-visible core;
-ratio = peer / gpugraph (below 1: gpugraph is slower).
+CPU: gpugraph (jit, numpy backend: im2col + GEMM; a 1x1 kernel is a GEMM on x itself) vs torch
+(eager, its CPU conv kernels) vs jax.jit(jax.lax.conv_general_dilated) (XLA CPU), the three
+interleaved within each round; medians. torch and the BLAS gpugraph calls get --threads
+(default 1), XLA uses every visible core; ratio = peer / gpugraph (below 1: gpugraph is
+slower). --onnx appends the rows of a bench_onnx.py result JSON (same machine, same session);
+--ab compares the NumPy lowerings with another version of ops/conv.py.
 
-    python bench/bench_conv.py [--repeats K] [--threads T]
-writes bench/results/conv-cpu-<date>.{md,json}
+    python bench/bench_conv.py [--rounds K] [--threads T] [--suffix=-2] [--onnx FILE.json]
+                               [--ab BASELINE_CONV.py]
+writes bench/results/conv-cpu-<date><suffix>.{md,json}
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import interleaved  # noqa: E402
+
 import gpugraph as gg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-N, C, O, H, K = 8, 64, 64, 56, 3
+N, H = 8, 56
+CASES = {"3x3 64->64 pad 1": (64, 64, 3, 1), "1x1 64->256": (64, 256, 1, 0)}  # C, O, K, pad
 
 
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def gpugraph_fns(x, w):
-    fwd = gg.jit(lambda x, w: gg.conv(x, w, padding=1))
-    loss = lambda x, w: 0.5 * gg.sum(gg.square(gg.conv(x, w, padding=1)))  # noqa: E731
+def gpugraph_fns(x, w, p):
+    fwd = gg.jit(lambda x, w: gg.conv(x, w, padding=p))
+    loss = lambda x, w: 0.5 * gg.sum(gg.square(gg.conv(x, w, padding=p)))  # noqa: E731
     both = gg.jit(gg.grad(loss, (0, 1)))
     return lambda: fwd(x, w), lambda: both(x, w)
 
 
-def torch_fns(x, w):
+def torch_fns(x, w, p):
     import torch
 
     xt, wt = torch.tensor(x), torch.tensor(w)
@@ -59,22 +53,22 @@ def torch_fns(x, w):
 
     def fwd():
         with torch.no_grad():
-            return torch.nn.functional.conv2d(xt, wt, padding=1)
+            return torch.nn.functional.conv2d(xt, wt, padding=p)
 
     def both():
         xg.grad = wg.grad = None
-        y = torch.nn.functional.conv2d(xg, wg, padding=1)
+        y = torch.nn.functional.conv2d(xg, wg, padding=p)
         (0.5 * (y * y).sum()).backward()
         return xg.grad, wg.grad
 
     return fwd, both
 
 
-def jax_fns(x, w):
+def jax_fns(x, w, p):
     import jax
 
     def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))
+        return jax.lax.conv_general_dilated(x, w, (1, 1), ((p, p), (p, p)))
 
     fwd = jax.jit(conv)
     both = jax.jit(jax.grad(lambda x, w: 0.5 * (conv(x, w) ** 2).sum(), (0, 1)))
@@ -83,37 +77,117 @@ def jax_fns(x, w):
 
 
 def _row(r: dict) -> str:
-    return f"| {r['impl']} | {r['pass']} | {r['ms']} | {r['ratio_peer_over_gpugraph']} |"
+    return (
+        f"| {r['case']} | {r['impl']} | {r['pass']} | {r['ms']} | {r['ratio_peer_over_gpugraph']} |"
+    )
+
+
+def _onnx_lines(path: str) -> list[str]:
+    """The rows of a bench_onnx.py result JSON, as a table (ratio = ORT ms / gpugraph ms)."""
+    meta = json.loads(Path(path).read_text())
+    keys = (
+        "net",
+        "batch",
+        "max_rel_err_vs_ort",
+        "gpugraph_ms",
+        "ort_ms",
+        "ratio_ort_over_gpugraph",
+    )
+    return [
+        "",
+        f"ONNX nets ({Path(path).name}: {meta.get('threads')} thread(s) for ORT and gpugraph's "
+        f"BLAS, median of {meta.get('rounds')} interleaved rounds; "
+        f"load {meta.get('load_average')}):",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+        *("| " + " | ".join(str(_round(r[k])) for k in keys) + " |" for r in meta["rows"]),
+    ]
+
+
+def _round(v):
+    return round(v, 1) if isinstance(v, float) and v > 1 else v
+
+
+def _impls_of(path: str) -> dict:
+    """The lowering functions of another version of gpugraph/ops/conv.py (e.g. main's, from
+    ``git show main:gpugraph/ops/conv.py``), loaded without registering its ops again."""
+    src = Path(path).read_text()
+    src = src[: src.index("# ---- shape rules")].replace("from ..", "from gpugraph.")
+    ns: dict = {"__name__": "conv_baseline"}
+    exec(compile(src.replace("from .", "from gpugraph.ops."), path, "exec"), ns)
+    return ns
+
+
+def ab_lines(path: str, rounds: int) -> list[str]:
+    """The three conv primitives' NumPy impls, this tree's against ``path``'s, interleaved;
+    no jit, so only the lowering differs."""
+    from gpugraph.ops import conv as ours
+
+    base, rows = _impls_of(path), []
+    rng = np.random.default_rng(0)
+    for case, (c, o, k, p) in CASES.items():
+        x = rng.standard_normal((N, c, H, H)).astype(np.float32)
+        w = (rng.standard_normal((o, c, k, k)) * 0.05).astype(np.float32)
+        g = dict(stride=(1, 1), pad=((p, p), (p, p)), dilation=(1, 1), groups=1)
+        y = ours._conv_impl(np, x, w, **g)
+        for prim, args, extra in (
+            ("conv", (x, w), {}),
+            ("conv_transpose", (y, w), {"in_shape": (H, H)}),
+            ("conv_weight", (x, y), {"kernel": (k, k)}),
+        ):
+            fns = {
+                who: functools.partial(m[f"_{prim}_impl"], np, *args, **g, **extra)
+                for who, m in (("baseline", base), ("this tree", vars(ours)))
+            }
+            med = interleaved(fns, rounds, pause=0.02)
+            b, t = med["baseline"] * 1e3, med["this tree"] * 1e3
+            rows.append(f"| {case} | {prim} | {b:.1f} | {t:.1f} | {b / t:.2f} |")
+    return [
+        "",
+        f"Lowering before/after ({Path(path).name} vs this tree; the NumPy impls called "
+        f"directly, interleaved, median of {rounds} rounds, speedup = before / after):",
+        "",
+        "| case | primitive | before ms | after ms | speedup |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--suffix", default="")
+    parser.add_argument("--onnx", help="a bench_onnx.py result JSON to append")
+    parser.add_argument("--ab", help="another conv.py (e.g. main's) to compare lowerings with")
     args = parser.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
-    w = (rng.standard_normal((O, C, K, K)) * 0.05).astype(np.float32)
     rows = []
     load = [os.getloadavg()]
     with threadpool_limits(args.threads, user_api="blas"):
-        impls = {"gpugraph (jit, numpy: im2col + GEMM)": gpugraph_fns(x, w)}
-        impls["torch eager (CPU)"] = torch_fns(x, w)
-        try:
-            impls["jax.jit lax.conv (XLA CPU)"] = jax_fns(x, w)
-        except ImportError:
-            pass
-        for name, (fwd, both) in impls.items():
-            rows.append({"impl": name, "pass": "forward", "ms": median_ms(fwd, args.repeats)})
-            rows.append({"impl": name, "pass": "fwd+bwd", "ms": median_ms(both, args.repeats)})
+        for case, (c, o, k, p) in CASES.items():
+            x = rng.standard_normal((N, c, H, H)).astype(np.float32)
+            w = (rng.standard_normal((o, c, k, k)) * 0.05).astype(np.float32)
+            impls = {"gpugraph (jit, numpy)": gpugraph_fns(x, w, p)}
+            impls["torch eager (CPU)"] = torch_fns(x, w, p)
+            try:
+                impls["jax.jit lax.conv (XLA CPU)"] = jax_fns(x, w, p)
+            except ImportError:
+                pass
+            for i, name in enumerate(("forward", "fwd+bwd")):
+                med = interleaved({k: v[i] for k, v in impls.items()}, args.rounds, pause=0.02)
+                for impl, sec in med.items():
+                    rows.append({"case": case, "impl": impl, "pass": name, "ms": sec * 1e3})
+        ab = ab_lines(args.ab, args.rounds) if args.ab else []
     load.append(os.getloadavg())
-    ours = {r["pass"]: r["ms"] for r in rows if r["impl"].startswith("gpugraph")}
+    ours = {(r["case"], r["pass"]): r["ms"] for r in rows if r["impl"].startswith("gpugraph")}
     for r in rows:
-        r["ratio_peer_over_gpugraph"] = round(r["ms"] / ours[r["pass"]], 3)
+        r["ratio_peer_over_gpugraph"] = round(r["ms"] / ours[r["case"], r["pass"]], 3)
         r["ms"] = round(r["ms"], 2)
     import jax
 
@@ -121,8 +195,8 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "device": f"cpu {platform.machine()} ({os.cpu_count()} cores visible)",
         "threads": args.threads,
-        "repeats": args.repeats,
-        "shape": f"x[{N},{C},{H},{H}] * w[{O},{C},{K},{K}], padding 1, float32",
+        "rounds": args.rounds,
+        "shape": f"x[{N},C,{H},{H}] * w[O,C,K,K], float32: " + ", ".join(CASES),
         "load_average_start_end": [list(map(float, l)) for l in load],
         "versions": {
             "python": platform.python_version(),
@@ -134,24 +208,23 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"conv-cpu-{meta['date']}"
+    stem = RESULTS / f"conv-cpu-{meta['date']}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     lines = [
         f"# conv benchmark — {meta['device']} — {meta['date']}",
         "",
-        f"{meta['shape']}; median of {args.repeats} repeats after warm-up; "
+        f"{meta['shape']}; median of {args.rounds} interleaved rounds after warm-up; "
         f"{args.threads} thread(s) for torch and for gpugraph's BLAS, XLA on every visible "
-        "core; ratio = that row's ms / gpugraph's ms for the same pass (above 1: gpugraph is "
-        f"faster). Load average start/end: {load[0]} / {load[1]}.",
+        "core; ratio = that row's ms / gpugraph's ms for the same case and pass (above 1: "
+        f"gpugraph is faster). Load average start/end: {load[0]} / {load[1]}.",
         "",
-        "Where gpugraph loses: its im2col copy and col2im adds are plain NumPy passes over "
-        "memory, where torch (oneDNN) and XLA run direct convolution kernels.",
-        "",
-        "| impl | pass | ms | ratio |",
-        "|---|---|---|---|",
+        "| case | impl | pass | ms | ratio |",
+        "|---|---|---|---|---|",
         *(_row(r) for r in rows),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        *ab,
+        *(_onnx_lines(args.onnx) if args.onnx else []),
     ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

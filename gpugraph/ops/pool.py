@@ -54,8 +54,23 @@ def _winners(xp, x, window, stride, pad):
     return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
 
 
+def _window_max(xp, x, window, stride, pad):
+    """max_pool(x, x): the window maximum, one elementwise maximum per window offset (NaN
+    propagates, as the winner rule; a padded position only wins where every real element
+    equals the fill, which gives the same value), with no copy of the windows."""
+    d = len(window)
+    v = windows(xp, x, window, stride, pad, (1,) * d, fill=_fill(x.dtype))
+    offsets = itertools.product(*(range(k) for k in window))
+    out = v[(Ellipsis, *next(offsets))].copy()
+    for kk in offsets:
+        xp.maximum(out, v[(Ellipsis, *kk)], out=out)
+    return out
+
+
 def _select_impl(xp, x, h, window, stride, pad):
     d = len(window)
+    if h is x:  # the forward pool (the selected values are the maxima themselves)
+        return _window_max(xp, x, window, stride, pad)
     idx = _winners(xp, x, window, stride, pad)
     hv = windows(xp, h, window, stride, pad, (1,) * d)
     hv = hv.reshape(hv.shape[: 2 + d] + (-1,))
