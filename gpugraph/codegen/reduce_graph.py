@@ -22,9 +22,15 @@ import numpy as np
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
 from .cuda import (
+    DTYPE_HEADERS,
+    HALF_OUTPUT_TEMPLATES,
     KERNEL_OBSERVERS,
+    LOAD_CONVERT,
     NAME_PLACEHOLDER,
+    RESULT_ROUND,
+    STORE_CONVERT,
     c_type,
+    compute_type,
     inline_literal,
     kernel_name,
     op_template,
@@ -32,7 +38,7 @@ from .cuda import (
 )
 from .reduce_cuda import REDUCERS, ROW_REDUCE_HELPER, RowProgram, RowStage, row_block
 
-F32 = np.dtype("float32")
+F32, F16 = np.dtype("float32"), np.dtype("float16")
 ELEM, ROW, SCALAR = "element", "row", "scalar"
 
 
@@ -109,9 +115,12 @@ def row_program(body: Graph) -> RowProgram:
 # The general form of the row program above: any number of inputs, each full-shape
 # (``in[row * cols + c]``), per row (``in[row]``), a column vector (``in[c]``, e.g. a layer
 # norm's gamma) or one element; any number of outputs, full-shape or per row; float32 or
-# float64 (bool in between). Element values are one ``const`` line each inside the column loop
-# that needs them (a DAG stays linear in size; nvcc merges repeats), per-row values one line
-# each at row level, in body order, so every reduction sees the values before it.
+# float64 (bool in between), and float16 as the elementwise kernels do it (codegen/cuda.py):
+# stored as half, every variable a float, each op's result rounded to half, so a float16
+# softmax's casts fuse and its sums accumulate in float32 as the unfused ops do. Element
+# values are one ``const`` line each inside the column loop that needs them (a DAG stays
+# linear in size; nvcc merges repeats), per-row values one line each at row level, in body
+# order, so every reduction sees the values before it.
 DOUBLE_REDUCE_HELPER = """\
 #ifndef GG_ROW_REDUCE_D_DEFINED
 #define GG_ROW_REDUCE_D_DEFINED
@@ -190,8 +199,12 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
     elem_lines: dict[Value, str] = {}  # element value -> its line inside a column loop
     helpers: set[str] = {ROW_REDUCE_HELPER}
     order = list(body.inputs) + [n.output for n in body.nodes]
+    for v in (*body.inputs, *(o for n in body.nodes for o in n.outputs)):
+        if v.dtype.name in DTYPE_HEADERS:
+            helpers.add(DTYPE_HEADERS[v.dtype.name])
     for j, v in enumerate(body.inputs):
-        line = f"const {c_type(v.dtype)} a{j} = {LOAD[kinds[v]].format(j=j)};"
+        load = LOAD_CONVERT.get(v.dtype.name, "{}").format(LOAD[kinds[v]].format(j=j))
+        line = f"const {compute_type(v.dtype)} a{j} = {load};"
         names[v] = f"a{j}"
         if kinds[v] in (ELEM, "column"):
             elem_lines[v] = line
@@ -210,10 +223,10 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
             if node.inputs[0] in elem_lines:
                 elem_lines[out] = ""  # no line of its own; the loop still needs its input's
             continue
-        ct = c_type(out.dtype)
+        ct = compute_type(out.dtype)
         if node.op in REDUCERS:
             (a,) = node.inputs
-            if out.dtype == F32:
+            if out.dtype == F32 or (out.dtype == F16 and node.op == "max"):  # (max: exact)
                 op, call = REDUCERS[node.op], "gg_row_reduce"
             elif out.dtype == np.dtype("float64"):
                 op, call = DOUBLE_REDUCERS[node.op], "gg_row_reduce_d"
@@ -240,15 +253,22 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
         template, helper = op_template(node)
         if helper:
             helpers.add(helper)
+        if out.dtype == F16:
+            template = HALF_OUTPUT_TEMPLATES.get(node.op, template)
         expr = template.format(*(names[v] for v in node.inputs), T=ct)
+        expr = RESULT_ROUND.get(out.dtype.name, "{}").format(expr)
         names[out] = f"v{k}"
         line = f"const {ct} v{k} = {expr};"
         if kinds[out] == ELEM:
             elem_lines[out] = line
         else:
             row_lines.append(line)
+
+    def store(v: Value) -> str:
+        return STORE_CONVERT.get(v.dtype.name, "{}").format(names[v])
+
     stores = [
-        f"out{j}[row * cols + c] = {names[v]};"
+        f"out{j}[row * cols + c] = {store(v)};"
         for j, v in enumerate(body.outputs)
         if kinds[v] == ELEM
     ]
@@ -259,7 +279,7 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
             *(f"  {x}" for x in _loop_lines(full, elem_lines, order, body) + stores),
             "}",
         ]
-    per_row = [f"out{j}[row] = {names[v]};" for j, v in enumerate(body.outputs) if kinds[v] != ELEM]
+    per_row = [f"out{j}[row] = {store(v)};" for j, v in enumerate(body.outputs) if kinds[v] != ELEM]
     if per_row:
         row_lines += ["if (threadIdx.x == 0) {", *(f"  {x}" for x in per_row), "}"]
     params = [f"const {c_type(v.dtype)}* __restrict__ in{j}" for j, v in enumerate(body.inputs)]

@@ -30,7 +30,7 @@ from ..codegen.reduce_graph import row_kernel
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
-from ..ops.row_space import FLOAT_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
+from ..ops.row_space import REDUCE_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from .fuse import _body, rebuild
 from .fuse_groups import Ancestors, describe
 
@@ -43,8 +43,9 @@ def why_not_row_reduction(node: Node) -> str:
     if node.op not in ROW_REDUCERS:
         return f"{node.op} is not a reduction the row kernels have ({', '.join(ROW_REDUCERS)})"
     x = node.inputs[0]
-    if x.dtype not in FLOAT_DTYPES:
-        return f"dtype {x.dtype} (only float32 and float64 reductions fuse)"
+    if x.dtype not in REDUCE_DTYPES[node.op]:
+        names = ", ".join(str(d) for d in REDUCE_DTYPES[node.op])
+        return f"dtype {x.dtype} (a {node.op} fuses over {names})"
     if not x.shape:
         return "a 0-d operand has no axis to reduce"
     return (
