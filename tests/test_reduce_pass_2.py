@@ -95,3 +95,73 @@ def test_float16_row_kernels_compile_and_match_numpy_on_the_emulator():
             tol = 2e-3 if v.dtype == F16 else 3e-5  # (one half ulp apart at most)
             w = np.asarray(w).reshape(g.shape)
             np.testing.assert_allclose(g.astype(np.float64), w, rtol=tol, atol=tol, err_msg=label)
+
+
+# ---- the register (persistent) variant of the row kernel ----------------------------------
+def _group(fn, args):
+    """(fused_reduce node, its inputs) of the one group of ``fn`` (inputs computed unfused)."""
+    c = gg.jit(fn).lower(*args)
+    (node,) = _groups(c)
+    env = dict(zip(c.graph.inputs, args))
+    for n in c.graph.nodes:
+        if n is node:
+            break
+        ins = [env[v] for v in n.inputs]
+        if n.op == "constant":
+            env[n.output] = np.asarray(n.attrs["value"])
+        else:
+            outs = get_op(n.op).impl(np, *ins, **n.attrs)
+            env.update(zip(n.outputs, outs if isinstance(outs, tuple) else (outs,)))
+    return node, [np.asarray(env[v]) for v in node.inputs]
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+def test_register_and_multi_pass_row_kernels_agree():
+    """The pass emits the register variant where the row fits; the multi-pass kernel (rows
+    past PERSISTENT_MAX_COLS) is the same body. Both compile and match NumPy; with the same
+    block they fold each thread's columns in the same order: the same bits."""
+    from gpugraph.codegen.reduce_graph import row_kernel
+    from gpugraph.ops.row_space import Space
+    from gpugraph.testing import load_kernels
+
+    cases = []
+    # 37 columns: 2 per thread in one warp; 300: 8 per thread in two warps (a remainder)
+    for name, shape in (("layer_norm", (3, 37)), ("softmax", (3, 300)), ("rms_norm", (2, 300))):
+        node, ins = _group(_grad(name), _args(shape, np.float32))
+        space = Space(tuple(node.attrs["lead"]), int(node.attrs["cols"]))
+        assert node.attrs["row_items"] is not None  # what the pass chose
+        body = node.attrs["body"]
+        regs, multi = row_kernel(body, space), row_kernel(body, space, persistent=False)
+        assert regs.source == node.attrs["cuda_source"] and multi.items is None
+        assert "a0_v[" in regs.source and "a0_v[" not in multi.source
+        cases.append((name, body, ins, regs, multi))
+    kernels = [k for *_, regs, multi in cases for k in (regs, multi)]
+    for k in kernels:
+        check_nvrtc(k.source, f"{k.name}.cu")
+    load_kernels([(k.source, k.name) for k in kernels])
+    for name, body, ins, regs, multi in cases:
+        out_types = [v.type for v in body.outputs]
+        want = evaluate_body(np, body, ins)
+        got = emulate_fused(regs.attrs(), ins, out_types)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, np.asarray(w).reshape(g.shape), rtol=3e-5, atol=3e-5)
+        same_block = dict(multi.attrs(), row_block=regs.block)
+        for g, m in zip(got, emulate_fused(same_block, ins, out_types)):
+            np.testing.assert_array_equal(g, m, err_msg=name)
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+def test_register_row_kernel_traps_when_launched_too_narrow():
+    from gpugraph.testing import emulate_kernel
+    from gpugraph.testing.emulator import KernelRuntimeError
+
+    node, ins = _group(PATTERNS["softmax"], _args((2, 300), np.float32))
+    assert node.attrs["row_block"] == 64 and node.attrs["row_items"] == 8
+    out = np.zeros((2, 300), np.float32)
+    args = [*ins, out, np.int64(2), np.int64(300)]
+    with pytest.raises(KernelRuntimeError, match="__trap"):  # 32 x 8 < 300: never a wrong row
+        emulate_kernel(node.attrs["cuda_source"], node.attrs["kernel_name"], 1, 32, args)

@@ -36,7 +36,15 @@ from .cuda import (
     op_template,
     unsupported_reason,
 )
-from .reduce_cuda import REDUCERS, ROW_REDUCE_HELPER, RowProgram, RowStage, row_block
+from .reduce_cuda import (
+    REDUCERS,
+    ROW_REDUCE_HELPER,
+    RowProgram,
+    RowStage,
+    persistent_block,
+    row_block,
+    row_plan,
+)
 
 F32, F16 = np.dtype("float32"), np.dtype("float16")
 ELEM, ROW, SCALAR = "element", "row", "scalar"
@@ -156,7 +164,7 @@ DOUBLE_REDUCERS = {"sum": "GgSumD", "max": "GgMaxD"}
 GRAPH_KERNEL = """\
 // gpugraph row kernel: {summary}
 {helpers}extern "C" __global__ void {name}({params}) {{
-  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+{guard}  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
 {lines}  }}
 }}
 """
@@ -172,9 +180,10 @@ LOAD = {
 class GraphRowKernel:
     name: str
     source: str
-    block: int  # threads per row (reduce_cuda.row_block of the row length)
+    block: int  # threads per row (row_block, or persistent_block for the register variant)
     rows: int
     cols: int
+    items: int | None = None  # the register variant's values per thread; None: multi-pass
 
     def attrs(self) -> dict:
         """What a fused_reduce node (and the launchers) keep of the kernel."""
@@ -184,14 +193,24 @@ class GraphRowKernel:
             "row_block": self.block,
             "rows": self.rows,
             "cols": self.cols,
+            "row_items": self.items,
         }
 
 
-def row_kernel(body: Graph, space) -> GraphRowKernel:
+def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     """The row kernel of a fused_reduce body over ``space`` (ops.row_space.Space):
     parameters ``in0..``, ``out0..`` (the body's), then ``rows`` and ``cols`` (long long).
-    UnsupportedError says what does not fit."""
+    ``persistent``: where the row fits (reduce_cuda.row_plan: up to PERSISTENT_MAX_COLS), each
+    full-shape input is loaded once per row into registers and every pass reads it from there
+    (launch with ``block`` threads: the kernel traps if the row does not fit); else, or for
+    longer rows, every pass re-reads the row from global memory. UnsupportedError says what
+    does not fit."""
     from ..ops.row_space import body_kinds
+
+    # The shared-memory variant of reduce_cuda is not used here: a body has several full-shape
+    # inputs (x and dy in a backward pass), which would split its 48 KiB between them, and
+    # rows past the registers' 8192 columns are rare in the patterns this serves.
+    items = row_plan(space.cols) if persistent else None
 
     kinds = body_kinds(body, space)
     names: dict[Value, str] = {}
@@ -204,9 +223,13 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
             helpers.add(DTYPE_HEADERS[v.dtype.name])
     for j, v in enumerate(body.inputs):
         load = LOAD_CONVERT.get(v.dtype.name, "{}").format(LOAD[kinds[v]].format(j=j))
-        line = f"const {compute_type(v.dtype)} a{j} = {load};"
+        ct = compute_type(v.dtype)
+        line = f"const {ct} a{j} = {load};"
         names[v] = f"a{j}"
-        if kinds[v] in (ELEM, "column"):
+        if items is not None and kinds[v] == ELEM:  # loaded once per row, read from registers
+            row_lines += [f"{ct} a{j}_v[{items}];", *_column_loop(items, [f"a{j}_v[k] = {load};"])]
+            elem_lines[v] = f"const {ct} a{j} = a{j}_v[k];"
+        elif kinds[v] in (ELEM, "column"):
             elem_lines[v] = line
         else:
             row_lines.append(line)
@@ -235,14 +258,12 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
                 raise UnsupportedError(f"row kernel: {node.op} of {out.dtype}")
             names[out] = f"r{k}"
             loop = _loop_lines([a], elem_lines, order, body)
+            fold = [*loop, f"acc = {op}::combine(acc, {names[a]});"]
             row_lines += [
                 f"{ct} r{k};",
                 "{",
                 f"  {ct} acc = {op}::identity();",
-                "  for (long long c = threadIdx.x; c < cols; c += blockDim.x) {",
-                *(f"    {x}" for x in loop),
-                f"    acc = {op}::combine(acc, {names[a]});",
-                "  }",
+                *(f"  {x}" for x in _column_loop(items, fold)),
                 f"  r{k} = {call}<{op}>(acc);",
                 "}",
             ]
@@ -274,11 +295,7 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
     ]
     if stores:
         full = [v for v in body.outputs if kinds[v] == ELEM]
-        row_lines += [
-            "for (long long c = threadIdx.x; c < cols; c += blockDim.x) {",
-            *(f"  {x}" for x in _loop_lines(full, elem_lines, order, body) + stores),
-            "}",
-        ]
+        row_lines += _column_loop(items, _loop_lines(full, elem_lines, order, body) + stores)
     per_row = [f"out{j}[row] = {store(v)};" for j, v in enumerate(body.outputs) if kinds[v] != ELEM]
     if per_row:
         row_lines += ["if (threadIdx.x == 0) {", *(f"  {x}" for x in per_row), "}"]
@@ -291,11 +308,15 @@ def row_kernel(body: Graph, space) -> GraphRowKernel:
         helpers="".join(sorted(helpers)),
         name=NAME_PLACEHOLDER,
         params=", ".join(params),
+        guard=""
+        if items is None
+        else f"  if (cols > (long long){items} * blockDim.x) __trap();  // the row must fit\n",
         lines="".join(f"    {x}\n" for x in row_lines),
     )
     name = kernel_name(text)
+    block = row_block(space.cols) if items is None else persistent_block(space.cols, items)
     kernel = GraphRowKernel(
-        name, text.replace(NAME_PLACEHOLDER, name), row_block(space.cols), space.rows, space.cols
+        name, text.replace(NAME_PLACEHOLDER, name), block, space.rows, space.cols, items
     )
     for observe in KERNEL_OBSERVERS:
         observe(kernel, body)
@@ -318,3 +339,20 @@ def _loop_lines(
         if node is not None:
             stack += [w for w in node.inputs if w in elem_lines and w not in need]
     return [elem_lines[v] for v in order if v in need and elem_lines[v]]
+
+
+def _column_loop(items: int | None, lines: list[str]) -> list[str]:
+    """``lines`` run for each of this thread's columns ``c`` (strided by the block, in order):
+    a loop to ``cols``, or the register variant's unrolled ``k`` over ``items`` slots."""
+    if items is None:
+        head = ["for (long long c = threadIdx.x; c < cols; c += blockDim.x) {"]
+        return [*head, *(f"  {x}" for x in lines), "}"]
+    return [
+        "#pragma unroll",
+        f"for (int k = 0; k < {items}; ++k) {{",
+        "  const long long c = threadIdx.x + (long long)k * blockDim.x;",
+        "  if (c < cols) {",
+        *(f"    {x}" for x in lines),
+        "  }",
+        "}",
+    ]
