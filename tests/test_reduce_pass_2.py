@@ -49,7 +49,7 @@ def _half_cases():
     """(label, fused_reduce node, its inputs) of float16 forward and backward groups over 37
     columns (not a warp multiple) and 1 column."""
     for shape, names in [
-        ((5, 37), ["softmax", "layer_norm", "log_softmax"]),
+        ((5, 37), ["softmax", "layer_norm", "log_softmax", "mean_var"]),
         ((3, 1), ["softmax"]),
     ]:
         args = _args(shape, F16)
@@ -165,3 +165,13 @@ def test_register_row_kernel_traps_when_launched_too_narrow():
     args = [*ins, out, np.int64(2), np.int64(300)]
     with pytest.raises(KernelRuntimeError, match="__trap"):  # 32 x 8 < 300: never a wrong row
         emulate_kernel(node.attrs["cuda_source"], node.attrs["kernel_name"], 1, 32, args)
+
+
+def test_register_variant_stays_within_the_register_budget():
+    from gpugraph.codegen.reduce_graph import REGISTER_WORDS, _items
+
+    assert _items(8192, 1) == 8 and _items(37, 1) == 2 and _items(0, 1) == 1
+    assert _items(8193, 1) is None  # past PERSISTENT_MAX_COLS: multi-pass
+    assert _items(300, 6) == REGISTER_WORDS // 6  # three float64 inputs: 5 per thread
+    assert _items(8192, 6) is None  # 5 per thread would take 1,664 threads: multi-pass
+    assert _items(100, 40) is None  # not one value per thread fits

@@ -37,6 +37,7 @@ from .cuda import (
     unsupported_reason,
 )
 from .reduce_cuda import (
+    MAX_PERSISTENT_BLOCK,
     REDUCERS,
     ROW_REDUCE_HELPER,
     RowProgram,
@@ -200,19 +201,20 @@ class GraphRowKernel:
 def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     """The row kernel of a fused_reduce body over ``space`` (ops.row_space.Space):
     parameters ``in0..``, ``out0..`` (the body's), then ``rows`` and ``cols`` (long long).
-    ``persistent``: where the row fits (reduce_cuda.row_plan: up to PERSISTENT_MAX_COLS), each
+    ``persistent``: where the row fits (``_items``: reduce_cuda.row_plan, up to
+    PERSISTENT_MAX_COLS, within REGISTER_WORDS per thread over all full-shape inputs), each
     full-shape input is loaded once per row into registers and every pass reads it from there
-    (launch with ``block`` threads: the kernel traps if the row does not fit); else, or for
-    longer rows, every pass re-reads the row from global memory. UnsupportedError says what
-    does not fit."""
+    (launch with ``block`` threads: the kernel traps if the row does not fit); else every pass
+    re-reads the row from global memory. UnsupportedError says what does not fit."""
     from ..ops.row_space import body_kinds
 
+    kinds = body_kinds(body, space)
     # The shared-memory variant of reduce_cuda is not used here: a body has several full-shape
     # inputs (x and dy in a backward pass), which would split its 48 KiB between them, and
     # rows past the registers' 8192 columns are rare in the patterns this serves.
-    items = row_plan(space.cols) if persistent else None
+    words = sum(2 if v.dtype.itemsize == 8 else 1 for v in body.inputs if kinds[v] == ELEM)
+    items = _items(space.cols, words) if persistent else None
 
-    kinds = body_kinds(body, space)
     names: dict[Value, str] = {}
     row_lines: list[str] = []
     elem_lines: dict[Value, str] = {}  # element value -> its line inside a column loop
@@ -339,6 +341,24 @@ def _loop_lines(
         if node is not None:
             stack += [w for w in node.inputs if w in elem_lines and w not in need]
     return [elem_lines[v] for v in order if v in need and elem_lines[v]]
+
+
+# 32-bit registers per thread for the held row values: half of the 64 a thread may use when
+# 1,024 threads share a multiprocessor's register file, leaving the rest for the arithmetic.
+REGISTER_WORDS = 32
+
+
+def _items(cols: int, words: int) -> int | None:
+    """Values per thread of the register variant for rows of ``cols`` when each column holds
+    ``words`` registers (one per float32/float16 full-shape input, two per float64), or None
+    (the multi-pass kernel) when the row does not fit in registers."""
+    items = row_plan(cols)
+    if items is None or words == 0:
+        return items
+    items = min(items, REGISTER_WORDS // words)
+    if items < 1 or persistent_block(cols, items) > MAX_PERSISTENT_BLOCK:
+        return None
+    return items
 
 
 def _column_loop(items: int | None, lines: list[str]) -> list[str]:
