@@ -159,7 +159,11 @@ def test_many_row_blocks_with_a_remainder(monkeypatch):
 
 def test_explain_says_why_a_reduction_stayed_unfused():
     cases = [
-        (lambda x: gg.exp(gg.sum(gg.exp(x), axis=0)), "only the innermost (last) axis"),
+        (  # a middle axis: neither a row nor a grid group
+            lambda x: gg.exp(gg.sum(gg.exp(gg.reshape(x, (2, 2, 6))), axis=1)),
+            "only the innermost (last) axis",
+        ),
+        (lambda x: gg.sum(x, axis=0), "over leading axes, a grid group needs"),
         (lambda x: gg.exp(gg.min(gg.exp(x), axis=-1)), "min is not a reduction"),
         (lambda x: gg.sum(x, axis=-1), "no elementwise producer or consumer"),
         (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_helpers import check_nvrtc, emulate_fused, requires_emulator, requires_nvrtc
-from test_reduce_pass import PATTERNS, _args, _grad, _groups, _innermost_left
+from test_reduce_pass import PATTERNS, _args, _arr, _grad, _groups, _innermost_left
 
 import gpugraph as gg
 from gpugraph.ops.fused import evaluate_body
@@ -175,3 +175,127 @@ def test_register_variant_stays_within_the_register_budget():
     assert _items(300, 6) == REGISTER_WORDS // 6  # three float64 inputs: 5 per thread
     assert _items(8192, 6) is None  # 5 per thread would take 1,664 threads: multi-pass
     assert _items(100, 40) is None  # not one value per thread fits
+
+
+# ---- grid groups: reductions over leading axes (passes/fuse_reduce_grid.py) ---------------
+def _col_inputs(shape, seed=3):
+    r = np.random.default_rng(seed)
+    x, y = (r.uniform(-2, 2, shape).astype(np.float32) for _ in range(2))
+    return x, y, r.uniform(-2, 2, shape[-1:]).astype(np.float32)
+
+
+GRID_CASES = {  # name -> (fn of x, y, w, one array read: a grid kernel renders)
+    "full_sum_of_squares": (lambda x, y, w: gg.sum(x * x), True),
+    "column_mean": (lambda x, y, w: gg.mean(x, axis=0), True),
+    "column_max_keepdims": (lambda x, y, w: gg.max(gg.abs(x - 1.0), axis=0, keepdims=True), True),
+    "column_sum_scaled": (lambda x, y, w: gg.sum(gg.square(x - 0.5), axis=0) * 0.25, True),
+    "column_dw_like": (lambda x, y, w: gg.sum(x * y * w, axis=0), False),
+    "full_mean_of_products": (lambda x, y, w: gg.mean(x * y - w), False),
+}
+
+
+def _grid_groups(c):
+    return [n for n in c.graph.nodes if n.op == "fused_grid_reduce"]
+
+
+@pytest.mark.parametrize("shape", [(300, 37), (5, 4, 6), (0, 5), (3, 1)])
+def test_grid_groups_match_unfused_and_numpy(shape, monkeypatch):
+    from gpugraph.ops import fused_grid_reduce
+
+    monkeypatch.setattr(fused_grid_reduce, "CHUNK_ELEMENTS", 8 * shape[-1])  # many blocks
+    args = _col_inputs(shape)
+    for name, (fn, one_array) in GRID_CASES.items():
+        if shape[0] == 0 and "max" in name:
+            continue  # NumPy: a max over nothing raises, fused or not
+        c = gg.jit(fn).lower(*args)
+        (group,) = _grid_groups(c)
+        assert [n.op for n in c.graph.nodes if n.op != "constant"] == ["fused_grid_reduce"]
+        assert ("cuda_refusal" not in group.attrs) == one_array, group.attrs.get("cuda_refusal")
+        assert "grid reduction group" in c.explain()
+        with np.errstate(all="ignore"):
+            got, want, eager = c(*args), gg.jit(fn, fuse=False)(*args), fn(*args)
+        for w in (want, eager):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(w), rtol=2e-5, atol=2e-5)
+
+
+def test_grid_groups_over_two_leading_axes_read_broadcast_inputs_whole(monkeypatch):
+    from gpugraph.ops import fused_grid_reduce
+
+    monkeypatch.setattr(fused_grid_reduce, "CHUNK_ELEMENTS", 12)  # blocks of 2 along axis 0
+    x = _arr((5, 4, 3))
+    per_row = _arr((5, 4, 1), seed=1)  # cut with x along axis 0
+    per_col = _arr((1, 4, 3), seed=2)  # broadcast along axis 0: read whole by every block
+
+    def f(x, a, b):
+        return gg.sum(x * a + b, axis=(0, 1))
+
+    c = gg.jit(f).lower(x, per_row, per_col)
+    (group,) = _grid_groups(c)
+    assert group.attrs["axes"] == 2
+    np.testing.assert_allclose(c(x, per_row, per_col), f(x, per_row, per_col), rtol=2e-5)
+
+
+def test_a_producer_read_outside_stays_out_of_the_grid_group():
+    def f(x):
+        sq = x * x
+        return gg.sum(sq, axis=0), sq + 1.0  # sq is needed whole: not recomputed, not fused
+
+    c = gg.jit(f).lower(_arr((6, 5)))
+    assert not _grid_groups(c)
+    assert "over leading axes, a grid group needs" in c.explain()
+
+
+class _GridCupy:
+    """``cupy`` for the grid runner: RawKernel launches (2-d blocks too) on the emulator."""
+
+    def __init__(self) -> None:
+        from gpugraph.testing import emulate_kernel
+
+        self.launches: list[tuple] = []
+        fake = self
+
+        class RawKernel:
+            def __init__(self, source, name, options=()):
+                self.source, self.name = source, name
+
+            def __call__(self, grid, block, args):
+                fake.launches.append((self.name, grid, block))
+                emulate_kernel(self.source, self.name, grid, block, list(args))
+
+        self.RawKernel = RawKernel
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+def test_cupy_grid_runner_launches_the_two_stage_kernels(monkeypatch):
+    import sys
+
+    from gpugraph.ops import fused, fused_grid_reduce
+
+    fake = _GridCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    fused._raw_kernel.cache_clear()
+    try:
+        for shape, name in [
+            ((300, 37), "column_sum_scaled"),
+            ((5, 4, 6), "column_mean"),
+            ((33, 40), "full_sum_of_squares"),
+            ((9, 37), "column_max_keepdims"),
+        ]:
+            args = _col_inputs(shape)
+            fn = GRID_CASES[name][0]
+            (node,) = _grid_groups(gg.jit(fn).lower(*args))
+            check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+            ins = [args[0]]  # the one array the group reads (x)
+            assert [v.shape for v in node.inputs] == [shape]
+            out = np.full(node.outputs[0].shape, np.nan, np.float32)
+            fake.launches.clear()
+            fused_grid_reduce._prepare_cupy(node, None)(ins, [out])
+            assert [k[-1] for k, *_ in fake.launches] == ["p", "f"]
+            np.testing.assert_allclose(out, fn(*args), rtol=2e-5, atol=2e-5, err_msg=name)
+    finally:
+        fused._raw_kernel.cache_clear()
