@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codegen.reduce_graph import grid_kernel
+from ..codegen.reduce_graph_grid import grid_kernel
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
