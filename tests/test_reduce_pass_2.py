@@ -299,3 +299,33 @@ def test_cupy_grid_runner_launches_the_two_stage_kernels(monkeypatch):
             np.testing.assert_allclose(out, fn(*args), rtol=2e-5, atol=2e-5, err_msg=name)
     finally:
         fused._raw_kernel.cache_clear()
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+def test_float16_grid_group_reads_and_writes_half(monkeypatch):
+    """mean(x16, axis=0): the casts around the float32 sum join; the grid kernels load half,
+    accumulate in float32 and store half once; NumPy runs the same ops by blocks."""
+    import sys
+
+    from gpugraph.ops import fused, fused_grid_reduce
+
+    x = _arr((300, 37), F16)
+    fn = lambda x: gg.mean(x, axis=0)  # noqa: E731
+    monkeypatch.setattr(fused_grid_reduce, "CHUNK_ELEMENTS", 8 * 37)
+    c = gg.jit(fn).lower(x)
+    (node,) = _grid_groups(c)
+    assert node.inputs[0].dtype == F16 and node.outputs[0].dtype == F16
+    assert node.attrs["grid_kernels"].program.dtype == "float16"
+    want = np.asarray(gg.jit(fn, fuse=False)(x), np.float64)
+    np.testing.assert_allclose(np.asarray(c(x), np.float64), want, rtol=1e-3, atol=1e-3)
+    check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+    monkeypatch.setitem(sys.modules, "cupy", _GridCupy())
+    fused._raw_kernel.cache_clear()
+    try:
+        out = np.full((37,), np.nan, F16)
+        fused_grid_reduce._prepare_cupy(node, None)([x], [out])
+    finally:
+        fused._raw_kernel.cache_clear()
+    np.testing.assert_allclose(out.astype(np.float64), want, rtol=1e-3, atol=1e-3)

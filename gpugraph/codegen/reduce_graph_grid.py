@@ -7,9 +7,15 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
-from .cuda import compute_type, inline_literal, op_template, unsupported_reason
+from .cuda import (
+    HALF_OUTPUT_TEMPLATES,
+    compute_type,
+    inline_literal,
+    op_template,
+    unsupported_reason,
+)
 
-F32 = np.dtype("float32")
+F16, F32, F64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
 
 
 def grid_kernel(body: Graph, axes: int) -> dict:
@@ -27,8 +33,13 @@ def grid_kernel(body: Graph, axes: int) -> dict:
             "read one)"
         )
     (x,) = body.inputs
-    if x.dtype not in (F32, np.dtype("float64")):
-        raise UnsupportedError(f"grid reduction: input {x.type} is not float32/float64")
+    if x.dtype not in (F16, F32, F64):
+        raise UnsupportedError(f"grid reduction: input {x.type} is not a float16/32/64 array")
+    # values compute in the accumulation type (float for a float16 x, loaded converted); a
+    # float16 value other than x may only be the result, rounded once by the store, as the
+    # unfused cast or op rounds it
+    acc = F64 if x.dtype == F64 else F32
+    final = body.outputs[0]
     expr: dict[Value, str] = {x: "x"}
     reduction = None
     for node in body.nodes:
@@ -46,19 +57,23 @@ def grid_kernel(body: Graph, axes: int) -> dict:
         reason = unsupported_reason(node)
         if reason is not None:
             raise UnsupportedError(f"grid reduction: {reason}")
-        if out.dtype not in (x.dtype, np.dtype("bool")):
-            raise UnsupportedError(f"grid reduction: {node.op} gives {out.dtype}, not {x.dtype}")
+        if out.dtype not in (acc, np.dtype("bool")) and not (out is final and out.dtype == F16):
+            raise UnsupportedError(f"grid reduction: {node.op} gives {out.dtype}, not {acc}")
         template, helper = op_template(node)
         if helper:
             raise UnsupportedError(f"grid reduction: {node.op} needs a helper function")
+        if out.dtype == F16:
+            template = HALF_OUTPUT_TEMPLATES.get(node.op, template)
         ct = compute_type(out.dtype)
         expr[out] = "(" + template.format(*(expr[v] for v in node.inputs), T=ct) + ")"
-    if reduction is None or {reduction.output.dtype, body.outputs[0].dtype} != {x.dtype}:
-        raise UnsupportedError("grid reduction: the reduction and result must be the input's dtype")
+    if reduction is None or reduction.output.dtype != acc or final.dtype not in (acc, x.dtype):
+        raise UnsupportedError(
+            f"grid reduction: the reduction must give {acc} and the result {acc} or {x.dtype}"
+        )
     if reduction.inputs[0].shape != x.shape:  # the kernels index x over the reduced shape
         raise UnsupportedError(f"grid reduction: input {x.type} is not the reduced shape")
     program = GridProgram(
-        reduction.op, expr[reduction.inputs[0]], expr[body.outputs[0]], x.dtype.name
+        reduction.op, expr[reduction.inputs[0]], expr[final], x.dtype.name, final.dtype.name
     )
     layout = "full" if axes == len(x.shape) else "column"
     kernels = emit_grid_kernels(program, layout)

@@ -48,7 +48,7 @@ def _elementwise(node: Node, shape: tuple[int, ...], graph_outputs: set[Value]) 
         get_op(node.op).family == "elementwise"
         and len(node.outputs) == 1
         and node.output.shape == shape
-        and node.output.dtype in (*GRID_DTYPES, np.dtype("bool"))
+        and node.output.dtype in (*GRID_DTYPES, np.dtype("float16"), np.dtype("bool"))
         and node.output not in graph_outputs
     )
 
