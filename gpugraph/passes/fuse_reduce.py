@@ -15,8 +15,10 @@ the first group that takes it. Softmax, log_softmax, logsumexp, layer/rms norm, 
 gradients' row-wise parts each become one group per direction; what a group hands out
 (values used outside it) can be full-shape or per-row (a saved mean or rstd): several outputs.
 
-Reductions that stay unfused (another axis, another op, an integer dtype, or nothing to fuse
-with) get a note for ``Compiled.explain()``. Runs before the elementwise fusion, which then
+Then a sum/max over the leading axes (a column or full reduction) that no row group took may
+form a grid group with its own producers (passes/fuse_reduce_grid.py). Reductions that stay
+unfused (a middle axis, another op, an integer dtype, or nothing to fuse with) get a note for
+``Compiled.explain()``. Runs before the elementwise fusion, which then
 treats the fused_reduce nodes as boundaries. ``ENABLED`` (env GPUGRAPH_REDUCE_FUSION=0 turns it
 off) and ``gg.jit(fuse=False)`` (no fusion at all) switch it off.
 """
