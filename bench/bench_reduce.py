@@ -147,6 +147,8 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--name", default="reduce")
+    p.add_argument("--peers", default="jax,torch", help="comma-separated: jax, torch")
+    p.add_argument("--cpu", action="store_true", help='add backend="cpu" (native row kernels)')
     a = p.parse_args()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.rows, a.cols), dtype=np.float32)
@@ -162,6 +164,8 @@ def main() -> None:
     notes: list[str] = []
     peers: dict[str, tuple[dict, object]] = {}
     for label, make in (("jax", jax_fns), ("torch", torch_fns)):
+        if label not in a.peers.split(","):
+            continue
         try:
             peers[label] = make()
         except Exception as e:
@@ -184,6 +188,18 @@ def main() -> None:
             (want if isinstance(want, tuple) else (want,)),
         ):
             np.testing.assert_allclose(g, wv, rtol=2e-3, atol=2e-3)  # same function
+        if a.cpu:  # the native backend: one row kernel per fused_reduce group
+            native = gg.jit(gg_fn, backend="cpu")
+            cplan = native.lower(*args)
+            got = native(*args)
+            for g, wv in zip(
+                got if isinstance(got, tuple) else (got,),
+                (want if isinstance(want, tuple) else (want,)),
+            ):
+                np.testing.assert_allclose(g, wv, rtol=2e-3, atol=2e-3)
+            kernels = [ln for ln in cplan.executable.launches if hasattr(ln.runner, "cpu_kernel")]
+            notes.append(f"{case}: backend='cpu' plan runs {len(kernels)} native kernel(s)")
+            contenders["gpugraph cpu"] = lambda f=native, args=args: f(*args)
         if "jax" in peers:
             fns, jax = peers["jax"]
             jargs = [jax.device_put(t) for t in args]

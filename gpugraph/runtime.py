@@ -31,6 +31,7 @@ class Options:
     verify: bool = False
     unsafe_math: bool = False
     vectorize: bool = True
+    cond_to_select: bool = True
 
 
 @dataclass
@@ -265,7 +266,13 @@ class Compiled:
         if check:
             verify(graph)
         g = (
-            optimize(graph, self.pass_log, check, unsafe_math=options.unsafe_math)
+            optimize(
+                graph,
+                self.pass_log,
+                check,
+                unsafe_math=options.unsafe_math,
+                cond_to_select=options.cond_to_select,
+            )
             if options.optimize
             else graph
         )

@@ -401,6 +401,7 @@ def jit(
     verify: bool = False,
     unsafe_math: bool = False,
     vectorize: bool = True,
+    cond_to_select: bool = True,
     donate_argnums: int | Sequence[int] = (),
     autograph: bool = True,
 ) -> Any:
@@ -411,6 +412,9 @@ def jit(
     they are passed by position or by keyword), ``static_argnums`` by position.
     ``unsafe_math=True`` allows rewrites that are not exact in IEEE arithmetic (``x*0 -> 0``).
     ``vectorize=False`` leaves the vector path (16-byte accesses) out of generated kernels.
+    ``cond_to_select=False`` keeps every ``cond`` a region: by default a small one (cheap
+    elementwise branches, small outputs) computes both branches and selects, so it fuses with
+    its surroundings (docs/control-flow.md).
     ``donate_argnums`` gives those arguments' memory to the call (as in JAX): an output of the
     same shape and dtype may be written into it, and the donated array must not be used
     afterwards (NumPy marks it read-only; passing it again raises ``DonationError``). See
@@ -440,7 +444,9 @@ def jit(
                 f"streams to use), got {streams!r}"
             )
         streams = int(streams)
-    options = Options(backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize)
+    options = Options(
+        backend, optimize, fuse, streams, cuda_graph, verify, unsafe_math, vectorize, cond_to_select
+    )
     if fn is None:
         return lambda f: JitFunction(
             f, static_argnums, options, static_argnames, donate_argnums, autograph

@@ -53,10 +53,9 @@ def test_switch_select_clamps_like_the_region(i):
     np.testing.assert_array_equal(got, three(np.int64(i), X))
 
 
-def test_opt_out_keeps_the_region_and_gives_the_same_numbers(monkeypatch):
+def test_opt_out_keeps_the_region_and_gives_the_same_numbers():
     lowered = gg.jit(small)
-    monkeypatch.setattr(cond_select, "COND_TO_SELECT", False)
-    kept = gg.jit(small)
+    kept = gg.jit(small, cond_to_select=False)
     c = kept.lower(X)
     assert regions(c) == ["cond"] and SAID not in c.explain()
     with np.errstate(invalid="ignore"):

@@ -13,7 +13,6 @@ ort = pytest.importorskip("onnxruntime", reason="the control-flow checks compare
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import gpugraph.onnx as gox  # noqa: E402
-from gpugraph.passes import cond_select  # noqa: E402
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 mk, vi = helper.make_node, helper.make_tensor_value_info
@@ -76,7 +75,7 @@ def _if_model() -> bytes:
     return _model(nodes, [vi("x", F, [3])], [vi("y", F, [3]), vi("z", I64, [2])], [w])
 
 
-def test_if_takes_both_branches_and_reads_outer_values(monkeypatch):
+def test_if_takes_both_branches_and_reads_outer_values():
     data = _if_model()
     a = _check(data, np.array([1.0, 2.0, 3.0], np.float32))
     b = _check(data, np.array([-1.0, -2.0, 0.5], np.float32))
@@ -87,8 +86,7 @@ def test_if_takes_both_branches_and_reads_outer_values(monkeypatch):
     c = gg.jit(m.fn).lower(m.params, x)
     assert "cond" not in str(c.graph) and "small cond lowered to both branches" in c.explain()
     # ... and with that lowering off, the If is a cond region
-    monkeypatch.setattr(cond_select, "COND_TO_SELECT", False)
-    assert "cond" in str(gg.jit(m.fn).lower(m.params, x).graph)
+    assert "cond" in str(gg.jit(m.fn, cond_to_select=False).lower(m.params, x).graph)
 
 
 def test_if_on_a_constant_condition_inlines_the_branch():

@@ -89,8 +89,9 @@ CASES = [
     case("np.asarray", lambda: jit(lambda x: np.asarray(x), X), gg.TraceError,
          r"cannot be converted to a concrete array"),
     # things a static graph cannot do
-    case("python if", lambda: jit(lambda x: x if x.sum() > 0 else -x, X), gg.TraceError,
-         r"gg\.where"),
+    # (autograph converts `a if c else b` into gg.cond; without it the truth value is refused)
+    case("python if", lambda: jit(lambda x: x if x.sum() > 0 else -x, X, autograph=False),
+         gg.TraceError, r"gg\.where"),
     case("int(tracer)", lambda: jit(lambda x, n: gg.reshape(x, (int(n), -1)), X, 3), gg.TraceError,
          r"static_argnums"),
     case("arange(traced)", lambda: jit(lambda n: gg.arange(n), 3), gg.TraceError,

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import cache
 from ..codegen.cpu_loops import emit_cpu_kernel
+from ..codegen.cpu_reduce import NAME_PREFIX as ROW_KERNEL_PREFIX
 from ..errors import GpuGraphError, UnsupportedError
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
@@ -169,10 +170,15 @@ class _Kernel:
     """One generated kernel: its source, and once compiled, its entry points (``fn`` through
     ctypes; ``py``, the extension module's function taking the arrays, where one was built)."""
 
-    def __init__(self, source: str, name: str, nargs: int, args: list[Arg] | None) -> None:
+    def __init__(
+        self, source: str, name: str, nargs: int, args: list[Arg] | None, n: int | None = None
+    ) -> None:
         self.source, self.name, self.nargs, self.args = source, name, nargs, args
-        # the iteration space: every output has the kernel's full size
-        self.n = max((size for _, size, out in args if out), default=0) if args else 0
+        # the iteration space: every output has the kernel's full size (a row kernel's is
+        # given: rows * cols, codegen/cpu_reduce.py)
+        if n is None:
+            n = max((size for _, size, out in args if out), default=0) if args else 0
+        self.n = n
         self.fn: Any = None
         self.py: Any = None
         self.threads = 1
@@ -286,14 +292,23 @@ class CpuBackend(NumpyBackend):
         self.compile_pending()  # a plan built without ready() (e.g. the race checker's copies)
         return super().program(executable)
 
-    def kernel(self, source: str, name: str, nargs: int, args: list[Arg] | None = None) -> _Kernel:
+    def kernel(
+        self,
+        source: str,
+        name: str,
+        nargs: int,
+        args: list[Arg] | None = None,
+        n: int | None = None,
+    ) -> _Kernel:
         """The kernel ``name`` (registered for the next batch compile if new). With ``args``,
         its parameters' (dtype, element count, is output), it also gets the fast entry point
-        (cpu_native); without, only the ctypes one."""
+        (cpu_native); without, only the ctypes one. ``n``: its iteration space, where that is
+        not its outputs' size."""
         with self._lock:  # a name is a hash of the source, which fixes the parameters
             k = self._kernels.get(name)
             if k is None:
-                k = self._kernels[name] = self._pending[name] = _Kernel(source, name, nargs, args)
+                k = _Kernel(source, name, nargs, args, n)
+                self._kernels[name] = self._pending[name] = k
             return k
 
     def compile_pending(self) -> None:
@@ -329,11 +344,14 @@ class CpuBackend(NumpyBackend):
                     cache.write("cpu-index", k.key(), path.name.encode())
 
     def explain_lines(self, executable: Any) -> list[str]:
-        native = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_kernel")]
+        native = [
+            ln.runner.cpu_kernel for ln in executable.launches if hasattr(ln.runner, "cpu_kernel")
+        ]
         refused = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_refusal")]
+        rows = sum(k.name.startswith(ROW_KERNEL_PREFIX) for k in native)
         lines = [
-            f"cpu: {len(native)} fused group(s) as native kernels ({Path(compiler()).name} "
-            f"{_shown_flags()}); "
+            f"cpu: {len(native)} fused group(s) as native kernels ({rows} of them fused "
+            f"reductions as row kernels; {Path(compiler()).name} {_shown_flags()}); "
             "other ops through NumPy"
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]
@@ -396,3 +414,4 @@ def _native_runner(node: Node, backend: CpuBackend) -> Runner:
 
 FUSED.extra["prepare"]["cpu"] = _prepare_fused
 register_backend("cpu", CpuBackend)
+from . import cpu_rows  # noqa: E402, F401  (fused_reduce's runner; it imports this module)

@@ -66,10 +66,9 @@ def _one_hot(node: NodeCtx, ins: list, attrs: dict):
 
 @register("Einsum")
 def _einsum(node: NodeCtx, ins: list, attrs: dict):
-    eq = _s(attrs["equation"]).replace(" ", "")
-    if "..." in eq:
-        raise node.unsupported("an ellipsis ('...') in the equation")
-    return gg["einsum"](eq, *ins)
+    # gg.einsum follows np.einsum, which is ONNX's definition, ``...`` included (broadcast
+    # dims aligned from the right; an implicit output puts them first)
+    return gg["einsum"](_s(attrs["equation"]).replace(" ", ""), *ins)
 
 
 # Resize: gg.resize computes torch's interpolate(align_corners=False), which is ONNX's

@@ -10,6 +10,7 @@ attrs: ``body`` (the members as a Graph), ``lead``, ``cols``; on CuPy also ``cud
   numpy: the rows in blocks of about CHUNK_ELEMENTS elements; each member op writes with
          ``out=`` into block-sized scratch, so no full-size temporary exists.
   cupy:  one row-kernel launch, or the members one by one where no kernel renders.
+  cpu:   a native CPU row kernel (backends/cpu_rows.py, codegen/cpu_reduce.py).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ Gradients are not affected: autodiff runs on the traced graph (a ``cond`` there 
 vjp rule choosing the branch), and this pass runs afterwards, on the forward and backward
 ``cond`` nodes alike.
 
-Opt out with ``gpugraph.passes.cond_select.COND_TO_SELECT = False`` (read when a function is
-compiled); ``MAX_NODES`` and ``MAX_ELEMENTS`` set what counts as small.
+Opt out with ``gg.jit(..., cond_to_select=False)`` (passes/pipeline.optimize_passes);
+``MAX_NODES`` and ``MAX_ELEMENTS`` set what counts as small.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ..ir import Graph, GraphBuilder, Node, TensorType, Value
 from ..ops.registry import get_op
 from .fold import NO_FOLD_OPS
 
-COND_TO_SELECT = True
 MAX_NODES = 12  # non-constant nodes over all branches together
 MAX_ELEMENTS = 1 << 16  # per output: the work thrown away stays small
 
@@ -40,7 +39,7 @@ def _cheap_node(op: str) -> bool:
 def selectable(node: Node) -> bool:
     """Whether ``node`` (a cond) qualifies: small elementwise branches, small outputs."""
     branches: tuple[Graph, ...] = node.attrs["branches"]
-    if not COND_TO_SELECT or len(branches) < 2:
+    if len(branches) < 2:
         return False
     work = [n for g in branches for n in g.nodes if n.op != "constant"]
     if len(work) > MAX_NODES or not all(_cheap_node(n.op) for g in branches for n in g.nodes):

@@ -9,7 +9,7 @@ from ..ir import Graph, verify
 from .cse import cse
 from .dce import dce
 from .fold import fold
-from .regions import map_regions, simplify_regions
+from .regions import map_regions, simplify_regions, simplify_regions_keep_conds
 from .scan_merge import merge_scans
 from .simplify import simplify, simplify_unsafe
 
@@ -56,19 +56,29 @@ def run_passes(
     return graph
 
 
-def optimize_passes(unsafe_math: bool = False) -> list[tuple[str, Pass]]:
-    """OPTIMIZE_PASSES, with simplify swapped for its unsafe-math variant when asked."""
-    if not unsafe_math:
-        return list(OPTIMIZE_PASSES)
-    return [(n, simplify_unsafe if fn is simplify else fn) for n, fn in OPTIMIZE_PASSES]
+def optimize_passes(
+    unsafe_math: bool = False, cond_to_select: bool = True
+) -> list[tuple[str, Pass]]:
+    """OPTIMIZE_PASSES, with simplify swapped for its unsafe-math variant and the regions pass
+    for the one that keeps every cond a region, when asked."""
+    swap = {}
+    if unsafe_math:
+        swap[simplify] = simplify_unsafe
+    if not cond_to_select:
+        swap[simplify_regions] = simplify_regions_keep_conds
+    return [(n, swap.get(fn, fn)) for n, fn in OPTIMIZE_PASSES]
 
 
 def optimize(
-    graph: Graph, log: list[PassRecord], check: bool = False, unsafe_math: bool | None = None
+    graph: Graph,
+    log: list[PassRecord],
+    check: bool = False,
+    unsafe_math: bool | None = None,
+    cond_to_select: bool = True,
 ) -> Graph:
     """Run OPTIMIZE_PASSES to a fixpoint; ``check`` runs ir.verify after every pass."""
     unsafe = UNSAFE_MATH if unsafe_math is None else unsafe_math
-    return run_passes(graph, optimize_passes(unsafe), log, check)
+    return run_passes(graph, optimize_passes(unsafe, cond_to_select), log, check)
 
 
 def lower_for_backend(

@@ -113,7 +113,13 @@ def _depends(g: Graph) -> dict[Value, set[int]]:
 
 
 # -- the region pass -----------------------------------------------------------------------
-def simplify_regions(graph: Graph) -> PassResult:
+def simplify_regions_keep_conds(graph: Graph) -> PassResult:
+    """simplify_regions without lowering small conds to selects
+    (``gg.jit(cond_to_select=False)``)."""
+    return simplify_regions(graph, cond_to_select=False)
+
+
+def simplify_regions(graph: Graph, cond_to_select: bool = True) -> PassResult:
     if not any(is_region(n) for n in graph.nodes):
         return graph, {}
     rewrites: dict[str, int] = {}
@@ -131,7 +137,7 @@ def simplify_regions(graph: Graph) -> PassResult:
                 k = min(max(int(idx), 0), len(branches) - 1)
                 _count(rewrites, "cond on a constant index inlined")
                 return inline(b, branches[k], ins[1:])
-            if selectable(node):
+            if cond_to_select and selectable(node):
                 _count(rewrites, "small cond lowered to both branches + select")
                 return lower_to_select(b, node, ins, inline)
             return _drop_unused_inputs(b, node, ins, rewrites)
