@@ -329,3 +329,20 @@ def test_float16_grid_group_reads_and_writes_half(monkeypatch):
     finally:
         fused._raw_kernel.cache_clear()
     np.testing.assert_allclose(out.astype(np.float64), want, rtol=1e-3, atol=1e-3)
+
+
+@requires_emulator  # the host compiler backend="cpu" needs
+@pytest.mark.parametrize("name", ["softmax", "layer_norm"])
+def test_float16_groups_on_the_cpu_backend_run_the_numpy_row_runner(name, monkeypatch):
+    """The native CPU row kernel has no float16 rules: it refuses, the group runs on the NumPy
+    row runner (the unfused bits) and explain() says why."""
+    from gpugraph.backends import cpu_backend
+
+    monkeypatch.setenv(cpu_backend.NATIVE_ENV, "all")  # no size policy: the renderer decides
+    args = _args((6, 37), F16)
+    for fn in (PATTERNS[name], _grad(name)):
+        c = gg.jit(fn, backend="cpu").lower(*args)
+        assert _groups(c)
+        assert "float16 values are not rendered" in c.explain()
+        for g, w in zip(_tuple(c(*args)), _tuple(gg.jit(fn, fuse=False, backend="numpy")(*args))):
+            np.testing.assert_array_equal(g, w)
