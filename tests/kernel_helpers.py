@@ -154,10 +154,11 @@ def emulate_fused(
 
 def _emulate_rows(attrs: dict, ins: list, outs: list, misalign: int) -> list[np.ndarray]:
     """A row kernel (codegen/reduce_graph.row_kernel) on the cooperative emulator: at most 64
-    threads per row (still several warps for long rows) and a grid-stride over the rows."""
+    threads per row (still several warps for long rows) and a grid-stride over the rows; the
+    register variant (``row_items``) gets its block, which it needs to hold the row."""
     rows, cols = attrs["rows"], attrs["cols"]
     grid = max(1, min(rows, EMULATOR_SMS))
-    block = min(attrs["row_block"], 64)
+    block = attrs["row_block"] if attrs.get("row_items") else min(attrs["row_block"], 64)
     args = [np.ascontiguousarray(a) for a in ins] + outs + [np.int64(rows), np.int64(cols)]
     if rows:
         emulate_kernel(attrs["cuda_source"], attrs["kernel_name"], grid, block, args, misalign)

@@ -159,7 +159,11 @@ def test_many_row_blocks_with_a_remainder(monkeypatch):
 
 def test_explain_says_why_a_reduction_stayed_unfused():
     cases = [
-        (lambda x: gg.exp(gg.sum(gg.exp(x), axis=0)), "only the innermost (last) axis"),
+        (  # a middle axis: neither a row nor a grid group
+            lambda x: gg.exp(gg.sum(gg.exp(gg.reshape(x, (2, 2, 6))), axis=1)),
+            "only the innermost (last) axis",
+        ),
+        (lambda x: gg.sum(x, axis=0), "over leading axes, a grid group needs"),
         (lambda x: gg.exp(gg.min(gg.exp(x), axis=-1)), "min is not a reduction"),
         (lambda x: gg.sum(x, axis=-1), "no elementwise producer or consumer"),
         (
@@ -354,8 +358,9 @@ def test_cupy_runner_launches_one_row_kernel(monkeypatch):
     fused._raw_kernel.cache_clear()
     fused._sm_count.cache_clear()
     try:
-        # 1,100 columns: two warps per row (partials through shared memory); 40: one warp
-        for name, shape, threads in (("softmax", (9, 1100), 64), ("layer_norm", (9, 40), 32)):
+        # the register variant (row_items per thread): 300 columns at 8 per thread take two
+        # warps per row (partials through shared memory); 40: one warp
+        for name, shape, threads in (("softmax", (9, 300), 64), ("layer_norm", (9, 40), 32)):
             args = _args(shape)
             c = gg.jit(_grad(name)).lower(*args)
             (node,) = _groups(c)

@@ -87,6 +87,10 @@ def cpu_row_kernel(body: Graph, space: Space) -> CpuRowKernel:
     """The CPU row kernel of a fused_reduce body over ``space``: parameters ``in0..`` then
     ``out0..`` (pointers; rows and cols are compiled in). UnsupportedError says what does not
     fit (the group then runs on the NumPy row-block runner)."""
+    if any(v.dtype == np.dtype("float16") for n in body.nodes for v in (*n.inputs, *n.outputs)):
+        # float16 groups (the casts around a float16 softmax) need the float16 rules of the
+        # CUDA row kernel (half storage, float compute, one rounding per op), not written here
+        raise UnsupportedError("cpu row kernel: float16 values are not rendered")
     kinds = body_kinds(body, space)
     names: dict[Value, str] = {}
     row_lines: list[str] = []

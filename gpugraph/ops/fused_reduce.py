@@ -214,3 +214,6 @@ FUSED_REDUCE = register(
         extra={"prepare": {"numpy": _prepare_numpy, "cupy": _prepare_cupy}},
     )
 )
+
+
+from . import fused_grid_reduce  # noqa: E402,F401  (registers "fused_grid_reduce")

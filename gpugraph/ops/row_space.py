@@ -25,7 +25,15 @@ from .registry import get_op
 ELEM, ROW, COL, SCALAR = "element", "row", "column", "scalar"
 ROW_REDUCERS = ("sum", "max")  # the reductions a row kernel has (codegen/reduce_cuda.REDUCERS)
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
-MEMBER_DTYPES = (*FLOAT_DTYPES, np.dtype("bool"))
+HALF = np.dtype("float16")
+# float16 values (a softmax or layer norm of float16 input casts to float32 and back around the
+# float32 math, ops/half.py) are members; the casts fuse, so the group reads and writes half.
+MEMBER_DTYPES = (*FLOAT_DTYPES, HALF, np.dtype("bool"))
+# The operand dtypes each row reduction fuses for: a float16 max is exact in float32 (the
+# kernels compare float32 copies, NumPy compares halves: the same element wins); a float16 sum
+# never reaches a graph from the public ops (they accumulate in float32) and NumPy's float16
+# add.reduce rounds differently from a float32 accumulator, so it stays out.
+REDUCE_DTYPES = {"sum": FLOAT_DTYPES, "max": (*FLOAT_DTYPES, HALF)}
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,12 @@ class Space:
 
 
 def reduction_space(node: Node) -> Space | None:
-    """The row space of a sum/max over the last axis of a float value, else None."""
+    """The row space of a sum/max over the last axis of a float value (REDUCE_DTYPES), else
+    None."""
     if node.op not in ROW_REDUCERS or len(node.inputs) != 1:
         return None
     x = node.inputs[0]
-    if x.dtype not in FLOAT_DTYPES or not x.shape:
+    if x.dtype not in REDUCE_DTYPES[node.op] or not x.shape:
         return None
     if tuple(node.attrs["axis"]) != (len(x.shape) - 1,):
         return None

@@ -15,8 +15,10 @@ the first group that takes it. Softmax, log_softmax, logsumexp, layer/rms norm, 
 gradients' row-wise parts each become one group per direction; what a group hands out
 (values used outside it) can be full-shape or per-row (a saved mean or rstd): several outputs.
 
-Reductions that stay unfused (another axis, another op, an integer dtype, or nothing to fuse
-with) get a note for ``Compiled.explain()``. Runs before the elementwise fusion, which then
+Then a sum/max over the leading axes (a column or full reduction) that no row group took may
+form a grid group with its own producers (passes/fuse_reduce_grid.py). Reductions that stay
+unfused (a middle axis, another op, an integer dtype, or nothing to fuse with) get a note for
+``Compiled.explain()``. Runs before the elementwise fusion, which then
 treats the fused_reduce nodes as boundaries. ``ENABLED`` (env GPUGRAPH_REDUCE_FUSION=0 turns it
 off) and ``gg.jit(fuse=False)`` (no fusion at all) switch it off.
 """
@@ -30,9 +32,10 @@ from ..codegen.reduce_graph import row_kernel
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
-from ..ops.row_space import FLOAT_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
+from ..ops.row_space import REDUCE_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from .fuse import _body, rebuild
 from .fuse_groups import Ancestors, describe
+from .fuse_reduce_grid import FUSED_GRID_OP, grid_groups, grid_node, leading_axes
 
 FUSED_REDUCE_OP = "fused_reduce"
 ENABLED = os.environ.get("GPUGRAPH_REDUCE_FUSION", "1") != "0"
@@ -43,14 +46,21 @@ def why_not_row_reduction(node: Node) -> str:
     if node.op not in ROW_REDUCERS:
         return f"{node.op} is not a reduction the row kernels have ({', '.join(ROW_REDUCERS)})"
     x = node.inputs[0]
-    if x.dtype not in FLOAT_DTYPES:
-        return f"dtype {x.dtype} (only float32 and float64 reductions fuse)"
+    if x.dtype not in REDUCE_DTYPES[node.op]:
+        names = ", ".join(str(d) for d in REDUCE_DTYPES[node.op])
+        return f"dtype {x.dtype} (a {node.op} fuses over {names})"
     if not x.shape:
         return "a 0-d operand has no axis to reduce"
-    return (
+    why = (
         f"over axes {tuple(node.attrs['axis'])} of {x.type}: only the innermost (last) axis "
-        "alone fuses"
+        "alone fuses in a row group"
     )
+    if leading_axes(node) is not None:
+        why += (
+            "; over leading axes, a grid group needs an elementwise producer that only it "
+            "reads or a consumer with constants (a row group may have taken the producer)"
+        )
+    return why
 
 
 class _Grower:
@@ -126,7 +136,7 @@ class _Grower:
         return True
 
 
-def reduction_groups(graph: Graph, notes: list[str]) -> list[tuple[Space, list[Node]]]:
+def reduction_groups(graph: Graph, notes: list[tuple[Node, str]]) -> list[tuple[Space, list[Node]]]:
     """The groups of ``graph`` (each with two or more members), notes on what stayed out."""
     grower = _Grower(graph)
     groups = []
@@ -135,13 +145,16 @@ def reduction_groups(graph: Graph, notes: list[str]) -> list[tuple[Space, list[N
             continue
         space = reduction_space(node)
         if space is None:
-            notes.append(f"reduction left unfused: {describe(node)}: {why_not_row_reduction(node)}")
+            notes.append((node, why_not_row_reduction(node)))
             continue
         members = grower.grow(node, space)
         if len(members) == 1:
             notes.append(
-                f"reduction left unfused: {describe(node)}: no elementwise producer or consumer "
-                f"over the same rows {space.lead} x {space.cols}"
+                (
+                    node,
+                    "no elementwise producer or consumer over the same rows "
+                    f"{space.lead} x {space.cols}",
+                )
             )
             continue
         groups.append((space, members))
@@ -150,10 +163,18 @@ def reduction_groups(graph: Graph, notes: list[str]) -> list[tuple[Space, list[N
 
 def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
     """The pass: (graph with fused_reduce nodes, counts of what it did)."""
-    if not ENABLED or any(n.op == FUSED_REDUCE_OP for n in graph.nodes):
+    if not ENABLED or any(n.op in (FUSED_REDUCE_OP, FUSED_GRID_OP) for n in graph.nodes):
         return graph, {}
-    notes: list[str] = []
-    groups = reduction_groups(graph, notes)
+    left: list[tuple[Node, str]] = []
+    groups = reduction_groups(graph, left)
+    rows_claimed = {n for _, members in groups for n in members}
+    grids = grid_groups(graph, rows_claimed)
+    in_grid = {n for _, members in grids for n in members}
+    notes = [
+        f"reduction left unfused: {describe(node)}: {why}"
+        for node, why in left
+        if node not in in_grid
+    ]
     users, graph_outputs = graph.users(), set(graph.outputs)
     units: dict[Node, Node] = {n: n for n in graph.nodes}
     env: dict[Value, Value] = {}
@@ -186,11 +207,19 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
             f"{space.lead} x {space.cols} [{', '.join(m.op for m in members)}] -> "
             f"{', '.join(str(v.type) for v in outs)}; {len(externals)} input(s); {how}"
         )
+    for seed, members in grids:
+        node, out, note = grid_node(seed, members)
+        for m in members:
+            units[m] = node
+        env[out] = node.output
+        notes.append(note)
     meta = dict(graph.meta, fusion_notes=graph.meta.get("fusion_notes", []) + notes)
-    if not fused:
+    if not fused and not grids:
         return (Graph(graph.inputs, graph.nodes, graph.outputs, meta) if notes else graph), {}
-
-    return rebuild(graph, units, env, meta), {
+    counts = {
         "op fused into a reduction group": fused,
         "reduction group formed": len(groups),
+        "op fused into a grid reduction group": sum(len(m) for _, m in grids),
+        "grid reduction group formed": len(grids),
     }
+    return rebuild(graph, units, env, meta), {k: v for k, v in counts.items() if v}

@@ -1,0 +1,127 @@
+"""The "fused_grid_reduce" op: an elementwise prologue, one sum/max over the leading axes of
+its full-shape result (a column or a full reduction) and an elementwise epilogue on the
+reduced value (passes/fuse_reduce_grid.py).
+
+attrs: ``body`` (the members as a Graph: prologue, the reduction, epilogue; one output),
+``axes`` (k: the reduction is over axes 0..k-1); on CuPy also ``cuda_source``,
+``kernel_name``, ``grid_layout`` and ``grid_kernels`` (codegen/reduce_grid.GridKernels) when
+the body renders as the two-stage grid kernels, else ``cuda_refusal``. Backends:
+  numpy: blocks of about CHUNK_ELEMENTS along axis 0; per block the prologue and the
+         reduction (so no full-size temporary exists), partials combined with np.add /
+         np.maximum in block order; then the epilogue. The sum is associated by blocks, not
+         as one NumPy call would: equal within rounding, not bit for bit.
+  cupy:  the partials kernel and the final kernel with a workspace, or the members one by one
+         where no kernel renders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..ir import Graph, TensorType, Value
+from .fused import evaluate_body
+from .fused_reduce import CHUNK_ELEMENTS
+from .registry import OpDef, get_op, register
+
+COMBINE = {"sum": np.add, "max": np.maximum}
+
+
+def _infer(types: list[TensorType], body: Graph, **attrs: Any) -> list[TensorType]:
+    return [v.type.strong() for v in body.outputs]
+
+
+def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
+    return evaluate_body(xp, body, arrays)
+
+
+def _run_nodes(nodes, env: dict[Value, Any]) -> None:
+    """evaluate_body's steps over part of a body, on NumPy."""
+    for node in nodes:
+        if node.op == "constant":
+            env[node.output] = np.asarray(node.attrs["value"])
+            continue
+        r = get_op(node.op).impl(np, *(env[v] for v in node.inputs), **node.attrs)
+        env[node.output] = np.asarray(r).astype(node.output.dtype, copy=False)
+
+
+def _prepare_numpy(node: Any, backend: Any):
+    body: Graph = node.attrs["body"]
+    split = next(i for i, n in enumerate(body.nodes) if n.op in COMBINE) + 1
+    reduction = body.nodes[split - 1]
+    full = tuple(reduction.inputs[0].shape)
+    block = max(1, CHUNK_ELEMENTS // max(1, math.prod(full[1:])))
+    combine = COMBINE[reduction.op]
+
+    def run(ins: list, outs: list) -> None:
+        if full[0] <= block:  # one block: the whole body at once (empty inputs included)
+            (r,) = evaluate_body(np, body, ins)
+        else:
+            # a full-rank input along axis 0 is cut; one broadcast along it (size 1, or lower
+            # rank: aligned to the trailing axes) is read whole by every block
+            cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
+            acc = None
+            for lo in range(0, full[0], block):
+                env = {v: a[lo : lo + block] if c else a for v, a, c in zip(body.inputs, ins, cut)}
+                _run_nodes(body.nodes[:split], env)
+                part = env[reduction.output]
+                acc = part if acc is None else combine(acc, part, out=acc)
+            env = {reduction.output: acc}
+            _run_nodes(body.nodes[split:], env)
+            r = env[body.outputs[0]]
+        outs[0][...] = r
+
+    return run
+
+
+def _prepare_cupy(node: Any, backend: Any):
+    """Two launches (partials into a workspace, then the final fold) per call; where the body
+    rendered no kernel (``cuda_refusal``), the members run one by one as CuPy ops."""
+    import cupy
+
+    from .fused import _raw_kernel
+
+    body: Graph = node.attrs["body"]
+    kernels = node.attrs.get("grid_kernels")
+    if kernels is None:
+
+        def run_ops(ins: list, outs: list) -> None:
+            (r,) = evaluate_body(cupy, body, ins)
+            outs[0][...] = r
+
+        return run_ops
+    source = node.attrs["cuda_source"]
+    launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
+    full = tuple(body.inputs[0].shape)
+    k = int(node.attrs["axes"])
+    # the column layout reads (rows, cols): the reduced axes merged, the kept ones merged
+    shape = full if k == len(full) else (math.prod(full[:k]), math.prod(full[k:]))
+    size, dtype = kernels.workspace(shape)
+
+    def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
+        x = cupy.ascontiguousarray(ins[0]).reshape(shape)
+        out = outs[0]
+        target = out if out.flags.c_contiguous else cupy.empty(out.shape, out.dtype)
+        work = cupy.empty(size, dtype)
+        for step in kernels.launches(x, work, target.reshape(-1)):
+            launch[step.kernel[-1]](step.grid, step.block, step.args)
+        if target is not out:
+            out[...] = target
+
+    return run
+
+
+FUSED_GRID_REDUCE = register(
+    OpDef(
+        "fused_grid_reduce",
+        "internal",
+        _infer,
+        _impl,
+        differentiable=False,
+        doc="an elementwise prologue, a sum/max over leading axes and an elementwise epilogue "
+        "as one blocked pass (see gpugraph.passes.fuse_reduce_grid)",
+        extra={"prepare": {"numpy": _prepare_numpy, "cupy": _prepare_cupy}},
+    )
+)
