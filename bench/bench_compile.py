@@ -383,6 +383,8 @@ def main() -> None:
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--only", nargs="+", help="these workloads only")
+    ap.add_argument("--suffix", default="", help="results file name suffix, e.g. -2")
     ap.add_argument("--baseline", help="a checkout of the code before: a 'before' column")
     ap.add_argument("--baseline-timeout", type=float, default=120)
     ap.add_argument("--one", nargs=3, metavar=("WORKLOAD", "SIZE", "PEER"), help=argparse.SUPPRESS)
@@ -408,6 +410,8 @@ def main() -> None:
         "exponents": {},
     }
     for w, sizes in (QUICK if opts.quick else SIZES).items():
+        if opts.only and w not in opts.only:
+            continue
         rows = []
         for n in sizes:
             row = {"size": n, "gpugraph": run_point(w, n, "gpugraph", opts.repeats, opts.timeout)}
@@ -432,7 +436,7 @@ def main() -> None:
     print(text)
     if not opts.no_write:
         RESULTS.mkdir(exist_ok=True)
-        stem = RESULTS / f"compile-cpu-{meta['date']}"
+        stem = RESULTS / f"compile-cpu-{meta['date']}{opts.suffix}"
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         print(f"wrote {stem}.md and .json")
