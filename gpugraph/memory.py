@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import memory_place
 from .ir import Graph, Node, Value
-from .memory_hb import HBConflicts, hb_clique_bound, hb_conflicts
+from .memory_hb import hb_clique_bound, hb_conflicts
 from .memory_order import (
     VIEW_OPS,
     Slot,
@@ -212,9 +211,6 @@ def plan_memory(
         hsizes = [align_up(x, align) for x in sizes[:nh]]
         bound = max(bound, hb_clique_bound(hsizes, conflicts, seeds))
         spans = [t[1] - t[0] for t in triples[:nh]]
-        lazy = isinstance(conflicts, HBConflicts)
-        if lazy and sum(conflicts.counts) <= 2 * memory_place.MATERIALIZE_PAIRS:
-            conflicts = [c.tolist() for c in conflicts]  # the search may place them often
         offsets, total = plan_offsets(sizes[:nh], conflicts, align, spans, bound)
         offsets = list(offsets) + [0] * (len(sizes) - nh)
         method = f"happens-before over {sched.num_streams} streams"

@@ -97,6 +97,11 @@ def plan_offsets(
     budget = max(4, SEARCH_WORK // max(n + sum(degree), 1))
     rng = random.Random(0)
     best_order, best = orders[0], _place(sizes, conflicts, orders[0], align)
+    lazy = isinstance(conflicts, IntervalConflicts)
+    if lazy and best[1] > target and sum(degree) <= 2 * MATERIALIZE_PAIRS:
+        # more tries to come: scanning stored lists is faster (the offsets are the same)
+        conflicts = [conflicts[i] for i in range(n)]
+        conflicts = [c.tolist() if len(c) < _VECTOR_FROM else c for c in conflicts]
     for k in range(1, budget):
         if best[1] <= target:
             break

@@ -644,3 +644,17 @@ def test_hb_clique_bound_equals_the_bitset_bound_with_many_extra_pairs(seed):
     some = [set(rng.choice(n, size=min(n, 2), replace=False).tolist()) for _ in range(10)]
     some = [s for s in some if all(j in lists[i] for i in s for j in s if i != j)]
     assert memory_hb.hb_clique_bound(sizes, conflicts, some) == ref_clique_bound(sizes, lists, some)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_over_on_demand_conflicts_equals_the_search_over_lists(seed, monkeypatch):
+    # the on-demand form is stored as lists once the first placement misses the target
+    triples = random_triples(seed)
+    sizes, spans = [t[2] for t in triples], [t[1] - t[0] for t in triples]
+    monkeypatch.setattr(memory_place, "SEARCH_WORK", 20_000)
+    lists = ref_interval_conflicts(triples)
+    want = memory_place.plan_offsets(sizes, lists, 256, spans, 0)  # target 0: every try runs
+    lazy = memory_place.IntervalConflicts(triples)
+    assert memory_place.plan_offsets(sizes, lazy, 256, spans, 0) == want
+    monkeypatch.setattr(memory_place, "MATERIALIZE_PAIRS", 0)  # never stored
+    assert memory_place.plan_offsets(sizes, lazy, 256, spans, 0) == want
