@@ -103,7 +103,9 @@ def hb_clique_bound(sizes: Sequence[int], conflicts: HBConflicts, seeds) -> int:
     extra-conflict with: the members that ended before j starts and those that start after j
     ends are counted by two binary searches, and j is a candidate when its extra pairs inside
     the seed are exactly that many. The greedy growth (heaviest first, then lowest index) asks
-    the same of each candidate against the items added so far."""
+    the same of each candidate against the items added so far. Seeds go heaviest first, and
+    one that cannot beat the best so far even with every possible candidate is skipped (the
+    maximum, the only result, does not change)."""
     size_arr = np.asarray(sizes, dtype=np.int64)
     first, last, horizon = conflicts.first, conflicts.last, conflicts.horizon
     n = len(size_arr)
@@ -113,16 +115,21 @@ def hb_clique_bound(sizes: Sequence[int], conflicts: HBConflicts, seeds) -> int:
     inseed = np.zeros(n, dtype=bool)
     fl, ll, xs = first.tolist(), last.tolist(), conflicts.extra_sets
     best = 0
-    for seed in seeds:
-        mem = _member_array(seed)
-        if not len(mem):
-            continue
+    # heaviest seeds first: a seed whose members and possible candidates together weigh no
+    # more than the best clique so far cannot raise the bound and is skipped
+    mems = [m for m in map(_member_array, seeds) if len(m)]
+    weights = [int(size_arr[m].sum()) for m in mems]
+    for k in sorted(range(len(mems)), key=lambda k: -weights[k]):
+        mem, weight = mems[k], weights[k]
         # a candidate overlaps every member or has extra pairs with those it does not; an
         # extra pair starts inside the earlier item's window, so either way j starts by every
         # member's horizon and j's horizon reaches every member's first write
         inseed[mem] = True
         near = (first <= horizon[mem].min()) & (horizon >= first[mem].max()) & ~inseed
         js = np.flatnonzero(near)
+        if weight + int(size_arr[js].sum()) <= best:
+            inseed[mem] = False
+            continue
         ended = np.searchsorted(np.sort(last[mem]), first[js], side="left")
         later = len(mem) - np.searchsorted(np.sort(first[mem]), last[js], side="right")
         need = ended + later  # members that j does not overlap
@@ -134,7 +141,6 @@ def hb_clique_bound(sizes: Sequence[int], conflicts: HBConflicts, seeds) -> int:
         inseed[mem] = False
         cand = np.concatenate((js[need == 0], maybe[hits == need[pick]]))
         cand = cand[np.lexsort((cand, -size_arr[cand]))]
-        weight = int(size_arr[mem].sum())
         # greedy growth: i joins when the added items it does not overlap (those that end
         # before it starts, those that start after it ends) are all extra pairs of i
         lasts: list[int] = []
