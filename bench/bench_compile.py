@@ -256,6 +256,72 @@ def measure_one(workload: str, n: int, peer: str) -> dict:
     return {"seconds": first_call, "lower_compile_seconds": lower_compile}
 
 
+def plan_ab(n: int, reps: int = 5) -> dict:
+    """The several-stream memory plan alone, on one compiled 4-stream transformer gradient:
+    the current planner against the stored-pairs reference kept in tests/test_compile_time.py
+    (every conflict pair stored, the bitset clique bound: the planner before HBConflicts),
+    interleaved, best of ``reps``; the two plans must be the same."""
+    import gpugraph as gg
+    from gpugraph import memory, memory_place
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_compile_time import ref_hb_conflicts
+
+    fn, shapes = build("transformer_grad_4_streams", n, "gpugraph")
+    c = gg.jit(fn, backend="numpy", streams=4).lower(*specs(shapes, lambda s: gg.ShapeDtype(s)))
+    ways = {
+        "now": (memory.hb_conflicts, memory.hb_clique_bound),
+        "reference": (ref_hb_conflicts, memory_place.clique_bound),
+    }
+    best: dict[str, float] = {}
+    plans = {}
+    for _ in range(reps):
+        for name, (conflicts, bound) in ways.items():
+            memory.hb_conflicts, memory.hb_clique_bound = conflicts, bound
+            t = time.perf_counter()
+            plan = memory.plan_memory(c.graph, c.schedule)
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - t)
+            plans[name] = ({v.id: s.offset for v, s in plan.slots.items()}, plan.arena_bytes)
+    assert plans["now"] == plans["reference"], "the plans differ"
+    return {
+        "traced_nodes": len(c.traced_graph.nodes),
+        "buffers": sum(s.kind == "arena" for s in plan.slots.values()),
+        "arena_bytes": plans["now"][1],
+        "lower_bound_bytes": plan.lower_bound_bytes,
+        **best,
+    }
+
+
+def plan_ab_table(sizes: list[int]) -> str:
+    rows = []
+    for n in sizes:  # a fresh process per size
+        cmd = [sys.executable, __file__, "--plan-ab-one", str(n)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
+    xs = [r["traced_nodes"] for _, r in rows]
+    lines = [
+        "## Several-stream memory plan alone (4 streams, transformer gradient)",
+        "",
+        "Same compiled graph, the planner now against the stored-pairs reference from",
+        "tests/test_compile_time.py, interleaved in one process, best of 5. The plans are",
+        "identical (offsets and arena asserted equal).",
+        "",
+        "| size | traced nodes | arena buffers | arena B | lower bound B | now s | reference s "
+        "| now / reference |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in rows:
+        lines.append(
+            f"| {n} | {r['traced_nodes']} | {r['buffers']} | {r['arena_bytes']} | "
+            f"{r['lower_bound_bytes']} | {r['now']:.4f} | {r['reference']:.4f} | "
+            f"{r['now'] / r['reference']:.2f} |"
+        )
+    now = fit_exponent(xs, [r["now"] for _, r in rows])
+    ref = fit_exponent(xs, [r["reference"] for _, r in rows])
+    lines += ["", f"Fitted exponent of the plan alone: now {now:.2f}, reference {ref:.2f}."]
+    return "\n".join(lines)
+
+
 def run_point(
     workload: str, n: int, peer: str, repeats: int, timeout: float, root: str | None = None
 ) -> dict:
@@ -383,10 +449,17 @@ def main() -> None:
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--only", nargs="+", help="these workloads only")
+    ap.add_argument("--suffix", default="", help="results file name suffix, e.g. -2")
     ap.add_argument("--baseline", help="a checkout of the code before: a 'before' column")
     ap.add_argument("--baseline-timeout", type=float, default=120)
+    ap.add_argument("--plan-ab", action="store_true", help="append the plan-alone A/B table")
+    ap.add_argument("--plan-ab-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=3, metavar=("WORKLOAD", "SIZE", "PEER"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.plan_ab_one:
+        print(json.dumps(plan_ab(opts.plan_ab_one)))
+        return
     if opts.one:
         w, n, peer = opts.one
         print(json.dumps(measure_one(w, int(n), peer)))
@@ -408,6 +481,8 @@ def main() -> None:
         "exponents": {},
     }
     for w, sizes in (QUICK if opts.quick else SIZES).items():
+        if opts.only and w not in opts.only:
+            continue
         rows = []
         for n in sizes:
             row = {"size": n, "gpugraph": run_point(w, n, "gpugraph", opts.repeats, opts.timeout)}
@@ -429,10 +504,12 @@ def main() -> None:
             )
     meta["load"] = f"{load_before} / {_load()}"
     text = markdown(meta)
+    if opts.plan_ab:
+        text += "\n" + plan_ab_table(SIZES["transformer_grad_4_streams"]) + "\n"
     print(text)
     if not opts.no_write:
         RESULTS.mkdir(exist_ok=True)
-        stem = RESULTS / f"compile-cpu-{meta['date']}"
+        stem = RESULTS / f"compile-cpu-{meta['date']}{opts.suffix}"
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         print(f"wrote {stem}.md and .json")

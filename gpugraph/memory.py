@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .ir import Graph, Node, Value
+from .memory_hb import hb_clique_bound, hb_conflicts
 from .memory_order import (
     VIEW_OPS,
     Slot,
@@ -37,7 +38,6 @@ from .memory_place import (
     SEARCH_WORK,
     align_up,
     clique_bound,
-    hb_conflicts,
     interval_conflicts,
     live_sets,
     lower_bound,
@@ -209,7 +209,7 @@ def plan_memory(
         conflicts, _ = hb_conflicts(heads, members, slots, readers, sched)
         seeds = live_sets(triples[:nh], len(sched.steps))
         hsizes = [align_up(x, align) for x in sizes[:nh]]
-        bound = max(bound, clique_bound(hsizes, conflicts, seeds))
+        bound = max(bound, hb_clique_bound(hsizes, conflicts, seeds))
         spans = [t[1] - t[0] for t in triples[:nh]]
         offsets, total = plan_offsets(sizes[:nh], conflicts, align, spans, bound)
         offsets = list(offsets) + [0] * (len(sizes) - nh)

@@ -1,19 +1,16 @@
 """Placing buffers in one arena: offsets for sized items so that no two conflicting items share a
 byte. Pure arithmetic over (first, last, size) triples and conflict lists; ``memory.plan_memory``
 builds those from a graph and a schedule. On one stream conflicts are overlapping live ranges
-(``plan_intervals``); across streams they come from happens-before queries (``hb_conflicts``),
-with ``clique_bound`` as the matching lower bound.
+(``plan_intervals``); across streams they come from happens-before queries
+(``memory_hb.hb_conflicts``), with ``clique_bound`` as the matching lower bound.
 """
 
 from __future__ import annotations
 
 import random
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 import numpy as np
-
-from .schedule import Schedule
 
 SEARCH_WORK = 1_000_000  # bound on placement work (items + conflicts, summed over tries)
 
@@ -100,6 +97,11 @@ def plan_offsets(
     budget = max(4, SEARCH_WORK // max(n + sum(degree), 1))
     rng = random.Random(0)
     best_order, best = orders[0], _place(sizes, conflicts, orders[0], align)
+    lazy = isinstance(conflicts, IntervalConflicts)
+    if lazy and best[1] > target and sum(degree) <= 2 * MATERIALIZE_PAIRS:
+        # more tries to come: scanning stored lists is faster (the offsets are the same)
+        conflicts = [conflicts[i] for i in range(n)]
+        conflicts = [c.tolist() if len(c) < _VECTOR_FROM else c for c in conflicts]
     for k in range(1, budget):
         if best[1] <= target:
             break
@@ -195,57 +197,6 @@ def lower_bound(triples) -> int:
         live += d
         peak = max(peak, live)
     return peak
-
-
-def hb_conflicts(heads, members, slots, readers, sched: Schedule):
-    """Buffers a, b conflict unless every access of one happens-before the first write of the
-    other (later accesses of a buffer all depend on its first write). Overlapping linear
-    ranges always conflict; for disjoint ones only the earlier can come first, and once past
-    ``concurrent_until`` of all its accesses (when the schedule offers it) every later write is
-    ordered after it, so happens-before is asked only inside that window. A wide window is
-    tested with NumPy on the schedule's vector clocks (when happens-before is Schedule's own):
-    step x happens before step j iff ``clock[j, stream of x] >= x``."""
-    hb = sched.happens_before
-    horizon_of = getattr(sched, "concurrent_until", None)
-    clocks = type(sched).happens_before is Schedule.happens_before
-    n = len(heads)
-    acc, first, last, horizon = [], [], [], []
-    for h in heads:
-        a = {slots[m].first for m in members[h]}
-        for m in members[h]:
-            a.update(readers.get(m, ()))
-        acc.append(sorted(a))
-        first.append(slots[h].first)
-        last.append(max(a))
-        horizon.append(max(horizon_of(x) for x in a) if horizon_of else len(sched.steps))
-    by_first = sorted(range(n), key=lambda i: first[i])
-    starts = [first[i] for i in by_first]
-    first_arr, by_first_arr = np.asarray(first, dtype=np.int64), np.asarray(by_first, dtype=int)
-    if clocks:
-        stream_arr = np.asarray(sched._streams, dtype=np.int64)
-    conflicts: list[list[int]] = [[] for _ in range(n)]
-    for a in range(n):
-        lo = bisect_left(starts, first[a])
-        hi = bisect_right(starts, horizon[a])
-        if not clocks or hi - lo < _VECTOR_FROM:
-            for b in by_first[lo:hi]:
-                if b == a or (first[b] == first[a] and b < a):
-                    continue  # each unordered pair once
-                if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
-                    conflicts[a].append(b)
-                    conflicts[b].append(a)
-            continue
-        win = by_first_arr[lo:hi]
-        fb = first_arr[win]
-        keep = (win != a) & ~((fb == first[a]) & (win < a))
-        win, fb = win[keep], fb[keep]
-        later = fb > last[a]  # disjoint ranges: conflict unless every access is ordered first
-        x = np.asarray(acc[a], dtype=np.int64)
-        ordered = (sched.clock[np.ix_(fb[later], stream_arr[x])] >= x).all(axis=1)
-        for b in np.concatenate((win[~later], win[later][~ordered])).tolist():
-            conflicts[a].append(b)
-            conflicts[b].append(a)
-    return conflicts, [last[i] for i in range(n)]
 
 
 def _bits(items) -> int:

@@ -11,12 +11,13 @@ compile at all.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 import pytest
 
 import gpugraph as gg
-from gpugraph import memory_place, runtime
+from gpugraph import memory, memory_hb, memory_place, runtime
 from gpugraph.codegen import cuda as codegen_cuda
 from gpugraph.codegen import is_inline_constant, unsupported_reason
 from gpugraph.ir import Graph, Node, TensorType, Value
@@ -25,7 +26,7 @@ from gpugraph.memory_order import VIEW_OPS, _greedy_order, memory_aware_order
 from gpugraph.memory_place import interval_conflicts, plan_intervals
 from gpugraph.ops.registry import get_op
 from gpugraph.passes.fuse_groups import group_nodes
-from gpugraph.schedule import schedule
+from gpugraph.schedule import Schedule, schedule
 
 
 # ---- the reference fusion grouping (before incremental group state) -------------------------
@@ -468,16 +469,67 @@ def test_clique_bound_and_live_sets_equal_the_reference(seed):
 
 
 # ---- several streams: vectorized happens-before conflicts ----------------------------------------
+def ref_hb_conflicts(heads, members, slots, readers, sched: Schedule):
+    """(memory_place.hb_conflicts before the conflicts became HBConflicts: every pair stored.)
+    Buffers a, b conflict unless every access of one happens-before the first write of the
+    other (later accesses of a buffer all depend on its first write). Overlapping linear
+    ranges always conflict; for disjoint ones only the earlier can come first, and once past
+    ``concurrent_until`` of all its accesses (when the schedule offers it) every later write is
+    ordered after it, so happens-before is asked only inside that window. A wide window is
+    tested with NumPy on the schedule's vector clocks (when happens-before is Schedule's own):
+    step x happens before step j iff ``clock[j, stream of x] >= x``."""
+    hb = sched.happens_before
+    horizon_of = getattr(sched, "concurrent_until", None)
+    clocks = type(sched).happens_before is Schedule.happens_before
+    n = len(heads)
+    acc, first, last, horizon = [], [], [], []
+    for h in heads:
+        a = {slots[m].first for m in members[h]}
+        for m in members[h]:
+            a.update(readers.get(m, ()))
+        acc.append(sorted(a))
+        first.append(slots[h].first)
+        last.append(max(a))
+        horizon.append(max(horizon_of(x) for x in a) if horizon_of else len(sched.steps))
+    by_first = sorted(range(n), key=lambda i: first[i])
+    starts = [first[i] for i in by_first]
+    first_arr, by_first_arr = np.asarray(first, dtype=np.int64), np.asarray(by_first, dtype=int)
+    if clocks:
+        stream_arr = np.asarray(sched._streams, dtype=np.int64)
+    conflicts: list[list[int]] = [[] for _ in range(n)]
+    for a in range(n):
+        lo = bisect_left(starts, first[a])
+        hi = bisect_right(starts, horizon[a])
+        if not clocks or hi - lo < memory_place._VECTOR_FROM:
+            for b in by_first[lo:hi]:
+                if b == a or (first[b] == first[a] and b < a):
+                    continue  # each unordered pair once
+                if first[b] <= last[a] or not all(hb(x, first[b]) for x in acc[a]):
+                    conflicts[a].append(b)
+                    conflicts[b].append(a)
+            continue
+        win = by_first_arr[lo:hi]
+        fb = first_arr[win]
+        keep = (win != a) & ~((fb == first[a]) & (win < a))
+        win, fb = win[keep], fb[keep]
+        later = fb > last[a]  # disjoint ranges: conflict unless every access is ordered first
+        x = np.asarray(acc[a], dtype=np.int64)
+        ordered = (sched.clock[np.ix_(fb[later], stream_arr[x])] >= x).all(axis=1)
+        for b in np.concatenate((win[~later], win[later][~ordered])).tolist():
+            conflicts[a].append(b)
+            conflicts[b].append(a)
+    return conflicts, [last[i] for i in range(n)]
+
+
 def plan_with(monkeypatch, c, vector_from: int):
     """plan_memory of a compiled graph with NumPy scans from ``vector_from`` conflicts on, and
     the conflict lists hb_conflicts made (as sets)."""
-    from gpugraph import memory
 
     seen = []
 
     def recording(*args):
-        conflicts, lasts = memory_place.hb_conflicts(*args)
-        seen.append([sorted(c) for c in conflicts])
+        conflicts, lasts = memory_hb.hb_conflicts(*args)
+        seen.append([sorted(c.tolist()) for c in conflicts])
         return conflicts, lasts
 
     monkeypatch.setattr(memory_place, "_VECTOR_FROM", vector_from)
@@ -501,3 +553,108 @@ def test_several_streams_plan_is_the_same_with_and_without_numpy_scans(case, mon
     fast = plan_with(monkeypatch, c, 4)  # most windows take the NumPy path
     slow = plan_with(monkeypatch, c, 10**9)  # every window the Python loop
     assert fast == slow and fast[2]
+
+
+# ---- several streams: overlap from the ranges, only the extra pairs stored ----------------------
+def four_stream_program(case):
+    from gpugraph.passes import fuse_reduce
+
+    saved = fuse_reduce.ENABLED
+    fuse_reduce.ENABLED = False  # parallel branches: reduction fusion would chain some of them
+    try:
+        if case == "transformer":
+            fn, args = transformer_gradient()
+        else:
+            fn, args = random_program(case, 40), args_of("x", "row", "col", "w")
+        return gg.jit(fn, backend="numpy", streams=4).lower(*args)
+    finally:
+        fuse_reduce.ENABLED = saved
+
+
+def slot_offsets(plan):
+    return {v.id: (s.kind, s.offset) for v, s in plan.slots.items()}, plan.arena_bytes
+
+
+@pytest.mark.parametrize("case", ["transformer", 7, 8, 19])  # each with extra pairs
+def test_hb_conflicts_clique_bound_and_plan_equal_the_stored_pairs_reference(case, monkeypatch):
+    c = four_stream_program(case)
+    assert c.schedule.num_streams > 1
+    seen = {}
+
+    def recording_conflicts(*args):
+        got = memory_hb.hb_conflicts(*args)
+        seen["args"], seen["got"] = args, got
+        return got
+
+    def recording_bound(sizes, conflicts, seeds):
+        got = memory_hb.hb_clique_bound(sizes, conflicts, seeds)
+        seen["bound"] = (sizes, seeds, got)
+        return got
+
+    monkeypatch.setattr(memory, "hb_conflicts", recording_conflicts)
+    monkeypatch.setattr(memory, "hb_clique_bound", recording_bound)
+    new = plan_memory(c.graph, c.schedule)
+    (lazy, lasts), (sizes, seeds, bound) = seen["got"], seen["bound"]
+    ref, ref_lasts = ref_hb_conflicts(*seen["args"])
+    assert lasts == ref_lasts
+    assert [sorted(x.tolist()) for x in lazy] == [sorted(x) for x in ref]
+    assert lazy.counts == [len(x) for x in ref]
+    assert any(len(e) for e in lazy.extras), (
+        "no happens-before pair beyond overlap: the case tests nothing"
+    )
+    assert bound == memory_place.clique_bound(sizes, ref, seeds)
+    assert bound == new.lower_bound_bytes
+    # the whole plan: the same offsets as from the stored pairs and the bitset clique bound, and
+    # the same again when the placement scans the on-demand form
+    monkeypatch.setattr(memory, "hb_conflicts", ref_hb_conflicts)
+    monkeypatch.setattr(memory, "hb_clique_bound", memory_place.clique_bound)
+    want = slot_offsets(plan_memory(c.graph, c.schedule))
+    assert slot_offsets(new) == want
+    monkeypatch.setattr(memory, "hb_conflicts", memory_hb.hb_conflicts)
+    monkeypatch.setattr(memory, "hb_clique_bound", memory_hb.hb_clique_bound)
+    monkeypatch.setattr(memory_place, "MATERIALIZE_PAIRS", 0)
+    assert slot_offsets(plan_memory(c.graph, c.schedule)) == want
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hb_clique_bound_equals_the_bitset_bound_with_many_extra_pairs(seed):
+    triples = random_triples(seed)
+    n = len(triples)
+    rng = np.random.default_rng(seed)
+    first = [t[0] for t in triples]
+    last = [t[1] for t in triples]
+    horizon = [la + int(rng.integers(0, 40)) for la in last]
+    extras = [[] for _ in range(n)]
+    for a in range(n):  # disjoint later buffers inside a's window, about half of them
+        for b in range(n):
+            if last[a] < first[b] <= horizon[a] and rng.random() < 0.5:
+                extras[a].append(b)
+                extras[b].append(a)
+    conflicts = memory_hb.HBConflicts(first, last, extras, horizon)
+    lists = [sorted(x.tolist()) for x in conflicts]
+    assert lists == [
+        sorted(set(o) | set(e)) for o, e in zip(ref_interval_conflicts(triples), extras)
+    ]
+    sizes = [int(s) for s in rng.choice([256, 512, 4096], n)]
+    steps = max(last) + 2
+    seeds = memory_place.live_sets(triples, steps)
+    got = memory_hb.hb_clique_bound(sizes, conflicts, seeds)
+    assert got == memory_place.clique_bound(sizes, lists, seeds)
+    # any cliques as seeds (not only live sets), as sets of indices
+    some = [set(rng.choice(n, size=min(n, 2), replace=False).tolist()) for _ in range(10)]
+    some = [s for s in some if all(j in lists[i] for i in s for j in s if i != j)]
+    assert memory_hb.hb_clique_bound(sizes, conflicts, some) == ref_clique_bound(sizes, lists, some)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_over_on_demand_conflicts_equals_the_search_over_lists(seed, monkeypatch):
+    # the on-demand form is stored as lists once the first placement misses the target
+    triples = random_triples(seed)
+    sizes, spans = [t[2] for t in triples], [t[1] - t[0] for t in triples]
+    monkeypatch.setattr(memory_place, "SEARCH_WORK", 20_000)
+    lists = ref_interval_conflicts(triples)
+    want = memory_place.plan_offsets(sizes, lists, 256, spans, 0)  # target 0: every try runs
+    lazy = memory_place.IntervalConflicts(triples)
+    assert memory_place.plan_offsets(sizes, lazy, 256, spans, 0) == want
+    monkeypatch.setattr(memory_place, "MATERIALIZE_PAIRS", 0)  # never stored
+    assert memory_place.plan_offsets(sizes, lazy, 256, spans, 0) == want
