@@ -33,7 +33,7 @@ from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
 from ..ops.row_space import REDUCE_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
-from .fuse import _body, rebuild
+from .fuse import _body, _stuck_groups, rebuild
 from .fuse_groups import Ancestors, describe
 from .fuse_reduce_grid import FUSED_GRID_OP, grid_groups, grid_node, leading_axes
 
@@ -161,6 +161,29 @@ def reduction_groups(graph: Graph, notes: list[tuple[Node, str]]) -> list[tuple[
     return groups
 
 
+def _without_cycles(graph: Graph, groups: list, grids: list, notes: list[str]) -> tuple:
+    """Drop groups until the groups can be ordered. Each is convex on its own, but two can
+    need each other (a sibling reader of ``y`` in group A feeds group B's producers, and B's
+    feeds A's): fused, the graph would have a cycle. The smallest stuck group goes first; its
+    ops stay single (the elementwise pass may still fuse them)."""
+    while True:
+        sets = [set(m) for _, m in groups] + [set(m) for _, m in grids]
+        stuck = _stuck_groups(graph, sets)
+        if not stuck:
+            return groups, grids
+        k = min(stuck, key=lambda i: (len(sets[i]), i))
+        seed = next(n for n in (groups + grids)[k][1] if get_op(n.op).family == "reduce")
+        notes.append(
+            f"reduction left unfused: {describe(seed)}: its group would form a cycle with "
+            "another reduction group"
+        )
+        if k < len(groups):
+            groups = groups[:k] + groups[k + 1 :]
+        else:
+            k -= len(groups)
+            grids = grids[:k] + grids[k + 1 :]
+
+
 def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
     """The pass: (graph with fused_reduce nodes, counts of what it did)."""
     if not ENABLED or any(n.op in (FUSED_REDUCE_OP, FUSED_GRID_OP) for n in graph.nodes):
@@ -175,6 +198,7 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
         for node, why in left
         if node not in in_grid
     ]
+    groups, grids = _without_cycles(graph, groups, grids, notes)
     users, graph_outputs = graph.users(), set(graph.outputs)
     units: dict[Node, Node] = {n: n for n in graph.nodes}
     env: dict[Value, Value] = {}
