@@ -371,15 +371,24 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
 
 
 def _native_runner(node: Node, backend: CpuBackend) -> Runner:
-    n = node.outputs[0].type.size
     # broadcast operands: a row x column loop nest that vectorizes
     nest = emit_cpu_kernel(node.attrs["body"])
     source, name = (
         (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
     )
+    return kernel_runner(node, backend, source, name, node.outputs[0].type.size)
+
+
+def kernel_runner(
+    node: Node, backend: CpuBackend, source: str, name: str, n: int, kernel_n: int | None = None
+) -> Runner:
+    """The runner of one native kernel over an iteration space of ``n`` elements (split into
+    chunks over the OpenMP threads above the parallel threshold), for a fused group
+    (elementwise, or a row kernel: cpu_rows). ``kernel_n``: the kernel's own element count,
+    when it differs from ``n``."""
     params = [(v.type.dtype.name, v.type.size, False) for v in node.inputs]
     params += [(v.type.dtype.name, v.type.size, True) for v in node.outputs]
-    kernel = backend.kernel(source, name, len(params), params)
+    kernel = backend.kernel(source, name, len(params), params, n=kernel_n)
 
     def run(ins: list, outs: list) -> None:
         if n == 0:
