@@ -8,13 +8,11 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
 from gpugraph.ops import conv as conv_mod
+from tests.torch_ref import F, torch
 
-F = torch.nn.functional
-torch.set_num_threads(1)
 RNG = np.random.default_rng(11)
 TOL = dict(rtol=1e-10, atol=1e-10)
 SPATIAL = {1: (7,), 2: (6, 5), 3: (3, 4, 5)}

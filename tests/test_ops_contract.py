@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
+from tests.torch_ref import F, torch
 
-torch.set_num_threads(1)
 RNG = np.random.default_rng(7)
 TOL = dict(rtol=1e-10, atol=1e-12)
 # every test also on backend="cpu" (tests/conftest.py): fused groups over gathers, scatters
 # and contractions as native kernels
 pytestmark = pytest.mark.usefixtures("jit_backend")
-F = torch.nn.functional
 
 
 def check(fn, ref, args):

@@ -8,12 +8,10 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
+from tests.torch_ref import F, torch
 
-F = torch.nn.functional
-torch.set_num_threads(1)  # references only: on a 2-core CI runner, threads only contend
 RNG = np.random.default_rng(3)
 TOL = dict(rtol=1e-10, atol=1e-10)
 SPATIAL = {1: (7,), 2: (6, 5), 3: (5, 6, 5)}

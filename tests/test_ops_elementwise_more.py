@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
 from tests.kernel_helpers import requires_emulator, requires_nvrtc, run_graph_emulated
+from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(7)
 SHAPES = [(), (0,), (1,), (3, 1), (2, 3)]
-F = torch.nn.functional
-torch.set_num_threads(1)  # references only: on a 2-core CI runner, threads only contend
 
 
 def sample(shape, dtype, domain):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
+from tests.torch_ref import F, torch
 
-F = torch.nn.functional
-torch.set_num_threads(1)  # references only: on a 2-core CI runner, threads only contend
 RNG = np.random.default_rng(11)
 TOL = dict(rtol=1e-10, atol=1e-12)
 

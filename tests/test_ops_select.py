@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gpugraph as gg
+from tests.torch_ref import torch
 
-torch.set_num_threads(1)
 RNG = np.random.default_rng(5)
 TOL = dict(rtol=1e-10, atol=1e-12)
 # every test also on backend="cpu" (tests/conftest.py): fused groups over gathers, scatters
