@@ -266,6 +266,23 @@ def test_fused_equals_unfused_equals_numpy_on_random_dags(steps, dtype, shape):
 
 
 # ---- the row kernels -----------------------------------------------------------------------
+def fused_reduce_inputs(compiled, args):
+    """(node, its input arrays) for each fused_reduce node of ``compiled``, evaluating the
+    other nodes op by op with their NumPy impls on ``args``."""
+    env = dict(zip(compiled.graph.inputs, args))
+    for node in compiled.graph.nodes:
+        if node.op == "constant":
+            env[node.output] = np.asarray(node.attrs["value"])
+            continue
+        ins = [env[v] for v in node.inputs]
+        if node.op == "fused_reduce":
+            yield node, ins
+        with np.errstate(all="ignore"):
+            outs = get_op(node.op).impl(np, *ins, **node.attrs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        env.update(zip(node.outputs, (np.asarray(o) for o in outs)))
+
+
 def _kernel_cases():
     """(label, fused_reduce node, its inputs) for the patterns' forward and backward groups:
     float32 over 37 columns (not a warp multiple) and 1 column, float64 over 37; more rows
@@ -280,19 +297,8 @@ def _kernel_cases():
         args = _args(shape, dtype)
         for name in names:
             for direction, fn in (("fwd", PATTERNS[name]), ("bwd", _grad(name))):
-                c = gg.jit(fn).lower(*args)
-                env = dict(zip(c.graph.inputs, args))
-                for node in c.graph.nodes:
-                    if node.op == "constant":
-                        env[node.output] = np.asarray(node.attrs["value"])
-                        continue
-                    ins = [env[v] for v in node.inputs]
-                    with np.errstate(all="ignore"):
-                        outs = get_op(node.op).impl(np, *ins, **node.attrs)
-                    outs = outs if isinstance(outs, tuple) else (outs,)
-                    if node.op == "fused_reduce":
-                        yield f"{name}-{direction}-{np.dtype(dtype)}-{shape}", node, ins
-                    env.update(zip(node.outputs, (np.asarray(o) for o in outs)))
+                for node, ins in fused_reduce_inputs(gg.jit(fn).lower(*args), args):
+                    yield f"{name}-{direction}-{np.dtype(dtype)}-{shape}", node, ins
 
 
 @requires_nvrtc

@@ -6,11 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_helpers import check_nvrtc, emulate_fused, requires_emulator, requires_nvrtc
-from test_reduce_pass import PATTERNS, _args, _arr, _grad, _groups, _innermost_left
+from test_reduce_pass import (
+    PATTERNS,
+    _args,
+    _arr,
+    _grad,
+    _groups,
+    _innermost_left,
+    fused_reduce_inputs,
+)
 
 import gpugraph as gg
 from gpugraph.ops.fused import evaluate_body
-from gpugraph.ops.registry import get_op
 
 F16 = np.float16
 
@@ -58,19 +65,8 @@ def _half_cases():
             if name == "softmax":
                 fns += (("half-max", _half_max),)
             for direction, fn in fns:
-                c = gg.jit(fn).lower(*args)
-                env = dict(zip(c.graph.inputs, args))
-                for node in c.graph.nodes:
-                    if node.op == "constant":
-                        env[node.output] = np.asarray(node.attrs["value"])
-                        continue
-                    ins = [env[v] for v in node.inputs]
-                    with np.errstate(all="ignore"):
-                        outs = get_op(node.op).impl(np, *ins, **node.attrs)
-                    outs = outs if isinstance(outs, tuple) else (outs,)
-                    if node.op == "fused_reduce":
-                        yield f"{name}-{direction}-{shape}", node, ins
-                    env.update(zip(node.outputs, (np.asarray(o) for o in outs)))
+                for node, ins in fused_reduce_inputs(gg.jit(fn).lower(*args), args):
+                    yield f"{name}-{direction}-{shape}", node, ins
 
 
 @requires_nvrtc
@@ -102,17 +98,8 @@ def _group(fn, args):
     """(fused_reduce node, its inputs) of the one group of ``fn`` (inputs computed unfused)."""
     c = gg.jit(fn).lower(*args)
     (node,) = _groups(c)
-    env = dict(zip(c.graph.inputs, args))
-    for n in c.graph.nodes:
-        if n is node:
-            break
-        ins = [env[v] for v in n.inputs]
-        if n.op == "constant":
-            env[n.output] = np.asarray(n.attrs["value"])
-        else:
-            outs = get_op(n.op).impl(np, *ins, **n.attrs)
-            env.update(zip(n.outputs, outs if isinstance(outs, tuple) else (outs,)))
-    return node, [np.asarray(env[v]) for v in node.inputs]
+    ins = next(ins for n, ins in fused_reduce_inputs(c, args) if n is node)
+    return node, [np.asarray(a) for a in ins]
 
 
 @requires_nvrtc
