@@ -33,6 +33,7 @@ import numpy as np
 from .. import cache
 from ..codegen.cpu_loops import emit_cpu_kernel
 from ..codegen.cpu_reduce import NAME_PREFIX as ROW_KERNEL_PREFIX
+from ..codegen.cuda import Kernel
 from ..errors import GpuGraphError, UnsupportedError
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
@@ -360,19 +361,22 @@ class CpuBackend(NumpyBackend):
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
-    refusal = _native_refusal(body) or policy_refusal(node)
+    # broadcast operands: a row x column loop nest that vectorizes (rendered once: the policy
+    # and the runner both need it)
+    nest = emit_cpu_kernel(body)
+    refusal = _native_refusal(body) or policy_refusal(node, nest is not None)
     if refusal is not None:
         # the NumPy backend's runner itself (a new function per node), so the program keeps
         # inlining it (its ``inline`` / ``call``) as on the NumPy backend
         runner = _prepare_numpy(node, backend)
         runner.cpu_refusal = refusal  # type: ignore[attr-defined]
         return runner
-    return _native_runner(node, backend)
+    return _native_runner(node, backend, nest)
 
 
-def _native_runner(node: Node, backend: CpuBackend) -> Runner:
-    # broadcast operands: a row x column loop nest that vectorizes
-    nest = emit_cpu_kernel(node.attrs["body"])
+def _native_runner(node: Node, backend: CpuBackend, nest: Kernel | None = None) -> Runner:
+    """The group's native runner: ``nest`` (its loop-nest kernel) when it has one, else the
+    flat kernel of its CUDA source."""
     source, name = (
         (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
     )

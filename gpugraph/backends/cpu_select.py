@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.cpu_loops import emit_cpu_kernel
 from ..errors import UnsupportedError
 from ..ir import GraphBuilder, Node, TensorType
 from . import cpu_native
@@ -100,9 +99,10 @@ def _probe() -> BackendInfo:
     )
 
 
-def policy_refusal(node: Node) -> str | None:
+def policy_refusal(node: Node, has_nest: bool) -> str | None:
     """Why the NumPy fused runner beats the native kernel on this group, if it does (measured
-    in bench/results/cpu-policy-cpu-2026-12-01-2.md); None: run it natively."""
+    in bench/results/cpu-policy-cpu-2026-12-01-2.md); None: run it natively. ``has_nest``:
+    cpu_loops renders the group as a row x column loop nest."""
     if native_mode() == "all":
         return None
     n = node.outputs[0].type.size
@@ -113,7 +113,7 @@ def policy_refusal(node: Node) -> str | None:
             f"is more than the loop saves (${NATIVE_ENV}=all compiles it anyway)"
         )
     broadcast = [j for j, v in enumerate(node.inputs) if v.type.size not in (n, 1)]
-    if not broadcast or emit_cpu_kernel(node.attrs["body"]) is not None:
+    if not broadcast or has_nest:
         return None  # a plain loop, or a row x column loop nest: both vectorize
     call = _LIBM_CALL.search(node.attrs["cuda_source"])
     if call is None:
