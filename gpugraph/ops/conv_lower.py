@@ -244,7 +244,8 @@ def conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel, 
         return lay
     geo = Im2col(tuple(x_shape), tuple(kernel), stride, pad, dilation, groups, np.dtype(dtype))
     geo.add_to(lay)
-    lay.add("acc", (geo.tiling[0], groups, o // groups, geo.ck), dtype)
+    lay.add("part", (geo.tiling[0] * groups * geo.ck * (o // groups),), dtype)
+    lay.add("acc", (groups * geo.ck * (o // groups),), dtype)
     return lay
 
 
@@ -263,14 +264,17 @@ def conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None, 
     geo = Im2col(tuple(x.shape), kernel, stride, pad, dilation, groups, np.dtype(x.dtype))
     lay = conv_weight_layout(x.shape, y.shape, stride, pad, dilation, groups, kernel, x.dtype)
     buf = lay.views(xp, scratch)
-    part = buf["acc"].reshape(geo.tiling[0], groups, o // groups, geo.ck)
-    acc[...] = 0
+    part = buf["part"].reshape(geo.tiling[0], groups, geo.ck, o // groups)
+    acc_t = buf["acc"].reshape(groups, geo.ck, o // groups)
+    acc_t[...] = 0
     for ns, ps, cols in geo.each_tile(xp, x, buf):
         got = part[: ns.stop - ns.start]
-        # [n, G, Og, P] @ [n, G, P, Cg*K]: each tile's share of the weight gradient
-        xp.matmul(yv[ns, :, :, ps], cols.transpose(0, 1, 3, 2), out=got)
+        # [n, G, Cg*K, P] @ [n, G, P, Og]: each tile's share of the transposed gradient (this
+        # orientation measured 0.8x the time of y @ cols^T: bench/results/conv-cpu-*-3.md)
+        xp.matmul(cols, yv[ns, :, :, ps].transpose(0, 1, 3, 2), out=got)
         for j in range(got.shape[0]):
-            acc += got[j]
+            acc_t += got[j]
+    acc[...] = acc_t.transpose(0, 2, 1)
     return _finish(out, dw)
 
 
