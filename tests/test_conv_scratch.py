@@ -160,3 +160,24 @@ def test_tiles_cover_rows_and_samples():
         assert conv_lower.tiles(8, 10, 10, 4, 1000) == (1, 1)  # a row over the tile: one row
     finally:
         conv_lower.TILE_BYTES = saved
+
+
+def test_max_pool_pads_into_plan_scratch_and_writes_the_planned_buffer():
+    """The forward max_pool's padded input (filled with -inf) is plan scratch; its gradient
+    and the values match torch."""
+    x = RNG.standard_normal((2, 3, 7, 6))
+
+    def f(x):
+        return gg.max_pool(gg.tanh(x), 3, 2, 1)
+
+    c = gg.jit(f, backend="numpy").lower(x)
+    (node,) = [n for n in c.memory.scratch if n.op == "max_pool"]
+    assert c.memory.scratch[node][1] == 2 * 3 * 9 * 8 * 8  # the padded x, float64
+    xt = torch.tensor(x, requires_grad=True)
+    want = F.max_pool2d(torch.tanh(xt), 3, 2, 1)
+    np.testing.assert_allclose(c(x), want.detach().numpy(), **TOL)
+    assert check_races(c, x, trials=2).ok
+    g = RNG.standard_normal(want.shape)
+    want.backward(torch.tensor(g))
+    grad = gg.jit(gg.grad(lambda x: gg.sum(f(x) * g)), backend="numpy")
+    np.testing.assert_allclose(grad(x), xt.grad.numpy(), **TOL)

@@ -126,9 +126,8 @@ class Im2col:
         return tiles(self.x_shape[0], ys[0], ys[0], self.dtype.itemsize, row)
 
     def add_to(self, lay: Layout) -> None:
-        if _needs_pad(self.pad):
-            sp = _padded_shape(self.x_shape[2:], [(lo, max(hi, 0)) for lo, hi in self.pad])
-            lay.add("xpad", (*self.x_shape[:2], *sp), self.dtype)
+        if pads(self.pad):
+            lay.add("xpad", (padded_elems(self.x_shape, self.pad),), self.dtype)
         nb, rows = self.tiling
         lay.add("cols", (nb * self.groups * self.ck * rows * math.prod(self.ys[1:]),), self.dtype)
 
@@ -136,24 +135,7 @@ class Im2col:
         """``[N, C, *K, *Y]``: the window of every output position, over x zero-padded into
         the scratch piece ``xpad`` (no copy of x where there is no padding)."""
         d = len(self.kernel)
-        pad = self.pad
-        if any(hi < 0 for _, hi in pad):  # negative high padding crops
-            x = x[
-                (slice(None),) * 2
-                + tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(x.shape[2:], pad))
-            ]
-            pad = tuple((lo, max(hi, 0)) for lo, hi in pad)
-        if _needs_pad(pad):
-            xpad = buf["xpad"].reshape((*x.shape[:2], *_padded_shape(x.shape[2:], pad)))
-            for a, ((lo, _), s) in enumerate(zip(pad, x.shape[2:])):  # zero the borders only
-                lead = (slice(None),) * (2 + a)
-                xpad[lead + (slice(0, lo),)] = 0
-                xpad[lead + (slice(lo + s, None),)] = 0
-            xpad[
-                (slice(None),) * 2
-                + tuple(slice(lo, lo + s) for (lo, _), s in zip(pad, x.shape[2:]))
-            ] = x
-            x = xpad
+        x = pad_into(x, self.pad, buf.get("xpad"), 0)
         ext = tuple(dl * (k - 1) + 1 for k, dl in zip(self.kernel, self.dilation))
         v = xp.lib.stride_tricks.sliding_window_view(x, ext, axis=tuple(range(2, 2 + d)))
         idx = (slice(None),) * 2 + tuple(slice(None, None, s) for s in self.stride)
@@ -179,6 +161,40 @@ class Im2col:
                 ]
                 flat = cols.reshape(n1 - n0, self.groups, self.ck, (r1 - r0) * rest)
                 yield slice(n0, n1), slice(r0 * rest, r1 * rest), flat
+
+
+def pad_into(x: Any, pad, flat: Any, fill: Any) -> Any:
+    """x with its spatial dims padded by ``pad`` ((low, high) each; a negative high crops),
+    written into ``flat`` (a scratch piece of at least that many elements: only the borders
+    are filled, then the interior copied); x itself where nothing is padded."""
+    if any(hi < 0 for _, hi in pad):
+        x = x[
+            (slice(None),) * 2
+            + tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(x.shape[2:], pad))
+        ]
+        pad = tuple((lo, max(hi, 0)) for lo, hi in pad)
+    if not _needs_pad(pad):
+        return x
+    spatial = x.shape[2:]
+    xpad = flat[: math.prod(x.shape[:2]) * math.prod(_padded_shape(spatial, pad))]
+    xpad = xpad.reshape((*x.shape[:2], *_padded_shape(spatial, pad)))
+    for a, ((lo, _), s) in enumerate(zip(pad, spatial)):  # the borders only
+        lead = (slice(None),) * (2 + a)
+        xpad[lead + (slice(0, lo),)] = fill
+        xpad[lead + (slice(lo + s, None),)] = fill
+    xpad[(slice(None),) * 2 + tuple(slice(lo, lo + s) for (lo, _), s in zip(pad, spatial))] = x
+    return xpad
+
+
+def pads(pad) -> bool:
+    """Whether ``pad_into`` writes a padded copy (a negative high padding only crops)."""
+    return _needs_pad([(lo, max(hi, 0)) for lo, hi in pad])
+
+
+def padded_elems(shape, pad) -> int:
+    """Elements of ``pad_into``'s result for an input of ``shape`` (at most)."""
+    sp = _padded_shape(shape[2:], [(lo, max(hi, 0)) for lo, hi in pad])
+    return math.prod(shape[:2]) * math.prod(sp)
 
 
 # ---- out= handling ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
 from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
 from .conv import conv as _conv
+from .conv_lower import Layout, _finish, _target, pad_into, padded_elems, pads
 from .core import bind, type_of
 from .elementwise import divide, scalar_like
 from .half import accumulate_in_float32
@@ -54,27 +55,52 @@ def _winners(xp, x, window, stride, pad):
     return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
 
 
-def _window_max(xp, x, window, stride, pad):
-    """max_pool(x, x): the window maximum, one elementwise maximum per window offset (NaN
-    propagates, as the winner rule; a padded position only wins where every real element
-    equals the fill, which gives the same value), with no copy of the windows."""
+def _window_max(xp, x, window, stride, pad, y, buf):
+    """max_pool(x, x) into ``y``: the window maximum, one elementwise maximum per window offset
+    (NaN propagates, as the winner rule; a padded position only wins where every real element
+    equals the fill, which gives the same value), over x padded into the scratch piece
+    ``xpad``, with no copy of the windows."""
     d = len(window)
-    v = windows(xp, x, window, stride, pad, (1,) * d, fill=_fill(x.dtype))
+    src = pad_into(x, pad, buf.get("xpad"), _fill(x.dtype))
+    v = xp.lib.stride_tricks.sliding_window_view(src, window, axis=tuple(range(2, 2 + d)))
+    v = v[(slice(None),) * 2 + tuple(slice(None, None, s) for s in stride)]  # N, C, *Y, *K
     offsets = itertools.product(*(range(k) for k in window))
-    out = v[(Ellipsis, *next(offsets))].copy()
+    y[...] = v[(Ellipsis, *next(offsets))]
     for kk in offsets:
-        xp.maximum(out, v[(Ellipsis, *kk)], out=out)
-    return out
+        xp.maximum(y, v[(Ellipsis, *kk)], out=y)
+    return y
 
 
-def _select_impl(xp, x, h, window, stride, pad):
+def _select_layout(x_shape, pad, dtype, same: bool) -> Layout:
+    """The forward pool's scratch: x padded with the fill value (for ``h is x`` only)."""
+    lay = Layout()
+    if same and pads(pad):
+        lay.add("xpad", (padded_elems(x_shape, pad),), dtype)
+    return lay
+
+
+def _select_scratch(node) -> int:
+    x, h = node.inputs
+    a = node.attrs
+    return _select_layout(x.type.shape, a["pad"], x.type.dtype, x is h).nbytes
+
+
+def _select_impl(xp, x, h, window, stride, pad, out=None, scratch=None):
     d = len(window)
     if h is x:  # the forward pool (the selected values are the maxima themselves)
-        return _window_max(xp, x, window, stride, pad)
+        shape = (*x.shape[:2], *out_spatial(x.shape[2:], window, stride, pad, (1,) * d))
+        y = _target(xp, out, shape, x.dtype)
+        lay = _select_layout(x.shape, pad, x.dtype, True)
+        if scratch is not None and scratch.nbytes < lay.nbytes:
+            # the plan saw two values (e.g. x and a view of it) that are one array here: no
+            # range was reserved, so this call allocates its own
+            scratch = None
+        buf = lay.views(xp, scratch)
+        return _finish(out, _window_max(xp, x, window, stride, pad, y, buf))
     idx = _winners(xp, x, window, stride, pad)
     hv = windows(xp, h, window, stride, pad, (1,) * d)
     hv = hv.reshape(hv.shape[: 2 + d] + (-1,))
-    return xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0]
+    return _finish(out, xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0])
 
 
 def _scatter_impl(xp, x, g, window, stride, pad):
@@ -123,6 +149,8 @@ register(
         jvp=lambda ts, outs, x, h, **a: [
             None if ts[1] is None else bind("max_pool", x, ts[1], **a)
         ],
+        out_kw=True,  # the forward writes the planned buffer; its padded x is plan scratch
+        extra={"scratch_bytes": _select_scratch, "scratch_kw": True},
     )
 )
 register(
