@@ -181,3 +181,22 @@ def test_max_pool_pads_into_plan_scratch_and_writes_the_planned_buffer():
     want.backward(torch.tensor(g))
     grad = gg.jit(gg.grad(lambda x: gg.sum(f(x) * g)), backend="numpy")
     np.testing.assert_allclose(grad(x), xt.grad.numpy(), **TOL)
+    cg = grad.lower(x)  # max_pool_grad: its winner bookkeeping is scratch too
+    assert "max_pool_grad" in {n.op for n in cg.memory.scratch}
+    assert check_races(cg, x, trials=2).ok
+
+
+def test_max_pool_grad_winners_at_nan_inf_and_ties_match_torch():
+    """The running winner: the first maximum, a NaN over anything but an earlier NaN, never
+    a padded position (a window of -inf), in 1-3 dims with strides and padding."""
+    for d, (k, st, p) in [(1, (3, 2, 1)), (2, (3, 1, 1)), (2, (2, 2, 0)), (3, (3, 2, 1))]:
+        x = RNG.integers(-2, 3, (2, 2, *(7, 6, 5)[:d])).astype(np.float64)  # many ties
+        x[0, 0].flat[3], x[1, 1] = np.nan, -np.inf
+        xt = torch.tensor(x, requires_grad=True)
+        y = getattr(F, f"max_pool{d}d")(xt, k, st, p)
+        g = RNG.standard_normal(y.shape)
+        y.backward(torch.tensor(g))
+        loss = lambda x, k=k, st=st, p=p, g=g: gg.sum(gg.max_pool(x, k, st, p) * g)  # noqa: E731
+        with np.errstate(invalid="ignore"):  # the primal sum meets -inf * g of both signs
+            got = gg.grad(loss)(x)
+        np.testing.assert_allclose(got, xt.grad.numpy(), **TOL)

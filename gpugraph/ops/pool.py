@@ -103,17 +103,80 @@ def _select_impl(xp, x, h, window, stride, pad, out=None, scratch=None):
     return _finish(out, xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0])
 
 
-def _scatter_impl(xp, x, g, window, stride, pad):
-    idx = _winners(xp, x, window, stride, pad)
-    ys = g.shape[2:]
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pad))
-    out = xp.zeros(x.shape[:2] + padded, dtype=g.dtype)
-    zero = g.dtype.type(0)
+def _real_box(kk, stride, pad, spatial, ys):
+    """Per spatial dim, the output positions whose window offset ``kk`` falls on a real (not
+    padded) element: a range, so the positions are a box."""
+    box = []
+    for k, st, (lo, _), s, y in zip(kk, stride, pad, spatial, ys):
+        a = max(0, -((k - lo) // st))  # ceil((lo - k) / st)
+        b = min(y, (lo + s - 1 - k) // st + 1)
+        box.append((a, b))
+    return box
+
+
+def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
+    lay = Layout()
+    n = math.prod(g_shape)
+    lay.add("best", (n,), xdtype)
+    lay.add("idx", (n,), np.int32)
+    lay.add("sel", (n,), gdtype)
+    for name in ("take", "nan", "new"):
+        lay.add(name, (n,), np.bool_)
+    return lay
+
+
+def _scatter_scratch(node) -> int:
+    x, g = (v.type for v in node.inputs)
+    return _scatter_layout(g.shape, x.dtype, g.dtype).nbytes
+
+
+def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
+    """max_pool_grad: each g added at its window's winner, the first maximal element (the
+    first NaN, if any) among the real ones (never a padded position, even where the real
+    elements equal the fill). The winner is a running comparison over the window offsets,
+    each restricted to the box of outputs where that offset falls on x itself (so nothing is
+    padded); every temporary is a piece of the plan's scratch."""
+    spatial, ys = x.shape[2:], g.shape[2:]
+    buf = _scatter_layout(g.shape, x.dtype, g.dtype).views(xp, scratch)
+    best, idx, sel, take, nan, new = (
+        buf[k].reshape(g.shape) for k in ("best", "idx", "sel", "take", "nan", "new")
+    )
+    idx[...] = -1
+    floats = x.dtype.kind == "f"
+    steps = []  # (flat offset, output box, the x elements that offset reads there)
     for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
-        sl = tuple(slice(k, k + st * (y - 1) + 1, st) for k, st, y in zip(kk, stride, ys))
-        out[(slice(None), slice(None), *sl)] += xp.where(idx == flat, g, zero)
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[2:], pad))
-    return out[(slice(None), slice(None), *crop)]
+        box = _real_box(kk, stride, pad, spatial, ys)
+        if any(a >= b for a, b in box):
+            continue
+        at = (slice(None),) * 2 + tuple(slice(a, b) for a, b in box)
+        src = (slice(None),) * 2 + tuple(
+            slice(k - lo + a * st, k - lo + (b - 1) * st + 1, st)
+            for k, st, (lo, _), (a, b) in zip(kk, stride, pad, box)
+        )
+        steps.append((flat, at, src))
+    for flat, at, src in steps:
+        val, bb, ii, tt, nn = x[src], best[at], idx[at], take[at], new[at]
+        xp.greater(val, bb, out=tt)
+        xp.less(ii, 0, out=nn)  # the first real element of the window
+        xp.logical_or(tt, nn, out=tt)
+        if floats:  # a NaN wins over anything but an earlier NaN
+            mm = nan[at]
+            xp.isnan(val, out=nn)
+            xp.isnan(bb, out=mm)
+            xp.logical_not(mm, out=mm)
+            xp.logical_and(nn, mm, out=nn)
+            xp.logical_or(tt, nn, out=tt)
+        xp.copyto(bb, val, where=tt)
+        xp.copyto(ii, flat, where=tt)
+    y = _target(xp, out, x.shape, g.dtype)
+    y[...] = 0
+    for flat, at, src in steps:
+        ss, tt = sel[at], take[at]
+        xp.equal(idx[at], flat, out=tt)
+        ss[...] = 0
+        xp.copyto(ss, g[at], where=tt)
+        y[src] += ss
+    return _finish(out, y)
 
 
 def _pool_shape(x: TensorType, window, stride, pad) -> tuple[int, ...]:
@@ -163,6 +226,8 @@ register(
         jvp=lambda ts, outs, x, g, **a: [
             None if ts[1] is None else bind("max_pool_grad", x, ts[1], **a)
         ],
+        out_kw=True,
+        extra={"scratch_bytes": _scatter_scratch, "scratch_kw": True},
     )
 )
 
