@@ -120,7 +120,7 @@ def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
     lay.add("best", (n,), xdtype)
     lay.add("idx", (n,), np.int32)
     lay.add("sel", (n,), gdtype)
-    for name in ("take", "nan", "new"):
+    for name in ("take", "new"):
         lay.add(name, (n,), np.bool_)
     return lay
 
@@ -138,8 +138,8 @@ def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
     padded); every temporary is a piece of the plan's scratch."""
     spatial, ys = x.shape[2:], g.shape[2:]
     buf = _scatter_layout(g.shape, x.dtype, g.dtype).views(xp, scratch)
-    best, idx, sel, take, nan, new = (
-        buf[k].reshape(g.shape) for k in ("best", "idx", "sel", "take", "nan", "new")
+    best, idx, sel, take, new = (
+        buf[k].reshape(g.shape) for k in ("best", "idx", "sel", "take", "new")
     )
     idx[...] = -1
     floats = x.dtype.kind == "f"
@@ -156,16 +156,15 @@ def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
         steps.append((flat, at, src))
     for flat, at, src in steps:
         val, bb, ii, tt, nn = x[src], best[at], idx[at], take[at], new[at]
-        xp.greater(val, bb, out=tt)
+        if floats:  # not (val <= best): greater, or a NaN on either side; a NaN best stays
+            xp.less_equal(val, bb, out=tt)
+            xp.logical_not(tt, out=tt)
+            xp.equal(bb, bb, out=nn)
+            xp.logical_and(tt, nn, out=tt)
+        else:
+            xp.greater(val, bb, out=tt)
         xp.less(ii, 0, out=nn)  # the first real element of the window
         xp.logical_or(tt, nn, out=tt)
-        if floats:  # a NaN wins over anything but an earlier NaN
-            mm = nan[at]
-            xp.isnan(val, out=nn)
-            xp.isnan(bb, out=mm)
-            xp.logical_not(mm, out=mm)
-            xp.logical_and(nn, mm, out=nn)
-            xp.logical_or(tt, nn, out=tt)
         xp.copyto(bb, val, where=tt)
         xp.copyto(ii, flat, where=tt)
     y = _target(xp, out, x.shape, g.dtype)
