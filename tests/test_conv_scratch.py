@@ -200,3 +200,48 @@ def test_max_pool_grad_winners_at_nan_inf_and_ties_match_torch():
         with np.errstate(invalid="ignore"):  # the primal sum meets -inf * g of both signs
             got = gg.grad(loss)(x)
         np.testing.assert_allclose(got, xt.grad.numpy(), **TOL)
+
+
+class _DeviceLike:
+    """An array module that is not NumPy (NumPy underneath): the lowering takes its GPU
+    branch, one whole-batch tile, which outgrows a range planned for the CPU tiling."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_gpu_branch_tiles_the_whole_batch_and_allocates_past_a_cpu_sized_range(monkeypatch):
+    monkeypatch.setattr(conv_lower, "TILE_BYTES", 256)  # the CPU tiling: many small tiles
+    x, w = RNG.standard_normal((3, 4, 7, 6)), RNG.standard_normal((6, 4, 3, 3))
+    geom = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    y = conv_lower.conv_impl(np, x, w, *geom)
+    calls = {  # impl, arrays, extra attrs, the CPU-sized layout a plan reserves
+        "conv": (
+            conv_lower.conv_impl,
+            (x, w),
+            (),
+            conv_lower.conv_layout(x.shape, w.shape, *geom, x.dtype),
+        ),
+        "conv_transpose": (
+            conv_lower.conv_transpose_impl,
+            (y, w),
+            ((7, 6),),
+            conv_lower.conv_transpose_layout(y.shape, w.shape, *geom, (7, 6), x.dtype),
+        ),
+        "conv_weight": (
+            conv_lower.conv_weight_impl,
+            (x, y),
+            ((3, 3),),
+            conv_lower.conv_weight_layout(x.shape, y.shape, *geom, (3, 3), x.dtype),
+        ),
+    }
+    whole = conv_lower.Im2col(x.shape, (3, 3), *geom, np.dtype(x.dtype), 1 << 62)
+    assert whole.tiling == (3, 7)  # the GPU tiling: one tile, the batch
+    for impl, args, extra, lay in calls.values():
+        want = impl(np, *args, *geom, *extra)
+        planned = np.empty(lay.nbytes, np.uint8)
+        with pytest.raises(GpuGraphError):  # on NumPy a short range is an error ...
+            impl(np, *args, *geom, *extra, scratch=planned[:8])
+        for scratch in (None, planned):  # ... on a device, the pool serves the batch tile
+            got = impl(_DeviceLike(), *args, *geom, *extra, scratch=scratch)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -31,6 +31,10 @@ import numpy as np
 from ..errors import GpuGraphError
 
 TILE_BYTES = 1 << 20  # im2col columns per tile: about one core's L2
+# On a GPU one tile is the whole batch (as before tiling): a tile loop would be many small
+# launches, and the device has no per-core cache to fit. The planned range is sized for the CPU
+# tiling, so a GPU call whose layout does not fit it takes its buffer from CuPy's pool instead.
+GPU_TILE_BYTES = 1 << 62
 ALIGN = 64  # bytes between pieces of the scratch range (a cache line)
 
 
@@ -88,14 +92,28 @@ def _padded_shape(spatial, pad) -> tuple[int, ...]:
     return tuple(s + lo + hi for s, (lo, hi) in zip(spatial, pad))
 
 
-def tiles(n: int, per_sample_rows: int, y0: int, itemsize: int, row_elems: int):
-    """(samples per tile, output rows per tile): whole samples while one fits TILE_BYTES,
-    else runs of rows of the first spatial axis of one sample."""
+def tiles(n: int, per_sample_rows: int, y0: int, itemsize: int, row_elems: int, tile=None):
+    """(samples per tile, output rows per tile): whole samples while one fits ``tile`` bytes
+    (TILE_BYTES if None), else runs of rows of the first spatial axis of one sample."""
+    tile = TILE_BYTES if tile is None else tile
     per_row = max(row_elems * itemsize, 1)
     per_sample = per_row * per_sample_rows
-    if per_sample <= TILE_BYTES:
-        return max(1, min(n, TILE_BYTES // per_sample)), y0
-    return 1, max(1, min(y0, TILE_BYTES // per_row))
+    if per_sample <= tile:
+        return max(1, min(n, tile // per_sample)), y0
+    return 1, max(1, min(y0, tile // per_row))
+
+
+def tile_for(xp: Any) -> int | None:
+    """The tile size for an array module: None (TILE_BYTES) on NumPy, the batch on a GPU."""
+    return None if xp is np else GPU_TILE_BYTES
+
+
+def usable(xp: Any, scratch: Any, lay: Layout) -> Any:
+    """The planned range, or None (allocate) where a GPU layout outgrows it (see
+    GPU_TILE_BYTES); on NumPy a short range stays an error (Layout.views)."""
+    if xp is not np and scratch is not None and scratch.nbytes < lay.nbytes:
+        return None
+    return scratch
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class Im2col:
     dilation: tuple[int, ...]
     groups: int
     dtype: np.dtype
+    tile: int | None = None  # bytes per tile (None: TILE_BYTES)
 
     @property
     def ys(self) -> tuple[int, ...]:
@@ -123,7 +142,7 @@ class Im2col:
     def tiling(self) -> tuple[int, int]:
         ys = self.ys
         row = self.groups * self.ck * math.prod(ys[1:])
-        return tiles(self.x_shape[0], ys[0], ys[0], self.dtype.itemsize, row)
+        return tiles(self.x_shape[0], ys[0], ys[0], self.dtype.itemsize, row, self.tile)
 
     def add_to(self, lay: Layout) -> None:
         if pads(self.pad):
@@ -222,12 +241,12 @@ def _strided(x, stride, ys):
 
 
 # ---- conv ---------------------------------------------------------------------------------
-def conv_layout(x_shape, w_shape, stride, pad, dilation, groups, dtype) -> Layout:
+def conv_layout(x_shape, w_shape, stride, pad, dilation, groups, dtype, tile=None) -> Layout:
     lay = Layout()
     if not pointwise(w_shape[2:], pad):
-        Im2col(
-            tuple(x_shape), tuple(w_shape[2:]), stride, pad, dilation, groups, np.dtype(dtype)
-        ).add_to(lay)
+        kernel = tuple(w_shape[2:])
+        geo = Im2col(tuple(x_shape), kernel, stride, pad, dilation, groups, np.dtype(dtype), tile)
+        geo.add_to(lay)
     return lay
 
 
@@ -242,10 +261,11 @@ def conv_impl(xp, x, w, stride, pad, dilation, groups, out=None, scratch=None):
         xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
         xp.matmul(wg, xs, out=yg)
         return _finish(out, y)
-    geo = Im2col(tuple(x.shape), kernel, stride, pad, dilation, groups, np.dtype(x.dtype))
+    tile = tile_for(xp)
+    geo = Im2col(tuple(x.shape), kernel, stride, pad, dilation, groups, np.dtype(x.dtype), tile)
     lay = Layout()
     geo.add_to(lay)
-    buf = lay.views(xp, scratch)
+    buf = lay.views(xp, usable(xp, scratch, lay))
     for ns, ps, cols in geo.each_tile(xp, x, buf):
         # [G, Og, Cg*K] @ [n, G, Cg*K, P]: a GEMM per sample and group, into out's slice
         xp.matmul(wg, cols, out=yg[ns, :, :, ps])
@@ -253,12 +273,16 @@ def conv_impl(xp, x, w, stride, pad, dilation, groups, out=None, scratch=None):
 
 
 # ---- conv_weight --------------------------------------------------------------------------
-def conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel, dtype) -> Layout:
+def conv_weight_layout(
+    x_shape, y_shape, stride, pad, dilation, groups, kernel, dtype, tile=None
+) -> Layout:
     lay = Layout()
     o = y_shape[1]
     if pointwise(kernel, pad):
         return lay
-    geo = Im2col(tuple(x_shape), tuple(kernel), stride, pad, dilation, groups, np.dtype(dtype))
+    geo = Im2col(
+        tuple(x_shape), tuple(kernel), stride, pad, dilation, groups, np.dtype(dtype), tile
+    )
     geo.add_to(lay)
     lay.add("part", (geo.tiling[0] * groups * geo.ck * (o // groups),), dtype)
     lay.add("acc", (groups * geo.ck * (o // groups),), dtype)
@@ -277,9 +301,11 @@ def conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None, 
         per_sample = xp.matmul(yv, cols.transpose(0, 1, 3, 2))  # N, G, Og, Cg: small
         per_sample.sum(axis=0, out=acc)
         return _finish(out, dw)
-    geo = Im2col(tuple(x.shape), kernel, stride, pad, dilation, groups, np.dtype(x.dtype))
-    lay = conv_weight_layout(x.shape, y.shape, stride, pad, dilation, groups, kernel, x.dtype)
-    buf = lay.views(xp, scratch)
+    tile = tile_for(xp)
+    geo = Im2col(tuple(x.shape), kernel, stride, pad, dilation, groups, np.dtype(x.dtype), tile)
+    geom = (stride, pad, dilation, groups, kernel, x.dtype, tile)
+    lay = conv_weight_layout(x.shape, y.shape, *geom)
+    buf = lay.views(xp, usable(xp, scratch, lay))
     part = buf["part"].reshape(geo.tiling[0], groups, geo.ck, o // groups)
     acc_t = buf["acc"].reshape(groups, geo.ck, o // groups)
     acc_t[...] = 0
@@ -306,7 +332,9 @@ def _as_conv(kernel, stride, pad, dilation):
     return pads if all(lo >= 0 and hi >= 0 for lo, hi in pads) else None
 
 
-def conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype):
+def conv_transpose_layout(
+    y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype, tile=None
+):
     lay = Layout()
     n, o = y_shape[:2]
     kernel, ys = tuple(w_shape[2:]), tuple(y_shape[2:])
@@ -318,13 +346,14 @@ def conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_sh
     flipped = _as_conv(kernel, stride, pad, dilation)
     if flipped is not None:
         lay.add("wflip", (c * (o // groups) * math.prod(kernel),), dtype)
-        Im2col(tuple(y_shape), kernel, stride, flipped, dilation, groups, np.dtype(dtype)).add_to(
-            lay
+        geo = Im2col(
+            tuple(y_shape), kernel, stride, flipped, dilation, groups, np.dtype(dtype), tile
         )
+        geo.add_to(lay)
         return lay
     padded = _padded_shape(in_shape, [(lo, max(hi, 0)) for lo, hi in pad])
     per = c * math.prod(kernel) * math.prod(ys)
-    nb = tiles(n, 1, 1, np.dtype(dtype).itemsize, per)[0]
+    nb = tiles(n, 1, 1, np.dtype(dtype).itemsize, per, tile)[0]
     lay.add("cols", (nb * per,), dtype)
     lay.add("xpad", (nb * c * math.prod(padded),), dtype)
     return lay
@@ -335,8 +364,10 @@ def conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=N
     c, o = w.shape[1] * groups, w.shape[0]
     in_shape = tuple(in_shape)
     x = _target(xp, out, (n, c, *in_shape), y.dtype)
-    lay = conv_transpose_layout(y.shape, w.shape, stride, pad, dilation, groups, in_shape, y.dtype)
-    buf = lay.views(xp, scratch)
+    tile = tile_for(xp)
+    geom = (stride, pad, dilation, groups, in_shape, y.dtype, tile)
+    lay = conv_transpose_layout(y.shape, w.shape, *geom)
+    buf = lay.views(xp, usable(xp, scratch, lay))
     wt = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G,Cg*K,Og
     yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
     if pointwise(kernel, pad):
@@ -357,23 +388,25 @@ def conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=N
         wf.reshape(groups, c // groups, o // groups, *kernel)[...] = w.reshape(
             groups, o // groups, c // groups, *kernel
         ).swapaxes(1, 2)[flip]
-        geo = Im2col(tuple(y.shape), kernel, stride, flipped, dilation, groups, np.dtype(y.dtype))
+        dt = np.dtype(y.dtype)
+        geo = Im2col(tuple(y.shape), kernel, stride, flipped, dilation, groups, dt, tile)
         wg = wf.reshape(groups, c // groups, (o // groups) * math.prod(kernel))
         xg = x.reshape(n, groups, c // groups, math.prod(in_shape))
         for ns, ps, cols in geo.each_tile(xp, y, buf):
             xp.matmul(wg, cols, out=xg[ns, :, :, ps])
         return _finish(out, x)
-    return _finish(out, _col2im(xp, x, yg, wt, buf, stride, pad, dilation, kernel, in_shape))
+    geom = (stride, pad, dilation, kernel, in_shape, tile)
+    return _finish(out, _col2im(xp, x, yg, wt, buf, *geom))
 
 
-def _col2im(xp, x, yg, wt, buf, stride, pad, dilation, kernel, in_shape):
+def _col2im(xp, x, yg, wt, buf, stride, pad, dilation, kernel, in_shape, tile):
     """Per tile of samples: the GEMM into columns ``[n, C, *K, *Y]``, then one strided add per
     kernel offset into the zero-padded image, whose interior is the tile's slice of x."""
     n, c = x.shape[:2]
     ys = out_spatial(in_shape, kernel, stride, pad, dilation)
     padded = _padded_shape(in_shape, [(lo, max(hi, 0)) for lo, hi in pad])
     per = c * math.prod(kernel) * math.prod(ys)
-    nb = tiles(n, 1, 1, x.dtype.itemsize, per)[0]
+    nb = tiles(n, 1, 1, x.dtype.itemsize, per, tile)[0]
     crop = tuple(slice(lo, lo + s + min(hi, 0)) for s, (lo, hi) in zip(in_shape, pad))
     kept = tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(in_shape, pad))
     if any(hi < 0 for _, hi in pad):  # the cropped high end gets nothing
