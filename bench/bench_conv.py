@@ -145,6 +145,7 @@ def ab_lines(path: str, rounds: int) -> list[str]:
     no jit, so only the lowering differs."""
     from gpugraph.ops import conv as ours
     from gpugraph.ops import conv_lower as lower
+    from gpugraph.ops import conv_transpose_lower as lower_t
 
     base, rows = _impls_of(path), []
     rng = np.random.default_rng(0)
@@ -163,7 +164,7 @@ def ab_lines(path: str, rounds: int) -> list[str]:
                 for who, m in (("baseline", base), ("this tree", vars(ours)))
             }
             # this tree's impls get a scratch range made once, as a plan's arena gives them
-            layout = getattr(lower, f"{prim}_layout")(
+            layout = getattr(lower_t if prim == "conv_transpose" else lower, f"{prim}_layout")(
                 args[0].shape, args[1].shape, *g.values(), *extra.values(), np.float32
             )
             fns["this tree"].keywords["scratch"] = np.empty(layout.nbytes, np.uint8)

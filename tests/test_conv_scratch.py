@@ -13,7 +13,7 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.errors import GpuGraphError
-from gpugraph.ops import conv_lower
+from gpugraph.ops import conv_lower, conv_transpose_lower
 from gpugraph.ops.registry import get_op
 from gpugraph.testing.races import check_races, with_plan
 from tests.torch_ref import F, torch
@@ -223,10 +223,10 @@ def test_gpu_branch_tiles_the_whole_batch_and_allocates_past_a_cpu_sized_range(m
             conv_lower.conv_layout(x.shape, w.shape, *geom, x.dtype),
         ),
         "conv_transpose": (
-            conv_lower.conv_transpose_impl,
+            conv_transpose_lower.conv_transpose_impl,
             (y, w),
             ((7, 6),),
-            conv_lower.conv_transpose_layout(y.shape, w.shape, *geom, (7, 6), x.dtype),
+            conv_transpose_lower.conv_transpose_layout(y.shape, w.shape, *geom, (7, 6), x.dtype),
         ),
         "conv_weight": (
             conv_lower.conv_weight_impl,

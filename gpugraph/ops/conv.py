@@ -9,12 +9,13 @@ Three bilinear primitives close under differentiation:
 
 Each one's derivatives are the other two, so gradients of any order are ordinary graph.
 
-Lowering (``conv_lower``; NumPy and CuPy share it, written against ``xp``): im2col, a strided
-window view of the padded input copied channel-major one cache-sized tile at a time, and a GEMM
-per tile and group that writes its slice of the NCHW output; a unit-stride conv_transpose is a
-conv with the flipped weight, a strided one keeps col2im. A 1x1 kernel without padding skips
-im2col. The impls take ``out=`` (the planned buffer) and ``scratch=`` (a range the memory plan
-reserves for the node, live only at its step; each op's ``scratch_bytes`` says how much).
+Lowering (``conv_lower`` and ``conv_transpose_lower``, written against ``xp``, so NumPy and
+CuPy share it): im2col, a strided window view of the padded input copied channel-major one
+cache-sized tile at a time, and a GEMM per tile and group that writes its slice of the NCHW
+output; a unit-stride conv_transpose is a conv with the flipped weight, a strided one keeps
+col2im. A 1x1 kernel without padding skips im2col. The impls take ``out=`` (the planned buffer)
+and ``scratch=`` (a range the memory plan reserves for the node, live only at its step; each
+op's ``scratch_bytes`` says how much).
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from typing import Any
 from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import TensorType
 from .conv_lower import (
+    conv_flops,
     conv_impl,
     conv_layout,
-    conv_transpose_impl,
-    conv_transpose_layout,
+    conv_weight_flops,
     conv_weight_impl,
     conv_weight_layout,
     out_spatial,
+)
+from .conv_transpose_lower import (
+    conv_transpose_flops,
+    conv_transpose_impl,
+    conv_transpose_layout,
 )
 from .core import bind, type_of
 from .elementwise import add, promote_floats
@@ -101,26 +107,31 @@ def windows(xp, x, kernel, stride, pad, dilation, fill=0):
     return v[idx + tuple(slice(None, None, dl) for dl in dilation)]
 
 
-def _conv_scratch(node) -> int:
-    x, w = (v.type for v in node.inputs)
-    a = node.attrs
-    return conv_layout(
-        x.shape, w.shape, a["stride"], a["pad"], a["dilation"], a["groups"], x.dtype
-    ).nbytes
+def _sizes(rule, last: str | None):
+    """``rule(a.shape, b.shape, stride, pad, dilation, groups[, attrs[last]], dtype)`` of a conv
+    primitive's node: its scratch layout or its GEMM flops."""
+
+    def of(node):
+        a, b = (v.type for v in node.inputs)
+        at = node.attrs
+        geom = [at["stride"], at["pad"], at["dilation"], at["groups"]]
+        return rule(a.shape, b.shape, *geom, *([at[last]] if last else []), a.dtype)
+
+    return of
 
 
-def _conv_transpose_scratch(node) -> int:
-    y, w = (v.type for v in node.inputs)
-    a = node.attrs
-    geom = (a["stride"], a["pad"], a["dilation"], a["groups"], a["in_shape"])
-    return conv_transpose_layout(y.shape, w.shape, *geom, y.dtype).nbytes
+def _nbytes(layout):
+    return lambda *args: layout(*args).nbytes
 
 
-def _conv_weight_scratch(node) -> int:
-    x, y = (v.type for v in node.inputs)
-    a = node.attrs
-    geom = (a["stride"], a["pad"], a["dilation"], a["groups"], a["kernel"])
-    return conv_weight_layout(x.shape, y.shape, *geom, x.dtype).nbytes
+_conv_scratch = _sizes(_nbytes(conv_layout), None)
+_conv_transpose_scratch = _sizes(_nbytes(conv_transpose_layout), "in_shape")
+_conv_weight_scratch = _sizes(_nbytes(conv_weight_layout), "kernel")
+_FLOPS = {
+    "conv": _sizes(conv_flops, None),
+    "conv_transpose": _sizes(conv_transpose_flops, "in_shape"),
+    "conv_weight": _sizes(conv_weight_flops, "kernel"),
+}
 
 
 # the impls (conv_lower) under the names the rest of gpugraph and the benches use
@@ -274,7 +285,8 @@ for _name, _infer, _impl, _vjp, _jvp, _scratch in (
     # write into directly instead of returning a result the runtime then copies.
     # scratch_bytes: the memory plan reserves that many arena bytes live only at the node's
     # step; scratch_kw: the runtime passes them to the impl as scratch= (docs/memory.md)
-    extra = {"scratch_bytes": _scratch, "scratch_kw": True}
+    # flops: the BLAS thread policy (backends/blas.py) reads the largest GEMM call's size
+    extra = {"scratch_bytes": _scratch, "scratch_kw": True, "flops": _FLOPS[_name]}
     register(OpDef(_name, "linalg", _infer, _impl, vjp=_vjp, jvp=_jvp, out_kw=True, extra=extra))
 
 
