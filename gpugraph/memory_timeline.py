@@ -103,14 +103,15 @@ class Timeline:
         return out
 
 
-def best_fit(lists: list[list[int]], size: int) -> int:
+def best_fit(lists: list[list[int]], size: int, loose: list[tuple[int, int]] = ()) -> int:
     """The start of the smallest hole (the first of equal ones) in the union of ``lists``
-    that holds ``size`` bytes, else the end of the union (0 when empty)."""
-    if len(lists) == 1:
+    (flat run lists) and of the ``loose`` (lo, hi) pairs (any order, may overlap) that holds
+    ``size`` bytes, else the end of the union (0 when empty)."""
+    if len(lists) == 1 and not loose:
         flat = lists[0]
         pairs = zip(flat[::2], flat[1::2])
     else:
-        pairs = sorted(p for flat in lists for p in zip(flat[::2], flat[1::2]))
+        pairs = sorted([*loose, *(p for flat in lists for p in zip(flat[::2], flat[1::2]))])
     best, best_gap, cursor = -1, -1, 0
     for lo, hi in pairs:
         gap = lo - cursor
@@ -130,27 +131,25 @@ def place_timeline(
     align: int,
 ) -> tuple[list[int], int]:
     """``_place`` for items of positive size conflicting when their inclusive ranges
-    [first, last] overlap or when listed in each other's ``extras``."""
-    offsets = [-1] * len(sizes)
+    [first, last] overlap or when listed in each other's ``extras`` (index arrays or lists)."""
+    n = len(sizes)
+    offsets = [-1] * n
+    spans: list[tuple[int, int] | None] = [None] * n  # placed items' (offset, aligned end)
+    extra_lists = [e.tolist() if hasattr(e, "tolist") else e for e in extras or [()] * n]
     timeline = Timeline(max(last, default=0) + 1)
     total = 0
     for i in order:
         size = sizes[i]
         nodes, path = timeline.cover(first[i], last[i])
         lists = timeline.taken(nodes, path)
-        if extras is not None and len(extras[i]):
-            runs: list[int] = []
-            for j in extras[i]:
-                o = offsets[j]
-                if o >= 0:
-                    _add(runs, o, _up(o + sizes[j], align))
-            if runs:
-                lists.append(runs)
-        off = offsets[i] = best_fit(lists, size)
+        ex = extra_lists[i]
+        loose = [p for p in map(spans.__getitem__, ex) if p is not None] if ex else ()
+        off = offsets[i] = best_fit(lists, size, loose)
         end = off + size
         if end > total:
             total = end
-        timeline.add(nodes, path, off, _up(end, align))
+        spans[i] = (off, _up(end, align))
+        timeline.add(nodes, path, off, spans[i][1])
     return offsets, _up(total, align)
 
 
