@@ -26,6 +26,7 @@ from . import (  # noqa: F401  (they fill the op table)
     ops_select,
     ops_seq,
     ops_shape,
+    ops_string,
 )
 from .model import InputSpec, OnnxError, OnnxModel, _shape_arg_names
 from .reader import (
@@ -122,6 +123,7 @@ _FAMILIES = {
     "ops_rnn": "recurrent layers (gg.scan)",
     "ops_control": "control flow, Gradient (subgraphs)",
     "ops_seq": "sequences (traced as lists)",
+    "ops_string": "strings (a host pre-stage on NumPy, before the compiled graph)",
 }
 
 

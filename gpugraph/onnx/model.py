@@ -17,6 +17,7 @@ from ..errors import (
     ShapeError,
     UnsupportedError,
 )
+from .ops_string import HOST_OPS
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
 
@@ -100,40 +101,74 @@ class OnnxModel:
         self.output_names: tuple[str, ...] = output_names
         self.opset = opset
         self._jit = None
-        # Integer graph inputs used as shapes/axes: static arguments of the compiled function.
+        # String inputs and the string ops reading them form a host pre-stage (NumPy object
+        # arrays); the compiled function takes only the numeric inputs.
+        self.string_inputs = tuple(i for i, s in enumerate(inputs) if s.dtype == object)
+        self._host_nodes, self._graph_nodes, strings = split_host(nodes, inputs, constants)
+        self._numeric_names = tuple(
+            s.name for i, s in enumerate(inputs) if i not in self.string_inputs
+        )
+        self._graph_outputs = tuple(n for n in output_names if n not in strings)
+        # Integer graph inputs used as shapes/axes: static arguments of the compiled function
+        # (positions among the numeric inputs).
         shape_names = _shape_arg_names(nodes)
         self.static_inputs = tuple(
             i
-            for i, s in enumerate(inputs)
-            if s.name in shape_names and np.issubdtype(s.dtype, np.integer)
+            for i, name in enumerate(self._numeric_names)
+            if name in shape_names and np.issubdtype(self._spec(name).dtype, np.integer)
         )
+
+    def _spec(self, name: str) -> InputSpec:
+        return next(s for s in self.inputs if s.name == name)
 
     def fn(self, params: dict, *inputs: Any) -> tuple:
         """The model as a pure function of its parameters and inputs."""
-        if len(inputs) != len(self.inputs):
-            raise GpuGraphError(
-                f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
-                f"got {len(inputs)}"
-            )
+        self._check_count(inputs)
+        host = self.host_stage(*(inputs[i] for i in self.string_inputs))
+        numeric = [x for i, x in enumerate(inputs) if i not in self.string_inputs]
+        return self._merge(host, self._graph_fn(params, *numeric))
+
+    def host_stage(self, *strings: Any) -> dict[str, np.ndarray]:
+        """The string pre-stage: the string inputs (in order) through the string ops, run on
+        NumPy object arrays. Returns every string value by name."""
+        env: dict[str, Any] = dict(self.constants)
+        names = [self.inputs[i].name for i in self.string_inputs]
+        env.update((n, _as_strings(x)) for n, x in zip(names, strings))
+        run_nodes(self._host_nodes, env)
+        for name, spec in self.declared.items():
+            if name in env and spec.dtype == object:
+                check_declared(spec, env[name])
+        return env
+
+    def _graph_fn(self, params: dict, *inputs: Any) -> tuple:
+        """The numeric graph (what is compiled): numeric inputs to numeric outputs."""
         env: dict[str, Any] = dict(self.constants)
         env.update(params)
-        env.update(zip(self.input_names, inputs))
-        run_nodes(self._nodes, env)
+        env.update(zip(self._numeric_names, inputs))
+        run_nodes(self._graph_nodes, env)
         for name, spec in self.declared.items():
-            if name in env:
+            if name in env and spec.dtype != object:
                 check_declared(spec, env[name])
-        outs = tuple(env[n] for n in self.output_names)
-        for name, v in zip(self.output_names, outs):
+        outs = tuple(env[n] for n in self._graph_outputs)
+        for name, v in zip(self._graph_outputs, outs):
             if not hasattr(v, "shape"):  # a sequence (ops_seq.Seq) reaching the output
                 raise UnsupportedError(f"ONNX graph output {name!r} is not a tensor")
         return outs
 
-    def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
+    def _merge(self, host: dict[str, Any], graph_outs: tuple) -> tuple:
+        """The outputs in the graph's order, from the host stage and the numeric graph."""
+        computed = dict(zip(self._graph_outputs, graph_outs))
+        return tuple(computed[n] if n in computed else host[n] for n in self.output_names)
+
+    def _check_count(self, inputs: tuple) -> None:
         if len(inputs) != len(self.inputs):
             raise GpuGraphError(
                 f"the ONNX model takes {len(self.inputs)} inputs {list(self.input_names)}, "
                 f"got {len(inputs)}"
             )
+
+    def check_inputs(self, inputs: tuple) -> list[np.ndarray]:
+        self._check_count(inputs)
         out = []
         for spec, x in zip(self.inputs, inputs):
             x = (
@@ -141,7 +176,9 @@ class OnnxModel:
                 if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
                 else np.asarray(x)
             )
-            if np.dtype(x.dtype) != spec.dtype:
+            if spec.dtype == object and np.dtype(x.dtype).kind in "OUS":
+                x = _as_strings(x)  # str, bytes (UTF-8) or object arrays of them
+            elif np.dtype(x.dtype) != spec.dtype:
                 raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
             if spec.shape is not None:
                 ok = len(x.shape) == len(spec.shape) and all(
@@ -155,7 +192,8 @@ class OnnxModel:
             out.append(x)
         return out
 
-    def _compiled_args(self, inputs: tuple) -> list:
+    def _compiled_args(self, inputs: tuple) -> tuple[list, list]:
+        """(string inputs, numeric inputs as the compiled function takes them)."""
         from ..trace import jit
 
         xs = self.check_inputs(inputs)
@@ -163,21 +201,27 @@ class OnnxModel:
             self._jit = jit(
                 self._static_fn, static_argnums=tuple(i + 1 for i in self.static_inputs)
             )
+        strings = [xs[i] for i in self.string_inputs]
+        xs = [x for i, x in enumerate(xs) if i not in self.string_inputs]
         for i in self.static_inputs:  # hashable, so the compiled-entry cache keys on the value
             xs[i] = (asnumpy(xs[i]).tolist(), str(xs[i].dtype))
-        return xs
+        return strings, xs
 
     def __call__(self, *inputs: Any) -> tuple:
-        xs = self._compiled_args(inputs)
+        strings, xs = self._compiled_args(inputs)
+        host = self.host_stage(*strings)
+        if not self._graph_outputs:  # string outputs only: nothing to compile
+            return self._merge(host, ())
         with warnings.catch_warnings():
             # Weights folded from Constant/ConstantOfShape nodes are true constants of the
             # model: capturing them into the graph is what is wanted.
             warnings.simplefilter("ignore", CapturedArrayWarning)
-            return tuple(self._jit(self.params, *xs))
+            return self._merge(host, tuple(self._jit(self.params, *xs)))
 
     def lower(self, *inputs: Any):
-        """The compiled plan ``m(*inputs)`` runs (``.explain()``, ``.to_dot()``, ``.graph``)."""
-        xs = self._compiled_args(inputs)
+        """The compiled plan ``m(*inputs)`` runs (``.explain()``, ``.to_dot()``, ``.graph``);
+        the string pre-stage is not part of it."""
+        _, xs = self._compiled_args(inputs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CapturedArrayWarning)
             return self._jit.lower(self.params, *xs)
@@ -186,7 +230,7 @@ class OnnxModel:
         xs = list(inputs)
         for i in self.static_inputs:
             xs[i] = np.asarray(xs[i][0], dtype=xs[i][1])
-        return self.fn(params, *xs)
+        return self._graph_fn(params, *xs)
 
     def __repr__(self) -> str:
         return (
@@ -212,6 +256,44 @@ def check_declared(spec: InputSpec, v: Any) -> None:
             f"shape-inference conflict: ONNX value {spec.name!r} is declared with shape "
             f"{list(spec.shape)}, but the graph computes {list(shape)}"
         )
+
+
+def _as_strings(x: Any) -> np.ndarray:
+    """A NumPy object array of ``str`` (bytes are decoded as UTF-8), as ONNX strings are."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=object)
+    out.reshape(-1)[:] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.flat]
+    return out
+
+
+def split_host(nodes: list[_Node], inputs, constants: dict) -> tuple[list, list, set[str]]:
+    """(host-stage nodes, numeric-graph nodes, string value names). String tensors never enter
+    the numeric graph: the string ops (``HOST_OPS``) run before it, on string inputs and
+    constants; a numeric op reading a string, or a string op reading a computed value, is an
+    UnsupportedError naming the node."""
+    strings = {s.name for s in inputs if s.dtype == object}
+    strings |= {k for k, v in constants.items() if np.dtype(v.dtype).kind in "OUS"}
+    host, graph = [], []
+    for n in nodes:
+        read = [x for x in n.inputs if x]
+        if n.ctx.op_type in HOST_OPS:
+            bad = [x for x in read if x not in strings]
+            if bad:
+                raise UnsupportedError(
+                    f"{n.ctx.where()}: reads {bad[0]!r}, which is not a string graph input or "
+                    "constant (string ops run on the host before the compiled graph)"
+                )
+            host.append(n)
+            strings.update(o for o in n.outputs if o)
+            continue
+        bad = [x for x in read if x in strings]
+        if bad:
+            raise UnsupportedError(
+                f"{n.ctx.where()}: reads the string tensor {bad[0]!r}; string tensors run "
+                f"only through the host-side string ops ({', '.join(sorted(HOST_OPS))})"
+            )
+        graph.append(n)
+    return host, graph, strings
 
 
 def _shape_arg_names(nodes) -> set[str]:
