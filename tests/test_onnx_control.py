@@ -569,3 +569,43 @@ def test_if_whose_condition_folds_may_have_branches_of_different_shapes():
     data = _model(nodes, [vi("x", F, ["N"])], [vi("y", F, [None])])
     assert _check(data, np.array([-1.0, 2.0], np.float32))[0].shape == (2,)
     assert _check(data, np.arange(-2, 2, dtype=np.float32))[0].shape == (8,)
+
+
+@pytest.mark.parametrize("lens", [None, [4, 2, 3]])
+def test_opset8_scan_with_batch_axis_and_sequence_lens(lens):
+    """Opset-8 Scan: batch axis 0, sequence axis 1, per-row sequence_lens, one input reversed;
+    against onnxruntime (which zero-fills scan outputs past a row's length)."""
+    body = helper.make_graph(
+        [
+            mk("Add", ["acc", "a"], ["t"]),
+            mk("Mul", ["t", "b"], ["acc2"]),
+            mk("Mul", ["acc2", "w"], ["y"]),  # w: an outer value
+        ],
+        "body",
+        [vi("acc", F, [2]), vi("a", F, [2]), vi("b", F, [2])],
+        [vi("acc2", F, [2]), vi("y", F, [2])],
+    )
+    inits = [numpy_helper.from_array(np.array([0.5, -1.0], np.float32), "w")]
+    if lens is not None:
+        inits.append(numpy_helper.from_array(np.array(lens, np.int64), "L"))
+    nodes = [
+        mk(
+            "Scan",
+            ["" if lens is None else "L", "s0", "xa", "xb"],
+            ["sf", "ys"],
+            body=body,
+            num_scan_inputs=2,
+            directions=[0, 1],
+        )
+    ]
+    data = _model(
+        nodes,
+        [vi("s0", F, [3, 2]), vi("xa", F, [3, 4, 2]), vi("xb", F, [3, 4, 2])],
+        [vi("sf", F, [3, 2]), vi("ys", F, [3, 4, 2])],
+        inits,
+        opset=8,
+    )
+    rng = np.random.default_rng(3)
+    s0, xa = rng.standard_normal((3, 2)), rng.standard_normal((3, 4, 2))
+    xb = rng.uniform(0.5, 1.5, (3, 4, 2))
+    _check(data, *(v.astype(np.float32) for v in (s0, xa, xb)))

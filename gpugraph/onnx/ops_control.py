@@ -202,7 +202,7 @@ def _axis(node: NodeCtx, a: int, rank: int, what: str) -> int:
 @register("Scan")
 def _scan(node: NodeCtx, ins: list, attrs: dict):
     if node.opset < 9:
-        raise node.unsupported("opset-8 Scan (batch axis and sequence_lens)")
+        return _scan8(node, ins, attrs)
     own, outer = _split(node, ins, attrs)
     body: SubGraph = attrs["body"]
     m = int(attrs["num_scan_inputs"])
@@ -231,6 +231,45 @@ def _scan(node: NodeCtx, ins: list, attrs: dict):
         y = gg["flip"](y, 0) if d else y
         outs.append(gg["moveaxis"](y, 0, _axis(node, a, len(y.shape), "scan_output_axes")))
     return (*final, *outs)
+
+
+def _scan8(node: NodeCtx, ins: list, attrs: dict):
+    """Opset-8 Scan: inputs ``[sequence_lens], states..., scan inputs...`` with a batch axis 0
+    and the sequence on axis 1. Each batch row is its own ``gg.scan`` over its first
+    ``sequence_lens[b]`` steps (a constant; reversed inputs walk back from that end); its
+    scan outputs are zero past its length, as onnxruntime gives."""
+    own, outer = _split(node, ins, attrs)
+    body: SubGraph = attrs["body"]
+    m = int(attrs["num_scan_inputs"])
+    lens, rest = own[0], own[1:]
+    states, xs = list(rest[: len(rest) - m]), list(rest[len(rest) - m :])
+    if any(isinstance(v, Seq) for v in states):
+        raise node.unsupported("a sequence as a Scan state")
+    dirs = list(attrs.get("directions", [0] * m))
+    batch, t_len = shape_of(xs[0])[:2]
+    lens = [t_len] * batch if lens is None else node.ints(lens, "sequence_lens")
+    if len(lens) != batch or not all(0 <= n <= t_len for n in lens):
+        raise node.unsupported(f"sequence_lens {lens} for batch {batch} and length {t_len}")
+    ns = len(states)
+
+    def step(c, x):
+        outs = _run(body, (*c, *x), outer)
+        return tuple(outs[:ns]), tuple(outs[ns:])
+
+    finals, rows = [], []
+    for b, n in enumerate(lens):
+        seq = []
+        for x, d in zip(xs, dirs):
+            xb = gg["getitem"](x, (b, slice(0, n)))
+            seq.append(gg["flip"](xb, 0) if d else xb)
+        with _typed_regions(node, "state values that change shape or dtype"):
+            final, ys = _cf.scan(step, tuple(gg["getitem"](v, b) for v in states), tuple(seq))
+        finals.append(final)
+        pad = [(0, t_len - n)]
+        rows.append([gg["pad"](y, pad + [(0, 0)] * (len(shape_of(y)) - 1)) for y in ys])
+    outs = [gg["stack"]([f[k] for f in finals], 0) for k in range(ns)]
+    outs += [gg["stack"]([r[k] for r in rows], 0) for k in range(len(rows[0]))]
+    return tuple(outs)
 
 
 @register("Gradient")  # domain ai.onnx.preview.training
