@@ -209,7 +209,7 @@ class OnnxModel:
 
     def __call__(self, *inputs: Any) -> tuple:
         strings, xs = self._compiled_args(inputs)
-        host = self.host_stage(*strings)
+        host = self.host_stage(*strings) if self._host_nodes or strings else {}
         if not self._graph_outputs:  # string outputs only: nothing to compile
             return self._merge(host, ())
         with warnings.catch_warnings():
