@@ -190,7 +190,8 @@ def test_loop_while_data_dependent_condition(trip):
 
 
 def test_loop_trip_count_and_condition_from_inputs():
-    nodes = [mk("Loop", ["M", "c", "a0", "p0"], ["acc", "prod"], body=_loop_body("data"))]
+    body = _loop_body("data")
+    nodes = [mk("Loop", ["M", "c", "a0", "p0"], ["acc", "prod"], body=body, name="lp")]
     data = _model(
         nodes,
         [vi("M", I64, []), vi("c", B, []), vi("x", F, [3]), vi("a0", F, [3]), vi("p0", F, [])],
@@ -199,6 +200,9 @@ def test_loop_trip_count_and_condition_from_inputs():
     x, z = np.array([1.0, 2.0, 0.5], np.float32), np.zeros(3, np.float32)
     for trip, c in ((2, True), (9, True), (9, False)):
         _check(data, np.array(trip), np.array(c), x, z, np.array(1, np.float32), jit_only=True)
+    # the converter-made region is located at its ONNX node, not where the model was called
+    feeds = (np.array(2), np.array(True), x, z, np.array(1, np.float32))
+    assert "region while (at ONNX node 'lp' (Loop))" in gox.load(data).lower(*feeds).explain()
 
 
 def test_loop_trip_count_input_with_scan_outputs_compiles_per_value():

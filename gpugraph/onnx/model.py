@@ -17,6 +17,7 @@ from ..errors import (
     ShapeError,
     UnsupportedError,
 )
+from ..tracer import source_location
 from .ops_string import HOST_OPS
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
@@ -62,7 +63,11 @@ def run_nodes(nodes: list[_Node], env: dict[str, Any]) -> None:
     for node in nodes:
         args = [env[n] if n else None for n in node.inputs]
         try:
-            outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
+            # ops traced here report the ONNX node as their location (explain, errors)
+            with source_location(
+                f"ONNX node {node.ctx.name or '<unnamed>'!r} ({node.ctx.op_type})"
+            ):
+                outs = OPS[node.ctx.op_type](node.ctx, args, node.attrs)
         except GpuGraphError:
             raise
         except (TypeError, ValueError, IndexError, KeyError) as e:
