@@ -92,7 +92,7 @@ def test_conformance(case):
 
 # The nets whose check takes 5-25 s here (dense layers of 60-140M weights to randomize,
 # serialize and parse twice; densenet121's 900 nodes to compile): marked slow, so
-# `-m "not slow"` keeps the five quick ones (about 6 s together).
+# `-m "not slow"` keeps the five quick ones (6-15 s together, by the load).
 _HEAVY_LIGHT = {"bvlc_alexnet", "densenet121", "vgg19", "zfnet512"}
 
 

@@ -613,3 +613,36 @@ def test_opset8_scan_with_batch_axis_and_sequence_lens(lens):
     s0, xa = rng.standard_normal((3, 2)), rng.standard_normal((3, 4, 2))
     xb = rng.uniform(0.5, 1.5, (3, 4, 2))
     _check(data, *(v.astype(np.float32) for v in (s0, xa, xb)))
+
+
+def test_sequence_graph_inputs_and_outputs():
+    """A sequence input is a list of arrays at the call (one compiled entry per length), a
+    sequence output a list of arrays, as onnxruntime takes and gives them."""
+    seq_t = helper.make_tensor_sequence_value_info
+    nodes = [
+        _const("one", np.int64(1)),
+        mk("SequenceAt", ["S", "one"], ["s1"]),
+        mk("Add", ["s1", "x"], ["y"]),
+        mk("SequenceInsert", ["S", "y"], ["S2"]),
+        mk("SequenceLength", ["S2"], ["n"]),
+    ]
+    data = _model(
+        nodes,
+        [seq_t("S", F, [2, "K"]), vi("x", F, [2, 1])],
+        [vi("y", F, [2, "K"]), seq_t("S2", F, [2, "K"]), vi("n", I64, [])],
+    )
+    m = gox.load(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 1)).astype(np.float32)
+    for n_items, k in ((2, 3), (3, 3), (2, 5)):
+        s = [rng.standard_normal((2, k)).astype(np.float32) for _ in range(n_items)]
+        ref = sess.run(None, {"S": s, "x": x})
+        for got in (m(s, x), m.fn(m.params, s, x)):
+            np.testing.assert_allclose(gg.asnumpy(got[0]), ref[0], rtol=1e-6)
+            assert isinstance(got[1], list) and len(got[1]) == len(ref[1]) == n_items + 1
+            for g, r in zip(got[1], ref[1]):
+                np.testing.assert_allclose(gg.asnumpy(g), r, rtol=1e-6)
+            assert int(gg.asnumpy(got[2])) == int(ref[2])
+    with pytest.raises(gg.DTypeError, match="'S' is a sequence"):
+        m(s[0], x)

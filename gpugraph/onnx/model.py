@@ -18,6 +18,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..tracer import source_location
+from .ops_seq import Seq
 from .ops_string import HOST_OPS
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
@@ -34,6 +35,8 @@ class InputSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...] | None
+    # A sequence of tensors (a list of arrays at the call); dtype and shape are its items'.
+    sequence: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class OnnxModel:
         self._jit = None
         # String inputs and the string ops reading them form a host pre-stage (NumPy object
         # arrays); the compiled function takes only the numeric inputs.
+        for s in inputs:
+            if s.sequence and s.dtype == object:
+                raise UnsupportedError(f"ONNX input {s.name!r}: a sequence of strings")
         self.string_inputs = tuple(i for i, s in enumerate(inputs) if s.dtype == object)
         self._host_nodes, self._graph_nodes, strings = split_host(nodes, inputs, constants)
         self._numeric_names = tuple(
@@ -149,16 +155,16 @@ class OnnxModel:
         """The numeric graph (what is compiled): numeric inputs to numeric outputs."""
         env: dict[str, Any] = dict(self.constants)
         env.update(params)
-        env.update(zip(self._numeric_names, inputs))
+        for name, x in zip(self._numeric_names, inputs):
+            env[name] = Seq(tuple(x)) if self._spec(name).sequence else x
         run_nodes(self._graph_nodes, env)
         for name, spec in self.declared.items():
             if name in env and spec.dtype != object:
                 check_declared(spec, env[name])
-        outs = tuple(env[n] for n in self._graph_outputs)
-        for name, v in zip(self._graph_outputs, outs):
-            if not hasattr(v, "shape"):  # a sequence (ops_seq.Seq) reaching the output
-                raise UnsupportedError(f"ONNX graph output {name!r} is not a tensor")
-        return outs
+        # a sequence output is a list of arrays (as onnxruntime returns it)
+        return tuple(
+            list(env[n].items) if isinstance(env[n], Seq) else env[n] for n in self._graph_outputs
+        )
 
     def _merge(self, host: dict[str, Any], graph_outs: tuple) -> tuple:
         """The outputs in the graph's order, from the host stage and the numeric graph."""
@@ -176,26 +182,37 @@ class OnnxModel:
         self._check_count(inputs)
         out = []
         for spec, x in zip(self.inputs, inputs):
-            x = (
-                x
-                if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
-                else np.asarray(x)
-            )
-            if spec.dtype == object and np.dtype(x.dtype).kind in "OUS":
-                x = _as_strings(x)  # str, bytes (UTF-8) or object arrays of them
-            elif np.dtype(x.dtype) != spec.dtype:
-                raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
-            if spec.shape is not None:
-                ok = len(x.shape) == len(spec.shape) and all(
-                    not isinstance(d, int) or d == s for d, s in zip(spec.shape, x.shape)
-                )
-                if not ok:
-                    raise ShapeError(
-                        f"ONNX input {spec.name!r} has shape {list(spec.shape)}, "
-                        f"got {tuple(x.shape)}"
+            if spec.sequence:
+                if not isinstance(x, (list, tuple)):
+                    raise DTypeError(
+                        f"ONNX input {spec.name!r} is a sequence: pass a list of arrays, got "
+                        f"{type(x).__name__}"
                     )
-            out.append(x)
+                item = InputSpec(f"{spec.name}[]", spec.dtype, spec.shape)
+                out.append([self._check_one(item, v) for v in x])
+                continue
+            out.append(self._check_one(spec, x))
         return out
+
+    def _check_one(self, spec: InputSpec, x: Any) -> Any:
+        x = (
+            x
+            if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
+            else np.asarray(x)
+        )
+        if spec.dtype == object and np.dtype(x.dtype).kind in "OUS":
+            x = _as_strings(x)  # str, bytes (UTF-8) or object arrays of them
+        elif np.dtype(x.dtype) != spec.dtype:
+            raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
+        if spec.shape is not None:
+            ok = len(x.shape) == len(spec.shape) and all(
+                not isinstance(d, int) or d == s for d, s in zip(spec.shape, x.shape)
+            )
+            if not ok:
+                raise ShapeError(
+                    f"ONNX input {spec.name!r} has shape {list(spec.shape)}, got {tuple(x.shape)}"
+                )
+        return x
 
     def _compiled_args(self, inputs: tuple) -> tuple[list, list]:
         """(string inputs, numeric inputs as the compiled function takes them)."""

@@ -226,10 +226,12 @@ def _convert_nodes(
 
 
 def _spec(vi) -> InputSpec:
-    """A value_info's name, dtype and shape (a dim: int, symbolic name or None)."""
+    """A value_info's name, dtype and shape (a dim: int, symbolic name or None); for a
+    sequence of tensors, its items' dtype and shape."""
     from onnx import helper
 
-    tt = vi.type.tensor_type
+    seq = vi.type.WhichOneof("value") == "sequence_type"
+    tt = vi.type.sequence_type.elem_type.tensor_type if seq else vi.type.tensor_type
     try:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
     except Exception:  # noqa: BLE001  (an unknown type code)
@@ -239,7 +241,7 @@ def _spec(vi) -> InputSpec:
         shape = tuple(
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
         )
-    return InputSpec(vi.name, dtype, shape)
+    return InputSpec(vi.name, dtype, shape, seq)
 
 
 def _inference_view(proto):
