@@ -121,6 +121,27 @@ def test_light_model_zoo_net_matches_onnxruntime(name):
     np.testing.assert_allclose(gg.asnumpy(got), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "squeezenet" else pytest.param(n, marks=pytest.mark.slow) for n in LIGHT_NETS],
+)
+def test_light_model_zoo_net_matches_its_shipped_output(name):
+    """The unmodified net on the input the onnx backend runner generates for the `light`
+    models (a ramp, arange(n) / n) against the output shipped beside it, at the runner's
+    tolerances. A weak check (the outputs are a saturated Softmax of constant weights), so
+    squeezenet runs by default and the others are marked slow; the check above is the strong
+    one."""
+    path = light_path(name)
+    m = gox.load(path)
+    shape = m.inputs[0].shape
+    n = int(np.prod(shape))
+    x = (np.arange(n).reshape(shape) / n).astype(np.float32)
+    (got,) = m(x)
+    (expected,) = _tensors(path[: -len(".onnx")] + "_output_0.pb")
+    assert gg.asnumpy(got).shape == expected.shape
+    np.testing.assert_allclose(gg.asnumpy(got), expected, rtol=1e-3, atol=1e-7)
+
+
 def _mlp_model(dtype=TensorProto.DOUBLE, batch="N"):
     rng = np.random.default_rng(0)
     npdt = helper.tensor_dtype_to_np_dtype(dtype)
