@@ -148,7 +148,10 @@ class OnnxModel:
         run_nodes(self._host_nodes, env)
         for name, spec in self.declared.items():
             if name in env and spec.dtype == object:
-                check_declared(spec, env[name])
+                # dtype and rank: a string op's output length depends on the data (stopwords
+                # removed), so a fixed declared dim describes one input only
+                rank = None if spec.shape is None else (None,) * len(spec.shape)
+                check_declared(InputSpec(spec.name, spec.dtype, rank), env[name])
         return env
 
     def _graph_fn(self, params: dict, *inputs: Any) -> tuple:
