@@ -19,7 +19,7 @@ from ..errors import (
 )
 from ..tracer import source_location
 from .ops_seq import Seq
-from .ops_string import HOST_OPS
+from .ops_string import as_strings, split_host
 from .table import OPS, SHAPE_INPUTS, NodeCtx
 
 
@@ -120,6 +120,7 @@ class OnnxModel:
             s.name for i, s in enumerate(inputs) if i not in self.string_inputs
         )
         self._graph_outputs = tuple(n for n in output_names if n not in strings)
+        self._sequence_inputs = {s.name for s in inputs if s.sequence}  # lists at the call
         # Integer graph inputs used as shapes/axes: static arguments of the compiled function
         # (positions among the numeric inputs).
         shape_names = _shape_arg_names(nodes)
@@ -144,7 +145,7 @@ class OnnxModel:
         NumPy object arrays. Returns every string value by name."""
         env: dict[str, Any] = dict(self.constants)
         names = [self.inputs[i].name for i in self.string_inputs]
-        env.update((n, _as_strings(x)) for n, x in zip(names, strings))
+        env.update((n, as_strings(x)) for n, x in zip(names, strings))
         run_nodes(self._host_nodes, env)
         for name, spec in self.declared.items():
             if name in env and spec.dtype == object:
@@ -159,7 +160,7 @@ class OnnxModel:
         env: dict[str, Any] = dict(self.constants)
         env.update(params)
         for name, x in zip(self._numeric_names, inputs):
-            env[name] = Seq(tuple(x)) if self._spec(name).sequence else x
+            env[name] = Seq(tuple(x)) if name in self._sequence_inputs else x
         run_nodes(self._graph_nodes, env)
         for name, spec in self.declared.items():
             if name in env and spec.dtype != object:
@@ -204,7 +205,7 @@ class OnnxModel:
             else np.asarray(x)
         )
         if spec.dtype == object and np.dtype(x.dtype).kind in "OUS":
-            x = _as_strings(x)  # str, bytes (UTF-8) or object arrays of them
+            x = as_strings(x)  # str, bytes (UTF-8) or object arrays of them
         elif np.dtype(x.dtype) != spec.dtype:
             raise DTypeError(f"ONNX input {spec.name!r} has dtype {spec.dtype}, got {x.dtype}")
         if spec.shape is not None:
@@ -281,44 +282,6 @@ def check_declared(spec: InputSpec, v: Any) -> None:
             f"shape-inference conflict: ONNX value {spec.name!r} is declared with shape "
             f"{list(spec.shape)}, but the graph computes {list(shape)}"
         )
-
-
-def _as_strings(x: Any) -> np.ndarray:
-    """A NumPy object array of ``str`` (bytes are decoded as UTF-8), as ONNX strings are."""
-    x = np.asarray(x)
-    out = np.empty(x.shape, dtype=object)
-    out.reshape(-1)[:] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.flat]
-    return out
-
-
-def split_host(nodes: list[_Node], inputs, constants: dict) -> tuple[list, list, set[str]]:
-    """(host-stage nodes, numeric-graph nodes, string value names). String tensors never enter
-    the numeric graph: the string ops (``HOST_OPS``) run before it, on string inputs and
-    constants; a numeric op reading a string, or a string op reading a computed value, is an
-    UnsupportedError naming the node."""
-    strings = {s.name for s in inputs if s.dtype == object}
-    strings |= {k for k, v in constants.items() if np.dtype(v.dtype).kind in "OUS"}
-    host, graph = [], []
-    for n in nodes:
-        read = [x for x in n.inputs if x]
-        if n.ctx.op_type in HOST_OPS:
-            bad = [x for x in read if x not in strings]
-            if bad:
-                raise UnsupportedError(
-                    f"{n.ctx.where()}: reads {bad[0]!r}, which is not a string graph input or "
-                    "constant (string ops run on the host before the compiled graph)"
-                )
-            host.append(n)
-            strings.update(o for o in n.outputs if o)
-            continue
-        bad = [x for x in read if x in strings]
-        if bad:
-            raise UnsupportedError(
-                f"{n.ctx.where()}: reads the string tensor {bad[0]!r}; string tensors run "
-                f"only through the host-side string ops ({', '.join(sorted(HOST_OPS))})"
-            )
-        graph.append(n)
-    return host, graph, strings
 
 
 def _shape_arg_names(nodes) -> set[str]:

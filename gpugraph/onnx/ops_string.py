@@ -1,5 +1,5 @@
 """String ops. String tensors never enter the compiled numeric graph: these converters run on
-the host, on NumPy object arrays of ``str``, as a pre-stage before it (``model.split_host``
+the host, on NumPy object arrays of ``str``, as a pre-stage before it (``split_host`` below
 decides which nodes form that stage, and refuses a numeric op that reads a string).
 
 ``StringNormalizer`` follows onnxruntime: stopwords are removed first (compared exactly, or
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ..errors import GpuGraphError
+from ..errors import GpuGraphError, UnsupportedError
 from .table import NodeCtx, register
 
 # The op types that run in the host pre-stage (their inputs and outputs are strings).
@@ -104,3 +105,41 @@ def _string_normalizer(node: NodeCtx, ins: list, attrs: dict) -> np.ndarray:
     out = np.empty(len(kept) or 1, dtype=object)
     out[:] = kept or [""]  # everything removed: one empty string, as onnxruntime gives
     return out.reshape((1, -1)) if x.ndim == 2 else out
+
+
+def as_strings(x: Any) -> np.ndarray:
+    """A NumPy object array of ``str`` (bytes are decoded as UTF-8), as ONNX strings are."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=object)
+    out.reshape(-1)[:] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.flat]
+    return out
+
+
+def split_host(nodes: list, inputs, constants: dict) -> tuple[list, list, set[str]]:
+    """(host-stage nodes, numeric-graph nodes, string value names). String tensors never enter
+    the numeric graph: the string ops (``HOST_OPS``) run before it, on string inputs and
+    constants; a numeric op reading a string, or a string op reading a computed value, is an
+    UnsupportedError naming the node."""
+    strings = {s.name for s in inputs if s.dtype == object}
+    strings |= {k for k, v in constants.items() if np.dtype(v.dtype).kind in "OUS"}
+    host, graph = [], []
+    for n in nodes:
+        read = [x for x in n.inputs if x]
+        if n.ctx.op_type in HOST_OPS:
+            bad = [x for x in read if x not in strings]
+            if bad:
+                raise UnsupportedError(
+                    f"{n.ctx.where()}: reads {bad[0]!r}, which is not a string graph input or "
+                    "constant (string ops run on the host before the compiled graph)"
+                )
+            host.append(n)
+            strings.update(o for o in n.outputs if o)
+            continue
+        bad = [x for x in read if x in strings]
+        if bad:
+            raise UnsupportedError(
+                f"{n.ctx.where()}: reads the string tensor {bad[0]!r}; string tensors run "
+                f"only through the host-side string ops ({', '.join(sorted(HOST_OPS))})"
+            )
+        graph.append(n)
+    return host, graph, strings
