@@ -7,6 +7,8 @@ over traced values work.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import sys
@@ -51,8 +53,29 @@ def _file_info(fname: str) -> tuple[bool, str]:
     return info
 
 
+# A source location that stands in for the stack's: an importer tracing converted nodes (an
+# ONNX node) names the node, since the innermost user frame is only where the model was called.
+_SOURCE_LOC: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gpugraph_source_loc", default=None
+)
+
+
+@contextlib.contextmanager
+def source_location(loc: str):
+    """Ops traced inside the block report ``loc`` as their source location."""
+    token = _SOURCE_LOC.set(loc)
+    try:
+        yield
+    finally:
+        _SOURCE_LOC.reset(token)
+
+
 def user_loc() -> str:
-    """file:line of the innermost stack frame outside the gpugraph package."""
+    """file:line of the innermost stack frame outside the gpugraph package (or the
+    ``source_location`` in effect)."""
+    loc = _SOURCE_LOC.get()
+    if loc is not None:
+        return loc
     frame = sys._getframe(1)
     while frame is not None:
         inside, base = _file_info(frame.f_code.co_filename)
