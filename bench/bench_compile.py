@@ -278,9 +278,9 @@ def plan_ab(n: int, reps: int = 5) -> dict:
     for _ in range(reps):
         for name, (conflicts, bound) in ways.items():
             memory.hb_conflicts, memory.hb_clique_bound = conflicts, bound
-            t = time.perf_counter()
+            t = time.process_time()  # CPU time: steadier than wall time on a shared machine
             plan = memory.plan_memory(c.graph, c.schedule)
-            best[name] = min(best.get(name, math.inf), time.perf_counter() - t)
+            best[name] = min(best.get(name, math.inf), time.process_time() - t)
             plans[name] = ({v.id: s.offset for v, s in plan.slots.items()}, plan.arena_bytes)
     assert plans["now"] == plans["reference"], "the plans differ"
     return {
@@ -292,33 +292,55 @@ def plan_ab(n: int, reps: int = 5) -> dict:
     }
 
 
-def plan_ab_table(sizes: list[int]) -> str:
+def plan_ab_table(sizes: list[int], baseline: str | None = None) -> str:
+    """The plan-alone table; with ``baseline`` (a checkout of the code before), its planner is
+    measured the same way in its own process right after each size (a 'before' column)."""
     rows = []
-    for n in sizes:  # a fresh process per size
-        cmd = [sys.executable, __file__, "--plan-ab-one", str(n)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
-    xs = [r["traced_nodes"] for _, r in rows]
+    for n in sizes:  # a fresh process per size (and per checkout)
+        row = {}
+        for name, root in (("now", str(ROOT)), ("before", baseline)):
+            if root is None:
+                continue
+            cmd = [sys.executable, str(Path(root) / "bench" / "bench_compile.py")]
+            env = dict(os.environ, GPUGRAPH_ROOT=root)
+            out = subprocess.run(
+                [*cmd, "--plan-ab-one", str(n)], capture_output=True, text=True, check=True, env=env
+            )
+            row[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append((n, row))
+    xs = [r["now"]["traced_nodes"] for _, r in rows]
+    before = baseline is not None
     lines = [
         "## Several-stream memory plan alone (4 streams, transformer gradient)",
         "",
         "Same compiled graph, the planner now against the stored-pairs reference from",
-        "tests/test_compile_time.py, interleaved in one process, best of 5. The plans are",
-        "identical (offsets and arena asserted equal).",
+        "tests/test_compile_time.py, interleaved in one process, best of 5 in CPU time",
+        "(process_time). The plans are identical (offsets and arena asserted equal)."
+        + (" 'before': the baseline checkout's planner, measured the same way." if before else ""),
         "",
-        "| size | traced nodes | arena buffers | arena B | lower bound B | now s | reference s "
-        "| now / reference |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | traced nodes | arena buffers | arena B | lower bound B | now s | "
+        + ("before s | now / before | " if before else "")
+        + "reference s | now / reference |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if before else ""),
     ]
-    for n, r in rows:
+    for n, row in rows:
+        r = row["now"]
+        b = (
+            f"{row['before']['now']:.4f} | {r['now'] / row['before']['now']:.2f} | "
+            if before
+            else ""
+        )
         lines.append(
             f"| {n} | {r['traced_nodes']} | {r['buffers']} | {r['arena_bytes']} | "
-            f"{r['lower_bound_bytes']} | {r['now']:.4f} | {r['reference']:.4f} | "
+            f"{r['lower_bound_bytes']} | {r['now']:.4f} | {b}{r['reference']:.4f} | "
             f"{r['now'] / r['reference']:.2f} |"
         )
-    now = fit_exponent(xs, [r["now"] for _, r in rows])
-    ref = fit_exponent(xs, [r["reference"] for _, r in rows])
-    lines += ["", f"Fitted exponent of the plan alone: now {now:.2f}, reference {ref:.2f}."]
+    now = fit_exponent(xs, [r["now"]["now"] for _, r in rows])
+    ref = fit_exponent(xs, [r["now"]["reference"] for _, r in rows])
+    fit = f"Fitted exponent of the plan alone: now {now:.2f}, reference {ref:.2f}"
+    if before:
+        fit += f", before {fit_exponent(xs, [r['before']['now'] for _, r in rows]):.2f}"
+    lines += ["", fit + "."]
     return "\n".join(lines)
 
 
@@ -454,6 +476,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="a checkout of the code before: a 'before' column")
     ap.add_argument("--baseline-timeout", type=float, default=120)
     ap.add_argument("--plan-ab", action="store_true", help="append the plan-alone A/B table")
+    ap.add_argument("--plan-sizes", type=int, nargs="+", help="sizes of the plan-alone table")
     ap.add_argument("--plan-ab-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=3, metavar=("WORKLOAD", "SIZE", "PEER"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
@@ -505,7 +528,8 @@ def main() -> None:
     meta["load"] = f"{load_before} / {_load()}"
     text = markdown(meta)
     if opts.plan_ab:
-        text += "\n" + plan_ab_table(SIZES["transformer_grad_4_streams"]) + "\n"
+        sizes = opts.plan_sizes or SIZES["transformer_grad_4_streams"]
+        text += "\n" + plan_ab_table(sizes, opts.baseline) + "\n"
     print(text)
     if not opts.no_write:
         RESULTS.mkdir(exist_ok=True)

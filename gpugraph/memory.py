@@ -217,11 +217,17 @@ def plan_memory(
     else:  # concurrency makes more values coexist: a clique of the conflicts is a tighter bound
         nh = len(heads)  # the values; the region steps' child arenas are placed below
         conflicts, _ = hb_conflicts(heads, members, slots, readers, sched)
-        seeds = live_sets(triples[:nh], len(sched.steps))
         hsizes = [align_up(x, align) for x in sizes[:nh]]
-        bound = max(bound, hb_clique_bound(hsizes, conflicts, seeds))
+        clique: list[int] = []
+
+        def refine() -> int:  # only when the live-bytes bound is missed (else they are equal)
+            seeds = live_sets(triples[:nh], len(sched.steps))
+            clique.append(hb_clique_bound(hsizes, conflicts, seeds))
+            return clique[0]
+
         spans = [t[1] - t[0] for t in triples[:nh]]
-        offsets, total = plan_offsets(sizes[:nh], conflicts, align, spans, bound)
+        offsets, total = plan_offsets(sizes[:nh], conflicts, align, spans, bound, refine)
+        bound = max([bound, *clique])
         offsets = list(offsets) + [0] * (len(sizes) - nh)
         method = f"happens-before over {sched.num_streams} streams"
         # region steps may run concurrently with any other stream's values: their child

@@ -8,9 +8,11 @@ builds those from a graph and a schedule. On one stream conflicts are overlappin
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from .memory_timeline import place_timeline
 
 SEARCH_WORK = 1_000_000  # bound on placement work (items + conflicts, summed over tries)
 
@@ -28,6 +30,11 @@ def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: i
     NumPy index array; an item with many conflicts is scanned with NumPy (the same rule,
     vectorized: sort the placed neighbours' ranges, a running max of their aligned ends is the
     cursor before each, the first smallest gap that fits wins)."""
+    if isinstance(conflicts, IntervalConflicts) and min(sizes, default=1) > 0:
+        # overlap (+ extra pairs): O(n log n) work. Placed items of size 0 split the gaps the
+        # rule below sees (a quirk kept for identical offsets): those plans take the scan.
+        extras = getattr(conflicts, "extras", None)
+        return place_timeline(sizes, *conflicts.ranges, extras, order, align)
     offsets = [-1] * len(sizes)
     offs = np.full(len(sizes), -1, dtype=np.int64)
     size_arr = np.asarray(sizes, dtype=np.int64)
@@ -36,15 +43,7 @@ def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: i
         size = sizes[i]
         conf = conflicts[i]
         if len(conf) < _VECTOR_FROM:
-            if not isinstance(conf, list):
-                conf = conf.tolist()
-            busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conf if offsets[j] >= 0)
-            best, best_gap, cursor = -1, -1, 0
-            for lo, hi in busy:
-                gap = lo - cursor
-                if gap >= size and (best < 0 or gap < best_gap):
-                    best, best_gap = cursor, gap
-                cursor = max(cursor, align_up(hi, align))
+            off = _place_one(sizes, offsets, conf, size, align)
         else:
             lo = offs[conf]
             placed = lo >= 0
@@ -56,15 +55,26 @@ def _place(sizes: Sequence[int], conflicts: list, order: Sequence[int], align: i
             before = np.maximum.accumulate(np.concatenate(([0], ends)))
             gaps = lo - before[:-1]
             fits = np.flatnonzero(gaps >= size)
-            if len(fits):
-                k = fits[np.argmin(gaps[fits])]
-                best, cursor = int(before[k]), 0
-            else:
-                best, cursor = -1, int(before[-1])
-        offsets[i] = best if best >= 0 else cursor
-        offs[i] = offsets[i]
+            off = int(before[fits[np.argmin(gaps[fits])]] if len(fits) else before[-1])
+        offsets[i] = off
+        offs[i] = off
         total = max(total, offsets[i] + size)
     return offsets, align_up(total, align)
+
+
+def _place_one(sizes: Sequence[int], offsets: list[int], conf, size: int, align: int) -> int:
+    """The smallest gap (the lowest of equal ones) between the placed items of ``conf`` that
+    holds ``size``, else the aligned top of them."""
+    if not isinstance(conf, list):
+        conf = conf.tolist()
+    busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in conf if offsets[j] >= 0)
+    best, best_gap, cursor = -1, -1, 0
+    for lo, hi in busy:
+        gap = lo - cursor
+        if gap >= size and (best < 0 or gap < best_gap):
+            best, best_gap = cursor, gap
+        cursor = max(cursor, align_up(hi, align))
+    return best if best >= 0 else cursor
 
 
 def plan_offsets(
@@ -73,11 +83,14 @@ def plan_offsets(
     align: int = 1,
     spans: Sequence[int] | None = None,
     target: int = 0,
+    refine: Callable[[], int] | None = None,
 ) -> tuple[list[int], int]:
     """Offsets such that no two conflicting items share a byte. Greedy placement (``_place``)
     under a few orders: by size; by size then longest life; by size times conflicts; then
     seeded random orders by size times (1 + eps * noise), then a swap local search on the best
-    order. Stops as soon as ``target`` (a lower bound) is reached; the work is bounded."""
+    order. Stops as soon as ``target`` (a lower bound) is reached; the work is bounded.
+    ``refine``: a costlier, tighter lower bound, asked for only when the first order misses
+    ``target`` (the search then stops at the larger of the two, as if given it at first)."""
     n = len(sizes)
     spans = spans or [0] * n
     if isinstance(conflicts, IntervalConflicts):
@@ -97,6 +110,8 @@ def plan_offsets(
     budget = max(4, SEARCH_WORK // max(n + sum(degree), 1))
     rng = random.Random(0)
     best_order, best = orders[0], _place(sizes, conflicts, orders[0], align)
+    if refine is not None and best[1] > target:
+        target = max(target, align_up(refine(), align))
     lazy = isinstance(conflicts, IntervalConflicts)
     if lazy and best[1] > target and sum(degree) <= 2 * MATERIALIZE_PAIRS:
         # more tries to come: scanning stored lists is faster (the offsets are the same)
@@ -147,6 +162,7 @@ class IntervalConflicts:
         counts = np.empty(n, dtype=np.int64)
         counts[self.by_first] = self.ends - np.arange(n) - 1 + np.arange(n) - ended
         self.counts = counts.tolist()
+        self.ranges = (first.tolist(), last.tolist())  # each item's (firsts, lasts)
 
     def __len__(self) -> int:
         return len(self.counts)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .ir import Graph, Node
+from .launch_bind import bound
 from .memory import _inplace_pair_ok, inplace_safe, plan_memory, reorder_for_memory
 from .ops.control import sub_graphs
 from .schedule import schedule
@@ -132,9 +133,10 @@ def _direct_reshape_copies(ex: Any) -> None:
 
 
 def _launch_program(ex: Any) -> Callable[..., list]:
-    """A body as a program for backends without ``program`` (CuPy): its launches on the
-    caller's current stream; a wide body's other streams fork off it and join back into it
-    (events made once, re-recorded every run: a wait binds to the record made before it)."""
+    """A body as a program for backends without ``program`` (CuPy): its launches, bound once
+    (``launch_bind``), on the caller's current stream; a wide body's other streams fork off it
+    and join back into it (events made once, re-recorded every run: a wait binds to the
+    record made before it)."""
     graph, fixed, fresh_at = ex.graph, ex.fixed, ex.fresh_at
     n = len(graph.inputs)
     b = ex.backend
@@ -143,43 +145,28 @@ def _launch_program(ex: Any) -> Callable[..., list]:
         event = b.xp.cuda.Event
         fork, joins = event(disable_timing=True), [event(disable_timing=True) for _ in side]
         events = {la.step: event(disable_timing=True) for la in ex.launches if la.record}
+    # outputs not written by the body itself: an input passed through, a constant, a repeat
+    copied = [(p, v) for p, v in enumerate(graph.outputs) if fresh_at.get(p) is not v]
 
     def run(*arrays: Any) -> list:
         dests = list(arrays[n:])
-        env = dict(fixed)
-        env.update(zip(graph.inputs, arrays[:n]))
+        env = dict(zip(graph.inputs, arrays[:n]))
         for p, v in fresh_at.items():
             env[v] = dests[p]
-        if side:
+        launches = bound(ex)
+        if not side:
+            launches.run_here(env)
+        else:
             origin = b.xp.cuda.get_current_stream()
             origin.record(fork)
             for s in side:
                 s.wait_event(fork)
-            streams = [origin, *side]
-        for launch in ex.launches:
-            ins = [env[v] for v in launch.inputs]
-            if launch.runner is None:  # a view of an input or an output
-                out = launch.outputs[0]
-                if out not in fixed:
-                    env[out] = ins[0].reshape(out.type.shape)
-                continue
-            outs = [env[v] for v in launch.outputs]
-            if not side:
-                launch.runner(ins, outs)
-                continue
-            stream = streams[launch.stream]
-            for w in launch.waits:
-                stream.wait_event(events[w])
-            b.run_on(stream, lambda r=launch.runner, i=ins, o=outs: r(i, o))
-            if launch.record:
-                stream.record(events[launch.step])
-        if side:
+            launches.run(b, env, [origin, *side], events)
             for s, ev in zip(side, joins):
                 s.record(ev)
                 origin.wait_event(ev)
-        for p, v in enumerate(graph.outputs):
-            if fresh_at.get(p) is not v:  # an input passed through, a constant, a repeat
-                dests[p][...] = env[v]
+        for p, v in copied:
+            dests[p][...] = env[v] if v in env else fixed[v]
         return dests
 
     return run

@@ -7,6 +7,8 @@ over traced values work.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import sys
@@ -36,13 +38,49 @@ _local = threading.local()
 CAPTURE_WARN_BYTES = 1 << 20
 
 
+# co_filename -> (inside the gpugraph package, base name), for absolute file names only: a
+# relative name's meaning changes with the working directory, so it is resolved each time.
+# user_loc runs once per traced op and walks several frames; abspath on each was most of it.
+_FILES: dict[str, tuple[bool, str]] = {}
+
+
+def _file_info(fname: str) -> tuple[bool, str]:
+    info = _FILES.get(fname)
+    if info is None:
+        info = (os.path.abspath(fname).startswith(_PKG_DIR + os.sep), os.path.basename(fname))
+        if os.path.isabs(fname):
+            _FILES[fname] = info
+    return info
+
+
+# A source location that stands in for the stack's: an importer tracing converted nodes (an
+# ONNX node) names the node, since the innermost user frame is only where the model was called.
+_SOURCE_LOC: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gpugraph_source_loc", default=None
+)
+
+
+@contextlib.contextmanager
+def source_location(loc: str):
+    """Ops traced inside the block report ``loc`` as their source location."""
+    token = _SOURCE_LOC.set(loc)
+    try:
+        yield
+    finally:
+        _SOURCE_LOC.reset(token)
+
+
 def user_loc() -> str:
-    """file:line of the innermost stack frame outside the gpugraph package."""
+    """file:line of the innermost stack frame outside the gpugraph package (or the
+    ``source_location`` in effect)."""
+    loc = _SOURCE_LOC.get()
+    if loc is not None:
+        return loc
     frame = sys._getframe(1)
     while frame is not None:
-        fname = frame.f_code.co_filename
-        if not os.path.abspath(fname).startswith(_PKG_DIR + os.sep):
-            return f"{os.path.basename(fname)}:{frame.f_lineno}"
+        inside, base = _file_info(frame.f_code.co_filename)
+        if not inside:
+            return f"{base}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
 
@@ -51,9 +89,7 @@ def _user_stacklevel() -> int:
     """The ``stacklevel`` for warnings.warn called by our caller that makes the warning point
     at the innermost frame outside the gpugraph package."""
     frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        _PKG_DIR + os.sep
-    ):
+    while frame is not None and _file_info(frame.f_code.co_filename)[0]:
         frame, level = frame.f_back, level + 1
     return level
 

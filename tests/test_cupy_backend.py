@@ -213,7 +213,9 @@ class FakeCupyBackend(CupyBackend):
             if cuda.capturing is not None:
                 if getattr(cuda, "refuse_capture", False):
                     raise RuntimeError("operation not permitted when stream is capturing")
-                cuda.capturing.append(fn)
+                # a graph keeps the arrays it was captured with; the launch list's bound
+                # calls get other arrays at later calls
+                cuda.capturing.append(fn.frozen() if hasattr(fn, "frozen") else fn)
             else:
                 fn()
 

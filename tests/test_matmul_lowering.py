@@ -74,6 +74,33 @@ def test_row_blocks_fold_into_one_2d_gemm_with_2d_gradients():
     np.testing.assert_allclose(gw, np.einsum("bmk,bmn->kn", x, d), rtol=1e-12)
 
 
+def test_transposed_stack_of_single_rows_times_a_matrix_matches_numpy(monkeypatch):
+    """(seq, 1, k) as a transposed view of (1, seq, k), times a (k, n) weight (an ONNX
+    attention projection): the product runs as one GEMM over the rows (NumPy's matmul would
+    make one small product per leading index); values and gradients as NumPy's."""
+    x, w = f64(1, 8, 6), f64(6, 5)
+
+    def loss(x, w):
+        return gg.sum(gg.sin(gg.matmul(gg.transpose(x, (1, 0, 2)), w)))
+
+    xt = x.transpose(1, 0, 2)
+    f = gg.jit(gg.value_and_grad(loss, argnums=(0, 1)), backend="numpy")
+    value, (gx, gw) = f(x, w)
+    d = np.cos(xt @ w)
+    np.testing.assert_allclose(value, np.sin(xt @ w).sum(), rtol=1e-12)
+    np.testing.assert_allclose(gx, (d @ w.T).transpose(1, 0, 2), rtol=1e-12)
+    np.testing.assert_allclose(gw, np.einsum("smk,smn->kn", xt, d), rtol=1e-12)
+    shapes = []
+    real = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b, **k: shapes.append(a.shape) or real(a, b, **k))
+    f(x, w)
+    monkeypatch.undo()
+    assert (8, 6) in shapes and (8, 1, 6) not in shapes  # one (8, 6) @ (6, 5) GEMM
+    eager = gg.matmul(xt, w)  # the eager path: no out buffer
+    assert eager.shape == (8, 1, 5)
+    np.testing.assert_allclose(eager, xt @ w, rtol=1e-12)
+
+
 def test_batched_attention_products_are_single_batched_calls():
     q, k = f64(2, 5, 3, 4), f64(2, 5, 3, 4)  # (batch, seq, heads, dh)
 

@@ -90,3 +90,32 @@ def test_explain_prints_the_plan_and_writes_dot(tmp_path):
         assert part in r.stdout, (part, r.stdout)
     dot = (tmp_path / "g.dot").read_text()
     assert dot.startswith("digraph") and "matmul" in dot
+
+
+def test_run_a_model_with_string_input_and_sequence_output(tmp_path):
+    """String inputs get "a"s, sequence inputs one item; outputs print as shapes or as a
+    sequence of shapes."""
+    seq_t = helper.make_tensor_sequence_value_info
+    nodes = [
+        helper.make_node("StringNormalizer", ["s"], ["u"], case_change_action="UPPER"),
+        helper.make_node("SequenceInsert", ["q", "x"], ["q2"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "mixed",
+        [
+            helper.make_tensor_value_info("s", TensorProto.STRING, [3]),
+            seq_t("q", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("u", TensorProto.STRING, [None]),
+            seq_t("q2", TensorProto.FLOAT, [2]),
+        ],
+    )
+    path = tmp_path / "mixed.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = _cli("run", str(path), "--repeats", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "output u: shape (3,) object" in r.stdout
+    assert "output q2: sequence of 2: shape (2,) float32, shape (2,) float32" in r.stdout

@@ -116,6 +116,13 @@ def _loop_body(with_cond_out: str) -> onnx.GraphProto:
     ]
     if with_cond_out == "same":
         nodes.append(mk("Identity", ["cond"], ["cond_out"]))
+    elif with_cond_out == "counter":  # i + 1 < 4: known while tracing, not a plain for-loop
+        nodes += [
+            _const("one_i", np.int64(1)),
+            mk("Add", ["i", "one_i"], ["i1"]),
+            _const("four", np.int64(4)),
+            mk("Less", ["i1", "four"], ["cond_out"]),
+        ]
     else:
         nodes += [
             mk("ReduceSum", ["acc_out"], ["s"], keepdims=0),
@@ -123,7 +130,7 @@ def _loop_body(with_cond_out: str) -> onnx.GraphProto:
             mk("Less", ["s", "lim"], ["cond_out"]),
         ]
     outs = [vi("cond_out", B, []), vi("acc_out", F, [3]), vi("prod_out", F, [])]
-    if with_cond_out == "same":
+    if with_cond_out in ("same", "counter"):
         outs.append(vi("ys", F, [3]))
     return helper.make_graph(
         nodes,
@@ -183,7 +190,8 @@ def test_loop_while_data_dependent_condition(trip):
 
 
 def test_loop_trip_count_and_condition_from_inputs():
-    nodes = [mk("Loop", ["M", "c", "a0", "p0"], ["acc", "prod"], body=_loop_body("data"))]
+    body = _loop_body("data")
+    nodes = [mk("Loop", ["M", "c", "a0", "p0"], ["acc", "prod"], body=body, name="lp")]
     data = _model(
         nodes,
         [vi("M", I64, []), vi("c", B, []), vi("x", F, [3]), vi("a0", F, [3]), vi("p0", F, [])],
@@ -192,6 +200,9 @@ def test_loop_trip_count_and_condition_from_inputs():
     x, z = np.array([1.0, 2.0, 0.5], np.float32), np.zeros(3, np.float32)
     for trip, c in ((2, True), (9, True), (9, False)):
         _check(data, np.array(trip), np.array(c), x, z, np.array(1, np.float32), jit_only=True)
+    # the converter-made region is located at its ONNX node, not where the model was called
+    feeds = (np.array(2), np.array(True), x, z, np.array(1, np.float32))
+    assert "region while (at ONNX node 'lp' (Loop))" in gox.load(data).lower(*feeds).explain()
 
 
 def test_loop_trip_count_input_with_scan_outputs_compiles_per_value():
@@ -454,12 +465,184 @@ def test_shape_changing_branches_and_carries_are_refused_naming_the_node():
         [vi("i", I64, []), vi("cond", B, []), vi("v", F, [None])],
         [vi("cond_out", B, []), vi("v2", F, [None])],
     )
-    g2 = helper.make_graph(
-        [_const("M", np.int64(3)), mk("Loop", ["M", "", "x"], ["y"], body=body, name="grow")],
+    g2 = helper.make_graph(  # a condition from data: a while loop, whose carries are fixed
+        [_const("M", np.int64(3)), mk("Loop", ["M", "c", "x"], ["y"], body=body, name="grow")],
         "g",
-        [vi("x", F, [2])],
+        [vi("c", B, []), vi("x", F, [2])],
         [vi("y", F, [None])],
     )
     m2 = gox.load(helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(gg.UnsupportedError, match="'grow' \\(Loop.*change shape"):
-        m2(np.ones(2, np.float32))
+        m2(np.array(True), np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("trip, n", [(None, 4), (2, 2), (0, 0)])
+def test_loop_with_a_condition_known_while_tracing_is_unrolled(trip, n):
+    """Scan outputs of a Loop whose condition the body computes from the iteration number
+    (not data): the length is known while tracing, so the loop is unrolled."""
+    nodes = [
+        _const("T", np.array(True)),
+        _const("M", np.int64(trip or 0)),
+        mk(
+            "Loop",
+            ["" if trip is None else "M", "T", "a0", "p0"],
+            ["acc", "prod", "ys"],
+            body=_loop_body("counter"),
+        ),
+    ]
+    data = _model(
+        nodes,
+        [vi("x", F, [3]), vi("a0", F, [3]), vi("p0", F, [])],
+        [vi("acc", F, [3]), vi("prod", F, []), vi("ys", F, [None, 3])],
+    )
+    x = np.array([1.0, 2.0, 0.5], np.float32)
+    ref = _check(data, x, np.zeros(3, np.float32), np.array(1, np.float32))
+    assert ref[2].shape == (n, 3)
+
+
+def test_loop_of_known_length_with_growing_carry_is_unrolled():
+    """ONNX lets a carry change shape per iteration: with a constant trip count the loop is
+    unrolled while tracing (a scan cannot carry it)."""
+    body = helper.make_graph(
+        [mk("Concat", ["v", "v"], ["v2"], axis=0), mk("Identity", ["cond"], ["cond_out"])],
+        "body",
+        [vi("i", I64, []), vi("cond", B, []), vi("v", F, [None])],
+        [vi("cond_out", B, []), vi("v2", F, [None])],
+    )
+    nodes = [_const("M", np.int64(3)), mk("Loop", ["M", "", "x"], ["y"], body=body)]
+    data = _model(nodes, [vi("x", F, [2])], [vi("y", F, [None])])
+    assert _check(data, np.array([1.0, -2.0], np.float32))[0].shape == (16,)
+
+
+def test_sequences_through_loop_and_traced_if():
+    """A sequence grown in a Loop body (SequenceInsert per iteration) and one returned by
+    both branches of an If on data, each concatenated after: against onnxruntime."""
+    seq_t = helper.make_tensor_sequence_value_info
+    body = helper.make_graph(
+        [
+            mk("Cast", ["i"], ["fi"], to=F),
+            mk("Mul", ["x", "fi"], ["xi"]),
+            mk("SequenceInsert", ["s", "xi"], ["s2"]),
+            mk("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", I64, []), vi("cond", B, []), seq_t("s", F, [3])],
+        [vi("cond_out", B, []), seq_t("s2", F, [3])],
+    )
+    then_g = helper.make_graph(
+        [mk("Neg", ["x"], ["n"]), mk("SequenceConstruct", ["x", "n"], ["ts"])],
+        "t",
+        [],
+        [seq_t("ts", F, [3])],
+    )
+    else_g = helper.make_graph(
+        [mk("Abs", ["x"], ["a"]), mk("SequenceConstruct", ["a", "x"], ["es"])],
+        "e",
+        [],
+        [seq_t("es", F, [3])],
+    )
+    nodes = [
+        _const("M", np.int64(3)),
+        mk("SequenceEmpty", [], ["s0"], dtype=F),
+        mk("Loop", ["M", "", "s0"], ["sl"], body=body),
+        mk("ConcatFromSequence", ["sl"], ["y"], axis=0),
+        mk("ReduceSum", ["x"], ["sx"], keepdims=0),
+        _const("zero", np.float32(0)),
+        mk("Greater", ["sx", "zero"], ["p"]),
+        mk("If", ["p"], ["si"], then_branch=then_g, else_branch=else_g),
+        mk("ConcatFromSequence", ["si"], ["z"], axis=0, new_axis=1),
+    ]
+    data = _model(nodes, [vi("x", F, [3])], [vi("y", F, [9]), vi("z", F, [2, 3])])
+    _check(data, np.array([1.0, -2.0, 4.0], np.float32))
+    _check(data, np.array([1.0, -2.0, -4.0], np.float32))
+
+
+def test_if_whose_condition_folds_may_have_branches_of_different_shapes():
+    """A condition computed from shapes is a constant while tracing: the branch taken is
+    inlined, so the branches may differ in shape (one compiled entry per input shape)."""
+    then_g = helper.make_graph(
+        [mk("Concat", ["x", "x"], ["a"], axis=0)], "t", [], [vi("a", F, [None])]
+    )
+    else_g = helper.make_graph([mk("Abs", ["x"], ["b"])], "e", [], [vi("b", F, [None])])
+    nodes = [
+        mk("Size", ["x"], ["n"]),
+        _const("three", np.int64(3)),
+        mk("Greater", ["n", "three"], ["c"]),
+        mk("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+    ]
+    data = _model(nodes, [vi("x", F, ["N"])], [vi("y", F, [None])])
+    assert _check(data, np.array([-1.0, 2.0], np.float32))[0].shape == (2,)
+    assert _check(data, np.arange(-2, 2, dtype=np.float32))[0].shape == (8,)
+
+
+@pytest.mark.parametrize("lens", [None, [4, 2, 3]])
+def test_opset8_scan_with_batch_axis_and_sequence_lens(lens):
+    """Opset-8 Scan: batch axis 0, sequence axis 1, per-row sequence_lens, one input reversed;
+    against onnxruntime (which zero-fills scan outputs past a row's length)."""
+    body = helper.make_graph(
+        [
+            mk("Add", ["acc", "a"], ["t"]),
+            mk("Mul", ["t", "b"], ["acc2"]),
+            mk("Mul", ["acc2", "w"], ["y"]),  # w: an outer value
+        ],
+        "body",
+        [vi("acc", F, [2]), vi("a", F, [2]), vi("b", F, [2])],
+        [vi("acc2", F, [2]), vi("y", F, [2])],
+    )
+    inits = [numpy_helper.from_array(np.array([0.5, -1.0], np.float32), "w")]
+    if lens is not None:
+        inits.append(numpy_helper.from_array(np.array(lens, np.int64), "L"))
+    nodes = [
+        mk(
+            "Scan",
+            ["" if lens is None else "L", "s0", "xa", "xb"],
+            ["sf", "ys"],
+            body=body,
+            num_scan_inputs=2,
+            directions=[0, 1],
+        )
+    ]
+    data = _model(
+        nodes,
+        [vi("s0", F, [3, 2]), vi("xa", F, [3, 4, 2]), vi("xb", F, [3, 4, 2])],
+        [vi("sf", F, [3, 2]), vi("ys", F, [3, 4, 2])],
+        inits,
+        opset=8,
+    )
+    rng = np.random.default_rng(3)
+    s0, xa = rng.standard_normal((3, 2)), rng.standard_normal((3, 4, 2))
+    xb = rng.uniform(0.5, 1.5, (3, 4, 2))
+    _check(data, *(v.astype(np.float32) for v in (s0, xa, xb)))
+
+
+def test_sequence_graph_inputs_and_outputs():
+    """A sequence input is a list of arrays at the call (one compiled entry per length), a
+    sequence output a list of arrays, as onnxruntime takes and gives them."""
+    seq_t = helper.make_tensor_sequence_value_info
+    nodes = [
+        _const("one", np.int64(1)),
+        mk("SequenceAt", ["S", "one"], ["s1"]),
+        mk("Add", ["s1", "x"], ["y"]),
+        mk("SequenceInsert", ["S", "y"], ["S2"]),
+        mk("SequenceLength", ["S2"], ["n"]),
+    ]
+    data = _model(
+        nodes,
+        [seq_t("S", F, [2, "K"]), vi("x", F, [2, 1])],
+        [vi("y", F, [2, "K"]), seq_t("S2", F, [2, "K"]), vi("n", I64, [])],
+    )
+    m = gox.load(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 1)).astype(np.float32)
+    for n_items, k in ((2, 3), (3, 3), (2, 5)):
+        s = [rng.standard_normal((2, k)).astype(np.float32) for _ in range(n_items)]
+        ref = sess.run(None, {"S": s, "x": x})
+        for got in (m(s, x), m.fn(m.params, s, x)):
+            np.testing.assert_allclose(gg.asnumpy(got[0]), ref[0], rtol=1e-6)
+            assert isinstance(got[1], list) and len(got[1]) == len(ref[1]) == n_items + 1
+            for g, r in zip(got[1], ref[1]):
+                np.testing.assert_allclose(gg.asnumpy(g), r, rtol=1e-6)
+            assert int(gg.asnumpy(got[2])) == int(ref[2])
+    with pytest.raises(gg.DTypeError, match="'S' is a sequence"):
+        m(s[0], x)

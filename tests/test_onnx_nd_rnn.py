@@ -158,6 +158,42 @@ def test_recurrent_layers_match_onnxruntime(op, direction):
         ("LSTM", {"clip": 0.7, "_peep": True}),
         ("RNN", {"activations": ["Relu"]}),
         ("GRU", {"activations": ["Tanh", "Relu", "Sigmoid", "Tanh"], "_dir": "bidirectional"}),
+        # activations with alpha/beta, consumed in order by those that take one
+        ("RNN", {"activations": ["Affine"], "activation_alpha": [0.5], "activation_beta": [0.1]}),
+        ("RNN", {"activations": ["LeakyRelu"]}),  # the default alpha
+        (
+            "GRU",
+            {
+                "activations": ["HardSigmoid", "ScaledTanh"],
+                "activation_alpha": [0.3, 0.8],
+                "activation_beta": [0.4, 1.2],
+            },
+        ),
+        (
+            "LSTM",
+            {
+                "activations": ["HardSigmoid", "LeakyRelu", "Elu"],
+                "activation_alpha": [0.25, 0.1, 0.9],
+                "activation_beta": [0.45],
+            },
+        ),
+        (
+            "LSTM",
+            {
+                "activations": ["Sigmoid", "Softsign", "Softplus"] * 2,
+                "_dir": "bidirectional",
+            },
+        ),
+        (
+            "RNN",
+            {
+                "activations": ["ThresholdedRelu", "Elu"],
+                "activation_alpha": [0.2],
+                "_dir": "bidirectional",
+            },
+        ),
+        ("LSTM", {"input_forget": 1}),
+        ("LSTM", {"input_forget": 1, "clip": 0.7, "_peep": True, "_dir": "bidirectional"}),
     ],
 )
 def test_recurrent_attribute_forms_match_onnxruntime(op, extra):
@@ -196,7 +232,7 @@ def test_recurrent_sequence_lens_match_onnxruntime(op, direction):
 
 def test_recurrent_refuses_unknown_activation():
     feeds, inits, order = _rnn_inputs("RNN", "forward")
-    attrs = {"hidden_size": 6, "activations": ["Affine"], "activation_alpha": [0.5]}
+    attrs = {"hidden_size": 6, "activations": ["Gelu"]}
     node = helper.make_node("RNN", order, ["y"], name="r", **attrs)
     ins = [
         helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))

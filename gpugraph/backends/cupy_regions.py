@@ -25,6 +25,8 @@ import gc
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..launch_bind import bound
+
 
 def has_regions(ex: Any) -> bool:
     return any(getattr(la.runner, "plans", None) is not None for la in ex.launches)
@@ -103,7 +105,9 @@ def replay_segments(backend: Any, segs: list[Segment], env: dict, caller: Any) -
                     env[la.outputs[0]] = env[la.inputs[0]].reshape(la.outputs[0].type.shape)
             seg.graph.launch(stream=caller)
             continue
-        (la,) = seg.ex.launches
-        ins = [env[v] for v in la.inputs]
-        outs = [env[v] for v in la.outputs]
-        backend.run_on(caller, lambda r=la.runner, i=ins, o=outs: r(i, o))
+        region = bound(seg.ex)  # the region's launch, bound once
+        region.fill(env)
+        try:
+            backend.run_on(caller, region.steps[0].call)
+        finally:
+            region.clear()

@@ -26,6 +26,7 @@ from . import (  # noqa: F401  (they fill the op table)
     ops_select,
     ops_seq,
     ops_shape,
+    ops_string,
 )
 from .model import InputSpec, OnnxError, OnnxModel, _shape_arg_names
 from .reader import (
@@ -86,8 +87,10 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
     for vi in g.input:
         if vi.name in params or vi.name in constants:
             continue  # before IR 4 initializers are listed as inputs too
-        if not vi.type.HasField("tensor_type"):
-            raise UnsupportedError(f"ONNX input {vi.name!r}: only tensor inputs are supported")
+        if not (vi.type.HasField("tensor_type") or _is_tensor_sequence(vi.type)):
+            raise UnsupportedError(
+                f"ONNX input {vi.name!r}: only tensor and tensor-sequence inputs are supported"
+            )
         inputs.append(_spec(vi))
     declared = {
         vi.name: _spec(vi)
@@ -103,13 +106,21 @@ def load(model: Any, *, external_data_dir: str | None = None) -> OnnxModel:
             raise OnnxError(
                 f"ONNX graph output {o.name!r} is not defined by any node, input or initializer"
             )
-        if o.type.WhichOneof("value") not in (None, "tensor_type"):
+        if o.type.WhichOneof("value") not in (None, "tensor_type") and not _is_tensor_sequence(
+            o.type
+        ):
             raise UnsupportedError(
                 f"ONNX graph output {o.name!r} is a {o.type.WhichOneof('value')}: only tensor "
-                "outputs are supported"
+                "and tensor-sequence outputs are supported"
             )
     _infer_shapes(proto)
     return OnnxModel(nodes, params, constants, tuple(inputs), outputs, opset, declared)
+
+
+def _is_tensor_sequence(t) -> bool:
+    return t.WhichOneof("value") == "sequence_type" and t.sequence_type.elem_type.HasField(
+        "tensor_type"
+    )
 
 
 _FAMILIES = {
@@ -122,6 +133,7 @@ _FAMILIES = {
     "ops_rnn": "recurrent layers (gg.scan)",
     "ops_control": "control flow, Gradient (subgraphs)",
     "ops_seq": "sequences (traced as lists)",
+    "ops_string": "strings (a host pre-stage on NumPy, before the compiled graph)",
 }
 
 

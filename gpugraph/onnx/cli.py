@@ -37,16 +37,26 @@ def make_inputs(model: Any, files: dict[str, str], dims: dict[str, str], seed: i
     xs = []
     for spec in model.inputs:
         if spec.name in files:
-            xs.append(np.load(files[spec.name], allow_pickle=False))
+            x = np.load(files[spec.name], allow_pickle=False)
+            xs.append([x] if spec.sequence else x)  # a sequence input: one item
             continue
         if spec.shape is None:
             raise GpuGraphError(f"input {spec.name!r} has no declared shape: pass --input")
         shape = tuple(d if isinstance(d, int) else int(dims.get(str(d), 1)) for d in spec.shape)
         if np.issubdtype(spec.dtype, np.floating):
-            xs.append(rng.standard_normal(shape).astype(spec.dtype))
+            x = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == object:  # strings
+            x = np.full(shape, "a", dtype=object)
         else:
-            xs.append(np.zeros(shape, spec.dtype))
+            x = np.zeros(shape, spec.dtype)
+        xs.append([x] if spec.sequence else x)
     return xs
+
+
+def _describe(x) -> str:
+    if isinstance(x, list):  # a sequence
+        return f"sequence of {len(x)}: " + ", ".join(_describe(v) for v in x)
+    return f"shape {tuple(x.shape)} {x.dtype}"
 
 
 def _sync(outs: tuple) -> None:
@@ -74,9 +84,9 @@ def run(path: str, inputs: list[str], dims: list[str], repeats: int, out=sys.std
         times.append((time.perf_counter() - t0) * 1e3)
     print(f"model: {path} (opset {m.opset}, {len(m._nodes)} nodes)", file=out)
     for spec, x in zip(m.inputs, xs):
-        print(f"input  {spec.name}: shape {tuple(x.shape)} {x.dtype}", file=out)
+        print(f"input  {spec.name}: {_describe(x)}", file=out)
     for name, o in zip(m.output_names, outs):
-        print(f"output {name}: shape {tuple(o.shape)} {o.dtype}", file=out)
+        print(f"output {name}: {_describe(o)}", file=out)
     print(
         f"median per call over {repeats} runs: {statistics.median(times):.3f} ms "
         f"(first call, compile included: {first:.1f} ms)",

@@ -45,7 +45,10 @@ def randomized(model, seed: int = 0):
     for n in g.node:
         if n.op_type == "ConstantOfShape" and n.input[0] in init:
             v = numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0]
-            w = (v * rng.uniform(0.5, 1.5, init[n.input[0]].tolist())).astype(np.float32)
+            # float32 draws: vgg19's 143M weights in ~1 s (float64 uniform took 10 s)
+            w = rng.random(init[n.input[0]].tolist(), dtype=np.float32)
+            w += np.float32(0.5)
+            w *= np.float32(v)
             g.initializer.append(numpy_helper.from_array(w, n.output[0]))
         else:
             keep.append(n)

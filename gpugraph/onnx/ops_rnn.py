@@ -13,15 +13,40 @@ import numpy as np
 
 from .. import control_flow as _cf
 from .. import ops as _ops
-from .table import NodeCtx, dtype_of, opt, register, shape_of
+from .table import OPS, NodeCtx, dtype_of, opt, register, shape_of
 
 gg = _ops.API
 
-# The ONNX activation names with no alpha/beta; others are refused naming the node.
-_ACTS: dict[str, Callable[[Any], Any]] = {
-    "Sigmoid": gg["sigmoid"],
-    "Tanh": gg["tanh"],
-    "Relu": gg["relu"],
+
+def _onnx_op(op: str) -> Callable[[NodeCtx, dict], Callable[[Any], Any]]:
+    """An activation computed by the ONNX op of the same name (the same alpha/beta rules)."""
+    return lambda node, p: lambda v: OPS[op](node, [v], p)
+
+
+def _affine(node: NodeCtx, p: dict) -> Callable[[Any], Any]:
+    return lambda v: v * np.asarray(p["alpha"], dtype_of(v)) + np.asarray(p["beta"], dtype_of(v))
+
+
+def _scaled_tanh(node: NodeCtx, p: dict) -> Callable[[Any], Any]:
+    return lambda v: (
+        np.asarray(p["alpha"], dtype_of(v)) * gg["tanh"](v * np.asarray(p["beta"], dtype_of(v)))
+    )
+
+
+# The ONNX recurrent activations: (the parameters each takes from activation_alpha and
+# activation_beta, with their defaults; a builder of the function).
+_ACTS: dict[str, tuple[dict[str, float], Callable[[NodeCtx, dict], Callable[[Any], Any]]]] = {
+    "Sigmoid": ({}, lambda node, p: gg["sigmoid"]),
+    "Tanh": ({}, lambda node, p: gg["tanh"]),
+    "Relu": ({}, lambda node, p: gg["relu"]),
+    "Softsign": ({}, _onnx_op("Softsign")),
+    "Softplus": ({}, _onnx_op("Softplus")),
+    "LeakyRelu": ({"alpha": 0.01}, _onnx_op("LeakyRelu")),
+    "ThresholdedRelu": ({"alpha": 1.0}, _onnx_op("ThresholdedRelu")),
+    "Elu": ({"alpha": 1.0}, _onnx_op("Elu")),
+    "HardSigmoid": ({"alpha": 0.2, "beta": 0.5}, _onnx_op("HardSigmoid")),
+    "Affine": ({"alpha": 1.0, "beta": 0.0}, _affine),
+    "ScaledTanh": ({"alpha": 1.0, "beta": 1.0}, _scaled_tanh),
 }
 # gates per op, the default activations per direction, the extra state (LSTM's cell)
 _SPEC = {
@@ -36,17 +61,28 @@ def _s(v) -> str:
 
 
 def _acts(node: NodeCtx, attrs: dict, n_dir: int) -> list[list[Callable]]:
+    """Each direction's activation functions. ``activation_alpha``/``activation_beta`` are
+    consumed in order by the activations that take an alpha (a beta), as onnxruntime reads
+    them; where a list runs out, the activation's default applies."""
     default = _SPEC[node.op_type][1]
     names = [_s(a) for a in attrs.get("activations", default * n_dir)]
     if len(names) != len(default) * n_dir:
         raise node.unsupported(f"activations={names} (expected {len(default) * n_dir} names)")
-    if attrs.get("activation_alpha") or attrs.get("activation_beta"):
-        raise node.unsupported("activation_alpha/activation_beta")
+    given = {
+        "alpha": list(attrs.get("activation_alpha", [])),
+        "beta": list(attrs.get("activation_beta", [])),
+    }
+    fns = []
     for a in names:
         if a not in _ACTS:
             raise node.unsupported(f"activation {a!r}")
+        params, build = _ACTS[a]
+        fns.append(build(node, {k: given[k].pop(0) if given[k] else d for k, d in params.items()}))
+    extra = [k for k, v in given.items() if v]
+    if extra:
+        raise node.unsupported(f"more activation_{extra[0]} values than activations taking one")
     k = len(default)
-    return [[_ACTS[a] for a in names[d * k : (d + 1) * k]] for d in range(n_dir)]
+    return [fns[d * k : (d + 1) * k] for d in range(n_dir)]
 
 
 def _mm_t(a: Any, w: Any) -> Any:
@@ -58,7 +94,16 @@ def _gates(v: Any, n: int, axis: int = -1) -> list:
     return gg["split"](v, n, axis)
 
 
-def _cell(op: str, acts: list[Callable], r: Any, rb: Any, p: Any, clip: float | None, lbr: int):
+def _cell(
+    op: str,
+    acts: list[Callable],
+    r: Any,
+    rb: Any,
+    p: Any,
+    clip: float | None,
+    lbr: int,
+    input_forget: int = 0,
+):
     """The step ``(state, xw_t) -> new state`` of one direction; state is (h,) or (h, c)."""
 
     def cl(v):
@@ -88,7 +133,9 @@ def _cell(op: str, acts: list[Callable], r: Any, rb: Any, p: Any, clip: float | 
         if p is not None:
             pi, po, pf = _gates(p, 3)
             gi, gf = gi + pi * c, gf + pf * c
-        i, f = acts[0](cl(gi)), acts[0](cl(gf))
+        i = acts[0](cl(gi))
+        # input_forget couples the gates: the forget gate is 1 - the input gate
+        f = 1 - i if input_forget else acts[0](cl(gf))
         c2 = f * c + i * acts[1](cl(gc))
         if p is not None:
             go = go + po * c2
@@ -107,8 +154,6 @@ def _recurrent(node: NodeCtx, ins: list, attrs: dict):
     direction = _s(attrs.get("direction", "forward"))
     if direction not in ("forward", "reverse", "bidirectional"):
         raise node.unsupported(f"direction={direction!r}")
-    if attrs.get("input_forget", 0):
-        raise node.unsupported("input_forget=1")
     n_dir = 2 if direction == "bidirectional" else 1
     layout = attrs.get("layout", 0)
     clip = attrs.get("clip")
@@ -144,6 +189,7 @@ def _recurrent(node: NodeCtx, ins: list, attrs: dict):
             None if peep is None else gg["getitem"](peep, d),
             clip,
             attrs.get("linear_before_reset", 0),
+            attrs.get("input_forget", 0) if op == "LSTM" else 0,
         )
         init = (gg["getitem"](h0, d),) + ((gg["getitem"](c0, d),) if op == "LSTM" else ())
 

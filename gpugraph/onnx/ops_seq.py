@@ -1,8 +1,9 @@
 """Sequence converters. A sequence is a ``Seq`` (a tuple of tensors) that exists only while the
 model is traced: every position, split and length must be a constant (a graph input read as
 one is a static argument, one compiled entry per value), so each op is plain list work and the
-compiled graph holds only the tensor ops (concatenate, stack, slices). A sequence may not be a
-graph input or output (refused at load)."""
+compiled graph holds only the tensor ops (concatenate, stack, slices). A sequence graph input
+is a list of arrays (a pytree argument of the compiled function); a sequence output becomes a
+list of arrays (``model.OnnxModel``)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import GpuGraphError, UnsupportedError
 from .model import InputSpec, OnnxError, SubGraph, _Node
+from .ops_string import HOST_OPS
 from .table import OPS, NodeCtx, check_size
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -101,8 +102,9 @@ def _load_external(tensor, base: str | None) -> None:
     del tensor.external_data[:]
 
 
-def _check_ops(g, opset: int) -> None:
-    """Every node of ``g`` and of its subgraphs has a converter (else UnsupportedError)."""
+def _check_ops(g, opset: int, nested: bool = False) -> None:
+    """Every node of ``g`` and of its subgraphs has a converter (else UnsupportedError);
+    string ops only in the main graph (its host pre-stage)."""
     from onnx import AttributeProto
 
     for n in g.node:
@@ -112,12 +114,17 @@ def _check_ops(g, opset: int) -> None:
                 f"ONNX op {dom}{n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) "
                 "has no gpugraph mapping"
             )
+        if nested and n.op_type in HOST_OPS:
+            raise UnsupportedError(
+                f"ONNX op {n.op_type} (opset {opset}, node {n.name or '<unnamed>'!r}) inside a "
+                "subgraph: string ops run only in the main graph's host pre-stage"
+            )
         for a in n.attribute:
             if a.type == AttributeProto.GRAPH:
-                _check_ops(a.g, opset)
+                _check_ops(a.g, opset, True)
             elif a.type == AttributeProto.GRAPHS:
                 for sub in a.graphs:
-                    _check_ops(sub, opset)
+                    _check_ops(sub, opset, True)
 
 
 def _read_initializer(t, base: str | None) -> np.ndarray:
@@ -219,10 +226,12 @@ def _convert_nodes(
 
 
 def _spec(vi) -> InputSpec:
-    """A value_info's name, dtype and shape (a dim: int, symbolic name or None)."""
+    """A value_info's name, dtype and shape (a dim: int, symbolic name or None); for a
+    sequence of tensors, its items' dtype and shape."""
     from onnx import helper
 
-    tt = vi.type.tensor_type
+    seq = vi.type.WhichOneof("value") == "sequence_type"
+    tt = vi.type.sequence_type.elem_type.tensor_type if seq else vi.type.tensor_type
     try:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
     except Exception:  # noqa: BLE001  (an unknown type code)
@@ -232,7 +241,7 @@ def _spec(vi) -> InputSpec:
         shape = tuple(
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
         )
-    return InputSpec(vi.name, dtype, shape)
+    return InputSpec(vi.name, dtype, shape, seq)
 
 
 def _inference_view(proto):

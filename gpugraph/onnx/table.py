@@ -98,7 +98,9 @@ class NodeCtx:
 
 # The largest tensor a model may declare (an initializer) or fold (ConstantOfShape, Range):
 # refused before anything is allocated. Change it with gg.onnx.LIMITS["max_tensor_bytes"].
-LIMITS = {"max_tensor_bytes": 4 << 30}
+# "max_unrolled_trips": the most iterations of a Loop unrolled while tracing (a loop whose
+# scan-output length or sequences are known only by running its constant condition).
+LIMITS = {"max_tensor_bytes": 4 << 30, "max_unrolled_trips": 1024}
 
 
 def check_size(shape: Any, dtype: Any, what: str) -> None:

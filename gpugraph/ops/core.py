@@ -140,6 +140,8 @@ def _weak_stand_in(x: Any) -> Any:
 
 def promote(*xs: Any, dtype: Any = None) -> list[Any]:
     """Bring operands to one dtype: scalars become constants of it, tensors are cast."""
+    if dtype is None and _same_strong_dtype(xs):
+        return list(xs)  # what the rule below gives: nothing to cast (the common case)
     target = np.dtype(dtype) if dtype is not None else result_dtype(*xs)
     from .elementwise import astype  # local: elementwise imports this module
 
@@ -152,6 +154,20 @@ def promote(*xs: Any, dtype: Any = None) -> list[Any]:
         else:
             out.append(x)
     return out
+
+
+def _same_strong_dtype(xs: tuple) -> bool:
+    """All operands traced, none weak, all of one dtype: their result dtype is that dtype
+    (NumPy's result_type of one dtype with itself; bfloat16 with itself stays bfloat16)."""
+    dt = None
+    for x in xs:
+        if x.__class__ is not Tracer:
+            return False
+        t = x.value.type
+        if t.weak or (dt is not None and t.dtype != dt):
+            return False
+        dt = t.dtype
+    return dt is not None
 
 
 def to_float(x: Any) -> Any:

@@ -25,6 +25,9 @@ API: dict[str, Callable] = {}
 
 
 def broadcast_shapes(op: str, shapes) -> tuple[int, ...]:
+    first = shapes[0] if shapes else None
+    if first is not None and all(s == first for s in shapes):
+        return tuple(first)  # one shape: nothing to broadcast (most ops of a trace)
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
