@@ -1,0 +1,137 @@
+"""backend="cpu" runners of while/scan nodes: the whole loop as one native function.
+
+Where every op of a loop's bodies is one ``codegen/loop_native.py`` can express, the region
+runs as one call of a generated C++ function holding all its iterations (compiled in the
+backend's batch, called through the extension entry point with the arrays themselves): no
+Python per iteration. Other loops keep the host-driven runner (``region_exec``), and
+``explain()`` says why (``native_note``). The runners subclass the host ones: the body plans
+stay compiled (explain() shows them, the race checker replays them), and a runner whose
+``native`` is None (a simulated copy, ``backends/sim.py``) runs host-driven.
+
+Set ``GPUGRAPH_CPU_LOOPS=host`` to keep every loop host-driven (for A/B measurements).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..codegen.loop_native import NativeLoop, emit_native_loop
+from ..errors import UnsupportedError
+from ..ir import Graph, Node
+from ..ops.control import loop_limit_error
+from ..ops.registry import get_op
+from ..region_exec import ScanRunner, WhileRunner
+from .cpu_backend import CpuBackend, _float_to_int_cast, parallel_min
+
+LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
+
+
+def _refusal(graph: Graph) -> str | None:
+    """Why a body cannot be native beyond what the codegen checks: a float -> int cast in a
+    fused group (undefined in C where NumPy's result is defined), or a nested region."""
+    for n in graph.nodes:
+        if n.op in ("cond", "while", "scan"):
+            return f"a nested {n.op} in the body (at {n.attrs.get('_loc')})"
+        if n.op in ("fused", "fused_reduce"):
+            why = _float_to_int_cast(n.attrs["body"])
+            if why:
+                return why
+    return None
+
+
+def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
+    """(the generated loop, an explain() note), or (None, why it stays host-driven)."""
+    if os.environ.get(LOOPS_ENV, "native").strip().lower() == "host":
+        return None, f"host-driven ({LOOPS_ENV}=host)"
+    a = node.attrs
+    graphs = [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
+    why = next((r for r in map(_refusal, graphs) if r), None)
+    if why is None:
+        try:
+            loop = emit_native_loop(node, parallel_min())
+        except UnsupportedError as exc:
+            why = str(exc)
+        else:
+            return loop, (
+                f"compiled: one native function runs every iteration ({loop.nodes} body "
+                f"kernel(s), {loop.scratch_bytes} B of carries and body values)"
+            )
+    return None, f"host-driven, not compiled: {why}"
+
+
+class _Native:
+    """The native part of a loop runner (mixed into the host runners)."""
+
+    node: Node
+    backend: Any
+    trips: int | None
+    max_steps: int | None = None
+    loc: str | None = None
+
+    def setup_native(self) -> None:
+        loop, self.native_note = native_loop(self.node)
+        self.native: Any = None
+        if loop is None:
+            return
+        args = [(v.dtype.name, v.type.size, False) for v in self.node.inputs]
+        args += [(v.dtype.name, v.type.size, True) for v in self.node.outputs]
+        args += [(c.dtype.name, c.size, False) for c in loop.consts]
+        args += [("uint8", max(loop.scratch_bytes, 1), True), ("int64", 1, True)]
+        self.native = self.backend.kernel(loop.source, loop.name, len(args), args, n=1)
+        self.consts = loop.consts
+        self.scratch = np.zeros(max(loop.scratch_bytes, 1), np.uint8)
+        self.status = np.zeros(1, np.int64)
+
+    def buffer_bytes(self) -> int:  # a native loop's carries are in its scratch (the note)
+        return 0 if self.native is not None else super().buffer_bytes()  # type: ignore[misc]
+
+    def _blas_policy(self) -> Any:
+        return None if self.native is not None else super()._blas_policy()  # type: ignore[misc]
+
+    def run(self, ins: list, outs: list) -> None:
+        k = self.native
+        if k is None:
+            return super().run(ins, outs)  # type: ignore[misc]
+        if k.fn is None:
+            self.backend.compile_pending()
+        args = [*ins, *outs, *self.consts, self.scratch, self.status]
+        if k.py is None or not k.py(*args):
+            self._run_ctypes(ins, outs)
+        steps = int(self.status[0])
+        if steps < 0:
+            raise loop_limit_error(self.max_steps, self.loc)
+        self.trips = steps
+
+    def _run_ctypes(self, ins: list, outs: list) -> None:
+        """The ctypes entry on contiguous copies (an input that is a NumPy scalar, a view)."""
+        types = [v.type for v in self.node.inputs]
+        arrays = [np.ascontiguousarray(x, t.dtype).reshape(t.shape) for x, t in zip(ins, types)]
+        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        ptrs = [a.ctypes.data for a in (*arrays, *targets, *self.consts)]
+        self.native.fn(1, 1, *ptrs, self.scratch.ctypes.data, self.status.ctypes.data)
+        for o, t in zip(outs, targets):
+            if o is not t:
+                o[...] = t
+
+
+class NativeScanRunner(_Native, ScanRunner):
+    def __init__(self, node: Node, backend: CpuBackend) -> None:
+        super().__init__(node, backend)
+        self.setup_native()
+
+
+class NativeWhileRunner(_Native, WhileRunner):
+    def __init__(self, node: Node, backend: CpuBackend) -> None:
+        super().__init__(node, backend)
+        self.setup_native()
+
+
+def _install() -> None:
+    for op, runner in (("scan", NativeScanRunner), ("while", NativeWhileRunner)):
+        get_op(op).extra.setdefault("prepare", {})["cpu"] = runner
+
+
+_install()

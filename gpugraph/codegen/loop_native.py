@@ -1,0 +1,276 @@
+"""A whole while/scan loop as one C++ function, for the native CPU backend.
+
+``emit_native_loop(node)`` renders a ``while`` or ``scan`` node whose bodies hold only ops this
+file can express (fused elementwise groups, fused row reductions, 2-D matmuls, reshapes and
+constants) into one function that runs every iteration: the carries live in two scratch buffers
+per carry whose pointers swap each iteration (iteration 0 reads the caller's inputs, which are
+never written), a scan's row t of each xs/ys is a pointer offset, every other body value has
+its own slot in the scratch buffer, and a value returned by the body is computed straight into
+its destination (next carry buffer or ys row) where it is the only output with that value. The
+fused groups are the kernels the backend compiles anyway (the CUDA source under the CPU prelude,
+or its broadcast loop nest; the row kernels of ``cpu_reduce``), renamed ``static`` and called
+over their whole range on the calling thread. A while's predicate is read from its slot; past
+``max_steps`` the function stores -1 as its step count (the caller raises) before any output
+is written. Parameters are all ``void*``: the node's inputs, its outputs, the body constants,
+the scratch buffer and a one-element int64 status (the iterations run).
+
+Anything else raises UnsupportedError naming the op; the backend then keeps the host-driven
+loop and says why in ``explain()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Graph, Value
+from ..ops.row_space import Space
+from .cpu_loops import emit_cpu_kernel
+from .cpu_reduce import cpu_row_kernel
+from .cuda import c_type
+
+NAME_PREFIX = "gg_cpuloop_"
+ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
+DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
+MATMUL_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64")}
+COMPUTE_OPS = ("fused", "fused_reduce", "matmul")
+HELPER_NAME = "GG_HELPER_NAME"
+HEADER = """\
+#include <cstring>
+#ifndef GG_NATIVE_INVOKE_DEFINED
+#define GG_NATIVE_INVOKE_DEFINED
+// one generated kernel over its whole range [0, n) on the calling thread
+template <class... P>
+static inline void gg_loop_invoke(void (*kernel)(P...), long long n, void* const* args) {
+  __gg_cpu::range_lo = 0;
+  __gg_cpu::range_hi = n;
+  __gg_cpu::call(kernel, args, std::index_sequence_for<P...>{});
+}
+#endif
+"""
+# out[m, n] = sum_k A'[m, k] B'[k, n]; with B' not transposed the inner loop runs over n
+# (contiguous in B and out: a vectorized axpy per k), else over k (a dot product per element,
+# its lanes summed by an OpenMP simd reduction, as the row kernels do)
+MATMUL_AXPY = """\
+static void {name}(const void* pa, const void* pb, void* po) {{
+  const {ct}* __restrict a = (const {ct}*)pa;
+  const {ct}* __restrict b = (const {ct}*)pb;
+  {ct}* __restrict o = ({ct}*)po;
+  for (long long m = 0; m < {M}LL; ++m) {{
+    {ct}* __restrict row = o + m * {N}LL;
+    for (long long n = 0; n < {N}LL; ++n) row[n] = ({ct})0;
+    for (long long k = 0; k < {K}LL; ++k) {{
+      const {ct} s = a[{a_index}];
+      const {ct}* __restrict bk = b + k * {N}LL;
+      for (long long n = 0; n < {N}LL; ++n) row[n] += s * bk[n];
+    }}
+  }}
+}}
+"""
+MATMUL_DOT = """\
+static void {name}(const void* pa, const void* pb, void* po) {{
+  const {ct}* __restrict a = (const {ct}*)pa;
+  const {ct}* __restrict b = (const {ct}*)pb;
+  {ct}* __restrict o = ({ct}*)po;
+  for (long long m = 0; m < {M}LL; ++m) {{
+    for (long long n = 0; n < {N}LL; ++n) {{
+      {ct} acc = ({ct})0;
+      const {ct}* __restrict bn = b + n * {K}LL;
+#pragma omp simd reduction(+ : acc)
+      for (long long k = 0; k < {K}LL; ++k) acc += a[{a_index}] * bn[k];
+      o[m * {N}LL + n] = acc;
+    }}
+  }}
+}}
+"""
+
+
+@dataclass
+class NativeLoop:
+    name: str
+    source: str
+    consts: list[np.ndarray]  # the body constants, passed after the outputs
+    scratch_bytes: int
+    nodes: int  # body nodes compiled in
+
+
+@dataclass
+class _Emitter:
+    """Scratch slots, helper functions and constants shared by every body of one loop."""
+
+    scratch: int = 0
+    helpers: list[str] = field(default_factory=list)
+    consts: list[np.ndarray] = field(default_factory=list)
+    nodes: int = 0
+
+    def slot(self, v: Value) -> str:
+        off = self.scratch
+        self.scratch += -(-max(v.type.nbytes, 1) // ALIGN) * ALIGN
+        return f"(S + {off}LL)"
+
+    def helper(self, text: str, old: str | None) -> str:
+        """Add a helper function (a kernel renamed from ``old``); returns its new name."""
+        name = f"GG_LOOP_f{len(self.helpers)}"
+        if old is not None:
+            pattern = r'extern "C" (?:__global__ )?void ' + re.escape(old) + r"\("
+            text, hits = re.subn(pattern, f"static void {name}(", text, count=1)
+            assert hits == 1, f"kernel {old} has no entry point to rename"
+        else:
+            text = text.replace(HELPER_NAME, name)
+        self.helpers.append(text)
+        return name
+
+
+def _root(graph: Graph, v: Value) -> Value:
+    """The value whose bytes ``v`` is (through reshapes, which are aliases here)."""
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    while v in producer and producer[v].op == "reshape":
+        v = producer[v].inputs[0]
+    return v
+
+
+def _kernel_of(node, em: _Emitter) -> tuple[str, int]:
+    """(helper name, range) of a fused or fused_reduce node's kernel."""
+    body: Graph = node.attrs["body"]
+    if node.op == "fused":
+        nest = emit_cpu_kernel(body)
+        if nest is not None:
+            return em.helper(nest.source, nest.name), nest.n
+        return em.helper(node.attrs["cuda_source"], node.attrs["kernel_name"]), node.outputs[
+            0
+        ].type.size
+    space = Space(tuple(node.attrs["lead"]), int(node.attrs["cols"]))
+    if space.cols == 0 and any(n.op == "max" for n in body.nodes):
+        raise UnsupportedError("a max over rows of 0 columns (NumPy raises)")
+    rk = cpu_row_kernel(body, space)
+    return em.helper(rk.source, rk.name), (rk.n if space.rows else 0)
+
+
+def _matmul(node, em: _Emitter) -> str:
+    a, b = node.inputs
+    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
+    if len(a.shape) != 2 or len(b.shape) != 2 or a.dtype not in MATMUL_DTYPES:
+        raise UnsupportedError(f"matmul {a.type} @ {b.type} (only 2-D float/int operands)")
+    ta = pa is not None and tuple(pa) == (1, 0)
+    tb = pb is not None and tuple(pb) == (1, 0)
+    M, K = (a.shape[1], a.shape[0]) if ta else a.shape
+    N = b.shape[0] if tb else b.shape[1]
+    a_index = f"k * {M}LL + m" if ta else f"m * {K}LL + k"
+    template = MATMUL_DOT if tb else MATMUL_AXPY
+    text = template.format(name=HELPER_NAME, ct=c_type(a.dtype), M=M, N=N, K=K, a_index=a_index)
+    return em.helper(text, None)
+
+
+def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) -> list[str]:
+    """Lines computing ``graph`` once: inputs at pointers ``ins``, outputs to ``dests``."""
+    names: dict[Value, str] = dict(zip(graph.inputs, ins))
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    direct: dict[Value, str] = {}  # a computed value that lives in an output's destination
+    for v, d in zip(graph.outputs, dests):
+        r = _root(graph, v)
+        if r in producer and producer[r].op in COMPUTE_OPS and r not in direct:
+            direct[r] = d
+    lines: list[str] = []
+    for node in graph.nodes:
+        for v in (*node.inputs, *node.outputs):
+            if v.dtype not in DTYPES:
+                raise UnsupportedError(f"dtype {v.dtype} (at {node.op})")
+        if node.op == "constant":
+            names[node.output] = f"K{len(em.consts)}"
+            em.consts.append(np.ascontiguousarray(node.attrs["value"], node.output.dtype))
+            continue
+        if node.op == "reshape":
+            names[node.output] = names[node.inputs[0]]
+            continue
+        if node.op not in COMPUTE_OPS:
+            where = node.attrs.get("_loc")
+            raise UnsupportedError(f"op {node.op}" + (f" (at {where})" if where else ""))
+        em.nodes += 1
+        for o in node.outputs:
+            names[o] = direct.get(o) or em.slot(o)
+        ptrs = [names[v] for v in (*node.inputs, *node.outputs)]
+        if node.op == "matmul":
+            lines.append(f"{_matmul(node, em)}({', '.join(ptrs)});")
+            continue
+        fn, n = _kernel_of(node, em)
+        if n > 0:
+            lines.append(
+                f"{{ void* const a[] = {{{', '.join(ptrs)}}}; gg_loop_invoke(&{fn}, {n}LL, a); }}"
+            )
+    for v, d in zip(graph.outputs, dests):
+        if names[v] != d:  # an input, a constant, or a value another output already holds
+            lines.append(f"std::memcpy({d}, {names[v]}, {v.type.nbytes});")
+    return lines
+
+
+def _check_sizes(graphs: list[Graph], limit: int) -> None:
+    for g in graphs:
+        for n in g.nodes:
+            for v in n.outputs:
+                if v.type.size >= limit:
+                    raise UnsupportedError(
+                        f"{n.op} of {v.type.size} elements (from {limit} a kernel runs on every "
+                        "thread; a native loop runs on one)"
+                    )
+
+
+def emit_native_loop(node, parallel_from: int) -> NativeLoop:
+    """The native loop of a ``while`` or ``scan`` node; UnsupportedError naming what does not
+    fit. ``parallel_from``: the element count from which groups run threaded (such loops stay
+    host-driven, so their kernels keep their threads)."""
+    a = node.attrs
+    nc = a["n_carry"]
+    graphs = [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
+    _check_sizes(graphs, parallel_from)
+    em = _Emitter()
+    carries = node.inputs[:nc]
+    nin, nout = len(node.inputs), len(node.outputs)
+    bufs = [(em.slot(v), em.slot(v)) for v in carries]
+    lines = [f"char* c{j} = (char*)in{j};" for j in range(nc)]
+    step = [f"char* const n{j} = c{j} == {x} ? {y} : {x};" for j, (x, y) in enumerate(bufs)]
+    cur, nxt = [f"c{j}" for j in range(nc)], [f"n{j}" for j in range(nc)]
+    if node.op == "scan":
+        nx, length = a["n_xs"], a["length"]
+        consts = [f"((char*)in{j})" for j in range(nc + nx, nin)]
+        rows = [
+            f"((char*)in{nc + j} + t * {v.type.nbytes}LL)"
+            for j, v in enumerate(a["body"].inputs[nc : nc + nx])
+        ]
+        ys = [
+            f"((char*)out{nc + j} + t * {v.type.nbytes}LL)"
+            for j, v in enumerate(a["body"].outputs[nc:])
+        ]
+        body = _emit_graph(a["body"], cur + rows + consts, nxt + ys, em)
+        t = f"{length - 1}LL - it" if a["reverse"] else "it"
+        lines += [
+            "long long it = 0;",
+            f"for (; it < {length}LL; ++it) {{",
+            f"  const long long t = {t};",
+        ]
+        lines += ["  " + x for x in step + body]
+    else:
+        consts = [f"((char*)in{j})" for j in range(nc, nin)]
+        pred = em.slot(a["cond_graph"].outputs[0])
+        cond = _emit_graph(a["cond_graph"], cur + consts, [pred], em)
+        body = _emit_graph(a["body_graph"], cur + consts, nxt, em)
+        limit = a["max_steps"]
+        lines += ["long long it = 0;", "for (;; ++it) {"]
+        lines += ["  " + x for x in cond] + [f"  if (!*(const bool*){pred}) break;"]
+        if limit is not None:
+            lines += [f"  if (it >= {int(limit)}LL) {{ *(long long*)status = -1; return; }}"]
+        lines += ["  " + x for x in step + body]
+    lines += ["  " + x for x in (f"c{j} = n{j};" for j in range(nc))] + ["}"]
+    lines += [f"std::memcpy(out{j}, c{j}, {v.type.nbytes});" for j, v in enumerate(carries)]
+    lines.append("*(long long*)status = it;")
+    params = [f"void* in{j}" for j in range(nin)] + [f"void* out{j}" for j in range(nout)]
+    params += [f"void* K{j}" for j in range(len(em.consts))] + ["void* scratch", "void* status"]
+    text = HEADER + "\n".join(em.helpers)
+    text += f'extern "C" void GG_LOOP({", ".join(params)}) {{\n  char* const S = (char*)scratch;\n'
+    text += "".join(f"  {x}\n" for x in lines) + "}\n"
+    digest = hashlib.sha1(text.encode())  # constants are arguments, not part of the source
+    name = NAME_PREFIX + digest.hexdigest()[:12]
+    return NativeLoop(name, text.replace("GG_LOOP", name), em.consts, em.scratch, em.nodes)

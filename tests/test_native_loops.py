@@ -1,0 +1,178 @@
+"""backend="cpu": while/scan/fori loops whose bodies the native codegen can express run as one
+generated C++ function (gpugraph/codegen/loop_native.py, backends/cpu_loop_runner.py); the
+results equal the NumPy backend's (same programs, gradients too), explain() says which loops
+were compiled and why the others were not, and the race checker passes on their plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_helpers import requires_emulator
+
+import gpugraph as gg
+from gpugraph.backends import cpu_loop_runner
+from gpugraph.errors import GpuGraphError
+from gpugraph.testing.races import check_races
+
+pytestmark = requires_emulator  # the same host compiler
+
+RNG = np.random.default_rng(3)
+W = (RNG.standard_normal((8, 8)) * 0.3).astype(np.float32)
+XS = RNG.standard_normal((6, 8)).astype(np.float32)
+V = RNG.standard_normal(8).astype(np.float32)
+COMPILED = "native loop: compiled"
+
+
+def both(fn, *args, rtol=1e-5, atol=1e-6, **jit):
+    """``fn`` on the cpu and NumPy backends: equal results; returns the cpu Compiled."""
+    got = gg.jit(fn, backend="cpu", **jit)(*args)
+    want = gg.jit(fn, backend="numpy", **jit)(*args)
+    for g, w in zip(gg.tree_leaves(got), gg.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+    return gg.jit(fn, backend="cpu", **jit).lower(*args)
+
+
+def compiled_loops(c) -> int:
+    return c.explain().count(COMPILED)
+
+
+def fori(x, a):
+    return gg.fori_loop(0, 50, lambda i, v: gg.tanh(v * a + 0.1) * 0.5 + v * 0.25, x)
+
+
+def rnn_loss(w, xs):
+    def cell(h, x):
+        h = gg.tanh(h @ w + x)
+        return h, h.sum()
+
+    h, ys = gg.scan(cell, gg.zeros((8,)), xs)
+    return (h * h).sum() + ys.sum()
+
+
+def test_fori_loop_runs_as_one_native_function():
+    c = both(fori, V, np.float32(0.9))
+    c(V, np.float32(0.9))
+    text = c.explain()
+    assert compiled_loops(c) == 1, text
+    assert "last run: 50 iterations" in text
+
+
+def test_rnn_value_and_grad_forward_and_reverse_scan_are_native():
+    c = both(gg.value_and_grad(rnn_loss), W, XS, rtol=1e-4, atol=1e-5)
+    assert compiled_loops(c) == 2, c.explain()  # the forward scan and the reverse (BPTT) one
+
+
+def test_reverse_scan_two_carries_int_counter_xs_and_ys():
+    def f(h, xs):
+        def step(carry, x):
+            k, h = carry
+            h = gg.sin(h * 0.7 + x) + k.astype(np.float32) * 0.01
+            return (k + 1, h), (h * 2.0, h.sum())
+
+        return gg.scan(step, (np.int32(0), h), xs, reverse=True)
+
+    c = both(f, V, XS)
+    assert compiled_loops(c) == 1, c.explain()
+
+
+@pytest.mark.parametrize("dtype", [np.float64])
+def test_matmul_forms_float64_and_transposed_operands(dtype):
+    w, xs = W.astype(dtype), XS.astype(dtype)
+
+    def f(w, xs):
+        def step(h, x):
+            h = gg.tanh(h @ w.T + x) + gg.reshape(gg.reshape(h, (1, 8)) @ w, (8,)) * 0.1
+            return h, h
+
+        return gg.scan(step, xs[0], xs)
+
+    c = both(f, w, xs, rtol=1e-12, atol=1e-12)
+    assert compiled_loops(c) == 1, c.explain()
+    g = both(gg.grad(lambda w, xs: f(w, xs)[1].sum()), w, xs, rtol=1e-10, atol=1e-12)
+    assert compiled_loops(g) == 2, g.explain()
+
+
+def test_zero_trip_loops_return_their_inputs():
+    def f(x, xs):
+        a = gg.fori_loop(0, 0, lambda i, v: v * 2.0 + 1.0, x)
+        h, ys = gg.scan(lambda h, r: (h + r, h * r), x, xs)
+        w = gg.while_loop(lambda v: v.sum() > 1e9, lambda v: v * 2.0, x, max_steps=5)
+        return a, h, ys, w
+
+    c = both(f, V, XS[:0])
+    out = c(V, XS[:0])
+    np.testing.assert_array_equal(out[0], V)
+    np.testing.assert_array_equal(out[3], V)
+    assert out[2].shape == (0, 8)
+
+
+def test_while_loop_native_predicate_and_max_steps():
+    def f(x):
+        return gg.while_loop(
+            lambda v: v.sum() < 40.0, lambda v: gg.exp(v * 0.1) + v, x, max_steps=100
+        )
+
+    x = np.abs(V)
+    c = both(f, x)
+    c(x)
+    assert compiled_loops(c) == 1, c.explain()
+    trips = gg.jit(f, backend="numpy").lower(x)
+    trips(x)
+    assert f"last run: {_trips(trips)} iterations" in c.explain()
+    for backend in ("cpu", "numpy"):  # the same error, raised before any output is written
+        with pytest.raises(GpuGraphError, match="ran past max_steps=3"):
+            gg.jit(_small, backend=backend)(np.zeros(8, np.float32))
+
+
+def _small(x):
+    return gg.while_loop(lambda v: v.sum() < 40.0, lambda v: v + 1.0, x, max_steps=3)
+
+
+def _trips(c) -> int:
+    line = next(ln for ln in c.explain().splitlines() if "last run:" in ln)
+    return int(line.split("last run: ")[1].split()[0])
+
+
+def test_unsupported_bodies_stay_host_driven_and_say_why():
+    def f(x, xs):
+        inner = gg.fori_loop(
+            0, 3, lambda i, v: gg.scan(lambda h, r: (h * 0.5 + r, None), v, xs)[0], x
+        )
+        sorted_ = gg.fori_loop(0, 2, lambda i, v: gg.sort(v) * 0.5 + 1.0, x)
+        return inner, sorted_
+
+    c = both(f, V, XS)
+    text = c.explain()
+    assert "host-driven, not compiled: a nested scan in the body" in text, text
+    assert "host-driven, not compiled: op argsort" in text, text
+    assert compiled_loops(c) == 1, text  # the scan inside the fori_loop's body
+
+
+def test_inputs_untouched_and_results_survive_the_next_call():
+    f = gg.jit(gg.value_and_grad(rnn_loss), backend="cpu")
+    w, xs = W.copy(), XS.copy()
+    first = f(w, xs)
+    kept = [np.array(a) for a in first]
+    f(w * 2.0, xs)
+    np.testing.assert_array_equal(w, W)
+    np.testing.assert_array_equal(xs, XS)
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_host_env_keeps_loops_host_driven(monkeypatch):
+    monkeypatch.setenv(cpu_loop_runner.LOOPS_ENV, "host")
+    c = both(fori, V, np.float32(0.9))
+    assert compiled_loops(c) == 0
+    assert f"host-driven ({cpu_loop_runner.LOOPS_ENV}=host)" in c.explain()
+
+
+def test_race_checker_passes_on_plans_with_native_loops():
+    def f(w, xs, x):
+        g = gg.grad(rnn_loss)(w, xs)
+        return g, fori(x, 0.9)
+
+    c = gg.jit(f, backend="cpu", streams=2).lower(W, XS, V)
+    assert compiled_loops(c) == 3, c.explain()
+    report = check_races(c, W, XS, V, trials=3, seed=1)
+    assert report.ok, str(report)
