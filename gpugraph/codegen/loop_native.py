@@ -31,7 +31,7 @@ from ..ir import Graph, Value
 from ..ops.row_space import Space
 from .cpu_loops import emit_cpu_kernel
 from .cpu_reduce import cpu_row_kernel
-from .cuda import c_type
+from .cuda import _body_lines, c_type, op_template
 
 NAME_PREFIX = "gg_cpuloop_"
 ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
@@ -133,8 +133,45 @@ def _root(graph: Graph, v: Value) -> Value:
     return v
 
 
+def _flat(body: Graph, em: _Emitter) -> str | None:
+    """A fused group whose inputs are each full-size or one element, as one plain loop: its
+    outputs never share bytes with its inputs here (every value has its own slot), so the
+    pointers are ``__restrict`` and the loop vectorizes without the CUDA kernel's alignment
+    test and lanes. None for other groups (broadcasts: the loop nest or the CUDA kernel)."""
+    n = body.outputs[0].type.size
+    if any(v.type.size != n for v in body.outputs) or any(
+        v.type.size not in (1, n) for v in body.inputs
+    ):
+        return None
+    params, hoisted, sources = [], [], []
+    for j, v in enumerate(body.inputs):
+        ct = c_type(v.dtype)
+        params.append(f"const void* p{j}")
+        hoisted.append(f"  const {ct}* __restrict in{j} = (const {ct}*)p{j};")
+        if v.type.size == 1 and n != 1:
+            hoisted.append(f"  const {ct} s{j} = in{j}[0];")
+            sources.append(f"s{j}")
+        else:
+            sources.append(f"in{j}[i]")
+    for j, v in enumerate(body.outputs):
+        ct = c_type(v.dtype)
+        params.append(f"void* q{j}")
+        hoisted.append(f"  {ct}* __restrict out{j} = ({ct}*)q{j};")
+    helpers = "".join(sorted({op_template(m)[1] for m in body.nodes if m.op != "constant"}))
+    lines = _body_lines(body, sources, lambda j: f"out{j}[i]")
+    text = (
+        f"{helpers}static void {HELPER_NAME}({', '.join(params)}) {{\n"
+        + "".join(x + "\n" for x in hoisted)
+        + f"#pragma GCC ivdep\n  for (long long i = 0; i < {n}LL; ++i) {{\n"
+        + "".join(f"  {x}\n" for x in lines)
+        + "  }\n}\n"
+    )
+    return em.helper(text, None)
+
+
 def _kernel_of(node, em: _Emitter) -> tuple[str, int]:
-    """(helper name, range) of a fused or fused_reduce node's kernel."""
+    """(helper name, range) of a fused or fused_reduce node's generated kernel (called over
+    its whole range through ``gg_loop_invoke``, which sets the range the kernel reads)."""
     body: Graph = node.attrs["body"]
     if node.op == "fused":
         nest = emit_cpu_kernel(body)
@@ -193,8 +230,11 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
         for o in node.outputs:
             names[o] = direct.get(o) or em.slot(o)
         ptrs = [names[v] for v in (*node.inputs, *node.outputs)]
-        if node.op == "matmul":
-            lines.append(f"{_matmul(node, em)}({', '.join(ptrs)});")
+        direct_call = _matmul(node, em) if node.op == "matmul" else None
+        if node.op == "fused":  # a plain loop, called directly (no range to set)
+            direct_call = _flat(node.attrs["body"], em)
+        if direct_call is not None:
+            lines.append(f"{direct_call}({', '.join(ptrs)});")
             continue
         fn, n = _kernel_of(node, em)
         if n > 0:
@@ -271,6 +311,8 @@ def emit_native_loop(node, parallel_from: int) -> NativeLoop:
     text = HEADER + "\n".join(em.helpers)
     text += f'extern "C" void GG_LOOP({", ".join(params)}) {{\n  char* const S = (char*)scratch;\n'
     text += "".join(f"  {x}\n" for x in lines) + "}\n"
-    digest = hashlib.sha1(text.encode())  # constants are arguments, not part of the source
+    # constants are arguments: their types, not their values, make the function another one
+    kinds = repr([(c.dtype.str, c.shape) for c in em.consts])
+    digest = hashlib.sha1((text + kinds).encode())
     name = NAME_PREFIX + digest.hexdigest()[:12]
     return NativeLoop(name, text.replace("GG_LOOP", name), em.consts, em.scratch, em.nodes)
