@@ -44,8 +44,8 @@ T, H = 200, 64
 
 
 def medians_us(fns: dict, repeats: int) -> dict:
-    """(median, fastest) µs of one call of each function, interleaved: every round times each function
-    once, so load from other processes on the shared machine hits all of them alike."""
+    """(median, fastest) µs of one call of each function, interleaved: every round times each
+    function once, so load from other processes on the shared machine hits all of them alike."""
     for fn in fns.values():
         fn()
         fn()
