@@ -176,3 +176,19 @@ def test_race_checker_passes_on_plans_with_native_loops():
     assert compiled_loops(c) == 3, c.explain()
     report = check_races(c, W, XS, V, trials=3, seed=1)
     assert report.ok, str(report)
+
+
+def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
+    def f(x, xs):
+        def body(i, v):
+            wrapped = gg.take(xs, i + 4, mode="wrap") + gg.take(xs, i - 9, mode="clip")
+            return v * 0.5 + xs[i] * v.sum() * 0.1 + wrapped
+
+        return gg.fori_loop(0, 6, body, x)
+
+    c = both(f, V, XS)
+    assert compiled_loops(c) == 1, c.explain()
+    for backend in ("cpu", "numpy"):  # row 6 of 6: NumPy's error (the native loop stops)
+        g = gg.jit(lambda x, xs: gg.fori_loop(0, 7, lambda i, v: v + xs[i], x), backend=backend)
+        with pytest.raises(GpuGraphError, match="index 6 is out of range"):
+            g(V, XS)

@@ -106,6 +106,7 @@ class _Emitter:
     helpers: list[str] = field(default_factory=list)
     consts: list[np.ndarray] = field(default_factory=list)
     nodes: int = 0
+    scratch_names: int = 0  # local variables made so far (take's index and row)
 
     def slot(self, v: Value) -> str:
         off = self.scratch
@@ -202,6 +203,32 @@ def _matmul(node, em: _Emitter) -> str:
     return em.helper(text, None)
 
 
+TAKE_INDEX = {
+    "raise": "if (i{k} < -{d}LL || i{k} >= {d}LL) {{ *(long long*)status = {bad}; return; }}\n"
+    "if (i{k} < 0) i{k} += {d}LL;",
+    "wrap": "i{k} %= {d}LL;\nif (i{k} < 0) i{k} += {d}LL;",
+    "clip": "i{k} = i{k} < 0 ? 0 : (i{k} >= {d}LL ? {d}LL - 1 : i{k});",
+}
+TAKE_OUT_OF_RANGE = -2  # the status of a loop stopped by a take index out of range
+
+
+def _take(node, names: dict, lines: list[str], em: _Emitter) -> str:
+    """A row of a contiguous array by a scalar index (the loop counter's ``xs[i]``): a pointer
+    into it, no copy. An index out of range under mode="raise" stops the loop with status
+    TAKE_OUT_OF_RANGE (the runner then reruns it host-driven, which raises NumPy's error)."""
+    a, idx = node.inputs
+    d = a.shape[0] if a.shape else 0
+    if node.attrs["axis"] != 0 or idx.shape != () or idx.dtype.kind not in "iu" or d == 0:
+        raise UnsupportedError(f"take of {a.type} by {idx.type} on axis {node.attrs['axis']}")
+    k = em.scratch_names
+    em.scratch_names += 1
+    lines.append(f"long long i{k} = (long long)*(const {c_type(idx.dtype)}*){names[idx]};")
+    rule = TAKE_INDEX[node.attrs.get("mode", "raise")]
+    lines += rule.format(k=k, d=d, bad=TAKE_OUT_OF_RANGE).splitlines()
+    lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
+    return f"r{k}"
+
+
 def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) -> list[str]:
     """Lines computing ``graph`` once: inputs at pointers ``ins``, outputs to ``dests``."""
     names: dict[Value, str] = dict(zip(graph.inputs, ins))
@@ -222,6 +249,9 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
             continue
         if node.op == "reshape":
             names[node.output] = names[node.inputs[0]]
+            continue
+        if node.op == "take":
+            names[node.output] = _take(node, names, lines, em)
             continue
         if node.op not in COMPUTE_OPS:
             where = node.attrs.get("_loc")
