@@ -143,9 +143,30 @@ def test_unsupported_bodies_stay_host_driven_and_say_why():
 
     c = both(f, V, XS)
     text = c.explain()
-    assert "host-driven, not compiled: a nested scan in the body" in text, text
     assert "host-driven, not compiled: op argsort" in text, text
-    assert compiled_loops(c) == 1, text  # the scan inside the fori_loop's body
+    # the fori_loop holding a scan is one native function (and the inner scan's own runner,
+    # in the body plan the host-driven path and the race checker use, is native too)
+    assert compiled_loops(c) == 2, text
+
+
+def test_nested_loops_inline_and_an_inner_max_steps_raises_as_on_numpy():
+    def f(x, xs, limit):
+        def outer(i, v):
+            w = gg.while_loop(lambda u: u.sum() < limit, lambda u: u * 1.5 + 0.5, v, max_steps=30)
+            h, ys = gg.scan(lambda h, r: (gg.tanh(h + r), h.sum()), w * 0.01, xs, reverse=True)
+            return h + ys.sum() * 0.001
+
+        return gg.fori_loop(0, 3, outer, x)
+
+    x, ok = np.abs(V) + 0.1, np.float32(50.0)
+    c = both(f, x, XS, ok)
+    notes = [ln.strip() for ln in c.explain().splitlines() if "native loop:" in ln]
+    # the outer fori_loop (first) is one native function holding the inner loops; the inner
+    # loops' own runners (in the body plan, for the race checker's replay) are native too
+    assert len(notes) == 3 and all(n.startswith(COMPILED) for n in notes), notes
+    for backend in ("cpu", "numpy"):
+        with pytest.raises(GpuGraphError, match="ran past max_steps=30"):
+            gg.jit(f, backend=backend)(x, XS, np.float32(1e30))
 
 
 def test_inputs_untouched_and_results_survive_the_next_call():

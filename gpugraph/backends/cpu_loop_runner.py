@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.loop_native import TAKE_OUT_OF_RANGE, NativeLoop, emit_native_loop
+from ..codegen.loop_native import RERUN_HOST, NativeLoop, emit_native_loop, loop_graphs
 from ..errors import UnsupportedError
 from ..ir import Graph, Node
 from ..ops.control import loop_limit_error
@@ -33,8 +33,12 @@ def _refusal(graph: Graph) -> str | None:
     """Why a body cannot be native beyond what the codegen checks: a float -> int cast in a
     fused group (undefined in C where NumPy's result is defined), or a nested region."""
     for n in graph.nodes:
-        if n.op in ("cond", "while", "scan"):
-            return f"a nested {n.op} in the body (at {n.attrs.get('_loc')})"
+        if n.op == "cond":
+            return f"a cond in the body (at {n.attrs.get('_loc')})"
+        if n.op in ("while", "scan"):
+            why = next((r for r in map(_refusal, loop_graphs(n)) if r), None)
+            if why:
+                return why
         if n.op in ("fused", "fused_reduce"):
             why = _float_to_int_cast(n.attrs["body"])
             if why:
@@ -46,9 +50,7 @@ def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
     """(the generated loop, an explain() note), or (None, why it stays host-driven)."""
     if os.environ.get(LOOPS_ENV, "native").strip().lower() == "host":
         return None, f"host-driven ({LOOPS_ENV}=host)"
-    a = node.attrs
-    graphs = [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
-    why = next((r for r in map(_refusal, graphs) if r), None)
+    why = next((r for r in map(_refusal, loop_graphs(node)) if r), None)
     if why is None:
         try:
             loop = emit_native_loop(node, parallel_min())
@@ -109,7 +111,7 @@ class _Native:
         if k.py is None or not k.py(*args):
             self._run_ctypes(ins, outs)
         steps = int(self.status[0])
-        if steps == TAKE_OUT_OF_RANGE:  # the host-driven loop raises take's own error
+        if steps == RERUN_HOST:  # the host-driven loop raises the error itself (take's, ...)
             return super().run(ins, outs)  # type: ignore[misc]
         if steps < 0:
             raise loop_limit_error(self.max_steps, self.loc)

@@ -38,6 +38,7 @@ ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boun
 DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
 MATMUL_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64")}
 COMPUTE_OPS = ("fused", "fused_reduce", "matmul")
+LOOP_OPS = ("scan", "while")
 HELPER_NAME = "GG_HELPER_NAME"
 HEADER = """\
 #include <cstring>
@@ -106,6 +107,7 @@ class _Emitter:
     helpers: list[str] = field(default_factory=list)
     consts: list[np.ndarray] = field(default_factory=list)
     nodes: int = 0
+    depth: int = 0  # loops entered (a nested loop's variables carry its depth)
     scratch_names: int = 0  # local variables made so far (take's index and row)
 
     def slot(self, v: Value) -> str:
@@ -209,13 +211,16 @@ TAKE_INDEX = {
     "wrap": "i{k} %= {d}LL;\nif (i{k} < 0) i{k} += {d}LL;",
     "clip": "i{k} = i{k} < 0 ? 0 : (i{k} >= {d}LL ? {d}LL - 1 : i{k});",
 }
-TAKE_OUT_OF_RANGE = -2  # the status of a loop stopped by a take index out of range
+# statuses of a loop stopped early: past its max_steps (the runner raises LoopLimitError), or
+# by an error the host-driven loop raises itself (a take index out of range, an inner loop past
+# its max_steps: the runner reruns the loop host-driven)
+PAST_MAX_STEPS, RERUN_HOST = -1, -2
 
 
 def _take(node, names: dict, lines: list[str], em: _Emitter) -> str:
     """A row of a contiguous array by a scalar index (the loop counter's ``xs[i]``): a pointer
     into it, no copy. An index out of range under mode="raise" stops the loop with status
-    TAKE_OUT_OF_RANGE (the runner then reruns it host-driven, which raises NumPy's error)."""
+    RERUN_HOST (the runner then reruns it host-driven, which raises NumPy's error)."""
     a, idx = node.inputs
     d = a.shape[0] if a.shape else 0
     if node.attrs["axis"] != 0 or idx.shape != () or idx.dtype.kind not in "iu" or d == 0:
@@ -224,7 +229,7 @@ def _take(node, names: dict, lines: list[str], em: _Emitter) -> str:
     em.scratch_names += 1
     lines.append(f"long long i{k} = (long long)*(const {c_type(idx.dtype)}*){names[idx]};")
     rule = TAKE_INDEX[node.attrs.get("mode", "raise")]
-    lines += rule.format(k=k, d=d, bad=TAKE_OUT_OF_RANGE).splitlines()
+    lines += rule.format(k=k, d=d, bad=RERUN_HOST).splitlines()
     lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
     return f"r{k}"
 
@@ -253,6 +258,14 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
         if node.op == "take":
             names[node.output] = _take(node, names, lines, em)
             continue
+        if node.op in LOOP_OPS:  # a nested loop, inline; its outputs in slots of their own
+            for o in node.outputs:
+                names[o] = em.slot(o)
+            inner = _loop_lines(
+                node, [names[v] for v in node.inputs], [names[o] for o in node.outputs], em
+            )
+            lines += ["{", *("  " + x for x in inner), "}"]
+            continue
         if node.op not in COMPUTE_OPS:
             where = node.attrs.get("_loc")
             raise UnsupportedError(f"op {node.op}" + (f" (at {where})" if where else ""))
@@ -277,9 +290,16 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
     return lines
 
 
-def _check_sizes(graphs: list[Graph], limit: int) -> None:
-    for g in graphs:
+def loop_graphs(node) -> list[Graph]:
+    a = node.attrs
+    return [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
+
+
+def _check_sizes(node, limit: int) -> None:
+    for g in loop_graphs(node):
         for n in g.nodes:
+            if n.op in LOOP_OPS:
+                _check_sizes(n, limit)
             for v in n.outputs:
                 if v.type.size >= limit:
                     raise UnsupportedError(
@@ -288,54 +308,62 @@ def _check_sizes(graphs: list[Graph], limit: int) -> None:
                     )
 
 
+def _loop_lines(node, ins: list[str], outs: list[str], em: _Emitter) -> list[str]:
+    """The loop of a ``while``/``scan`` node over pointer expressions ``ins``/``outs``; a
+    nested loop's lines go inline into its parent's body (names carry the depth)."""
+    a, L = node.attrs, em.depth
+    em.depth += 1
+    nc = a["n_carry"]
+    carries = node.inputs[:nc]
+    bufs = [(em.slot(v), em.slot(v)) for v in carries]
+    c, n = [f"c{L}_{j}" for j in range(nc)], [f"n{L}_{j}" for j in range(nc)]
+    lines = [f"char* {c[j]} = (char*)({ins[j]});" for j in range(nc)]
+    step = [f"char* const {n[j]} = {c[j]} == {x} ? {y} : {x};" for j, (x, y) in enumerate(bufs)]
+    it, t = f"it{L}", f"t{L}"
+    if node.op == "scan":
+        nx, length, body = a["n_xs"], a["length"], a["body"]
+        rows = [
+            f"((char*)({ins[nc + j]}) + {t} * {v.type.nbytes}LL)"
+            for j, v in enumerate(body.inputs[nc : nc + nx])
+        ]
+        ys = [
+            f"((char*)({outs[nc + j]}) + {t} * {v.type.nbytes}LL)"
+            for j, v in enumerate(body.outputs[nc:])
+        ]
+        inner = _emit_graph(body, c + rows + ins[nc + nx :], n + ys, em)
+        order = f"{length - 1}LL - {it}" if a["reverse"] else it
+        lines += [f"long long {it} = 0;", f"for (; {it} < {length}LL; ++{it}) {{"]
+        lines += [f"  const long long {t} = {order};"]
+        lines += ["  " + x for x in step + inner]
+    else:
+        pred = em.slot(a["cond_graph"].outputs[0])
+        cond = _emit_graph(a["cond_graph"], c + ins[nc:], [pred], em)
+        inner = _emit_graph(a["body_graph"], c + ins[nc:], n, em)
+        lines += [f"long long {it} = 0;", f"for (;; ++{it}) {{"]
+        lines += ["  " + x for x in cond] + [f"  if (!*(const bool*){pred}) break;"]
+        if a["max_steps"] is not None:
+            # the outermost loop's runner raises its LoopLimitError; an inner loop's is raised
+            # by the host-driven rerun, which names that loop
+            bad = PAST_MAX_STEPS if L == 0 else RERUN_HOST
+            lines += [f"  if ({it} >= {int(a['max_steps'])}LL) {{"]
+            lines += [f"    *(long long*)status = {bad};", "    return;", "  }"]
+        lines += ["  " + x for x in step + inner]
+    lines += [f"  {c[j]} = {n[j]};" for j in range(nc)] + ["}"]
+    lines += [f"std::memcpy({outs[j]}, {c[j]}, {v.type.nbytes});" for j, v in enumerate(carries)]
+    if L == 0:
+        lines.append(f"*(long long*)status = {it};")
+    em.depth -= 1
+    return lines
+
+
 def emit_native_loop(node, parallel_from: int) -> NativeLoop:
     """The native loop of a ``while`` or ``scan`` node; UnsupportedError naming what does not
     fit. ``parallel_from``: the element count from which groups run threaded (such loops stay
     host-driven, so their kernels keep their threads)."""
-    a = node.attrs
-    nc = a["n_carry"]
-    graphs = [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
-    _check_sizes(graphs, parallel_from)
+    _check_sizes(node, parallel_from)
     em = _Emitter()
-    carries = node.inputs[:nc]
     nin, nout = len(node.inputs), len(node.outputs)
-    bufs = [(em.slot(v), em.slot(v)) for v in carries]
-    lines = [f"char* c{j} = (char*)in{j};" for j in range(nc)]
-    step = [f"char* const n{j} = c{j} == {x} ? {y} : {x};" for j, (x, y) in enumerate(bufs)]
-    cur, nxt = [f"c{j}" for j in range(nc)], [f"n{j}" for j in range(nc)]
-    if node.op == "scan":
-        nx, length = a["n_xs"], a["length"]
-        consts = [f"((char*)in{j})" for j in range(nc + nx, nin)]
-        rows = [
-            f"((char*)in{nc + j} + t * {v.type.nbytes}LL)"
-            for j, v in enumerate(a["body"].inputs[nc : nc + nx])
-        ]
-        ys = [
-            f"((char*)out{nc + j} + t * {v.type.nbytes}LL)"
-            for j, v in enumerate(a["body"].outputs[nc:])
-        ]
-        body = _emit_graph(a["body"], cur + rows + consts, nxt + ys, em)
-        t = f"{length - 1}LL - it" if a["reverse"] else "it"
-        lines += [
-            "long long it = 0;",
-            f"for (; it < {length}LL; ++it) {{",
-            f"  const long long t = {t};",
-        ]
-        lines += ["  " + x for x in step + body]
-    else:
-        consts = [f"((char*)in{j})" for j in range(nc, nin)]
-        pred = em.slot(a["cond_graph"].outputs[0])
-        cond = _emit_graph(a["cond_graph"], cur + consts, [pred], em)
-        body = _emit_graph(a["body_graph"], cur + consts, nxt, em)
-        limit = a["max_steps"]
-        lines += ["long long it = 0;", "for (;; ++it) {"]
-        lines += ["  " + x for x in cond] + [f"  if (!*(const bool*){pred}) break;"]
-        if limit is not None:
-            lines += [f"  if (it >= {int(limit)}LL) {{ *(long long*)status = -1; return; }}"]
-        lines += ["  " + x for x in step + body]
-    lines += ["  " + x for x in (f"c{j} = n{j};" for j in range(nc))] + ["}"]
-    lines += [f"std::memcpy(out{j}, c{j}, {v.type.nbytes});" for j, v in enumerate(carries)]
-    lines.append("*(long long*)status = it;")
+    lines = _loop_lines(node, [f"in{j}" for j in range(nin)], [f"out{j}" for j in range(nout)], em)
     params = [f"void* in{j}" for j in range(nin)] + [f"void* out{j}" for j in range(nout)]
     params += [f"void* K{j}" for j in range(len(em.consts))] + ["void* scratch", "void* status"]
     text = HEADER + "\n".join(em.helpers)
