@@ -139,11 +139,13 @@ def test_unsupported_bodies_stay_host_driven_and_say_why():
             0, 3, lambda i, v: gg.scan(lambda h, r: (h * 0.5 + r, None), v, xs)[0], x
         )
         sorted_ = gg.fori_loop(0, 2, lambda i, v: gg.sort(v) * 0.5 + 1.0, x)
-        return inner, sorted_
+        half = gg.fori_loop(0, 2, lambda i, v: (v.astype(np.float16) * 3).astype(np.float32), x)
+        return inner, sorted_, half
 
     c = both(f, V, XS)
     text = c.explain()
     assert "host-driven, not compiled: op argsort" in text, text
+    assert "host-driven, not compiled: dtype float16 (at fused)" in text, text
     # the fori_loop holding a scan is one native function (and the inner scan's own runner,
     # in the body plan the host-driven path and the race checker use, is native too)
     assert compiled_loops(c) == 2, text

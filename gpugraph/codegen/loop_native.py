@@ -245,7 +245,8 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
             direct[r] = d
     lines: list[str] = []
     for node in graph.nodes:
-        for v in (*node.inputs, *node.outputs):
+        inner = node.attrs["body"].values() if node.op in ("fused", "fused_reduce") else ()
+        for v in (*node.inputs, *node.outputs, *inner):
             if v.dtype not in DTYPES:
                 raise UnsupportedError(f"dtype {v.dtype} (at {node.op})")
         if node.op == "constant":
