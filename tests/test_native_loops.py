@@ -215,3 +215,16 @@ def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
         g = gg.jit(lambda x, xs: gg.fori_loop(0, 7, lambda i, v: v + xs[i], x), backend=backend)
         with pytest.raises(GpuGraphError, match="index 6 is out of range"):
             g(V, XS)
+
+
+def test_unfused_sums_in_a_body():
+    def f(h0, xs):
+        def step(h, x):  # a batch of 3 rows: sums over the batch, over features, over all
+            h = gg.tanh(h * 0.9 + x)
+            return h, (h.sum(axis=0), h.sum(axis=1, keepdims=True), h.sum())
+
+        return gg.scan(step, h0, xs)
+
+    xs = XS.reshape(6, 1, 8) * np.ones((1, 3, 1), np.float32)
+    c = both(f, np.zeros((3, 8), np.float32), xs, rtol=1e-5, atol=1e-5)
+    assert compiled_loops(c) == 1, c.explain()

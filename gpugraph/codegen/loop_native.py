@@ -37,7 +37,7 @@ NAME_PREFIX = "gg_cpuloop_"
 ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
 DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
 MATMUL_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64")}
-COMPUTE_OPS = ("fused", "fused_reduce", "matmul")
+COMPUTE_OPS = ("fused", "fused_reduce", "matmul", "sum")
 LOOP_OPS = ("scan", "while")
 HELPER_NAME = "GG_HELPER_NAME"
 HEADER = """\
@@ -205,6 +205,56 @@ def _matmul(node, em: _Emitter) -> str:
     return em.helper(text, None)
 
 
+# a sum over a contiguous range of axes: in[pre, red, post] -> out[pre, post]; each output
+# row accumulates in double (float32 sums are then the rounding of a much more exact sum, as
+# the row kernels' are; NumPy's pairwise sum differs from either by rounding only)
+SUM_ROWS = """\
+static void {name}(const void* pa, void* po) {{
+  const {ct}* __restrict a = (const {ct}*)pa;
+  {ct}* __restrict o = ({ct}*)po;
+  double acc[{post} > 0 ? {post} : 1];
+  for (long long p = 0; p < {pre}LL; ++p) {{
+    for (long long j = 0; j < {post}LL; ++j) acc[j] = 0.0;
+    for (long long r = 0; r < {red}LL; ++r) {{
+      const {ct}* __restrict row = a + (p * {red}LL + r) * {post}LL;
+      for (long long j = 0; j < {post}LL; ++j) acc[j] += (double)row[j];
+    }}
+    for (long long j = 0; j < {post}LL; ++j) o[p * {post}LL + j] = ({ct})acc[j];
+  }}
+}}
+"""
+SUM_LAST = """\
+static void {name}(const void* pa, void* po) {{
+  const {ct}* __restrict a = (const {ct}*)pa;
+  {ct}* __restrict o = ({ct}*)po;
+  for (long long p = 0; p < {pre}LL; ++p) {{
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (long long r = 0; r < {red}LL; ++r) acc += (double)a[p * {red}LL + r];
+    o[p] = ({ct})acc;
+  }}
+}}
+"""
+MAX_SUM_POST = 4096  # elements of the per-row accumulator on the stack
+
+
+def _sum(node, em: _Emitter) -> str:
+    a, axes = node.inputs[0], sorted(node.attrs["axis"])
+    if a.dtype.kind != "f" or a.dtype not in DTYPES or node.output.dtype != a.dtype:
+        raise UnsupportedError(f"sum of {a.type} (only float32/float64 sums)")
+    if axes and axes != list(range(axes[0], axes[-1] + 1)):
+        raise UnsupportedError(f"sum over axes {tuple(axes)} (not one contiguous range)")
+    lo, hi = (axes[0], axes[-1] + 1) if axes else (0, 0)
+    pre, red, post = (
+        int(np.prod(a.shape[i:j])) for i, j in ((0, lo), (lo, hi), (hi, len(a.shape)))
+    )
+    if post > MAX_SUM_POST:
+        raise UnsupportedError(f"sum of {a.type} over {tuple(axes)} ({post} columns per row)")
+    template = SUM_LAST if post == 1 else SUM_ROWS
+    text = template.format(name=HELPER_NAME, ct=c_type(a.dtype), pre=pre, red=red, post=post)
+    return em.helper(text, None)
+
+
 TAKE_INDEX = {
     "raise": "if (i{k} < -{d}LL || i{k} >= {d}LL) {{ *(long long*)status = {bad}; return; }}\n"
     "if (i{k} < 0) i{k} += {d}LL;",
@@ -274,7 +324,7 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: _Emitter) ->
         for o in node.outputs:
             names[o] = direct.get(o) or em.slot(o)
         ptrs = [names[v] for v in (*node.inputs, *node.outputs)]
-        direct_call = _matmul(node, em) if node.op == "matmul" else None
+        direct_call = {"matmul": _matmul, "sum": _sum}.get(node.op, lambda n, e: None)(node, em)
         if node.op == "fused":  # a plain loop, called directly (no range to set)
             direct_call = _flat(node.attrs["body"], em)
         if direct_call is not None:
