@@ -228,3 +228,11 @@ def test_unfused_sums_in_a_body():
     xs = XS.reshape(6, 1, 8) * np.ones((1, 3, 1), np.float32)
     c = both(f, np.zeros((3, 8), np.float32), xs, rtol=1e-5, atol=1e-5)
     assert compiled_loops(c) == 1, c.explain()
+
+
+def test_a_large_matmul_keeps_the_loop_host_driven():
+    w, xs = np.eye(64, dtype=np.float32) * 0.5, np.ones((2, 8, 64), np.float32)
+    c = both(lambda w, xs: gg.scan(lambda h, x: (h @ w + x, None), xs[0], xs)[0], w, xs)
+    assert "host-driven, not compiled: matmul f32[8,64] @ f32[64,64] (32768 multiply-adds" in (
+        c.explain()
+    )
