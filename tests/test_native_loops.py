@@ -236,3 +236,21 @@ def test_a_large_matmul_keeps_the_loop_host_driven():
     assert "host-driven, not compiled: matmul f32[8,64] @ f32[64,64] (32768 multiply-adds" in (
         c.explain()
     )
+
+
+def test_non_contiguous_inputs_take_the_ctypes_entry_on_copies():
+    def f(h, xs):
+        return gg.scan(lambda h, x: (gg.sin(h) + x, h * 2.0), h, xs)
+
+    xs = np.asfortranarray(XS)  # the scan reads it as given: not C-contiguous
+    c = both(f, V, xs)
+    runner = next(la.runner for la in c.executable.launches if getattr(la.runner, "native", 0))
+    calls = []
+    runner._run_ctypes = lambda ins, outs, real=runner._run_ctypes: (
+        calls.append(1) or real(ins, outs)
+    )
+    got = c(V, xs)
+    want = gg.jit(f, backend="numpy")(V, XS)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    assert calls, "the extension entry took a non-contiguous array"

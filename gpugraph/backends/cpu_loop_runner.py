@@ -30,8 +30,9 @@ LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
 
 
 def _refusal(graph: Graph) -> str | None:
-    """Why a body cannot be native beyond what the codegen checks: a float -> int cast in a
-    fused group (undefined in C where NumPy's result is defined), or a nested region."""
+    """Why a body cannot be native beyond what the codegen checks: a cond, or a float -> int
+    cast in a fused group (undefined in C where NumPy's result is defined), nested loops'
+    bodies included."""
     for n in graph.nodes:
         if n.op == "cond":
             return f"a cond in the body (at {n.attrs.get('_loc')})"
