@@ -162,6 +162,7 @@ def main() -> None:
         "gpugraph jit, cpu backend (native loop)": lambda: native(x, a, b),
         "gpugraph jit, cpu backend (native loop), a, b as 0-d arrays": lambda: native(x, a0, b0),
         "gpugraph jit, cpu backend (host-driven loop)": lambda: host(x, a, b),
+        "gpugraph jit, cpu backend (host-driven loop), a, b as 0-d arrays": lambda: host(x, a0, b0),
         "gpugraph jit, numpy backend (fused body)": lambda: fused(x, a, b),
         "gpugraph jit, numpy backend (unfused)": lambda: unfused(x, a, b),
         "Python loop over NumPy": lambda: np_fori(x, a, b),
@@ -268,8 +269,9 @@ def main() -> None:
         f"Median of {args.repeats} calls after 2 warm-up calls, implementations interleaved "
         "(each round times each once). ratio = peer time / gpugraph time (> 1: gpugraph faster); "
         "the last two columns use each implementation's fastest call (less sensitive to load). "
-        "The fori_loop's a and b are NumPy float32 scalars for every implementation; the row "
-        "'a, b as 0-d arrays' shows gg.jit's dispatch without its NumPy-scalar path.",
+        "The fori_loop's a and b are NumPy float32 scalars for every implementation; the "
+        "rows 'a, b as 0-d arrays' show gg.jit's dispatch without its NumPy-scalar path "
+        "(jax.jit is given the scalars).",
         f"Load average: {load}.",
         "",
         "| benchmark | implementation | µs per call | µs per iteration | ratio "
