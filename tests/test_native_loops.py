@@ -254,3 +254,20 @@ def test_non_contiguous_inputs_take_the_ctypes_entry_on_copies():
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
     assert calls, "the extension entry took a non-contiguous array"
+
+
+def test_cond_and_switch_in_a_body_compile_with_the_loop():
+    def f(x, xs, ks):
+        def step(h, row):
+            r, k = row
+            # reductions in the branches keep them regions (not lowered to a select)
+            h = gg.cond(h.sum() > 0, lambda u: u * 0.5 - u.max(), lambda u: gg.sin(u) + 1, h)
+            h = gg.switch(k, [lambda u: u + u.sum(), lambda u: u * 0.9, lambda u: -u], h)
+            return h + r, h.sum()
+
+        return gg.scan(step, x, (xs, ks))
+
+    ks = np.array([-2, 0, 1, 2, 5, 1], np.int32)  # out of range: clamped, as on NumPy
+    c = both(f, V, XS, ks)
+    assert compiled_loops(c) == 1, c.explain()
+    assert "cond" in str(c.graph), "the conds stayed regions"

@@ -30,13 +30,10 @@ LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
 
 
 def _refusal(graph: Graph) -> str | None:
-    """Why a body cannot be native beyond what the codegen checks: a cond, or a float -> int
-    cast in a fused group (undefined in C where NumPy's result is defined), nested loops'
-    bodies included."""
+    """Why a body cannot be native beyond what the codegen checks: a float -> int cast in a
+    fused group (undefined in C where NumPy's result is defined), in nested regions too."""
     for n in graph.nodes:
-        if n.op == "cond":
-            return f"a cond in the body (at {n.attrs.get('_loc')})"
-        if n.op in ("while", "scan"):
+        if n.op in ("cond", "while", "scan"):
             why = next((r for r in map(_refusal, loop_graphs(n)) if r), None)
             if why:
                 return why

@@ -103,6 +103,13 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         if node.op == "take":
             names[node.output] = take_row(node, names, lines, em)
             continue
+        if node.op == "cond":  # the chosen branch, inline; outputs in slots of their own
+            for o in node.outputs:
+                names[o] = em.slot(o)
+            lines += _cond_lines(
+                node, [names[v] for v in node.inputs], [names[o] for o in node.outputs], em
+            )
+            continue
         if node.op in LOOP_OPS:  # a nested loop, inline; its outputs in slots of their own
             for o in node.outputs:
                 names[o] = em.slot(o)
@@ -136,14 +143,38 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
 
 
 def loop_graphs(node) -> list[Graph]:
+    """The sub-graphs of a while, scan or cond node."""
     a = node.attrs
+    if node.op == "cond":
+        return list(a["branches"])
     return [a["cond_graph"], a["body_graph"]] if node.op == "while" else [a["body"]]
+
+
+def _cond_lines(node, ins: list[str], outs: list[str], em: Emitter) -> list[str]:
+    """cond/switch: the index (clamped into range, as the host-driven runner does) picks the
+    branch whose lines run; each branch writes the node's outputs."""
+    branches = node.attrs["branches"]
+    k, last = em.scratch_names, len(branches) - 1
+    em.scratch_names += 1
+    lines = [
+        f"long long b{k} = (long long)*(const int*){ins[0]};",
+        f"b{k} = b{k} < 0 ? 0 : (b{k} > {last}LL ? {last}LL : b{k});",
+    ]
+    for j, g in enumerate(branches):
+        if last == 0:
+            lines.append("{")
+        elif j < last:
+            lines.append(f"{'if' if j == 0 else '} else if'} (b{k} == {j}LL) {{")
+        else:
+            lines.append("} else {")
+        lines += ["  " + x for x in _emit_graph(g, ins[1:], outs, em)]
+    return [*lines, "}"]
 
 
 def _check_sizes(node, limit: int) -> None:
     for g in loop_graphs(node):
         for n in g.nodes:
-            if n.op in LOOP_OPS:
+            if n.op in (*LOOP_OPS, "cond"):
                 _check_sizes(n, limit)
             for v in n.outputs:
                 if v.type.size >= limit:
