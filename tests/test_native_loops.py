@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_helpers import requires_emulator
+from test_control_flow_races import every_region
 
 import gpugraph as gg
 from gpugraph.backends import cpu_loop_runner
@@ -199,6 +200,16 @@ def test_race_checker_passes_on_plans_with_native_loops():
     assert compiled_loops(c) == 3, c.explain()
     report = check_races(c, W, XS, V, trials=3, seed=1)
     assert report.ok, str(report)
+
+    # every region kind, a cond inside a fori_loop among them (test_control_flow_races); its
+    # while_loop stays host-driven (a fused_grid_reduce in its condition)
+    x, xs = RNG.standard_normal((4, 8)).astype(np.float32), XS[:5]
+    c = gg.jit(every_region, backend="cpu", streams=2).lower(x, xs)
+    assert compiled_loops(c) == 2, c.explain()  # the scan, the fori_loop holding a cond
+    report = check_races(c, x, xs, trials=3, seed=2)
+    assert report.ok, str(report)
+    for got, want in zip(c(x, xs), gg.jit(every_region, backend="numpy")(x, xs)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
