@@ -24,7 +24,8 @@ from ..ir import Graph, Node
 from ..ops.control import loop_limit_error
 from ..ops.registry import get_op
 from ..region_exec import ScanRunner, WhileRunner
-from .cpu_backend import CpuBackend, _float_to_int_cast, parallel_min
+from .cpu_backend import CpuBackend, _float_to_int_cast
+from .cpu_native import parallel_min
 
 LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
 
