@@ -46,6 +46,8 @@ __all__ = ["PAST_MAX_STEPS", "RERUN_HOST", "NativeLoop", "emit_native_loop", "lo
 NAME_PREFIX = "gg_cpuloop_"
 COMPUTE_OPS = ("fused", "fused_reduce", "matmul", "sum")
 LOOP_OPS = ("scan", "while")
+# ops whose helper is a plain function of their pointers (``fused``: where it is one flat loop)
+DIRECT = {"matmul": matmul, "sum": sum_rows, "fused": lambda n, em: flat(n.attrs["body"], em)}
 HEADER = """\
 #include <cstring>
 #ifndef GG_NATIVE_INVOKE_DEFINED
@@ -125,11 +127,9 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         for o in node.outputs:
             names[o] = direct.get(o) or em.slot(o)
         ptrs = [names[v] for v in (*node.inputs, *node.outputs)]
-        direct_call = {"matmul": matmul, "sum": sum_rows}.get(node.op, lambda n, e: None)(node, em)
-        if node.op == "fused":  # a plain loop, called directly (no range to set)
-            direct_call = flat(node.attrs["body"], em)
-        if direct_call is not None:
-            lines.append(f"{direct_call}({', '.join(ptrs)});")
+        helper = DIRECT[node.op](node, em) if node.op in DIRECT else None
+        if helper is not None:  # a plain function of the pointers (no range to set)
+            lines.append(f"{helper}({', '.join(ptrs)});")
             continue
         fn, n = kernel_of(node, em)
         if n > 0:
