@@ -11,7 +11,7 @@ from kernel_helpers import requires_emulator
 from test_control_flow_races import every_region
 
 import gpugraph as gg
-from gpugraph.backends import cpu_loop_runner
+from gpugraph.backends import cpu_loop_blas, cpu_loop_runner
 from gpugraph.errors import GpuGraphError
 from gpugraph.testing.races import check_races
 
@@ -241,12 +241,23 @@ def test_unfused_sums_in_a_body():
     assert compiled_loops(c) == 1, c.explain()
 
 
-def test_a_large_matmul_keeps_the_loop_host_driven():
-    w, xs = np.eye(64, dtype=np.float32) * 0.5, np.ones((2, 8, 64), np.float32)
-    c = both(lambda w, xs: gg.scan(lambda h, x: (h @ w + x, None), xs[0], xs)[0], w, xs)
-    assert "host-driven, not compiled: matmul f32[8,64] @ f32[64,64] (32768 multiply-adds" in (
-        c.explain()
-    )
+def test_matmuls_call_blas_and_without_it_only_small_ones_are_plain_loops(monkeypatch):
+    w, xs = np.eye(64, dtype=np.float32) * 0.5, RNG.standard_normal((3, 8, 64)).astype(np.float32)
+
+    def f(w, xs):
+        h, _ = gg.scan(lambda h, x: (gg.tanh(h @ w + x), None), xs[0], xs)
+        # 1 row, transposed; x[0], x[1, 2:] and x[2, 3] are pointers into the row (slices)
+        g, _ = gg.scan(lambda g, x: (g @ w.T + x[0] + x[1, 2:][0] * x[2, 3], None), xs[0, 0], xs)
+        return h, g
+
+    if cpu_loop_blas.gemm() is not None:
+        c = both(f, w, xs)
+        assert c.explain().count("matmuls through BLAS") == 2, c.explain()
+    monkeypatch.setattr(cpu_loop_runner, "gemm", lambda: None)  # no BLAS library found
+    c = both(f, w, xs)
+    text = c.explain()
+    assert "host-driven, not compiled: matmul f32[8,64] @ f32[64,64] (32768 multiply-adds" in text
+    assert compiled_loops(c) == 1 and "through BLAS" not in text, text
 
 
 def test_non_contiguous_inputs_take_the_ctypes_entry_on_copies():

@@ -24,7 +24,9 @@ from ..ir import Graph, Node
 from ..ops.control import loop_limit_error
 from ..ops.registry import get_op
 from ..region_exec import ScanRunner, WhileRunner
+from . import blas
 from .cpu_backend import CpuBackend, _float_to_int_cast
+from .cpu_loop_blas import gemm
 from .cpu_native import parallel_min
 
 LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
@@ -51,14 +53,18 @@ def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
         return None, f"host-driven ({LOOPS_ENV}=host)"
     why = next((r for r in map(_refusal, loop_graphs(node)) if r), None)
     if why is None:
+        found = gemm()
         try:
-            loop = emit_native_loop(node, parallel_min())
+            loop = emit_native_loop(node, parallel_min(), found.blas_int if found else None)
         except UnsupportedError as exc:
             why = str(exc)
         else:
+            if loop.gemm_slot is not None and found is not None:
+                loop.consts[loop.gemm_slot][:] = found.addresses
+            calls_blas = ", matmuls through BLAS" if loop.gemm_slot is not None else ""
             return loop, (
                 f"compiled: one native function runs every iteration ({loop.nodes} body "
-                f"kernel(s), {loop.scratch_bytes} B of carries and body values)"
+                f"kernel(s), {loop.scratch_bytes} B of carries and body values{calls_blas})"
             )
     return None, f"host-driven, not compiled: {why}"
 
@@ -75,6 +81,7 @@ class _Native:
     def setup_native(self) -> None:
         loop, self.native_note = native_loop(self.node)
         self.native: Any = None
+        self.gemm_policy: Any = None
         if loop is None:
             return
         args = [(v.dtype.name, v.type.size, False) for v in self.node.inputs]
@@ -82,6 +89,8 @@ class _Native:
         args += [(c.dtype.name, c.size, False) for c in loop.consts]
         args += [("uint8", max(loop.scratch_bytes, 1), True), ("int64", 1, True)]
         self.native = self.backend.kernel(loop.source, loop.name, len(args), args, n=1)
+        # a loop calling BLAS sets its thread policy once around the call, as host loops do
+        self.gemm_policy = blas.policy() if loop.gemm_slot is not None else None
         self.consts = loop.consts
         self.scratch = np.zeros(max(loop.scratch_bytes, 1), np.uint8)
         self.status = np.zeros(1, np.int64)
@@ -98,7 +107,15 @@ class _Native:
         # its BLAS policy (its matmuls are its own loops)
         if self.native is None:
             return super().__call__(ins, outs)  # type: ignore[misc]
-        self.run(ins, outs)
+        policy = self.gemm_policy
+        if policy is None:
+            return self.run(ins, outs)
+        caller = blas.get_threads()
+        blas.set_threads(policy.small or caller)
+        try:
+            self.run(ins, outs)
+        finally:
+            blas.set_threads(caller)
 
     def run(self, ins: list, outs: list) -> None:
         k = self.native

@@ -37,6 +37,7 @@ from .loop_native_ops import (
     flat,
     kernel_of,
     matmul,
+    slice_view,
     sum_rows,
     take_row,
 )
@@ -70,6 +71,7 @@ class NativeLoop:
     consts: list[np.ndarray]  # the body constants, passed after the outputs
     scratch_bytes: int
     nodes: int  # body nodes compiled in
+    gemm_slot: int | None = None  # consts[gemm_slot]: the [sgemm, dgemm] addresses to fill
 
 
 def _root(graph: Graph, v: Value) -> Value:
@@ -102,6 +104,9 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         if node.op == "reshape":
             names[node.output] = names[node.inputs[0]]
             continue
+        if node.op == "slice":
+            names[node.output] = slice_view(node, names)
+            continue
         if node.op == "take":
             names[node.output] = take_row(node, names, lines, em)
             continue
@@ -129,7 +134,7 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         ptrs = [names[v] for v in (*node.inputs, *node.outputs)]
         helper = DIRECT[node.op](node, em) if node.op in DIRECT else None
         if helper is not None:  # a plain function of the pointers (no range to set)
-            lines.append(f"{helper}({', '.join(ptrs)});")
+            lines.append(f"{helper}({', '.join(ptrs + em.extra.get(helper, []))});")
             continue
         fn, n = kernel_of(node, em)
         if n > 0:
@@ -232,12 +237,13 @@ def _loop_lines(node, ins: list[str], outs: list[str], em: Emitter) -> list[str]
     return lines
 
 
-def emit_native_loop(node, parallel_from: int) -> NativeLoop:
+def emit_native_loop(node, parallel_from: int, blas_int: str | None = None) -> NativeLoop:
     """The native loop of a ``while`` or ``scan`` node; UnsupportedError naming what does not
     fit. ``parallel_from``: the element count from which groups run threaded (such loops stay
-    host-driven, so their kernels keep their threads)."""
+    host-driven, so their kernels keep their threads). ``blas_int``: the integer type of a
+    cblas library the loop may call for matmuls too large for plain loops (None: none)."""
     _check_sizes(node, parallel_from)
-    em = Emitter()
+    em = Emitter(blas_int=blas_int)
     nin, nout = len(node.inputs), len(node.outputs)
     lines = _loop_lines(node, [f"in{j}" for j in range(nin)], [f"out{j}" for j in range(nout)], em)
     params = [f"void* in{j}" for j in range(nin)] + [f"void* out{j}" for j in range(nout)]
@@ -249,4 +255,5 @@ def emit_native_loop(node, parallel_from: int) -> NativeLoop:
     kinds = repr([(c.dtype.str, c.shape) for c in em.consts])
     digest = hashlib.sha1((text + kinds).encode())
     name = NAME_PREFIX + digest.hexdigest()[:12]
-    return NativeLoop(name, text.replace("GG_LOOP", name), em.consts, em.scratch, em.nodes)
+    source = text.replace("GG_LOOP", name)
+    return NativeLoop(name, source, em.consts, em.scratch, em.nodes, em.gemm_slot)

@@ -25,7 +25,7 @@ from ..ir import Graph, Value
 from ..ops.row_space import Space
 from .cpu_loops import emit_cpu_kernel
 from .cpu_reduce import cpu_row_kernel
-from .cuda import _body_lines, c_type, op_template
+from .cuda import _body_lines, c_strides, c_type, op_template
 
 ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
 DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
@@ -78,6 +78,12 @@ class Emitter:
     nodes: int = 0
     depth: int = 0  # loops entered (a nested loop's variables carry its depth)
     scratch_names: int = 0  # local variables made so far (take's index and row)
+    # BLAS: the C type of its integers ("long long" for an ILP64 library, "int"), or None
+    # where none is usable; ``gemm_slot``: the index in ``consts`` of the int64 array of
+    # [sgemm, dgemm] addresses the runner fills (added on first use)
+    blas_int: str | None = None
+    gemm_slot: int | None = None
+    extra: dict[str, list[str]] = field(default_factory=dict)  # a helper's extra arguments
 
     def slot(self, v: Value) -> str:
         off = self.scratch
@@ -160,15 +166,54 @@ def matmul(node, em: Emitter) -> str:
     tb = pb is not None and tuple(pb) == (1, 0)
     M, K = (a.shape[1], a.shape[0]) if ta else a.shape
     N = b.shape[0] if tb else b.shape[1]
+    if em.blas_int is not None and a.dtype in GEMM_DTYPES:
+        return _gemm(a.dtype, ta, tb, M, N, K, em)
     if M * N * K > MAX_MATMUL_MNK:
         raise UnsupportedError(
-            f"matmul {a.type} @ {b.type} ({M * N * K} multiply-adds, over {MAX_MATMUL_MNK}: "
-            "BLAS in the host-driven loop is faster)"
+            f"matmul {a.type} @ {b.type} ({M * N * K} multiply-adds, over {MAX_MATMUL_MNK}, "
+            "and no BLAS library to call: BLAS in the host-driven loop is faster)"
         )
     a_index = f"k * {M}LL + m" if ta else f"m * {K}LL + k"
     template = MATMUL_DOT if tb else MATMUL_AXPY
     text = template.format(name=HELPER_NAME, ct=c_type(a.dtype), M=M, N=N, K=K, a_index=a_index)
     return em.helper(text, None)
+
+
+# The BLAS library NumPy loaded, called from the loop (cblas ?gemm, row-major): the function's
+# address is read from a constant array the runner fills, so the source (and the cache key)
+# does not hold it. Results are then those of the host-driven loop's BLAS call.
+GEMM_CALL = """\
+static void {name}(const void* pa, const void* pb, void* po, const void* fns) {{
+  typedef void (*gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, const {ct}*,
+                         {bi}, {ct}, {ct}*, {bi});
+  const gemm_t gemm = (gemm_t)((const long long*)fns)[{which}];
+  gemm(101, {ta}, {tb}, {M}, {N}, {K}, ({ct})1, (const {ct}*)pa, {lda}, (const {ct}*)pb, {ldb},
+       ({ct})0, ({ct}*)po, {N});
+}}
+"""
+GEMM_DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1}  # index in the address array
+
+
+def _gemm(dtype: np.dtype, ta: bool, tb: bool, M: int, N: int, K: int, em: Emitter) -> str:
+    if em.gemm_slot is None:
+        em.gemm_slot = len(em.consts)
+        em.consts.append(np.zeros(2, np.int64))
+    text = GEMM_CALL.format(
+        name=HELPER_NAME,
+        bi=em.blas_int,
+        ct=c_type(dtype),
+        which=GEMM_DTYPES[dtype],
+        ta=112 if ta else 111,  # CblasTrans / CblasNoTrans
+        tb=112 if tb else 111,
+        M=M,
+        N=N,
+        K=K,
+        lda=M if ta else K,
+        ldb=K if tb else N,
+    )
+    name = em.helper(text, None)
+    em.extra[name] = [f"K{em.gemm_slot}"]
+    return name
 
 
 # a sum over a contiguous range of axes: in[pre, red, post] -> out[pre, post]; each output
@@ -201,10 +246,11 @@ static void {name}(const void* pa, void* po) {{
   }}
 }}
 """
-# Multiply-adds of a matmul written as plain loops. Above this BLAS (through the host-driven
-# loop) is faster: a scan of tanh(h @ W + x), W 64x64, measured 0.55 us/step native against
-# ~2.4 host-driven with h of 1 row, about even at 4 rows (16,384), and 4.9 against 3.8 at 16
-# rows (the loops run at ~7 GFLOP/s; OpenBLAS's kernels reach several times that).
+# Float matmuls call BLAS from the loop where a library is found (GEMM_CALL): a scan of
+# tanh(h @ W + x), W 64x64, measured 0.19 us/step with BLAS against 0.56 with plain loops at
+# h of 1 row, 0.44 against 1.23 at 4 rows (OpenBLAS's kernels against loops at ~7 GFLOP/s).
+# Without BLAS, plain loops up to this many multiply-adds; above, the host-driven loop (with
+# NumPy's BLAS) is faster: 4.9 against 3.8 us/step at 16 rows, about even at 4 (16,384).
 MAX_MATMUL_MNK = 1 << 14
 MAX_SUM_POST = 4096  # elements of the per-row accumulator on the stack
 
@@ -253,3 +299,22 @@ def take_row(node, names: dict, lines: list[str], em: Emitter) -> str:
     lines += rule.format(k=k, d=d, bad=RERUN_HOST).splitlines()
     lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
     return f"r{k}"
+
+
+def slice_view(node, names: dict) -> str:
+    """A static slice that is one contiguous block of its input (``x[0]``, ``x[2:5]``,
+    ``x[1, 2:4]`` of a row-major array): a pointer into it, no copy. Others raise
+    UnsupportedError."""
+    a = node.inputs[0]
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    out = node.output.shape
+    # one block: one index on every axis before the first it takes more of, unit steps there,
+    # and every later axis whole
+    f = next((k for k, n in enumerate(out) if n != 1), len(out))
+    block = f == len(out) or (
+        steps[f] == 1 and all(out[k] == a.shape[k] for k in range(f + 1, len(out)))
+    )
+    if not block:
+        raise UnsupportedError(f"slice of {a.type} to {node.output.type} (not one block)")
+    offset = sum(int(b) * st for b, st in zip(starts, c_strides(a.shape))) * a.dtype.itemsize
+    return f"((char*){names[a]} + {offset}LL)"
