@@ -166,7 +166,7 @@ def matmul(node, em: Emitter) -> str:
     tb = pb is not None and tuple(pb) == (1, 0)
     M, K = (a.shape[1], a.shape[0]) if ta else a.shape
     N = b.shape[0] if tb else b.shape[1]
-    if em.blas_int is not None and a.dtype in GEMM_DTYPES:
+    if em.blas_int is not None and a.dtype in GEMM_DTYPES and M * N * K > 0:
         return _gemm(a.dtype, ta, tb, M, N, K, em)
     if M * N * K > MAX_MATMUL_MNK:
         raise UnsupportedError(
