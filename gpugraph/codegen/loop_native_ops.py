@@ -8,9 +8,12 @@ returns its name, or raises UnsupportedError naming what it cannot express:
   (``flat``); otherwise the group's broadcast loop nest (``cpu_loops``) or its CUDA kernel
   under the CPU prelude, called through ``gg_loop_invoke`` (``kernel_of``);
 * ``fused_reduce``: the cpu backend's row kernel (``cpu_reduce``), likewise;
-* ``matmul``: 2-D, either operand transposed, up to ``MAX_MATMUL_MNK`` multiply-adds;
+* ``matmul``: 2-D, either operand transposed: a call of the BLAS library's gemm for float
+  operands where the backend found one, else plain loops up to ``MAX_MATMUL_MNK``
+  multiply-adds;
 * ``sum``: float sums over a contiguous range of axes;
-* ``take``: a row by a scalar index, as a pointer into the array (no helper).
+* ``take``: a row by a scalar index, and ``slice``: one contiguous block, as pointers into the
+  array (no helper).
 """
 
 from __future__ import annotations
