@@ -53,6 +53,9 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
         )
         if r.trips is not None:
             lines.append(f"{indent}  last run: {r.trips} iterations")
+        note = getattr(r, "native_note", None)  # backend="cpu" (backends/cpu_loop_runner.py)
+        if note:
+            lines.append(f"{indent}  native loop: {note}")
         hoisted = node.attrs.get("_hoisted", ())
         if hoisted:
             lines.append(f"{indent}  hoisted out of the body: {', '.join(hoisted)}")

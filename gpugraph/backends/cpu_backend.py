@@ -427,4 +427,5 @@ def kernel_runner(
 
 FUSED.extra["prepare"]["cpu"] = _prepare_fused
 register_backend("cpu", CpuBackend)
-from . import cpu_rows  # noqa: E402, F401  (fused_reduce's runner; it imports this module)
+# the runners of fused_reduce and of while/scan (native loops); they import this module
+from . import cpu_loop_runner, cpu_rows  # noqa: E402, F401

@@ -250,6 +250,8 @@ def simulated_region(
     if hasattr(sim, "order"):  # a cond's branches, by index
         sim.order = list(sim.plans.values())
     sim._driver, sim._policy = None, None  # a fresh driver over the simulated bodies
+    if getattr(sim, "native", None) is not None:  # a native cpu loop: host-driven here
+        sim.native = None
     sim._bufs = sim.make_bufs(lambda t: _poisoned(t, poison))  # in-place carries: one buffer
     if hasattr(sim, "_pred"):
         sim._pred = None

@@ -1,0 +1,165 @@
+"""backend="cpu" runners of while/scan nodes: the whole loop as one native function.
+
+Where every op of a loop's bodies is one ``codegen/loop_native.py`` can express, the region
+runs as one call of a generated C++ function holding all its iterations (compiled in the
+backend's batch, called through the extension entry point with the arrays themselves): no
+Python per iteration. Other loops keep the host-driven runner (``region_exec``), and
+``explain()`` says why (``native_note``). The runners subclass the host ones: the body plans
+stay compiled (explain() shows them, the race checker replays them), and a runner whose
+``native`` is None (a simulated copy, ``backends/sim.py``) runs host-driven.
+
+Set ``GPUGRAPH_CPU_LOOPS=host`` to keep every loop host-driven (for A/B measurements).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..codegen.loop_native import RERUN_HOST, NativeLoop, emit_native_loop, loop_graphs
+from ..errors import UnsupportedError
+from ..ir import Graph, Node
+from ..ops.control import loop_limit_error
+from ..ops.registry import get_op
+from ..region_exec import ScanRunner, WhileRunner
+from . import blas
+from .cpu_backend import CpuBackend, _float_to_int_cast
+from .cpu_loop_blas import gemm
+from .cpu_native import parallel_min
+
+LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
+
+
+def _refusal(graph: Graph) -> str | None:
+    """Why a body cannot be native beyond what the codegen checks: a float -> int cast in a
+    fused group (undefined in C where NumPy's result is defined), in nested regions too."""
+    for n in graph.nodes:
+        if n.op in ("cond", "while", "scan"):
+            why = next((r for r in map(_refusal, loop_graphs(n)) if r), None)
+            if why:
+                return why
+        if n.op in ("fused", "fused_reduce"):
+            why = _float_to_int_cast(n.attrs["body"])
+            if why:
+                return why
+    return None
+
+
+def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
+    """(the generated loop, an explain() note), or (None, why it stays host-driven)."""
+    if os.environ.get(LOOPS_ENV, "native").strip().lower() == "host":
+        return None, f"host-driven ({LOOPS_ENV}=host)"
+    why = next((r for r in map(_refusal, loop_graphs(node)) if r), None)
+    if why is None:
+        found = gemm()
+        try:
+            loop = emit_native_loop(node, parallel_min(), found.blas_int if found else None)
+        except UnsupportedError as exc:
+            why = str(exc)
+        else:
+            if loop.gemm_slot is not None and found is not None:
+                loop.consts[loop.gemm_slot][:] = found.addresses
+            calls_blas = ", matmuls through BLAS" if loop.gemm_slot is not None else ""
+            return loop, (
+                f"compiled: one native function runs every iteration ({loop.nodes} body "
+                f"kernel(s), {loop.scratch_bytes} B of carries and body values{calls_blas})"
+            )
+    return None, f"host-driven, not compiled: {why}"
+
+
+class _Native:
+    """The native part of a loop runner (mixed into the host runners)."""
+
+    node: Node
+    backend: Any
+    trips: int | None
+    max_steps: int | None = None
+    loc: str | None = None
+
+    def setup_native(self) -> None:
+        loop, self.native_note = native_loop(self.node)
+        self.native: Any = None
+        self.gemm_policy: Any = None
+        if loop is None:
+            return
+        args = [(v.dtype.name, v.type.size, False) for v in self.node.inputs]
+        args += [(v.dtype.name, v.type.size, True) for v in self.node.outputs]
+        args += [(c.dtype.name, c.size, False) for c in loop.consts]
+        args += [("uint8", max(loop.scratch_bytes, 1), True), ("int64", 1, True)]
+        self.native = self.backend.kernel(loop.source, loop.name, len(args), args, n=1)
+        # a loop calling BLAS sets its thread policy once around the call, as host loops do
+        self.gemm_policy = blas.policy() if loop.gemm_slot is not None else None
+        self.consts = loop.consts
+        self.scratch = np.zeros(max(loop.scratch_bytes, 1), np.uint8)
+        self.status = np.zeros(1, np.int64)
+
+    def buffer_bytes(self) -> int:  # a native loop's carries are in its scratch (the note)
+        return 0 if self.native is not None else super().buffer_bytes()  # type: ignore[misc]
+
+    def _blas_policy(self) -> Any:
+        return None if self.native is not None else super()._blas_policy()  # type: ignore[misc]
+
+    def __call__(self, ins: list, outs: list) -> None:
+        # a native loop skips the host runner's CUDA-capture probe (``getattr(numpy, "cuda")``
+        # goes through NumPy's module __getattr__ and an AttributeError: ~20 us a call) and
+        # its BLAS policy (its matmuls are its own loops)
+        if self.native is None:
+            return super().__call__(ins, outs)  # type: ignore[misc]
+        policy = self.gemm_policy
+        if policy is None:
+            return self.run(ins, outs)
+        caller = blas.get_threads()
+        blas.set_threads(policy.small or caller)
+        try:
+            self.run(ins, outs)
+        finally:
+            blas.set_threads(caller)
+
+    def run(self, ins: list, outs: list) -> None:
+        k = self.native
+        if k is None:
+            return super().run(ins, outs)  # type: ignore[misc]
+        if k.fn is None:
+            self.backend.compile_pending()
+        args = [*ins, *outs, *self.consts, self.scratch, self.status]
+        if k.py is None or not k.py(*args):
+            self._run_ctypes(ins, outs)
+        steps = int(self.status[0])
+        if steps == RERUN_HOST:  # the host-driven loop raises the error itself (take's, ...)
+            return super().run(ins, outs)  # type: ignore[misc]
+        if steps < 0:
+            raise loop_limit_error(self.max_steps, self.loc)
+        self.trips = steps
+
+    def _run_ctypes(self, ins: list, outs: list) -> None:
+        """The ctypes entry on contiguous copies (an input that is a NumPy scalar, a view)."""
+        types = [v.type for v in self.node.inputs]
+        arrays = [np.ascontiguousarray(x, t.dtype).reshape(t.shape) for x, t in zip(ins, types)]
+        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        ptrs = [a.ctypes.data for a in (*arrays, *targets, *self.consts)]
+        self.native.fn(1, 1, *ptrs, self.scratch.ctypes.data, self.status.ctypes.data)
+        for o, t in zip(outs, targets):
+            if o is not t:
+                o[...] = t
+
+
+class NativeScanRunner(_Native, ScanRunner):
+    def __init__(self, node: Node, backend: CpuBackend) -> None:
+        super().__init__(node, backend)
+        self.setup_native()
+
+
+class NativeWhileRunner(_Native, WhileRunner):
+    def __init__(self, node: Node, backend: CpuBackend) -> None:
+        super().__init__(node, backend)
+        self.setup_native()
+
+
+def _install() -> None:
+    for op, runner in (("scan", NativeScanRunner), ("while", NativeWhileRunner)):
+        get_op(op).extra.setdefault("prepare", {})["cpu"] = runner
+
+
+_install()

@@ -1,0 +1,295 @@
+"""backend="cpu": while/scan/fori loops whose bodies the native codegen can express run as one
+generated C++ function (gpugraph/codegen/loop_native.py, backends/cpu_loop_runner.py); the
+results equal the NumPy backend's (same programs, gradients too), explain() says which loops
+were compiled and why the others were not, and the race checker passes on their plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_helpers import requires_emulator
+from test_control_flow_races import every_region
+
+import gpugraph as gg
+from gpugraph.backends import cpu_loop_blas, cpu_loop_runner
+from gpugraph.errors import GpuGraphError
+from gpugraph.testing.races import check_races
+
+pytestmark = requires_emulator  # the same host compiler
+
+RNG = np.random.default_rng(3)
+W = (RNG.standard_normal((8, 8)) * 0.3).astype(np.float32)
+XS = RNG.standard_normal((6, 8)).astype(np.float32)
+V = RNG.standard_normal(8).astype(np.float32)
+COMPILED = "native loop: compiled"
+
+
+def both(fn, *args, rtol=1e-5, atol=1e-6, **jit):
+    """``fn`` on the cpu and NumPy backends: equal results; returns the cpu Compiled."""
+    got = gg.jit(fn, backend="cpu", **jit)(*args)
+    want = gg.jit(fn, backend="numpy", **jit)(*args)
+    for g, w in zip(gg.tree_leaves(got), gg.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+    return gg.jit(fn, backend="cpu", **jit).lower(*args)
+
+
+def compiled_loops(c) -> int:
+    return c.explain().count(COMPILED)
+
+
+def fori(x, a):
+    return gg.fori_loop(0, 50, lambda i, v: gg.tanh(v * a + 0.1) * 0.5 + v * 0.25, x)
+
+
+def rnn_loss(w, xs):
+    def cell(h, x):
+        h = gg.tanh(h @ w + x)
+        return h, h.sum()
+
+    h, ys = gg.scan(cell, gg.zeros((8,)), xs)
+    return (h * h).sum() + ys.sum()
+
+
+def test_fori_loop_runs_as_one_native_function():
+    c = both(fori, V, np.float32(0.9))
+    c(V, np.float32(0.9))
+    text = c.explain()
+    assert compiled_loops(c) == 1, text
+    assert "last run: 50 iterations" in text
+
+
+def test_rnn_value_and_grad_forward_and_reverse_scan_are_native():
+    c = both(gg.value_and_grad(rnn_loss), W, XS, rtol=1e-4, atol=1e-5)
+    assert compiled_loops(c) == 2, c.explain()  # the forward scan and the reverse (BPTT) one
+
+
+def test_reverse_scan_two_carries_int_counter_xs_and_ys():
+    def f(h, xs):
+        def step(carry, x):
+            k, h = carry
+            h = gg.sin(h * 0.7 + x) + k.astype(np.float32) * 0.01
+            return (k + 1, h), (h * 2.0, h.sum())
+
+        return gg.scan(step, (np.int32(0), h), xs, reverse=True)
+
+    c = both(f, V, XS)
+    assert compiled_loops(c) == 1, c.explain()
+
+
+@pytest.mark.parametrize("dtype", [np.float64])
+def test_matmul_forms_float64_and_transposed_operands(dtype):
+    w, xs = W.astype(dtype), XS.astype(dtype)
+
+    def f(w, xs):
+        def step(h, x):
+            h = gg.tanh(h @ w.T + x) + gg.reshape(gg.reshape(h, (1, 8)) @ w, (8,)) * 0.1
+            return h, h
+
+        return gg.scan(step, xs[0], xs)
+
+    c = both(f, w, xs, rtol=1e-12, atol=1e-12)
+    assert compiled_loops(c) == 1, c.explain()
+    g = both(gg.grad(lambda w, xs: f(w, xs)[1].sum()), w, xs, rtol=1e-10, atol=1e-12)
+    assert compiled_loops(g) == 2, g.explain()
+
+
+def test_zero_trip_loops_return_their_inputs():
+    def f(x, xs):
+        a = gg.fori_loop(0, 0, lambda i, v: v * 2.0 + 1.0, x)
+        h, ys = gg.scan(lambda h, r: (h + r, h * r), x, xs)
+        w = gg.while_loop(lambda v: v.sum() > 1e9, lambda v: v * 2.0, x, max_steps=5)
+        return a, h, ys, w
+
+    c = both(f, V, XS[:0])
+    out = c(V, XS[:0])
+    np.testing.assert_array_equal(out[0], V)
+    np.testing.assert_array_equal(out[3], V)
+    assert out[2].shape == (0, 8)
+
+
+def test_while_loop_native_predicate_and_max_steps():
+    def f(x):
+        return gg.while_loop(
+            lambda v: v.sum() < 40.0, lambda v: gg.exp(v * 0.1) + v, x, max_steps=100
+        )
+
+    x = np.abs(V)
+    c = both(f, x)
+    c(x)
+    assert compiled_loops(c) == 1, c.explain()
+    trips = gg.jit(f, backend="numpy").lower(x)
+    trips(x)
+    assert f"last run: {_trips(trips)} iterations" in c.explain()
+    for backend in ("cpu", "numpy"):  # the same error, raised before any output is written
+        with pytest.raises(GpuGraphError, match="ran past max_steps=3"):
+            gg.jit(_small, backend=backend)(np.zeros(8, np.float32))
+
+
+def _small(x):
+    return gg.while_loop(lambda v: v.sum() < 40.0, lambda v: v + 1.0, x, max_steps=3)
+
+
+def _trips(c) -> int:
+    line = next(ln for ln in c.explain().splitlines() if "last run:" in ln)
+    return int(line.split("last run: ")[1].split()[0])
+
+
+def test_unsupported_bodies_stay_host_driven_and_say_why():
+    def f(x, xs):
+        inner = gg.fori_loop(
+            0, 3, lambda i, v: gg.scan(lambda h, r: (h * 0.5 + r, None), v, xs)[0], x
+        )
+        sorted_ = gg.fori_loop(0, 2, lambda i, v: gg.sort(v) * 0.5 + 1.0, x)
+        half = gg.fori_loop(0, 2, lambda i, v: (v.astype(np.float16) * 3).astype(np.float32), x)
+        return inner, sorted_, half
+
+    c = both(f, V, XS)
+    text = c.explain()
+    assert "host-driven, not compiled: op argsort" in text, text
+    assert "host-driven, not compiled: dtype float16 (at fused)" in text, text
+    # the fori_loop holding a scan is one native function (and the inner scan's own runner,
+    # in the body plan the host-driven path and the race checker use, is native too)
+    assert compiled_loops(c) == 2, text
+
+
+def test_nested_loops_inline_and_an_inner_max_steps_raises_as_on_numpy():
+    def f(x, xs, limit):
+        def outer(i, v):
+            w = gg.while_loop(lambda u: u.sum() < limit, lambda u: u * 1.5 + 0.5, v, max_steps=30)
+            h, ys = gg.scan(lambda h, r: (gg.tanh(h + r), h.sum()), w * 0.01, xs, reverse=True)
+            return h + ys.sum() * 0.001
+
+        return gg.fori_loop(0, 3, outer, x)
+
+    x, ok = np.abs(V) + 0.1, np.float32(50.0)
+    c = both(f, x, XS, ok)
+    notes = [ln.strip() for ln in c.explain().splitlines() if "native loop:" in ln]
+    # the outer fori_loop (first) is one native function holding the inner loops; the inner
+    # loops' own runners (in the body plan, for the race checker's replay) are native too
+    assert len(notes) == 3 and all(n.startswith(COMPILED) for n in notes), notes
+    for backend in ("cpu", "numpy"):
+        with pytest.raises(GpuGraphError, match="ran past max_steps=30"):
+            gg.jit(f, backend=backend)(x, XS, np.float32(1e30))
+
+
+def test_inputs_untouched_and_results_survive_the_next_call():
+    f = gg.jit(gg.value_and_grad(rnn_loss), backend="cpu")
+    w, xs = W.copy(), XS.copy()
+    first = f(w, xs)
+    kept = [np.array(a) for a in first]
+    f(w * 2.0, xs)
+    np.testing.assert_array_equal(w, W)
+    np.testing.assert_array_equal(xs, XS)
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_host_env_keeps_loops_host_driven(monkeypatch):
+    monkeypatch.setenv(cpu_loop_runner.LOOPS_ENV, "host")
+    c = both(fori, V, np.float32(0.9))
+    assert compiled_loops(c) == 0
+    assert f"host-driven ({cpu_loop_runner.LOOPS_ENV}=host)" in c.explain()
+
+
+def test_race_checker_passes_on_plans_with_native_loops():
+    def f(w, xs, x):
+        g = gg.grad(rnn_loss)(w, xs)
+        return g, fori(x, 0.9)
+
+    c = gg.jit(f, backend="cpu", streams=2).lower(W, XS, V)
+    assert compiled_loops(c) == 3, c.explain()
+    report = check_races(c, W, XS, V, trials=3, seed=1)
+    assert report.ok, str(report)
+
+    # every region kind, a cond inside a fori_loop among them (test_control_flow_races); its
+    # while_loop stays host-driven (a fused_grid_reduce in its condition)
+    x, xs = RNG.standard_normal((4, 8)).astype(np.float32), XS[:5]
+    c = gg.jit(every_region, backend="cpu", streams=2).lower(x, xs)
+    assert compiled_loops(c) == 2, c.explain()  # the scan, the fori_loop holding a cond
+    report = check_races(c, x, xs, trials=3, seed=2)
+    assert report.ok, str(report)
+    for got, want in zip(c(x, xs), gg.jit(every_region, backend="numpy")(x, xs)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
+    def f(x, xs):
+        def body(i, v):
+            wrapped = gg.take(xs, i + 4, mode="wrap") + gg.take(xs, i - 9, mode="clip")
+            return v * 0.5 + xs[i] * v.sum() * 0.1 + wrapped
+
+        return gg.fori_loop(0, 6, body, x)
+
+    c = both(f, V, XS)
+    assert compiled_loops(c) == 1, c.explain()
+    for backend in ("cpu", "numpy"):  # row 6 of 6: NumPy's error (the native loop stops)
+        g = gg.jit(lambda x, xs: gg.fori_loop(0, 7, lambda i, v: v + xs[i], x), backend=backend)
+        with pytest.raises(GpuGraphError, match="index 6 is out of range"):
+            g(V, XS)
+
+
+def test_unfused_sums_in_a_body():
+    def f(h0, xs):
+        def step(h, x):  # a batch of 3 rows: sums over the batch, over features, over all
+            h = gg.tanh(h * 0.9 + x)
+            return h, (h.sum(axis=0), h.sum(axis=1, keepdims=True), h.sum())
+
+        return gg.scan(step, h0, xs)
+
+    xs = XS.reshape(6, 1, 8) * np.ones((1, 3, 1), np.float32)
+    c = both(f, np.zeros((3, 8), np.float32), xs, rtol=1e-5, atol=1e-5)
+    assert compiled_loops(c) == 1, c.explain()
+
+
+def test_matmuls_call_blas_and_without_it_only_small_ones_are_plain_loops(monkeypatch):
+    w, xs = np.eye(64, dtype=np.float32) * 0.5, RNG.standard_normal((3, 8, 64)).astype(np.float32)
+
+    def f(w, xs):
+        h, _ = gg.scan(lambda h, x: (gg.tanh(h @ w + x), None), xs[0], xs)
+        # 1 row, transposed; x[0], x[1, 2:] and x[2, 3] are pointers into the row (slices)
+        g, _ = gg.scan(lambda g, x: (g @ w.T + x[0] + x[1, 2:][0] * x[2, 3], None), xs[0, 0], xs)
+        return h, g
+
+    if cpu_loop_blas.gemm() is not None:
+        c = both(f, w, xs)
+        assert c.explain().count("matmuls through BLAS") == 2, c.explain()
+    monkeypatch.setattr(cpu_loop_runner, "gemm", lambda: None)  # no BLAS library found
+    c = both(f, w, xs)
+    text = c.explain()
+    assert "host-driven, not compiled: matmul f32[8,64] @ f32[64,64] (32768 multiply-adds" in text
+    assert compiled_loops(c) == 1 and "through BLAS" not in text, text
+
+
+def test_non_contiguous_inputs_take_the_ctypes_entry_on_copies():
+    def f(h, xs):
+        return gg.scan(lambda h, x: (gg.sin(h) + x, h * 2.0), h, xs)
+
+    xs = np.asfortranarray(XS)  # the scan reads it as given: not C-contiguous
+    c = both(f, V, xs)
+    runner = next(la.runner for la in c.executable.launches if getattr(la.runner, "native", 0))
+    calls = []
+    runner._run_ctypes = lambda ins, outs, real=runner._run_ctypes: (
+        calls.append(1) or real(ins, outs)
+    )
+    got = c(V, xs)
+    want = gg.jit(f, backend="numpy")(V, XS)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    assert calls, "the extension entry took a non-contiguous array"
+
+
+def test_cond_and_switch_in_a_body_compile_with_the_loop():
+    def f(x, xs, ks):
+        def step(h, row):
+            r, k = row
+            # reductions in the branches keep them regions (not lowered to a select)
+            h = gg.cond(h.sum() > 0, lambda u: u * 0.5 - u.max(), lambda u: gg.sin(u) + 1, h)
+            h = gg.switch(k, [lambda u: u + u.sum(), lambda u: u * 0.9, lambda u: -u], h)
+            return h + r, h.sum()
+
+        return gg.scan(step, x, (xs, ks))
+
+    ks = np.array([-2, 0, 1, 2, 5, 1], np.int32)  # out of range: clamped, as on NumPy
+    c = both(f, V, XS, ks)
+    assert compiled_loops(c) == 1, c.explain()
+    assert "cond" in str(c.graph), "the conds stayed regions"
