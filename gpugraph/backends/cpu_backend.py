@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,9 @@ class CpuBackend(NumpyBackend):
                 self._kernels[name] = self._pending[name] = k
             return k
 
-    def compile_pending(self) -> None:
+    def compile_pending(self, jobs: int = 1) -> None:
+        """Compile every registered kernel the cache does not hold, in one compiler run, or
+        split into ``jobs`` libraries built by concurrent compiler runs (cpu_prebuild)."""
         with self._lock:
             todo = [k for k in self._pending.values() if k.fn is None]
             self._pending.clear()
@@ -332,17 +335,23 @@ class CpuBackend(NumpyBackend):
                 module = cpu_native.load(path, lib)
                 for k in ks:
                     k.bind(lib, module)
-            if missing:
-                path = _build(missing)
-                try:
-                    lib = ctypes.CDLL(str(path))
-                except OSError:  # Python's symbols not visible here (an embedding host)
-                    path = _build_library(missing, None)
-                    lib = ctypes.CDLL(str(path))
-                module = cpu_native.load(path, lib)
-                for k in missing:
-                    k.bind(lib, module)
-                    cache.write("cpu-index", k.key(), path.name.encode())
+            batches = [missing[j::jobs] for j in range(min(jobs, len(missing)))]
+            if not batches:
+                return
+            if len(batches) == 1:
+                _bind_built(_build(batches[0]), batches[0])
+                return
+            # each compiler run is a process: threads overlap them. A batch that fails does not
+            # cost the others their libraries; its error is raised after they are bound.
+            with ThreadPoolExecutor(len(batches)) as pool:
+                futures = [pool.submit(_build, b) for b in batches]
+            errors = [f.exception() for f in futures]
+            for future, batch, error in zip(futures, batches, errors):
+                if error is None:
+                    _bind_built(future.result(), batch)
+            raised = next((e for e in errors if e is not None), None)
+            if raised is not None:
+                raise raised
 
     def explain_lines(self, executable: Any) -> list[str]:
         native = [
@@ -357,6 +366,19 @@ class CpuBackend(NumpyBackend):
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]
         return lines
+
+
+def _bind_built(path: Path, kernels: list[_Kernel]) -> None:
+    """Load the library just built for ``kernels``, bind them and index them in the cache."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:  # Python's symbols not visible here (an embedding host)
+        path = _build_library(kernels, None)
+        lib = ctypes.CDLL(str(path))
+    module = cpu_native.load(path, lib)
+    for k in kernels:
+        k.bind(lib, module)
+        cache.write("cpu-index", k.key(), path.name.encode())
 
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
