@@ -49,6 +49,7 @@ from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names o
     probe,
     status,
 )
+from .cpu_unfused import prepare_unfused
 from .numpy_backend import NumpyBackend
 
 PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
@@ -282,9 +283,16 @@ class CpuBackend(NumpyBackend):
         self._lock = threading.Lock()
 
     def prepare(self, node: Node) -> Runner:
-        """This backend's hook for the op, else the NumPy backend's, else the generic one."""
+        """This backend's hook for the op, else a one-op native kernel for an elementwise op
+        (cpu_unfused, where the policy says it pays), else the NumPy backend's hook, else the
+        generic one."""
         hooks = get_op(node.op).extra.get("prepare", {})
-        hook = hooks.get(self.name) or hooks.get("numpy")
+        hook = hooks.get(self.name)
+        if hook is None:
+            native = prepare_unfused(node, self)
+            if native is not None:
+                return native
+            hook = hooks.get("numpy")
         return hook(node, self) if hook is not None else self.generic_runner(node)
 
     def ready(self, executable: Any) -> None:
@@ -354,14 +362,19 @@ class CpuBackend(NumpyBackend):
                 raise raised
 
     def explain_lines(self, executable: Any) -> list[str]:
+        runners = [ln.runner for ln in executable.launches]
+        one_op = sum(hasattr(r, "cpu_one_op") for r in runners)
         native = [
-            ln.runner.cpu_kernel for ln in executable.launches if hasattr(ln.runner, "cpu_kernel")
+            r.cpu_kernel
+            for r in runners
+            if hasattr(r, "cpu_kernel") and not hasattr(r, "cpu_one_op")
         ]
-        refused = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_refusal")]
+        refused = [r for r in runners if hasattr(r, "cpu_refusal")]
         rows = sum(k.name.startswith(ROW_KERNEL_PREFIX) for k in native)
+        unfused = f", {one_op} unfused elementwise op(s) as one-op kernels" if one_op else ""
         lines = [
             f"cpu: {len(native)} fused group(s) as native kernels ({rows} of them fused "
-            f"reductions as row kernels; {Path(compiler()).name} {_shown_flags()}); "
+            f"reductions as row kernels; {Path(compiler()).name} {_shown_flags()}){unfused}; "
             "other ops through NumPy"
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]

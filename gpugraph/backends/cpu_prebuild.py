@@ -17,9 +17,11 @@ import os
 from collections.abc import Iterable
 
 from ..ir import Graph
+from ..ops.registry import get_op
 from .cpu_backend import CpuBackend, CpuCompileError
 
-# the node ops whose cpu runners register native kernels (elementwise groups, row reductions)
+# the node ops whose cpu runners register native kernels (elementwise groups, row reductions;
+# and every elementwise op: cpu_unfused)
 NATIVE_OPS = ("fused", "fused_reduce")
 
 
@@ -35,8 +37,8 @@ def prebuild(graphs: Iterable[Graph], jobs: int | None = None) -> int:
     backend = CpuBackend()
     for graph in graphs:
         for node in graph.nodes:
-            if node.op in NATIVE_OPS:
-                backend.prepare(node)
+            if node.op in NATIVE_OPS or get_op(node.op).family == "elementwise":
+                backend.prepare(node)  # an unfused elementwise op: a one-op kernel
     count = len(backend._pending)
     try:
         backend.compile_pending(jobs)

@@ -124,3 +124,27 @@ def policy_refusal(node: Node, has_nest: bool) -> str | None:
         f"row) and the group calls {call.group(1)}: in the flat loop's per-element index math "
         f"it runs scalar, not vectorized (${NATIVE_ENV}=all compiles it anyway)"
     )
+
+
+# One-op kernels for elementwise ops outside groups (cpu_unfused). A math-library call (tanh,
+# exp, ...) is where NumPy's own SIMD loops match or beat the generated loop on large arrays
+# (a tanh chain ties NumPy from 2^16 elements, docs/cpu-backend.md): from this many elements
+# such an op stays a ufunc, whose fixed ~0.9 us no longer matters there.
+UNFUSED_LIBM_MAX = 1 << 16
+
+
+def unfused_refusal(group: Node) -> str | None:
+    """Why the elementwise op in the one-op group ``group`` stays a NumPy ufunc call, if it
+    does; None: run it as a native kernel."""
+    if native_mode() == "all":
+        return None
+    n = group.outputs[0].type.size
+    if cpu_native.include_flags() is None:
+        return "kernels are called through ctypes here (~1 us per argument, more than a ufunc)"
+    call = _LIBM_CALL.search(group.attrs["cuda_source"])
+    if call is not None and n >= UNFUSED_LIBM_MAX:
+        return (
+            f"{n} elements and it calls {call.group(1)}: NumPy's SIMD loop is as fast from "
+            f"{UNFUSED_LIBM_MAX} elements on"
+        )
+    return None
