@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import cache
+from ..codegen.cpu_grid import NAME_PREFIX as GRID_KERNEL_PREFIX
 from ..codegen.cpu_loops import emit_cpu_kernel
 from ..codegen.cpu_reduce import NAME_PREFIX as ROW_KERNEL_PREFIX
 from ..codegen.cuda import Kernel
@@ -371,11 +372,13 @@ class CpuBackend(NumpyBackend):
         ]
         refused = [r for r in runners if hasattr(r, "cpu_refusal")]
         rows = sum(k.name.startswith(ROW_KERNEL_PREFIX) for k in native)
+        grid = sum(k.name.startswith(GRID_KERNEL_PREFIX) for k in native)
+        grids = f", {grid} column/full reductions as grid kernels" if grid else ""
         unfused = f", {one_op} unfused elementwise op(s) as one-op kernels" if one_op else ""
         lines = [
             f"cpu: {len(native)} fused group(s) as native kernels ({rows} of them fused "
-            f"reductions as row kernels; {Path(compiler()).name} {_shown_flags()}){unfused}; "
-            "other ops through NumPy"
+            f"reductions as row kernels{grids}; {Path(compiler()).name} {_shown_flags()})"
+            f"{unfused}; other ops through NumPy"
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]
         return lines
@@ -462,4 +465,5 @@ def kernel_runner(
 
 FUSED.extra["prepare"]["cpu"] = _prepare_fused
 register_backend("cpu", CpuBackend)
-from . import cpu_rows  # noqa: E402, F401  (fused_reduce's runner; it imports this module)
+# the fused reductions' runners (each imports this module)
+from . import cpu_grid, cpu_rows  # noqa: E402, F401

@@ -22,7 +22,7 @@ from .cpu_backend import CpuBackend, CpuCompileError
 
 # the node ops whose cpu runners register native kernels (elementwise groups, row reductions;
 # and every elementwise op: cpu_unfused)
-NATIVE_OPS = ("fused", "fused_reduce")
+NATIVE_OPS = ("fused", "fused_reduce", "fused_grid_reduce")
 
 
 def prebuild(graphs: Iterable[Graph], jobs: int | None = None) -> int:
