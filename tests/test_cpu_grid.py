@@ -78,6 +78,12 @@ def test_nan_and_inf_columns():
     assert np.isnan(s[:3]).all() and np.isfinite(s[3])
     m = _check(lambda x: gg.max(x + 1.0, axis=0), (a,), 1e-6)
     assert np.isnan(m[:2]).all() and m[2] == np.inf
+    # full reductions (one column: the simd reduction path)
+    assert np.isnan(_check(lambda x: gg.max(x - 0.5), (a,), 0))
+    b = a[:, 3:]
+    b[BLOCK_ROWS + 1, 0] = np.inf
+    assert _check(lambda x: gg.max(x + 1.0), (np.ascontiguousarray(b),), 0) == np.inf
+    assert np.isnan(_check(lambda x: gg.sum(x + 1.0), (a,), 0))
 
 
 def test_empty_reductions():

@@ -50,14 +50,7 @@ KERNEL = """\
   for (long long c = 0; c < width; ++c) total[c] = {init};
   for (long long r0 = 0; r0 < rows; r0 += {block}LL) {{
     const long long r1 = r0 + {block}LL < rows ? r0 + {block}LL : rows;
-    for (long long c = 0; c < width; ++c) part[c] = {init};
-    for (long long r = r0; r < r1; ++r) {{
-      for (long long c = lo; c < hi; ++c) {{
-        const long long i = r * cols + c;
-{prologue}        {combine}
-      }}
-    }}
-    for (long long c = 0; c < width; ++c) {merge}
+{block_body}
   }}
   for (long long c = lo; c < hi; ++c) {{
     const {ct} {red} = nan[c - lo] ? ({ct})NAN : ({ct})total[c - lo];
@@ -68,6 +61,43 @@ KERNEL = """\
   free(nan);
 }}
 """
+# per block of rows: every column's partial in ``part`` (independent across columns, so the
+# column loop vectorizes), merged into ``total``
+COLUMNS_BLOCK = """\
+    for (long long c = 0; c < width; ++c) part[c] = {init};
+    for (long long r = r0; r < r1; ++r) {{
+#pragma omp simd
+      for (long long c = lo; c < hi; ++c) {{
+        const long long i = r * cols + c;
+{prologue}        {combine}
+      }}
+    }}
+    for (long long c = 0; c < width; ++c) {merge}"""
+# one column (a full reduction): the block is one simd reduction (one partial per vector lane,
+# a fixed association for a given build), added to the total; a sequential chain of adds would
+# be bound by the add's latency (3.3x slower than NumPy's pairwise sum measured)
+ONE_COLUMN_BLOCK = {
+    "sum": """\
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (long long r = r0; r < r1; ++r) {{
+      const long long i = r;
+{prologue}      acc += (double)({x});
+    }}
+    total[0] += acc;""",
+    "max": """\
+    {ct} acc = -({ct})INFINITY;
+    int seen_nan = 0;
+#pragma omp simd reduction(max : acc) reduction(| : seen_nan)
+    for (long long r = r0; r < r1; ++r) {{
+      const long long i = r;
+{prologue}      const {ct} e = {x};
+      acc = e > acc ? e : acc;
+      seen_nan |= e != e;
+    }}
+    total[0] = acc > total[0] ? acc : total[0];
+    nan[0] |= seen_nan;""",
+}
 SUM = {
     "init": "0.0",
     "combine": "part[c - lo] += (double)({x});",
@@ -154,6 +184,17 @@ def cpu_grid_kernel(body: Graph, axes: int) -> CpuGridKernel:
     table = SUM if reduction.op == "sum" else MAX
     acc_t = "double" if reduction.op == "sum" else ct
     x = names[reduction.inputs[0]]
+    if cols == 1:
+        block_body = ONE_COLUMN_BLOCK[reduction.op].format(
+            prologue="".join(f"      {ln}\n" for ln in pro), x=x, ct=ct
+        )
+    else:
+        block_body = COLUMNS_BLOCK.format(
+            init=table["init"].format(ct=ct),
+            prologue="".join(f"        {ln}\n" for ln in pro),
+            combine=table["combine"].format(x=x, ct=ct),
+            merge=table["merge"],
+        )
     text = KERNEL.format(
         rows=rows,
         cols=cols,
@@ -167,9 +208,7 @@ def cpu_grid_kernel(body: Graph, axes: int) -> CpuGridKernel:
         acc_t=acc_t,
         init=table["init"].format(ct=ct),
         block=BLOCK_ROWS,
-        prologue="".join(f"        {ln}\n" for ln in pro),
-        combine=table["combine"].format(x=x, ct=ct),
-        merge=table["merge"],
+        block_body=block_body,
         ct=ct,
         red=names[reduction.output],
         epilogue="".join(f"    {ln}\n" for ln in epi),
