@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from ..errors import GpuGraphError
 from ..ir import Graph
 from ..ops.registry import get_op
 from .cpu_backend import CpuBackend, CpuCompileError
 
-# the node ops whose cpu runners register native kernels (elementwise groups, row reductions;
-# and every elementwise op: cpu_unfused)
+# the node ops whose cpu runners register native kernels (elementwise groups, row and grid
+# reductions; and every elementwise op: cpu_unfused)
 NATIVE_OPS = ("fused", "fused_reduce", "fused_grid_reduce")
 
 
@@ -38,7 +39,10 @@ def prebuild(graphs: Iterable[Graph], jobs: int | None = None) -> int:
     for graph in graphs:
         for node in graph.nodes:
             if node.op in NATIVE_OPS or get_op(node.op).family == "elementwise":
-                backend.prepare(node)  # an unfused elementwise op: a one-op kernel
+                try:
+                    backend.prepare(node)  # an unfused elementwise op: a one-op kernel
+                except GpuGraphError:
+                    continue  # the plan's own lower() meets (and reports) it
     count = len(backend._pending)
     try:
         backend.compile_pending(jobs)
