@@ -64,10 +64,14 @@ def test_large_math_ops_stay_numpy_ufuncs(monkeypatch):
     n = cpu_select.UNFUSED_LIBM_MAX
     x = np.linspace(-3, 3, n, dtype=np.float32)
     compiled = gg.jit(lambda a: gg.tanh(a) + a, backend="cpu", fuse=False).lower(x)
-    assert _one_op_count(compiled) == 1  # the add; tanh over 2^16 elements is NumPy's
+    assert _one_op_count(compiled) == 1  # the add; tanh over that many elements is NumPy's
     np.testing.assert_allclose(compiled(x), np.tanh(x) + x, rtol=2e-6, atol=1e-6)
     small = gg.jit(lambda a: gg.tanh(a) + a, backend="cpu", fuse=False).lower(x[: n - 1])
     assert _one_op_count(small) == 2
+    big = np.ones(cpu_select.UNFUSED_ARITH_MAX, np.float32)
+    arith = gg.jit(lambda a: a * 2.0 + a, backend="cpu", fuse=False).lower(big)
+    assert _one_op_count(arith) == 0  # memory-bound: ufuncs
+    np.testing.assert_array_equal(arith(big), big * 3.0)
 
 
 @pytest.mark.parametrize("mode", ["auto", "all"])

@@ -126,11 +126,15 @@ def policy_refusal(node: Node, has_nest: bool) -> str | None:
     )
 
 
-# One-op kernels for elementwise ops outside groups (cpu_unfused). A math-library call (tanh,
-# exp, ...) is where NumPy's own SIMD loops match or beat the generated loop on large arrays
-# (a tanh chain ties NumPy from 2^16 elements, docs/cpu-backend.md): from this many elements
-# such an op stays a ufunc, whose fixed ~0.9 us no longer matters there.
-UNFUSED_LIBM_MAX = 1 << 16
+# One-op kernels for elementwise ops outside groups (cpu_unfused). Measured one op per plan,
+# fuse=False, float32, native / NumPy backend ("Sizes" in
+# bench/results/dispatch-cpubackend-cpu-2026-12-01-4.md): a math-library op (tanh, exp, sin)
+# wins up to 2^8 elements (0.83-0.95: the ufunc's fixed cost) and loses from 2^9-2^10 on
+# (1.02-1.19 there, 1.7-3.3 from 2^14: NumPy's SIMD loops beat glibc's and libmvec's); plain
+# arithmetic (add) wins up to 2^14 (0.79-0.91) and loses slightly from 2^16 (1.08-1.09,
+# memory-bound both ways).
+UNFUSED_LIBM_MAX = 1 << 9
+UNFUSED_ARITH_MAX = 1 << 16
 
 
 def unfused_refusal(group: Node) -> str | None:
@@ -143,8 +147,7 @@ def unfused_refusal(group: Node) -> str | None:
         return "kernels are called through ctypes here (~1 us per argument, more than a ufunc)"
     call = _LIBM_CALL.search(group.attrs["cuda_source"])
     if call is not None and n >= UNFUSED_LIBM_MAX:
-        return (
-            f"{n} elements and it calls {call.group(1)}: NumPy's SIMD loop is as fast from "
-            f"{UNFUSED_LIBM_MAX} elements on"
-        )
+        return f"{n} elements and it calls {call.group(1)}: NumPy's SIMD loop is faster"
+    if n >= UNFUSED_ARITH_MAX:
+        return f"{n} elements: memory-bound, the ufunc's fixed cost no longer matters"
     return None
