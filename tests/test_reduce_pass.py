@@ -266,16 +266,16 @@ def test_fused_equals_unfused_equals_numpy_on_random_dags(steps, dtype, shape):
 
 
 # ---- the row kernels -----------------------------------------------------------------------
-def fused_reduce_inputs(compiled, args):
-    """(node, its input arrays) for each fused_reduce node of ``compiled``, evaluating the
-    other nodes op by op with their NumPy impls on ``args``."""
+def fused_reduce_inputs(compiled, args, ops=("fused_reduce",)):
+    """(node, its input arrays) for each node of ``compiled`` whose op is in ``ops``,
+    evaluating the nodes op by op with their NumPy impls on ``args``."""
     env = dict(zip(compiled.graph.inputs, args))
     for node in compiled.graph.nodes:
         if node.op == "constant":
             env[node.output] = np.asarray(node.attrs["value"])
             continue
         ins = [env[v] for v in node.inputs]
-        if node.op == "fused_reduce":
+        if node.op in ops:
             yield node, ins
         with np.errstate(all="ignore"):
             outs = get_op(node.op).impl(np, *ins, **node.attrs)

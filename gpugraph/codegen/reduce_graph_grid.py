@@ -18,29 +18,64 @@ from .cuda import (
 F16, F32, F64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
 
 
+def input_kind(shape: tuple[int, ...], full: tuple[int, ...], split: int) -> str | None:
+    """How an input of ``shape`` broadcasts against the reduced operand's ``full`` shape seen
+    as (rows, cols) = (full[:split], full[split:]): "full", "row", "col", "scalar", or None
+    (another broadcast, which the grid kernels do not index)."""
+    padded = (1,) * (len(full) - len(shape)) + tuple(shape)
+    if padded == tuple(full):
+        return "full"
+    ones = [all(d == 1 for d in part) for part in (padded[:split], padded[split:])]
+    if all(ones):
+        return "scalar"
+    if ones[1] and padded[:split] == tuple(full[:split]):
+        return "row"
+    if ones[0] and padded[split:] == tuple(full[split:]):
+        return "col"
+    return None
+
+
+def grid_split(full: tuple[int, ...], axes: int) -> int:
+    """Where (rows, cols) splits ``full`` for input kinds: after the reduced axes of a column
+    reduction, before the last axis of a full one (its kernel views the input so)."""
+    return axes if axes < len(full) else max(0, len(full) - 1)
+
+
 def grid_kernel(body: Graph, axes: int) -> dict:
     """The attrs of a fused_grid_reduce node's kernels: a reduce_grid.GridProgram whose
-    prologue is the body's elementwise chain up to its reduction (an expression of the one
-    array input ``x``) and whose epilogue is the chain after it (an expression of ``r``);
+    prologue is the body's elementwise chain up to its reduction (an expression of the input
+    elements: ``x`` for one full-shape array, else ``x0``, ``x1``, ... each loaded by its
+    kind, input_kind) and whose epilogue is the chain after it (an expression of ``r``);
     ``full`` layout when ``axes`` is the input's rank, else ``column`` over (rows, cols).
-    UnsupportedError when the body reads more than one array (GridProgram has one input) or
-    holds what the templates cannot express."""
+    UnsupportedError when an input broadcasts otherwise or the body holds what the templates
+    cannot express."""
     from .reduce_grid import GridProgram, emit_grid_kernels
 
-    if len(body.inputs) != 1:
-        raise UnsupportedError(
-            f"grid reduction: the prologue reads {len(body.inputs)} arrays (the grid kernels "
-            "read one)"
-        )
-    (x,) = body.inputs
-    if x.dtype not in (F16, F32, F64):
-        raise UnsupportedError(f"grid reduction: input {x.type} is not a float16/32/64 array")
-    # values compute in the accumulation type (float for a float16 x, loaded converted); a
-    # float16 value other than x may only be the result, rounded once by the store, as the
-    # unfused cast or op rounds it
-    acc = F64 if x.dtype == F64 else F32
+    reduction = next((n for n in body.nodes if n.op in ("sum", "max")), None)
+    if reduction is None:
+        raise UnsupportedError("grid reduction: the body has no sum or max")
+    full = tuple(reduction.inputs[0].shape)
+    split = grid_split(full, axes)
+    kinds = []
+    for v in body.inputs:
+        kind = input_kind(v.shape, full, split)
+        if kind is None:
+            raise UnsupportedError(
+                f"grid reduction: input {v.type} broadcasts against {full} neither per row "
+                "nor per column"
+            )
+        if v.dtype not in (F16, F32, F64):
+            raise UnsupportedError(f"grid reduction: input {v.type} is not a float16/32/64 array")
+        kinds.append(kind)
+    if "full" not in kinds:
+        raise UnsupportedError(f"grid reduction: no input of the reduced shape {full}")
+    one = kinds == ["full"]
+    # values compute in the accumulation type (float for float16 inputs, loaded converted); a
+    # float16 value other than an input may only be the result, rounded once by the store, as
+    # the unfused cast or op rounds it
+    acc = F64 if any(v.dtype == F64 for v in body.inputs) else F32
     final = body.outputs[0]
-    expr: dict[Value, str] = {x: "x"}
+    expr: dict[Value, str] = {v: "x" if one else f"x{j}" for j, v in enumerate(body.inputs)}
     reduction = None
     for node in body.nodes:
         out = node.output
@@ -66,16 +101,20 @@ def grid_kernel(body: Graph, axes: int) -> dict:
             template = HALF_OUTPUT_TEMPLATES.get(node.op, template)
         ct = compute_type(out.dtype)
         expr[out] = "(" + template.format(*(expr[v] for v in node.inputs), T=ct) + ")"
+    x = body.inputs[kinds.index("full")]
     if reduction is None or reduction.output.dtype != acc or final.dtype not in (acc, x.dtype):
         raise UnsupportedError(
             f"grid reduction: the reduction must give {acc} and the result {acc} or {x.dtype}"
         )
-    if reduction.inputs[0].shape != x.shape:  # the kernels index x over the reduced shape
-        raise UnsupportedError(f"grid reduction: input {x.type} is not the reduced shape")
     program = GridProgram(
-        reduction.op, expr[reduction.inputs[0]], expr[final], x.dtype.name, final.dtype.name
+        reduction.op,
+        expr[reduction.inputs[0]],
+        expr[final],
+        x.dtype.name,
+        final.dtype.name,
+        None if one else tuple((v.dtype.name, k) for v, k in zip(body.inputs, kinds)),
     )
-    layout = "full" if axes == len(x.shape) else "column"
+    layout = "full" if axes == len(full) else "column"
     kernels = emit_grid_kernels(program, layout)
     return {
         "cuda_source": kernels.source,

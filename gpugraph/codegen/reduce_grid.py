@@ -88,13 +88,12 @@ template <class Op, class A> __device__ __forceinline__ A gg_block_combine(A v) 
 #endif
 """
 FULL_TEMPLATE = """\
-extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
-                                    long long n) {{
+extern "C" __global__ void {name}_p({params}, {A}* __restrict__ work,
+                                    long long n{extra_params}) {{
   {A} acc = {op}<{A}>::identity();
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {{
-    const {A} x = {load_in};
-    acc = {op}<{A}>::combine(acc, ({A})({prologue}));
+{loads}    acc = {op}<{A}>::combine(acc, ({A})({prologue}));
   }}
   acc = gg_block_combine<{op}<{A}>, {A}>(acc);
   if (threadIdx.x == 0) work[blockIdx.x] = acc;
@@ -114,7 +113,7 @@ extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restric
 COLUMN_TEMPLATE = """\
 // grid (tiles * outer, chunks), block (32, {lanes}): block (tile, chunk) folds rows
 // [chunk * chunk_rows, +chunk_rows) of 32 columns; lane y of a column takes every {lanes}th row.
-extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
+extern "C" __global__ void {name}_p({params}, {A}* __restrict__ work,
                                     long long rows, long long cols, long long chunk_rows) {{
   __shared__ {A} gg_lanes[32 * {lanes}];
   if (cols == 0) return;  // the one idle block of an empty launch
@@ -124,10 +123,8 @@ extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict_
   const long long r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
   {A} acc = {op}<{A}>::identity();
   if (col < cols) {{
-    const {T}* __restrict__ base = in + o * rows * cols + col;
     for (long long r = r0 + threadIdx.y; r < r1; r += {lanes}) {{
-      const {A} x = {load_base};
-      acc = {op}<{A}>::combine(acc, ({A})({prologue}));
+{loads}      acc = {op}<{A}>::combine(acc, ({A})({prologue}));
     }}
   }}
   gg_lanes[threadIdx.y * 32 + threadIdx.x] = acc;
@@ -152,6 +149,19 @@ extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restric
 }}
 """
 LAYOUTS = {"full": FULL_TEMPLATE, "column": COLUMN_TEMPLATE}
+# how input j is laid out against the reduced input: "full" (its shape), "row" (one value per
+# row of the (rows, cols) view: broadcast along the kept axes), "col" (one per column:
+# broadcast along the reduced axes) or "scalar"; -> its element index per layout (a "full"
+# layout views its input as (n / cols, cols) for this, cols being the last axis)
+INDEX: dict[str, dict[str, str]] = {
+    "full": {"full": "i", "row": "i / cols", "col": "i % cols", "scalar": "0"},
+    "column": {
+        "full": "(o * rows + r) * cols + col",
+        "row": "o * rows + r",
+        "col": "o * cols + col",
+        "scalar": "0",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -161,11 +171,24 @@ class GridProgram:
     epilogue: str = "r"  # C expression of the result r and the count n (accumulation type)
     dtype: str = "float32"  # input element type, a key of TYPES
     out_dtype: str | None = None  # output element type; None: the input's
+    # several inputs: (dtype, kind: a key of INDEX["column"]) each, named x0, x1, ... in the
+    # prologue; None: the one full input x of ``dtype``
+    inputs: tuple[tuple[str, str], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in REDUCERS:
             raise UnsupportedError(f"grid reduction: {self.op!r} is not one of {sorted(REDUCERS)}")
-        for what, dt in (("input", self.dtype), ("output", self.out_type)):
+        for _, kind in self.inputs or ():
+            if kind not in INDEX["column"]:
+                raise UnsupportedError(
+                    f"grid reduction: input kind {kind!r} is not one of {sorted(INDEX['column'])}"
+                )
+        ins = [dt for dt, _ in self.inputs or ()]
+        for what, dt in (
+            ("input", self.dtype),
+            ("output", self.out_type),
+            *(("input", d) for d in ins),
+        ):
             if dt not in TYPES:
                 raise UnsupportedError(
                     f"grid reduction: {what} dtype {dt} is not one of {sorted(TYPES)}"
@@ -176,8 +199,18 @@ class GridProgram:
         return self.out_dtype or self.dtype
 
     @property
+    def in_types(self) -> tuple[tuple[str, str], ...]:
+        return self.inputs or ((self.dtype, "full"),)
+
+    @property
     def acc_dtype(self) -> np.dtype:
-        return np.dtype(np.float64 if TYPES[self.dtype][1] == "double" else np.float32)
+        wide = any(TYPES[dt][1] == "double" for dt, _ in self.in_types)
+        return np.dtype(np.float64 if wide else np.float32)
+
+    @property
+    def broadcasts(self) -> bool:
+        """Some input is one per row or per column: a full layout then needs ``cols``."""
+        return any(kind in ("row", "col") for _, kind in self.in_types)
 
     @classmethod
     def mean(cls, prologue: str = "x", dtype: str = "float32", **kw) -> GridProgram:
@@ -252,15 +285,21 @@ class GridKernels:
         """Elements and dtype of the workspace (the partials) for an input of ``shape``."""
         return max(1, self.plan(shape).work_size), self.program.acc_dtype
 
-    def launches(self, x, work, out) -> list[GridLaunch]:
-        """The launches reducing ``x`` into ``out`` through ``work`` (workspace()): two, or
-        none when ``out`` has no elements."""
-        p = self.plan(x.shape)
-        self._check(x, work, out, p)
+    def launches(self, x, work, out, shape: tuple[int, ...] | None = None) -> list[GridLaunch]:
+        """The launches reducing ``x`` (an array, or the program's inputs in order: each
+        C-contiguous, laid out as its kind says against ``shape``, the reduced input's shape,
+        which defaults to the first input's) into ``out`` through ``work`` (workspace()): two,
+        or none when ``out`` has no elements."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        shape = tuple(xs[0].shape) if shape is None else tuple(shape)
+        p = self.plan(shape)
+        self._check(xs, work, out, p)
         i64 = np.int64
         if p.layout == "full":
+            cols = (i64(shape[-1] if shape else 1),) if self.program.broadcasts else ()
+            stage1 = (*xs, work, i64(p.rows), *cols)
             return [
-                GridLaunch(f"{self.name}_p", (p.parts,), (FULL_BLOCK,), (x, work, i64(p.rows))),
+                GridLaunch(f"{self.name}_p", (p.parts,), (FULL_BLOCK,), stage1),
                 GridLaunch(
                     f"{self.name}_f",
                     (1,),
@@ -271,7 +310,7 @@ class GridKernels:
         if p.outer * p.cols == 0:
             return []  # nothing to write (and stage 1 would index an empty input)
         tiles = -(-p.cols // WARP)
-        stage1 = (x, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
+        stage1 = (*xs, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
         outputs = p.outer * p.cols
         final_grid = min(-(-outputs // p.final_block), 1024)
         return [
@@ -284,11 +323,22 @@ class GridKernels:
             ),
         ]
 
-    def _check(self, x, work, out, p: GridPlan) -> None:
+    def _check(self, xs: list, work, out, p: GridPlan) -> None:
         """The arrays must be what the kernels were generated for: wrong ones would be read
         as other types or past their ends on a GPU."""
+        types = self.program.in_types
+        if len(xs) != len(types):
+            raise UnsupportedError(
+                f"grid reduction {self.name}: {len(xs)} input(s), the kernels read {len(types)}"
+            )
+        sizes = {"full": p.outer * p.rows * p.cols, "row": p.outer * p.rows}
+        sizes.update(col=p.outer * p.cols, scalar=1)
+        if p.layout == "full":  # (n / cols, cols): the launch's cols, not the plan's 1
+            sizes.update(row=None, col=None)  # checked against the shape by the caller
         want = [
-            ("input", x, np.dtype(self.program.dtype), None),
+            ("input" if len(xs) == 1 else f"input {j}", a, np.dtype(dt), sizes[kind] or None)
+            for j, (a, (dt, kind)) in enumerate(zip(xs, types))
+        ] + [
             ("workspace", work, self.program.acc_dtype, max(1, p.work_size)),
             ("output", out, np.dtype(self.program.out_type), p.outer * p.cols),
         ]
@@ -306,19 +356,29 @@ def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
     """The source of ``program``'s two-stage reduction for ``layout`` ("full" or "column")."""
     if layout not in LAYOUTS:
         raise UnsupportedError(f"grid reduction: layout {layout!r} is not one of {sorted(LAYOUTS)}")
-    t_in, acc, load, _ = TYPES[program.dtype]
+    acc = "double" if program.acc_dtype == np.float64 else "float"
     t_out, _, _, store = TYPES[program.out_type]
-    half = "__half" in (t_in, t_out)
+    types = program.in_types
+    one = program.inputs is None  # the one input "in", element "x"
+    params, loads = [], []
+    pad = " " * (4 if layout == "full" else 6)
+    for j, (dt, kind) in enumerate(types):
+        t_in, _, load, _ = TYPES[dt]
+        arr, elem = ("in", "x") if one else (f"in{j}", f"x{j}")
+        params.append(f"const {t_in}* __restrict__ {arr}")
+        value = load.format(v=f"{arr}[{INDEX[layout][kind]}]")
+        loads.append(f"{pad}const {acc} {elem} = {value};\n")
+    half = "__half" in (t_out, *(TYPES[dt][0] for dt, _ in types))
     body = LAYOUTS[layout].format(
         name="{name}",
-        T=t_in,
         A=acc,
         O=t_out,
         op=REDUCERS[program.op],
         lanes=COL_LANES,
         prologue=program.prologue,
-        load_in=load.format(v="in[i]"),
-        load_base=load.format(v="base[r * cols]"),
+        params=", ".join(params),
+        extra_params=", long long cols" if layout == "full" and program.broadcasts else "",
+        loads="".join(loads),
         store_out=store.format(v=program.epilogue),
     )
     text = ("#include <cuda_fp16.h>\n" if half else "") + GRID_HELPER + body

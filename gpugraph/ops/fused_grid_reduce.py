@@ -94,18 +94,22 @@ def _prepare_cupy(node: Any, backend: Any):
         return run_ops
     source = node.attrs["cuda_source"]
     launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
-    full = tuple(body.inputs[0].shape)
+    reduction = next(n for n in body.nodes if n.op in COMBINE)
+    full = tuple(reduction.inputs[0].shape)
     k = int(node.attrs["axes"])
-    # the column layout reads (rows, cols): the reduced axes merged, the kept ones merged
+    # the column layout reads (rows, cols): the reduced axes merged, the kept ones merged; an
+    # input one per row or per column is read as a vector, a scalar as one element
     shape = full if k == len(full) else (math.prod(full[:k]), math.prod(full[k:]))
+    views = {"full": shape, "row": (-1,), "col": (-1,), "scalar": (1,)}
+    kinds = [kind for _, kind in kernels.program.in_types]
     size, dtype = kernels.workspace(shape)
 
     def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
-        x = cupy.ascontiguousarray(ins[0]).reshape(shape)
+        xs = [cupy.ascontiguousarray(a).reshape(views[kind]) for a, kind in zip(ins, kinds)]
         out = outs[0]
         target = out if out.flags.c_contiguous else cupy.empty(out.shape, out.dtype)
         work = cupy.empty(size, dtype)
-        for step in kernels.launches(x, work, target.reshape(-1)):
+        for step in kernels.launches(xs, work, target.reshape(-1), shape):
             launch[step.kernel[-1]](step.grid, step.block, step.args)
         if target is not out:
             out[...] = target

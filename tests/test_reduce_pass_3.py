@@ -1,0 +1,91 @@
+"""Third round of reduction fusion: grid kernels for bodies reading several arrays (a per-row,
+per-column or scalar input beside full-shape ones), and a layer norm's dw / db column sums
+recomputing their operand from the row group's per-row values (passes/fuse_reduce_grid.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from kernel_helpers import check_nvrtc, requires_emulator, requires_nvrtc
+from test_reduce_pass import fused_reduce_inputs
+from test_reduce_pass_2 import _grid_groups, _GridCupy
+
+import gpugraph as gg
+
+F32 = np.float32
+
+
+def _data(shape, seed=0, edges=False):
+    r = np.random.default_rng(seed)
+    a = r.uniform(-2, 2, shape).astype(F32)
+    if edges and a.size > 3:
+        flat = a.reshape(-1)
+        flat[0], flat[a.size // 2], flat[-1] = np.nan, np.inf, -np.inf
+    return a
+
+
+# name -> fn of (x, y, per_row, per_col): bodies reading two full arrays and broadcast ones
+MULTI = {
+    "column_dw_like": lambda x, y, pr, pc: gg.sum(x * y * pc, axis=0),
+    "column_xhat": lambda x, y, pr, pc: gg.sum(y * ((x - pr) * (pr + 1.0)), axis=0),
+    "column_max": lambda x, y, pr, pc: gg.max(x - y * pr, axis=0),
+    "full_mean": lambda x, y, pr, pc: gg.mean(x * y - pc + pr),
+}
+EDGE_ROWS = (0, 1, 31, 33, 257, 1025, 20000)
+
+
+def _run_cupy(node, args, monkeypatch):
+    from gpugraph.ops import fused, fused_grid_reduce
+
+    monkeypatch.setitem(sys.modules, "cupy", _GridCupy())
+    fused._raw_kernel.cache_clear()
+    try:
+        out = np.full(node.outputs[0].shape, np.nan, node.outputs[0].dtype)
+        fused_grid_reduce._prepare_cupy(node, None)(list(args), [out])
+    finally:
+        fused._raw_kernel.cache_clear()
+    return out
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("rows", EDGE_ROWS)
+def test_multi_array_grid_kernels_match_numpy_at_edge_sizes(rows, monkeypatch):
+    """Each body reads x, y (full), a per-row and a per-column array: one two-stage kernel pair
+    (NVRTC 80/90), on the emulator equal to the unfused graph, NaN and +-inf included."""
+    cols = 3 if rows == 20000 else 33  # 20,000 rows: many chunks, a quick emulation
+    shape = (rows, cols)
+    args = (_data(shape, 1, True), _data(shape, 2), _data((rows, 1), 3), _data((cols,), 4))
+    for name, fn in MULTI.items():
+        if rows == 0 and "max" in name:
+            continue  # a max over nothing raises in NumPy, fused or not
+        c = gg.jit(fn).lower(*args)
+        if rows == 1 and name.startswith("column"):  # over one row: simplified away
+            assert not _grid_groups(c) and not any(n.op in ("sum", "max") for n in c.graph.nodes)
+            continue
+        (node,) = _grid_groups(c)
+        assert "cuda_refusal" not in node.attrs, node.attrs.get("cuda_refusal")
+        assert len(node.inputs) >= 3, name
+        check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+        ((_, ins),) = fused_reduce_inputs(c, args, ("fused_grid_reduce",))
+        got = _run_cupy(node, ins, monkeypatch)
+        with np.errstate(all="ignore"):
+            want = np.asarray(gg.jit(fn, fuse=False)(*args))
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-4, equal_nan=True, err_msg=name)
+
+
+def test_an_input_broadcast_otherwise_is_refused_with_a_reason():
+    from gpugraph.codegen.reduce_graph_grid import input_kind
+
+    assert input_kind((4, 1, 3), (4, 5, 3), 1) is None  # per row and per column at once
+    assert input_kind((5, 3), (4, 5, 3), 1) == "col"
+    assert input_kind((4, 1, 1), (4, 5, 3), 1) == "row"
+    assert input_kind((), (4, 5, 3), 1) == "scalar"
+    x, odd = _data((4, 5, 3)), _data((4, 1, 3), 1)
+    c = gg.jit(lambda x, a: gg.sum(x * a, axis=0)).lower(x, odd)
+    (node,) = _grid_groups(c)
+    assert "neither per row nor per column" in node.attrs["cuda_refusal"]
+    np.testing.assert_allclose(c(x, odd), (x * odd).sum(axis=0), rtol=2e-5, atol=2e-5)
