@@ -89,3 +89,67 @@ def test_an_input_broadcast_otherwise_is_refused_with_a_reason():
     (node,) = _grid_groups(c)
     assert "neither per row nor per column" in node.attrs["cuda_refusal"]
     np.testing.assert_allclose(c(x, odd), (x * odd).sum(axis=0), rtol=2e-5, atol=2e-5)
+
+
+# ---- layer norm's dw / db: recomputed from the row group's per-row values ------------------
+def _ln_grad(x, w, b, dy):
+    return gg.grad(lambda x, w, b: gg.sum(gg.layer_norm(x, w, b) * dy), argnums=(0, 1, 2))(x, w, b)
+
+
+def _rms_grad(x, w, b, dy):
+    return gg.grad(lambda x, w: gg.sum(gg.rms_norm(x, w) * dy), argnums=(0, 1))(x, w)
+
+
+@pytest.mark.parametrize("shape", [(6, 37), (300, 40), (0, 5), (1, 7)])
+@pytest.mark.parametrize("fn", [_ln_grad, _rms_grad])
+def test_norm_backward_is_one_row_group_and_one_grid_group(fn, shape, monkeypatch):
+    """The row group hands out dx and the per-row mean / rstd (no full-size dy * xhat); one
+    grid group recomputes xhat from them and folds dw (and db) in one pass over x and dy."""
+    from gpugraph.ops import fused_grid_reduce
+
+    monkeypatch.setattr(fused_grid_reduce, "CHUNK_ELEMENTS", 8 * shape[-1])  # many blocks
+    args = (_data(shape, 1), _data(shape[-1:], 2), _data(shape[-1:], 3), _data(shape, 4))
+    c = gg.jit(fn).lower(*args)
+    ops = [n.op for n in c.graph.nodes if n.op != "constant"]
+    if shape[0] > 1:
+        assert sorted(ops) == ["fused_grid_reduce", "fused_reduce"], ops
+        (row,) = [n for n in c.graph.nodes if n.op == "fused_reduce"]
+        (grid,) = _grid_groups(c)
+        full_outs = [v for v in row.outputs if v.shape == shape]
+        assert len(full_outs) == 1  # dx only
+        assert len(grid.outputs) == (2 if fn is _ln_grad else 1)
+        assert "cuda_refusal" not in grid.attrs, grid.attrs.get("cuda_refusal")
+        assert "recomputes" in c.explain() and "hands out per-row values" in c.explain()
+    with np.errstate(all="ignore"):
+        got, want = c(*args), gg.jit(fn, fuse=False)(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("rows", [33, 1025])
+def test_layer_norm_dw_db_kernel_on_the_emulator(rows, monkeypatch):
+    """The two-reduction grid kernel of the layer norm backward (one pass, two outputs)."""
+    shape = (rows, 37)
+    args = (_data(shape, 1, True), _data((37,), 2), _data((37,), 3), _data(shape, 4))
+    c = gg.jit(_ln_grad).lower(*args)
+    (node,) = _grid_groups(c)
+    check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+    ((_, ins),) = fused_reduce_inputs(c, args, ("fused_grid_reduce",))
+    from gpugraph.ops import fused, fused_grid_reduce
+
+    fake = _GridCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    fused._raw_kernel.cache_clear()
+    try:
+        outs = [np.full(v.shape, np.nan, v.dtype) for v in node.outputs]
+        fused_grid_reduce._prepare_cupy(node, None)(ins, outs)
+    finally:
+        fused._raw_kernel.cache_clear()
+    assert [k[-1] for k, *_ in fake.launches] == ["p", "f"]  # both sums in one pair
+    with np.errstate(all="ignore"):
+        want = gg.jit(_ln_grad, fuse=False)(*args)[1:]
+    for g, w in zip(outs, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, equal_nan=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..ir import Graph, Value
+from ..ir import Graph, Node, Value
 from .cuda import (
     HALF_OUTPUT_TEMPLATES,
     compute_type,
@@ -51,10 +51,10 @@ def grid_kernel(body: Graph, axes: int) -> dict:
     cannot express."""
     from .reduce_grid import GridProgram, emit_grid_kernels
 
-    reduction = next((n for n in body.nodes if n.op in ("sum", "max")), None)
-    if reduction is None:
+    first = next((n for n in body.nodes if n.op in ("sum", "max")), None)
+    if first is None:
         raise UnsupportedError("grid reduction: the body has no sum or max")
-    full = tuple(reduction.inputs[0].shape)
+    full = tuple(first.inputs[0].shape)
     split = grid_split(full, axes)
     kinds = []
     for v in body.inputs:
@@ -74,9 +74,9 @@ def grid_kernel(body: Graph, axes: int) -> dict:
     # float16 value other than an input may only be the result, rounded once by the store, as
     # the unfused cast or op rounds it
     acc = F64 if any(v.dtype == F64 for v in body.inputs) else F32
-    final = body.outputs[0]
+    finals = set(body.outputs)
     expr: dict[Value, str] = {v: "x" if one else f"x{j}" for j, v in enumerate(body.inputs)}
-    reduction = None
+    behind: dict[Value, Node] = {}  # a value after a reduction -> that reduction
     for node in body.nodes:
         out = node.output
         if node.op == "constant":
@@ -85,14 +85,21 @@ def grid_kernel(body: Graph, axes: int) -> dict:
                 raise UnsupportedError("grid reduction: a constant that is not a finite scalar")
             expr[out] = literal
             continue
-        if node.op in ("sum", "max") and reduction is None:
-            reduction = node
-            expr[out] = "r"
+        if node.op in ("sum", "max"):
+            if node.inputs[0] in behind or node.inputs[0].shape != full:
+                raise UnsupportedError("grid reduction: a reduction of a reduced value")
+            behind[out] = node
+            expr[out] = "r"  # each reduction's epilogue is rendered with its own r
             continue
+        after = {behind[v] for v in node.inputs if v in behind}
+        if len(after) > 1:
+            raise UnsupportedError(f"grid reduction: {node.op} combines two reductions' results")
+        if after:
+            behind[out] = after.pop()
         reason = unsupported_reason(node)
         if reason is not None:
             raise UnsupportedError(f"grid reduction: {reason}")
-        if out.dtype not in (acc, np.dtype("bool")) and not (out is final and out.dtype == F16):
+        if out.dtype not in (acc, np.dtype("bool")) and not (out in finals and out.dtype == F16):
             raise UnsupportedError(f"grid reduction: {node.op} gives {out.dtype}, not {acc}")
         template, helper = op_template(node)
         if helper:
@@ -102,17 +109,24 @@ def grid_kernel(body: Graph, axes: int) -> dict:
         ct = compute_type(out.dtype)
         expr[out] = "(" + template.format(*(expr[v] for v in node.inputs), T=ct) + ")"
     x = body.inputs[kinds.index("full")]
-    if reduction is None or reduction.output.dtype != acc or final.dtype not in (acc, x.dtype):
-        raise UnsupportedError(
-            f"grid reduction: the reduction must give {acc} and the result {acc} or {x.dtype}"
-        )
+    reductions = []
+    for final in body.outputs:
+        reduction = behind.get(final)
+        if reduction is None or reduction.output.dtype != acc or final.dtype not in (acc, x.dtype):
+            raise UnsupportedError(
+                f"grid reduction: each output must come from one reduction giving {acc}, and be "
+                f"{acc} or {x.dtype}"
+            )
+        reductions.append((reduction.op, expr[reduction.inputs[0]], expr[final], final.dtype.name))
+    (op, prologue, epilogue, out_dtype), *also = reductions
     program = GridProgram(
-        reduction.op,
-        expr[reduction.inputs[0]],
-        expr[final],
+        op,
+        prologue,
+        epilogue,
         x.dtype.name,
-        final.dtype.name,
+        out_dtype,
         None if one else tuple((v.dtype.name, k) for v, k in zip(body.inputs, kinds)),
+        tuple(also),
     )
     layout = "full" if axes == len(full) else "column"
     kernels = emit_grid_kernels(program, layout)

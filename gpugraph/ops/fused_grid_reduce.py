@@ -1,8 +1,10 @@
-"""The "fused_grid_reduce" op: an elementwise prologue, one sum/max over the leading axes of
-its full-shape result (a column or a full reduction) and an elementwise epilogue on the
-reduced value (passes/fuse_reduce_grid.py).
+"""The "fused_grid_reduce" op: an elementwise prologue, sums/maxes over the same leading axes
+of full-shape values of it (column or full reductions: one, or several sharing the pass over
+their inputs, as a layer norm's dw and db) and an elementwise epilogue per reduced value
+(passes/fuse_reduce_grid.py).
 
-attrs: ``body`` (the members as a Graph: prologue, the reduction, epilogue; one output),
+attrs: ``body`` (the members as a Graph: prologue, the reductions, epilogues; one output per
+reduction),
 ``axes`` (k: the reduction is over axes 0..k-1); on CuPy also ``cuda_source``,
 ``kernel_name``, ``grid_layout`` and ``grid_kernels`` (codegen/reduce_grid.GridKernels) when
 the body renders as the two-stage grid kernels, else ``cuda_refusal``. Backends:
@@ -10,8 +12,8 @@ the body renders as the two-stage grid kernels, else ``cuda_refusal``. Backends:
          reduction (so no full-size temporary exists), partials combined with np.add /
          np.maximum in block order; then the epilogue. The sum is associated by blocks, not
          as one NumPy call would: equal within rounding, not bit for bit.
-  cupy:  the partials kernel and the final kernel with a workspace, or the members one by one
-         where no kernel renders.
+  cupy:  the partials kernel and the final kernel (every reduction in each) with a
+         workspace, or the members one by one where no kernel renders.
 """
 
 from __future__ import annotations
@@ -47,31 +49,49 @@ def _run_nodes(nodes, env: dict[Value, Any]) -> None:
         env[node.output] = np.asarray(r).astype(node.output.dtype, copy=False)
 
 
+def _stages(body: Graph) -> tuple[list, list, list]:
+    """(the body's reductions, the nodes before them: the prologue, run per block, the nodes
+    after: the epilogue, on the combined results). A node is after when it reads a
+    reduction's result; constants go to both."""
+    reductions = [n for n in body.nodes if n.op in COMBINE]
+    after_values = {n.output for n in reductions}
+    pro, epi = [], []
+    for n in body.nodes:
+        if n.op == "constant":
+            pro.append(n)
+            epi.append(n)
+        elif n not in reductions and any(v in after_values for v in n.inputs):
+            after_values.add(n.output)
+            epi.append(n)
+        else:
+            pro.append(n)
+    return reductions, pro, epi
+
+
 def _prepare_numpy(node: Any, backend: Any):
     body: Graph = node.attrs["body"]
-    split = next(i for i, n in enumerate(body.nodes) if n.op in COMBINE) + 1
-    reduction = body.nodes[split - 1]
-    full = tuple(reduction.inputs[0].shape)
+    reductions, prologue, epilogue = _stages(body)
+    full = tuple(reductions[0].inputs[0].shape)
     block = max(1, CHUNK_ELEMENTS // max(1, math.prod(full[1:])))
-    combine = COMBINE[reduction.op]
 
     def run(ins: list, outs: list) -> None:
         if full[0] <= block:  # one block: the whole body at once (empty inputs included)
-            (r,) = evaluate_body(np, body, ins)
+            results = evaluate_body(np, body, ins)
         else:
             # a full-rank input along axis 0 is cut; one broadcast along it (size 1, or lower
             # rank: aligned to the trailing axes) is read whole by every block
             cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
-            acc = None
+            acc: dict[Value, Any] = {}
             for lo in range(0, full[0], block):
                 env = {v: a[lo : lo + block] if c else a for v, a, c in zip(body.inputs, ins, cut)}
-                _run_nodes(body.nodes[:split], env)
-                part = env[reduction.output]
-                acc = part if acc is None else combine(acc, part, out=acc)
-            env = {reduction.output: acc}
-            _run_nodes(body.nodes[split:], env)
-            r = env[body.outputs[0]]
-        outs[0][...] = r
+                _run_nodes(prologue, env)
+                for r in reductions:  # partials combined in block order: deterministic
+                    part, prev = env[r.output], acc.get(r.output)
+                    acc[r.output] = part if prev is None else COMBINE[r.op](prev, part, out=prev)
+            _run_nodes(epilogue, acc)
+            results = [acc[v] for v in body.outputs]
+        for out, r in zip(outs, results):
+            out[...] = r
 
     return run
 
@@ -94,8 +114,7 @@ def _prepare_cupy(node: Any, backend: Any):
         return run_ops
     source = node.attrs["cuda_source"]
     launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
-    reduction = next(n for n in body.nodes if n.op in COMBINE)
-    full = tuple(reduction.inputs[0].shape)
+    full = tuple(next(n for n in body.nodes if n.op in COMBINE).inputs[0].shape)
     k = int(node.attrs["axes"])
     # the column layout reads (rows, cols): the reduced axes merged, the kept ones merged; an
     # input one per row or per column is read as a vector, a scalar as one element
@@ -106,13 +125,13 @@ def _prepare_cupy(node: Any, backend: Any):
 
     def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
         xs = [cupy.ascontiguousarray(a).reshape(views[kind]) for a, kind in zip(ins, kinds)]
-        out = outs[0]
-        target = out if out.flags.c_contiguous else cupy.empty(out.shape, out.dtype)
+        targets = [o if o.flags.c_contiguous else cupy.empty(o.shape, o.dtype) for o in outs]
         work = cupy.empty(size, dtype)
-        for step in kernels.launches(xs, work, target.reshape(-1), shape):
+        for step in kernels.launches(xs, work, [t.reshape(-1) for t in targets], shape):
             launch[step.kernel[-1]](step.grid, step.block, step.args)
-        if target is not out:
-            out[...] = target
+        for out, target in zip(outs, targets):
+            if target is not out:
+                out[...] = target
 
     return run
 

@@ -18,14 +18,17 @@ result's shape, and its other operands are constants.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from ..codegen import is_inline_constant
 from ..codegen.reduce_graph_grid import grid_kernel
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from ..ops.registry import get_op
 from .fuse import _body
-from .fuse_groups import describe
+from .fuse_groups import Ancestors, describe
 
 FUSED_GRID_OP = "fused_grid_reduce"
 GRID_DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -51,6 +54,79 @@ def _elementwise(node: Node, shape: tuple[int, ...], graph_outputs: set[Value]) 
         and node.output.dtype in (*GRID_DTYPES, np.dtype("float16"), np.dtype("bool"))
         and node.output not in graph_outputs
     )
+
+
+MAX_CLONES = 16  # ops a grid group may recompute from a row group's values
+MAX_FULL_LEAVES = 3  # full-shape arrays such a recomputation may read
+
+
+@dataclass
+class GridGroup:
+    """A grid group: ``members`` (original nodes, in graph order: what the fused node
+    replaces), ``seeds`` (its reductions) and ``outs`` (the member values used outside, one per
+    seed); ``body`` the nodes its body is built from: ``clones`` (recomputed row-group ops,
+    new nodes) and the members with their inputs renamed through ``renamed``."""
+
+    seeds: list[Node]
+    members: list[Node]
+    outs: list[Value]
+    clones: list[Node] = field(default_factory=list)
+    renamed: dict[Value, Value] = field(default_factory=dict)
+
+    def body(self) -> tuple[list[Node], list[Value]]:
+        nodes, env = list(self.clones), dict(self.renamed)
+        for m in self.members:
+            if any(v in env for v in m.inputs):
+                copy = Node(
+                    m.op, [env.get(v, v) for v in m.inputs], m.attrs, [m.output.type], m.loc
+                )
+                env[m.output] = copy.output
+                m = copy
+            nodes.append(m)
+        return nodes, [env.get(v, v) for v in self.outs]
+
+
+class _Recompute:
+    """Clones of a row group's elementwise ops that make the full-shape operand of a column
+    reduction (a layer norm's ``dy * xhat``) from the row group's per-row values (mean, rstd)
+    and full-shape arrays made outside it: the row group then hands out the small values
+    instead of writing a full-size temporary that only the reduction reads."""
+
+    def __init__(self, full: tuple[int, ...], row: set[Node]) -> None:
+        self.full, self.row = full, row
+        self.clones: dict[Value, Node] = {}
+        self.leaves: set[Value] = set()
+
+    def clone(self, v: Value) -> Value | None:
+        """The clone's value for ``v`` (a row-group value), or None where it cannot be made."""
+        if v in self.clones:
+            return self.clones[v].output
+        n = v.node
+        if (
+            n is None
+            or n not in self.row
+            or get_op(n.op).family != "elementwise"
+            or len(n.outputs) != 1
+            or n.op == "constant"
+            or len(self.clones) >= MAX_CLONES
+        ):
+            return None
+        ins = []
+        for u in n.inputs:
+            if u.node is not None and u.node in self.row and u.shape == self.full:
+                c = self.clone(u)  # full-shape and made in the row group: recompute it too
+                if c is None:
+                    return None
+                ins.append(c)
+                continue
+            if u.shape == self.full and not (u.node is not None and is_inline_constant(u.node)):
+                self.leaves.add(u)  # a full array made outside the row group: read
+                if len(self.leaves) > MAX_FULL_LEAVES:
+                    return None
+            ins.append(u)  # a graph input, a constant, a per-row/column value: read
+        copy = Node(n.op, ins, n.attrs, [v.type], n.loc)
+        self.clones[v] = copy
+        return copy.output
 
 
 def grow(seed: Node, users, claimed: set[Node], graph_outputs: set[Value]) -> list[Node]:
@@ -81,27 +157,76 @@ def grow(seed: Node, users, claimed: set[Node], graph_outputs: set[Value]) -> li
     return list(group)
 
 
-def grid_groups(graph: Graph, claimed: set[Node]) -> list[tuple[Node, list[Node]]]:
-    """(seed reduction, members in graph order) of each group, outside ``claimed`` (the row
-    groups' members); a group has two or more members."""
+def _recomputed(g: GridGroup, users, rows: dict[Node, set[Node]], graph_outputs) -> bool:
+    """Recompute the row-group values the members read in full (module docstring): only where
+    the value is read by nothing else outside its row group (else it is written anyway)."""
+    inside, full = set(g.members), g.seeds[0].inputs[0].shape
+    for m in g.members:
+        for v in m.inputs:
+            row = rows.get(v.node) if v.node is not None else None
+            if row is None or v in g.renamed or v.shape != full:
+                continue
+            if v in graph_outputs or any(u not in inside and u not in row for u in users[v]):
+                continue
+            plan = _Recompute(tuple(v.shape), row)
+            got = plan.clone(v)
+            if got is None:
+                continue
+            g.clones += [c for c in plan.clones.values() if c not in g.clones]
+            g.renamed[v] = got
+    return bool(g.renamed)
+
+
+def grid_groups(graph: Graph, rows: dict[Node, set[Node]]) -> list[GridGroup]:
+    """The grid groups of ``graph`` outside the row groups (``rows``: each row-group member ->
+    its group's members); a group has two or more members, or recomputes row-group ops."""
     users, graph_outputs = graph.users(), set(graph.outputs)
     index = {n: i for i, n in enumerate(graph.nodes)}
-    taken = set(claimed)
+    taken = set(rows)
     groups = []
     for node in graph.nodes:
         if node in taken or leading_axes(node) is None:
             continue
         members = sorted(grow(node, users, taken, graph_outputs), key=index.__getitem__)
-        if len(members) > 1:
+        g = GridGroup([node], members, [members[-1].output])
+        if len(members) > 1 or _recomputed(g, users, rows, graph_outputs):
             taken |= set(members)
-            groups.append((node, members))
+            groups.append(g)
+    return _siblings(graph, groups, taken, index)
+
+
+def _siblings(graph: Graph, groups: list[GridGroup], taken: set[Node], index) -> list[GridGroup]:
+    """A lone reduction over the same leading axes of an array a group already reads in full
+    (a layer norm's ``sum(dy, axis=0)`` beside ``sum(dy * xhat, axis=0)``) joins it: one pass
+    over that array gives both. It must not descend from the group (nor the group from it:
+    its operand is read by the group, so made before it)."""
+    ancestors = Ancestors(index)
+    for node in graph.nodes:
+        k = leading_axes(node)
+        if node in taken or k is None:
+            continue
+        x = node.inputs[0]
+        for g in groups:
+            if leading_axes(g.seeds[0]) != k or g.seeds[0].inputs[0].shape != x.shape:
+                continue
+            reads = {v for n in g.body()[0] for v in n.inputs}
+            bits = sum(1 << index[m] for m in g.members)
+            below = x.node is not None and ancestors.of(x.node) & bits
+            above = any(ancestors.of(m) >> index[node] & 1 for m in g.members)
+            if x in reads and not below and not above:
+                g.seeds.append(node)
+                g.members = sorted([*g.members, node], key=index.__getitem__)
+                g.outs.append(node.output)
+                taken.add(node)
+                break
     return groups
 
 
-def grid_node(seed: Node, members: list[Node]) -> tuple[Node, Value, str]:
-    """(the fused_grid_reduce node, the member value it replaces, its explain() note)."""
-    out = members[-1].output
-    body, externals = _body(members, [out])
+def grid_node(g: GridGroup) -> tuple[Node, str]:
+    """(the fused_grid_reduce node, its explain() note)."""
+    nodes, outs = g.body()
+    body, externals = _body(nodes, outs)
+    seed = g.seeds[0]
     k = leading_axes(seed)
     attrs = {"body": body, "axes": k}
     try:
@@ -111,12 +236,20 @@ def grid_node(seed: Node, members: list[Node]) -> tuple[Node, Value, str]:
     except UnsupportedError as e:
         attrs["cuda_refusal"] = str(e)
         how = f"no grid kernel (on CuPy its ops run one by one): {e}"
-    node = Node(FUSED_GRID_OP, externals, attrs, [out.type], members[-1].loc)
+    node = Node(FUSED_GRID_OP, externals, attrs, [v.type for v in g.outs], g.members[-1].loc)
     x = seed.inputs[0]
     kind = "every axis" if k == len(x.shape) else f"axes {tuple(range(k))}"
+    what = ", ".join(s.op for s in g.seeds)
+    extra = ""
+    if g.clones:
+        made = ", ".join(str(v.type) for v in g.renamed)
+        extra = (
+            f"; recomputes {len(g.clones)} op(s) [{', '.join(c.op for c in g.clones)}] of a "
+            f"row group instead of reading {made} (the row group hands out per-row values)"
+        )
     note = (
-        f"grid reduction group: {len(members)} ops, {seed.op} over {kind} of {x.type} "
-        f"[{', '.join(m.op for m in members)}] -> {out.type}; {len(externals)} input(s); "
-        f"{how} ({describe(seed)})"
+        f"grid reduction group: {len(nodes)} ops, {what} over {kind} of {x.type} "
+        f"[{', '.join(n.op for n in nodes)}] -> {', '.join(str(v.type) for v in g.outs)}; "
+        f"{len(externals)} input(s); {how}{extra} ({describe(seed)})"
     )
-    return node, out, note
+    return node, note
