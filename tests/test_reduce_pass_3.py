@@ -153,3 +153,69 @@ def test_layer_norm_dw_db_kernel_on_the_emulator(rows, monkeypatch):
         want = gg.jit(_ln_grad, fuse=False)(*args)[1:]
     for g, w in zip(outs, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
+# ---- the grid workspace: a range of the plan's arena --------------------------------------
+def _two_norm_grads(x, w, b, dy, x2, dy2):
+    return _ln_grad(x, w, b, dy) + _ln_grad(x2, w, b, dy2)  # two independent groups
+
+
+def _norm_args(shape):
+    w, b = _data(shape[-1:], 2), _data(shape[-1:], 3)
+    return _data(shape, 1), w, b, _data(shape, 4), _data(shape, 5), _data(shape, 6)
+
+
+def test_the_plan_reserves_each_grid_workspace_and_the_race_checker_agrees():
+    """Each grid group's workspace is arena bytes the memory plan reserves for its step
+    (plan.scratch); the race checker simulates those bytes as written and read by the step,
+    over every interleaving of the streams."""
+    from gpugraph.ops.fused_grid_reduce import _scratch_bytes
+    from gpugraph.testing import check_races
+
+    args = _norm_args((64, 40))
+    c = gg.jit(_two_norm_grads, streams=2, backend="numpy").lower(*args)  # side by side
+    grids = _grid_groups(c)
+    assert len(grids) == 2
+    scratch = c.executable.plan.scratch
+    for node in grids:
+        size, dtype = node.attrs["grid_kernels"].workspace((64, 40))
+        assert scratch[node][1] == _scratch_bytes(node) == size * dtype.itemsize > 0
+    report = check_races(c, *args, trials=6)
+    assert report.ok and report.num_streams == 2, str(report)
+    for got, want in zip(c(*args), gg.jit(_two_norm_grads, fuse=False)(*args)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.emulator
+@requires_emulator
+def test_the_cupy_grid_runner_writes_its_partials_into_the_arena_range(monkeypatch):
+    """Attached to a plan, the runner's workspace is the reserved slice of the arena (made
+    once, no allocation per call); alone it allocates one per call. Same results."""
+    from types import SimpleNamespace
+
+    from gpugraph.ops import fused, fused_grid_reduce
+
+    args = _norm_args((70, 37))[:4]
+    c = gg.jit(_ln_grad).lower(*args)
+    (node,) = _grid_groups(c)
+    ((_, ins),) = fused_reduce_inputs(c, args, ("fused_grid_reduce",))
+    nbytes = fused_grid_reduce._scratch_bytes(node)
+    arena = np.full(nbytes + 512, 0xAB, np.uint8)
+    parent = SimpleNamespace(plan=SimpleNamespace(scratch={node: (256, nbytes)}), arena=arena)
+    monkeypatch.setitem(sys.modules, "cupy", _GridCupy())
+    fused._raw_kernel.cache_clear()
+    try:
+        results = []
+        for attached in (True, False):
+            runner = fused_grid_reduce._prepare_cupy(node, None)
+            if attached:
+                runner.attach(parent)
+            outs = [np.full(v.shape, np.nan, v.dtype) for v in node.outputs]
+            runner(ins, outs)
+            results.append(outs)
+    finally:
+        fused._raw_kernel.cache_clear()
+    assert (arena[:256] == 0xAB).all() and (arena[256 + nbytes :] == 0xAB).all()
+    assert (arena[256 : 256 + nbytes] != 0xAB).any()  # the partials went there
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

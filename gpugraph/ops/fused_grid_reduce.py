@@ -101,39 +101,76 @@ def _prepare_cupy(node: Any, backend: Any):
     rendered no kernel (``cuda_refusal``), the members run one by one as CuPy ops."""
     import cupy
 
-    from .fused import _raw_kernel
-
     body: Graph = node.attrs["body"]
     kernels = node.attrs.get("grid_kernels")
     if kernels is None:
 
         def run_ops(ins: list, outs: list) -> None:
-            (r,) = evaluate_body(cupy, body, ins)
-            outs[0][...] = r
+            for out, r in zip(outs, evaluate_body(cupy, body, ins)):
+                out[...] = r
 
         return run_ops
-    source = node.attrs["cuda_source"]
-    launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
+    return _GridRunner(node, kernels, cupy)
+
+
+def _kernel_shape(node: Any) -> tuple[int, ...]:
+    """The shape the grid kernels read the reduced operand as: the column layout merges the
+    reduced axes into rows and the kept ones into cols."""
+    body: Graph = node.attrs["body"]
     full = tuple(next(n for n in body.nodes if n.op in COMBINE).inputs[0].shape)
     k = int(node.attrs["axes"])
-    # the column layout reads (rows, cols): the reduced axes merged, the kept ones merged; an
-    # input one per row or per column is read as a vector, a scalar as one element
-    shape = full if k == len(full) else (math.prod(full[:k]), math.prod(full[k:]))
-    views = {"full": shape, "row": (-1,), "col": (-1,), "scalar": (1,)}
-    kinds = [kind for _, kind in kernels.program.in_types]
-    size, dtype = kernels.workspace(shape)
+    return full if k == len(full) else (math.prod(full[:k]), math.prod(full[k:]))
 
-    def run(ins: list, outs: list) -> None:  # called inside `with stream:`: launches on it
-        xs = [cupy.ascontiguousarray(a).reshape(views[kind]) for a, kind in zip(ins, kinds)]
-        targets = [o if o.flags.c_contiguous else cupy.empty(o.shape, o.dtype) for o in outs]
-        work = cupy.empty(size, dtype)
-        for step in kernels.launches(xs, work, [t.reshape(-1) for t in targets], shape):
-            launch[step.kernel[-1]](step.grid, step.block, step.args)
+
+def _scratch_bytes(node: Any) -> int:
+    """Arena bytes of the grid kernels' workspace (memory.plan_memory reserves them for this
+    step only; 0 where no kernel rendered). The plan does not know the backend: NumPy and the
+    CPU reserve the range too (a few hundred KiB at most, shared with values dead then)."""
+    kernels = node.attrs.get("grid_kernels")
+    if kernels is None:
+        return 0
+    size, dtype = kernels.workspace(_kernel_shape(node))
+    return size * dtype.itemsize
+
+
+class _GridRunner:
+    """The two launches of a grid group. Its workspace is the range of the arena the plan
+    reserved for this step (``attach``): made once with the arena, ordered against every
+    other use of those bytes by the plan's stream waits, as any arena value is (the race
+    checker simulates it so). Without a parent plan (a test calling the runner alone) the
+    workspace is allocated per call."""
+
+    def __init__(self, node: Any, kernels: Any, cupy: Any) -> None:
+        from .fused import _raw_kernel
+
+        self.node, self.kernels, self.cupy = node, kernels, cupy
+        source = node.attrs["cuda_source"]
+        self.launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
+        self.shape = shape = _kernel_shape(node)
+        # an input one per row or per column is read as a vector, a scalar as one element
+        views = {"full": shape, "row": (-1,), "col": (-1,), "scalar": (1,)}
+        self.views = [views[kind] for _, kind in kernels.program.in_types]
+        self.size, self.dtype = kernels.workspace(shape)
+        self.work_source: Any = None  # () -> the workspace array, once attached
+
+    def attach(self, parent: Any) -> None:
+        got = parent.plan.scratch.get(self.node)
+        if got is None or got[1] < self.size * self.dtype.itemsize:
+            return
+        start, nbytes = got[0], self.size * self.dtype.itemsize
+        self.work_source = lambda: parent.arena[start : start + nbytes].view(self.dtype)
+
+    def __call__(self, ins: list, outs: list) -> None:  # inside `with stream:`: launches on it
+        cp = self.cupy
+        xs = [cp.ascontiguousarray(a).reshape(view) for a, view in zip(ins, self.views)]
+        targets = [o if o.flags.c_contiguous else cp.empty(o.shape, o.dtype) for o in outs]
+        work = self.work_source() if self.work_source else cp.empty(self.size, self.dtype)
+        flat = [t.reshape(-1) for t in targets]
+        for step in self.kernels.launches(xs, work, flat, self.shape):
+            self.launch[step.kernel[-1]](step.grid, step.block, step.args)
         for out, target in zip(outs, targets):
             if target is not out:
                 out[...] = target
-
-    return run
 
 
 FUSED_GRID_REDUCE = register(
@@ -145,6 +182,9 @@ FUSED_GRID_REDUCE = register(
         differentiable=False,
         doc="an elementwise prologue, a sum/max over leading axes and an elementwise epilogue "
         "as one blocked pass (see gpugraph.passes.fuse_reduce_grid)",
-        extra={"prepare": {"numpy": _prepare_numpy, "cupy": _prepare_cupy}},
+        extra={
+            "prepare": {"numpy": _prepare_numpy, "cupy": _prepare_cupy},
+            "scratch_bytes": _scratch_bytes,
+        },
     )
 )

@@ -236,7 +236,8 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
             or v in grid_reads
             or any(u not in inside and u not in in_grid for u in users[v])
         ]
-        body, externals = _body(live(members, outs), outs)
+        made = live(members, outs)
+        body, externals = _body(made, outs)
         attrs = {"body": body, "lead": space.lead, "cols": space.cols}
         try:
             kernel = row_kernel(body, space)
@@ -250,10 +251,10 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
             units[m] = node
         env.update(zip(outs, node.outputs))
         fused += len(members)
-        reductions = sum(m.op in ROW_REDUCERS for m in members)
+        reductions = sum(m.op in ROW_REDUCERS for m in made)
         notes.append(
-            f"reduction group {k}: {len(members)} ops, {reductions} reduction(s) over rows "
-            f"{space.lead} x {space.cols} [{', '.join(m.op for m in members)}] -> "
+            f"reduction group {k}: {len(made)} ops, {reductions} reduction(s) over rows "
+            f"{space.lead} x {space.cols} [{', '.join(m.op for m in made)}] -> "
             f"{', '.join(str(v.type) for v in outs)}; {len(externals)} input(s); {how}"
         )
     notes += grid_notes
