@@ -3,12 +3,16 @@ group body to codegen/reduce_grid.py's two-stage column and full reductions."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Value
 from .cuda import (
     HALF_OUTPUT_TEMPLATES,
+    KERNEL_OBSERVERS,
     compute_type,
     inline_literal,
     op_template,
@@ -130,9 +134,29 @@ def grid_kernel(body: Graph, axes: int) -> dict:
     )
     layout = "full" if axes == len(full) else "column"
     kernels = emit_grid_kernels(program, layout)
-    return {
+    # the shape the kernels view the reduced operand as (rows, cols merged for a column)
+    shape = full if layout == "full" else (math.prod(full[:axes]), math.prod(full[axes:]))
+    attrs = {
         "cuda_source": kernels.source,
         "kernel_name": kernels.name,
         "grid_layout": layout,
         "grid_kernels": kernels,
+        "grid_shape": shape,
     }
+    observed = ObservedGrid(kernels.name, kernels.source, attrs)
+    for observe in KERNEL_OBSERVERS:  # the sweeps compile and emulate every kernel made
+        observe(observed, body)
+    return attrs
+
+
+@dataclass(frozen=True)
+class ObservedGrid:
+    """What KERNEL_OBSERVERS get for a grid kernel pair: ``name`` and ``source`` as a Kernel
+    has them, ``attrs()`` the node attrs (``grid_kernels`` tells the emulating helpers)."""
+
+    name: str
+    source: str
+    node_attrs: dict
+
+    def attrs(self) -> dict:
+        return self.node_attrs

@@ -113,15 +113,6 @@ def _prepare_cupy(node: Any, backend: Any):
     return _GridRunner(node, kernels, cupy)
 
 
-def _kernel_shape(node: Any) -> tuple[int, ...]:
-    """The shape the grid kernels read the reduced operand as: the column layout merges the
-    reduced axes into rows and the kept ones into cols."""
-    body: Graph = node.attrs["body"]
-    full = tuple(next(n for n in body.nodes if n.op in COMBINE).inputs[0].shape)
-    k = int(node.attrs["axes"])
-    return full if k == len(full) else (math.prod(full[:k]), math.prod(full[k:]))
-
-
 def _scratch_bytes(node: Any) -> int:
     """Arena bytes of the grid kernels' workspace (memory.plan_memory reserves them for this
     step only; 0 where no kernel rendered). The plan does not know the backend: NumPy and the
@@ -129,7 +120,7 @@ def _scratch_bytes(node: Any) -> int:
     kernels = node.attrs.get("grid_kernels")
     if kernels is None:
         return 0
-    size, dtype = kernels.workspace(_kernel_shape(node))
+    size, dtype = kernels.workspace(node.attrs["grid_shape"])
     return size * dtype.itemsize
 
 
@@ -146,7 +137,7 @@ class _GridRunner:
         self.node, self.kernels, self.cupy = node, kernels, cupy
         source = node.attrs["cuda_source"]
         self.launch = {s: _raw_kernel(source, f"{kernels.name}_{s}") for s in "pf"}
-        self.shape = shape = _kernel_shape(node)
+        self.shape = shape = node.attrs["grid_shape"]  # reduced axes merged into rows
         # an input one per row or per column is read as a vector, a scalar as one element
         views = {"full": shape, "row": (-1,), "col": (-1,), "scalar": (1,)}
         self.views = [views[kind] for _, kind in kernels.program.in_types]
