@@ -219,3 +219,60 @@ def test_the_cupy_grid_runner_writes_its_partials_into_the_arena_range(monkeypat
     assert (arena[256 : 256 + nbytes] != 0xAB).any()  # the partials went there
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- min in row and grid groups; argmax and prod stay single with a reason ------------------
+MIN_CASES = {  # name -> fn of x: each one group
+    "row_shift_by_min": lambda x: gg.exp(x - gg.min(x, axis=-1, keepdims=True)),
+    "row_min_and_max": lambda x: gg.min(x * 2.0, axis=-1) + gg.max(x, axis=-1),
+    "column_min": lambda x: gg.min(gg.abs(x) + 1.0, axis=0),
+    "full_min": lambda x: gg.min(x * x - 1.0),
+}
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("shape", [(5, 37), (40, 2), (3, 1025)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_min_fuses_in_row_and_grid_groups(shape, dtype, monkeypatch):
+    """A NaN in a row or column wins, as np.min; the kernels (NVRTC 80/90, emulator) and the
+    NumPy runners give the unfused values."""
+    from kernel_helpers import emulate_fused
+
+    x = _data(shape, 7).astype(dtype)
+    x[1, 0] = np.nan
+    for name, fn in MIN_CASES.items():
+        c = gg.jit(fn).lower(x)
+        fused = [n for n in c.graph.nodes if n.op in ("fused_reduce", "fused_grid_reduce")]
+        assert len(fused) == 1 and not any(n.op == "min" for n in c.graph.nodes), name
+        with np.errstate(all="ignore"):
+            want = np.asarray(gg.jit(fn, fuse=False)(x))
+            np.testing.assert_allclose(c(x), want, rtol=1e-6, equal_nan=True, err_msg=name)
+        (node,) = fused
+        check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+        ((_, ins),) = fused_reduce_inputs(c, (x,), (node.op,))
+        with np.errstate(all="ignore"):
+            got = emulate_fused(node.attrs, ins, [v.type for v in node.outputs])
+        tol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got[-1], want, rtol=tol, atol=tol, equal_nan=True)
+
+
+def test_argmax_and_prod_stay_unfused_and_explain_says_why():
+    x = _data((4, 6))
+    c = gg.jit(lambda x: gg.argmax(x * 2.0, axis=-1) + gg.prod(x * x, axis=-1)).lower(x)
+    text = c.explain()
+    assert "argmax (" in text and "int64 index" in text
+    assert "prod (" in text and "no fold in the row and grid kernels" in text
+    assert {"argmax", "prod"} <= {n.op for n in c.graph.nodes}
+
+
+def test_min_groups_on_each_backend(jit_backend):
+    """The native CPU row kernel's min (an OpenMP min with NaN tracked beside it) and the
+    NumPy runners give np.min's values, NaN included."""
+    x = _data((9, 37), 8)
+    x[2, 5] = np.nan
+    for name, fn in MIN_CASES.items():
+        with np.errstate(all="ignore"):
+            got, want = gg.jit(fn)(x), gg.jit(fn, fuse=False)(x)
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True, err_msg=name)

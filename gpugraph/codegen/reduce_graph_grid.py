@@ -53,9 +53,9 @@ def grid_kernel(body: Graph, axes: int) -> dict:
     ``full`` layout when ``axes`` is the input's rank, else ``column`` over (rows, cols).
     UnsupportedError when an input broadcasts otherwise or the body holds what the templates
     cannot express."""
-    from .reduce_grid import GridProgram, emit_grid_kernels
+    from .reduce_grid import REDUCERS, GridProgram, emit_grid_kernels
 
-    first = next((n for n in body.nodes if n.op in ("sum", "max")), None)
+    first = next((n for n in body.nodes if n.op in REDUCERS), None)
     if first is None:
         raise UnsupportedError("grid reduction: the body has no sum or max")
     full = tuple(first.inputs[0].shape)
@@ -89,7 +89,7 @@ def grid_kernel(body: Graph, axes: int) -> dict:
                 raise UnsupportedError("grid reduction: a constant that is not a finite scalar")
             expr[out] = literal
             continue
-        if node.op in ("sum", "max"):
+        if node.op in REDUCERS:
             if node.inputs[0] in behind or node.inputs[0].shape != full:
                 raise UnsupportedError("grid reduction: a reduction of a reduced value")
             behind[out] = node

@@ -28,7 +28,7 @@ from .fused import evaluate_body
 from .fused_reduce import CHUNK_ELEMENTS
 from .registry import OpDef, get_op, register
 
-COMBINE = {"sum": np.add, "max": np.maximum}
+COMBINE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
 def _infer(types: list[TensorType], body: Graph, **attrs: Any) -> list[TensorType]:

@@ -41,8 +41,21 @@ FUSED_REDUCE_OP = "fused_reduce"
 ENABLED = os.environ.get("GPUGRAPH_REDUCE_FUSION", "1") != "0"
 
 
+# reductions that stay single ops, and why (the general reason below covers the others)
+UNFUSED_REDUCTIONS = {
+    "argmax": "argmax gives an int64 index: the kernels fold values (sum/max/min), not "
+    "(value, index) pairs, so it runs as its own op",
+    "argmin": "argmin gives an int64 index: the kernels fold values (sum/max/min), not "
+    "(value, index) pairs, so it runs as its own op",
+    "prod": "prod has no fold in the row and grid kernels (they have sum, max and min; not "
+    "written yet), so it runs as its own op",
+}
+
+
 def why_not_row_reduction(node: Node) -> str:
     """Why a reduce-family node cannot seed a fused reduction group."""
+    if node.op in UNFUSED_REDUCTIONS:
+        return UNFUSED_REDUCTIONS[node.op]
     if node.op not in ROW_REDUCERS:
         return f"{node.op} is not a reduction the row kernels have ({', '.join(ROW_REDUCERS)})"
     x = node.inputs[0]
@@ -141,6 +154,9 @@ def reduction_groups(graph: Graph, notes: list[tuple[Node, str]]) -> list[tuple[
     grower = _Grower(graph)
     groups = []
     for node in graph.nodes:
+        if node.op in UNFUSED_REDUCTIONS:  # (argmax is an index op, not of the reduce family)
+            notes.append((node, UNFUSED_REDUCTIONS[node.op]))
+            continue
         if get_op(node.op).family != "reduce" or node in grower.claimed:
             continue
         space = reduction_space(node)

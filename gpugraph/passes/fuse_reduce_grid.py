@@ -31,13 +31,14 @@ from .fuse import _body
 from .fuse_groups import Ancestors, describe
 
 FUSED_GRID_OP = "fused_grid_reduce"
+GRID_REDUCERS = ("sum", "max", "min")  # codegen/reduce_grid.REDUCERS
 GRID_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
 def leading_axes(node: Node) -> int | None:
     """k when ``node`` is a sum/max over axes (0, ..., k-1) of a float32/float64 value, else
     None (k == rank: a full reduction)."""
-    if node.op not in ("sum", "max") or len(node.inputs) != 1:
+    if node.op not in GRID_REDUCERS or len(node.inputs) != 1:
         return None
     x = node.inputs[0]
     axes = tuple(node.attrs["axis"])
