@@ -159,8 +159,8 @@ def test_many_row_blocks_with_a_remainder(monkeypatch):
 
 def test_explain_says_why_a_reduction_stayed_unfused():
     cases = [
-        (  # a middle axis: neither a row nor a grid group
-            lambda x: gg.exp(gg.sum(gg.exp(gg.reshape(x, (2, 2, 6))), axis=1)),
+        (  # axes 0 and 2: not one run, neither a row nor a grid group
+            lambda x: gg.exp(gg.sum(gg.exp(gg.reshape(x, (2, 2, 6))), axis=(0, 2))),
             "only the innermost (last) axis",
         ),
         (lambda x: gg.sum(x, axis=0), "over leading axes, a grid group needs"),

@@ -80,10 +80,15 @@ def test_multi_array_grid_kernels_match_numpy_at_edge_sizes(rows, monkeypatch):
 def test_an_input_broadcast_otherwise_is_refused_with_a_reason():
     from gpugraph.codegen.reduce_graph_grid import input_kind
 
-    assert input_kind((4, 1, 3), (4, 5, 3), 1) is None  # per row and per column at once
-    assert input_kind((5, 3), (4, 5, 3), 1) == "col"
-    assert input_kind((4, 1, 1), (4, 5, 3), 1) == "row"
-    assert input_kind((), (4, 5, 3), 1) == "scalar"
+    # (rows, cols) = (4, 5 * 3): reduced over axis 0
+    assert input_kind((4, 1, 3), (4, 5, 3), 0, 1) is None  # per row and per column at once
+    assert input_kind((5, 3), (4, 5, 3), 0, 1) == "col"
+    assert input_kind((4, 1, 1), (4, 5, 3), 0, 1) == "row"
+    assert input_kind((), (4, 5, 3), 0, 1) == "scalar"
+    # (outer, rows, cols) = (4, 5, 3): reduced over axis 1
+    assert input_kind((4, 1, 3), (4, 5, 3), 1, 2) == "col"
+    assert input_kind((4, 5, 1), (4, 5, 3), 1, 2) == "row"
+    assert input_kind((3,), (4, 5, 3), 1, 2) is None  # one per column of every outer: no kind
     x, odd = _data((4, 5, 3)), _data((4, 1, 3), 1)
     c = gg.jit(lambda x, a: gg.sum(x * a, axis=0)).lower(x, odd)
     (node,) = _grid_groups(c)
@@ -276,3 +281,57 @@ def test_min_groups_on_each_backend(jit_backend):
         with np.errstate(all="ignore"):
             got, want = gg.jit(fn)(x), gg.jit(fn, fuse=False)(x)
         np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True, err_msg=name)
+
+
+# ---- middle-axis reductions: the column layout with ``outer`` --------------------------------
+MIDDLE = {  # name -> fn of (x, y, per (outer, row), per (outer, col))
+    "sum_of_products": lambda x, y, pr, pc: gg.sum(x * y, axis=1),
+    "mean_keepdims": lambda x, y, pr, pc: gg.mean(x * pr + pc, axis=1, keepdims=True),
+    "max_scaled": lambda x, y, pr, pc: gg.max(x - y, axis=1) * 2.0,
+    "min_of_squares": lambda x, y, pr, pc: gg.min(x * x - y, axis=1),
+}
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+@pytest.mark.parametrize("rows", [0, 1, 33, 257])
+def test_middle_axis_reductions_are_grid_groups(rows, monkeypatch):
+    """sum/mean/max/min over the middle axes of (outer, rows, cols): one grid group; NumPy
+    computes each block of axis 0's slice, the kernels run the column layout with outer > 1
+    (NVRTC 80/90, emulator), both equal to the unfused graph, NaN and +-inf included."""
+    from gpugraph.ops import fused_grid_reduce
+
+    monkeypatch.setattr(fused_grid_reduce, "CHUNK_ELEMENTS", 2 * max(rows, 1) * 5)  # blocks
+    shape = (6, rows, 5)
+    args = (
+        _data(shape, 1, True),
+        _data(shape, 2),
+        _data((6, rows, 1), 3),
+        _data((6, 1, 5), 4),
+    )
+    for name, fn in MIDDLE.items():
+        if rows == 0 and name.startswith(("max", "min")):
+            continue  # a max over nothing raises in NumPy, fused or not
+        c = gg.jit(fn).lower(*args)
+        groups = _grid_groups(c)
+        if rows == 1 and not groups:  # over one row: simplified away
+            assert not any(n.op in ("sum", "max", "min") for n in c.graph.nodes), name
+            continue
+        (node,) = groups
+        assert node.attrs["start"] == 1 and "cuda_refusal" not in node.attrs, name
+        assert "grid reduction group" in c.explain()
+        with np.errstate(all="ignore"):
+            want = np.asarray(gg.jit(fn, fuse=False)(*args))
+            np.testing.assert_allclose(c(*args), want, rtol=2e-5, atol=1e-4, equal_nan=True)
+        check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+        ((_, ins),) = fused_reduce_inputs(c, args, ("fused_grid_reduce",))
+        got = _run_cupy(node, ins, monkeypatch)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-4, equal_nan=True, err_msg=name)
+
+
+def test_a_run_of_trailing_axes_or_split_axes_stays_unfused():
+    x = _data((3, 4, 5))
+    for axes in ((1, 2), (0, 2)):
+        c = gg.jit(lambda x, a=axes: gg.sum(gg.exp(x), axis=a)).lower(x)
+        assert not _grid_groups(c) and "reduction left unfused" in c.explain()

@@ -22,35 +22,40 @@ from .cuda import (
 F16, F32, F64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
 
 
-def input_kind(shape: tuple[int, ...], full: tuple[int, ...], split: int) -> str | None:
+def input_kind(shape: tuple[int, ...], full: tuple[int, ...], start: int, stop: int) -> str | None:
     """How an input of ``shape`` broadcasts against the reduced operand's ``full`` shape seen
-    as (rows, cols) = (full[:split], full[split:]): "full", "row", "col", "scalar", or None
-    (another broadcast, which the grid kernels do not index)."""
+    as (outer, rows, cols) = (full[:start], full[start:stop], full[stop:]): "full", "row" (per
+    outer and row), "col" (per outer and column), "scalar", or None (another broadcast, which
+    the grid kernels do not index)."""
+    full = tuple(full)
     padded = (1,) * (len(full) - len(shape)) + tuple(shape)
-    if padded == tuple(full):
+    if padded == full:
         return "full"
-    ones = [all(d == 1 for d in part) for part in (padded[:split], padded[split:])]
-    if all(ones):
+    if all(d == 1 for d in padded):
         return "scalar"
-    if ones[1] and padded[:split] == tuple(full[:split]):
+    ones = [all(d == 1 for d in part) for part in (padded[start:stop], padded[stop:])]
+    if padded[:start] != full[:start]:
+        return None
+    if ones[1] and padded[start:stop] == full[start:stop]:
         return "row"
-    if ones[0] and padded[split:] == tuple(full[split:]):
+    if ones[0] and padded[stop:] == full[stop:]:
         return "col"
     return None
 
 
-def grid_split(full: tuple[int, ...], axes: int) -> int:
-    """Where (rows, cols) splits ``full`` for input kinds: after the reduced axes of a column
-    reduction, before the last axis of a full one (its kernel views the input so)."""
-    return axes if axes < len(full) else max(0, len(full) - 1)
+def grid_run(full: tuple[int, ...], stop: int, start: int) -> tuple[int, int]:
+    """The (start, stop) input kinds are taken against: the reduced run of a column layout;
+    for a full reduction its kernel's view, (n / cols, cols) with cols the last axis."""
+    return (start, stop) if stop < len(full) else (0, max(0, len(full) - 1))
 
 
-def grid_kernel(body: Graph, axes: int) -> dict:
+def grid_kernel(body: Graph, axes: int, start: int = 0) -> dict:
     """The attrs of a fused_grid_reduce node's kernels: a reduce_grid.GridProgram whose
     prologue is the body's elementwise chain up to its reduction (an expression of the input
     elements: ``x`` for one full-shape array, else ``x0``, ``x1``, ... each loaded by its
     kind, input_kind) and whose epilogue is the chain after it (an expression of ``r``);
-    ``full`` layout when ``axes`` is the input's rank, else ``column`` over (rows, cols).
+    ``full`` layout when the reduction is over every axis, else ``column`` over (rows, cols),
+    or (outer, rows, cols) for a middle run (axes ``start``..``axes - 1``).
     UnsupportedError when an input broadcasts otherwise or the body holds what the templates
     cannot express."""
     from .reduce_grid import REDUCERS, GridProgram, emit_grid_kernels
@@ -59,10 +64,10 @@ def grid_kernel(body: Graph, axes: int) -> dict:
     if first is None:
         raise UnsupportedError("grid reduction: the body has no sum or max")
     full = tuple(first.inputs[0].shape)
-    split = grid_split(full, axes)
+    run = grid_run(full, axes, start)
     kinds = []
     for v in body.inputs:
-        kind = input_kind(v.shape, full, split)
+        kind = input_kind(v.shape, full, *run)
         if kind is None:
             raise UnsupportedError(
                 f"grid reduction: input {v.type} broadcasts against {full} neither per row "
@@ -132,10 +137,12 @@ def grid_kernel(body: Graph, axes: int) -> dict:
         None if one else tuple((v.dtype.name, k) for v, k in zip(body.inputs, kinds)),
         tuple(also),
     )
-    layout = "full" if axes == len(full) else "column"
+    layout = "full" if axes == len(full) and start == 0 else "column"
     kernels = emit_grid_kernels(program, layout)
     # the shape the kernels view the reduced operand as (rows, cols merged for a column)
-    shape = full if layout == "full" else (math.prod(full[:axes]), math.prod(full[axes:]))
+    shape = full if layout == "full" else (math.prod(full[start:axes]), math.prod(full[axes:]))
+    if start:
+        shape = (math.prod(full[:start]), *shape)
     attrs = {
         "cuda_source": kernels.source,
         "kernel_name": kernels.name,

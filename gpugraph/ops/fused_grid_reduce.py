@@ -1,17 +1,18 @@
-"""The "fused_grid_reduce" op: an elementwise prologue, sums/maxes over the same leading axes
-of full-shape values of it (column or full reductions: one, or several sharing the pass over
-their inputs, as a layer norm's dw and db) and an elementwise epilogue per reduced value
-(passes/fuse_reduce_grid.py).
+"""The "fused_grid_reduce" op: an elementwise prologue, sums/maxes/mins over the same run of
+axes of full-shape values of it (leading axes: column or full reductions; or a middle run;
+one reduction, or several sharing the pass over their inputs, as a layer norm's dw and db)
+and an elementwise epilogue per reduced value (passes/fuse_reduce_grid.py).
 
 attrs: ``body`` (the members as a Graph: prologue, the reductions, epilogues; one output per
-reduction),
-``axes`` (k: the reduction is over axes 0..k-1); on CuPy also ``cuda_source``,
-``kernel_name``, ``grid_layout`` and ``grid_kernels`` (codegen/reduce_grid.GridKernels) when
-the body renders as the two-stage grid kernels, else ``cuda_refusal``. Backends:
+reduction), ``start`` and ``axes`` (the reductions are over axes start..axes-1; start is 0
+for leading axes); also ``cuda_source``, ``kernel_name``, ``grid_layout``, ``grid_shape``
+and ``grid_kernels`` (codegen/reduce_grid.GridKernels) when the body renders as the
+two-stage grid kernels, else ``cuda_refusal``. Backends:
   numpy: blocks of about CHUNK_ELEMENTS along axis 0; per block the prologue and the
-         reduction (so no full-size temporary exists), partials combined with np.add /
-         np.maximum in block order; then the epilogue. The sum is associated by blocks, not
-         as one NumPy call would: equal within rounding, not bit for bit.
+         reductions (so no full-size temporary exists), partials combined with np.add /
+         np.maximum / np.minimum in block order; then the epilogues. The sum is associated
+         by blocks, not as one NumPy call would: equal within rounding, not bit for bit. A
+         middle run keeps axis 0: each block computes its slice of the outputs.
   cupy:  the partials kernel and the final kernel (every reduction in each) with a
          workspace, or the members one by one where no kernel renders.
 """
@@ -74,9 +75,18 @@ def _prepare_numpy(node: Any, backend: Any):
     full = tuple(reductions[0].inputs[0].shape)
     block = max(1, CHUNK_ELEMENTS // max(1, math.prod(full[1:])))
 
+    sliced = int(node.attrs.get("start", 0)) > 0  # a middle run: axis 0 is kept
+
     def run(ins: list, outs: list) -> None:
         if full[0] <= block:  # one block: the whole body at once (empty inputs included)
             results = evaluate_body(np, body, ins)
+        elif sliced:  # each block of axis 0 is its own slice of every output
+            cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
+            for lo in range(0, full[0], block):
+                part = [a[lo : lo + block] if c else a for a, c in zip(ins, cut)]
+                for out, r in zip(outs, evaluate_body(np, body, part)):
+                    out[lo : lo + block] = r
+            return
         else:
             # a full-rank input along axis 0 is cut; one broadcast along it (size 1, or lower
             # rank: aligned to the trailing axes) is read whole by every block

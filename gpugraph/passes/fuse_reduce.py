@@ -35,7 +35,7 @@ from ..ops.registry import get_op
 from ..ops.row_space import REDUCE_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from .fuse import _body, _stuck_groups, rebuild
 from .fuse_groups import Ancestors, describe
-from .fuse_reduce_grid import FUSED_GRID_OP, grid_groups, grid_node, leading_axes
+from .fuse_reduce_grid import FUSED_GRID_OP, grid_axes, grid_groups, grid_node
 
 FUSED_REDUCE_OP = "fused_reduce"
 ENABLED = os.environ.get("GPUGRAPH_REDUCE_FUSION", "1") != "0"
@@ -68,10 +68,12 @@ def why_not_row_reduction(node: Node) -> str:
         f"over axes {tuple(node.attrs['axis'])} of {x.type}: only the innermost (last) axis "
         "alone fuses in a row group"
     )
-    if leading_axes(node) is not None:
+    run = grid_axes(node)
+    if run is not None:
         why += (
-            "; over leading axes, a grid group needs an elementwise producer that only it "
-            "reads or a consumer with constants (a row group may have taken the producer)"
+            f"; over {'leading' if run[0] == 0 else 'middle'} axes, a grid group needs an "
+            "elementwise producer that only it reads or a consumer with constants (a row group "
+            "may have taken the producer)"
         )
     return why
 

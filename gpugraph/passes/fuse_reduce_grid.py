@@ -1,13 +1,16 @@
-"""Grid reduction fusion: a sum/max over the leading axes of a float value (a column reduction,
-``sum(a * b, axis=0)``, or a full one, ``sum(x * x)``), the elementwise chain producing its
-operand, and a chain of elementwise ops on its result with constants (a mean's ``/ n``), become
-one "fused_grid_reduce" node (ops/fused_reduce.py): on NumPy one pass over blocks of the
-leading axis (the prologue evaluated per block, partial reductions combined), on CuPy the
-two-stage grid kernels of codegen/reduce_grid.py where the prologue reads one array.
+"""Grid reduction fusion: a sum/max/min over the leading axes of a float value (a column
+reduction, ``sum(a * b, axis=0)``, or a full one, ``sum(x * x)``) or over a middle run of axes
+(``sum(x, axis=1)`` of a 3-d x: the column layout with ``outer``), the elementwise chain
+producing its operand, and a chain of elementwise ops on its result with constants (a mean's
+``/ n``), become one "fused_grid_reduce" node (ops/fused_grid_reduce.py): on NumPy one pass
+over blocks of the leading axis (the prologue evaluated per block, partial reductions
+combined; for a middle run, each block of axis 0 gives its slice of the result), on CuPy the
+two-stage grid kernels of codegen/reduce_grid.py.
 
-Runs after the row-reduction grouping (passes/fuse_reduce.py), on what it left: a column
-reduction whose operand a row group already computes (a layer norm's ``dy * xhat``, handed out
-by the backward row group) has no producer left to fuse and stays a plain op.
+Runs after the row-reduction grouping (passes/fuse_reduce.py), on what it left. A column
+reduction whose operand a row group computes only for it (a layer norm's ``dy * xhat``)
+recomputes that operand from the row group's per-row values (_Recompute), and a lone reduction
+over the same axes of an array the group reads joins it (_siblings: a layer norm's db).
 
 A producer joins when it is elementwise, makes a value of the operand's full shape, is no
 graph output and every user of its value is in the group: then no path leaves the group and
@@ -35,16 +38,27 @@ GRID_REDUCERS = ("sum", "max", "min")  # codegen/reduce_grid.REDUCERS
 GRID_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
-def leading_axes(node: Node) -> int | None:
-    """k when ``node`` is a sum/max over axes (0, ..., k-1) of a float32/float64 value, else
-    None (k == rank: a full reduction)."""
+def grid_axes(node: Node) -> tuple[int, int] | None:
+    """(start, stop) when ``node`` is a sum/max/min of a float32/float64 value over the run of
+    axes start..stop-1 with start == 0 (leading axes: a column reduction, or a full one when
+    stop is the rank) or with axes kept on both sides (a middle run: the column layout with
+    ``outer``), else None."""
     if node.op not in GRID_REDUCERS or len(node.inputs) != 1:
         return None
     x = node.inputs[0]
     axes = tuple(node.attrs["axis"])
-    if x.dtype not in GRID_DTYPES or not x.shape or axes != tuple(range(len(axes))) or not axes:
+    if x.dtype not in GRID_DTYPES or not x.shape or not axes:
         return None
-    return len(axes)
+    start, stop = axes[0], axes[-1] + 1
+    if axes != tuple(range(start, stop)) or (start > 0 and stop == len(x.shape)):
+        return None  # not one run; or trailing axes (a row reduction, not fused over several)
+    return start, stop
+
+
+def leading_axes(node: Node) -> int | None:
+    """k when ``node`` is a grid reduction over axes (0, ..., k-1), else None."""
+    run = grid_axes(node)
+    return run[1] if run is not None and run[0] == 0 else None
 
 
 def _elementwise(node: Node, shape: tuple[int, ...], graph_outputs: set[Value]) -> bool:
@@ -186,7 +200,7 @@ def grid_groups(graph: Graph, rows: dict[Node, set[Node]]) -> list[GridGroup]:
     taken = set(rows)
     groups = []
     for node in graph.nodes:
-        if node in taken or leading_axes(node) is None:
+        if node in taken or grid_axes(node) is None:
             continue
         members = sorted(grow(node, users, taken, graph_outputs), key=index.__getitem__)
         g = GridGroup([node], members, [members[-1].output])
@@ -203,12 +217,12 @@ def _siblings(graph: Graph, groups: list[GridGroup], taken: set[Node], index) ->
     its operand is read by the group, so made before it)."""
     ancestors = Ancestors(index)
     for node in graph.nodes:
-        k = leading_axes(node)
-        if node in taken or k is None:
+        run = grid_axes(node)
+        if node in taken or run is None:
             continue
         x = node.inputs[0]
         for g in groups:
-            if leading_axes(g.seeds[0]) != k or g.seeds[0].inputs[0].shape != x.shape:
+            if grid_axes(g.seeds[0]) != run or g.seeds[0].inputs[0].shape != x.shape:
                 continue
             reads = {v for n in g.body()[0] for v in n.inputs}
             bits = sum(1 << index[m] for m in g.members)
@@ -228,10 +242,10 @@ def grid_node(g: GridGroup) -> tuple[Node, str]:
     nodes, outs = g.body()
     body, externals = _body(nodes, outs)
     seed = g.seeds[0]
-    k = leading_axes(seed)
-    attrs = {"body": body, "axes": k}
+    start, k = grid_axes(seed)
+    attrs = {"body": body, "axes": k, "start": start}
     try:
-        kernel = grid_kernel(body, k)
+        kernel = grid_kernel(body, k, start)
         attrs.update(kernel)
         how = f"grid kernels {kernel['kernel_name']} ({kernel['grid_layout']})"
     except UnsupportedError as e:
@@ -239,7 +253,7 @@ def grid_node(g: GridGroup) -> tuple[Node, str]:
         how = f"no grid kernel (on CuPy its ops run one by one): {e}"
     node = Node(FUSED_GRID_OP, externals, attrs, [v.type for v in g.outs], g.members[-1].loc)
     x = seed.inputs[0]
-    kind = "every axis" if k == len(x.shape) else f"axes {tuple(range(k))}"
+    kind = "every axis" if k - start == len(x.shape) else f"axes {tuple(range(start, k))}"
     what = ", ".join(s.op for s in g.seeds)
     extra = ""
     if g.clones:
