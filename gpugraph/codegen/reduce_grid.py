@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from .cuda import kernel_name
+from .reduce_cuda import REDUCER_TEMPLATES, ROW_REDUCE_HELPER
 
 WARP = 32
 FULL_BLOCK = 256  # stage-1 threads per block for full reductions
@@ -48,45 +49,11 @@ TYPES: dict[str, tuple[str, str, str, str]] = {
     "float32": ("float", "float", "({v})", "(float)({v})"),
     "float64": ("double", "double", "({v})", "(double)({v})"),
 }
-REDUCERS: dict[str, str] = {"sum": "GgGridSum", "max": "GgGridMax", "min": "GgGridMin"}
-GRID_HELPER = """\
-#ifndef GG_GRID_REDUCE_DEFINED
-#define GG_GRID_REDUCE_DEFINED
-__device__ __forceinline__ float gg_inf(float) { return __int_as_float(0x7f800000); }
-__device__ __forceinline__ double gg_inf(double) {
-  return __longlong_as_double(0x7ff0000000000000LL);
-}
-template <class A> struct GgGridSum {
-  static __device__ __forceinline__ A identity() { return A(0); }
-  static __device__ __forceinline__ A combine(A a, A b) { return a + b; }
-};
-// NaN wins from either side, as in np.max / np.min (fmax would drop it)
-template <class A> struct GgGridMax {
-  static __device__ __forceinline__ A identity() { return -gg_inf(A(0)); }
-  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a > b) ? a : b; }
-};
-template <class A> struct GgGridMin {
-  static __device__ __forceinline__ A identity() { return gg_inf(A(0)); }
-  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a < b) ? a : b; }
-};
-// The block's combine of every thread's v, valid in thread 0. blockDim.x is a multiple of 32
-// (grid_plan's sizes are): a butterfly per warp, one value per warp through shared memory,
-// a butterfly in warp 0. Called once per block, so the partials buffer is not reused.
-template <class Op, class A> __device__ __forceinline__ A gg_block_combine(A v) {
-  __shared__ A gg_parts[32];
-  const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
-  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (warps == 1u) return v;
-  if (lane == 0u) gg_parts[warp] = v;
-  __syncthreads();
-  if (warp == 0u) {
-    v = lane < warps ? (A)gg_parts[lane] : Op::identity();
-    for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  }
-  return v;
-}
-#endif
-"""
+# op -> the reduce_cuda.ROW_REDUCE_HELPER struct template (identity and combine; max and min
+# pass NaN like np.max / np.min), instantiated in the accumulation type. Its gg_row_reduce
+# (warp butterflies, one value per warp through shared memory, a closing barrier so the next
+# call may reuse the partials) is the block combine here too: blockDim.x is a multiple of 32.
+REDUCERS: dict[str, str] = REDUCER_TEMPLATES
 # Templates of one program: {init}, {folds} ... are rendered per reduction m (acc{m}, out{m}):
 # a program of several reductions (``GridProgram.also``) folds them all in one pass over its
 # inputs. The workspace holds reduction m's partials in slab m.
@@ -107,15 +74,14 @@ extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {outs},
 FULL_PARTS = {
     "init": "  {A} acc{m} = {op}<{A}>::identity();\n",
     "folds": "    acc{m} = {op}<{A}>::combine(acc{m}, ({A})({prologue}));\n",
-    # gg_block_combine's shared buffer is reused by the next reduction's combine: a barrier
-    "block_combines": "{sync}  acc{m} = gg_block_combine<{op}<{A}>, {A}>(acc{m});\n",
+    "block_combines": "  acc{m} = gg_row_reduce<{op}<{A}>>(acc{m});\n",
     "partials": "    work[{m} * gridDim.x + blockIdx.x] = acc{m};\n",
     "finals": """\
-{sync}  {{
+  {{
     {A} acc = {op}<{A}>::identity();
     for (long long i = threadIdx.x; i < parts; i += blockDim.x)
       acc = {op}<{A}>::combine(acc, work[{m} * parts + i]);
-    acc = gg_block_combine<{op}<{A}>, {A}>(acc);
+    acc = gg_row_reduce<{op}<{A}>>(acc);
     if (threadIdx.x == 0) {{
       const {A} r = acc;
       out{m}[0] = {store_out};
@@ -423,7 +389,7 @@ def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
         t_out, _, _, store = TYPES[out_dtype]
         outs.append(f"{t_out}* __restrict__ out{m}")
         fill = dict(A=acc, m=m, op=REDUCERS[op], lanes=COL_LANES, prologue=prologue)
-        fill.update(store_out=store.format(v=epilogue), sync="  __syncthreads();\n" if m else "")
+        fill.update(store_out=store.format(v=epilogue))
         for key, text in parts.items():
             per[key].append(text.format(**fill))
     out_types = [TYPES[r[3]][0] for r in program.reductions]
@@ -438,6 +404,6 @@ def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
         loads="".join(loads),
         **{key: "".join(lines) for key, lines in per.items()},
     )
-    text = ("#include <cuda_fp16.h>\n" if half else "") + GRID_HELPER + body
+    text = ("#include <cuda_fp16.h>\n" if half else "") + ROW_REDUCE_HELPER + body
     name = kernel_name(text)
     return GridKernels(name, text.replace("{name}", name), program, layout)
