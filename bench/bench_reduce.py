@@ -193,6 +193,16 @@ def main() -> None:
             (want if isinstance(want, tuple) else (want,)),
         ):
             np.testing.assert_allclose(g, wv, rtol=2e-3, atol=2e-3)  # same function
+        if case == "layer_norm_grad":  # the dw/db grid group against the earlier plan
+            from gpugraph.passes import fuse_reduce_grid
+
+            fuse_reduce_grid.RECOMPUTE = False  # read when the plan is made (the first call)
+            before = gg.jit(gg_fn, backend="numpy")
+            before(*args)
+            fuse_reduce_grid.RECOMPUTE = True
+            ops = [n.op for n in before.lower(*args).graph.nodes if n.op != "constant"]
+            notes.append(f"{case}: without the recomputing grid group the plan is {ops}")
+            contenders["gpugraph fused, no recompute"] = lambda f=before, args=args: f(*args)
         if a.cpu:  # the native backend: one row kernel per fused_reduce group
             native = gg.jit(gg_fn, backend="cpu")
             cplan = native.lower(*args)

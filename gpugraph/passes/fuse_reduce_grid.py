@@ -21,6 +21,7 @@ result's shape, and its other operands are constants.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +72,9 @@ def _elementwise(node: Node, shape: tuple[int, ...], graph_outputs: set[Value]) 
     )
 
 
+# recompute a row group's values in grid groups (env GPUGRAPH_GRID_RECOMPUTE=0: off; a bench
+# compares both)
+RECOMPUTE = os.environ.get("GPUGRAPH_GRID_RECOMPUTE", "1") != "0"
 MAX_CLONES = 16  # ops a grid group may recompute from a row group's values
 MAX_FULL_LEAVES = 3  # full-shape arrays such a recomputation may read
 
@@ -204,7 +208,8 @@ def grid_groups(graph: Graph, rows: dict[Node, set[Node]]) -> list[GridGroup]:
             continue
         members = sorted(grow(node, users, taken, graph_outputs), key=index.__getitem__)
         g = GridGroup([node], members, [members[-1].output])
-        if len(members) > 1 or _recomputed(g, users, rows, graph_outputs):
+        recomputed = RECOMPUTE and _recomputed(g, users, rows, graph_outputs)
+        if len(members) > 1 or recomputed:
             taken |= set(members)
             groups.append(g)
     return _siblings(graph, groups, taken, index)
