@@ -26,9 +26,11 @@ import numpy as np
 
 from ..ir import Graph, TensorType, Value
 from .fused import evaluate_body
-from .fused_reduce import CHUNK_ELEMENTS
 from .registry import OpDef, get_op, register
 
+# Elements per block of axis 0: each temporary of the prologue is one block (64 KiB of
+# float32), and only those the DAG still needs are alive (_frees).
+CHUNK_ELEMENTS = 16384
 COMBINE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
@@ -40,14 +42,31 @@ def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
     return evaluate_body(xp, body, arrays)
 
 
-def _run_nodes(nodes, env: dict[Value, Any]) -> None:
-    """evaluate_body's steps over part of a body, on NumPy."""
-    for node in nodes:
+def _frees(nodes: list, keep: set[Value]) -> list[list[Value]]:
+    """Per node, the values no later node reads (and not in ``keep``): dropped after it, so a
+    block's temporaries live only as long as the DAG needs them (a few blocks at a time)."""
+    last: dict[Value, int] = {}
+    for i, node in enumerate(nodes):
+        for v in (*node.inputs, *node.outputs):
+            last[v] = i
+    drop: list[list[Value]] = [[] for _ in nodes]
+    for v, i in last.items():
+        if v not in keep:
+            drop[i].append(v)
+    return drop
+
+
+def _run_nodes(nodes, env: dict[Value, Any], frees: list[list[Value]] | None = None) -> None:
+    """evaluate_body's steps over part of a body, on NumPy; ``frees`` (from _frees) drops the
+    values dead after each step."""
+    for i, node in enumerate(nodes):
         if node.op == "constant":
             env[node.output] = np.asarray(node.attrs["value"])
-            continue
-        r = get_op(node.op).impl(np, *(env[v] for v in node.inputs), **node.attrs)
-        env[node.output] = np.asarray(r).astype(node.output.dtype, copy=False)
+        else:
+            r = get_op(node.op).impl(np, *(env[v] for v in node.inputs), **node.attrs)
+            env[node.output] = np.asarray(r).astype(node.output.dtype, copy=False)
+        for v in frees[i] if frees is not None else ():
+            env.pop(v, None)
 
 
 def _stages(body: Graph) -> tuple[list, list, list]:
@@ -74,27 +93,29 @@ def _prepare_numpy(node: Any, backend: Any):
     reductions, prologue, epilogue = _stages(body)
     full = tuple(reductions[0].inputs[0].shape)
     block = max(1, CHUNK_ELEMENTS // max(1, math.prod(full[1:])))
-
     sliced = int(node.attrs.get("start", 0)) > 0  # a middle run: axis 0 is kept
+    every = list(body.nodes)
+    frees_all = _frees(every, set(body.outputs))
+    frees_pro = _frees(prologue, {r.output for r in reductions})
 
     def run(ins: list, outs: list) -> None:
-        if full[0] <= block:  # one block: the whole body at once (empty inputs included)
+        # a full-rank input along axis 0 is cut; one broadcast along it (size 1, or lower
+        # rank: aligned to the trailing axes) is read whole by every block
+        cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
+        if full[0] == 0:  # nothing to cut: the whole body (a sum of nothing is 0 ...)
             results = evaluate_body(np, body, ins)
         elif sliced:  # each block of axis 0 is its own slice of every output
-            cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
             for lo in range(0, full[0], block):
-                part = [a[lo : lo + block] if c else a for a, c in zip(ins, cut)]
-                for out, r in zip(outs, evaluate_body(np, body, part)):
-                    out[lo : lo + block] = r
+                env = {v: a[lo : lo + block] if c else a for v, a, c in zip(body.inputs, ins, cut)}
+                _run_nodes(every, env, frees_all)
+                for out, v in zip(outs, body.outputs):
+                    out[lo : lo + block] = env[v]
             return
         else:
-            # a full-rank input along axis 0 is cut; one broadcast along it (size 1, or lower
-            # rank: aligned to the trailing axes) is read whole by every block
-            cut = [a.ndim == len(full) and a.shape[0] == full[0] for a in ins]
             acc: dict[Value, Any] = {}
             for lo in range(0, full[0], block):
                 env = {v: a[lo : lo + block] if c else a for v, a, c in zip(body.inputs, ins, cut)}
-                _run_nodes(prologue, env)
+                _run_nodes(prologue, env, frees_pro)
                 for r in reductions:  # partials combined in block order: deterministic
                     part, prev = env[r.output], acc.get(r.output)
                     acc[r.output] = part if prev is None else COMBINE[r.op](prev, part, out=prev)
