@@ -238,8 +238,10 @@ MIN_CASES = {  # name -> fn of x: each one group
 @requires_nvrtc
 @pytest.mark.emulator
 @requires_emulator
-@pytest.mark.parametrize("shape", [(5, 37), (40, 2), (3, 1025)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((5, 37), np.float32), ((40, 2), np.float32), ((3, 1025), np.float32), ((5, 37), np.float64)],
+)
 def test_min_fuses_in_row_and_grid_groups(shape, dtype, monkeypatch):
     """A NaN in a row or column wins, as np.min; the kernels (NVRTC 80/90, emulator) and the
     NumPy runners give the unfused values."""
