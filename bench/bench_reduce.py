@@ -147,6 +147,7 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--name", default="reduce")
+    p.add_argument("--suffix", default="", help="appended after the date: reduce-cpu-<date>-3")
     p.add_argument("--peers", default="jax,torch", help="comma-separated: jax, torch")
     p.add_argument("--cpu", action="store_true", help='add backend="cpu" (native row kernels)')
     a = p.parse_args()
@@ -175,7 +176,11 @@ def main() -> None:
         fused = gg.jit(gg_fn, backend="numpy")
         unfused = gg.jit(gg_fn, backend="numpy", fuse=False)
         plan = fused.lower(*args)
-        groups = sum(n.op == "fused_reduce" for n in plan.graph.nodes)
+        groups = "{}+{}".format(
+            sum(n.op == "fused_reduce" for n in plan.graph.nodes),
+            sum(n.op == "fused_grid_reduce" for n in plan.graph.nodes),
+        )
+        notes.append(f"{case}: fused plan {[n.op for n in plan.graph.nodes if n.op != 'constant']}")
         contenders = {
             "gpugraph fused": lambda f=fused, args=args: f(*args),
             "gpugraph fuse=False": lambda f=unfused, args=args: f(*args),
@@ -188,6 +193,16 @@ def main() -> None:
             (want if isinstance(want, tuple) else (want,)),
         ):
             np.testing.assert_allclose(g, wv, rtol=2e-3, atol=2e-3)  # same function
+        if case == "layer_norm_grad":  # the dw/db grid group against the earlier plan
+            from gpugraph.passes import fuse_reduce_grid
+
+            fuse_reduce_grid.RECOMPUTE = False  # read when the plan is made (the first call)
+            before = gg.jit(gg_fn, backend="numpy")
+            before(*args)
+            fuse_reduce_grid.RECOMPUTE = True
+            ops = [n.op for n in before.lower(*args).graph.nodes if n.op != "constant"]
+            notes.append(f"{case}: without the recomputing grid group the plan is {ops}")
+            contenders["gpugraph fused, no recompute"] = lambda f=before, args=args: f(*args)
         if a.cpu:  # the native backend: one row kernel per fused_reduce group
             native = gg.jit(gg_fn, backend="cpu")
             cplan = native.lower(*args)
@@ -224,7 +239,7 @@ def main() -> None:
                     "impl": name,
                     "ms": t * 1e3,
                     "ratio_vs_gpugraph_fused": t / base,
-                    "fused_reduce_groups": groups if name == "gpugraph fused" else "",
+                    "row+grid_groups": groups if name == "gpugraph fused" else "",
                 }
             )
         print(table([r for r in rows if r["case"] == case], list(rows[0])), flush=True)
@@ -234,10 +249,21 @@ def main() -> None:
         "apart). ratio = impl / gpugraph fused (above 1: gpugraph is faster). "
         "gpugraph's NumPy backend runs on one thread; jax and torch use the machine's cores. "
         "_grad cases: the gradient of sum(f(x) * dy) (forward recomputed plus backward; "
-        "layer_norm: dx, dw, db).\n\n" + "\n".join(f"- {n}" for n in notes)
+        "layer_norm: dx, dw, db). row+grid_groups: fused_reduce and fused_grid_reduce nodes "
+        "of the fused plan.\n\n" + "\n".join(f"- {n}" for n in notes)
     )
-    cols = ["case", "impl", "ms", "ratio_vs_gpugraph_fused", "fused_reduce_groups"]
-    path = write(a.name, rows, {"note": note, "shape": [a.rows, a.cols]}, cols)
+    cols = ["case", "impl", "ms", "ratio_vs_gpugraph_fused", "row+grid_groups"]
+    # common.write names <name>-cpu-<date>: a rerun the same day writes under a temporary
+    # name (the day's earlier files stay) and moves to <name>-cpu-<date>-<suffix>
+    tmp = f"{a.name}_partial" if a.suffix else a.name
+    path = write(tmp, rows, {"note": note, "shape": [a.rows, a.cols]}, cols)
+    if a.suffix:
+        stem = path.stem.replace(tmp, a.name, 1) + f"-{a.suffix}"
+        for ext in (".md", ".json"):
+            src = path.with_suffix(ext)
+            src.with_name(stem + ext).write_text(src.read_text().replace(tmp, a.name))
+            src.unlink()
+        path = path.with_name(stem + ".md")
     print(path)
 
 

@@ -142,6 +142,8 @@ def emulate_fused(
     outs = [np.full(t.shape, 0, dtype=t.dtype) for t in out_types]
     if "row_block" in node_attrs:  # a fused_reduce row kernel: a block per row
         return _emulate_rows(node_attrs, ins, outs, misalign)
+    if "grid_kernels" in node_attrs:  # a fused_grid_reduce kernel pair
+        return _emulate_grid(node_attrs, ins, outs, misalign)
     n = int(np.prod(out_types[0].shape, dtype=np.int64))
     grid, block = launch_config(n, EMULATOR_SMS, node_attrs["lanes"])
     block = min(block, 64)  # fewer threads per block keeps the emulator quick; still strided
@@ -162,6 +164,22 @@ def _emulate_rows(attrs: dict, ins: list, outs: list, misalign: int) -> list[np.
     args = [np.ascontiguousarray(a) for a in ins] + outs + [np.int64(rows), np.int64(cols)]
     if rows:
         emulate_kernel(attrs["cuda_source"], attrs["kernel_name"], grid, block, args, misalign)
+    return outs
+
+
+def _emulate_grid(attrs: dict, ins: list, outs: list, misalign: int) -> list[np.ndarray]:
+    """A grid kernel pair (codegen/reduce_grid.py) launched as the CuPy runner launches it:
+    inputs viewed by kind, a NaN-filled workspace, stage 1 then stage 2."""
+    kernels, shape = attrs["grid_kernels"], tuple(attrs["grid_shape"])
+    views = {"full": shape, "row": (-1,), "col": (-1,), "scalar": (1,)}
+    kinds = [kind for _, kind in kernels.program.in_types]
+    xs = [np.ascontiguousarray(a).reshape(views[k]) for a, k in zip(ins, kinds)]
+    size, dtype = kernels.workspace(shape)
+    work = np.full(size, np.nan, dtype)
+    for step in kernels.launches(xs, work, [o.reshape(-1) for o in outs], shape):
+        emulate_kernel(
+            kernels.source, step.kernel, step.grid, step.block, list(step.args), misalign
+        )
     return outs
 
 

@@ -232,7 +232,7 @@ def test_planted_grid_bugs_are_caught() -> None:
         bad[tag] = GridKernels(f"{k.name}{tag}", src, k.program, "column")
     _load(list(bad.values()))
     x = np.random.default_rng(1).standard_normal((200, 40)).astype(np.float32)
-    with pytest.raises(KernelRuntimeError, match=r"shared gg_lanes\[\d+\]"):
+    with pytest.raises(KernelRuntimeError, match=r"shared gg_lanes0\[\d+\]"):
         _run(bad["nosync"], x, planted=True)
     got = _run(bad["short"], x, planted=True)
     assert not np.allclose(got, x.sum(axis=0), rtol=1e-3)

@@ -137,15 +137,16 @@ def emulate_all(items: list[tuple]) -> list[str]:
     failures = []
     for lo in range(0, len(items), EMULATOR_BATCH):
         batch = items[lo : lo + EMULATOR_BATCH]
-        load_kernels([(kernel.source, kernel.name) for kernel, _ in batch])
+        # a grid kernel pair has two entry points ({name}_p, {name}_f): loaded when launched
+        load_kernels([(k.source, k.name) for k, _ in batch if "grid_kernels" not in k.attrs()])
         for kernel, body in batch:
             # inputs drawn per kernel (seeded by its name): the same for a kernel whatever
             # other kernels the suite made, so a new test does not redraw everyone's inputs
             rng = np.random.default_rng(zlib.crc32(kernel.name.encode()))
-            # A row kernel (fused_reduce) sums a row in another order than NumPy's pairwise
-            # sum: with 1e30 or inf among the terms the results differ legitimately. Its edge
-            # values are tested on their own (tests/test_reduce_fusion.py).
-            edges = 0.0 if "row_block" in kernel.attrs() else 0.1
+            # A row or grid kernel (fused_reduce, fused_grid_reduce) sums in another order
+            # than NumPy's pairwise sum: with 1e30 or inf among the terms the results differ
+            # legitimately. Their edge values are tested on their own (test_reduce_*.py).
+            edges = 0.0 if {"row_block", "grid_kernels"} & kernel.attrs().keys() else 0.1
             args = [random_array(v.shape, v.dtype, rng, edges=edges) for v in body.inputs]
             with np.errstate(all="ignore"):
                 want = evaluate_body(np, body, args)

@@ -2,10 +2,10 @@
 
 The CUDA row kernel (``reduce_graph.row_kernel``) gives each row a thread block and combines
 partial results with warp shuffles; on the CPU a row is one thread's sequential loops. The
-values are classified as for the CUDA kernel (``row_space.body_kinds``: element, row, column,
-scalar), read the same way (``reduce_graph.LOAD``) and computed by the same expression
-templates (``cuda.op_template``); per row, each reduction is one loop over the columns with
-its elementwise prologue inlined, then one loop writes the full-shape outputs.
+body is walked as for the CUDA kernel (``reduce_walk.walk_body``: the same value kinds, loads
+and expression templates); only the reduction hook differs: per row, each reduction is one
+loop over the columns with its elementwise prologue inlined, then one loop writes the
+full-shape outputs.
 
 Reduction order. A sequential float sum does not vectorize (its order is fixed); the loops are
 ``#pragma omp simd reduction``, which lets the compiler keep one partial sum per vector lane.
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..ir import Graph, Value
-from ..ops.row_space import COL, ELEM, Space, body_kinds
-from .cuda import c_type, inline_literal, op_template, unsupported_reason
-from .reduce_graph import LOAD, _loop_lines
+from ..ir import Graph, Node
+from ..ops.row_space import ELEM, Space, body_kinds
+from .cuda import c_type
+from .reduce_walk import Target, Walk, walk_body
 
 NAME_PREFIX = "gg_cpurow_"
 KERNEL = """\
@@ -69,11 +69,32 @@ MAX = """\
   }}
   {r} = nan ? ({ct})NAN : acc;
 }}"""
+MIN = """\
+{ct} {r};
+{{
+  {ct} acc = ({ct})INFINITY;
+  int nan = 0;
+#pragma omp simd reduction(min : acc) reduction(| : nan)
+  for (long long c = 0; c < cols; ++c) {{
+{loop}    const {ct} e = {x};
+    acc = e < acc ? e : acc;
+    nan |= e != e;
+  }}
+  {r} = nan ? ({ct})NAN : acc;
+}}"""
 STORE = """\
 #pragma GCC ivdep
 for (long long c = 0; c < cols; ++c) {{
 {loop}}}"""
-REDUCTIONS = {"sum": SUM, "max": MAX}
+REDUCTIONS = {"sum": SUM, "max": MAX, "min": MIN}
+
+
+def _reduction(w: Walk, k: int, node: Node, x: str, loop: list[str], ct: str) -> list[str]:
+    """The walk's reduction hook: one OpenMP simd loop over the row's columns."""
+    if node.output.dtype not in (np.dtype("float32"), np.dtype("float64")):
+        raise UnsupportedError(f"cpu row kernel: {node.op} of {node.output.dtype}")
+    body = "".join(f"    {line}\n" for line in loop)
+    return REDUCTIONS[node.op].format(ct=ct, r=f"r{k}", loop=body, x=x).splitlines()
 
 
 @dataclass(frozen=True)
@@ -92,56 +113,11 @@ def cpu_row_kernel(body: Graph, space: Space) -> CpuRowKernel:
         # CUDA row kernel (half storage, float compute, one rounding per op), not written here
         raise UnsupportedError("cpu row kernel: float16 values are not rendered")
     kinds = body_kinds(body, space)
-    names: dict[Value, str] = {}
-    row_lines: list[str] = []
-    elem_lines: dict[Value, str] = {}  # element value -> its line inside a column loop
-    helpers: set[str] = set()
-    order = list(body.inputs) + [n.output for n in body.nodes]
-    for j, v in enumerate(body.inputs):
-        line = f"const {c_type(v.dtype)} a{j} = {LOAD[kinds[v]].format(j=j)};"
-        names[v] = f"a{j}"
-        if kinds[v] in (ELEM, COL):
-            elem_lines[v] = line
-        else:
-            row_lines.append(line)
-    for k, node in enumerate(body.nodes):
-        out = node.output
-        if node.op == "constant":
-            literal = inline_literal(node.attrs["value"])
-            if literal is None:
-                raise UnsupportedError("cpu row kernel: a constant that is not a finite scalar")
-            names[out] = literal
-            continue
-        if node.op in ("reshape", "broadcast_to"):  # the same value under another shape
-            names[out] = names[node.inputs[0]]
-            if node.inputs[0] in elem_lines:
-                elem_lines[out] = ""
-            continue
-        ct = c_type(out.dtype)
-        if node.op in REDUCTIONS:
-            (a,) = node.inputs
-            if out.dtype not in (np.dtype("float32"), np.dtype("float64")):
-                raise UnsupportedError(f"cpu row kernel: {node.op} of {out.dtype}")
-            loop = "".join(f"    {x}\n" for x in _loop_lines([a], elem_lines, order, body))
-            names[out] = f"r{k}"
-            text = REDUCTIONS[node.op].format(ct=ct, r=f"r{k}", loop=loop, x=names[a])
-            row_lines += text.splitlines()
-            continue
-        reason = unsupported_reason(node)
-        if reason is not None:
-            raise UnsupportedError(f"cpu row kernel: {reason}")
-        template, helper = op_template(node)
-        if helper:
-            helpers.add(helper)
-        names[out] = f"v{k}"
-        line = f"const {ct} v{k} = {template.format(*(names[v] for v in node.inputs), T=ct)};"
-        if kinds[out] == ELEM:
-            elem_lines[out] = line
-        else:
-            row_lines.append(line)
+    w = walk_body(body, kinds, Target("cpu row kernel", _reduction))
+    names, row_lines, helpers = w.names, w.row_lines, w.helpers
     full = [(j, v) for j, v in enumerate(body.outputs) if kinds[v] == ELEM]
     if full:
-        lines = _loop_lines([v for _, v in full], elem_lines, order, body)
+        lines = w.loop_lines([v for _, v in full])
         lines += [f"out{j}[row * cols + c] = {names[v]};" for j, v in full]
         row_lines += STORE.format(loop="".join(f"  {x}\n" for x in lines)).splitlines()
     row_lines += [
@@ -149,7 +125,7 @@ def cpu_row_kernel(body: Graph, space: Space) -> CpuRowKernel:
     ]
     params = [f"const {c_type(v.dtype)}* __restrict__ in{j}" for j, v in enumerate(body.inputs)]
     params += [f"{c_type(v.dtype)}* __restrict__ out{j}" for j, v in enumerate(body.outputs)]
-    w = max(space.cols, 1)
+    width = max(space.cols, 1)
     text = KERNEL.format(
         rows=space.rows,
         cols=space.cols,
@@ -157,9 +133,9 @@ def cpu_row_kernel(body: Graph, space: Space) -> CpuRowKernel:
         helpers="".join(sorted(helpers)),
         name="GG_KERNEL_NAME",
         params=", ".join(params),
-        n=space.rows * w,
-        w=w,
+        n=space.rows * width,
+        w=width,
         lines="".join(f"    {x}\n" for x in row_lines),
     )
     name = NAME_PREFIX + hashlib.sha1(text.encode()).hexdigest()[:12]
-    return CpuRowKernel(name, text.replace("GG_KERNEL_NAME", name), space.rows * w)
+    return CpuRowKernel(name, text.replace("GG_KERNEL_NAME", name), space.rows * width)

@@ -41,35 +41,41 @@ MAX_PERSISTENT_BLOCK = 1024
 ROW_REDUCE_HELPER = """\
 #ifndef GG_ROW_REDUCE_DEFINED
 #define GG_ROW_REDUCE_DEFINED
-struct GgSum {
-  static __device__ __forceinline__ float identity() { return 0.0f; }
-  static __device__ __forceinline__ float combine(float a, float b) { return a + b; }
+// A reduction's identity and combine in its value type A (float, or double for float64 rows)
+template <class A> struct GgSum {
+  static __device__ __forceinline__ A identity() { return A(0); }
+  static __device__ __forceinline__ A combine(A a, A b) { return a + b; }
 };
-struct GgMax {
-  static __device__ __forceinline__ float identity() { return -__int_as_float(0x7f800000); }
+template <class A> struct GgMax {
+  // float -inf (widened exactly for double)
+  static __device__ __forceinline__ A identity() { return (A)(-__int_as_float(0x7f800000)); }
   // NaN wins from either side, as in np.max (fmaxf would drop it)
-  static __device__ __forceinline__ float combine(float a, float b) {
-    return (a != a || a > b) ? a : b;
-  }
+  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a > b) ? a : b; }
+};
+template <class A> struct GgMin {
+  static __device__ __forceinline__ A identity() { return (A)__int_as_float(0x7f800000); }
+  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a < b) ? a : b; }
 };
 // The block's reduction of every thread's v, returned to every thread. blockDim.x must be a
-// multiple of 32 (row_block's sizes are).
-template <class Op> __device__ __forceinline__ float gg_row_reduce(float v) {
-  __shared__ float part[32];
+// multiple of 32 (row_block's sizes are). Each value type has its own partials array.
+template <class Op, class A> __device__ __forceinline__ A gg_row_reduce(A v) {
+  __shared__ A part[32];
   const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
   for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
   if (warps == 1u) return v;
   if (lane == 0u) part[warp] = v;
   __syncthreads();
-  v = lane < warps ? (float)part[lane] : Op::identity();
+  v = lane < warps ? (A)part[lane] : Op::identity();
   for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
   __syncthreads();  // the next reduction reuses part
   return v;
 }
 #endif
 """
-# op -> the C struct with its identity and combine
-REDUCERS: dict[str, str] = {"sum": "GgSum", "max": "GgMax"}
+# op -> the C struct template with its identity and combine (instantiated per value type)
+REDUCER_TEMPLATES: dict[str, str] = {"sum": "GgSum", "max": "GgMax", "min": "GgMin"}
+# the float instantiations the RowProgram kernels here use
+REDUCERS: dict[str, str] = {op: f"{t}<float>" for op, t in REDUCER_TEMPLATES.items()}
 KERNEL_TEMPLATE = """\
 extern "C" __global__ void {name}({params}) {{
   const float n = (float)cols;

@@ -23,14 +23,10 @@ from ..errors import UnsupportedError
 from ..ir import Graph, Value
 from .cuda import (
     DTYPE_HEADERS,
-    HALF_OUTPUT_TEMPLATES,
     KERNEL_OBSERVERS,
-    LOAD_CONVERT,
     NAME_PLACEHOLDER,
-    RESULT_ROUND,
     STORE_CONVERT,
     c_type,
-    compute_type,
     inline_literal,
     kernel_name,
     op_template,
@@ -38,6 +34,7 @@ from .cuda import (
 )
 from .reduce_cuda import (
     MAX_PERSISTENT_BLOCK,
+    REDUCER_TEMPLATES,
     REDUCERS,
     ROW_REDUCE_HELPER,
     RowProgram,
@@ -46,8 +43,9 @@ from .reduce_cuda import (
     row_block,
     row_plan,
 )
+from .reduce_walk import Target, Walk, walk_body
 
-F32, F16 = np.dtype("float32"), np.dtype("float16")
+F32, F16, F64 = np.dtype("float32"), np.dtype("float16"), np.dtype("float64")
 ELEM, ROW, SCALAR = "element", "row", "scalar"
 
 
@@ -130,38 +128,6 @@ def row_program(body: Graph) -> RowProgram:
 # values are one ``const`` line each inside the column loop that needs them (a DAG stays
 # linear in size; nvcc merges repeats), per-row values one line each at row level, in body
 # order, so every reduction sees the values before it.
-DOUBLE_REDUCE_HELPER = """\
-#ifndef GG_ROW_REDUCE_D_DEFINED
-#define GG_ROW_REDUCE_D_DEFINED
-struct GgSumD {
-  static __device__ __forceinline__ double identity() { return 0.0; }
-  static __device__ __forceinline__ double combine(double a, double b) { return a + b; }
-};
-struct GgMaxD {
-  // float -inf widened: exact, and the same intrinsic the float reducer uses
-  static __device__ __forceinline__ double identity() {
-    return (double)(-__int_as_float(0x7f800000));
-  }
-  static __device__ __forceinline__ double combine(double a, double b) {
-    return (a != a || a > b) ? a : b;
-  }
-};
-// gg_row_reduce for double: the same butterfly, partials and closing barrier.
-template <class Op> __device__ __forceinline__ double gg_row_reduce_d(double v) {
-  __shared__ double part_d[32];
-  const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
-  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (warps == 1u) return v;
-  if (lane == 0u) part_d[warp] = v;
-  __syncthreads();
-  v = lane < warps ? (double)part_d[lane] : Op::identity();
-  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();  // the next reduction reuses part_d
-  return v;
-}
-#endif
-"""
-DOUBLE_REDUCERS = {"sum": "GgSumD", "max": "GgMaxD"}
 GRAPH_KERNEL = """\
 // gpugraph row kernel: {summary}
 {helpers}extern "C" __global__ void {name}({params}) {{
@@ -169,12 +135,6 @@ GRAPH_KERNEL = """\
 {lines}  }}
 }}
 """
-LOAD = {
-    ELEM: "in{j}[row * cols + c]",
-    "column": "in{j}[c]",
-    ROW: "in{j}[row]",
-    SCALAR: "in{j}[0]",
-}
 
 
 @dataclass(frozen=True)
@@ -215,77 +175,32 @@ def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     words = sum(2 if v.dtype.itemsize == 8 else 1 for v in body.inputs if kinds[v] == ELEM)
     items = _items(space.cols, words) if persistent else None
 
-    names: dict[Value, str] = {}
-    row_lines: list[str] = []
-    elem_lines: dict[Value, str] = {}  # element value -> its line inside a column loop
-    helpers: set[str] = {ROW_REDUCE_HELPER}
-    order = list(body.inputs) + [n.output for n in body.nodes]
+    def reduce(w: Walk, k: int, node, x: str, loop: list[str], ct: str) -> list[str]:
+        out = node.output
+        if out.dtype not in (F32, F64) and not (out.dtype == F16 and node.op != "sum"):
+            raise UnsupportedError(f"row kernel: {node.op} of {out.dtype}")  # (max/min: exact)
+        op = f"{REDUCER_TEMPLATES[node.op]}<{ct}>"
+        fold = [*loop, f"acc = {op}::combine(acc, {x});"]
+        return [
+            f"{ct} r{k};",
+            "{",
+            f"  {ct} acc = {op}::identity();",
+            *(f"  {line}" for line in _column_loop(items, fold)),
+            f"  r{k} = gg_row_reduce<{op}>(acc);",
+            "}",
+        ]
+
+    def hold(j: int, ct: str, load: str) -> list[str] | None:
+        if items is None:
+            return None
+        return [f"{ct} a{j}_v[{items}];", *_column_loop(items, [f"a{j}_v[k] = {load};"])]
+
+    w = walk_body(body, kinds, Target("row kernel", reduce, hold))
+    names, row_lines = w.names, w.row_lines
+    helpers = w.helpers | {ROW_REDUCE_HELPER}
     for v in (*body.inputs, *(o for n in body.nodes for o in n.outputs)):
         if v.dtype.name in DTYPE_HEADERS:
             helpers.add(DTYPE_HEADERS[v.dtype.name])
-    for j, v in enumerate(body.inputs):
-        load = LOAD_CONVERT.get(v.dtype.name, "{}").format(LOAD[kinds[v]].format(j=j))
-        ct = compute_type(v.dtype)
-        line = f"const {ct} a{j} = {load};"
-        names[v] = f"a{j}"
-        if items is not None and kinds[v] == ELEM:  # loaded once per row, read from registers
-            row_lines += [f"{ct} a{j}_v[{items}];", *_column_loop(items, [f"a{j}_v[k] = {load};"])]
-            elem_lines[v] = f"const {ct} a{j} = a{j}_v[k];"
-        elif kinds[v] in (ELEM, "column"):
-            elem_lines[v] = line
-        else:
-            row_lines.append(line)
-    for k, node in enumerate(body.nodes):
-        out = node.output
-        if node.op == "constant":
-            literal = inline_literal(node.attrs["value"])
-            if literal is None:
-                raise UnsupportedError("row kernel: a constant that is not a finite scalar")
-            names[out] = literal
-            continue
-        if node.op in ("reshape", "broadcast_to"):  # the same value under another shape
-            names[out] = names[node.inputs[0]]
-            if node.inputs[0] in elem_lines:
-                elem_lines[out] = ""  # no line of its own; the loop still needs its input's
-            continue
-        ct = compute_type(out.dtype)
-        if node.op in REDUCERS:
-            (a,) = node.inputs
-            if out.dtype == F32 or (out.dtype == F16 and node.op == "max"):  # (max: exact)
-                op, call = REDUCERS[node.op], "gg_row_reduce"
-            elif out.dtype == np.dtype("float64"):
-                op, call = DOUBLE_REDUCERS[node.op], "gg_row_reduce_d"
-                helpers.add(DOUBLE_REDUCE_HELPER)
-            else:
-                raise UnsupportedError(f"row kernel: {node.op} of {out.dtype}")
-            names[out] = f"r{k}"
-            loop = _loop_lines([a], elem_lines, order, body)
-            fold = [*loop, f"acc = {op}::combine(acc, {names[a]});"]
-            row_lines += [
-                f"{ct} r{k};",
-                "{",
-                f"  {ct} acc = {op}::identity();",
-                *(f"  {x}" for x in _column_loop(items, fold)),
-                f"  r{k} = {call}<{op}>(acc);",
-                "}",
-            ]
-            continue
-        reason = unsupported_reason(node)
-        if reason is not None:
-            raise UnsupportedError(f"row kernel: {reason}")
-        template, helper = op_template(node)
-        if helper:
-            helpers.add(helper)
-        if out.dtype == F16:
-            template = HALF_OUTPUT_TEMPLATES.get(node.op, template)
-        expr = template.format(*(names[v] for v in node.inputs), T=ct)
-        expr = RESULT_ROUND.get(out.dtype.name, "{}").format(expr)
-        names[out] = f"v{k}"
-        line = f"const {ct} v{k} = {expr};"
-        if kinds[out] == ELEM:
-            elem_lines[out] = line
-        else:
-            row_lines.append(line)
 
     def store(v: Value) -> str:
         return STORE_CONVERT.get(v.dtype.name, "{}").format(names[v])
@@ -297,7 +212,7 @@ def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     ]
     if stores:
         full = [v for v in body.outputs if kinds[v] == ELEM]
-        row_lines += _column_loop(items, _loop_lines(full, elem_lines, order, body) + stores)
+        row_lines += _column_loop(items, w.loop_lines(full) + stores)
     per_row = [f"out{j}[row] = {store(v)};" for j, v in enumerate(body.outputs) if kinds[v] != ELEM]
     if per_row:
         row_lines += ["if (threadIdx.x == 0) {", *(f"  {x}" for x in per_row), "}"]
@@ -323,24 +238,6 @@ def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     for observe in KERNEL_OBSERVERS:
         observe(kernel, body)
     return kernel
-
-
-def _loop_lines(
-    targets: list[Value], elem_lines: dict, order: list[Value], body: Graph
-) -> list[str]:
-    """The element lines the ``targets`` need inside one column loop, in body order."""
-    producer = {n.output: n for n in body.nodes}
-    need: set[Value] = set()
-    stack = [v for v in targets if v in elem_lines]
-    while stack:
-        v = stack.pop()
-        if v in need:
-            continue
-        need.add(v)
-        node = producer.get(v)
-        if node is not None:
-            stack += [w for w in node.inputs if w in elem_lines and w not in need]
-    return [elem_lines[v] for v in order if v in need and elem_lines[v]]
 
 
 # 32-bit registers per thread for the held row values: half of the 64 a thread may use when

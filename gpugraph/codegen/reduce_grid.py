@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from .cuda import kernel_name
+from .reduce_cuda import REDUCER_TEMPLATES, ROW_REDUCE_HELPER
 
 WARP = 32
 FULL_BLOCK = 256  # stage-1 threads per block for full reductions
@@ -48,110 +49,109 @@ TYPES: dict[str, tuple[str, str, str, str]] = {
     "float32": ("float", "float", "({v})", "(float)({v})"),
     "float64": ("double", "double", "({v})", "(double)({v})"),
 }
-REDUCERS: dict[str, str] = {"sum": "GgGridSum", "max": "GgGridMax", "min": "GgGridMin"}
-GRID_HELPER = """\
-#ifndef GG_GRID_REDUCE_DEFINED
-#define GG_GRID_REDUCE_DEFINED
-__device__ __forceinline__ float gg_inf(float) { return __int_as_float(0x7f800000); }
-__device__ __forceinline__ double gg_inf(double) {
-  return __longlong_as_double(0x7ff0000000000000LL);
-}
-template <class A> struct GgGridSum {
-  static __device__ __forceinline__ A identity() { return A(0); }
-  static __device__ __forceinline__ A combine(A a, A b) { return a + b; }
-};
-// NaN wins from either side, as in np.max / np.min (fmax would drop it)
-template <class A> struct GgGridMax {
-  static __device__ __forceinline__ A identity() { return -gg_inf(A(0)); }
-  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a > b) ? a : b; }
-};
-template <class A> struct GgGridMin {
-  static __device__ __forceinline__ A identity() { return gg_inf(A(0)); }
-  static __device__ __forceinline__ A combine(A a, A b) { return (a != a || a < b) ? a : b; }
-};
-// The block's combine of every thread's v, valid in thread 0. blockDim.x is a multiple of 32
-// (grid_plan's sizes are): a butterfly per warp, one value per warp through shared memory,
-// a butterfly in warp 0. Called once per block, so the partials buffer is not reused.
-template <class Op, class A> __device__ __forceinline__ A gg_block_combine(A v) {
-  __shared__ A gg_parts[32];
-  const unsigned lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, warps = blockDim.x / 32u;
-  for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (warps == 1u) return v;
-  if (lane == 0u) gg_parts[warp] = v;
-  __syncthreads();
-  if (warp == 0u) {
-    v = lane < warps ? (A)gg_parts[lane] : Op::identity();
-    for (int o = 16; o > 0; o >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, o));
-  }
-  return v;
-}
-#endif
-"""
+# op -> the reduce_cuda.ROW_REDUCE_HELPER struct template (identity and combine; max and min
+# pass NaN like np.max / np.min), instantiated in the accumulation type. Its gg_row_reduce
+# (warp butterflies, one value per warp through shared memory, a closing barrier so the next
+# call may reuse the partials) is the block combine here too: blockDim.x is a multiple of 32.
+REDUCERS: dict[str, str] = REDUCER_TEMPLATES
+# Templates of one program: {init}, {folds} ... are rendered per reduction m (acc{m}, out{m}):
+# a program of several reductions (``GridProgram.also``) folds them all in one pass over its
+# inputs. The workspace holds reduction m's partials in slab m.
 FULL_TEMPLATE = """\
-extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
-                                    long long n) {{
-  {A} acc = {op}<{A}>::identity();
-  const long long stride = (long long)gridDim.x * blockDim.x;
+extern "C" __global__ void {name}_p({params}, {A}* __restrict__ work,
+                                    long long n{extra_params}) {{
+{init}  const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {{
-    const {A} x = {load_in};
-    acc = {op}<{A}>::combine(acc, ({A})({prologue}));
-  }}
-  acc = gg_block_combine<{op}<{A}>, {A}>(acc);
-  if (threadIdx.x == 0) work[blockIdx.x] = acc;
+{loads}{folds}  }}
+{block_combines}  if (threadIdx.x == 0) {{
+{partials}  }}
 }}
-extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restrict__ out,
+extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {outs},
                                     long long parts, long long count) {{
-  {A} acc = {op}<{A}>::identity();
-  for (long long i = threadIdx.x; i < parts; i += blockDim.x)
-    acc = {op}<{A}>::combine(acc, work[i]);
-  acc = gg_block_combine<{op}<{A}>, {A}>(acc);
-  if (threadIdx.x == 0) {{
-    const {A} r = acc, n = ({A})count;
-    out[0] = {store_out};
-  }}
-}}
+  const {A} n = ({A})count;
+{finals}}}
 """
+FULL_PARTS = {
+    "init": "  {A} acc{m} = {op}<{A}>::identity();\n",
+    "folds": "    acc{m} = {op}<{A}>::combine(acc{m}, ({A})({prologue}));\n",
+    "block_combines": "  acc{m} = gg_row_reduce<{op}<{A}>>(acc{m});\n",
+    "partials": "    work[{m} * gridDim.x + blockIdx.x] = acc{m};\n",
+    "finals": """\
+  {{
+    {A} acc = {op}<{A}>::identity();
+    for (long long i = threadIdx.x; i < parts; i += blockDim.x)
+      acc = {op}<{A}>::combine(acc, work[{m} * parts + i]);
+    acc = gg_row_reduce<{op}<{A}>>(acc);
+    if (threadIdx.x == 0) {{
+      const {A} r = acc;
+      out{m}[0] = {store_out};
+    }}
+  }}
+""",
+}
 COLUMN_TEMPLATE = """\
 // grid (tiles * outer, chunks), block (32, {lanes}): block (tile, chunk) folds rows
 // [chunk * chunk_rows, +chunk_rows) of 32 columns; lane y of a column takes every {lanes}th row.
-extern "C" __global__ void {name}_p(const {T}* __restrict__ in, {A}* __restrict__ work,
+extern "C" __global__ void {name}_p({params}, {A}* __restrict__ work,
                                     long long rows, long long cols, long long chunk_rows) {{
-  __shared__ {A} gg_lanes[32 * {lanes}];
-  if (cols == 0) return;  // the one idle block of an empty launch
+{shared}  if (cols == 0) return;  // the one idle block of an empty launch
   const long long tiles = (cols + 31) / 32, o = blockIdx.x / tiles;
   const long long col = (blockIdx.x % tiles) * 32 + threadIdx.x;
   const long long r0 = (long long)blockIdx.y * chunk_rows;
   const long long r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
-  {A} acc = {op}<{A}>::identity();
-  if (col < cols) {{
-    const {T}* __restrict__ base = in + o * rows * cols + col;
+  const long long slab = (long long)(gridDim.x / tiles) * gridDim.y * cols;
+{init}  if (col < cols) {{
     for (long long r = r0 + threadIdx.y; r < r1; r += {lanes}) {{
-      const {A} x = {load_base};
-      acc = {op}<{A}>::combine(acc, ({A})({prologue}));
-    }}
+{loads}{folds}    }}
   }}
-  gg_lanes[threadIdx.y * 32 + threadIdx.x] = acc;
-  __syncthreads();
+{lanes_store}  __syncthreads();
   if (threadIdx.y == 0 && col < cols) {{
-    for (int y = 1; y < {lanes}; ++y) acc = {op}<{A}>::combine(acc, gg_lanes[y * 32 + threadIdx.x]);
-    work[(o * gridDim.y + blockIdx.y) * cols + col] = acc;
-  }}
+{lane_folds}  }}
 }}
-extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {O}* __restrict__ out,
+extern "C" __global__ void {name}_f(const {A}* __restrict__ work, {outs},
                                     long long outer, long long cols, long long chunks,
                                     long long count) {{
   const long long total = outer * cols, stride = (long long)gridDim.x * blockDim.x;
+  const {A} n = ({A})count;
   for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < total; j += stride) {{
     const long long o = j / cols, col = j % cols;
-    {A} acc = {op}<{A}>::identity();
-    for (long long k = 0; k < chunks; ++k)
-      acc = {op}<{A}>::combine(acc, work[(o * chunks + k) * cols + col]);
-    const {A} r = acc, n = ({A})count;
-    out[j] = {store_out};
-  }}
+{finals}  }}
 }}
 """
-LAYOUTS = {"full": FULL_TEMPLATE, "column": COLUMN_TEMPLATE}
+COLUMN_PARTS = {
+    "shared": "  __shared__ {A} gg_lanes{m}[32 * {lanes}];\n",
+    "init": "  {A} acc{m} = {op}<{A}>::identity();\n",
+    "folds": "      acc{m} = {op}<{A}>::combine(acc{m}, ({A})({prologue}));\n",
+    "lanes_store": "  gg_lanes{m}[threadIdx.y * 32 + threadIdx.x] = acc{m};\n",
+    "lane_folds": """\
+    for (int y = 1; y < {lanes}; ++y)
+      acc{m} = {op}<{A}>::combine(acc{m}, gg_lanes{m}[y * 32 + threadIdx.x]);
+    work[{m} * slab + (o * gridDim.y + blockIdx.y) * cols + col] = acc{m};
+""",
+    "finals": """\
+    {{
+      {A} acc = {op}<{A}>::identity();
+      for (long long k = 0; k < chunks; ++k)
+        acc = {op}<{A}>::combine(acc, work[{m} * total * chunks + (o * chunks + k) * cols + col]);
+      const {A} r = acc;
+      out{m}[j] = {store_out};
+    }}
+""",
+}
+LAYOUTS = {"full": (FULL_TEMPLATE, FULL_PARTS), "column": (COLUMN_TEMPLATE, COLUMN_PARTS)}
+# how input j is laid out against the reduced input: "full" (its shape), "row" (one value per
+# row of the (rows, cols) view: broadcast along the kept axes), "col" (one per column:
+# broadcast along the reduced axes) or "scalar"; -> its element index per layout (a "full"
+# layout views its input as (n / cols, cols) for this, cols being the last axis)
+INDEX: dict[str, dict[str, str]] = {
+    "full": {"full": "i", "row": "i / cols", "col": "i % cols", "scalar": "0"},
+    "column": {
+        "full": "(o * rows + r) * cols + col",
+        "row": "o * rows + r",
+        "col": "o * cols + col",
+        "scalar": "0",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,29 @@ class GridProgram:
     epilogue: str = "r"  # C expression of the result r and the count n (accumulation type)
     dtype: str = "float32"  # input element type, a key of TYPES
     out_dtype: str | None = None  # output element type; None: the input's
+    # several inputs: (dtype, kind: a key of INDEX["column"]) each, named x0, x1, ... in the
+    # prologue; None: the one full input x of ``dtype``
+    inputs: tuple[tuple[str, str], ...] | None = None
+    # more reductions over the same inputs in the same pass: (op, prologue, epilogue,
+    # output dtype) each; reduction m writes out{m} (the first is out0)
+    also: tuple[tuple[str, str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.op not in REDUCERS:
-            raise UnsupportedError(f"grid reduction: {self.op!r} is not one of {sorted(REDUCERS)}")
-        for what, dt in (("input", self.dtype), ("output", self.out_type)):
+        for op in (self.op, *(r[0] for r in self.also)):
+            if op not in REDUCERS:
+                raise UnsupportedError(f"grid reduction: {op!r} is not one of {sorted(REDUCERS)}")
+        for _, kind in self.inputs or ():
+            if kind not in INDEX["column"]:
+                raise UnsupportedError(
+                    f"grid reduction: input kind {kind!r} is not one of {sorted(INDEX['column'])}"
+                )
+        ins = [dt for dt, _ in self.inputs or ()]
+        for what, dt in (
+            ("input", self.dtype),
+            ("output", self.out_type),
+            *(("input", d) for d in ins),
+            *(("output", r[3]) for r in self.also),
+        ):
             if dt not in TYPES:
                 raise UnsupportedError(
                     f"grid reduction: {what} dtype {dt} is not one of {sorted(TYPES)}"
@@ -176,8 +194,23 @@ class GridProgram:
         return self.out_dtype or self.dtype
 
     @property
+    def reductions(self) -> tuple[tuple[str, str, str, str], ...]:
+        """(op, prologue, epilogue, output dtype) of each reduction, the first one first."""
+        return ((self.op, self.prologue, self.epilogue, self.out_type), *self.also)
+
+    @property
+    def in_types(self) -> tuple[tuple[str, str], ...]:
+        return self.inputs or ((self.dtype, "full"),)
+
+    @property
     def acc_dtype(self) -> np.dtype:
-        return np.dtype(np.float64 if TYPES[self.dtype][1] == "double" else np.float32)
+        wide = any(TYPES[dt][1] == "double" for dt, _ in self.in_types)
+        return np.dtype(np.float64 if wide else np.float32)
+
+    @property
+    def broadcasts(self) -> bool:
+        """Some input is one per row or per column: a full layout then needs ``cols``."""
+        return any(kind in ("row", "col") for _, kind in self.in_types)
 
     @classmethod
     def mean(cls, prologue: str = "x", dtype: str = "float32", **kw) -> GridProgram:
@@ -250,28 +283,36 @@ class GridKernels:
 
     def workspace(self, shape: tuple[int, ...]) -> tuple[int, np.dtype]:
         """Elements and dtype of the workspace (the partials) for an input of ``shape``."""
-        return max(1, self.plan(shape).work_size), self.program.acc_dtype
+        size = max(1, self.plan(shape).work_size) * len(self.program.reductions)
+        return size, self.program.acc_dtype
 
-    def launches(self, x, work, out) -> list[GridLaunch]:
-        """The launches reducing ``x`` into ``out`` through ``work`` (workspace()): two, or
-        none when ``out`` has no elements."""
-        p = self.plan(x.shape)
-        self._check(x, work, out, p)
+    def launches(self, x, work, out, shape: tuple[int, ...] | None = None) -> list[GridLaunch]:
+        """The launches reducing ``x`` (an array, or the program's inputs in order: each
+        C-contiguous, laid out as its kind says against ``shape``, the reduced input's shape,
+        which defaults to the first input's) into ``out`` (an array, or one per reduction)
+        through ``work`` (workspace()): two, or none when nothing is written."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        outs = tuple(out) if isinstance(out, (list, tuple)) else (out,)
+        shape = tuple(xs[0].shape) if shape is None else tuple(shape)
+        p = self.plan(shape)
+        self._check(xs, work, outs, p)
         i64 = np.int64
         if p.layout == "full":
+            cols = (i64(shape[-1] if shape else 1),) if self.program.broadcasts else ()
+            stage1 = (*xs, work, i64(p.rows), *cols)
             return [
-                GridLaunch(f"{self.name}_p", (p.parts,), (FULL_BLOCK,), (x, work, i64(p.rows))),
+                GridLaunch(f"{self.name}_p", (p.parts,), (FULL_BLOCK,), stage1),
                 GridLaunch(
                     f"{self.name}_f",
                     (1,),
                     (p.final_block,),
-                    (work, out, i64(p.parts), i64(p.rows)),
+                    (work, *outs, i64(p.parts), i64(p.rows)),
                 ),
             ]
         if p.outer * p.cols == 0:
             return []  # nothing to write (and stage 1 would index an empty input)
         tiles = -(-p.cols // WARP)
-        stage1 = (x, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
+        stage1 = (*xs, work, i64(p.rows), i64(p.cols), i64(p.chunk_rows))
         outputs = p.outer * p.cols
         final_grid = min(-(-outputs // p.final_block), 1024)
         return [
@@ -280,18 +321,42 @@ class GridKernels:
                 f"{self.name}_f",
                 (final_grid,),
                 (p.final_block,),
-                (work, out, i64(p.outer), i64(p.cols), i64(p.parts), i64(p.rows)),
+                (work, *outs, i64(p.outer), i64(p.cols), i64(p.parts), i64(p.rows)),
             ),
         ]
 
-    def _check(self, x, work, out, p: GridPlan) -> None:
+    def _check(self, xs: list, work, outs: tuple, p: GridPlan) -> None:
         """The arrays must be what the kernels were generated for: wrong ones would be read
         as other types or past their ends on a GPU."""
-        want = [
-            ("input", x, np.dtype(self.program.dtype), None),
-            ("workspace", work, self.program.acc_dtype, max(1, p.work_size)),
-            ("output", out, np.dtype(self.program.out_type), p.outer * p.cols),
-        ]
+        types, reductions = self.program.in_types, self.program.reductions
+        for what, got, need in (("input", xs, types), ("output", outs, reductions)):
+            if len(got) != len(need):
+                raise UnsupportedError(
+                    f"grid reduction {self.name}: {len(got)} {what}(s), the kernels take "
+                    f"{len(need)}"
+                )
+        sizes = {"full": p.outer * p.rows * p.cols, "row": p.outer * p.rows}
+        sizes.update(col=p.outer * p.cols, scalar=1)
+        if p.layout == "full":  # (n / cols, cols): the launch's cols, not the plan's 1
+            sizes.update(row=None, col=None)  # checked against the shape by the caller
+        want = (
+            [
+                ("input" if len(xs) == 1 else f"input {j}", a, np.dtype(dt), sizes[kind] or None)
+                for j, (a, (dt, kind)) in enumerate(zip(xs, types))
+            ]
+            + [
+                ("workspace", work, self.program.acc_dtype, max(1, p.work_size) * len(outs)),
+            ]
+            + [
+                (
+                    "output" if len(outs) == 1 else f"output {m}",
+                    out,
+                    np.dtype(r[3]),
+                    p.outer * p.cols,
+                )
+                for m, (out, r) in enumerate(zip(outs, reductions))
+            ]
+        )
         for what, a, dtype, size in want:
             if a.dtype != dtype or not a.flags.c_contiguous or (size and a.size < size):
                 raise UnsupportedError(
@@ -306,21 +371,39 @@ def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
     """The source of ``program``'s two-stage reduction for ``layout`` ("full" or "column")."""
     if layout not in LAYOUTS:
         raise UnsupportedError(f"grid reduction: layout {layout!r} is not one of {sorted(LAYOUTS)}")
-    t_in, acc, load, _ = TYPES[program.dtype]
-    t_out, _, _, store = TYPES[program.out_type]
-    half = "__half" in (t_in, t_out)
-    body = LAYOUTS[layout].format(
+    acc = "double" if program.acc_dtype == np.float64 else "float"
+    types = program.in_types
+    one = program.inputs is None  # the one input "in", element "x"
+    params, loads = [], []
+    pad = " " * (4 if layout == "full" else 6)
+    for j, (dt, kind) in enumerate(types):
+        t_in, _, load, _ = TYPES[dt]
+        arr, elem = ("in", "x") if one else (f"in{j}", f"x{j}")
+        params.append(f"const {t_in}* __restrict__ {arr}")
+        value = load.format(v=f"{arr}[{INDEX[layout][kind]}]")
+        loads.append(f"{pad}const {acc} {elem} = {value};\n")
+    template, parts = LAYOUTS[layout]
+    per = {key: [] for key in parts}
+    outs = []
+    for m, (op, prologue, epilogue, out_dtype) in enumerate(program.reductions):
+        t_out, _, _, store = TYPES[out_dtype]
+        outs.append(f"{t_out}* __restrict__ out{m}")
+        fill = dict(A=acc, m=m, op=REDUCERS[op], lanes=COL_LANES, prologue=prologue)
+        fill.update(store_out=store.format(v=epilogue))
+        for key, text in parts.items():
+            per[key].append(text.format(**fill))
+    out_types = [TYPES[r[3]][0] for r in program.reductions]
+    half = "__half" in (*out_types, *(TYPES[dt][0] for dt, _ in types))
+    body = template.format(
         name="{name}",
-        T=t_in,
         A=acc,
-        O=t_out,
-        op=REDUCERS[program.op],
         lanes=COL_LANES,
-        prologue=program.prologue,
-        load_in=load.format(v="in[i]"),
-        load_base=load.format(v="base[r * cols]"),
-        store_out=store.format(v=program.epilogue),
+        params=", ".join(params),
+        outs=", ".join(outs),
+        extra_params=", long long cols" if layout == "full" and program.broadcasts else "",
+        loads="".join(loads),
+        **{key: "".join(lines) for key, lines in per.items()},
     )
-    text = ("#include <cuda_fp16.h>\n" if half else "") + GRID_HELPER + body
+    text = ("#include <cuda_fp16.h>\n" if half else "") + ROW_REDUCE_HELPER + body
     name = kernel_name(text)
     return GridKernels(name, text.replace("{name}", name), program, layout)

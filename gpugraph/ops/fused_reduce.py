@@ -42,7 +42,7 @@ def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
 
 
 def _reducer(op: str):
-    fn = np.add.reduce if op == "sum" else np.maximum.reduce
+    fn = {"sum": np.add.reduce, "max": np.maximum.reduce, "min": np.minimum.reduce}[op]
 
     def reduce(a: np.ndarray, out: np.ndarray) -> None:
         fn(a, axis=1, keepdims=True, out=out)

@@ -35,14 +35,27 @@ from ..ops.registry import get_op
 from ..ops.row_space import REDUCE_DTYPES, ROW_REDUCERS, Space, member_kinds, reduction_space
 from .fuse import _body, _stuck_groups, rebuild
 from .fuse_groups import Ancestors, describe
-from .fuse_reduce_grid import FUSED_GRID_OP, grid_groups, grid_node, leading_axes
+from .fuse_reduce_grid import FUSED_GRID_OP, grid_axes, grid_groups, grid_node
 
 FUSED_REDUCE_OP = "fused_reduce"
 ENABLED = os.environ.get("GPUGRAPH_REDUCE_FUSION", "1") != "0"
 
 
+# reductions that stay single ops, and why (the general reason below covers the others)
+UNFUSED_REDUCTIONS = {
+    "argmax": "argmax gives an int64 index: the kernels fold values (sum/max/min), not "
+    "(value, index) pairs, so it runs as its own op",
+    "argmin": "argmin gives an int64 index: the kernels fold values (sum/max/min), not "
+    "(value, index) pairs, so it runs as its own op",
+    "prod": "prod has no fold in the row and grid kernels (they have sum, max and min; not "
+    "written yet), so it runs as its own op",
+}
+
+
 def why_not_row_reduction(node: Node) -> str:
     """Why a reduce-family node cannot seed a fused reduction group."""
+    if node.op in UNFUSED_REDUCTIONS:
+        return UNFUSED_REDUCTIONS[node.op]
     if node.op not in ROW_REDUCERS:
         return f"{node.op} is not a reduction the row kernels have ({', '.join(ROW_REDUCERS)})"
     x = node.inputs[0]
@@ -55,10 +68,12 @@ def why_not_row_reduction(node: Node) -> str:
         f"over axes {tuple(node.attrs['axis'])} of {x.type}: only the innermost (last) axis "
         "alone fuses in a row group"
     )
-    if leading_axes(node) is not None:
+    run = grid_axes(node)
+    if run is not None:
         why += (
-            "; over leading axes, a grid group needs an elementwise producer that only it "
-            "reads or a consumer with constants (a row group may have taken the producer)"
+            f"; over {'leading' if run[0] == 0 else 'middle'} axes, a grid group needs an "
+            "elementwise producer that only it reads or a consumer with constants (a row group "
+            "may have taken the producer)"
         )
     return why
 
@@ -141,6 +156,9 @@ def reduction_groups(graph: Graph, notes: list[tuple[Node, str]]) -> list[tuple[
     grower = _Grower(graph)
     groups = []
     for node in graph.nodes:
+        if node.op in UNFUSED_REDUCTIONS:  # (argmax is an index op, not of the reduce family)
+            notes.append((node, UNFUSED_REDUCTIONS[node.op]))
+            continue
         if get_op(node.op).family != "reduce" or node in grower.claimed:
             continue
         space = reduction_space(node)
@@ -161,18 +179,30 @@ def reduction_groups(graph: Graph, notes: list[tuple[Node, str]]) -> list[tuple[
     return groups
 
 
+def live(members: list[Node], outs: list[Value]) -> list[Node]:
+    """The members that some of ``outs`` needs, in order: a value only a grid group read
+    (which now recomputes it) is no longer made."""
+    need, keep = set(outs), []
+    for n in reversed(members):
+        if any(v in need for v in n.outputs):
+            keep.append(n)
+            need.update(n.inputs)
+    return keep[::-1]
+
+
 def _without_cycles(graph: Graph, groups: list, grids: list, notes: list[str]) -> tuple:
     """Drop groups until the groups can be ordered. Each is convex on its own, but two can
     need each other (a sibling reader of ``y`` in group A feeds group B's producers, and B's
     feeds A's): fused, the graph would have a cycle. The smallest stuck group goes first; its
     ops stay single (the elementwise pass may still fuse them)."""
     while True:
-        sets = [set(m) for _, m in groups] + [set(m) for _, m in grids]
+        sets_members = [m for _, m in groups] + [g.members for g in grids]
+        sets = [set(m) for m in sets_members]
         stuck = _stuck_groups(graph, sets)
         if not stuck:
             return groups, grids
         k = min(stuck, key=lambda i: (len(sets[i]), i))
-        seed = next(n for n in (groups + grids)[k][1] if get_op(n.op).family == "reduce")
+        seed = next(n for n in sets_members[k] if get_op(n.op).family == "reduce")
         notes.append(
             f"reduction left unfused: {describe(seed)}: its group would form a cycle with "
             "another reduction group"
@@ -190,9 +220,9 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
         return graph, {}
     left: list[tuple[Node, str]] = []
     groups = reduction_groups(graph, left)
-    rows_claimed = {n for _, members in groups for n in members}
-    grids = grid_groups(graph, rows_claimed)
-    in_grid = {n for _, members in grids for n in members}
+    rows = {n: set(members) for _, members in groups for n in members}
+    grids = grid_groups(graph, rows)
+    in_grid = {n for g in grids for n in g.members}
     notes = [
         f"reduction left unfused: {describe(node)}: {why}"
         for node, why in left
@@ -202,6 +232,17 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
     users, graph_outputs = graph.users(), set(graph.outputs)
     units: dict[Node, Node] = {n: n for n in graph.nodes}
     env: dict[Value, Value] = {}
+    # grid groups first: what they read (a row group's mean and rstd where they recompute its
+    # ops) a row group hands out; what only their recomputed ops read, it no longer does
+    grid_notes, grid_reads = [], set()
+    in_grid = {n for g in grids for n in g.members}
+    for g in grids:
+        node, note = grid_node(g)
+        for m in g.members:
+            units[m] = node
+        env.update(zip(g.outs, node.outputs))
+        grid_notes.append(note)
+        grid_reads |= set(node.inputs)
     fused = 0
     for k, (space, members) in enumerate(groups):
         inside = set(members)
@@ -209,9 +250,12 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
             v
             for n in members
             for v in n.outputs
-            if v in graph_outputs or any(u not in inside for u in users[v])
+            if v in graph_outputs
+            or v in grid_reads
+            or any(u not in inside and u not in in_grid for u in users[v])
         ]
-        body, externals = _body(members, outs)
+        made = live(members, outs)
+        body, externals = _body(made, outs)
         attrs = {"body": body, "lead": space.lead, "cols": space.cols}
         try:
             kernel = row_kernel(body, space)
@@ -225,25 +269,20 @@ def fuse_reductions(graph: Graph) -> tuple[Graph, dict[str, int]]:
             units[m] = node
         env.update(zip(outs, node.outputs))
         fused += len(members)
-        reductions = sum(m.op in ROW_REDUCERS for m in members)
+        reductions = sum(m.op in ROW_REDUCERS for m in made)
         notes.append(
-            f"reduction group {k}: {len(members)} ops, {reductions} reduction(s) over rows "
-            f"{space.lead} x {space.cols} [{', '.join(m.op for m in members)}] -> "
+            f"reduction group {k}: {len(made)} ops, {reductions} reduction(s) over rows "
+            f"{space.lead} x {space.cols} [{', '.join(m.op for m in made)}] -> "
             f"{', '.join(str(v.type) for v in outs)}; {len(externals)} input(s); {how}"
         )
-    for seed, members in grids:
-        node, out, note = grid_node(seed, members)
-        for m in members:
-            units[m] = node
-        env[out] = node.output
-        notes.append(note)
+    notes += grid_notes
     meta = dict(graph.meta, fusion_notes=graph.meta.get("fusion_notes", []) + notes)
     if not fused and not grids:
         return (Graph(graph.inputs, graph.nodes, graph.outputs, meta) if notes else graph), {}
     counts = {
         "op fused into a reduction group": fused,
         "reduction group formed": len(groups),
-        "op fused into a grid reduction group": sum(len(m) for _, m in grids),
+        "op fused into a grid reduction group": sum(len(g.members) for g in grids),
         "grid reduction group formed": len(grids),
     }
     return rebuild(graph, units, env, meta), {k: v for k, v in counts.items() if v}
