@@ -34,6 +34,11 @@ CASES = {
     ),
     "mean over two axes": (lambda a: gg.mean(gg.exp(a), axis=(0, 1)), (_f32(6, 300, 4),)),
     "full max": (lambda a: gg.max(a - 0.5), (_f32(2 * BLOCK_ROWS, 3),)),
+    "column min, epilogue": (
+        lambda a: gg.min(a * 3.0, axis=0) + 1.0,
+        (_f32(2 * BLOCK_ROWS + 9, 6),),
+    ),
+    "full min": (lambda a: gg.min(a + 0.25), (_f32(BLOCK_ROWS + 3, 2),)),
     "column sum, column input": (
         lambda a, c: gg.sum(a * c, axis=0),
         (_f32(40, 6), _f32(40, 1)),
@@ -99,3 +104,27 @@ def test_float16_groups_stay_on_numpy_and_say_so():
     compiled = gg.jit(fn, backend="cpu").lower(x)
     assert "float16 values are not rendered" in compiled.explain()
     np.testing.assert_allclose(compiled(x), gg.jit(fn, backend="numpy")(x), rtol=1e-3)
+
+
+def test_min_passes_nan_like_numpy():
+    a = _f32(BLOCK_ROWS + 5, 3)
+    a[BLOCK_ROWS + 2, 1], a[3, 2] = np.nan, -np.inf
+    m = _check(lambda x: gg.min(x * 2.0, axis=0), (a,), 0)
+    assert np.isfinite(m[0]) and np.isnan(m[1]) and m[2] == -np.inf
+    assert np.isnan(_check(lambda x: gg.min(x * 2.0), (a,), 0))
+
+
+def test_forms_the_kernel_does_not_render_run_on_numpy_and_say_why():
+    # a middle run of axes, and a layer norm's dw and db (two reductions in one pass)
+    x, dy, w = _f32(6, 40, 5), _f32(64, 8), _f32(64, 8)
+    cases = [
+        (lambda a: gg.sum(gg.exp(a), axis=1), (x,), "middle run of axes"),
+        (lambda g, h: (gg.sum(g * h, axis=0), gg.sum(g, axis=0)), (dy, w), "2 reductions"),
+    ]
+    for fn, args, why in cases:
+        compiled = gg.jit(fn, backend="cpu").lower(*args)
+        assert compiled.graph.op_counts().get("fused_grid_reduce") == 1
+        assert why in compiled.explain(), compiled.explain()
+        got, want = compiled(*args), gg.jit(fn, backend="numpy")(*args)
+        for g, wv in zip(gg.tree_leaves(got), gg.tree_leaves(want)):
+            np.testing.assert_allclose(g, wv, rtol=1e-5)

@@ -97,6 +97,18 @@ ONE_COLUMN_BLOCK = {
     }}
     total[0] = acc > total[0] ? acc : total[0];
     nan[0] |= seen_nan;""",
+    "min": """\
+    {ct} acc = ({ct})INFINITY;
+    int seen_nan = 0;
+#pragma omp simd reduction(min : acc) reduction(| : seen_nan)
+    for (long long r = r0; r < r1; ++r) {{
+      const long long i = r;
+{prologue}      const {ct} e = {x};
+      acc = e < acc ? e : acc;
+      seen_nan |= e != e;
+    }}
+    total[0] = acc < total[0] ? acc : total[0];
+    nan[0] |= seen_nan;""",
 }
 SUM = {
     "init": "0.0",
@@ -109,6 +121,27 @@ MAX = {
     "nan[c - lo] |= e != e; }}",
     "merge": "total[c] = part[c] > total[c] ? part[c] : total[c];",
 }
+MIN = {
+    "init": "({ct})INFINITY",
+    "combine": "{{ const {ct} e = {x}; part[c - lo] = e < part[c - lo] ? e : part[c - lo]; "
+    "nan[c - lo] |= e != e; }}",
+    "merge": "total[c] = part[c] < total[c] ? part[c] : total[c];",
+}
+TABLES = {"sum": SUM, "max": MAX, "min": MIN}
+
+
+def native_form_refusal(body: Graph, start: int) -> str | None:
+    """Why a grid body is not the one form this kernel renders (one sum/max/min over leading
+    axes, one output), or None. Several reductions in one pass (a layer norm's dw and db) and
+    middle-axis runs run on the NumPy blocked runner."""
+    reductions = [n for n in body.nodes if n.op in ("sum", "max", "min", "prod")]
+    if len(reductions) != 1:
+        return f"cpu grid kernel: {len(reductions)} reductions in one pass (it renders one)"
+    if reductions[0].op not in TABLES:
+        return f"cpu grid kernel: a {reductions[0].op} reduction"
+    if start:
+        return "cpu grid kernel: a middle run of axes (it renders leading axes)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,7 +166,7 @@ def cpu_grid_kernel(body: Graph, axes: int) -> CpuGridKernel:
         # half storage with float compute needs the CUDA kernels' float16 rules (as for the
         # row kernel, codegen/cpu_reduce.py): not rendered here
         raise UnsupportedError("cpu grid kernel: float16 values are not rendered")
-    split = next(i for i, n in enumerate(body.nodes) if n.op in ("sum", "max")) + 1
+    split = next(i for i, n in enumerate(body.nodes) if n.op in TABLES) + 1
     reduction = body.nodes[split - 1]
     full = tuple(reduction.inputs[0].shape)
     rows, cols = math.prod(full[:axes]), math.prod(full[axes:])
@@ -181,7 +214,7 @@ def cpu_grid_kernel(body: Graph, axes: int) -> CpuGridKernel:
         names[out] = f"v{k}"
         line = f"const {oct_} v{k} = {template.format(*(names[v] for v in node.inputs), T=oct_)};"
         (pro if k < split else epi).append(line)
-    table = SUM if reduction.op == "sum" else MAX
+    table = TABLES[reduction.op]
     acc_t = "double" if reduction.op == "sum" else ct
     x = names[reduction.inputs[0]]
     if cols == 1:
