@@ -3,11 +3,15 @@ arena allocation, output donation and out=, all against NumPy references."""
 
 from __future__ import annotations
 
+import functools
+import re
+
 import numpy as np
 import pytest
 
 import gpugraph as gg
 from gpugraph.errors import ArenaMemoryError, DonationError
+from gpugraph.ops.fused import out_call
 
 RNG = np.random.default_rng(7)
 
@@ -97,6 +101,21 @@ def test_numpy_scalars_take_the_fast_path_with_their_own_signatures(monkeypatch)
     with pytest.raises(AssertionError, match="full call path"):  # a new signature
         f(x, np.int32(2), np.float32(1))
     assert f.cache_size == 3
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_ufunc_steps_pass_the_output_positionally(fuse):
+    """A generated call of a ufunc gives ``out`` by position (no keyword parsing per call);
+    an impl bound to attrs keeps the keyword. Results are NumPy's."""
+    f = jit(lambda x, y: gg.clip(gg.sin(x * y) + x, -0.5, 0.5), fuse=fuse)
+    x, y = f32(8), f32(8)
+    np.testing.assert_allclose(f(x, y), np.clip(np.sin(x * y) + x, -0.5, 0.5), rtol=1e-6)
+    source = f.lower(x, y).executable._program.source
+    assert re.search(r"_f\d+\(i0, i1, _\w+\)", source), source  # the multiply
+    assert out_call("f", np.add, ["a", "b"], "o") == "f(a, b, o)"
+    assert out_call("f", np.add, ["a"], "o") == "f(a, out=o)"  # not the ufunc's arity
+    assert out_call("f", np.maximum, ["a", "b"], "o") == "f(a, b, out=o)"  # NumPy 2.4
+    assert out_call("f", functools.partial(np.add, 1), ["a"], "o") == "f(a, out=o)"
 
 
 def test_fused_chunk_keeps_one_element_constant_of_rank_two():
