@@ -57,6 +57,7 @@ _FAST_SCALARS = (bool, int, float)
 # NumPy scalar types that may be arguments (the supported dtypes' types): a set, since the
 # fast key tests membership on every argument of every call
 _NUMPY_SCALARS = frozenset(np.dtype(d).type for d in SUPPORTED_DTYPES)
+_SCALAR_TYPES = _NUMPY_SCALARS | frozenset(_FAST_SCALARS)
 
 
 def fast_key(args: tuple) -> tuple | None:
@@ -69,10 +70,10 @@ def fast_key(args: tuple) -> tuple | None:
     key = []
     for a in args:
         t = type(a)
-        if t in _FAST_SCALARS or t in _NUMPY_SCALARS:
-            key.append(t)
-        elif t.__name__ == "ndarray" and is_array(a):
+        if t is np.ndarray or (t.__name__ == "ndarray" and is_array(a)):  # NumPy first: cheapest
             key.append((t, a.shape, a.dtype))
+        elif t in _SCALAR_TYPES:
+            key.append(t)
         else:
             return None
     return tuple(key)
