@@ -71,8 +71,8 @@ _KEYWORD_OUT = frozenset({np.maximum, np.minimum})
 
 def out_call(f: str, call: Any, args: Sequence[str], dst: str) -> str:
     """Source of ``call(*args, out=dst)`` under the name ``f``. A ufunc taking exactly these
-    inputs gets its output positionally: same result, but no keyword parsing (about 0.15-0.3
-    us of a 1 us ufunc call on small arrays); anything else keeps the keyword."""
+    inputs gets its output positionally: same result, but no keyword parsing (about 0.04-0.07
+    us of a 0.4 us ufunc call on small arrays, NumPy 2.4); anything else keeps the keyword."""
     positional = (
         isinstance(call, np.ufunc)
         and call.nout == 1
