@@ -7,7 +7,10 @@ number, while the extra happens-before pairs sit in the short window in which st
 concurrently. ``HBConflicts`` therefore stores only the extra pairs and answers overlap from the
 ranges on demand (as ``IntervalConflicts`` does on one stream); ``hb_clique_bound`` computes the
 same bound as ``memory_place.clique_bound`` over those conflicts from the ranges instead of one
-neighbour bitset per buffer.
+neighbour bitset per buffer. On a ``Schedule`` the extra pairs come from per-stream windows over
+the vector clocks (``window_extras``: on one stream, the buffers a given buffer conflicts with
+through happens-before are one run of time steps), found by binary searches for all buffers at
+once; they are the same pairs the per-buffer test finds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import numpy as np
 from . import memory_place
 from .memory_place import IntervalConflicts
 from .schedule import Schedule
+
+# the extra pairs from per-stream windows over the vector clocks (``window_extras``); False:
+# one happens-before test per buffer in each window (the reference the tests compare against)
+WINDOWS = True
 
 
 class HBConflicts(IntervalConflicts):
@@ -73,6 +80,8 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
         first.append(slots[h].first)
         last.append(max(a))
         horizon.append(max(horizon_of(x) for x in a) if horizon_of else len(sched.steps))
+    if clocks and WINDOWS:
+        return HBConflicts(first, last, window_extras(acc, first, last, sched), horizon), last
     by_first = sorted(range(n), key=lambda i: first[i])
     starts = [first[i] for i in by_first]
     first_arr, by_first_arr = np.asarray(first, dtype=np.int64), np.asarray(by_first, dtype=int)
@@ -97,6 +106,57 @@ def hb_conflicts(heads, members, slots, readers, sched: Schedule):
             extras[a].append(b)
             extras[b].append(a)
     return HBConflicts(first, last, extras, horizon), last
+
+
+def window_extras(acc, first, last, sched: Schedule) -> list[list[int]]:
+    """The extra pairs of ``hb_conflicts`` from the vector clocks, all buffers at once.
+
+    A buffer b first written at step j on stream s after a's last access conflicts with a
+    when some access x of a does not happen before j, i.e. when j comes before ``W_s(a)``,
+    the first step on s that knows every access of a (the largest over x of the first step
+    k on s with ``clock[k, stream of x] >= x``; clock columns only grow along a stream). So
+    on each stream a's partners are the buffers first written there in (last[a], W_s(a)):
+    two binary searches per stream instead of a test per buffer in a's window."""
+    n_steps = len(sched.steps)
+    streams = np.asarray(sched._streams, dtype=np.int64)
+    on = [np.flatnonzero(streams == k) for k in range(sched.num_streams)]
+    know = np.full((len(on), n_steps), n_steps, dtype=np.int64)  # know[s, x]: that first k
+    for t, xs in enumerate(on):
+        for s, ks in enumerate(on):
+            if len(xs) and len(ks):
+                at = np.searchsorted(sched.clock[ks, t], xs, side="left")
+                know[s, xs] = np.where(at < len(ks), ks[np.minimum(at, len(ks) - 1)], n_steps)
+    n = len(first)
+    if not n:
+        return []
+    flat = np.fromiter((x for a in acc for x in a), dtype=np.int64)
+    starts = np.cumsum([0] + [len(a) for a in acc[:-1]])
+    until = np.maximum.reduceat(know[:, flat], starts, axis=1)  # until[s, a] = W_s(a)
+    first_arr, last_arr = np.asarray(first, dtype=np.int64), np.asarray(last, dtype=np.int64)
+    rows, cols = [], []
+    for s in range(len(on)):
+        mine = np.flatnonzero(streams[first_arr] == s)  # buffers first written on stream s
+        mine = mine[np.argsort(first_arr[mine], kind="stable")]
+        at = first_arr[mine]
+        lo = np.searchsorted(at, last_arr, side="right")
+        hi = np.searchsorted(at, until[s], side="left")
+        count = np.maximum(hi - lo, 0)
+        total = int(count.sum())
+        if not total:
+            continue
+        a = np.repeat(np.arange(n), count)
+        # the k-th partner of a is mine[lo[a] + k]
+        offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        b = mine[np.repeat(lo, count) + offset]
+        rows += [a, b]
+        cols += [b, a]
+    if not rows:
+        return [[] for _ in range(n)]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    by = np.lexsort((c, r))
+    bounds = np.searchsorted(r[by], np.arange(n + 1), side="left").tolist()
+    c = c[by].tolist()
+    return [c[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
 def _horizons(sched: Schedule) -> list[int]:

@@ -184,10 +184,13 @@ class Compiled:
             check_live(leaves, self.arg_names)
         return self._run(leaves, args, out)
 
-    def call_fast(self, args: list[Any]) -> Any:
+    def call_fast(self, args: list[Any], numpy_scalars_at: tuple[int, ...] = ()) -> Any:
         """The call path of a signature seen before (``JitFunction``'s cache hit on types,
         shapes and dtypes of positional arrays and numbers): only what depends on the values
-        is checked, i.e. the Python numbers' ranges and donated arrays' liveness."""
+        is checked, i.e. the Python numbers' ranges and donated arrays' liveness.
+        ``numpy_scalars_at``: positions of NumPy scalars, made 0-d arrays as in check_args."""
+        for i in numpy_scalars_at:
+            args[i] = self.backend.asarray(np.asarray(args[i]))
         if self._scalars:
             args = self.check_args(args)
         if _CONSUMED:

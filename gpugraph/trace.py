@@ -16,7 +16,7 @@ import numpy as np
 from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
 from .interop import as_array
-from .ir import Graph, TensorType, check_shape, freeze
+from .ir import SUPPORTED_DTYPES, Graph, TensorType, check_shape, freeze
 from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .runtime import Compiled, Options
@@ -54,22 +54,35 @@ def static_key(v: Any) -> Any:
 
 
 _FAST_SCALARS = (bool, int, float)
+# NumPy scalar types that may be arguments (the supported dtypes' types): a set, since the
+# fast key tests membership on every argument of every call
+_NUMPY_SCALARS = frozenset(np.dtype(d).type for d in SUPPORTED_DTYPES)
+_SCALAR_TYPES = _NUMPY_SCALARS | frozenset(_FAST_SCALARS)
 
 
 def fast_key(args: tuple) -> tuple | None:
-    """A cheap cache key for a call with only positional ndarrays and Python numbers, or None.
-    Exact types only (ndarray subclasses, NumPy scalars, pytrees and tracers take the full
-    path); equal keys mean equal signatures for ``_compiled_for``."""
+    """A cheap cache key for a call with only positional ndarrays, Python numbers and NumPy
+    scalars, or None. Exact types only (ndarray subclasses, pytrees and tracers take the full
+    path); equal keys mean equal signatures for ``_compiled_for``. A Python number's type
+    stands for a weakly typed 0-d input (its value is checked per call); a NumPy scalar's type
+    (np.float32, ...) fixes its dtype, so it stands for a strongly typed 0-d input. The two
+    never collide: np.float64 subclasses float, but ``type`` is exact."""
     key = []
     for a in args:
         t = type(a)
-        if t in _FAST_SCALARS:
-            key.append(t)
-        elif t.__name__ == "ndarray" and is_array(a):
+        if t is np.ndarray or (t.__name__ == "ndarray" and is_array(a)):  # NumPy first: cheapest
             key.append((t, a.shape, a.dtype))
+        elif t in _SCALAR_TYPES:
+            key.append(t)
         else:
             return None
     return tuple(key)
+
+
+def numpy_scalars_at(args: tuple) -> tuple[int, ...]:
+    """The positions of NumPy scalars in ``args``: the fast path makes them 0-d arrays, as
+    ``Compiled.check_args`` does on the full path."""
+    return tuple(i for i, a in enumerate(args) if type(a) in _NUMPY_SCALARS)
 
 
 def positional_names(fn: Callable) -> list[str]:
@@ -173,8 +186,9 @@ class JitFunction:
         self.options = options
         self._cache: dict[Any, Compiled] = {}
         # positional arrays and numbers only, no statics: (type, shape, dtype) per argument ->
-        # the compiled entry, so a repeated call skips binding, flattening and naming
-        self._fast: dict[tuple, Compiled] = {}
+        # the compiled entry and the positions of NumPy scalars, so a repeated call skips
+        # binding, flattening and naming
+        self._fast: dict[tuple, tuple[Compiled, tuple[int, ...]]] = {}
         self._fast_ok = not self.static_argnums and not self.static_argnames
         try:
             self._sig: inspect.Signature | None = inspect.signature(fn)
@@ -318,9 +332,9 @@ class JitFunction:
         of that name): arrays to write the outputs into, in the output's structure; they are
         returned. Without it each call returns fresh arrays that stay valid."""
         if not kwargs:  # the hot path: a signature seen before, positional arrays
-            compiled = self._fast.get(fast_key(args)) if self._fast_ok else None
-            if compiled is not None:
-                return compiled.call_fast(list(args))
+            hit = self._fast.get(fast_key(args)) if self._fast_ok else None
+            if hit is not None:
+                return hit[0].call_fast(list(args), hit[1])
         out = kwargs.pop("out", None) if self._out_kw and "out" in kwargs else None
         leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
@@ -337,8 +351,10 @@ class JitFunction:
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
         if out is None and not kwargs:
             key = fast_key(args) if self._fast_ok else None
-            if key is not None:
-                self._fast[key] = compiled
+            scalars_at = numpy_scalars_at(args) if key is not None else ()
+            # a donated NumPy scalar is consumed as the caller's object: the full path only
+            if key is not None and not (scalars_at and compiled.donated):
+                self._fast[key] = (compiled, scalars_at)
         results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
         return unflatten(compiled.out_tree, results)
 

@@ -550,9 +550,11 @@ def test_several_streams_plan_is_the_same_with_and_without_numpy_scans(case, mon
         fn, args = random_program(case, 40), args_of("x", "row", "col", "w")
     c = gg.jit(fn, backend="numpy", streams=4).lower(*args)
     assert c.schedule.num_streams > 1 and c.memory.method.startswith("happens-before")
+    windows = plan_with(monkeypatch, c, 4)  # the pairs from per-stream windows (default)
+    monkeypatch.setattr(memory_hb, "WINDOWS", False)  # one test per buffer in each window:
     fast = plan_with(monkeypatch, c, 4)  # most windows take the NumPy path
     slow = plan_with(monkeypatch, c, 10**9)  # every window the Python loop
-    assert fast == slow and fast[2]
+    assert windows == fast == slow and fast[2]
 
 
 # ---- several streams: overlap from the ranges, only the extra pairs stored ----------------------

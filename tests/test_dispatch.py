@@ -3,11 +3,15 @@ arena allocation, output donation and out=, all against NumPy references."""
 
 from __future__ import annotations
 
+import functools
+import re
+
 import numpy as np
 import pytest
 
 import gpugraph as gg
 from gpugraph.errors import ArenaMemoryError, DonationError
+from gpugraph.ops.fused import out_call
 
 RNG = np.random.default_rng(7)
 
@@ -63,6 +67,55 @@ def test_fast_path_still_checks_python_numbers():
     np.testing.assert_array_equal(f(x, 3), x + 3)  # caches the signature (int32[4], int)
     with pytest.raises(gg.DTypeError, match="out of bounds"):
         f(x, 2**40)
+
+
+def test_numpy_scalars_take_the_fast_path_with_their_own_signatures(monkeypatch):
+    """np.float32(2) is a strongly typed 0-d float32 (one entry with a 0-d float32 array);
+    2.0 is a weak Python float (its own entry); np.float64 is a float64 input (its own entry,
+    promoting the result as NumPy does). A repeated call never reaches the full path."""
+    f = jit(lambda x, a, b: x * a + b)
+    x = f32(5)
+    calls = [
+        (np.float32(2), np.float32(0.5)),
+        (np.array(3, np.float32), np.float32(1.5)),  # same signature as the first
+        (2.0, 0.5),  # weak
+        (np.float64(2), np.float32(0.5)),  # float64 a: promotes
+    ]
+    for a, b in calls:
+        got = f(x, a, b)
+        want = x * a + b
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert f.cache_size == 3
+
+    def full_path(*args, **kwargs):
+        raise AssertionError("a seen signature took the full call path")
+
+    monkeypatch.setattr(f, "_compiled_for", full_path)
+    a, b = np.float32(-3), np.float32(4)
+    kept = f(x, a, b)
+    np.testing.assert_allclose(kept, x * a + b, rtol=1e-6)
+    np.testing.assert_allclose(f(x, np.float64(1.5), np.float32(1)), x * 1.5 + 1, rtol=1e-6)
+    np.testing.assert_allclose(f(x, 1.0, 2.0), x + 2, rtol=1e-6)
+    np.testing.assert_allclose(kept, x * a + b, rtol=1e-6)  # not overwritten by later calls
+    with pytest.raises(AssertionError, match="full call path"):  # a new signature
+        f(x, np.int32(2), np.float32(1))
+    assert f.cache_size == 3
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_ufunc_steps_pass_the_output_positionally(fuse):
+    """A generated call of a ufunc gives ``out`` by position (no keyword parsing per call);
+    an impl bound to attrs keeps the keyword. Results are NumPy's."""
+    f = jit(lambda x, y: gg.clip(gg.sin(x * y) + x, -0.5, 0.5), fuse=fuse)
+    x, y = f32(8), f32(8)
+    np.testing.assert_allclose(f(x, y), np.clip(np.sin(x * y) + x, -0.5, 0.5), rtol=1e-6)
+    source = f.lower(x, y).executable._program.source
+    assert re.search(r"_f\d+\(i0, i1, _\w+\)", source), source  # the multiply
+    assert out_call("f", np.add, ["a", "b"], "o") == "f(a, b, o)"
+    assert out_call("f", np.add, ["a"], "o") == "f(a, out=o)"  # not the ufunc's arity
+    assert out_call("f", np.maximum, ["a", "b"], "o") == "f(a, b, out=o)"  # NumPy 2.4
+    assert out_call("f", functools.partial(np.add, 1), ["a"], "o") == "f(a, out=o)"
 
 
 def test_fused_chunk_keeps_one_element_constant_of_rank_two():

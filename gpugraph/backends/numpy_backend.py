@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.fused import out_call
 from ..ops.registry import get_op
 from . import blas
 from .base import Backend, register_backend
@@ -103,11 +104,11 @@ def _emit(
         f = f"{prefix}f{k}"
         if call is not None and len(dests) == 1:
             ns[f] = call
-            line = f"{f}({''.join(a + ', ' for a in args)}out={dests[0]}"
             if launch.scratch is not None:  # the plan's scratch range for this step
                 ns[f"{prefix}s{k}"] = ex.scratch_of(launch)
-                line += f", scratch={prefix}s{k}"
-            line += ")"
+                line = f"{f}({''.join(a + ', ' for a in args)}out={dests[0]}, scratch={prefix}s{k})"
+            else:
+                line = out_call(f, call, args, dests[0])
         else:
             ns[f] = launch.runner
             line = f"{f}([{', '.join(args)}], [{', '.join(dests)}])"  # Runner takes lists

@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,6 +62,24 @@ def direct_call(opdef: OpDef, xp: Any, attrs: dict) -> Any:
     if name is not None and not attrs:
         return getattr(xp, name)
     return functools.partial(opdef.impl, xp, **attrs)
+
+
+# NumPy 2.4 deprecates a positional out for these (a third positional argument is to become
+# another operand), so they keep the keyword
+_KEYWORD_OUT = frozenset({np.maximum, np.minimum})
+
+
+def out_call(f: str, call: Any, args: Sequence[str], dst: str) -> str:
+    """Source of ``call(*args, out=dst)`` under the name ``f``. A ufunc taking exactly these
+    inputs gets its output positionally: same result, but no keyword parsing (about 0.04-0.07
+    us of a 0.4 us ufunc call on small arrays, NumPy 2.4); anything else keeps the keyword."""
+    positional = (
+        isinstance(call, np.ufunc)
+        and call.nout == 1
+        and call.nin == len(args)
+        and call not in _KEYWORD_OUT
+    )
+    return f"{f}({''.join(a + ', ' for a in args)}{'' if positional else 'out='}{dst})"
 
 
 # A fused group whose iteration space has at most this many elements runs as one unchunked
@@ -291,8 +310,7 @@ def _straight_line(plan: _ChunkPlan):
         lines = []
         for k, (call, src, dst) in enumerate(plan.steps):
             ns[f"{prefix}f{k}"] = call
-            args = "".join(names[j] + ", " for j in src)
-            lines.append(f"{prefix}f{k}({args}out={names[dst]})")
+            lines.append(out_call(f"{prefix}f{k}", call, [names[j] for j in src], names[dst]))
         return lines, ns
 
     ins = [f"a{k}" for k in range(nin)]
