@@ -202,10 +202,10 @@ def test_race_checker_passes_on_plans_with_native_loops():
     assert report.ok, str(report)
 
     # every region kind, a cond inside a fori_loop among them (test_control_flow_races); its
-    # while_loop stays host-driven (a fused_grid_reduce in its condition)
+    # while_loop's condition is a grid reduction (v.sum() of a 2-D v)
     x, xs = RNG.standard_normal((4, 8)).astype(np.float32), XS[:5]
     c = gg.jit(every_region, backend="cpu", streams=2).lower(x, xs)
-    assert compiled_loops(c) == 2, c.explain()  # the scan, the fori_loop holding a cond
+    assert compiled_loops(c) == 3, c.explain()  # the scan, the while, the fori_loop (a cond)
     report = check_races(c, x, xs, trials=3, seed=2)
     assert report.ok, str(report)
     for got, want in zip(c(x, xs), gg.jit(every_region, backend="numpy")(x, xs)):
@@ -226,6 +226,85 @@ def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
         g = gg.jit(lambda x, xs: gg.fori_loop(0, 7, lambda i, v: v + xs[i], x), backend=backend)
         with pytest.raises(GpuGraphError, match="index 6 is out of range"):
             g(V, XS)
+
+
+def test_a_native_loop_reserves_no_parent_arena_for_its_bodies(monkeypatch):
+    f = gg.grad(rnn_loss)
+    c = gg.jit(f, backend="cpu").lower(W, XS)
+    ref = gg.jit(f, backend="numpy").lower(W, XS)
+    # the NumPy backend reserves a child range per scan (forward and reverse); the native
+    # loops reserve none, so the parent arena is smaller by at least the larger range
+    ranges = sorted(size for _, size in ref.memory.scratch.values())
+    assert len(ranges) == 2 and not c.memory.scratch, (ref.memory.scratch, c.memory.scratch)
+    assert c.memory.arena_bytes <= ref.memory.arena_bytes - ranges[-1]
+    assert c.explain().count("none reserved in the parent arena") == 2, c.explain()
+    np.testing.assert_allclose(c(W, XS), ref(W, XS), rtol=1e-4, atol=1e-5)
+    for la in c.executable.launches:  # the body plans never ran: their arenas were not made
+        for plan in getattr(la.runner, "plans", {}).values():
+            assert plan.executable._fixed is None
+    # host-driven loops on the cpu backend reserve a range each, sized for their one-stream
+    # body plans (NumPy's covers the wide plans too), and their bodies run in it
+    monkeypatch.setenv(cpu_loop_runner.LOOPS_ENV, "host")
+    host = gg.jit(f, backend="cpu").lower(W, XS)
+    runners = [la.runner for la in host.executable.launches if getattr(la.runner, "plans", 0)]
+    assert len(runners) == len(host.memory.scratch) == 2
+    for r in runners:
+        assert r.child_range[1] == max(p.arena_bytes for p in r.plans.values()) > 0
+        assert all(p.executable.arena_source is not None for p in r.plans.values())
+    assert c.memory.arena_bytes < host.memory.arena_bytes <= ref.memory.arena_bytes
+    np.testing.assert_allclose(host(W, XS), ref(W, XS), rtol=1e-4, atol=1e-5)
+
+
+def test_the_host_driven_fallback_allocates_the_body_arena_when_it_runs():
+    # row 6 of 6 stops the native function; the host-driven rerun raises NumPy's error, on
+    # a body arena of its own (none was reserved in the parent arena)
+    xs = np.concatenate([XS, XS]).reshape(6, 2, 8)
+
+    def f(x, xs):
+        return gg.fori_loop(0, 7, lambda i, v: gg.tanh(v @ xs[i] * 0.5), x)
+
+    c = gg.jit(f, backend="cpu").lower(np.ones((3, 2), np.float32), xs[:, :, :2])
+    assert compiled_loops(c) == 1 and not c.memory.scratch, c.explain()
+    (runner,) = [la.runner for la in c.executable.launches if getattr(la.runner, "plans", 0)]
+    (body,) = [p for name, p in runner.plans.items() if name == "body"]
+    assert body.arena_bytes > 0 and body.executable._fixed is None
+    with pytest.raises(GpuGraphError, match="index 6 is out of range"):
+        c(np.ones((3, 2), np.float32), xs[:, :, :2])
+    assert body.executable._fixed is not None  # made by the host-driven rerun
+    assert body.executable.arena.nbytes >= body.arena_bytes
+
+
+def test_grid_reductions_in_bodies_compile_with_the_loop():
+    # a while whose condition sums a 2-D carry (a fused_grid_reduce), and a scan body with a
+    # column sum (a bias row in its prologue, an epilogue), a column max and a full max; a NaN
+    # in xs reaches the maxes, which propagate it as np.maximum does
+    v = np.abs(XS[:4]) + 0.1
+    xs = np.stack([XS[:4], XS[2:], -XS[:4]])
+    xs[1, 2, 3] = np.nan
+
+    def f(v, b, xs):
+        w = gg.while_loop(lambda u: u.sum() < 200.0, lambda u: u * 1.1 + 0.05, v, max_steps=99)
+
+        def step(h, x):
+            h = gg.tanh(h * 0.9 + x)
+            col = (h * h + b).sum(axis=0) * 0.5
+            return h, (col, gg.max(gg.exp(h) * 2.0, axis=0), (h * 3.0).max())
+
+        return w, gg.scan(step, v, xs)
+
+    c = both(f, v, V, xs)
+    text = c.explain()
+    assert compiled_loops(c) == 2 and "fused_grid_reduce x3" in text, text
+    got = c(v, V, xs)
+    col_max, full_max = got[1][1][1], got[1][1][2]  # the NaN stays in h's column 3
+    assert np.isnan(col_max).sum() == 2 and np.isnan(col_max[1:, 3]).all()
+    assert np.isnan(full_max[1:]).all() and not np.isnan(full_max[0])
+    assert _trips(c) == _trips(_ran(gg.jit(f, backend="numpy").lower(v, V, xs), v, V, xs))
+
+
+def _ran(c, *args):
+    c(*args)
+    return c
 
 
 def test_unfused_sums_in_a_body():

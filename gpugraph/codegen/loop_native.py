@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
+from .loop_native_matmul import matmul
 from .loop_native_ops import (
     DTYPES,
     PAST_MAX_STEPS,
@@ -36,19 +37,24 @@ from .loop_native_ops import (
     Emitter,
     flat,
     kernel_of,
-    matmul,
     slice_view,
-    sum_rows,
     take_row,
 )
+from .loop_native_reduce import grid_reduce, sum_rows
 
 __all__ = ["PAST_MAX_STEPS", "RERUN_HOST", "NativeLoop", "emit_native_loop", "loop_graphs"]
 
 NAME_PREFIX = "gg_cpuloop_"
-COMPUTE_OPS = ("fused", "fused_reduce", "matmul", "sum")
+COMPUTE_OPS = ("fused", "fused_reduce", "fused_grid_reduce", "matmul", "sum")
+GROUP_OPS = ("fused", "fused_reduce", "fused_grid_reduce")  # ops holding a body graph
 LOOP_OPS = ("scan", "while")
 # ops whose helper is a plain function of their pointers (``fused``: where it is one flat loop)
-DIRECT = {"matmul": matmul, "sum": sum_rows, "fused": lambda n, em: flat(n.attrs["body"], em)}
+DIRECT = {
+    "matmul": matmul,
+    "sum": sum_rows,
+    "fused_grid_reduce": grid_reduce,
+    "fused": lambda n, em: flat(n.attrs["body"], em),
+}
 HEADER = """\
 #include <cstring>
 #ifndef GG_NATIVE_INVOKE_DEFINED
@@ -93,7 +99,7 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
             direct[r] = d
     lines: list[str] = []
     for node in graph.nodes:
-        inner = node.attrs["body"].values() if node.op in ("fused", "fused_reduce") else ()
+        inner = node.attrs["body"].values() if node.op in GROUP_OPS else ()
         for v in (*node.inputs, *node.outputs, *inner):
             if v.dtype not in DTYPES:
                 raise UnsupportedError(f"dtype {v.dtype} (at {node.op})")
