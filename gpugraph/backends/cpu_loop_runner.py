@@ -27,11 +27,23 @@ from ..ops.registry import get_op
 from ..region_body import planned
 from ..region_exec import ScanRunner, WhileRunner
 from . import blas
-from .cpu_backend import CpuBackend, _float_to_int_cast
+from .cpu_backend import CpuBackend
 from .cpu_loop_blas import gemm
 from .cpu_native import parallel_min
 
 LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
+
+
+def _float_to_int_cast(body: Graph) -> str | None:
+    """A float -> int cast in a group's body (kept here, not imported from the backend module,
+    whose private helpers may move)."""
+    for n in body.nodes:
+        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
+            return (
+                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
+                "and out-of-range values, where NumPy's result is defined by its own loop)"
+            )
+    return None
 
 
 def _refusal(graph: Graph) -> str | None:
@@ -49,9 +61,9 @@ def _refusal(graph: Graph) -> str | None:
     return None
 
 
-# (node id, loop mode, parallel_min) -> (node, result): the parent's memory plan asks first
-# (``child_bytes``), the runner then builds on the same answer; the node is held so its id
-# stays its
+# (node id, loop mode, parallel_min, BLAS found) -> (node, result): the parent's memory plan
+# asks first (``child_bytes``), the runner then builds on the same answer; the node is held so
+# its id stays its
 _DECIDED: OrderedDict[tuple, tuple[Node, tuple[NativeLoop | None, str]]] = OrderedDict()
 _DECIDED_MAX = 256
 
@@ -59,11 +71,12 @@ _DECIDED_MAX = 256
 def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
     """(the generated loop, an explain() note), or (None, why it stays host-driven)."""
     mode = os.environ.get(LOOPS_ENV, "native").strip().lower()
-    key = (id(node), mode, parallel_min())
+    found = gemm()
+    key = (id(node), mode, parallel_min(), found is not None)
     hit = _DECIDED.get(key)
     if hit is not None and hit[0] is node:
         return hit[1]
-    result = _decide(node, mode)
+    result = _decide(node, mode, found)
     _DECIDED[key] = (node, result)
     if len(_DECIDED) > _DECIDED_MAX:
         _DECIDED.popitem(last=False)
@@ -80,12 +93,11 @@ def child_bytes(node: Node) -> int:
     return max((planned(g, 1, "cpu")[2].arena_bytes for g in loop_graphs(node)), default=0)
 
 
-def _decide(node: Node, mode: str) -> tuple[NativeLoop | None, str]:
+def _decide(node: Node, mode: str, found: Any) -> tuple[NativeLoop | None, str]:
     if mode == "host":
         return None, f"host-driven ({LOOPS_ENV}=host)"
     why = next((r for r in map(_refusal, loop_graphs(node)) if r), None)
     if why is None:
-        found = gemm()
         try:
             loop = emit_native_loop(node, parallel_min(), found.blas_int if found else None)
         except UnsupportedError as exc:
