@@ -298,6 +298,30 @@ def test_fori_loop_reads_rows_by_its_counter_and_raises_out_of_range():
             gg.jit(_past_the_end, backend=backend)(ONES32, XS622)
 
 
+def _gathers(h, ids, e):
+    def step(h, row):  # an embedding lookup by an index vector, a gather on axis 1 (wrapped)
+        emb = gg.take(e, row, axis=0)
+        cols = gg.take(e, row, axis=1, mode="wrap")
+        return gg.tanh(h + emb.sum(axis=0)), cols.sum() + gg.take(e, row[0] + 20, mode="clip")
+
+    return gg.scan(step, h, ids)
+
+
+EMB, IDS = RNG.standard_normal((10, 4)).astype(np.float32), np.array([[3, 1, 9], [0, -2, 4]])
+program(_gathers, np.zeros(4, np.float32), IDS, EMB)
+
+
+def test_gathers_by_index_arrays_and_on_other_axes():
+    args = (np.zeros(4, np.float32), IDS, EMB)
+    c = both(_gathers, *args)
+    assert compiled_loops(c) == 1, c.explain()
+    bad = IDS.copy()
+    bad[1, 1] = 10
+    for backend in ("cpu", "numpy"):  # NumPy's error (the native loop stops, reruns on host)
+        with pytest.raises(GpuGraphError, match="index 10 is out of range"):
+            gg.jit(_gathers, backend=backend)(args[0], bad, EMB)
+
+
 def test_a_native_loop_reserves_no_parent_arena_for_its_bodies(monkeypatch):
     c = gg.jit(RNN_VG, backend="cpu").lower(W, XS)
     ref = gg.jit(RNN_VG, backend="numpy").lower(W, XS)

@@ -1,9 +1,10 @@
 """A whole while/scan loop as one C++ function, for the native CPU backend.
 
 ``emit_native_loop(node)`` renders a ``while`` or ``scan`` node whose bodies hold only ops
-``loop_native_ops`` can express (fused groups, row reductions, 2-D matmuls, float sums, row
-takes, block slices), reshapes (aliases), constants (arguments), and nested loops and conds of
-the same kind (inline) into one function that runs every iteration:
+``loop_native_ops`` / ``_matmul`` / ``_reduce`` can express (fused groups, row and grid
+reductions, 2-D matmuls, float sums, gathers, block slices), reshapes (aliases), constants
+(arguments), and nested loops and conds of the same kind (inline) into one function that runs
+every iteration:
 
 * each carry has two scratch buffers whose pointers swap every iteration; iteration 0 reads
   the caller's input, which is never written, and the final carry is copied out at the end;

@@ -1,19 +1,18 @@
-"""The ops a native loop (``loop_native.py``) computes, one emitter each, and the scratch and
-helper bookkeeping they share.
+"""The ops a native loop (``loop_native.py``) computes, and the scratch and helper
+bookkeeping every emitter shares (``Emitter``).
 
 Each emitter adds a ``static`` helper function to the loop's source (``Emitter.helper``) and
-returns its name, or raises UnsupportedError naming what it cannot express:
+returns its name, or raises UnsupportedError naming what it cannot express. Here:
 
 * ``fused``: one plain ``__restrict`` loop where every input is full-size or one element
   (``flat``); otherwise the group's broadcast loop nest (``cpu_loops``) or its CUDA kernel
   under the CPU prelude, called through ``gg_loop_invoke`` (``kernel_of``);
 * ``fused_reduce``: the cpu backend's row kernel (``cpu_reduce``), likewise;
-* ``matmul``: 2-D, either operand transposed: a call of the BLAS library's gemm for float
-  operands where the backend found one, else plain loops up to ``MAX_MATMUL_MNK``
-  multiply-adds;
-* ``sum``: float sums over a contiguous range of axes;
-* ``take``: a row by a scalar index, and ``slice``: one contiguous block, as pointers into the
-  array (no helper).
+* ``take``: a row by a scalar index as a pointer into the array, any other gather as a copy
+  loop in the function's own lines; ``slice``: one contiguous block, as a pointer (no helper).
+
+Elsewhere: ``matmul`` in ``loop_native_matmul.py`` (BLAS gemm calls or plain loops), ``sum``
+and ``fused_grid_reduce`` in ``loop_native_reduce.py``.
 """
 
 from __future__ import annotations
@@ -137,20 +136,40 @@ PAST_MAX_STEPS, RERUN_HOST = -1, -2
 
 
 def take_row(node, names: dict, lines: list[str], em: Emitter) -> str:
-    """A row of a contiguous array by a scalar index (the loop counter's ``xs[i]``): a pointer
-    into it, no copy. An index out of range under mode="raise" stops the loop with status
-    RERUN_HOST (the runner then reruns it host-driven, which raises NumPy's error)."""
+    """A gather by ``take``: a row of a contiguous array by a scalar index on axis 0 (the loop
+    counter's ``xs[i]``) is a pointer into it, no copy; any other (an index array, another
+    axis) copies each indexed block into the output's slot. An index out of range under
+    mode="raise" stops the loop with status RERUN_HOST (the runner then reruns it
+    host-driven, which raises NumPy's error)."""
     a, idx = node.inputs
-    d = a.shape[0] if a.shape else 0
-    if node.attrs["axis"] != 0 or idx.shape != () or idx.dtype.kind not in "iu" or d == 0:
-        raise UnsupportedError(f"take of {a.type} by {idx.type} on axis {node.attrs['axis']}")
+    axis = node.attrs["axis"]
+    d = a.shape[axis] if a.shape else 0
+    if idx.dtype.kind not in "iu" or d == 0:
+        raise UnsupportedError(f"take of {a.type} by {idx.type} on axis {axis}")
     k = em.scratch_names
     em.scratch_names += 1
-    lines.append(f"long long i{k} = (long long)*(const {c_type(idx.dtype)}*){names[idx]};")
-    rule = TAKE_INDEX[node.attrs.get("mode", "raise")]
-    lines += rule.format(k=k, d=d, bad=RERUN_HOST).splitlines()
-    lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
-    return f"r{k}"
+    rule = TAKE_INDEX[node.attrs.get("mode", "raise")].format(k=k, d=d, bad=RERUN_HOST)
+    it = c_type(idx.dtype)
+    if idx.shape == () and axis == 0:
+        lines.append(f"long long i{k} = (long long)*(const {it}*){names[idx]};")
+        lines += rule.splitlines()
+        lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
+        return f"r{k}"
+    out = em.slot(node.output)
+    pre = int(np.prod(a.shape[:axis]))
+    block = int(np.prod(a.shape[axis + 1 :])) * a.dtype.itemsize  # bytes per indexed block
+    n = idx.type.size
+    lines += [
+        f"for (long long p{k} = 0; p{k} < {pre}LL; ++p{k}) {{",
+        f"  for (long long j{k} = 0; j{k} < {n}LL; ++j{k}) {{",
+        f"    long long i{k} = (long long)((const {it}*){names[idx]})[j{k}];",
+        *("    " + x for x in rule.splitlines()),
+        f"    std::memcpy((char*){out} + (p{k} * {n}LL + j{k}) * {block}LL,",
+        f"                (const char*){names[a]} + (p{k} * {d}LL + i{k}) * {block}LL, {block});",
+        "  }",
+        "}",
+    ]
+    return out
 
 
 def slice_view(node, names: dict) -> str:
