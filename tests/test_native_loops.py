@@ -322,6 +322,39 @@ def test_gathers_by_index_arrays_and_on_other_axes():
             gg.jit(_gathers, backend=backend)(args[0], bad, EMB)
 
 
+def _emb_loss(e, ids):
+    def step(h, row):
+        emb = gg.take(e, row, axis=0)
+        return gg.tanh(h + emb.sum(axis=0) + (emb * emb).sum(axis=1).sum() * 0.1), None
+
+    h, _ = gg.scan(step, gg.zeros((4,)), ids)
+    return (h * h).sum()
+
+
+def _broadcasts(h, xs):
+    def step(h, x):  # a column (through an index map), a row repeated, one element
+        h = gg.tanh(h + x)
+        col = gg.broadcast_to(gg.reshape(h, (4, 1)), (4, 3))
+        return h, (col, gg.broadcast_to(h, (2, 4)), gg.broadcast_to(h[1], (3,)))
+
+    return gg.scan(step, h, xs)
+
+
+EMB_VG, REPEATS = program(gg.value_and_grad(_emb_loss), EMB, IDS), np.array([[3, 1, 3], [7, 7, 2]])
+program(EMB_VG, EMB, REPEATS)
+program(_broadcasts, V[:4], XS[:, :4])
+
+
+def test_gather_gradients_scatter_add_and_broadcasts_in_bodies():
+    # the backward scan of an embedding lookup holds take_grad (repeated indices accumulate,
+    # in index order as np.add.at) and the broadcast_to of a sum's gradient
+    for ids in (IDS, REPEATS):
+        c = both(EMB_VG, EMB, ids, rtol=1e-5, atol=1e-6)
+        assert compiled_loops(c) == 2, c.explain()
+    c = both(_broadcasts, V[:4], XS[:, :4])
+    assert compiled_loops(c) == 1 and "broadcast_to x3" in c.explain(), c.explain()
+
+
 def test_a_native_loop_reserves_no_parent_arena_for_its_bodies(monkeypatch):
     c = gg.jit(RNN_VG, backend="cpu").lower(W, XS)
     ref = gg.jit(RNN_VG, backend="numpy").lower(W, XS)

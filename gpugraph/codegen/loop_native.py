@@ -30,17 +30,9 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
+from .loop_native_index import broadcast, slice_view, take_grad, take_row
 from .loop_native_matmul import matmul
-from .loop_native_ops import (
-    DTYPES,
-    PAST_MAX_STEPS,
-    RERUN_HOST,
-    Emitter,
-    flat,
-    kernel_of,
-    slice_view,
-    take_row,
-)
+from .loop_native_ops import DTYPES, PAST_MAX_STEPS, RERUN_HOST, Emitter, flat, kernel_of
 from .loop_native_reduce import grid_reduce, sum_rows
 
 __all__ = ["PAST_MAX_STEPS", "RERUN_HOST", "NativeLoop", "emit_native_loop", "loop_graphs"]
@@ -56,6 +48,7 @@ DIRECT = {
     "fused_grid_reduce": grid_reduce,
     "fused": lambda n, em: flat(n.attrs["body"], em),
 }
+INDEX_OPS = {"take": take_row, "take_grad": take_grad, "broadcast_to": broadcast}
 HEADER = """\
 #include <cstring>
 #ifndef GG_NATIVE_INVOKE_DEFINED
@@ -114,8 +107,8 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         if node.op == "slice":
             names[node.output] = slice_view(node, names)
             continue
-        if node.op == "take":
-            names[node.output] = take_row(node, names, lines, em)
+        if node.op in INDEX_OPS:  # a pointer, or lines of this function (which may stop it)
+            names[node.output] = INDEX_OPS[node.op](node, names, lines, em)
             continue
         if node.op == "cond":  # the chosen branch, inline; outputs in slots of their own
             for o in node.outputs:

@@ -8,11 +8,10 @@ returns its name, or raises UnsupportedError naming what it cannot express. Here
   (``flat``); otherwise the group's broadcast loop nest (``cpu_loops``) or its CUDA kernel
   under the CPU prelude, called through ``gg_loop_invoke`` (``kernel_of``);
 * ``fused_reduce``: the cpu backend's row kernel (``cpu_reduce``), likewise;
-* ``take``: a row by a scalar index as a pointer into the array, any other gather as a copy
-  loop in the function's own lines; ``slice``: one contiguous block, as a pointer (no helper).
 
 Elsewhere: ``matmul`` in ``loop_native_matmul.py`` (BLAS gemm calls or plain loops), ``sum``
-and ``fused_grid_reduce`` in ``loop_native_reduce.py``.
+and ``fused_grid_reduce`` in ``loop_native_reduce.py``, gathers, their scatter-add gradient,
+slices and broadcasts in ``loop_native_index.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from ..ir import Graph, Value
 from ..ops.row_space import Space
 from .cpu_loops import emit_cpu_kernel
 from .cpu_reduce import cpu_row_kernel
-from .cuda import _body_lines, c_strides, c_type, op_template
+from .cuda import _body_lines, c_type, op_template
 
 ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
 DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
@@ -123,69 +122,7 @@ def kernel_of(node, em: Emitter) -> tuple[str, int]:
     return em.helper(rk.source, rk.name), (rk.n if space.rows else 0)
 
 
-TAKE_INDEX = {
-    "raise": "if (i{k} < -{d}LL || i{k} >= {d}LL) {{ *(long long*)status = {bad}; return; }}\n"
-    "if (i{k} < 0) i{k} += {d}LL;",
-    "wrap": "i{k} %= {d}LL;\nif (i{k} < 0) i{k} += {d}LL;",
-    "clip": "i{k} = i{k} < 0 ? 0 : (i{k} >= {d}LL ? {d}LL - 1 : i{k});",
-}
 # statuses of a loop stopped early: past its max_steps (the runner raises LoopLimitError), or
 # by an error the host-driven loop raises itself (a take index out of range, an inner loop past
 # its max_steps: the runner reruns the loop host-driven)
 PAST_MAX_STEPS, RERUN_HOST = -1, -2
-
-
-def take_row(node, names: dict, lines: list[str], em: Emitter) -> str:
-    """A gather by ``take``: a row of a contiguous array by a scalar index on axis 0 (the loop
-    counter's ``xs[i]``) is a pointer into it, no copy; any other (an index array, another
-    axis) copies each indexed block into the output's slot. An index out of range under
-    mode="raise" stops the loop with status RERUN_HOST (the runner then reruns it
-    host-driven, which raises NumPy's error)."""
-    a, idx = node.inputs
-    axis = node.attrs["axis"]
-    d = a.shape[axis] if a.shape else 0
-    if idx.dtype.kind not in "iu" or d == 0:
-        raise UnsupportedError(f"take of {a.type} by {idx.type} on axis {axis}")
-    k = em.scratch_names
-    em.scratch_names += 1
-    rule = TAKE_INDEX[node.attrs.get("mode", "raise")].format(k=k, d=d, bad=RERUN_HOST)
-    it = c_type(idx.dtype)
-    if idx.shape == () and axis == 0:
-        lines.append(f"long long i{k} = (long long)*(const {it}*){names[idx]};")
-        lines += rule.splitlines()
-        lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
-        return f"r{k}"
-    out = em.slot(node.output)
-    pre = int(np.prod(a.shape[:axis]))
-    block = int(np.prod(a.shape[axis + 1 :])) * a.dtype.itemsize  # bytes per indexed block
-    n = idx.type.size
-    lines += [
-        f"for (long long p{k} = 0; p{k} < {pre}LL; ++p{k}) {{",
-        f"  for (long long j{k} = 0; j{k} < {n}LL; ++j{k}) {{",
-        f"    long long i{k} = (long long)((const {it}*){names[idx]})[j{k}];",
-        *("    " + x for x in rule.splitlines()),
-        f"    std::memcpy((char*){out} + (p{k} * {n}LL + j{k}) * {block}LL,",
-        f"                (const char*){names[a]} + (p{k} * {d}LL + i{k}) * {block}LL, {block});",
-        "  }",
-        "}",
-    ]
-    return out
-
-
-def slice_view(node, names: dict) -> str:
-    """A static slice that is one contiguous block of its input (``x[0]``, ``x[2:5]``,
-    ``x[1, 2:4]`` of a row-major array): a pointer into it, no copy. Others raise
-    UnsupportedError."""
-    a = node.inputs[0]
-    starts, steps = node.attrs["starts"], node.attrs["steps"]
-    out = node.output.shape
-    # one block: one index on every axis before the first it takes more of, unit steps there,
-    # and every later axis whole
-    f = next((k for k, n in enumerate(out) if n != 1), len(out))
-    block = f == len(out) or (
-        steps[f] == 1 and all(out[k] == a.shape[k] for k in range(f + 1, len(out)))
-    )
-    if not block:
-        raise UnsupportedError(f"slice of {a.type} to {node.output.type} (not one block)")
-    offset = sum(int(b) * st for b, st in zip(starts, c_strides(a.shape))) * a.dtype.itemsize
-    return f"((char*){names[a]} + {offset}LL)"
