@@ -23,13 +23,14 @@ import functools
 import json
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import interleaved  # noqa: E402
 
 import gpugraph as gg  # noqa: E402
 
@@ -78,8 +79,28 @@ def jax_fns(x, w, p):
 
 def _row(r: dict) -> str:
     return (
-        f"| {r['case']} | {r['impl']} | {r['pass']} | {r['ms']} | {r['ratio_peer_over_gpugraph']} |"
+        f"| {r['case']} | {r['impl']} | {r['pass']} | {r['ms']} | {r['ratio_peer_over_gpugraph']} "
+        f"| {r['cpu_ms']} | {r['cpu_ratio']} |"
     )
+
+
+def timed(contenders: dict, rounds: int, pause: float = 0.02) -> dict[str, tuple[float, float]]:
+    """name -> (median wall seconds, median process CPU seconds) per call, the contenders
+    alternating within each round (as common.interleaved). On a shared, oversubscribed box the
+    CPU time counts the work done, not the time spent waiting for a core; it includes every
+    thread of the process (XLA's pool too, spinning included)."""
+    for fn in contenders.values():
+        fn(), fn()
+    wall: dict[str, list[float]] = {k: [] for k in contenders}
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            time.sleep(pause)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in contenders}
 
 
 def _onnx_lines(path: str) -> list[str]:
@@ -123,6 +144,8 @@ def ab_lines(path: str, rounds: int) -> list[str]:
     """The three conv primitives' NumPy impls, this tree's against ``path``'s, interleaved;
     no jit, so only the lowering differs."""
     from gpugraph.ops import conv as ours
+    from gpugraph.ops import conv_lower as lower
+    from gpugraph.ops import conv_transpose_lower as lower_t
 
     base, rows = _impls_of(path), []
     rng = np.random.default_rng(0)
@@ -140,13 +163,19 @@ def ab_lines(path: str, rounds: int) -> list[str]:
                 who: functools.partial(m[f"_{prim}_impl"], np, *args, **g, **extra)
                 for who, m in (("baseline", base), ("this tree", vars(ours)))
             }
-            med = interleaved(fns, rounds, pause=0.02)
-            b, t = med["baseline"] * 1e3, med["this tree"] * 1e3
+            # this tree's impls get a scratch range made once, as a plan's arena gives them
+            layout = getattr(lower_t if prim == "conv_transpose" else lower, f"{prim}_layout")(
+                args[0].shape, args[1].shape, *g.values(), *extra.values(), np.float32
+            )
+            fns["this tree"].keywords["scratch"] = np.empty(layout.nbytes, np.uint8)
+            med = timed(fns, rounds)
+            b, t = med["baseline"][1] * 1e3, med["this tree"][1] * 1e3
             rows.append(f"| {case} | {prim} | {b:.1f} | {t:.1f} | {b / t:.2f} |")
     return [
         "",
         f"Lowering before/after ({Path(path).name} vs this tree; the NumPy impls called "
-        f"directly, interleaved, median of {rounds} rounds, speedup = before / after):",
+        f"directly, interleaved, median process CPU ms of {rounds} rounds, speedup = before / "
+        "after):",
         "",
         "| case | primitive | before ms | after ms | speedup |",
         "|---|---|---|---|---|",
@@ -180,15 +209,26 @@ def main() -> None:
             except ImportError:
                 pass
             for i, name in enumerate(("forward", "fwd+bwd")):
-                med = interleaved({k: v[i] for k, v in impls.items()}, args.rounds, pause=0.02)
-                for impl, sec in med.items():
-                    rows.append({"case": case, "impl": impl, "pass": name, "ms": sec * 1e3})
+                med = timed({k: v[i] for k, v in impls.items()}, args.rounds)
+                for impl, (sec, cpu) in med.items():
+                    rows.append(
+                        {
+                            "case": case,
+                            "impl": impl,
+                            "pass": name,
+                            "ms": sec * 1e3,
+                            "cpu_ms": cpu * 1e3,
+                        }
+                    )
         ab = ab_lines(args.ab, args.rounds) if args.ab else []
     load.append(os.getloadavg())
-    ours = {(r["case"], r["pass"]): r["ms"] for r in rows if r["impl"].startswith("gpugraph")}
+    ours = {(r["case"], r["pass"]): r for r in rows if r["impl"].startswith("gpugraph")}
     for r in rows:
-        r["ratio_peer_over_gpugraph"] = round(r["ms"] / ours[r["case"], r["pass"]], 3)
-        r["ms"] = round(r["ms"], 2)
+        mine = ours[r["case"], r["pass"]]
+        r["ratio_peer_over_gpugraph"] = round(r["ms"] / mine["ms"], 3)
+        r["cpu_ratio"] = round(r["cpu_ms"] / mine["cpu_ms"], 3)
+    for r in rows:
+        r["ms"], r["cpu_ms"] = round(r["ms"], 2), round(r["cpu_ms"], 2)
     import jax
 
     meta = {
@@ -216,10 +256,11 @@ def main() -> None:
         f"{meta['shape']}; median of {args.rounds} interleaved rounds after warm-up; "
         f"{args.threads} thread(s) for torch and for gpugraph's BLAS, XLA on every visible "
         "core; ratio = that row's ms / gpugraph's ms for the same case and pass (above 1: "
-        f"gpugraph is faster). Load average start/end: {load[0]} / {load[1]}.",
+        f"gpugraph is faster). cpu ms: the process CPU time per call (all its threads), the "
+        f"same ratio on it. Load average start/end: {load[0]} / {load[1]}.",
         "",
-        "| case | impl | pass | ms | ratio |",
-        "|---|---|---|---|---|",
+        "| case | impl | pass | ms | ratio | cpu ms | cpu ratio |",
+        "|---|---|---|---|---|---|---|",
         *(_row(r) for r in rows),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),

@@ -88,18 +88,25 @@ def contenders(graph: str, notes: list[str]) -> dict:
     fused = gg.jit(gg_fn, backend="numpy")
     unfused = gg.jit(gg_fn, backend="numpy", fuse=False)
     native = gg.jit(gg_fn, backend="cpu")
+    native_unfused = gg.jit(gg_fn, backend="cpu", fuse=False)  # one-op native kernels
     jitted = jax.jit(jax_fn)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     bufs = (np.empty_like(x),)
     ref = np_fn(x, y)
-    for name, got in [("fused", fused(x, y)), ("unfused", unfused(x, y)), ("cpu", native(x, y))]:
+    for name, got in [
+        ("fused", fused(x, y)),
+        ("unfused", unfused(x, y)),
+        ("cpu", native(x, y)),
+        ("cpu unfused", native_unfused(x, y)),
+    ]:
         np.testing.assert_allclose(got, ref, rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(out_fn(x, y, bufs), ref, rtol=1e-5)
     runs = {
         "gpugraph jit (fused)": lambda: fused(x, y),
         "gpugraph jit (fuse=False)": lambda: unfused(x, y),
         "gpugraph jit (backend=cpu)": lambda: native(x, y),
+        "gpugraph jit (backend=cpu, fuse=False)": lambda: native_unfused(x, y),
         "jax.jit (jax arrays)": lambda: jitted(xj, yj).block_until_ready(),
         "jax.jit (numpy arrays)": lambda: jitted(x, y).block_until_ready(),
         "torch eager": lambda: torch_fn(xt, yt),

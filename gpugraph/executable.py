@@ -24,6 +24,9 @@ class Launch:
     stream: int
     waits: tuple[int, ...]
     record: bool
+    # (offset, bytes) of the arena range the plan reserved as this launch's scratch (an op
+    # with extra["scratch_kw"]: its runner gets the range as scratch=); None: none
+    scratch: tuple[int, int] | None = None
 
 
 class Executable:
@@ -69,8 +72,18 @@ class Executable:
             if is_view and node.outputs[0] in fixed and not (step.waits or step.record):
                 continue  # nothing to do at run time
             runner = None if is_view else backend.prepare(node)
+            scratch = plan.scratch.get(node) if getattr(runner, "scratch_kw", False) else None
             self.launches.append(
-                Launch(i, runner, node.inputs, node.outputs, step.stream, step.waits, step.record)
+                Launch(
+                    i,
+                    runner,
+                    node.inputs,
+                    node.outputs,
+                    step.stream,
+                    step.waits,
+                    step.record,
+                    scratch,
+                )
             )
         self.streams = backend.make_streams(sched.num_streams)
         # where the arena comes from: None allocates it; a region's body plan gets a slice of
@@ -131,6 +144,16 @@ class Executable:
                 views[key] = b.view(arena, root.offset, v.type)
             fixed[v] = views[key]
         self._arena, self._fixed = arena, fixed
+        for launch in self.launches:  # ops' scratch ranges: arena bytes live at their step
+            if launch.scratch is not None:
+                launch.runner.bind_scratch(self.scratch_of(launch))
+
+    def scratch_of(self, launch: Launch) -> Any:
+        """The arena bytes (uint8) the plan reserved as ``launch``'s scratch, or None."""
+        if launch.scratch is None:
+            return None
+        off, size = launch.scratch
+        return self.arena[off : off + size]
 
     # -- calling -------------------------------------------------------------------------------
     def run(self, args: list[Any], outs: list[Any] | None = None) -> list[Any]:

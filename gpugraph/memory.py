@@ -84,8 +84,9 @@ class MemoryPlan:
     order_peak_bytes: int = 0  # peak live bytes of this order (unaligned, before in-place)
     aware_peak_bytes: int = 0  # the same for memory_aware_order (memory_order.aware_peak)
     notes: list[str] = field(default_factory=list)
-    # region nodes -> (offset, bytes) of the arena range their bodies' own plans live in
-    # (a child plan: written only while that node's step runs; see _place_scratch)
+    # nodes -> (offset, bytes) of an arena range written only while that node's step runs:
+    # a region's bodies' own plans (a child plan), or an op's scratch (extra["scratch_bytes"],
+    # e.g. conv's im2col tiles), which its runner gets as scratch=
     scratch: dict[Node, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -96,8 +97,15 @@ class MemoryPlan:
         over = self.arena_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
         n_arena = sum(s.kind == "arena" for s in self.slots.values())
         n_view = sum(s.kind == "view" for s in self.slots.values())
+        ops = [n for n in self.scratch if get_op(n.op).extra.get("scratch_kw")]
+        scratch = (
+            f" + scratch for {len(ops)} step(s), up to {max(self.scratch[n][1] for n in ops)} B"
+            if ops
+            else ""
+        )
         return (
-            f"arena {self.arena_bytes} B for {n_arena} values ({self.inplace_count} in place, "
+            f"arena {self.arena_bytes} B for {n_arena} values{scratch} "
+            f"({self.inplace_count} in place, "
             f"{n_view} views), naive {self.naive_bytes} B ({saved}), "
             f"lower bound {self.lower_bound_bytes} B (arena/bound {over:.3f}; {self.method}); "
             f"order peak {self.order_peak_bytes} B, memory-aware order {self.aware_peak_bytes} B"
@@ -118,6 +126,8 @@ class MemoryPlan:
                 f"#{s.value.id:<6} {op:<12} {s.kind:<6} off={s.offset:<10} size={s.size:<10} "
                 f"live=[{s.first},{s.last}]{alias}"
             )
+        for node, (off, size) in self.scratch.items():
+            lines.append(f"{'scratch':<7} {node.op:<12} {'arena':<6} off={off:<10} size={size:<10}")
         return "\n".join(lines)
 
 
@@ -251,10 +261,11 @@ def plan_memory(
 
 
 def _scratch_needs(sched: Schedule, backend: str | None) -> list[tuple[int, Node, int]]:
-    """(step, node, bytes) for every step whose op declares ``extra["scratch_bytes"]`` (region
-    ops, installed by region_exec: the largest arena among the node's bodies), or
-    ``extra["scratch_bytes_on"][backend]`` for that backend. The range is live at that step
-    only, so it shares bytes with values that are dead around it."""
+    """(step, node, bytes) for every step whose op declares ``extra["scratch_bytes"]``: region
+    ops (installed by region_exec: the largest arena among the node's bodies) and ops whose
+    impl takes ``scratch=`` (conv's im2col tiles); ``extra["scratch_bytes_on"][backend]``
+    replaces it on that backend (the cpu backend's native loops need no child range). The
+    range is live at that step only, so it shares bytes with values that are dead around it."""
     out = []
     for i, step in enumerate(sched.steps):
         extra = get_op(step.node.op).extra

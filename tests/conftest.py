@@ -4,9 +4,12 @@
   GPUGRAPH_BACKEND is set. GPU tests name ``backend="cupy"`` and skip without a CUDA device.
 * Tests (or modules) marked ``usefixtures("jit_backend")`` run twice: on that backend and on
   the native CPU backend with every fused group compiled (``GPUGRAPH_CPU_NATIVE=all``), so
-  their ``backend="auto"`` jit calls check backend="cpu" against the same references. The
-  whole op suite runs on it with ``GPUGRAPH_BACKEND=cpu GPUGRAPH_CPU_NATIVE=all pytest ...``
-  (docs/backends.md, "Testing").
+  their ``backend="auto"`` jit calls check backend="cpu" against the same references. Every
+  test of the op suite (``CPU_SUITE``) is marked so. The cpu runs come after all the others,
+  and the first one compiles the fused groups of every graph the others lowered in a few
+  large compiler runs (``cpu_prebuild``): a cold kernel cache then costs seconds, not one
+  compiler run per plan. The rest of the suite runs on it with
+  ``GPUGRAPH_BACKEND=cpu GPUGRAPH_CPU_NATIVE=all pytest ...`` (docs/backends.md, "Testing").
 * Every kernel the codegen makes and every compiled graph is recorded; the tests marked
   ``after_all_tests`` (the NVRTC and race sweeps in test_sweeps.py) run last, when the record
   is complete.
@@ -20,6 +23,7 @@
 """
 
 import os
+import re
 import sys
 import time
 
@@ -43,25 +47,88 @@ KERNEL_OBSERVERS.append(record_kernel)
 COMPILED_OBSERVERS.append(record_compiled)
 
 
+# Modules whose every test also runs on backend="cpu" (the jit_backend fixture): the op suite,
+# fused and unfused (each test jits its function both ways).
+CPU_SUITE = {
+    "test_ops.py",
+    "test_ops_contract.py",
+    "test_ops_conv.py",
+    "test_ops_elementwise_more.py",
+    "test_ops_more.py",
+    "test_ops_select.py",
+}
+# Graphs lowered by the "default" runs of jit_backend tests, which the first "cpu" run compiles
+# ahead in one go (cpu_prebuild); None once it has.
+_FOR_CPU: list | None = []
+_RECORDING = [False]
+
+
+def _record_for_cpu(compiled) -> None:
+    if _RECORDING[0] and _FOR_CPU is not None:
+        _FOR_CPU.append(compiled.graph)
+
+
+COMPILED_OBSERVERS.append(_record_for_cpu)
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    if isinstance(collector, pytest.Module) and collector.path.name in CPU_SUITE:
+        collector.add_marker(pytest.mark.usefixtures("jit_backend"))
+
+
 @pytest.fixture(params=["default", "cpu"])
-def jit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def jit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """The backend ``backend="auto"`` resolves to in this run of the test: "default" (the
     session's, NumPy unless GPUGRAPH_BACKEND says otherwise) or "cpu" (skipped, with the
     reason, where no host compiler builds a probe kernel)."""
-    if request.param == "cpu":
-        from gpugraph.backends.base import cpu_status
+    global _FOR_CPU
+    if request.param == "default":
+        _RECORDING[0] = True
+        try:
+            yield request.param
+        finally:
+            _RECORDING[0] = False
+        return
+    from gpugraph.backends.base import cpu_status
 
-        found = cpu_status()
-        if found.name != "cpu":
-            pytest.skip(found.reason)
-        monkeypatch.setenv("GPUGRAPH_BACKEND", "cpu")
-        monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")
-    return request.param
+    found = cpu_status()
+    if found.name != "cpu":
+        pytest.skip(found.reason)
+    monkeypatch.setenv("GPUGRAPH_BACKEND", "cpu")
+    monkeypatch.setenv("GPUGRAPH_CPU_NATIVE", "all")
+    if _FOR_CPU is not None:  # the first cpu run: every kernel the others need, at once
+        from gpugraph.backends.cpu_prebuild import prebuild
+
+        graphs, _FOR_CPU = _FOR_CPU, None
+        prebuild(graphs)
+    yield request.param
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A property test's two jit_backend runs draw the same examples (hypothesis keys its draws
+    by the test's id, set by its plugin just before this): so the cpu run's graphs are the ones
+    the default run lowered, whose kernels the first cpu run compiled ahead."""
+    inner = getattr(getattr(getattr(item, "obj", None), "hypothesis", None), "inner_test", None)
+    callspec = getattr(item, "callspec", None)
+    if inner is not None and callspec is not None and "jit_backend" in callspec.params:
+        key = re.sub(r"(?<=[\[-])(default|cpu)(?=[-\]])", "jit_backend", item.nodeid, count=1)
+        inner._hypothesis_internal_add_digest = key.encode()
+    yield
+
+
+def _runs_on_cpu(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("jit_backend") == "cpu"
 
 
 def pytest_collection_modifyitems(items):
+    # the cpu runs of jit_backend tests after every other run (their kernels are compiled at
+    # once, from the graphs the others lowered), and the after_all_tests sweeps last
     last = [item for item in items if item.get_closest_marker("after_all_tests")]
-    items[:] = [item for item in items if item not in last] + last
+    cpu = [item for item in items if _runs_on_cpu(item) and item not in last]
+    rest = [item for item in items if item not in last and not _runs_on_cpu(item)]
+    items[:] = rest + cpu + last
 
 
 PROGRESS_EVERY = 5.0  # seconds between two progress lines of one test

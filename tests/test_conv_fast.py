@@ -11,6 +11,7 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.ops import conv as conv_mod
+from gpugraph.ops import conv_lower
 from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(11)
@@ -24,7 +25,7 @@ def _no_im2col(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("im2col ran on a 1x1 unpadded conv")
 
-    monkeypatch.setattr(conv_mod, "im2col", refuse)
+    monkeypatch.setattr(conv_lower.Im2col, "each_tile", refuse)
 
 
 def _torch_grads(f, args, g):
@@ -153,23 +154,3 @@ def test_impls_write_into_out_contiguous_or_not(k, pad):
         for out in (np.empty_like(want), np.empty(want.shape[::-1]).T):
             assert impl(np, *args, **geom, **extra, out=out) is out
             np.testing.assert_array_equal(out, want)
-
-
-def test_reused_im2col_buffer_never_leaks_into_results(monkeypatch):
-    """Convs of different sizes share the per-thread im2col buffer: earlier results stay
-    intact, and a buffer over the keep limit is not retained."""
-    xa, wa = RNG.standard_normal((2, 3, 9, 9)), RNG.standard_normal((4, 3, 3, 3))
-    xb, wb = RNG.standard_normal((1, 2, 4, 4)), RNG.standard_normal((5, 2, 2, 2))
-    want_a = F.conv2d(torch.tensor(xa), torch.tensor(wa), padding=1).numpy()
-    want_b = F.conv2d(torch.tensor(xb), torch.tensor(wb)).numpy()
-    ya = gg.conv(xa, wa, padding=1)
-    yb = gg.conv(xb, wb)
-    np.testing.assert_allclose(ya, want_a, **TOL)
-    np.testing.assert_allclose(yb, want_b, **TOL)
-    assert not np.shares_memory(ya, conv_mod._SCRATCH.buf)
-    kept = conv_mod._SCRATCH.buf
-    cols, _ = conv_mod.im2col(np, xa, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-    assert np.shares_memory(cols, kept)
-    monkeypatch.setattr(conv_mod, "SCRATCH_KEEP_BYTES", 64)  # 9 float64s: over the limit
-    cols, _ = conv_mod.im2col(np, np.zeros((1, 1, 3, 3)), (1, 1), (1, 1), ((0, 0),) * 2, (1, 1), 1)
-    assert not np.shares_memory(cols, conv_mod._SCRATCH.buf)

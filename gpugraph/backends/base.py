@@ -105,6 +105,16 @@ class Backend:
             from ..ops.fused import direct_call
 
             call = direct_call(opdef, xp, attrs)
+            if opdef.extra.get("scratch_kw"):  # the impl takes its planned scratch range too
+                bound: list = [None]  # the plan's range, bound when the arena is made
+
+                def run_scratch(ins: list, outs: list, scratch: Any = None) -> None:
+                    call(*ins, out=outs[0], scratch=bound[0] if scratch is None else scratch)
+
+                run_scratch.call = call  # type: ignore[attr-defined]
+                run_scratch.scratch_kw = True  # type: ignore[attr-defined]
+                run_scratch.bind_scratch = lambda a: bound.__setitem__(0, a)  # type: ignore
+                return run_scratch
 
             def run_out(ins: list, outs: list) -> None:
                 call(*ins, out=outs[0])

@@ -13,28 +13,33 @@ built (``ready``, at ``lower()``) every kernel registered so far is compiled in 
 in C for NaN, inf and out-of-range values, so a group containing one runs on NumPy
 (``explain()`` says so). So do groups the native path would make slower (``cpu_select``, which
 also has the probe ``backend="auto"`` runs).
+
+Where the rest lives: the compiler, its flags, the prelude and the C entry point in
+``cpu_toolchain.py`` (re-exported here); one-op kernels for unfused elementwise ops in
+``cpu_unfused.py``; the fused reductions' runners in ``cpu_rows.py`` (row) and ``cpu_grid.py``
+(column/full); compiling many plans ahead in ``cpu_prebuild.py``; the policy and the probe in
+``cpu_select.py``; the extension entry point in ``cpu_native.py``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 import os
 import re
-import shutil
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import cache
+from ..codegen.cpu_grid import NAME_PREFIX as GRID_KERNEL_PREFIX
 from ..codegen.cpu_loops import emit_cpu_kernel
 from ..codegen.cpu_reduce import NAME_PREFIX as ROW_KERNEL_PREFIX
 from ..codegen.cuda import Kernel
-from ..errors import GpuGraphError, UnsupportedError
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
 from ..ops.registry import get_op
@@ -48,26 +53,27 @@ from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names o
     probe,
     status,
 )
+from .cpu_toolchain import (  # noqa: F401  (re-exported: the toolchain's names on this module)
+    ARCH_ENV,
+    BASE_FLAGS,
+    CXX_ENV,
+    PRELUDE_PATH,
+    SEMANTIC_FLAGS,
+    CpuBackendUnavailable,
+    CpuCompileError,
+    _cpu_identity,
+    _entry,
+    _libmvec,
+    _link_flags,
+    _prelude,
+    _shown_flags,
+    _toolchain,
+    compiler,
+    flags,
+)
+from .cpu_unfused import prepare_unfused
 from .numpy_backend import NumpyBackend
 
-PRELUDE_PATH = Path(__file__).parent.parent / "codegen" / "cpu_prelude.h"
-BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp")
-# Exactness, not speed, decides these: NumPy never contracts a*b+c into an fma, wraps signed
-# integers, and the kernels reinterpret arrays as vectors of their element type.
-# -fno-tree-slp-vectorize: GCC 12.2's SLP vectorizer drops a double -> float -> double round
-# trip (``(double)(float)v`` comes out as ``v``) in the vector path's unrolled lanes, at -O2
-# and -O3 (found by tests/test_properties.py; tests/test_cpu_backend.py keeps a case). Loop
-# vectorization stays on and is what vectorizes these kernels: chain8 and bias+GELU measured
-# the same with and without SLP.
-SEMANTIC_FLAGS = (
-    "-ffp-contract=off",
-    "-fwrapv",
-    "-fno-strict-aliasing",
-    "-fno-math-errno",
-    "-fno-tree-slp-vectorize",
-)
-ARCH_ENV = "GPUGRAPH_CPU_ARCH"  # "native" (default) or "portable" (the compiler's baseline)
-CXX_ENV = "GPUGRAPH_CXX"
 CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 # libgomp's default wait policy spins its worker threads after each parallel region; on a
@@ -78,93 +84,11 @@ Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-class CpuCompileError(GpuGraphError):
-    """The host C++ compiler rejected a generated kernel (the message has its log)."""
-
-
-class CpuBackendUnavailable(UnsupportedError):
-    """backend="cpu" was asked for, but no working host C++ compiler was found."""
-
-
-@functools.lru_cache(maxsize=1)
-def compiler() -> str:
-    """The host C++ compiler's path; CpuBackendUnavailable when there is none."""
-    name = os.environ.get(CXX_ENV, "g++")
-    path = shutil.which(name)
-    if path is None:
-        raise CpuBackendUnavailable(
-            f"backend='cpu' compiles fused kernels with a host C++ compiler, and {name!r} was "
-            f"not found on PATH (set ${CXX_ENV} to one, or use backend='numpy')"
-        )
-    return path
-
-
-def _shown_flags() -> str:
-    return " ".join(f for f in flags() if f not in ("-shared", "-fPIC"))
-
-
-def flags() -> tuple[str, ...]:
-    arch = os.environ.get(ARCH_ENV, "native").strip().lower()
-    if arch not in ("native", "portable"):
-        raise UnsupportedError(f"{ARCH_ENV}={arch!r}: use 'native' or 'portable'")
-    native = ("-march=native",) if arch == "native" else ()
-    return BASE_FLAGS + SEMANTIC_FLAGS + native + (("-DGG_CPU_MVEC",) if _libmvec() else ())
-
-
-@functools.lru_cache(maxsize=1)
-def _libmvec() -> bool:
-    """glibc's vector math library is here (see cpu_prelude.h: vectorized exp, tanh, ...)."""
-    import ctypes.util
-
-    return ctypes.util.find_library("mvec") is not None
-
-
-def _link_flags() -> tuple[str, ...]:
-    return ("-lmvec",) if _libmvec() else ()
-
-
-@functools.lru_cache(maxsize=4)
-def _toolchain(flag_text: str) -> str:
-    """Compiler identity, flags and (for -march=native) the CPU: part of every cache key, so
-    a library built for another CPU or by another compiler is never loaded."""
-    proc = subprocess.run([compiler(), "--version"], capture_output=True, text=True, check=False)
-    version = proc.stdout.splitlines()[0] if proc.stdout else compiler()
-    return f"{version} | {flag_text} | {_cpu_identity() if 'native' in flag_text else ''}"
-
-
 def toolchain() -> str:
     """Everything a library depends on besides its source (the Python/NumPy ABI too, where
     the library holds an extension module: cpu_native)."""
     with_module = cpu_native.include_flags() is not None
     return _toolchain(" ".join(flags())) + (f" | {cpu_native.abi()}" if with_module else "")
-
-
-def _cpu_identity() -> str:
-    """The model and feature flags of this CPU (what -march=native compiles for)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return f"{platform.machine()} {platform.processor()}"
-    keep = [ln for ln in text.splitlines()[:40] if ln.startswith(("model name", "flags"))]
-    return " ".join(keep)
-
-
-@functools.lru_cache(maxsize=1)
-def _prelude() -> str:
-    return PRELUDE_PATH.read_text()
-
-
-def _entry(name: str, nargs: int) -> str:
-    """The C entry point ctypes calls: ``gpugraph_cpu_<kernel>(n, chunk, ptr, ptr, ...)``."""
-    params = "".join(f", void* a{j}" for j in range(nargs))
-    slots = ", ".join(f"a{j}" for j in range(nargs))
-    return (
-        f'extern "C" void gpugraph_cpu_{name}(long long n, long long chunk{params}) {{\n'
-        f"  void* const args[] = {{{slots}}};\n"
-        f"  __gg_cpu::run(&{name}, args, n, chunk);\n}}\n"
-    )
 
 
 class _Kernel:
@@ -281,9 +205,16 @@ class CpuBackend(NumpyBackend):
         self._lock = threading.Lock()
 
     def prepare(self, node: Node) -> Runner:
-        """This backend's hook for the op, else the NumPy backend's, else the generic one."""
+        """This backend's hook for the op, else a one-op native kernel for an elementwise op
+        (cpu_unfused, where the policy says it pays), else the NumPy backend's hook, else the
+        generic one."""
         hooks = get_op(node.op).extra.get("prepare", {})
-        hook = hooks.get(self.name) or hooks.get("numpy")
+        hook = hooks.get(self.name)
+        if hook is None:
+            native = prepare_unfused(node, self)
+            if native is not None:
+                return native
+            hook = hooks.get("numpy")
         return hook(node, self) if hook is not None else self.generic_runner(node)
 
     def ready(self, executable: Any) -> None:
@@ -312,7 +243,9 @@ class CpuBackend(NumpyBackend):
                 self._kernels[name] = self._pending[name] = k
             return k
 
-    def compile_pending(self) -> None:
+    def compile_pending(self, jobs: int = 1) -> None:
+        """Compile every registered kernel the cache does not hold, in one compiler run, or
+        split into ``jobs`` libraries built by concurrent compiler runs (cpu_prebuild)."""
         with self._lock:
             todo = [k for k in self._pending.values() if k.fn is None]
             self._pending.clear()
@@ -332,31 +265,57 @@ class CpuBackend(NumpyBackend):
                 module = cpu_native.load(path, lib)
                 for k in ks:
                     k.bind(lib, module)
-            if missing:
-                path = _build(missing)
-                try:
-                    lib = ctypes.CDLL(str(path))
-                except OSError:  # Python's symbols not visible here (an embedding host)
-                    path = _build_library(missing, None)
-                    lib = ctypes.CDLL(str(path))
-                module = cpu_native.load(path, lib)
-                for k in missing:
-                    k.bind(lib, module)
-                    cache.write("cpu-index", k.key(), path.name.encode())
+            batches = [missing[j::jobs] for j in range(min(jobs, len(missing)))]
+            if not batches:
+                return
+            if len(batches) == 1:
+                _bind_built(_build(batches[0]), batches[0])
+                return
+            # each compiler run is a process: threads overlap them. A batch that fails does not
+            # cost the others their libraries; its error is raised after they are bound.
+            with ThreadPoolExecutor(len(batches)) as pool:
+                futures = [pool.submit(_build, b) for b in batches]
+            errors = [f.exception() for f in futures]
+            for future, batch, error in zip(futures, batches, errors):
+                if error is None:
+                    _bind_built(future.result(), batch)
+            raised = next((e for e in errors if e is not None), None)
+            if raised is not None:
+                raise raised
 
     def explain_lines(self, executable: Any) -> list[str]:
+        runners = [ln.runner for ln in executable.launches]
+        one_op = sum(hasattr(r, "cpu_one_op") for r in runners)
         native = [
-            ln.runner.cpu_kernel for ln in executable.launches if hasattr(ln.runner, "cpu_kernel")
+            r.cpu_kernel
+            for r in runners
+            if hasattr(r, "cpu_kernel") and not hasattr(r, "cpu_one_op")
         ]
-        refused = [ln.runner for ln in executable.launches if hasattr(ln.runner, "cpu_refusal")]
+        refused = [r for r in runners if hasattr(r, "cpu_refusal")]
         rows = sum(k.name.startswith(ROW_KERNEL_PREFIX) for k in native)
+        grid = sum(k.name.startswith(GRID_KERNEL_PREFIX) for k in native)
+        grids = f", {grid} column/full reductions as grid kernels" if grid else ""
+        unfused = f", {one_op} unfused elementwise op(s) as one-op kernels" if one_op else ""
         lines = [
             f"cpu: {len(native)} fused group(s) as native kernels ({rows} of them fused "
-            f"reductions as row kernels; {Path(compiler()).name} {_shown_flags()}); "
-            "other ops through NumPy"
+            f"reductions as row kernels{grids}; {Path(compiler()).name} {_shown_flags()})"
+            f"{unfused}; other ops through NumPy"
         ]
         lines += [f"  cpu: a fused group runs on NumPy: {r.cpu_refusal}" for r in refused]
         return lines
+
+
+def _bind_built(path: Path, kernels: list[_Kernel]) -> None:
+    """Load the library just built for ``kernels``, bind them and index them in the cache."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:  # Python's symbols not visible here (an embedding host)
+        path = _build_library(kernels, None)
+        lib = ctypes.CDLL(str(path))
+    module = cpu_native.load(path, lib)
+    for k in kernels:
+        k.bind(lib, module)
+        cache.write("cpu-index", k.key(), path.name.encode())
 
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
@@ -427,5 +386,6 @@ def kernel_runner(
 
 FUSED.extra["prepare"]["cpu"] = _prepare_fused
 register_backend("cpu", CpuBackend)
-# the runners of fused_reduce and of while/scan (native loops); they import this module
-from . import cpu_loop_runner, cpu_rows  # noqa: E402, F401
+# the runners of fused_reduce, fused_grid_reduce and while/scan (native loops); each imports
+# this module
+from . import cpu_grid, cpu_loop_runner, cpu_rows  # noqa: E402, F401

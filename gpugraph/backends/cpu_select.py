@@ -124,3 +124,30 @@ def policy_refusal(node: Node, has_nest: bool) -> str | None:
         f"row) and the group calls {call.group(1)}: in the flat loop's per-element index math "
         f"it runs scalar, not vectorized (${NATIVE_ENV}=all compiles it anyway)"
     )
+
+
+# One-op kernels for elementwise ops outside groups (cpu_unfused). Measured one op per plan,
+# fuse=False, float32, native / NumPy backend ("Sizes" in
+# bench/results/dispatch-cpubackend-cpu-2026-12-01-4.md): a math-library op (tanh, exp, sin)
+# wins up to 2^8 elements (0.83-0.95: the ufunc's fixed cost) and loses from 2^9-2^10 on
+# (1.02-1.19 there, 1.7-3.3 from 2^14: NumPy's SIMD loops beat glibc's and libmvec's); plain
+# arithmetic (add) wins up to 2^14 (0.79-0.91) and loses slightly from 2^16 (1.08-1.09,
+# memory-bound both ways).
+UNFUSED_LIBM_MAX = 1 << 9
+UNFUSED_ARITH_MAX = 1 << 16
+
+
+def unfused_refusal(group: Node) -> str | None:
+    """Why the elementwise op in the one-op group ``group`` stays a NumPy ufunc call, if it
+    does; None: run it as a native kernel."""
+    if native_mode() == "all":
+        return None
+    n = group.outputs[0].type.size
+    if cpu_native.include_flags() is None:
+        return "kernels are called through ctypes here (~1 us per argument, more than a ufunc)"
+    call = _LIBM_CALL.search(group.attrs["cuda_source"])
+    if call is not None and n >= UNFUSED_LIBM_MAX:
+        return f"{n} elements and it calls {call.group(1)}: NumPy's SIMD loop is faster"
+    if n >= UNFUSED_ARITH_MAX:
+        return f"{n} elements: memory-bound, the ufunc's fixed cost no longer matters"
+    return None

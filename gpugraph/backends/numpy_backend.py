@@ -103,7 +103,11 @@ def _emit(
         f = f"{prefix}f{k}"
         if call is not None and len(dests) == 1:
             ns[f] = call
-            line = f"{f}({''.join(a + ', ' for a in args)}out={dests[0]})"
+            line = f"{f}({''.join(a + ', ' for a in args)}out={dests[0]}"
+            if launch.scratch is not None:  # the plan's scratch range for this step
+                ns[f"{prefix}s{k}"] = ex.scratch_of(launch)
+                line += f", scratch={prefix}s{k}"
+            line += ")"
         else:
             ns[f] = launch.runner
             line = f"{f}([{', '.join(args)}], [{', '.join(dests)}])"  # Runner takes lists

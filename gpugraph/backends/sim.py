@@ -211,6 +211,9 @@ class SimProgram:
                     child = arena[off : off + size]
                 runner = simulated_region(st.runner, self.bodies[k], rng, poison, child)
                 runner(ins, [env[v] for v in launch.outputs])
+            elif launch.scratch is not None:  # the op's scratch: its range of this arena
+                off, size = launch.scratch
+                st.runner(ins, [env[v] for v in launch.outputs], scratch=arena[off : off + size])
             else:
                 st.runner(ins, [env[v] for v in launch.outputs])
         if dests is None:

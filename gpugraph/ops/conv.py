@@ -9,27 +9,36 @@ Three bilinear primitives close under differentiation:
 
 Each one's derivatives are the other two, so gradients of any order are ordinary graph.
 
-Lowering (NumPy and CuPy share it, written against ``xp``): im2col, i.e. a strided window view
-of the padded input (``sliding_window_view``, then ``::stride`` and ``::dilation``), copied
-once, channel-major, into ``[N, groups, C/groups*prod(K), prod(Y)]``, and one batched matmul:
-a GEMM per sample and group (cuBLAS on CuPy, the BLAS on NumPy) whose result is already NCHW.
-The adjoint in x is the GEMM followed by col2im: one strided add per kernel offset.
-A 1x1 kernel without padding skips im2col: the GEMM reads (a strided slice of) x itself. The
-impls take ``out=`` (the planned buffer), which the GEMMs write into directly.
+Lowering (``conv_lower`` and ``conv_transpose_lower``, written against ``xp``, so NumPy and
+CuPy share it): im2col, a strided window view of the padded input copied channel-major one
+cache-sized tile at a time, and a GEMM per tile and group that writes its slice of the NCHW
+output; a unit-stride conv_transpose is a conv with the flipped weight, a strided one keeps
+col2im. A 1x1 kernel without padding skips im2col. The impls take ``out=`` (the planned buffer)
+and ``scratch=`` (a range the memory plan reserves for the node, live only at its step; each
+op's ``scratch_bytes`` says how much).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import TensorType
+from .conv_lower import (
+    conv_flops,
+    conv_impl,
+    conv_layout,
+    conv_weight_flops,
+    conv_weight_impl,
+    conv_weight_layout,
+    out_spatial,
+)
+from .conv_transpose_lower import (
+    conv_transpose_flops,
+    conv_transpose_impl,
+    conv_transpose_layout,
+)
 from .core import bind, type_of
 from .elementwise import add, promote_floats
 from .half import accumulate_in_float32
@@ -78,13 +87,6 @@ def norm_padding(op, padding, d, spatial, kernel, stride, dilation) -> tuple[tup
     return tuple((int(a), int(b)) for a, b in pads)
 
 
-def out_spatial(spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:
-    return tuple(
-        (s + lo + hi - dl * (k - 1) - 1) // st + 1
-        for s, k, st, (lo, hi), dl in zip(spatial, kernel, stride, pad, dilation)
-    )
-
-
 # ---- the lowering (xp = numpy or cupy) ----------------------------------------------------
 def windows(xp, x, kernel, stride, pad, dilation, fill=0):
     """A strided view ``[N, C, *Y, *K]`` of the padded x: window of every output position."""
@@ -105,145 +107,39 @@ def windows(xp, x, kernel, stride, pad, dilation, fill=0):
     return v[idx + tuple(slice(None, None, dl) for dl in dilation)]
 
 
-# NumPy im2col buffers up to this size are kept per thread and reused: a fresh buffer is
-# first-touched page by page on every call, which measured 11 ms against 4-8 ms for the copy
-# into a reused one (3x3 64 channels, 56x56, batch 8: 58 MB). Larger ones are allocated per
-# call, so a big conv does not pin its scratch for the life of the process. (CuPy's own
-# memory pool already reuses device buffers.)
-SCRATCH_KEEP_BYTES = 64 << 20
-_SCRATCH = threading.local()
+def _sizes(rule, last: str | None):
+    """``rule(a.shape, b.shape, stride, pad, dilation, groups[, attrs[last]], dtype)`` of a conv
+    primitive's node: its scratch layout or its GEMM flops."""
+
+    def of(node):
+        a, b = (v.type for v in node.inputs)
+        at = node.attrs
+        geom = [at["stride"], at["pad"], at["dilation"], at["groups"]]
+        return rule(a.shape, b.shape, *geom, *([at[last]] if last else []), a.dtype)
+
+    return of
 
 
-def _cols_buffer(xp, shape, dtype):
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if xp is not np or nbytes > SCRATCH_KEEP_BYTES:
-        return xp.empty(shape, dtype)
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.buf = np.empty(nbytes, np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+def _nbytes(layout):
+    return lambda *args: layout(*args).nbytes
 
 
-def im2col(xp, x, kernel, stride, pad, dilation, groups):
-    """``[N, G, C/G*prod(K), prod(Y)]``, channel-major (each row a run of output positions,
-    copied from contiguous input rows): the one copy the GEMMs read, valid until the next
-    im2col on this thread; and Y."""
-    d = len(kernel)
-    v = windows(xp, x, kernel, stride, pad, dilation)  # N, C, *Y, *K
-    n, c = x.shape[:2]
-    ys = v.shape[2 : 2 + d]
-    perm = (0, 1, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))  # N, C, *K, *Y
-    cols = v.transpose(perm)
-    # the per-thread buffer is safe: every caller consumes cols (a GEMM) before returning, and
-    # no result aliases it
-    buf = _cols_buffer(xp, cols.shape, cols.dtype)
-    buf[...] = cols
-    return buf.reshape(n, groups, c // groups * math.prod(kernel), math.prod(ys)), ys
+_conv_scratch = _sizes(_nbytes(conv_layout), None)
+_conv_transpose_scratch = _sizes(_nbytes(conv_transpose_layout), "in_shape")
+_conv_weight_scratch = _sizes(_nbytes(conv_weight_layout), "kernel")
+_FLOPS = {
+    "conv": _sizes(conv_flops, None),
+    "conv_transpose": _sizes(conv_transpose_flops, "in_shape"),
+    "conv_weight": _sizes(conv_weight_flops, "kernel"),
+}
 
 
-def _pointwise(kernel, pad) -> bool:
-    """A 1x1 kernel without padding: the conv is a GEMM over the channel axis of (a strided
-    slice of) x itself, with no im2col copy (dilation does not matter for a 1x1 kernel; a
-    negative high padding, conv_transpose's output_padding, only drops trailing inputs)."""
-    return all(k == 1 for k in kernel) and all(lo == 0 and hi <= 0 for lo, hi in pad)
-
-
-def _strided(x, stride, ys):
-    """x at the output positions of a 1x1 kernel: x itself where every position is one (stride
-    1, nothing cropped), else a strided view."""
-    if all(s == 1 for s in stride) and tuple(x.shape[2:]) == tuple(ys):
-        return x
-    return x[(slice(None),) * 2 + tuple(slice(0, s * (y - 1) + 1, s) for s, y in zip(stride, ys))]
-
-
-def _gemm_into(xp, a, b, out, gemm_shape, shape):
-    """``a @ b`` (of shape ``gemm_shape``) as ``shape``; written straight into ``out`` (the
-    planned buffer, so the runtime copies nothing) where ``out`` is given and C-contiguous,
-    i.e. where its reshape is a view."""
-    if out is not None and out.flags.c_contiguous:
-        xp.matmul(a, b, out=out.reshape(gemm_shape))
-        return out
-    r = xp.matmul(a, b).reshape(shape)
-    if out is None:
-        return r
-    out[...] = r
-    return out
-
-
-def _conv_impl(xp, x, w, stride, pad, dilation, groups, out=None):
-    n, o, kernel = x.shape[0], w.shape[0], w.shape[2:]
-    wg = w.reshape(groups, o // groups, math.prod(w.shape[1:]))  # G, Og, Cg*K
-    if _pointwise(kernel, pad):
-        ys = out_spatial(x.shape[2:], kernel, stride, pad, dilation)
-        xs = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
-        # [G, Og, Cg] @ [N, G, Cg, Y]: a GEMM per sample and group on x itself, NCHW out
-        return _gemm_into(xp, wg, xs, out, xs.shape[:2] + (o // groups, xs.shape[3]), (n, o, *ys))
-    cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)
-    # [G, Og, Cg*K] @ [N, G, Cg*K, Y]: one GEMM per sample and group, NCHW out directly (one
-    # GEMM over the whole batch, [Cg*K, N*Y], measured no faster: bench/results)
-    return _gemm_into(xp, wg, cols, out, cols.shape[:2] + (o // groups, cols.shape[3]), (n, o, *ys))
-
-
-def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=None):
-    x = _conv_transpose_new(xp, y, w, stride, pad, dilation, groups, in_shape, out)
-    if out is None or x is out:
-        return x
-    out[...] = x
-    return out
-
-
-def _conv_transpose_new(xp, y, w, stride, pad, dilation, groups, in_shape, out):
-    n, ys, kernel = y.shape[0], y.shape[2:], w.shape[2:]
-    c = w.shape[1] * groups
-    o = w.shape[0]
-    wt = w.reshape(groups, o // groups, math.prod(w.shape[1:])).transpose(0, 2, 1)  # G,Cg*K,Og
-    if _pointwise(kernel, pad):
-        yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-        gemm = (n, groups, c // groups, math.prod(ys))
-        if all(s == 1 for s in stride) and tuple(ys) == tuple(in_shape):
-            return _gemm_into(xp, wt, yg, out, gemm, (n, c, *ys))  # a GEMM per sample, group
-        cols = xp.matmul(wt, yg).reshape((n, c, *ys))
-        x = xp.zeros((n, c, *in_shape), dtype=y.dtype)
-        hit = tuple(slice(0, s * (yy - 1) + 1, s) for s, yy in zip(stride, ys))
-        x[(slice(None),) * 2 + hit] = cols  # the strided positions; the rest get nothing
-        return x
-    yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-    cols = xp.matmul(wt, yg).reshape((n, c, *kernel, *ys))  # N, G, Cg*K, Y
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_shape, pad))
-    xpad = xp.zeros((n, c, *padded), dtype=y.dtype)
-    for kk in itertools.product(*(range(k) for k in kernel)):  # col2im: one add per offset
-        sl = tuple(
-            slice(k * dl, k * dl + st * (yy - 1) + 1, st)
-            for k, dl, st, yy in zip(kk, dilation, stride, ys)
-        )
-        xpad[(slice(None), slice(None), *sl)] += cols[(slice(None), slice(None), *kk)]
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_shape, pad))
-    if all(hi >= 0 for _, hi in pad):
-        return xpad[(slice(None), slice(None), *crop)]
-    x = xp.zeros((n, c, *in_shape), dtype=y.dtype)  # the cropped high end gets nothing
-    kept = tuple(slice(0, s + min(hi, 0)) for s, (_, hi) in zip(in_shape, pad))
-    x[(slice(None), slice(None), *kept)] = xpad[(slice(None), slice(None), *crop)]
-    return x
-
-
-def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None):
-    n, o = y.shape[:2]
-    if _pointwise(kernel, pad):
-        ys = y.shape[2:]
-        cols = _strided(x, stride, ys).reshape(n, groups, x.shape[1] // groups, math.prod(ys))
-    else:
-        cols, ys = im2col(xp, x, kernel, stride, pad, dilation, groups)  # N, G, Cg*K, Y
-    yg = y.reshape(n, groups, o // groups, math.prod(ys))  # N, G, Og, Y
-    per_sample = xp.matmul(yg, cols.transpose(0, 1, 3, 2))  # N, G, Og, Cg*K
-    shape = (o, x.shape[1] // groups, *kernel)
-    if out is not None and out.flags.c_contiguous:  # the batch sum lands in the planned buffer
-        per_sample.sum(axis=0, out=out.reshape(per_sample.shape[1:]))
-        return out
-    dw = per_sample.sum(axis=0).reshape(shape)
-    if out is None:
-        return dw
-    out[...] = dw
-    return out
+# the impls (conv_lower) under the names the rest of gpugraph and the benches use
+_conv_impl, _conv_transpose_impl, _conv_weight_impl = (
+    conv_impl,
+    conv_transpose_impl,
+    conv_weight_impl,
+)
 
 
 # ---- shape rules --------------------------------------------------------------------------
@@ -366,20 +262,32 @@ def _conv_weight_jvp(ts, outs, x, y, kernel, **a):
     ]
 
 
-for _name, _infer, _impl, _vjp, _jvp in (
-    ("conv", _conv_infer, _conv_impl, _conv_vjp, _conv_jvp),
+for _name, _infer, _impl, _vjp, _jvp, _scratch in (
+    ("conv", _conv_infer, _conv_impl, _conv_vjp, _conv_jvp, _conv_scratch),
     (
         "conv_transpose",
         _conv_transpose_infer,
         _conv_transpose_impl,
         _conv_transpose_vjp,
         _conv_transpose_jvp,
+        _conv_transpose_scratch,
     ),
-    ("conv_weight", _conv_weight_infer, _conv_weight_impl, _conv_weight_vjp, _conv_weight_jvp),
+    (
+        "conv_weight",
+        _conv_weight_infer,
+        _conv_weight_impl,
+        _conv_weight_vjp,
+        _conv_weight_jvp,
+        _conv_weight_scratch,
+    ),
 ):
     # out_kw: the runtime hands the planned output buffer to the impl (out=), which the GEMMs
-    # write into directly instead of returning a result the runtime then copies
-    register(OpDef(_name, "linalg", _infer, _impl, vjp=_vjp, jvp=_jvp, out_kw=True))
+    # write into directly instead of returning a result the runtime then copies.
+    # scratch_bytes: the memory plan reserves that many arena bytes live only at the node's
+    # step; scratch_kw: the runtime passes them to the impl as scratch= (docs/memory.md)
+    # flops: the BLAS thread policy (backends/blas.py) reads the largest GEMM call's size
+    extra = {"scratch_bytes": _scratch, "scratch_kw": True, "flops": _FLOPS[_name]}
+    register(OpDef(_name, "linalg", _infer, _impl, vjp=_vjp, jvp=_jvp, out_kw=True, extra=extra))
 
 
 # ---- public functions ---------------------------------------------------------------------

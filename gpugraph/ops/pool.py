@@ -23,6 +23,7 @@ from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
 from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
 from .conv import conv as _conv
+from .conv_lower import Layout, _finish, _target, pad_into, padded_elems, pads
 from .core import bind, type_of
 from .elementwise import divide, scalar_like
 from .half import accumulate_in_float32
@@ -54,40 +55,127 @@ def _winners(xp, x, window, stride, pad):
     return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
 
 
-def _window_max(xp, x, window, stride, pad):
-    """max_pool(x, x): the window maximum, one elementwise maximum per window offset (NaN
-    propagates, as the winner rule; a padded position only wins where every real element
-    equals the fill, which gives the same value), with no copy of the windows."""
+def _window_max(xp, x, window, stride, pad, y, buf):
+    """max_pool(x, x) into ``y``: the window maximum, one elementwise maximum per window offset
+    (NaN propagates, as the winner rule; a padded position only wins where every real element
+    equals the fill, which gives the same value), over x padded into the scratch piece
+    ``xpad``, with no copy of the windows."""
     d = len(window)
-    v = windows(xp, x, window, stride, pad, (1,) * d, fill=_fill(x.dtype))
+    src = pad_into(x, pad, buf.get("xpad"), _fill(x.dtype))
+    v = xp.lib.stride_tricks.sliding_window_view(src, window, axis=tuple(range(2, 2 + d)))
+    v = v[(slice(None),) * 2 + tuple(slice(None, None, s) for s in stride)]  # N, C, *Y, *K
     offsets = itertools.product(*(range(k) for k in window))
-    out = v[(Ellipsis, *next(offsets))].copy()
+    y[...] = v[(Ellipsis, *next(offsets))]
     for kk in offsets:
-        xp.maximum(out, v[(Ellipsis, *kk)], out=out)
-    return out
+        xp.maximum(y, v[(Ellipsis, *kk)], out=y)
+    return y
 
 
-def _select_impl(xp, x, h, window, stride, pad):
+def _select_layout(x_shape, pad, dtype, same: bool) -> Layout:
+    """The forward pool's scratch: x padded with the fill value (for ``h is x`` only)."""
+    lay = Layout()
+    if same and pads(pad):
+        lay.add("xpad", (padded_elems(x_shape, pad),), dtype)
+    return lay
+
+
+def _select_scratch(node) -> int:
+    x, h = node.inputs
+    a = node.attrs
+    return _select_layout(x.type.shape, a["pad"], x.type.dtype, x is h).nbytes
+
+
+def _select_impl(xp, x, h, window, stride, pad, out=None, scratch=None):
     d = len(window)
     if h is x:  # the forward pool (the selected values are the maxima themselves)
-        return _window_max(xp, x, window, stride, pad)
+        shape = (*x.shape[:2], *out_spatial(x.shape[2:], window, stride, pad, (1,) * d))
+        y = _target(xp, out, shape, x.dtype)
+        lay = _select_layout(x.shape, pad, x.dtype, True)
+        if scratch is not None and scratch.nbytes < lay.nbytes:
+            # the plan saw two values (e.g. x and a view of it) that are one array here: no
+            # range was reserved, so this call allocates its own
+            scratch = None
+        buf = lay.views(xp, scratch)
+        return _finish(out, _window_max(xp, x, window, stride, pad, y, buf))
     idx = _winners(xp, x, window, stride, pad)
     hv = windows(xp, h, window, stride, pad, (1,) * d)
     hv = hv.reshape(hv.shape[: 2 + d] + (-1,))
-    return xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0]
+    return _finish(out, xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0])
 
 
-def _scatter_impl(xp, x, g, window, stride, pad):
-    idx = _winners(xp, x, window, stride, pad)
-    ys = g.shape[2:]
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pad))
-    out = xp.zeros(x.shape[:2] + padded, dtype=g.dtype)
-    zero = g.dtype.type(0)
+def _real_box(kk, stride, pad, spatial, ys):
+    """Per spatial dim, the output positions whose window offset ``kk`` falls on a real (not
+    padded) element: a range, so the positions are a box."""
+    box = []
+    for k, st, (lo, _), s, y in zip(kk, stride, pad, spatial, ys):
+        a = max(0, -((k - lo) // st))  # ceil((lo - k) / st)
+        b = min(y, (lo + s - 1 - k) // st + 1)
+        box.append((a, b))
+    return box
+
+
+def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
+    lay = Layout()
+    n = math.prod(g_shape)
+    lay.add("best", (n,), xdtype)
+    lay.add("idx", (n,), np.int32)
+    lay.add("sel", (n,), gdtype)
+    for name in ("take", "new"):
+        lay.add(name, (n,), np.bool_)
+    return lay
+
+
+def _scatter_scratch(node) -> int:
+    x, g = (v.type for v in node.inputs)
+    return _scatter_layout(g.shape, x.dtype, g.dtype).nbytes
+
+
+def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
+    """max_pool_grad: each g added at its window's winner, the first maximal element (the
+    first NaN, if any) among the real ones (never a padded position, even where the real
+    elements equal the fill). The winner is a running comparison over the window offsets,
+    each restricted to the box of outputs where that offset falls on x itself (so nothing is
+    padded); every temporary is a piece of the plan's scratch."""
+    spatial, ys = x.shape[2:], g.shape[2:]
+    buf = _scatter_layout(g.shape, x.dtype, g.dtype).views(xp, scratch)
+    best, idx, sel, take, new = (
+        buf[k].reshape(g.shape) for k in ("best", "idx", "sel", "take", "new")
+    )
+    idx[...] = -1
+    floats = x.dtype.kind == "f"
+    steps = []  # (flat offset, output box, the x elements that offset reads there)
     for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
-        sl = tuple(slice(k, k + st * (y - 1) + 1, st) for k, st, y in zip(kk, stride, ys))
-        out[(slice(None), slice(None), *sl)] += xp.where(idx == flat, g, zero)
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[2:], pad))
-    return out[(slice(None), slice(None), *crop)]
+        box = _real_box(kk, stride, pad, spatial, ys)
+        if any(a >= b for a, b in box):
+            continue
+        at = (slice(None),) * 2 + tuple(slice(a, b) for a, b in box)
+        src = (slice(None),) * 2 + tuple(
+            slice(k - lo + a * st, k - lo + (b - 1) * st + 1, st)
+            for k, st, (lo, _), (a, b) in zip(kk, stride, pad, box)
+        )
+        steps.append((flat, at, src))
+    for flat, at, src in steps:
+        val, bb, ii, tt, nn = x[src], best[at], idx[at], take[at], new[at]
+        if floats:  # not (val <= best): greater, or a NaN on either side; a NaN best stays
+            xp.less_equal(val, bb, out=tt)
+            xp.logical_not(tt, out=tt)
+            xp.equal(bb, bb, out=nn)
+            xp.logical_and(tt, nn, out=tt)
+        else:
+            xp.greater(val, bb, out=tt)
+        xp.less(ii, 0, out=nn)  # the first real element of the window
+        xp.logical_or(tt, nn, out=tt)
+        xp.copyto(bb, val, where=tt)
+        xp.copyto(ii, flat, where=tt)
+    y = _target(xp, out, x.shape, g.dtype)
+    y[...] = 0
+    for flat, at, src in steps:
+        ss, tt = sel[at], take[at]
+        xp.equal(idx[at], flat, out=tt)
+        ss[...] = 0
+        xp.copyto(ss, g[at], where=tt)
+        y[src] += ss
+    return _finish(out, y)
 
 
 def _pool_shape(x: TensorType, window, stride, pad) -> tuple[int, ...]:
@@ -123,6 +211,8 @@ register(
         jvp=lambda ts, outs, x, h, **a: [
             None if ts[1] is None else bind("max_pool", x, ts[1], **a)
         ],
+        out_kw=True,  # the forward writes the planned buffer; its padded x is plan scratch
+        extra={"scratch_bytes": _select_scratch, "scratch_kw": True},
     )
 )
 register(
@@ -135,6 +225,8 @@ register(
         jvp=lambda ts, outs, x, g, **a: [
             None if ts[1] is None else bind("max_pool_grad", x, ts[1], **a)
         ],
+        out_kw=True,
+        extra={"scratch_bytes": _scatter_scratch, "scratch_kw": True},
     )
 )
 

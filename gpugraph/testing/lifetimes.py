@@ -181,7 +181,9 @@ def find_child_arena_overlaps(prog: SimProgram) -> list[Overlap]:
         if node not in plan.scratch:
             continue
         off, size = plan.scratch[node]
-        child = ValueRef(-1, f"{node.op} child arena", node.loc, st.step, st.stream)
+        # an op's own scratch (conv's im2col tiles) is written and read by its launch alone
+        what = "scratch" if get_op(node.op).extra.get("scratch_kw") else "child arena"
+        child = ValueRef(-1, f"{node.op} {what}", node.loc, st.step, st.stream)
         for r, w in writer.items():
             lo, hi = plan.slots[r].offset, plan.slots[r].offset + r.type.nbytes
             if not (lo < off + size and off < hi):
@@ -191,6 +193,8 @@ def find_child_arena_overlaps(prog: SimProgram) -> list[Overlap]:
             if dead or later:
                 continue
             ref = ValueRef(r.id, r.node.op, r.node.loc, steps[w].step, steps[w].stream)
-            why = f"step {st.step} ({node.op}) runs its bodies on [{off}, {off + size})"
+            at = f"[{off}, {off + size})"
+            uses = f"uses {at} as scratch" if what == "scratch" else f"runs its bodies on {at}"
+            why = f"step {st.step} ({node.op}) {uses}"
             found.append(Overlap(ref, child, max(lo, off), min(hi, off + size), why))
     return found
