@@ -11,9 +11,10 @@
    gpugraph ``jit(value_and_grad)`` of ``gg.scan`` vs hand-written BPTT in Python over NumPy vs
    ``jax.jit(jax.value_and_grad)`` of ``jax.lax.scan``.
 
-3. while_loop whose predicate is a grid reduction: ``while v.sum() < k: v = v * 0.999 + 0.01``
-   on a float32 16x64 array, 1,001 iterations; gpugraph (cpu backend native and host-driven,
-   numpy backend) vs the Python loop over NumPy vs ``jax.lax.while_loop`` under ``jax.jit``.
+3. while_loop whose predicate is a grid reduction group: ``while (v * v).sum() < k:
+   v = v * 0.999 + 0.01`` on a float32 16x64 array, 1,001 iterations; gpugraph (cpu backend
+   native and host-driven, numpy backend) vs the Python loop over NumPy vs
+   ``jax.lax.while_loop`` under ``jax.jit``.
 
 Reported: median wall time of one call over repeats (after warm-up; the implementations are
 timed interleaved, round by round, so load on a shared machine hits them alike), in
@@ -114,15 +115,17 @@ def np_rnn_value_and_grad(w, xs):
 
 
 # ---- 3. while_loop on a grid reduction ---------------------------------------------------------
-W_ROWS, W_ITER = 16, 1000  # while v.sum() < k on f32[16, 64]: a fused_grid_reduce predicate
+W_ROWS, W_ITER = 16, 1000  # while (v * v).sum() < k on f32[16, 64]: a grid-reduction group
 
 
 def gg_while(v, k):
-    return gg.while_loop(lambda u: u.sum() < k, lambda u: u * 0.999 + 0.01, v, max_steps=10**6)
+    return gg.while_loop(
+        lambda u: (u * u).sum() < k, lambda u: u * 0.999 + 0.01, v, max_steps=10**6
+    )
 
 
 def np_while(v, k):
-    while v.sum() < k:
+    while (v * v).sum() < k:
         v = v * np.float32(0.999) + np.float32(0.01)
     return v
 
@@ -209,7 +212,7 @@ def main() -> None:
     for _ in range(W_ITER):  # the sums cannot move the exit by an iteration
         vk = vk * 0.999 + 0.01
     after = vk * 0.999 + 0.01
-    k = np.float32((vk.sum() + after.sum()) / 2)
+    k = np.float32(((vk * vk).sum() + (after * after).sum()) / 2)
     w_native = gg.jit(gg_while, backend="cpu")
     w_host = host_driven(lambda: gg.jit(gg_while, backend="cpu"), v0, k)
     w_np = gg.jit(gg_while, backend="numpy")
@@ -217,6 +220,7 @@ def main() -> None:
     lowered = w_native.lower(v0, k)
     lowered(v0, k)
     assert "native loop: compiled" in lowered.explain(), lowered.explain()
+    assert "fused_grid_reduce" in lowered.explain(), lowered.explain()
     assert f"last run: {W_ITER + 1} iterations" in lowered.explain(), lowered.explain()
     for f in (w_native, w_host, w_np):
         np.testing.assert_allclose(f(v0, k), w_ref, rtol=1e-4)
@@ -257,7 +261,9 @@ def main() -> None:
         np.testing.assert_allclose(np.asarray(jx_fori(x, a, b)), ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(jx_vg(w, xs)[1]), g_ref, rtol=1e-3, atol=1e-4)
         jx_while = jax.jit(
-            lambda v, k: jax.lax.while_loop(lambda u: u.sum() < k, lambda u: u * 0.999 + 0.01, v)
+            lambda v, k: jax.lax.while_loop(
+                lambda u: (u * u).sum() < k, lambda u: u * 0.999 + 0.01, v
+            )
         )
         np.testing.assert_allclose(np.asarray(jx_while(v0, k)), w_ref, rtol=1e-4)
         grid["jax.jit(lax.while_loop)"] = lambda: jx_while(v0, k).block_until_ready()
@@ -284,7 +290,7 @@ def main() -> None:
             "gpugraph jit(value_and_grad), cpu backend (native loops)",
         ),
         (
-            f"while_loop: u.sum() < k on f32[{W_ROWS},{N_VEC}], {trips} iterations",
+            f"while_loop: (u * u).sum() < k on f32[{W_ROWS},{N_VEC}], {trips} iterations",
             grid,
             trips,
             "gpugraph jit, cpu backend (native loop)",

@@ -85,6 +85,25 @@ GRID_REDUCE = """\
 {epilogue}  }}
 }}
 """
+# a full sum (one column): one double accumulator whose lanes GCC vectorizes (an OpenMP simd
+# reduction, a fixed order, as the row kernels' sums); a sequential add chain ran about 3x
+# slower (cpu backend's grid kernels, bench/results cpu-grid)
+GRID_FULL_SUM = """\
+{helpers}static void {name}({params}) {{
+{hoisted}  double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+  for (long long i = 0; i < {red}LL; ++i) {{
+    {rt} t;
+    {{
+{prologue}    }}
+    acc += (double)t;
+  }}
+  {{
+    const long long c = 0;
+    const {rt} x = ({rt})acc;
+{epilogue}  }}
+}}
+"""
 COMBINE = {
     "sum": ("double", "0.0", "acc[c] += (double)t;"),
     # a NaN kept stays (acc != acc); a NaN read is taken (t <= acc is false)
@@ -132,7 +151,8 @@ def grid_reduce(node, em: Emitter) -> str:
     rt = compute_type(x.dtype)
     at, init, combine = COMBINE[seed.op]
     members = [n for n in body.nodes if n.op not in ("constant", *COMBINE)]
-    text = GRID_REDUCE.format(
+    template = GRID_FULL_SUM if seed.op == "sum" and post == 1 else GRID_REDUCE
+    text = template.format(
         helpers="".join(sorted({op_template(m)[1] for m in members})),
         name=HELPER_NAME,
         params=", ".join(params),
