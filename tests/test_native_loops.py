@@ -4,8 +4,8 @@ results equal the NumPy backend's (same programs, gradients too), explain() says
 were compiled and why the others were not, and the race checker passes on their plans.
 
 Cold cache: every plan's compile is one compiler run (1-2 s here), so the programs the tests
-compile are registered at module level (``program``) and built first, all in one compiler run
-(``_one_compiler_run``); the tests then find their kernels compiled."""
+compile are registered at module level (``program``) and built first, in one batch
+(``_one_batch``: two concurrent compiler runs); the tests then find their kernels compiled."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ PROGRAMS: list[tuple[Callable, tuple, dict]] = []  # (fn, args, jit options) bui
 
 def program(fn: Callable, *args, **jit) -> Callable:
     """Register ``fn`` (with the arguments and jit options a test compiles it with) for the
-    one compiler run; returns ``fn``."""
+    one batch; returns ``fn``."""
     PROGRAMS.append((fn, args, jit))
     return fn
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_compiler_run():
+def _one_batch():
     """Lower every registered program on the cpu backend with its compile deferred (``ready``
-    only compiles what plans registered), then compile them all at once: one library."""
+    only compiles what plans registered), then compile them all at once: two libraries."""
     backend = get_backend("cpu")
     backend.ready = lambda executable: None  # an instance attribute over the method
     try:
@@ -50,7 +50,7 @@ def _one_compiler_run():
             gg.jit(fn, backend="cpu", **jit).lower(*args)
     finally:
         del backend.ready
-    backend.compile_pending()
+    backend.compile_pending(2)  # two concurrent compiler runs (CI has 2 cores)
 
 
 def both(fn, *args, rtol=1e-5, atol=1e-6, **jit):
