@@ -11,6 +11,11 @@
    gpugraph ``jit(value_and_grad)`` of ``gg.scan`` vs hand-written BPTT in Python over NumPy vs
    ``jax.jit(jax.value_and_grad)`` of ``jax.lax.scan``.
 
+3. while_loop whose predicate is a grid reduction group: ``while (v * v).sum() < k:
+   v = v * 0.999 + 0.01`` on a float32 16x64 array, 1,001 iterations; gpugraph (cpu backend
+   native and host-driven, numpy backend) vs the Python loop over NumPy vs
+   ``jax.lax.while_loop`` under ``jax.jit``.
+
 Reported: median wall time of one call over repeats (after warm-up; the implementations are
 timed interleaved, round by round, so load on a shared machine hits them alike), in
 microseconds per loop iteration; ratio = peer / gpugraph (> 1: gpugraph is faster).
@@ -109,6 +114,22 @@ def np_rnn_value_and_grad(w, xs):
     return loss, gw
 
 
+# ---- 3. while_loop on a grid reduction ---------------------------------------------------------
+W_ROWS, W_ITER = 16, 1000  # while (v * v).sum() < k on f32[16, 64]: a grid-reduction group
+
+
+def gg_while(v, k):
+    return gg.while_loop(
+        lambda u: (u * u).sum() < k, lambda u: u * 0.999 + 0.01, v, max_steps=10**6
+    )
+
+
+def np_while(v, k):
+    while (v * v).sum() < k:
+        v = v * np.float32(0.999) + np.float32(0.01)
+    return v
+
+
 def one_thread(fn, *args):
     """``fn`` with BLAS on one thread (what gpugraph's policy picks for these small GEMMs;
     under load, BLAS threads that spin-wait on a busy core cost more than they save)."""
@@ -186,6 +207,30 @@ def main() -> None:
         "Python BPTT over NumPy": lambda: np_rnn_value_and_grad(w, xs),
         "Python BPTT over NumPy, 1 BLAS thread": lambda: one_thread(np_rnn_value_and_grad, w, xs),
     }
+    v0 = np.full((W_ROWS, N_VEC), 0.5, np.float32) + x * 0.01
+    trips, vk = 0, v0.astype(np.float64)  # k half a step past the W_ITER-th sum: rounding of
+    for _ in range(W_ITER):  # the sums cannot move the exit by an iteration
+        vk = vk * 0.999 + 0.01
+    after = vk * 0.999 + 0.01
+    k = np.float32(((vk * vk).sum() + (after * after).sum()) / 2)
+    w_native = gg.jit(gg_while, backend="cpu")
+    w_host = host_driven(lambda: gg.jit(gg_while, backend="cpu"), v0, k)
+    w_np = gg.jit(gg_while, backend="numpy")
+    w_ref = np_while(v0, k)
+    lowered = w_native.lower(v0, k)
+    lowered(v0, k)
+    assert "native loop: compiled" in lowered.explain(), lowered.explain()
+    assert "fused_grid_reduce" in lowered.explain(), lowered.explain()
+    assert f"last run: {W_ITER + 1} iterations" in lowered.explain(), lowered.explain()
+    for f in (w_native, w_host, w_np):
+        np.testing.assert_allclose(f(v0, k), w_ref, rtol=1e-4)
+    trips = W_ITER + 1
+    grid = {
+        "gpugraph jit, cpu backend (native loop)": lambda: w_native(v0, k),
+        "gpugraph jit, cpu backend (host-driven loop)": lambda: w_host(v0, k),
+        "gpugraph jit, numpy backend": lambda: w_np(v0, k),
+        "Python loop over NumPy": lambda: np_while(v0, k),
+    }
     versions = {
         "numpy": np.__version__,
         "gpugraph": gg.__version__,
@@ -215,12 +260,20 @@ def main() -> None:
         jx_vg = jax.jit(jax.value_and_grad(jx_loss))
         np.testing.assert_allclose(np.asarray(jx_fori(x, a, b)), ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(jx_vg(w, xs)[1]), g_ref, rtol=1e-3, atol=1e-4)
+        jx_while = jax.jit(
+            lambda v, k: jax.lax.while_loop(
+                lambda u: (u * u).sum() < k, lambda u: u * 0.999 + 0.01, v
+            )
+        )
+        np.testing.assert_allclose(np.asarray(jx_while(v0, k)), w_ref, rtol=1e-4)
+        grid["jax.jit(lax.while_loop)"] = lambda: jx_while(v0, k).block_until_ready()
         fori["jax.jit(lax.fori_loop)"] = lambda: jx_fori(x, a, b).block_until_ready()
         rnn["jax.jit(value_and_grad(lax.scan))"] = lambda: jax.block_until_ready(jx_vg(w, xs))
     except ImportError as e:
         print(f"jax not available: {e}")
     load_before = load_average()
     fori, rnn = medians_us(fori, args.repeats), medians_us(rnn, args.repeats)
+    grid = medians_us(grid, args.repeats)
     load = f"{load_before} before, {load_average()} after (1/5/15 min, 2 cores)"
 
     for name, table, n, base in (
@@ -235,6 +288,12 @@ def main() -> None:
             rnn,
             T,
             "gpugraph jit(value_and_grad), cpu backend (native loops)",
+        ),
+        (
+            f"while_loop: (u * u).sum() < k on f32[{W_ROWS},{N_VEC}], {trips} iterations",
+            grid,
+            trips,
+            "gpugraph jit, cpu backend (native loop)",
         ),
     ):
         for peer, (us, best) in table.items():

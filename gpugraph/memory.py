@@ -184,10 +184,16 @@ def _assign_inplace(slots, readers, sched: Schedule) -> dict[Value, Value]:
 
 
 def plan_memory(
-    graph: Graph, sched: Schedule, align: int = ALIGN, reuse: bool | None = None
+    graph: Graph,
+    sched: Schedule,
+    align: int = ALIGN,
+    reuse: bool | None = None,
+    backend: str | None = None,
 ) -> MemoryPlan:
     """Plan every intermediate into one arena. ``reuse=False`` gives each its own range (no
-    sharing, no in-place): the reference the planned run must match."""
+    sharing, no in-place): the reference the planned run must match. ``backend``: the backend
+    the plan runs on, for region ops whose child range depends on it (a loop the cpu backend
+    runs as one native function reserves none)."""
     reuse = REUSE_DEFAULT if reuse is None else reuse
     slots, readers = liveness(graph, sched)
     arena = [v for v, s in slots.items() if s.kind == "arena"]
@@ -201,7 +207,7 @@ def plan_memory(
     triples = [
         (slots[h].first, max(slots[m].last for m in members[h]), slots[h].size) for h in heads
     ]
-    scratch = _scratch_needs(sched)  # (step, node, bytes) of region steps
+    scratch = _scratch_needs(sched, backend)  # (step, node, bytes) of region steps
     naive += sum(align_up(n, align) for _, _, n in scratch)
     triples += [(i, i, n) for i, _, n in scratch]
     sizes += [n for _, _, n in scratch]
@@ -254,14 +260,16 @@ def plan_memory(
     )
 
 
-def _scratch_needs(sched: Schedule) -> list[tuple[int, Node, int]]:
+def _scratch_needs(sched: Schedule, backend: str | None) -> list[tuple[int, Node, int]]:
     """(step, node, bytes) for every step whose op declares ``extra["scratch_bytes"]``: region
     ops (installed by region_exec: the largest arena among the node's bodies) and ops whose
-    impl takes ``scratch=`` (conv's im2col tiles). The range is live at that step only, so it
-    shares bytes with values that are dead around it."""
+    impl takes ``scratch=`` (conv's im2col tiles); ``extra["scratch_bytes_on"][backend]``
+    replaces it on that backend (the cpu backend's native loops need no child range). The
+    range is live at that step only, so it shares bytes with values that are dead around it."""
     out = []
     for i, step in enumerate(sched.steps):
-        need = get_op(step.node.op).extra.get("scratch_bytes")
+        extra = get_op(step.node.op).extra
+        need = extra.get("scratch_bytes_on", {}).get(backend) or extra.get("scratch_bytes")
         n = need(step.node) if need is not None else 0
         if n:
             out.append((i, step.node, n))

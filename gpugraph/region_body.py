@@ -18,20 +18,37 @@ from typing import Any
 from .ir import Graph, Node
 from .launch_bind import bound
 from .memory import _inplace_pair_ok, inplace_safe, plan_memory, reorder_for_memory
-from .ops.control import sub_graphs
+from .ops.control import REGION_OPS, sub_graphs
+from .ops.registry import get_op
 from .schedule import schedule
 
-# (sub-graph, streams) -> (its memory-aware order, schedule, memory plan): planned once, when
-# the parent's memory plan asks how much arena a region needs (scratch_bytes) and again when
-# the region's runner compiles the body. Keyed by id, holding the graph so the id stays its.
-_PLANNED: OrderedDict[tuple[int, int | None], tuple[Graph, Graph, Any, Any]] = OrderedDict()
+# (sub-graph, streams, backend) -> (its memory-aware order, schedule, memory plan): planned
+# once, when the parent's memory plan asks how much arena a region needs (scratch_bytes) and
+# again when the region's runner compiles the body. Keyed by id, holding the graph so the id
+# stays its. ``backend`` is None except for a backend with its own region sizes
+# (``extra["scratch_bytes_on"]``: the cpu backend's native loops reserve no child range).
+_PLANNED: OrderedDict[tuple[int, int | None, str | None], tuple[Graph, Graph, Any, Any]] = (
+    OrderedDict()
+)
 _PLANNED_MAX = 512
 
 
-def planned(graph: Graph, streams: int | None = 1) -> tuple[Graph, Any, Any]:
+def _sizing(backend: str | None) -> str | None:
+    """The backend name if some region op sizes its child range for it, else None (shared)."""
+    if backend is None:
+        return None
+    own = any(backend in get_op(op).extra.get("scratch_bytes_on", {}) for op in REGION_OPS)
+    return backend if own else None
+
+
+def planned(
+    graph: Graph, streams: int | None = 1, backend: str | None = None
+) -> tuple[Graph, Any, Any]:
     """``streams``: 1, or None for the body's width (capped as top-level plans are): a wide
-    body gets several streams where the backend has real ones (CuPy)."""
-    key = (id(graph), streams)
+    body gets several streams where the backend has real ones (CuPy). ``backend``: the
+    backend the body runs on (its nested regions' child ranges may depend on it)."""
+    backend = _sizing(backend)
+    key = (id(graph), streams, backend)
     hit = _PLANNED.get(key)
     if hit is not None and hit[0] is graph:
         _PLANNED.move_to_end(key)
@@ -39,12 +56,16 @@ def planned(graph: Graph, streams: int | None = 1) -> tuple[Graph, Any, Any]:
     if streams == 1:
         ordered = reorder_for_memory(graph)
         sched = schedule(ordered, 1)
-        plan = (ordered, sched, plan_memory(ordered, sched))
+        plan = (ordered, sched, plan_memory(ordered, sched, backend=backend))
     else:
-        ordered = planned(graph, 1)[0]
+        ordered = planned(graph, 1, backend)[0]
         sched = schedule(ordered, streams)
         narrow = sched.num_streams == 1  # nothing to overlap: the one-stream plan
-        plan = planned(graph, 1) if narrow else (ordered, sched, plan_memory(ordered, sched))
+        plan = (
+            planned(graph, 1, backend)
+            if narrow
+            else (ordered, sched, plan_memory(ordered, sched, backend=backend))
+        )
     _PLANNED[key] = (graph, *plan)
     if len(_PLANNED) > _PLANNED_MAX:
         _PLANNED.popitem(last=False)
@@ -72,7 +93,7 @@ class BodyPlan:
     def __init__(self, graph: Graph, backend: Any) -> None:
         from .runtime import COMPILED_OBSERVERS, Executable  # runtime imports this module
 
-        self.graph, self.schedule, self.memory = planned(graph, body_streams(backend))
+        self.graph, self.schedule, self.memory = planned(graph, body_streams(backend), backend.name)
         self.executable = Executable(self.graph, self.schedule, self.memory, backend)
         self.executable.blas_scope = False  # the region sets it once per run (RegionRunner)
         _direct_reshape_copies(self.executable)

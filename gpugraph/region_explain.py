@@ -76,7 +76,12 @@ def explain_regions(executable: Any, indent: str = "") -> list[str]:
             ops = ", ".join(f"{k} x{n}" for k, n in sorted(plan.graph.op_counts().items()))
             lines.append(f"{indent}  {name}: {len(plan.graph.nodes)} nodes ({ops})")
             where = "its own allocation"
-            if r.child_range is not None and plan.executable.arena_source is not None:
+            if getattr(r, "native", None) is not None:  # the native function does not run it
+                where = (
+                    "none reserved in the parent arena: the native loop does not run this "
+                    "plan; allocated only if the loop runs host-driven"
+                )
+            elif r.child_range is not None and plan.executable.arena_source is not None:
                 off, size = r.child_range
                 where = f"a child plan in the parent arena at [{off}, {off + size})"
             lines.append(

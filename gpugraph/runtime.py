@@ -113,7 +113,7 @@ class Compiled:
             streams = 1
         self.graph = reorder_for_memory(self.graph)
         self.schedule = schedule(self.graph, streams)
-        self.memory = plan_memory(self.graph, self.schedule)
+        self.memory = plan_memory(self.graph, self.schedule, backend=self.backend.name)
         self.executable = ex = Executable(
             self.graph, self.schedule, self.memory, self.backend, options.cuda_graph
         )

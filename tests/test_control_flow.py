@@ -552,6 +552,9 @@ def test_bodies_allocate_nothing_at_lower_and_run_as_generated_programs():
 def test_a_scan_body_with_a_gemm_sets_the_blas_threads_once_per_run(monkeypatch):
     from gpugraph.backends import blas
 
+    # the host-driven loop's policy (a native cpu loop sets it around its one call instead)
+    monkeypatch.setenv("GPUGRAPH_CPU_LOOPS", "host")
+
     if blas.policy() is None:
         pytest.skip("no BLAS thread control (threadpoolctl) or GPUGRAPH_BLAS_THREADS=keep")
     w = (RNG.standard_normal((3, 3)) * 0.5).astype(np.float32)
@@ -572,8 +575,10 @@ def test_a_scan_body_with_a_gemm_sets_the_blas_threads_once_per_run(monkeypatch)
     assert 1 <= len(calls) <= 2  # set around the run, restored after it
 
 
-def test_a_body_program_without_inline_lines_is_called_once_per_iteration():
-    # the path of backends without a generated program (CuPy): launches walked per call
+def test_a_body_program_without_inline_lines_is_called_once_per_iteration(monkeypatch):
+    # the path of backends without a generated program (CuPy): launches walked per call, by
+    # the host-driven loop (on the cpu backend this loop would otherwise run natively)
+    monkeypatch.setenv("GPUGRAPH_CPU_LOOPS", "host")
     f = gg.jit(lambda xs: gg.scan(lambda c, e: (c * 0.5 + e, c.sum()), gg.zeros((3,)), xs))
     c = f.lower(XS)
     runner = _region_runner(c)

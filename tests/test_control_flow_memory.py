@@ -142,7 +142,10 @@ def _loop_runner(c):
     return r
 
 
-def test_carries_are_updated_in_place_when_liveness_allows():
+def test_carries_are_updated_in_place_when_liveness_allows(monkeypatch):
+    # the host-driven loop's carry buffers (a native cpu loop keeps its carries in its own
+    # scratch: tests/test_native_loops.py)
+    monkeypatch.setenv("GPUGRAPH_CPU_LOOPS", "host")
     c = gg.jit(lambda x: gg.fori_loop(0, 5, lambda i, v: gg.tanh(v * 0.9) + v * 0.5, x)).lower(X4)
     r = _loop_runner(c)
     assert r.inplace == [True]
@@ -154,8 +157,10 @@ def test_carries_are_updated_in_place_when_liveness_allows():
         r = _loop_runner(f.lower(X4))
         assert r.inplace[1]  # b: read only by the launch that writes it, elementwise
         got, want = f(X4), swap_and_mix(X4)
+        # the cpu backend's native groups use libm (docs/cpu-backend.md: float32 rtol 2e-5)
+        rtol = 1e-6 if f.lower(X4).backend.name == "numpy" else 2e-5
         for g, w in zip(got, want):
-            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-6)
+            np.testing.assert_allclose(g, np.asarray(w), rtol=rtol)
         from gpugraph.testing.races import check_races
 
         assert check_races(f.lower(X4), X4, trials=2).ok

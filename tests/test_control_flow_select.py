@@ -38,11 +38,18 @@ def test_small_cond_becomes_a_select_fused_with_its_surroundings():
     # x * 2 | min | the two branches, the select and + 1: one kernel
     assert c.graph.op_counts() == {"fused": 2, "min": 1}
     f = gg.jit(small)
+    # on the NumPy backend the select is exact; the cpu backend's exp is libm's, which may
+    # differ from NumPy's by an ulp or two (docs/cpu-backend.md, "Semantics": float32 rtol
+    # 2e-5), so there it is compared at that tolerance
+    exact = f.lower(X).backend.name == "numpy"
     with np.errstate(invalid="ignore"):  # NumPy warns about the untaken sqrt (documented)
         for x in INPUTS:
             want = small(x)  # eager: one branch, the region's semantics
             got = f(x)
-            np.testing.assert_array_equal(got, want)  # the select is exact
+            if exact:
+                np.testing.assert_array_equal(got, want)
+            else:
+                np.testing.assert_allclose(got, want, rtol=2e-5, atol=0)
             assert not np.isnan(got).any()
     assert f.cache_size == 1
 

@@ -14,6 +14,7 @@ Set ``GPUGRAPH_CPU_LOOPS=host`` to keep every loop host-driven (for A/B measurem
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,26 @@ from ..errors import UnsupportedError
 from ..ir import Graph, Node
 from ..ops.control import loop_limit_error
 from ..ops.registry import get_op
+from ..region_body import planned
 from ..region_exec import ScanRunner, WhileRunner
 from . import blas
-from .cpu_backend import CpuBackend, _float_to_int_cast
+from .cpu_backend import CpuBackend
 from .cpu_loop_blas import gemm
 from .cpu_native import parallel_min
 
 LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
+
+
+def _float_to_int_cast(body: Graph) -> str | None:
+    """A float -> int cast in a group's body (kept here, not imported from the backend module,
+    whose private helpers may move)."""
+    for n in body.nodes:
+        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
+            return (
+                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
+                "and out-of-range values, where NumPy's result is defined by its own loop)"
+            )
+    return None
 
 
 def _refusal(graph: Graph) -> str | None:
@@ -40,20 +54,50 @@ def _refusal(graph: Graph) -> str | None:
             why = next((r for r in map(_refusal, loop_graphs(n)) if r), None)
             if why:
                 return why
-        if n.op in ("fused", "fused_reduce"):
+        if n.op in ("fused", "fused_reduce", "fused_grid_reduce"):
             why = _float_to_int_cast(n.attrs["body"])
             if why:
                 return why
     return None
 
 
+# (node id, loop mode, parallel_min, BLAS found) -> (node, result): the parent's memory plan
+# asks first (``child_bytes``), the runner then builds on the same answer; the node is held so
+# its id stays its
+_DECIDED: OrderedDict[tuple, tuple[Node, tuple[NativeLoop | None, str]]] = OrderedDict()
+_DECIDED_MAX = 256
+
+
 def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
     """(the generated loop, an explain() note), or (None, why it stays host-driven)."""
-    if os.environ.get(LOOPS_ENV, "native").strip().lower() == "host":
+    mode = os.environ.get(LOOPS_ENV, "native").strip().lower()
+    found = gemm()
+    key = (id(node), mode, parallel_min(), found is not None)
+    hit = _DECIDED.get(key)
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    result = _decide(node, mode, found)
+    _DECIDED[key] = (node, result)
+    if len(_DECIDED) > _DECIDED_MAX:
+        _DECIDED.popitem(last=False)
+    return result
+
+
+def child_bytes(node: Node) -> int:
+    """The parent arena range a region node's bodies need on this backend: none for a loop
+    that runs as one native function (its scratch is its own allocation; should the loop run
+    host-driven, to raise an error the host loop reports, its body plans allocate their own
+    arenas then), else the largest body arena planned for this backend."""
+    if node.op in ("while", "scan") and native_loop(node)[0] is not None:
+        return 0
+    return max((planned(g, 1, "cpu")[2].arena_bytes for g in loop_graphs(node)), default=0)
+
+
+def _decide(node: Node, mode: str, found: Any) -> tuple[NativeLoop | None, str]:
+    if mode == "host":
         return None, f"host-driven ({LOOPS_ENV}=host)"
     why = next((r for r in map(_refusal, loop_graphs(node)) if r), None)
     if why is None:
-        found = gemm()
         try:
             loop = emit_native_loop(node, parallel_min(), found.blas_int if found else None)
         except UnsupportedError as exc:
@@ -61,6 +105,7 @@ def native_loop(node: Node) -> tuple[NativeLoop | None, str]:
         else:
             if loop.gemm_slot is not None and found is not None:
                 loop.consts[loop.gemm_slot][:] = found.addresses
+
             calls_blas = ", matmuls through BLAS" if loop.gemm_slot is not None else ""
             return loop, (
                 f"compiled: one native function runs every iteration ({loop.nodes} body "
@@ -160,6 +205,8 @@ class NativeWhileRunner(_Native, WhileRunner):
 def _install() -> None:
     for op, runner in (("scan", NativeScanRunner), ("while", NativeWhileRunner)):
         get_op(op).extra.setdefault("prepare", {})["cpu"] = runner
+    for op in ("cond", "scan", "while"):  # a cond's branches may hold native loops
+        get_op(op).extra.setdefault("scratch_bytes_on", {})["cpu"] = child_bytes
 
 
 _install()

@@ -1,9 +1,10 @@
 """A whole while/scan loop as one C++ function, for the native CPU backend.
 
 ``emit_native_loop(node)`` renders a ``while`` or ``scan`` node whose bodies hold only ops
-``loop_native_ops`` can express (fused groups, row reductions, 2-D matmuls, float sums, row
-takes, block slices), reshapes (aliases), constants (arguments), and nested loops and conds of
-the same kind (inline) into one function that runs every iteration:
+``loop_native_ops`` / ``_matmul`` / ``_reduce`` can express (fused groups, row and grid
+reductions, 2-D matmuls, float sums, gathers, block slices), reshapes (aliases), constants
+(arguments), and nested loops and conds of the same kind (inline) into one function that runs
+every iteration:
 
 * each carry has two scratch buffers whose pointers swap every iteration; iteration 0 reads
   the caller's input, which is never written, and the final carry is copied out at the end;
@@ -29,26 +30,25 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph, Value
-from .loop_native_ops import (
-    DTYPES,
-    PAST_MAX_STEPS,
-    RERUN_HOST,
-    Emitter,
-    flat,
-    kernel_of,
-    matmul,
-    slice_view,
-    sum_rows,
-    take_row,
-)
+from .loop_native_index import broadcast, slice_view, take_grad, take_row
+from .loop_native_matmul import matmul
+from .loop_native_ops import DTYPES, PAST_MAX_STEPS, RERUN_HOST, Emitter, flat, kernel_of
+from .loop_native_reduce import grid_reduce, sum_rows
 
 __all__ = ["PAST_MAX_STEPS", "RERUN_HOST", "NativeLoop", "emit_native_loop", "loop_graphs"]
 
 NAME_PREFIX = "gg_cpuloop_"
-COMPUTE_OPS = ("fused", "fused_reduce", "matmul", "sum")
+COMPUTE_OPS = ("fused", "fused_reduce", "fused_grid_reduce", "matmul", "sum")
+GROUP_OPS = ("fused", "fused_reduce", "fused_grid_reduce")  # ops holding a body graph
 LOOP_OPS = ("scan", "while")
 # ops whose helper is a plain function of their pointers (``fused``: where it is one flat loop)
-DIRECT = {"matmul": matmul, "sum": sum_rows, "fused": lambda n, em: flat(n.attrs["body"], em)}
+DIRECT = {
+    "matmul": matmul,
+    "sum": sum_rows,
+    "fused_grid_reduce": grid_reduce,
+    "fused": lambda n, em: flat(n.attrs["body"], em),
+}
+INDEX_OPS = {"take": take_row, "take_grad": take_grad, "broadcast_to": broadcast}
 HEADER = """\
 #include <cstring>
 #ifndef GG_NATIVE_INVOKE_DEFINED
@@ -93,7 +93,7 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
             direct[r] = d
     lines: list[str] = []
     for node in graph.nodes:
-        inner = node.attrs["body"].values() if node.op in ("fused", "fused_reduce") else ()
+        inner = node.attrs["body"].values() if node.op in GROUP_OPS else ()
         for v in (*node.inputs, *node.outputs, *inner):
             if v.dtype not in DTYPES:
                 raise UnsupportedError(f"dtype {v.dtype} (at {node.op})")
@@ -107,8 +107,8 @@ def _emit_graph(graph: Graph, ins: list[str], dests: list[str], em: Emitter) -> 
         if node.op == "slice":
             names[node.output] = slice_view(node, names)
             continue
-        if node.op == "take":
-            names[node.output] = take_row(node, names, lines, em)
+        if node.op in INDEX_OPS:  # a pointer, or lines of this function (which may stop it)
+            names[node.output] = INDEX_OPS[node.op](node, names, lines, em)
             continue
         if node.op == "cond":  # the chosen branch, inline; outputs in slots of their own
             for o in node.outputs:

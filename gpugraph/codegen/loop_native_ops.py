@@ -1,19 +1,17 @@
-"""The ops a native loop (``loop_native.py``) computes, one emitter each, and the scratch and
-helper bookkeeping they share.
+"""The ops a native loop (``loop_native.py``) computes, and the scratch and helper
+bookkeeping every emitter shares (``Emitter``).
 
 Each emitter adds a ``static`` helper function to the loop's source (``Emitter.helper``) and
-returns its name, or raises UnsupportedError naming what it cannot express:
+returns its name, or raises UnsupportedError naming what it cannot express. Here:
 
 * ``fused``: one plain ``__restrict`` loop where every input is full-size or one element
   (``flat``); otherwise the group's broadcast loop nest (``cpu_loops``) or its CUDA kernel
   under the CPU prelude, called through ``gg_loop_invoke`` (``kernel_of``);
 * ``fused_reduce``: the cpu backend's row kernel (``cpu_reduce``), likewise;
-* ``matmul``: 2-D, either operand transposed: a call of the BLAS library's gemm for float
-  operands where the backend found one, else plain loops up to ``MAX_MATMUL_MNK``
-  multiply-adds;
-* ``sum``: float sums over a contiguous range of axes;
-* ``take``: a row by a scalar index, and ``slice``: one contiguous block, as pointers into the
-  array (no helper).
+
+Elsewhere: ``matmul`` in ``loop_native_matmul.py`` (BLAS gemm calls or plain loops), ``sum``
+and ``fused_grid_reduce`` in ``loop_native_reduce.py``, gathers, their scatter-add gradient,
+slices and broadcasts in ``loop_native_index.py``.
 """
 
 from __future__ import annotations
@@ -28,47 +26,11 @@ from ..ir import Graph, Value
 from ..ops.row_space import Space
 from .cpu_loops import emit_cpu_kernel
 from .cpu_reduce import cpu_row_kernel
-from .cuda import _body_lines, c_strides, c_type, op_template
+from .cuda import _body_lines, c_type, op_template
 
 ALIGN = 64  # bytes; every scratch slot starts on a vector (and cache line) boundary
 DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64", "bool")}
-MATMUL_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int32", "int64")}
 HELPER_NAME = "GG_HELPER_NAME"
-# out[m, n] = sum_k A'[m, k] B'[k, n]; with B' not transposed the inner loop runs over n
-# (contiguous in B and out: a vectorized axpy per k), else over k (a dot product per element,
-# its lanes summed by an OpenMP simd reduction, as the row kernels do)
-MATMUL_AXPY = """\
-static void {name}(const void* pa, const void* pb, void* po) {{
-  const {ct}* __restrict a = (const {ct}*)pa;
-  const {ct}* __restrict b = (const {ct}*)pb;
-  {ct}* __restrict o = ({ct}*)po;
-  for (long long m = 0; m < {M}LL; ++m) {{
-    {ct}* __restrict row = o + m * {N}LL;
-    for (long long n = 0; n < {N}LL; ++n) row[n] = ({ct})0;
-    for (long long k = 0; k < {K}LL; ++k) {{
-      const {ct} s = a[{a_index}];
-      const {ct}* __restrict bk = b + k * {N}LL;
-      for (long long n = 0; n < {N}LL; ++n) row[n] += s * bk[n];
-    }}
-  }}
-}}
-"""
-MATMUL_DOT = """\
-static void {name}(const void* pa, const void* pb, void* po) {{
-  const {ct}* __restrict a = (const {ct}*)pa;
-  const {ct}* __restrict b = (const {ct}*)pb;
-  {ct}* __restrict o = ({ct}*)po;
-  for (long long m = 0; m < {M}LL; ++m) {{
-    for (long long n = 0; n < {N}LL; ++n) {{
-      {ct} acc = ({ct})0;
-      const {ct}* __restrict bn = b + n * {K}LL;
-#pragma omp simd reduction(+ : acc)
-      for (long long k = 0; k < {K}LL; ++k) acc += a[{a_index}] * bn[k];
-      o[m * {N}LL + n] = acc;
-    }}
-  }}
-}}
-"""
 
 
 @dataclass
@@ -160,164 +122,7 @@ def kernel_of(node, em: Emitter) -> tuple[str, int]:
     return em.helper(rk.source, rk.name), (rk.n if space.rows else 0)
 
 
-def matmul(node, em: Emitter) -> str:
-    a, b = node.inputs
-    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
-    if len(a.shape) != 2 or len(b.shape) != 2 or a.dtype not in MATMUL_DTYPES:
-        raise UnsupportedError(f"matmul {a.type} @ {b.type} (only 2-D float/int operands)")
-    ta = pa is not None and tuple(pa) == (1, 0)
-    tb = pb is not None and tuple(pb) == (1, 0)
-    M, K = (a.shape[1], a.shape[0]) if ta else a.shape
-    N = b.shape[0] if tb else b.shape[1]
-    if em.blas_int is not None and a.dtype in GEMM_DTYPES and M * N * K > 0:
-        return _gemm(a.dtype, ta, tb, M, N, K, em)
-    if M * N * K > MAX_MATMUL_MNK:
-        raise UnsupportedError(
-            f"matmul {a.type} @ {b.type} ({M * N * K} multiply-adds, over {MAX_MATMUL_MNK}, "
-            "and no BLAS library to call: BLAS in the host-driven loop is faster)"
-        )
-    a_index = f"k * {M}LL + m" if ta else f"m * {K}LL + k"
-    template = MATMUL_DOT if tb else MATMUL_AXPY
-    text = template.format(name=HELPER_NAME, ct=c_type(a.dtype), M=M, N=N, K=K, a_index=a_index)
-    return em.helper(text, None)
-
-
-# The BLAS library NumPy loaded, called from the loop (cblas ?gemm, row-major): the function's
-# address is read from a constant array the runner fills, so the source (and the cache key)
-# does not hold it. Results are then those of the host-driven loop's BLAS call.
-GEMM_CALL = """\
-static void {name}(const void* pa, const void* pb, void* po, const void* fns) {{
-  typedef void (*gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, const {ct}*,
-                         {bi}, {ct}, {ct}*, {bi});
-  const gemm_t gemm = (gemm_t)((const long long*)fns)[{which}];
-  gemm(101, {ta}, {tb}, {M}, {N}, {K}, ({ct})1, (const {ct}*)pa, {lda}, (const {ct}*)pb, {ldb},
-       ({ct})0, ({ct}*)po, {N});
-}}
-"""
-GEMM_DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1}  # index in the address array
-
-
-def _gemm(dtype: np.dtype, ta: bool, tb: bool, M: int, N: int, K: int, em: Emitter) -> str:
-    if em.gemm_slot is None:
-        em.gemm_slot = len(em.consts)
-        em.consts.append(np.zeros(2, np.int64))
-    text = GEMM_CALL.format(
-        name=HELPER_NAME,
-        bi=em.blas_int,
-        ct=c_type(dtype),
-        which=GEMM_DTYPES[dtype],
-        ta=112 if ta else 111,  # CblasTrans / CblasNoTrans
-        tb=112 if tb else 111,
-        M=M,
-        N=N,
-        K=K,
-        lda=M if ta else K,
-        ldb=K if tb else N,
-    )
-    name = em.helper(text, None)
-    em.extra[name] = [f"K{em.gemm_slot}"]
-    return name
-
-
-# a sum over a contiguous range of axes: in[pre, red, post] -> out[pre, post]; each output
-# row accumulates in double (float32 sums are then the rounding of a much more exact sum, as
-# the row kernels' are; NumPy's pairwise sum differs from either by rounding only)
-SUM_ROWS = """\
-static void {name}(const void* pa, void* po) {{
-  const {ct}* __restrict a = (const {ct}*)pa;
-  {ct}* __restrict o = ({ct}*)po;
-  double acc[{post} > 0 ? {post} : 1];
-  for (long long p = 0; p < {pre}LL; ++p) {{
-    for (long long j = 0; j < {post}LL; ++j) acc[j] = 0.0;
-    for (long long r = 0; r < {red}LL; ++r) {{
-      const {ct}* __restrict row = a + (p * {red}LL + r) * {post}LL;
-      for (long long j = 0; j < {post}LL; ++j) acc[j] += (double)row[j];
-    }}
-    for (long long j = 0; j < {post}LL; ++j) o[p * {post}LL + j] = ({ct})acc[j];
-  }}
-}}
-"""
-SUM_LAST = """\
-static void {name}(const void* pa, void* po) {{
-  const {ct}* __restrict a = (const {ct}*)pa;
-  {ct}* __restrict o = ({ct}*)po;
-  for (long long p = 0; p < {pre}LL; ++p) {{
-    double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (long long r = 0; r < {red}LL; ++r) acc += (double)a[p * {red}LL + r];
-    o[p] = ({ct})acc;
-  }}
-}}
-"""
-# Float matmuls call BLAS from the loop where a library is found (GEMM_CALL): a scan of
-# tanh(h @ W + x), W 64x64, measured 0.19 us/step with BLAS against 0.56 with plain loops at
-# h of 1 row, 0.44 against 1.23 at 4 rows (OpenBLAS's kernels against loops at ~7 GFLOP/s).
-# Without BLAS, plain loops up to this many multiply-adds; above, the host-driven loop (with
-# NumPy's BLAS) is faster: 4.9 against 3.8 us/step at 16 rows, about even at 4 (16,384).
-MAX_MATMUL_MNK = 1 << 14
-MAX_SUM_POST = 4096  # elements of the per-row accumulator on the stack
-
-
-def sum_rows(node, em: Emitter) -> str:
-    a, axes = node.inputs[0], sorted(node.attrs["axis"])
-    if a.dtype.kind != "f" or a.dtype not in DTYPES or node.output.dtype != a.dtype:
-        raise UnsupportedError(f"sum of {a.type} (only float32/float64 sums)")
-    if axes and axes != list(range(axes[0], axes[-1] + 1)):
-        raise UnsupportedError(f"sum over axes {tuple(axes)} (not one contiguous range)")
-    lo, hi = (axes[0], axes[-1] + 1) if axes else (0, 0)
-    pre, red, post = (
-        int(np.prod(a.shape[i:j])) for i, j in ((0, lo), (lo, hi), (hi, len(a.shape)))
-    )
-    if post > MAX_SUM_POST:
-        raise UnsupportedError(f"sum of {a.type} over {tuple(axes)} ({post} columns per row)")
-    template = SUM_LAST if post == 1 else SUM_ROWS
-    text = template.format(name=HELPER_NAME, ct=c_type(a.dtype), pre=pre, red=red, post=post)
-    return em.helper(text, None)
-
-
-TAKE_INDEX = {
-    "raise": "if (i{k} < -{d}LL || i{k} >= {d}LL) {{ *(long long*)status = {bad}; return; }}\n"
-    "if (i{k} < 0) i{k} += {d}LL;",
-    "wrap": "i{k} %= {d}LL;\nif (i{k} < 0) i{k} += {d}LL;",
-    "clip": "i{k} = i{k} < 0 ? 0 : (i{k} >= {d}LL ? {d}LL - 1 : i{k});",
-}
 # statuses of a loop stopped early: past its max_steps (the runner raises LoopLimitError), or
 # by an error the host-driven loop raises itself (a take index out of range, an inner loop past
 # its max_steps: the runner reruns the loop host-driven)
 PAST_MAX_STEPS, RERUN_HOST = -1, -2
-
-
-def take_row(node, names: dict, lines: list[str], em: Emitter) -> str:
-    """A row of a contiguous array by a scalar index (the loop counter's ``xs[i]``): a pointer
-    into it, no copy. An index out of range under mode="raise" stops the loop with status
-    RERUN_HOST (the runner then reruns it host-driven, which raises NumPy's error)."""
-    a, idx = node.inputs
-    d = a.shape[0] if a.shape else 0
-    if node.attrs["axis"] != 0 or idx.shape != () or idx.dtype.kind not in "iu" or d == 0:
-        raise UnsupportedError(f"take of {a.type} by {idx.type} on axis {node.attrs['axis']}")
-    k = em.scratch_names
-    em.scratch_names += 1
-    lines.append(f"long long i{k} = (long long)*(const {c_type(idx.dtype)}*){names[idx]};")
-    rule = TAKE_INDEX[node.attrs.get("mode", "raise")]
-    lines += rule.format(k=k, d=d, bad=RERUN_HOST).splitlines()
-    lines.append(f"char* const r{k} = (char*){names[a]} + i{k} * {a.type.nbytes // d}LL;")
-    return f"r{k}"
-
-
-def slice_view(node, names: dict) -> str:
-    """A static slice that is one contiguous block of its input (``x[0]``, ``x[2:5]``,
-    ``x[1, 2:4]`` of a row-major array): a pointer into it, no copy. Others raise
-    UnsupportedError."""
-    a = node.inputs[0]
-    starts, steps = node.attrs["starts"], node.attrs["steps"]
-    out = node.output.shape
-    # one block: one index on every axis before the first it takes more of, unit steps there,
-    # and every later axis whole
-    f = next((k for k, n in enumerate(out) if n != 1), len(out))
-    block = f == len(out) or (
-        steps[f] == 1 and all(out[k] == a.shape[k] for k in range(f + 1, len(out)))
-    )
-    if not block:
-        raise UnsupportedError(f"slice of {a.type} to {node.output.type} (not one block)")
-    offset = sum(int(b) * st for b, st in zip(starts, c_strides(a.shape))) * a.dtype.itemsize
-    return f"((char*){names[a]} + {offset}LL)"
