@@ -430,6 +430,31 @@ def test_grid_reductions_in_bodies_compile_with_the_loop():
     assert _trips(c) == _trips(_ran(gg.jit(_grids, backend="numpy").lower(*args), *args))
 
 
+def _mins_and_middle(v, v3, xs):
+    def step(h, x):  # a column min and a full min (grid groups) compile with the loop
+        h = gg.tanh(h * 0.9 + x)
+        return h, (gg.min(h * 2.0, axis=0), gg.min(h - 1.0))
+
+    def step3(h, _):  # a sum over the middle axis: a grid group the loop cannot render
+        h = gg.tanh(h * 0.9 + 0.1)
+        return h, gg.sum(gg.exp(h), axis=1)
+
+    return gg.scan(step, v, xs), gg.scan(step3, v3, xs)
+
+
+V3 = np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 4, 3)
+program(_mins_and_middle, GRID_V, V3, GRID_XS)
+
+
+def test_grid_min_compiles_and_a_middle_axis_sum_keeps_its_loop_host_driven():
+    c = both(_mins_and_middle, GRID_V, V3, GRID_XS)
+    text = c.explain()
+    assert compiled_loops(c) == 1, text
+    assert "host-driven, not compiled" in text and "middle run of axes" in text, text
+    (_, (col_min, full_min)), _ = c(GRID_V, V3, GRID_XS)
+    assert np.isnan(col_min[1:, 3]).all() and np.isnan(full_min[1:]).all()  # NaN propagates
+
+
 def _sums(h0, xs):
     def step(h, x):  # a batch of 3 rows: sums over the batch, over features, over all
         h = gg.tanh(h * 0.9 + x)

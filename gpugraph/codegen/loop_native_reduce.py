@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph
+from .cpu_grid import native_form_refusal
 from .cuda import _body_lines, c_type, compute_type, op_template
 from .loop_native_ops import DTYPES, HELPER_NAME, Emitter
 
@@ -108,7 +109,10 @@ COMBINE = {
     "sum": ("double", "0.0", "acc[c] += (double)t;"),
     # a NaN kept stays (acc != acc); a NaN read is taken (t <= acc is false)
     "max": (None, None, "acc[c] = (acc[c] != acc[c] || t <= acc[c]) ? acc[c] : t;"),
+    "min": (None, None, "acc[c] = (acc[c] != acc[c] || t >= acc[c]) ? acc[c] : t;"),
 }
+# the identity of max and min, when the accumulator type is the compute type
+INIT = {"max": "-({rt})__builtin_inf()", "min": "({rt})__builtin_inf()"}
 
 
 def _source(v, size: int, full: tuple[int, ...], j: int) -> str:
@@ -125,6 +129,11 @@ def _source(v, size: int, full: tuple[int, ...], j: int) -> str:
 
 def grid_reduce(node, em: Emitter) -> str:
     body: Graph = node.attrs["body"]
+    # one sum/max/min over leading axes; several reductions in one pass (a layer norm's dw and
+    # db) and middle runs of axes keep the loop host-driven
+    why = native_form_refusal(body, int(node.attrs.get("start", 0)))
+    if why is not None:
+        raise UnsupportedError(why)
     split = next(i for i, n in enumerate(body.nodes) if n.op in COMBINE) + 1
     seed = body.nodes[split - 1]
     x, k = seed.inputs[0], int(node.attrs["axes"])
@@ -132,8 +141,8 @@ def grid_reduce(node, em: Emitter) -> str:
     red, post = int(np.prod(full[:k])), int(np.prod(full[k:]))
     if x.dtype.kind != "f" or x.dtype not in DTYPES:
         raise UnsupportedError(f"grid {seed.op} of {x.type} (only float32/float64)")
-    if seed.op == "max" and red == 0:
-        raise UnsupportedError("a max over 0 rows (NumPy raises)")
+    if seed.op != "sum" and red == 0:
+        raise UnsupportedError(f"a {seed.op} over 0 rows (NumPy raises)")
     if post > MAX_SUM_POST:
         raise UnsupportedError(f"grid {seed.op} of {x.type} ({post} columns per row)")
     consts = [n for n in body.nodes if n.op == "constant"]
@@ -159,7 +168,7 @@ def grid_reduce(node, em: Emitter) -> str:
         hoisted="".join(hoisted),
         at=at or rt,
         post=post,
-        init=init or f"-({rt})__builtin_inf()",
+        init=init or INIT[seed.op].format(rt=rt),
         red=red,
         rt=rt,
         prologue="".join(f"    {ln}\n" for ln in _body_lines(pro, sources, lambda j: "t")),
