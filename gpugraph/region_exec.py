@@ -96,15 +96,7 @@ class RegionRunner:
             _check_not_capturing(self._cuda, self.node)
         if self._policy is False:
             self._policy = self._blas_policy()
-        policy = self._policy
-        if policy is None:
-            return self.run(ins, outs)
-        caller = blas.get_threads()
-        blas.set_threads(policy.small or caller)
-        try:
-            self.run(ins, outs)
-        finally:
-            blas.set_threads(caller)
+        blas.run_small(self._policy, self.run, ins, outs)
 
     def _blas_policy(self) -> blas.Policy | None:
         """The policy to set around a run: None when no body has a GEMM, or when one sets the

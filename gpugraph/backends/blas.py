@@ -76,3 +76,16 @@ def get_threads() -> int:
 def set_threads(n: int) -> None:
     for lib in _controllers() or ():
         lib.set_num_threads(n)
+
+
+def run_small(policy: Policy | None, run: Any, ins: list, outs: list) -> None:
+    """``run(ins, outs)`` with the thread count ``policy`` gives small GEMMs (a loop body's),
+    then the caller's count back; with no policy, just ``run``."""
+    if policy is None:
+        return run(ins, outs)
+    caller = get_threads()
+    set_threads(policy.small or caller)
+    try:
+        run(ins, outs)
+    finally:
+        set_threads(caller)

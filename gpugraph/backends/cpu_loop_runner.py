@@ -147,20 +147,11 @@ class _Native:
         return None if self.native is not None else super()._blas_policy()  # type: ignore[misc]
 
     def __call__(self, ins: list, outs: list) -> None:
-        # a native loop skips the host runner's CUDA-capture probe (``getattr(numpy, "cuda")``
-        # goes through NumPy's module __getattr__ and an AttributeError: ~20 us a call) and
-        # its BLAS policy (its matmuls are its own loops)
+        # a native loop skips the host runner's CUDA-capture check (NumPy arrays only) and
+        # the body plans' BLAS policy: its GEMMs run under its own (gemm_policy)
         if self.native is None:
             return super().__call__(ins, outs)  # type: ignore[misc]
-        policy = self.gemm_policy
-        if policy is None:
-            return self.run(ins, outs)
-        caller = blas.get_threads()
-        blas.set_threads(policy.small or caller)
-        try:
-            self.run(ins, outs)
-        finally:
-            blas.set_threads(caller)
+        blas.run_small(self.gemm_policy, self.run, ins, outs)
 
     def run(self, ins: list, outs: list) -> None:
         k = self.native
