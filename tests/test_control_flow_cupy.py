@@ -9,25 +9,19 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.backends.cupy_regions import segments
-from gpugraph.ops.registry import get_op
-from gpugraph.region_exec import RUNNERS
 
 try:  # the module pytest itself imports (tests/ is not a package): one stand-in class set,
-    from test_cupy_backend import fake_jit, fresh_log  # so its monkeypatches reach ours too
+    from test_cupy_backend import (  # so its monkeypatches reach ours too
+        fake_jit,
+        fresh_log,
+        region_runners_on_the_stand_in,  # noqa: F401
+    )
 except ImportError:  # run from elsewhere, with the repository root on sys.path
-    from tests.test_cupy_backend import fake_jit, fresh_log
+    from tests.test_cupy_backend import fake_jit, fresh_log, region_runners_on_the_stand_in  # noqa: F401
 
+# every test here runs with the region runners on the stand-in
+pytestmark = pytest.mark.usefixtures("region_runners_on_the_stand_in")
 X = np.linspace(-1, 1, 8, dtype=np.float32)
-
-
-@pytest.fixture(autouse=True)
-def region_runners_on_the_stand_in():
-    """The stand-in backend gets the region runners CuPy gets (installed for 'cupy' only)."""
-    for op, runner in RUNNERS.items():
-        get_op(op).extra["prepare"]["fake-cupy"] = runner
-    yield
-    for op in RUNNERS:
-        del get_op(op).extra["prepare"]["fake-cupy"]
 
 
 def f(x):

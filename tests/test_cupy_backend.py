@@ -17,6 +17,8 @@ import pytest
 import gpugraph as gg
 from gpugraph.backends.base import register_backend
 from gpugraph.backends.cupy_backend import CupyBackend
+from gpugraph.ops.registry import get_op
+from gpugraph.region_exec import RUNNERS
 from gpugraph.testing.races import branchy_function
 
 X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
@@ -221,6 +223,16 @@ class FakeCupyBackend(CupyBackend):
 
 
 register_backend("fake-cupy", FakeCupyBackend)
+
+
+@pytest.fixture
+def region_runners_on_the_stand_in():
+    """The stand-in backend gets the region runners CuPy gets (installed for 'cupy' only)."""
+    for op, runner in RUNNERS.items():
+        get_op(op).extra["prepare"]["fake-cupy"] = runner
+    yield
+    for op in RUNNERS:
+        del get_op(op).extra["prepare"]["fake-cupy"]
 
 
 def fake_jit(fn, **kw):

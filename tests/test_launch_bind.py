@@ -9,18 +9,15 @@ import gc
 import weakref
 
 import numpy as np
-import pytest
 
 import gpugraph as gg
 from gpugraph import launch_bind
-from gpugraph.ops.registry import get_op
-from gpugraph.region_exec import RUNNERS
 from gpugraph.testing.races import branchy_function
 
 try:  # the module pytest itself imports (tests/ is not a package): one stand-in class set
-    from test_cupy_backend import X, fake_jit
+    from test_cupy_backend import X, fake_jit, region_runners_on_the_stand_in  # noqa: F401
 except ImportError:  # run from elsewhere, with the repository root on sys.path
-    from tests.test_cupy_backend import X, fake_jit
+    from tests.test_cupy_backend import X, fake_jit, region_runners_on_the_stand_in  # noqa: F401
 
 
 def with_views(x):
@@ -79,16 +76,6 @@ def test_no_user_array_outlives_its_call():
     del x, outs
     gc.collect()
     assert dead() is None and all(r() is None for r in kept)
-
-
-@pytest.fixture
-def region_runners_on_the_stand_in():
-    """The stand-in backend gets the region runners CuPy gets (installed for 'cupy' only)."""
-    for op, runner in RUNNERS.items():
-        get_op(op).extra["prepare"]["fake-cupy"] = runner
-    yield
-    for op in RUNNERS:
-        del get_op(op).extra["prepare"]["fake-cupy"]
 
 
 def loops(x):
