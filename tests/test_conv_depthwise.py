@@ -1,0 +1,109 @@
+"""Depthwise convolution (groups = C, one input channel per group) through its direct lowering
+(ops/conv_depthwise.py: shifted flat runs, no im2col) against torch float64: values, both
+gradients and conv_transpose, in 1/2/3 dims, with channel multipliers, dilation and uneven
+padding; eager and under jit (planned scratch). im2col is made to fail, so a passing test proves
+the direct path ran; strided depthwise convs still take im2col and stay exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpugraph as gg
+from gpugraph.ops import conv_lower
+from tests.torch_ref import F, torch
+
+RNG = np.random.default_rng(5)
+TOL = dict(rtol=1e-10, atol=1e-10)
+SPATIAL = {1: (9,), 2: (7, 6), 3: (4, 5, 4)}
+
+
+def _no_im2col(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("im2col ran on a unit-stride depthwise conv")
+
+    monkeypatch.setattr(conv_lower.Im2col, "each_tile", refuse)
+
+
+def _torch_grads(f, args, g):
+    ts = [torch.tensor(a, requires_grad=True) for a in args]
+    out = f(*ts)
+    out.backward(torch.tensor(g))
+    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize(
+    "d, mult, pad, dil, k, n",
+    [
+        (2, 1, 1, 1, 3, 2),
+        (2, 2, ((0, 2), (1, 0)), 2, 3, 1),
+        (1, 3, 0, 1, 5, 2),
+        (3, 1, 1, 1, 3, 1),
+        (2, 1, 2, 1, 5, 0),
+    ],
+)
+def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, monkeypatch):
+    c = 3
+    x = RNG.standard_normal((n, c, *SPATIAL[d]))
+    w = RNG.standard_normal((c * mult, 1, *(k,) * d))
+    pads = pad if isinstance(pad, int) else list(pad)[:d]
+    tconv = getattr(F, f"conv{d}d")
+
+    def tf(x, w):
+        if isinstance(pad, int):
+            return tconv(x, w, None, 1, pad, dil, c)
+        flat = [v for lo_hi in reversed(pads) for v in lo_hi]
+        return tconv(F.pad(x, flat), w, None, 1, 0, dil, c)
+
+    g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
+    want, grads = _torch_grads(tf, [x, w], g)
+    _no_im2col(monkeypatch)
+
+    def f(x, w):
+        return gg.conv(x, w, padding=pads, dilation=dil, groups=c)
+
+    np.testing.assert_allclose(f(x, w), want, **TOL)
+    np.testing.assert_allclose(gg.jit(f)(x, w), want, **TOL)
+    grad = gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1))
+    for got in (grad(x, w), gg.jit(grad)(x, w)):
+        for a, e in zip(got, grads):
+            np.testing.assert_allclose(a, e, **TOL)
+
+
+@pytest.mark.parametrize("stride, outpad", [(1, 0), (2, 1)])
+def test_depthwise_conv_transpose_against_torch(stride, outpad, monkeypatch):
+    c = 4
+    x = RNG.standard_normal((2, c, 5, 6))
+    w = RNG.standard_normal((c, 1, 3, 3))
+    want = F.conv_transpose2d(torch.tensor(x), torch.tensor(w), None, stride, 1, outpad, c).numpy()
+    if stride == 1:
+        _no_im2col(monkeypatch)
+    got = gg.conv_transpose(x, w, stride=stride, padding=1, output_padding=outpad, groups=c)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_strided_depthwise_keeps_im2col_and_is_exact():
+    x, w = RNG.standard_normal((1, 4, 9, 8)), RNG.standard_normal((4, 1, 3, 3))
+    want = F.conv2d(torch.tensor(x), torch.tensor(w), None, 2, 1, 1, 4).numpy()
+    np.testing.assert_allclose(gg.conv(x, w, stride=2, padding=1, groups=4), want, **TOL)
+
+
+def test_depthwise_impls_write_into_out_contiguous_or_not():
+    from gpugraph.ops.registry import get_op
+
+    x, w = RNG.standard_normal((2, 3, 6, 5)), RNG.standard_normal((6, 1, 3, 3))
+    geom = dict(stride=(1, 1), pad=((1, 1), (0, 1)), dilation=(1, 1), groups=3)
+    y = get_op("conv").impl(np, x, w, **geom)
+    w1 = w[:3]
+    y1 = get_op("conv").impl(np, x, w1, **geom)
+    calls = {
+        "conv": ((x, w), {}),
+        "conv_transpose": ((y1, w1), {"in_shape": (6, 5)}),
+        "conv_weight": ((x, y), {"kernel": (3, 3)}),
+    }
+    for name, (args, extra) in calls.items():
+        impl = get_op(name).impl
+        want = impl(np, *args, **geom, **extra)
+        for out in (np.empty_like(want), np.empty(want.shape[::-1]).T):
+            assert impl(np, *args, **geom, **extra, out=out) is out
+            np.testing.assert_array_equal(out, want)
