@@ -1,8 +1,9 @@
 """Depthwise convolution (groups = C, one input channel per group) through its direct lowering
 (ops/conv_depthwise.py: shifted flat runs, no im2col) against torch float64: values, both
-gradients and conv_transpose, in 1/2/3 dims, with channel multipliers, dilation and uneven
-padding; eager and under jit (planned scratch). im2col is made to fail, so a passing test proves
-the direct path ran; strided depthwise convs still take im2col and stay exact."""
+gradients and conv_transpose, in 1/2/3 dims, with strides (the phase split), channel
+multipliers, dilation and uneven padding; eager and under jit (planned scratch). im2col is made
+to fail, so a passing test proves the direct path ran (the x gradient of a strided or
+multiplier > 1 depthwise conv keeps the general path)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
+from gpugraph.ops import conv as conv_mod
 from gpugraph.ops import conv_lower
 from tests.torch_ref import F, torch
 
@@ -18,11 +20,12 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 SPATIAL = {1: (9,), 2: (7, 6), 3: (4, 5, 4)}
 
 
-def _no_im2col(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("im2col ran on a unit-stride depthwise conv")
+def _refuse(*a, **k):
+    raise AssertionError("the im2col lowering ran on a depthwise conv")
 
-    monkeypatch.setattr(conv_lower.Im2col, "each_tile", refuse)
+
+def _no_im2col(monkeypatch):
+    monkeypatch.setattr(conv_lower.Im2col, "each_tile", _refuse)
 
 
 def _torch_grads(f, args, g):
@@ -33,16 +36,19 @@ def _torch_grads(f, args, g):
 
 
 @pytest.mark.parametrize(
-    "d, mult, pad, dil, k, n",
+    "d, mult, pad, dil, k, n, st",
     [
-        (2, 1, 1, 1, 3, 2),
-        (2, 2, ((0, 2), (1, 0)), 2, 3, 1),
-        (1, 3, 0, 1, 5, 2),
-        (3, 1, 1, 1, 3, 1),
-        (2, 1, 2, 1, 5, 0),
+        (2, 1, 1, 1, 3, 2, 1),
+        (2, 2, ((0, 2), (1, 0)), 2, 3, 1, 1),
+        (1, 3, 0, 1, 5, 2, 1),
+        (3, 1, 1, 1, 3, 1, 1),
+        (2, 1, 2, 1, 5, 0, 1),
+        (2, 1, 1, 1, 3, 2, 2),
+        (2, 2, ((1, 2), (0, 1)), 2, 3, 1, (2, 3)),
+        (1, 1, 2, 1, 4, 1, 3),
     ],
 )
-def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, monkeypatch):
+def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, st, monkeypatch):
     c = 3
     x = RNG.standard_normal((n, c, *SPATIAL[d]))
     w = RNG.standard_normal((c * mult, 1, *(k,) * d))
@@ -51,16 +57,22 @@ def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, mon
 
     def tf(x, w):
         if isinstance(pad, int):
-            return tconv(x, w, None, 1, pad, dil, c)
+            return tconv(x, w, None, st, pad, dil, c)
         flat = [v for lo_hi in reversed(pads) for v in lo_hi]
-        return tconv(F.pad(x, flat), w, None, 1, 0, dil, c)
+        return tconv(F.pad(x, flat), w, None, st, 0, dil, c)
 
     g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
     want, grads = _torch_grads(tf, [x, w], g)
-    _no_im2col(monkeypatch)
+    if mult == 1 and st == 1:
+        _no_im2col(monkeypatch)  # conv_transpose too is the direct path
+    else:  # the x gradient keeps the general path; conv and conv_weight must not
+        monkeypatch.setattr(conv_lower, "conv_impl", _refuse)
+        monkeypatch.setattr(conv_lower, "conv_weight_impl", _refuse)
+        monkeypatch.setattr(conv_mod, "conv_impl", _refuse)
+        monkeypatch.setattr(conv_mod, "conv_weight_impl", _refuse)
 
     def f(x, w):
-        return gg.conv(x, w, padding=pads, dilation=dil, groups=c)
+        return gg.conv(x, w, stride=st, padding=pads, dilation=dil, groups=c)
 
     np.testing.assert_allclose(f(x, w), want, **TOL)
     np.testing.assert_allclose(gg.jit(f)(x, w), want, **TOL)
@@ -80,12 +92,6 @@ def test_depthwise_conv_transpose_against_torch(stride, outpad, monkeypatch):
         _no_im2col(monkeypatch)
     got = gg.conv_transpose(x, w, stride=stride, padding=1, output_padding=outpad, groups=c)
     np.testing.assert_allclose(got, want, **TOL)
-
-
-def test_strided_depthwise_keeps_im2col_and_is_exact():
-    x, w = RNG.standard_normal((1, 4, 9, 8)), RNG.standard_normal((4, 1, 3, 3))
-    want = F.conv2d(torch.tensor(x), torch.tensor(w), None, 2, 1, 1, 4).numpy()
-    np.testing.assert_allclose(gg.conv(x, w, stride=2, padding=1, groups=4), want, **TOL)
 
 
 def test_depthwise_impls_write_into_out_contiguous_or_not():

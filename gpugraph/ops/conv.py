@@ -150,8 +150,8 @@ def _conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel,
 
 
 def _conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype):
-    if dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride):
-        return dw_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype)
+    if dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation):
+        return dw_transpose_layout(y_shape, w_shape, stride, pad, dilation, dtype)
     return conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype)
 
 
@@ -169,7 +169,7 @@ def _dw_weight(x_shape, y_shape, stride, pad, dilation, groups, kernel, *rest):
 
 
 def _dw_transpose(y_shape, w_shape, stride, pad, dilation, groups, *rest):
-    return dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride)
+    return dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation)
 
 
 def _conv_impl(xp, x, w, stride, pad, dilation, groups, out=None, scratch=None):
@@ -186,9 +186,8 @@ def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None,
 
 
 def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=None, scratch=None):
-    if dw_transpose_ok(y.shape, w.shape, groups, w.shape[2:], pad, stride):
-        geom = (stride, pad, dilation, groups, in_shape)
-        return dw_transpose_impl(xp, y, w, *geom, out=out, scratch=scratch)
+    if dw_transpose_ok(y.shape, w.shape, groups, w.shape[2:], pad, stride, dilation):
+        return dw_transpose_impl(xp, y, w, stride, pad, dilation, out=out, scratch=scratch)
     geom = (stride, pad, dilation, groups, in_shape)
     return conv_transpose_impl(xp, y, w, *geom, out=out, scratch=scratch)
 
