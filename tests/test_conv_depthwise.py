@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
-from gpugraph.ops import conv as conv_mod
-from gpugraph.ops import conv_lower
+from gpugraph.ops import conv_dispatch, conv_lower
 from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(5)
@@ -68,8 +67,8 @@ def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, st,
     else:  # the x gradient keeps the general path; conv and conv_weight must not
         monkeypatch.setattr(conv_lower, "conv_impl", _refuse)
         monkeypatch.setattr(conv_lower, "conv_weight_impl", _refuse)
-        monkeypatch.setattr(conv_mod, "conv_impl", _refuse)
-        monkeypatch.setattr(conv_mod, "conv_weight_impl", _refuse)
+        monkeypatch.setattr(conv_dispatch, "conv_impl", _refuse)
+        monkeypatch.setattr(conv_dispatch, "conv_weight_impl", _refuse)
 
     def f(x, w):
         return gg.conv(x, w, stride=st, padding=pads, dilation=dil, groups=c)

@@ -9,13 +9,14 @@ Three bilinear primitives close under differentiation:
 
 Each one's derivatives are the other two, so gradients of any order are ordinary graph.
 
-Lowering (``conv_lower`` and ``conv_transpose_lower``, written against ``xp``, so NumPy and
-CuPy share it): im2col, a strided window view of the padded input copied channel-major one
-cache-sized tile at a time, and a GEMM per tile and group that writes its slice of the NCHW
-output; a unit-stride conv_transpose is a conv with the flipped weight, a strided one keeps
-col2im. A 1x1 kernel without padding skips im2col. The impls take ``out=`` (the planned buffer)
-and ``scratch=`` (a range the memory plan reserves for the node, live only at its step; each
-op's ``scratch_bytes`` says how much).
+Lowering (``conv_dispatch`` picks one; ``conv_lower``, ``conv_transpose_lower`` and
+``conv_depthwise`` are written against ``xp``, so NumPy and CuPy share them): im2col, a strided
+window view of the padded input copied channel-major one cache-sized tile at a time, and a GEMM
+per tile and group that writes its slice of the NCHW output; a unit-stride conv_transpose is a
+conv with the flipped weight, a strided one keeps col2im. A 1x1 kernel without padding skips
+im2col; a depthwise conv (groups = C) takes flat shifted runs instead (conv_depthwise). The
+impls take ``out=`` (the planned buffer) and ``scratch=`` (a range the memory plan reserves for
+the node, live only at its step; each op's ``scratch_bytes`` says how much).
 """
 
 from __future__ import annotations
@@ -25,30 +26,16 @@ from typing import Any
 
 from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import TensorType
-from .conv_depthwise import (
-    dw_conv_impl,
-    dw_conv_layout,
-    dw_transpose_impl,
-    dw_transpose_layout,
-    dw_transpose_ok,
-    dw_weight_impl,
-    dw_weight_layout,
-    is_depthwise,
+from .conv_dispatch import (
+    _FLOP_RULES,
+    _conv_impl,
+    _conv_layout,
+    _conv_transpose_impl,
+    _conv_transpose_layout,
+    _conv_weight_impl,
+    _conv_weight_layout,
 )
-from .conv_lower import (
-    conv_flops,
-    conv_impl,
-    conv_layout,
-    conv_weight_flops,
-    conv_weight_impl,
-    conv_weight_layout,
-    out_spatial,
-)
-from .conv_transpose_lower import (
-    conv_transpose_flops,
-    conv_transpose_impl,
-    conv_transpose_layout,
-)
+from .conv_lower import out_spatial
 from .core import bind, type_of
 from .elementwise import add, promote_floats
 from .half import accumulate_in_float32
@@ -134,71 +121,13 @@ def _nbytes(layout):
     return lambda *args: layout(*args).nbytes
 
 
-# ---- depthwise convs take the direct lowering (conv_depthwise), the rest im2col + GEMM -----
-# Each pair below (layout/flops and impl) makes the same choice from the same shapes, so the
-# planned scratch always fits the impl that runs.
-def _conv_layout(x_shape, w_shape, stride, pad, dilation, groups, dtype, tile=None):
-    if is_depthwise(x_shape[1], w_shape[1], groups, w_shape[2:], stride):
-        return dw_conv_layout(x_shape, w_shape, stride, pad, dilation, dtype, tile)
-    return conv_layout(x_shape, w_shape, stride, pad, dilation, groups, dtype, tile)
-
-
-def _conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel, dtype):
-    if is_depthwise(x_shape[1], x_shape[1] // groups, groups, kernel, stride):
-        return dw_weight_layout(x_shape, y_shape, stride, pad, dilation, kernel, dtype)
-    return conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel, dtype)
-
-
-def _conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype):
-    if dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation):
-        return dw_transpose_layout(y_shape, w_shape, stride, pad, dilation, dtype)
-    return conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype)
-
-
-def _gemm_free(rule, direct):
-    """A flops rule that says 0 (no GEMM: the BLAS policy keeps one thread) where ``direct``."""
-    return lambda *a: 0 if direct(*a) else rule(*a)
-
-
-def _dw_conv(x_shape, w_shape, stride, pad, dilation, groups, *rest):
-    return is_depthwise(x_shape[1], w_shape[1], groups, w_shape[2:], stride)
-
-
-def _dw_weight(x_shape, y_shape, stride, pad, dilation, groups, kernel, *rest):
-    return is_depthwise(x_shape[1], x_shape[1] // groups, groups, kernel, stride)
-
-
-def _dw_transpose(y_shape, w_shape, stride, pad, dilation, groups, *rest):
-    return dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation)
-
-
-def _conv_impl(xp, x, w, stride, pad, dilation, groups, out=None, scratch=None):
-    if is_depthwise(x.shape[1], w.shape[1], groups, w.shape[2:], stride):
-        return dw_conv_impl(xp, x, w, stride, pad, dilation, out=out, scratch=scratch)
-    return conv_impl(xp, x, w, stride, pad, dilation, groups, out=out, scratch=scratch)
-
-
-def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None, scratch=None):
-    if is_depthwise(x.shape[1], x.shape[1] // groups, groups, kernel, stride):
-        return dw_weight_impl(xp, x, y, stride, pad, dilation, kernel, out=out, scratch=scratch)
-    geom = (stride, pad, dilation, groups, kernel)
-    return conv_weight_impl(xp, x, y, *geom, out=out, scratch=scratch)
-
-
-def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=None, scratch=None):
-    if dw_transpose_ok(y.shape, w.shape, groups, w.shape[2:], pad, stride, dilation):
-        return dw_transpose_impl(xp, y, w, stride, pad, dilation, out=out, scratch=scratch)
-    geom = (stride, pad, dilation, groups, in_shape)
-    return conv_transpose_impl(xp, y, w, *geom, out=out, scratch=scratch)
-
-
 _conv_scratch = _sizes(_nbytes(_conv_layout), None)
 _conv_transpose_scratch = _sizes(_nbytes(_conv_transpose_layout), "in_shape")
 _conv_weight_scratch = _sizes(_nbytes(_conv_weight_layout), "kernel")
 _FLOPS = {
-    "conv": _sizes(_gemm_free(conv_flops, _dw_conv), None),
-    "conv_transpose": _sizes(_gemm_free(conv_transpose_flops, _dw_transpose), "in_shape"),
-    "conv_weight": _sizes(_gemm_free(conv_weight_flops, _dw_weight), "kernel"),
+    "conv": _sizes(_FLOP_RULES["conv"], None),
+    "conv_transpose": _sizes(_FLOP_RULES["conv_transpose"], "in_shape"),
+    "conv_weight": _sizes(_FLOP_RULES["conv_weight"], "kernel"),
 }
 
 
