@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpugraph as gg
+from gpugraph.errors import GpuGraphError
 from gpugraph.ops import conv_dispatch, conv_lower
 from tests.torch_ref import F, torch
 
@@ -112,3 +113,48 @@ def test_depthwise_impls_write_into_out_contiguous_or_not():
         for out in (np.empty_like(want), np.empty(want.shape[::-1]).T):
             assert impl(np, *args, **geom, **extra, out=out) is out
             np.testing.assert_array_equal(out, want)
+
+
+class _OtherModule:
+    """An array module that is not NumPy (NumPy underneath), as CuPy would be."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_depthwise_runs_in_exactly_its_planned_scratch(stride):
+    """Each primitive's scratch_bytes (the plan's reservation) is what the direct impl uses:
+    it runs in exactly that range (NaN-filled, so reads of unwritten scratch would show), a
+    shorter one is an error, and a non-NumPy module takes the same path."""
+    from gpugraph.ops import conv_dispatch as cd
+    from gpugraph.ops.registry import get_op
+
+    x, w = RNG.standard_normal((2, 3, 7, 6)), RNG.standard_normal((3, 1, 3, 3))
+    geom = dict(stride=stride, pad=((1, 1), (1, 0)), dilation=(1, 1), groups=3)
+    y = get_op("conv").impl(np, x, w, **geom)
+    g = tuple(geom.values())
+    calls = {
+        "conv": ((x, w), {}, cd._conv_layout(x.shape, w.shape, *g, x.dtype)),
+        "conv_weight": (
+            (x, y),
+            {"kernel": (3, 3)},
+            cd._conv_weight_layout(x.shape, y.shape, *g, (3, 3), x.dtype),
+        ),
+    }
+    if stride == (1, 1):
+        calls["conv_transpose"] = (
+            (y, w),
+            {"in_shape": (7, 6)},
+            cd._conv_transpose_layout(y.shape, w.shape, *g, (7, 6), x.dtype),
+        )
+    for name, (args, extra, lay) in calls.items():
+        impl = get_op(name).impl
+        want = impl(np, *args, **geom, **extra)
+        planned = np.full(lay.nbytes // 8, np.nan).view(np.uint8)
+        assert planned.nbytes == lay.nbytes, name
+        for xp in (np, _OtherModule()):
+            got = impl(xp, *args, **geom, **extra, scratch=planned.copy())
+            np.testing.assert_array_equal(got, want)
+        with pytest.raises(GpuGraphError):
+            impl(np, *args, **geom, **extra, scratch=planned[: lay.nbytes - 8])
