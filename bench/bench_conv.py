@@ -1,5 +1,6 @@
-"""Convolution benchmark, float32, batch 8, 56x56: 3x3 64 -> 64 channels (padding 1) and 1x1
-64 -> 256 (no padding); the forward pass alone and forward + backward (gradients in x and w of
+"""Convolution benchmark, float32, batch 8, 56x56: 3x3 64 -> 64 channels (padding 1), 1x1
+64 -> 256 (no padding), a 3x3 depthwise conv over 64 channels and a 3x3 conv in 8 groups of
+8 channels (both padding 1); the forward pass alone and forward + backward (gradients in x and w of
 sum(conv(x, w)**2) / 2, whose backward needs the forward's output, so no library can skip the
 forward).
 
@@ -11,7 +12,7 @@ slower). --onnx appends the rows of a bench_onnx.py result JSON (same machine, s
 --ab compares the NumPy lowerings with another version of ops/conv.py.
 
     python bench/bench_conv.py [--rounds K] [--threads T] [--suffix=-2] [--onnx FILE.json]
-                               [--ab BASELINE_CONV.py]
+                               [--ab BASELINE_CONV.py] [--cases depthwise,groups]
 writes bench/results/conv-cpu-<date><suffix>.{md,json}
 """
 
@@ -36,17 +37,22 @@ import gpugraph as gg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N, H = 8, 56
-CASES = {"3x3 64->64 pad 1": (64, 64, 3, 1), "1x1 64->256": (64, 256, 1, 0)}  # C, O, K, pad
+CASES = {  # C, O, K, pad, groups
+    "3x3 64->64 pad 1": (64, 64, 3, 1, 1),
+    "1x1 64->256": (64, 256, 1, 0, 1),
+    "3x3 depthwise 64 pad 1": (64, 64, 3, 1, 64),
+    "3x3 64->64 groups 8 pad 1": (64, 64, 3, 1, 8),
+}
 
 
-def gpugraph_fns(x, w, p):
-    fwd = gg.jit(lambda x, w: gg.conv(x, w, padding=p))
-    loss = lambda x, w: 0.5 * gg.sum(gg.square(gg.conv(x, w, padding=p)))  # noqa: E731
+def gpugraph_fns(x, w, p, g=1):
+    fwd = gg.jit(lambda x, w: gg.conv(x, w, padding=p, groups=g))
+    loss = lambda x, w: 0.5 * gg.sum(gg.square(gg.conv(x, w, padding=p, groups=g)))  # noqa: E731
     both = gg.jit(gg.grad(loss, (0, 1)))
     return lambda: fwd(x, w), lambda: both(x, w)
 
 
-def torch_fns(x, w, p):
+def torch_fns(x, w, p, g=1):
     import torch
 
     xt, wt = torch.tensor(x), torch.tensor(w)
@@ -54,22 +60,22 @@ def torch_fns(x, w, p):
 
     def fwd():
         with torch.no_grad():
-            return torch.nn.functional.conv2d(xt, wt, padding=p)
+            return torch.nn.functional.conv2d(xt, wt, padding=p, groups=g)
 
     def both():
         xg.grad = wg.grad = None
-        y = torch.nn.functional.conv2d(xg, wg, padding=p)
+        y = torch.nn.functional.conv2d(xg, wg, padding=p, groups=g)
         (0.5 * (y * y).sum()).backward()
         return xg.grad, wg.grad
 
     return fwd, both
 
 
-def jax_fns(x, w, p):
+def jax_fns(x, w, p, g=1):
     import jax
 
     def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), ((p, p), (p, p)))
+        return jax.lax.conv_general_dilated(x, w, (1, 1), ((p, p), (p, p)), feature_group_count=g)
 
     fwd = jax.jit(conv)
     both = jax.jit(jax.grad(lambda x, w: 0.5 * (conv(x, w) ** 2).sum(), (0, 1)))
@@ -144,15 +150,13 @@ def ab_lines(path: str, rounds: int) -> list[str]:
     """The three conv primitives' NumPy impls, this tree's against ``path``'s, interleaved;
     no jit, so only the lowering differs."""
     from gpugraph.ops import conv as ours
-    from gpugraph.ops import conv_lower as lower
-    from gpugraph.ops import conv_transpose_lower as lower_t
 
     base, rows = _impls_of(path), []
     rng = np.random.default_rng(0)
-    for case, (c, o, k, p) in CASES.items():
+    for case, (c, o, k, p, gr) in CASES.items():
         x = rng.standard_normal((N, c, H, H)).astype(np.float32)
-        w = (rng.standard_normal((o, c, k, k)) * 0.05).astype(np.float32)
-        g = dict(stride=(1, 1), pad=((p, p), (p, p)), dilation=(1, 1), groups=1)
+        w = (rng.standard_normal((o, c // gr, k, k)) * 0.05).astype(np.float32)
+        g = dict(stride=(1, 1), pad=((p, p), (p, p)), dilation=(1, 1), groups=gr)
         y = ours._conv_impl(np, x, w, **g)
         for prim, args, extra in (
             ("conv", (x, w), {}),
@@ -164,7 +168,7 @@ def ab_lines(path: str, rounds: int) -> list[str]:
                 for who, m in (("baseline", base), ("this tree", vars(ours)))
             }
             # this tree's impls get a scratch range made once, as a plan's arena gives them
-            layout = getattr(lower_t if prim == "conv_transpose" else lower, f"{prim}_layout")(
+            layout = getattr(ours, f"_{prim}_layout")(
                 args[0].shape, args[1].shape, *g.values(), *extra.values(), np.float32
             )
             fns["this tree"].keywords["scratch"] = np.empty(layout.nbytes, np.uint8)
@@ -188,6 +192,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--suffix", default="")
+    parser.add_argument("--cases", default="", help="comma-separated substrings of case names")
     parser.add_argument("--onnx", help="a bench_onnx.py result JSON to append")
     parser.add_argument("--ab", help="another conv.py (e.g. main's) to compare lowerings with")
     args = parser.parse_args()
@@ -199,13 +204,15 @@ def main() -> None:
     rows = []
     load = [os.getloadavg()]
     with threadpool_limits(args.threads, user_api="blas"):
-        for case, (c, o, k, p) in CASES.items():
+        for case, (c, o, k, p, gr) in CASES.items():
+            if args.cases and not any(s in case for s in args.cases.split(",")):
+                continue
             x = rng.standard_normal((N, c, H, H)).astype(np.float32)
-            w = (rng.standard_normal((o, c, k, k)) * 0.05).astype(np.float32)
-            impls = {"gpugraph (jit, numpy)": gpugraph_fns(x, w, p)}
-            impls["torch eager (CPU)"] = torch_fns(x, w, p)
+            w = (rng.standard_normal((o, c // gr, k, k)) * 0.05).astype(np.float32)
+            impls = {"gpugraph (jit, numpy)": gpugraph_fns(x, w, p, gr)}
+            impls["torch eager (CPU)"] = torch_fns(x, w, p, gr)
             try:
-                impls["jax.jit lax.conv (XLA CPU)"] = jax_fns(x, w, p)
+                impls["jax.jit lax.conv (XLA CPU)"] = jax_fns(x, w, p, gr)
             except ImportError:
                 pass
             for i, name in enumerate(("forward", "fwd+bwd")):

@@ -187,7 +187,7 @@ def main() -> None:
         "(below 1: gpugraph is slower). arena_MB: gpugraph's planned arena for the "
         "activations (naive_MB: one buffer per value); *_peak_rss_MB: growth of the "
         "process's peak RSS over the first run in a fresh process (model already loaded; for "
-        "gpugraph this includes tracing and compiling and the per-call im2col buffers)."
+        "gpugraph this includes tracing and compiling and the arena, conv scratch included)."
     )
     # common.write names the files onnx-cpu-<date>; with a suffix, keep what is there now.
     stem = RESULTS / f"onnx-cpu-{datetime.date.today().isoformat()}"

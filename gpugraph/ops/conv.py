@@ -9,13 +9,14 @@ Three bilinear primitives close under differentiation:
 
 Each one's derivatives are the other two, so gradients of any order are ordinary graph.
 
-Lowering (``conv_lower`` and ``conv_transpose_lower``, written against ``xp``, so NumPy and
-CuPy share it): im2col, a strided window view of the padded input copied channel-major one
-cache-sized tile at a time, and a GEMM per tile and group that writes its slice of the NCHW
-output; a unit-stride conv_transpose is a conv with the flipped weight, a strided one keeps
-col2im. A 1x1 kernel without padding skips im2col. The impls take ``out=`` (the planned buffer)
-and ``scratch=`` (a range the memory plan reserves for the node, live only at its step; each
-op's ``scratch_bytes`` says how much).
+Lowering (``conv_dispatch`` picks one; ``conv_lower``, ``conv_transpose_lower`` and
+``conv_depthwise`` are written against ``xp``, so NumPy and CuPy share them): im2col, a strided
+window view of the padded input copied channel-major one cache-sized tile at a time, and a GEMM
+per tile and group that writes its slice of the NCHW output; a unit-stride conv_transpose is a
+conv with the flipped weight, a strided one keeps col2im. A 1x1 kernel without padding skips
+im2col; a depthwise conv (groups = C) takes flat shifted runs instead (conv_depthwise). The
+impls take ``out=`` (the planned buffer) and ``scratch=`` (a range the memory plan reserves for
+the node, live only at its step; each op's ``scratch_bytes`` says how much).
 """
 
 from __future__ import annotations
@@ -25,20 +26,16 @@ from typing import Any
 
 from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import TensorType
-from .conv_lower import (
-    conv_flops,
-    conv_impl,
-    conv_layout,
-    conv_weight_flops,
-    conv_weight_impl,
-    conv_weight_layout,
-    out_spatial,
+from .conv_dispatch import (
+    _FLOP_RULES,
+    _conv_impl,
+    _conv_layout,
+    _conv_transpose_impl,
+    _conv_transpose_layout,
+    _conv_weight_impl,
+    _conv_weight_layout,
 )
-from .conv_transpose_lower import (
-    conv_transpose_flops,
-    conv_transpose_impl,
-    conv_transpose_layout,
-)
+from .conv_lower import out_spatial
 from .core import bind, type_of
 from .elementwise import add, promote_floats
 from .half import accumulate_in_float32
@@ -124,22 +121,14 @@ def _nbytes(layout):
     return lambda *args: layout(*args).nbytes
 
 
-_conv_scratch = _sizes(_nbytes(conv_layout), None)
-_conv_transpose_scratch = _sizes(_nbytes(conv_transpose_layout), "in_shape")
-_conv_weight_scratch = _sizes(_nbytes(conv_weight_layout), "kernel")
+_conv_scratch = _sizes(_nbytes(_conv_layout), None)
+_conv_transpose_scratch = _sizes(_nbytes(_conv_transpose_layout), "in_shape")
+_conv_weight_scratch = _sizes(_nbytes(_conv_weight_layout), "kernel")
 _FLOPS = {
-    "conv": _sizes(conv_flops, None),
-    "conv_transpose": _sizes(conv_transpose_flops, "in_shape"),
-    "conv_weight": _sizes(conv_weight_flops, "kernel"),
+    "conv": _sizes(_FLOP_RULES["conv"], None),
+    "conv_transpose": _sizes(_FLOP_RULES["conv_transpose"], "in_shape"),
+    "conv_weight": _sizes(_FLOP_RULES["conv_weight"], "kernel"),
 }
-
-
-# the impls (conv_lower) under the names the rest of gpugraph and the benches use
-_conv_impl, _conv_transpose_impl, _conv_weight_impl = (
-    conv_impl,
-    conv_transpose_impl,
-    conv_weight_impl,
-)
 
 
 # ---- shape rules --------------------------------------------------------------------------
