@@ -1,8 +1,8 @@
 """CUDA C column and full reductions: a deterministic two-stage grid reduction.
 
-A ``GridProgram`` is one reduction (``sum``, ``max`` or ``min``) of a prologue expression of the
-element ``x``, followed by an epilogue expression of the result ``r`` and the count reduced
-``n`` (``r / n`` is a mean). Two layouts of a C-contiguous input:
+A ``GridProgram`` is one reduction (``sum``, ``max``, ``min`` or ``prod``) of a prologue
+expression of the element ``x``, followed by an epilogue expression of the result ``r`` and the
+count reduced ``n`` (``r / n`` is a mean). Two layouts of a C-contiguous input:
 
 - ``full``: all ``n`` elements to one value. Stage 1 gives each of ``parts`` blocks a
   grid-stride share of the elements; every thread folds its share in index order, the block
@@ -22,8 +22,8 @@ axes after it into ``cols`` (no trailing axes: a row reduction; nothing kept: ``
 No atomics: the partial counts and block shapes are functions of the input shape only
 (``grid_plan``), so the same input gives the same bits on every run and every device. Float16
 and float32 inputs accumulate in float32, float64 in float64; ``max``/``min`` pass NaN like
-``np.max``/``np.min``. A reduction over nothing gives ``epilogue(identity)`` (0 for sum, -inf
-for max, and NaN for a mean's 0 / 0, as NumPy).
+``np.max``/``np.min``. A reduction over nothing gives ``epilogue(identity)`` (0 for sum, 1 for
+prod, -inf for max, and NaN for a mean's 0 / 0, as NumPy).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from .cuda import kernel_name
-from .reduce_cuda import REDUCER_TEMPLATES, ROW_REDUCE_HELPER
+from .reduce_cuda import REDUCER_TEMPLATES, reducer_helpers
 
 WARP = 32
 FULL_BLOCK = 256  # stage-1 threads per block for full reductions
@@ -404,6 +404,7 @@ def emit_grid_kernels(program: GridProgram, layout: str) -> GridKernels:
         loads="".join(loads),
         **{key: "".join(lines) for key, lines in per.items()},
     )
-    text = ("#include <cuda_fp16.h>\n" if half else "") + ROW_REDUCE_HELPER + body
+    helper = reducer_helpers([r[0] for r in program.reductions])
+    text = ("#include <cuda_fp16.h>\n" if half else "") + helper + body
     name = kernel_name(text)
     return GridKernels(name, text.replace("{name}", name), program, layout)
