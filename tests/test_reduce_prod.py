@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from kernel_helpers import check_nvrtc, emulate_fused, requires_emulator, requires_nvrtc
 from test_reduce_pass import fused_reduce_inputs
+from test_reduce_pass_3 import GROUP_SHAPES
 
 import gpugraph as gg
 
@@ -62,10 +63,7 @@ def _emulated(c, node, x):
 @requires_nvrtc
 @pytest.mark.emulator
 @requires_emulator
-@pytest.mark.parametrize(
-    "shape, dtype",
-    [((5, 37), np.float32), ((40, 2), np.float32), ((3, 1025), np.float32), ((5, 37), np.float64)],
-)
+@pytest.mark.parametrize("shape, dtype", GROUP_SHAPES)
 def test_prod_fuses_in_row_and_grid_groups(shape, dtype):
     """Each case is one group; its kernels compile (NVRTC 80/90) and, like the NumPy runner,
     give the unfused values on the emulator: NaN and 0 * inf give NaN, a 0 gives 0 (or -0)."""
