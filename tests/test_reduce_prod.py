@@ -118,12 +118,27 @@ def test_prod_overflow_and_float16_match_numpy():
         np.testing.assert_array_equal(c(x), want)
     assert np.isinf(want).all()
     h = _data((6, 33), np.float16)
-
-    def half(x):
-        return gg.prod(x * x, axis=-1) * 2.0
-
-    c, node = _lower(half, h)
+    c, node = _lower(_half_prod, h)
     body = node.attrs["body"]
     assert {n.output.dtype for n in body.nodes if n.op == "prod"} == {np.dtype("float32")}
     with np.errstate(all="ignore"):
-        np.testing.assert_array_equal(c(h), gg.jit(half, fuse=False)(h))
+        np.testing.assert_array_equal(c(h), gg.jit(_half_prod, fuse=False)(h))
+
+
+def _half_prod(x):
+    return gg.prod(x * x, axis=-1) * 2.0
+
+
+@requires_nvrtc
+@pytest.mark.emulator
+@requires_emulator
+def test_float16_prod_row_kernel_on_the_emulator():
+    """The kernel loads half, rounds x * x to half, multiplies in float32 and stores half: the
+    unfused values within the float32 order tolerance, then one half rounding (rtol 1e-3)."""
+    h = _data((6, 33), np.float16)
+    c, node = _lower(_half_prod, h)
+    check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
+    with np.errstate(all="ignore"):
+        want = np.asarray(gg.jit(_half_prod, fuse=False)(h), np.float64)
+    got = np.asarray(_emulated(c, node, h), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-3, equal_nan=True)
