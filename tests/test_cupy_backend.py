@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cupy_emulated import EmulatedCupy
 
 import gpugraph as gg
 from gpugraph.backends.base import register_backend
@@ -587,34 +588,6 @@ def test_trace_orders_every_data_edge_and_joins_everything(streams):
 
 
 # -- the take_grad lowering (a hand-written RawKernel) on the kernel emulator -------------------
-class EmulatedRawKernelCupy:
-    """Just enough of ``cupy`` for prepare_take_grad: RawKernel launches run on the emulator,
-    which checks every argument against the kernel's C parameter types (widths included)."""
-
-    int64 = np.int64
-
-    def __init__(self) -> None:
-        from gpugraph.testing import emulate_kernel
-
-        self.launches: list[tuple] = []
-        fake = self
-
-        class RawKernel:
-            def __init__(self, source, name, options=()):
-                self.source, self.name = source, name
-
-            def __call__(self, grid, block, args):
-                assert isinstance(grid, tuple) and isinstance(block, tuple)
-                fake.launches.append((self.name, grid, block))
-                emulate_kernel(self.source, self.name, grid, block, list(args))
-
-        self.RawKernel = RawKernel
-        self.ascontiguousarray = np.ascontiguousarray
-
-    def __getattr__(self, name):  # the array functions the runner calls (take_rows): NumPy's
-        return getattr(np, name)
-
-
 @pytest.mark.emulator
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
@@ -643,7 +616,7 @@ def test_take_grad_runner_on_the_emulator(monkeypatch, dtype, axis, x_shape, idx
     ins = [b.add_input(TensorType(g_shape, dtype)), b.add_input(TensorType(idx.shape, "int32"))]
     attrs = {"axis": axis, "dim": x_shape[axis], "mode": mode}
     node = b.add_node("take_grad", ins, attrs, [TensorType(x_shape, dtype)])
-    fake = EmulatedRawKernelCupy()
+    fake = EmulatedCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cupy_kernels._raw_kernel.cache_clear()
     try:
@@ -700,7 +673,7 @@ def test_concatenate_runner_on_the_emulator(monkeypatch, dtype, axis, widths):
     ins = [b.add_input(TensorType(a.shape, dtype)) for a in arrays]
     out_shape = base[:axis] + [sum(widths)] + base[axis + 1 :]
     node = b.add_node("concatenate", ins, {"axis": axis}, [TensorType(out_shape, dtype)])
-    fake = EmulatedRawKernelCupy()
+    fake = EmulatedCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cupy_kernels._raw_kernel.cache_clear()
     try:

@@ -20,6 +20,7 @@ from gpugraph.ir import verify
 from gpugraph.testing import emulate_kernel
 from gpugraph.testing.emulator import KernelRuntimeError
 from gpugraph.testing.nvrtc import compile_ptx
+from tests.cupy_emulated import EmulatedCupy
 from tests.kernel_helpers import (
     check_nvrtc,
     emulate_fused,
@@ -594,34 +595,6 @@ def test_fused_kernels_on_the_gpu_match_numpy():
         np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-5, atol=1e-6)
 
 
-class _FakeCupy:
-    """Just enough of CuPy for the fused op's runner: RawKernel launches go to the emulator."""
-
-    def __init__(self) -> None:
-        self.launches: list[tuple] = []
-        fake = self
-
-        class RawKernel:
-            def __init__(self, source, name, options=()):
-                self.source, self.name, self.options = source, name, options
-
-            def __call__(self, grid, block, args):
-                fake.launches.append((self.name, grid, block))
-                emulate_kernel(self.source, self.name, grid, block, list(args))
-
-        class Device:
-            id = 0
-            attributes = {"MultiProcessorCount": 2}
-
-            def __init__(self, *_):
-                pass
-
-        self.RawKernel = RawKernel
-        self.cuda = type("cuda", (), {"Device": Device})
-        self.ascontiguousarray = np.ascontiguousarray
-        self.empty = np.empty
-
-
 @pytest.mark.emulator
 @requires_emulator
 def test_cupy_runner_launches_the_generated_kernel(monkeypatch):
@@ -636,7 +609,7 @@ def test_cupy_runner_launches_the_generated_kernel(monkeypatch):
     x, b = rand(9, 40).T.copy().T, rand(40, seed=1)  # a non-contiguous input: made contiguous
     c = lower(f, x, b)
     (node,) = c.graph.nodes
-    fake = _FakeCupy()
+    fake = EmulatedCupy(sm_count=2)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     fused_mod._raw_kernel.cache_clear()
     fused_mod._sm_count.cache_clear()

@@ -168,7 +168,7 @@ def test_row_block_sizes() -> None:
 
 def test_row_program_rejects_bad_programs() -> None:
     with pytest.raises(UnsupportedError, match="not one of"):
-        RowProgram((RowStage("m", "prod", "x"),), per_row="m")
+        RowProgram((RowStage("m", "argmax", "x"),), per_row="m")
     with pytest.raises(UnsupportedError, match="free C identifier"):
         RowProgram((RowStage("x", "sum", "x"),), per_row="x")
     with pytest.raises(UnsupportedError, match="no output"):

@@ -201,7 +201,7 @@ def test_grid_plans() -> None:
     with pytest.raises(UnsupportedError, match="layout"):
         grid_plan("rows", (5, 5))
     with pytest.raises(UnsupportedError, match="not one of"):
-        GridProgram("prod")
+        GridProgram("argmax")
     with pytest.raises(UnsupportedError, match="dtype int32"):
         GridProgram("sum", dtype="int32")
     k = _kernels("sum", "float32", "column")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cupy_emulated import EmulatedCupy
 from kernel_helpers import check_nvrtc, emulate_fused, requires_emulator, requires_nvrtc
 from test_reduce_pass import (
     PATTERNS,
@@ -235,29 +236,6 @@ def test_a_producer_read_outside_stays_out_of_the_grid_group():
     assert "over leading axes, a grid group needs" in c.explain()
 
 
-class _GridCupy:
-    """``cupy`` for the grid runner: RawKernel launches (2-d blocks too) on the emulator."""
-
-    def __init__(self) -> None:
-        from gpugraph.testing import emulate_kernel
-
-        self.launches: list[tuple] = []
-        fake = self
-
-        class RawKernel:
-            def __init__(self, source, name, options=()):
-                self.source, self.name = source, name
-
-            def __call__(self, grid, block, args):
-                fake.launches.append((self.name, grid, block))
-                emulate_kernel(self.source, self.name, grid, block, list(args))
-
-        self.RawKernel = RawKernel
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
 @requires_nvrtc
 @pytest.mark.emulator
 @requires_emulator
@@ -266,7 +244,7 @@ def test_cupy_grid_runner_launches_the_two_stage_kernels(monkeypatch):
 
     from gpugraph.ops import fused, fused_grid_reduce
 
-    fake = _GridCupy()
+    fake = EmulatedCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     fused._raw_kernel.cache_clear()
     try:
@@ -311,7 +289,7 @@ def test_float16_grid_group_reads_and_writes_half(monkeypatch):
     want = np.asarray(gg.jit(fn, fuse=False)(x), np.float64)
     np.testing.assert_allclose(np.asarray(c(x), np.float64), want, rtol=1e-3, atol=1e-3)
     check_nvrtc(node.attrs["cuda_source"], f"{node.attrs['kernel_name']}.cu")
-    monkeypatch.setitem(sys.modules, "cupy", _GridCupy())
+    monkeypatch.setitem(sys.modules, "cupy", EmulatedCupy())
     fused._raw_kernel.cache_clear()
     try:
         out = np.full((37,), np.nan, F16)

@@ -82,11 +82,24 @@ MIN = """\
   }}
   {r} = nan ? ({ct})NAN : acc;
 }}"""
+# prod multiplies in the value type (float for float32, as the CUDA kernel and np.prod do: a
+# product that overflows there gives inf here too); the simd lanes' partial products make the
+# order differ from NumPy's, within a few ulp per element (docs/fusion.md, "prod").
+PROD = """\
+{ct} {r};
+{{
+  {ct} acc = ({ct})1;
+#pragma omp simd reduction(* : acc)
+  for (long long c = 0; c < cols; ++c) {{
+{loop}    acc *= {x};
+  }}
+  {r} = acc;
+}}"""
 STORE = """\
 #pragma GCC ivdep
 for (long long c = 0; c < cols; ++c) {{
 {loop}}}"""
-REDUCTIONS = {"sum": SUM, "max": MAX, "min": MIN}
+REDUCTIONS = {"sum": SUM, "max": MAX, "min": MIN, "prod": PROD}
 
 
 def _reduction(w: Walk, k: int, node: Node, x: str, loop: list[str], ct: str) -> list[str]:

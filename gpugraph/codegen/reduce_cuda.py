@@ -72,8 +72,32 @@ template <class Op, class A> __device__ __forceinline__ A gg_row_reduce(A v) {
 }
 #endif
 """
+# prod's struct, emitted only where a kernel multiplies (the kernels without one keep their
+# source, so their cached builds stay valid). NaN and inf pass through a * b as in
+# np.prod; a product over nothing is 1.
+PROD_HELPER = """\
+#ifndef GG_PROD_DEFINED
+#define GG_PROD_DEFINED
+template <class A> struct GgProd {
+  static __device__ __forceinline__ A identity() { return A(1); }
+  static __device__ __forceinline__ A combine(A a, A b) { return a * b; }
+};
+#endif
+"""
 # op -> the C struct template with its identity and combine (instantiated per value type)
-REDUCER_TEMPLATES: dict[str, str] = {"sum": "GgSum", "max": "GgMax", "min": "GgMin"}
+REDUCER_TEMPLATES: dict[str, str] = {
+    "sum": "GgSum",
+    "max": "GgMax",
+    "min": "GgMin",
+    "prod": "GgProd",
+}
+
+
+def reducer_helpers(ops) -> str:
+    """The helper source for kernels folding ``ops``: the block reduce, and prod's struct."""
+    return (PROD_HELPER if "prod" in ops else "") + ROW_REDUCE_HELPER
+
+
 # the float instantiations the RowProgram kernels here use
 REDUCERS: dict[str, str] = {op: f"{t}<float>" for op, t in REDUCER_TEMPLATES.items()}
 KERNEL_TEMPLATE = """\
@@ -312,7 +336,9 @@ def emit_row_kernel(
         elementwise=elementwise,
         per_row=per_row,
     )
-    head = ("#include <cuda_fp16.h>\n" if dtype == "float16" else "") + ROW_REDUCE_HELPER
+    head = ("#include <cuda_fp16.h>\n" if dtype == "float16" else "") + reducer_helpers(
+        [s.op for s in program.stages]
+    )
     name = kernel_name(head + body)
     return RowKernel(name, head + body.replace("{name}", name, 1), program, dtype, items, shared)
 

@@ -34,6 +34,7 @@ from .cuda import (
 )
 from .reduce_cuda import (
     MAX_PERSISTENT_BLOCK,
+    PROD_HELPER,
     REDUCER_TEMPLATES,
     REDUCERS,
     ROW_REDUCE_HELPER,
@@ -177,7 +178,7 @@ def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
 
     def reduce(w: Walk, k: int, node, x: str, loop: list[str], ct: str) -> list[str]:
         out = node.output
-        if out.dtype not in (F32, F64) and not (out.dtype == F16 and node.op != "sum"):
+        if out.dtype not in (F32, F64) and not (out.dtype == F16 and node.op in ("max", "min")):
             raise UnsupportedError(f"row kernel: {node.op} of {out.dtype}")  # (max/min: exact)
         op = f"{REDUCER_TEMPLATES[node.op]}<{ct}>"
         fold = [*loop, f"acc = {op}::combine(acc, {x});"]
@@ -198,6 +199,8 @@ def row_kernel(body: Graph, space, persistent: bool = True) -> GraphRowKernel:
     w = walk_body(body, kinds, Target("row kernel", reduce, hold))
     names, row_lines = w.names, w.row_lines
     helpers = w.helpers | {ROW_REDUCE_HELPER}
+    if any(n.op == "prod" for n in body.nodes):
+        helpers.add(PROD_HELPER)
     for v in (*body.inputs, *(o for n in body.nodes for o in n.outputs)):
         if v.dtype.name in DTYPE_HEADERS:
             helpers.add(DTYPE_HEADERS[v.dtype.name])

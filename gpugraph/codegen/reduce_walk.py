@@ -36,7 +36,7 @@ LOAD = {
     "row": "in{j}[row]",
     "scalar": "in{j}[0]",
 }
-REDUCTION_OPS = ("sum", "max", "min")
+REDUCTION_OPS = ("sum", "max", "min", "prod")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .registry import OpDef, get_op, register
 # Elements per block of axis 0: each temporary of the prologue is one block (64 KiB of
 # float32), and only those the DAG still needs are alive (_frees).
 CHUNK_ELEMENTS = 16384
-COMBINE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
+COMBINE = {"sum": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply}
 
 
 def _infer(types: list[TensorType], body: Graph, **attrs: Any) -> list[TensorType]:

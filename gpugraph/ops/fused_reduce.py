@@ -42,7 +42,12 @@ def _impl(xp: Any, *arrays: Any, body: Graph, **attrs: Any) -> tuple:
 
 
 def _reducer(op: str):
-    fn = {"sum": np.add.reduce, "max": np.maximum.reduce, "min": np.minimum.reduce}[op]
+    fn = {
+        "sum": np.add.reduce,
+        "max": np.maximum.reduce,
+        "min": np.minimum.reduce,
+        "prod": np.multiply.reduce,
+    }[op]
 
     def reduce(a: np.ndarray, out: np.ndarray) -> None:
         fn(a, axis=1, keepdims=True, out=out)

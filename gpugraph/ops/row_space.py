@@ -23,11 +23,8 @@ from ..ir import Graph, Node, Value
 from .registry import get_op
 
 ELEM, ROW, COL, SCALAR = "element", "row", "column", "scalar"
-ROW_REDUCERS = (
-    "sum",
-    "max",
-    "min",
-)  # the reductions a row kernel has (codegen/reduce_cuda.REDUCERS)
+# the reductions a row kernel has (codegen/reduce_cuda.REDUCERS)
+ROW_REDUCERS = ("sum", "max", "min", "prod")
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 HALF = np.dtype("float16")
 # float16 values (a softmax or layer norm of float16 input casts to float32 and back around the
@@ -37,7 +34,13 @@ MEMBER_DTYPES = (*FLOAT_DTYPES, HALF, np.dtype("bool"))
 # kernels compare float32 copies, NumPy compares halves: the same element wins); a float16 sum
 # never reaches a graph from the public ops (they accumulate in float32) and NumPy's float16
 # add.reduce rounds differently from a float32 accumulator, so it stays out.
-REDUCE_DTYPES = {"sum": FLOAT_DTYPES, "max": (*FLOAT_DTYPES, HALF), "min": (*FLOAT_DTYPES, HALF)}
+# A float16 prod is out for the same reason as a float16 sum (NumPy rounds each step to half).
+REDUCE_DTYPES = {
+    "sum": FLOAT_DTYPES,
+    "prod": FLOAT_DTYPES,
+    "max": (*FLOAT_DTYPES, HALF),
+    "min": (*FLOAT_DTYPES, HALF),
+}
 
 
 @dataclass(frozen=True)

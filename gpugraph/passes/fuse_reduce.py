@@ -43,12 +43,10 @@ ENABLED = os.environ.get("GPUGRAPH_REDUCE_FUSION", "1") != "0"
 
 # reductions that stay single ops, and why (the general reason below covers the others)
 UNFUSED_REDUCTIONS = {
-    "argmax": "argmax gives an int64 index: the kernels fold values (sum/max/min), not "
+    "argmax": "argmax gives an int64 index: the kernels fold values (sum/max/min/prod), not "
     "(value, index) pairs, so it runs as its own op",
-    "argmin": "argmin gives an int64 index: the kernels fold values (sum/max/min), not "
+    "argmin": "argmin gives an int64 index: the kernels fold values (sum/max/min/prod), not "
     "(value, index) pairs, so it runs as its own op",
-    "prod": "prod has no fold in the row and grid kernels (they have sum, max and min; not "
-    "written yet), so it runs as its own op",
 }
 
 

@@ -35,7 +35,7 @@ from .fuse import _body
 from .fuse_groups import Ancestors, describe
 
 FUSED_GRID_OP = "fused_grid_reduce"
-GRID_REDUCERS = ("sum", "max", "min")  # codegen/reduce_grid.REDUCERS
+GRID_REDUCERS = ("sum", "max", "min", "prod")  # codegen/reduce_grid.REDUCERS
 GRID_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
