@@ -100,11 +100,13 @@ def _walk_fast(o: Any, key: list, leaves: list) -> bool:
         items = o
     else:
         return _leaf_fast(o, t, key, leaves)
+    # the common leaf inline, with local names: no call and no global lookup per leaf
+    nd, add_leaf, add_key = np.ndarray, leaves.append, key.append
     for v in items:
-        if type(v) is np.ndarray:  # the common leaf, inline: no call per leaf
-            leaves.append(v)
-            key.append(v.shape)
-            key.append(v.dtype)
+        if type(v) is nd:
+            add_leaf(v)
+            add_key(v.shape)
+            add_key(v.dtype)
         elif not _walk_fast(v, key, leaves):
             return False
     return True
