@@ -264,10 +264,12 @@ class JitFunction:
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
         self._cache: dict[Any, Compiled] = {}
-        # no keywords, no statics, plain trees of arrays and numbers: fast_flatten's key ->
-        # the compiled entry, the positions of NumPy scalars and leaf_order's map, so a
-        # repeated call skips binding, naming, per-leaf types and per-leaf checks
+        # calls without keywords whose dynamic arguments are plain trees of arrays and
+        # numbers: the fast key (statics' static_key first) -> the compiled entry, the
+        # positions of NumPy scalars and leaf_order's map, so a repeated call skips binding,
+        # naming, per-leaf types and per-leaf checks
         self._fast: dict[tuple, tuple[Compiled, tuple[int, ...], tuple[int, ...] | None]] = {}
+        # without static arguments the fast key is the arguments' alone
         self._fast_ok = not self.static_argnums and not self.static_argnames
         try:
             self._sig: inspect.Signature | None = inspect.signature(fn)
@@ -410,7 +412,7 @@ class JitFunction:
         """Call ``fn`` compiled for these arguments. ``out=`` (when ``fn`` has no parameter
         of that name): arrays to write the outputs into, in the output's structure; they are
         returned. Without it each call returns fresh arrays that stay valid."""
-        found = fast_flatten(args) if self._fast_ok and not kwargs else None
+        found = self._fast_probe(args) if not kwargs else None
         if found is not None:  # the hot path: a signature seen before, plain trees of arrays
             hit = self._fast.get(found[0])
             if hit is not None:
@@ -432,16 +434,34 @@ class JitFunction:
             )
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
         if out is None and found is not None:
-            self._remember_fast(found, args, compiled, dyn_leaves)
+            self._remember_fast(found, compiled, dyn_leaves)
         results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
         return unflatten(compiled.out_tree, results)
 
+    def _fast_probe(self, args: tuple) -> tuple[tuple, list, tuple] | None:
+        """(fast key, leaves in insertion order, the dynamic arguments) of a call without
+        keywords, or None for the full path. With static arguments the key starts with their
+        ``static_key``, as the full path's does; one that is unhashable or out of range is left
+        to the full path, which raises."""
+        if self._fast_ok:
+            found = fast_flatten(args)
+            return None if found is None else (found[0], found[1], args)
+        try:
+            static_idx = self._static_positions(len(args))
+            skey = static_key((tuple((i, args[i]) for i in static_idx), ()))
+            hash(skey)
+        except (GpuGraphError, TypeError):
+            return None
+        dyn = tuple(a for i, a in enumerate(args) if i not in static_idx)
+        found = fast_flatten(dyn)
+        return None if found is None else ((skey, found[0]), found[1], dyn)
+
     def _remember_fast(
-        self, found: tuple[tuple, list], args: tuple, compiled: Compiled, leaves: list
+        self, found: tuple[tuple, list, tuple], compiled: Compiled, leaves: list
     ) -> None:
         """Enter this call's fast key for ``compiled``: with it the positions of NumPy scalars
         and the map from insertion order to the compiled entry's leaf order."""
-        order = leaf_order(args)
+        order = leaf_order(found[2])
         mine = found[1] if order is None else [found[1][i] for i in order]
         if len(mine) != len(leaves) or any(a is not b for a, b in zip(mine, leaves)):
             return  # not the full path's leaves (cannot happen for accepted trees): no entry

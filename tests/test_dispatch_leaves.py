@@ -145,3 +145,26 @@ def test_donated_tree_on_the_fast_path():
             f(old)
     # the caller's order ('w', 'v'), then the results' (sorted keys): two fast keys, one entry
     assert len(f._fast) == 2 and f.cache_size == 1
+
+
+def test_static_arguments_are_part_of_the_fast_key():
+    traces = []
+
+    def fn(p, n, x):
+        traces.append(n)
+        return x * p["w"] + n
+
+    f = jit(fn, static_argnums=1)
+    p, x = {"w": f32(3)}, f32(3)
+    for _ in range(2):
+        for n in (2, 3, 2.0, True):  # 2 and 2.0 and True are different signatures
+            got = f(p, n, x)
+            want = x * p["w"] + n
+            assert got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert [type(n) for n in traces] == [int, int, float, bool]
+    assert f.cache_size == 4 and len(f._fast) == 4
+    with pytest.raises(gg.GpuGraphError, match="hashable"):
+        f(p, {1, 2}, x)  # an unhashable static: the full path raises as before
+    with pytest.raises(gg.GpuGraphError, match="static_argnums names argument"):
+        jit(fn, static_argnums=5)(p, 2, x)
