@@ -83,6 +83,7 @@ class Compiled:
         self.in_tree, self.out_tree, self.options = in_tree, out_tree, options
         self.arg_names = arg_names or leaf_paths(in_tree, "args")
         self._int_ranges = _weak_int_ranges(graph)
+        self._types = tuple(v.type for v in graph.inputs)  # fixed: the traced graph's inputs
         # what backend="auto" picked and why (explain() says it); None for a named backend
         self.backend_choice: BackendInfo | None = None
         name = options.backend
@@ -133,10 +134,10 @@ class Compiled:
     # -- calling --------------------------------------------------------------------------
     @property
     def input_types(self) -> list[TensorType]:
-        return [v.type for v in self.traced_graph.inputs]
+        return list(self._types)
 
     def check_args(self, leaves: list[Any]) -> list[Any]:
-        types = self.input_types
+        types = self._types
         if len(leaves) != len(types):
             raise GpuGraphError(
                 f"compiled function takes {len(types)} array arguments, got {len(leaves)}"
@@ -145,16 +146,7 @@ class Compiled:
         b = self.backend
         for name, t, x in zip(self.arg_names, types, leaves):
             if isinstance(x, (bool, int, float)) and t.weak:
-                lo, hi = self._int_ranges.get(len(out), (None, None))
-                if lo is not None and not isinstance(x, bool) and not lo <= x <= hi:
-                    raise DTypeError(
-                        f"argument {name}: Python integer {x} is out of bounds for the integer "
-                        f"dtype it combines with (range {lo}..{hi}); NumPy raises here too"
-                    )
-                try:
-                    out.append(b.asarray(np.asarray(x, dtype=t.dtype)))
-                except OverflowError:
-                    raise DTypeError(f"argument {name}: {x} does not fit in {t.dtype}") from None
+                out.append(self._scalar_arg(len(out), name, t, x))
                 continue
             if not is_array(x):  # a ShapeDtype, or any other object with shape and dtype
                 raise GpuGraphError(
@@ -177,6 +169,19 @@ class Compiled:
             out.append(x if b.is_native(x) else b.asarray(np.asarray(x)))
         return out
 
+    def _scalar_arg(self, i: int, name: str, t: TensorType, x: Any) -> Any:
+        """The Python number ``x`` for the weak input ``i``: range-checked, as an array."""
+        lo, hi = self._int_ranges.get(i, (None, None))
+        if lo is not None and not isinstance(x, bool) and not lo <= x <= hi:
+            raise DTypeError(
+                f"argument {name}: Python integer {x} is out of bounds for the integer "
+                f"dtype it combines with (range {lo}..{hi}); NumPy raises here too"
+            )
+        try:
+            return self.backend.asarray(np.asarray(x, dtype=t.dtype))
+        except OverflowError:
+            raise DTypeError(f"argument {name}: {x} does not fit in {t.dtype}") from None
+
     def call_flat(self, leaves: list[Any], out: list[Any] | None = None) -> list[Any]:
         """Run on flattened arguments; ``out``: optional flattened output buffers."""
         args = self.check_args(leaves)
@@ -191,8 +196,10 @@ class Compiled:
         ``numpy_scalars_at``: positions of NumPy scalars, made 0-d arrays as in check_args."""
         for i in numpy_scalars_at:
             args[i] = self.backend.asarray(np.asarray(args[i]))
-        if self._scalars:
-            args = self.check_args(args)
+        if self._scalars:  # only the numbers: the key matched every array's shape and dtype
+            types, names = self._types, self.arg_names
+            for i in self._scalars:
+                args[i] = self._scalar_arg(i, names[i], types[i], args[i])
         if _CONSUMED:
             check_live(args, self.arg_names)
         if not self.donated:

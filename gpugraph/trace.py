@@ -60,23 +60,102 @@ _NUMPY_SCALARS = frozenset(np.dtype(d).type for d in SUPPORTED_DTYPES)
 _SCALAR_TYPES = _NUMPY_SCALARS | frozenset(_FAST_SCALARS)
 
 
+_DICT = object()  # the fast key's token for a dict node (a type token could be a leaf's)
+
+
 def fast_key(args: tuple) -> tuple | None:
-    """A cheap cache key for a call with only positional ndarrays, Python numbers and NumPy
-    scalars, or None. Exact types only (ndarray subclasses, pytrees and tracers take the full
-    path); equal keys mean equal signatures for ``_compiled_for``. A Python number's type
-    stands for a weakly typed 0-d input (its value is checked per call); a NumPy scalar's type
-    (np.float32, ...) fixes its dtype, so it stands for a strongly typed 0-d input. The two
-    never collide: np.float64 subclasses float, but ``type`` is exact."""
-    key = []
-    for a in args:
-        t = type(a)
-        if t is np.ndarray or (t.__name__ == "ndarray" and is_array(a)):  # NumPy first: cheapest
-            key.append((t, a.shape, a.dtype))
-        elif t in _SCALAR_TYPES:
-            key.append(t)
-        else:
-            return None
-    return tuple(key)
+    """A cheap cache key for a call whose arguments are exact ndarrays, Python numbers and
+    NumPy scalars nested in plain tuples, lists and dicts (None allowed), or None. See
+    ``fast_flatten``."""
+    found = fast_flatten(args)
+    return None if found is None else found[0]
+
+
+def fast_flatten(obj: Any) -> tuple[tuple, list] | None:
+    """(key, leaves) of ``obj`` in one pass, or None where the full path is needed: exact
+    types only (ndarray subclasses, NamedTuples, dataclasses, dict subclasses, tracers and
+    foreign arrays take the full path). The key is one flat tuple of tokens: a NumPy array
+    adds its shape and dtype; a CuPy array its type, shape and dtype; a Python number or NumPy
+    scalar its type; a dict ``_DICT`` and its keys in insertion order; a tuple or list its
+    type and length; None itself. Read left to right the tokens decode to one structure, so
+    equal keys mean equal signatures (tree, types, shapes, dtypes) for ``_compiled_for``.
+    A Python number's type stands for a weakly typed 0-d input (its value is checked per
+    call); a NumPy scalar's type (np.float32, ...) fixes its dtype. The two never collide:
+    np.float64 subclasses float, but ``type`` is exact. Leaves come in insertion order (a
+    dict's), not the full path's sorted order: ``leaf_order`` maps between them."""
+    key: list = []
+    leaves: list = []
+    return (tuple(key), leaves) if _walk_fast(obj, key, leaves) else None
+
+
+def _walk_fast(o: Any, key: list, leaves: list) -> bool:
+    t = type(o)
+    if t is dict:
+        key.append(_DICT)
+        key.append(tuple(o))
+        items: Any = o.values()
+    elif t is tuple or t is list:
+        key.append(t)
+        key.append(len(o))
+        items = o
+    else:
+        return _leaf_fast(o, t, key, leaves)
+    # the common leaf inline, with local names: no call and no global lookup per leaf
+    nd, add_leaf, add_key = np.ndarray, leaves.append, key.append
+    for v in items:
+        if type(v) is nd:
+            add_leaf(v)
+            add_key(v.shape)
+            add_key(v.dtype)
+        elif not _walk_fast(v, key, leaves):
+            return False
+    return True
+
+
+def _leaf_fast(o: Any, t: type, key: list, leaves: list) -> bool:
+    if t is np.ndarray:
+        key.append(o.shape)
+        key.append(o.dtype)
+    elif t in _SCALAR_TYPES:
+        key.append(t)
+    elif o is None:
+        key.append(None)
+        return True
+    elif t.__name__ == "ndarray" and is_array(o):  # CuPy
+        key.append(t)
+        key.append(o.shape)
+        key.append(o.dtype)
+    else:
+        return False
+    leaves.append(o)
+    return True
+
+
+class _Slot:
+    """A leaf's place in insertion order, as a leaf of its own (for ``leaf_order``)."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+
+def leaf_order(obj: Any) -> tuple[int, ...] | None:
+    """For a tree ``fast_flatten`` accepts: the insertion-order index of each leaf in the full
+    path's order (dict keys sorted), or None when the two orders are the same."""
+    count = iter(range(1 << 62))
+
+    def slots(o: Any) -> Any:
+        t = type(o)
+        if t is dict:
+            return {k: slots(v) for k, v in o.items()}
+        if t is tuple or t is list:
+            return t(slots(v) for v in o)
+        return None if o is None else _Slot(next(count))
+
+    ordered = flatten(slots(obj), is_leaf=lambda x: type(x) is _Slot)[0]
+    perm = tuple(s.i for s in ordered)
+    return None if perm == tuple(range(len(perm))) else perm
 
 
 def numpy_scalars_at(args: tuple) -> tuple[int, ...]:
@@ -185,10 +264,12 @@ class JitFunction:
         self.static_argnames = tuple(sorted(set(static_argnames)))
         self.options = options
         self._cache: dict[Any, Compiled] = {}
-        # positional arrays and numbers only, no statics: (type, shape, dtype) per argument ->
-        # the compiled entry and the positions of NumPy scalars, so a repeated call skips
-        # binding, flattening and naming
-        self._fast: dict[tuple, tuple[Compiled, tuple[int, ...]]] = {}
+        # calls without keywords whose dynamic arguments are plain trees of arrays and
+        # numbers: the fast key (statics' static_key first) -> the compiled entry, the
+        # positions of NumPy scalars and leaf_order's map, so a repeated call skips binding,
+        # naming, per-leaf types and per-leaf checks
+        self._fast: dict[tuple, tuple[Compiled, tuple[int, ...], tuple[int, ...] | None]] = {}
+        # without static arguments the fast key is the arguments' alone
         self._fast_ok = not self.static_argnums and not self.static_argnames
         try:
             self._sig: inspect.Signature | None = inspect.signature(fn)
@@ -331,10 +412,13 @@ class JitFunction:
         """Call ``fn`` compiled for these arguments. ``out=`` (when ``fn`` has no parameter
         of that name): arrays to write the outputs into, in the output's structure; they are
         returned. Without it each call returns fresh arrays that stay valid."""
-        if not kwargs:  # the hot path: a signature seen before, positional arrays
-            hit = self._fast.get(fast_key(args)) if self._fast_ok else None
+        found = self._fast_probe(args) if not kwargs else None
+        if found is not None:  # the hot path: a signature seen before, plain trees of arrays
+            hit = self._fast.get(found[0])
             if hit is not None:
-                return hit[0].call_fast(list(args), hit[1])
+                compiled, scalars_at, order = hit
+                leaves = found[1] if order is None else [found[1][i] for i in order]
+                return compiled.call_fast(leaves, scalars_at)
         out = kwargs.pop("out", None) if self._out_kw and "out" in kwargs else None
         leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
@@ -349,14 +433,42 @@ class JitFunction:
                 "with it, then call the result with arrays"
             )
         compiled, dyn_leaves = self._compiled_for(args, kwargs)
-        if out is None and not kwargs:
-            key = fast_key(args) if self._fast_ok else None
-            scalars_at = numpy_scalars_at(args) if key is not None else ()
-            # a donated NumPy scalar is consumed as the caller's object: the full path only
-            if key is not None and not (scalars_at and compiled.donated):
-                self._fast[key] = (compiled, scalars_at)
+        if out is None and found is not None:
+            self._remember_fast(found, compiled, dyn_leaves)
         results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
         return unflatten(compiled.out_tree, results)
+
+    def _fast_probe(self, args: tuple) -> tuple[tuple, list, tuple] | None:
+        """(fast key, leaves in insertion order, the dynamic arguments) of a call without
+        keywords, or None for the full path. With static arguments the key starts with their
+        ``static_key``, as the full path's does; one that is unhashable or out of range is left
+        to the full path, which raises."""
+        if self._fast_ok:
+            found = fast_flatten(args)
+            return None if found is None else (found[0], found[1], args)
+        try:
+            static_idx = self._static_positions(len(args))
+            skey = static_key((tuple((i, args[i]) for i in static_idx), ()))
+            hash(skey)
+        except (GpuGraphError, TypeError):
+            return None
+        dyn = tuple(a for i, a in enumerate(args) if i not in static_idx)
+        found = fast_flatten(dyn)
+        return None if found is None else ((skey, found[0]), found[1], dyn)
+
+    def _remember_fast(
+        self, found: tuple[tuple, list, tuple], compiled: Compiled, leaves: list
+    ) -> None:
+        """Enter this call's fast key for ``compiled``: with it the positions of NumPy scalars
+        and the map from insertion order to the compiled entry's leaf order."""
+        order = leaf_order(found[2])
+        mine = found[1] if order is None else [found[1][i] for i in order]
+        if len(mine) != len(leaves) or any(a is not b for a, b in zip(mine, leaves)):
+            return  # not the full path's leaves (cannot happen for accepted trees): no entry
+        scalars_at = numpy_scalars_at(leaves)
+        # a donated NumPy scalar is consumed as the caller's object: the full path only
+        if not (scalars_at and compiled.donated):
+            self._fast[found[0]] = (compiled, scalars_at, order)
 
     def lower(self, *args: Any, **kwargs: Any) -> Compiled:
         """Compile for these arguments (arrays or gg.ShapeDtype specs) without running."""
