@@ -43,7 +43,7 @@ from ..codegen.cuda import Kernel
 from ..ir import Graph, Node
 from ..ops.fused import FUSED, _prepare_numpy
 from ..ops.registry import get_op
-from . import cpu_native
+from . import cpu_native, cpu_pch
 from .base import Runner, register_backend
 from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
 from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names on this module)
@@ -141,7 +141,8 @@ def _build(kernels: list[_Kernel]) -> Path:
 
 
 def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> Path:
-    text = f'#line 1 "cpu_prelude.h"\n{_prelude()}\n'
+    prelude = cpu_pch.header_text(_prelude(), False)
+    text = prelude
     text += "".join(f'#line 1 "{k.name}.cu"\n{k.source}\n' for k in kernels)
     text += '#line 1 "gpugraph_cpu_entry.cpp"\n' + "".join(_entry(k.name, k.nargs) for k in kernels)
     if includes is not None:  # the fast entry point (cpu_native), named after the kernels
@@ -149,12 +150,17 @@ def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> 
         text += f'#line 1 "{cpu_native.MODULE_FILE}"\n'
         typed = [k for k in kernels if k.args is not None]
         text += cpu_native.module_source(module, typed, parallel_min(), CHUNK_ALIGN)
-    cmd = [compiler(), *flags(), *(includes or ()), "-x", "c++", "-o"]
+    cmd = [compiler(), *flags(), *(includes or ())]
 
     def compile_to(out: Path) -> None:
+        # the prelude (and the module's includes) come precompiled where they can (cpu_pch);
+        # the cache key stays the whole text: the program is the same with or without the .gch
+        head = cpu_pch.header(cmd[0], tuple(cmd[1:]), toolchain(), _prelude(), bool(includes))
+        pch = ["-include", str(head)] if head is not None else []
+        body = text[len(prelude) :] if head is not None else text
         proc = subprocess.run(
-            [*cmd, str(out), "-", *_link_flags()],
-            input=text,
+            [*cmd, *pch, "-x", "c++", "-o", str(out), "-", *_link_flags()],
+            input=body,
             capture_output=True,
             text=True,
             check=False,
