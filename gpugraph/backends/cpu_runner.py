@@ -8,11 +8,13 @@ contiguous copies, over OpenMP chunks above the parallel threshold."""
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..codegen.cpu_loops import emit_cpu_kernel
+from ..codegen.cpu_loops import MIN_INNER, emit_cpu_kernel
+from ..codegen.cpu_tiled import emit_tiled_kernel
 from ..codegen.cuda import Kernel
 from ..ir import Graph, Node
 from ..ops.fused import _prepare_numpy
@@ -49,7 +51,7 @@ def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
     body: Graph = node.attrs["body"]
     # broadcast operands: a row x column loop nest that vectorizes (rendered once: the policy
     # and the runner both need it)
-    nest = emit_cpu_kernel(body)
+    nest = emit_cpu_kernel(body) or _tiled(body)
     refusal = _native_refusal(body) or policy_refusal(node, nest is not None)
     if refusal is not None:
         # the NumPy backend's runner itself (a new function per node), so the program keeps
@@ -109,3 +111,11 @@ def kernel_runner(
     run.cpu_kernel = kernel  # type: ignore[attr-defined]
     run.inline = inline  # type: ignore[attr-defined]
     return run
+
+
+def _tiled(body: Graph) -> Kernel | None:
+    """Short-row broadcasts as blocks of rows with a tiled row (codegen/cpu_tiled.py), unless
+    GPUGRAPH_CPU_TILED=0 (the flat kernel, for measurements)."""
+    if os.environ.get("GPUGRAPH_CPU_TILED", "1") == "0":
+        return None
+    return emit_tiled_kernel(body, MIN_INNER)
