@@ -63,7 +63,14 @@ def test_first_compile_builds_the_pch_beside_it_and_later_ones_use_it(tmp_path, 
     cpu_pch.wait()
     assert len(_pch_files()) == 1
     _compile_and_run(2.5)
-    assert "-include" in seen[-1]  # the library after it includes the precompiled header
+    cmd = seen[-1]
+    assert "-include" in cmd  # the library after it includes the header
+    # and the compiler loads the .gch rather than the text (-H marks a loaded PCH with "!")
+    head = cmd[cmd.index("-include") + 1]
+    flags = [*cpu_backend.flags(), *(cpu_native.include_flags() or ())]
+    probe = [cpu_backend.compiler(), *flags, "-include", head, "-H", "-fsyntax-only", "-x", "c++"]
+    proc = subprocess.run([*probe, "-"], input="", capture_output=True, text=True, check=True)
+    assert f"! {head}.gch" in proc.stderr
 
 
 def test_a_stale_or_broken_pch_falls_back_to_the_text(tmp_path, monkeypatch):
