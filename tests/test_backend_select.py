@@ -80,9 +80,9 @@ def test_gpugraph_backend_cpu_and_explain_say_so(monkeypatch, capsys):
 def test_policy_leaves_only_short_broadcast_math_groups_to_numpy(monkeypatch):
     """The default policy (bench/results/cpu-policy-cpu-2026-12-01-2.md): a group of any size
     runs natively (a 7-element one too), and so does a bias over 64-column rows (the loop
-    nest) or over 3-column rows without math-library calls; only a broadcast group with no
-    row x column loop nest (under 16 columns a row) that calls tanh, exp, ... runs on the
-    NumPy fused runner, and explain() says why. GPUGRAPH_CPU_NATIVE=all compiles it too."""
+    nest) or over 3-column rows (tiled rows, tests/test_cpu_tiled.py); only a broadcast group
+    with neither (here a per-row value over 3-column rows) that calls tanh, exp, ... runs on
+    the NumPy fused runner, and explain() says why. GPUGRAPH_CPU_NATIVE=all compiles it too."""
     monkeypatch.setenv(cpu_backend.NATIVE_ENV, "auto")
 
     def f(small, rows, bias, narrow, nbias):
@@ -92,13 +92,13 @@ def test_policy_leaves_only_short_broadcast_math_groups_to_numpy(monkeypatch):
     rows = np.linspace(-1, 1, 4096).reshape(-1, 64)
     bias = np.linspace(0, 1, 64)
     narrow = np.linspace(-1, 1, 300).reshape(-1, 3)
-    nbias = np.linspace(0, 1, 3)
+    nbias = np.linspace(0, 1, 100).reshape(-1, 1)
     args = (small, rows, bias, narrow, nbias)
     c = gg.jit(f, backend="cpu").lower(*args)
     text = c.explain()
     assert "cpu: 2 fused group(s) as native kernels" in text
     assert text.count("cpu: a fused group runs on NumPy") == 1
-    assert "input 1 is broadcast ((3,)" in text and "calls tanh" in text
+    assert "input 1 is broadcast ((100, 1)" in text and "calls tanh" in text
     want = gg.jit(f, backend="numpy")(*args)
     got = c(*args)
     np.testing.assert_array_equal(got[2], want[2])  # the same NumPy runner: bit for bit

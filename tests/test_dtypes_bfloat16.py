@@ -128,7 +128,7 @@ def test_bfloat16_random_draws():
 
 
 @requires_emulator  # backend="cpu" needs the same host compiler
-def test_backend_cpu_runs_bfloat16_groups_on_numpy():
+def test_backend_cpu_runs_bfloat16_groups_natively():
     x = RNG.standard_normal((4, 9)).astype(BF16)
 
     def f(x):
@@ -136,4 +136,4 @@ def test_backend_cpu_runs_bfloat16_groups_on_numpy():
 
     c = gg.jit(f, backend="cpu").lower(x)
     np.testing.assert_array_equal(_f32(c(x)), _f32(gg.jit(f, backend="numpy")(x)))
-    assert "runs on NumPy: dtype bfloat16" in c.explain()
+    assert "runs on NumPy" not in c.explain()  # tests/test_cpu_bfloat16.py has the edge values

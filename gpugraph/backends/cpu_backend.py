@@ -15,16 +15,17 @@ in C for NaN, inf and out-of-range values, so a group containing one runs on Num
 also has the probe ``backend="auto"`` runs).
 
 Where the rest lives: the compiler, its flags, the prelude and the C entry point in
-``cpu_toolchain.py`` (re-exported here); one-op kernels for unfused elementwise ops in
-``cpu_unfused.py``; the fused reductions' runners in ``cpu_rows.py`` (row) and ``cpu_grid.py``
-(column/full); compiling many plans ahead in ``cpu_prebuild.py``; the policy and the probe in
-``cpu_select.py``; the extension entry point in ``cpu_native.py``.
+``cpu_toolchain.py`` (re-exported here); the precompiled prelude in ``cpu_pch.py``; the
+runners of fused groups and the kernel call in ``cpu_runner.py`` (re-exported here); one-op
+kernels for unfused elementwise ops in ``cpu_unfused.py``; the fused reductions' runners in
+``cpu_rows.py`` (row) and ``cpu_grid.py`` (column/full); compiling many plans ahead in
+``cpu_prebuild.py``; the policy and the probe in ``cpu_select.py``; the extension entry point
+in ``cpu_native.py``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import re
 import subprocess
@@ -33,19 +34,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import cache
 from ..codegen.cpu_grid import NAME_PREFIX as GRID_KERNEL_PREFIX
-from ..codegen.cpu_loops import emit_cpu_kernel
 from ..codegen.cpu_reduce import NAME_PREFIX as ROW_KERNEL_PREFIX
-from ..codegen.cuda import Kernel
-from ..ir import Graph, Node
-from ..ops.fused import FUSED, _prepare_numpy
+from ..ir import Node
+from ..ops.fused import FUSED
 from ..ops.registry import get_op
-from . import cpu_native
+from . import cpu_native, cpu_pch
 from .base import Runner, register_backend
 from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
+from .cpu_runner import (  # noqa: F401  (re-exported: cpu_grid, cpu_rows, cpu_unfused, tests)
+    CHUNK_ALIGN,
+    _float_to_int_cast,
+    _native_refusal,
+    _native_runner,
+    _prepare_fused,
+    kernel_runner,
+)
 from .cpu_select import (  # noqa: F401  (also re-exported: the policy's names on this module)
     NATIVE_ENV,
     native_mode,
@@ -74,7 +79,6 @@ from .cpu_toolchain import (  # noqa: F401  (re-exported: the toolchain's names 
 from .cpu_unfused import prepare_unfused
 from .numpy_backend import NumpyBackend
 
-CHUNK_ALIGN = 64  # elements; chunk starts stay multiples of every vector width
 Arg = tuple[str, int, bool]  # a kernel parameter: dtype name, element count, is an output
 # libgomp's default wait policy spins its worker threads after each parallel region; on a
 # machine with more runnable threads than cores (a shared CI box, BLAS threads, other processes)
@@ -141,7 +145,8 @@ def _build(kernels: list[_Kernel]) -> Path:
 
 
 def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> Path:
-    text = f'#line 1 "cpu_prelude.h"\n{_prelude()}\n'
+    prelude = cpu_pch.header_text(_prelude(), False)
+    text = prelude
     text += "".join(f'#line 1 "{k.name}.cu"\n{k.source}\n' for k in kernels)
     text += '#line 1 "gpugraph_cpu_entry.cpp"\n' + "".join(_entry(k.name, k.nargs) for k in kernels)
     if includes is not None:  # the fast entry point (cpu_native), named after the kernels
@@ -149,12 +154,17 @@ def _build_library(kernels: list[_Kernel], includes: tuple[str, ...] | None) -> 
         text += f'#line 1 "{cpu_native.MODULE_FILE}"\n'
         typed = [k for k in kernels if k.args is not None]
         text += cpu_native.module_source(module, typed, parallel_min(), CHUNK_ALIGN)
-    cmd = [compiler(), *flags(), *(includes or ()), "-x", "c++", "-o"]
+    cmd = [compiler(), *flags(), *(includes or ())]
 
     def compile_to(out: Path) -> None:
+        # the prelude (and the module's includes) come precompiled where they can (cpu_pch);
+        # the cache key stays the whole text: the program is the same with or without the .gch
+        head = cpu_pch.header(cmd[0], tuple(cmd[1:]), toolchain(), _prelude(), bool(includes))
+        pch = ["-include", str(head)] if head is not None else []
+        body = text[len(prelude) :] if head is not None else text
         proc = subprocess.run(
-            [*cmd, str(out), "-", *_link_flags()],
-            input=text,
+            [*cmd, *pch, "-x", "c++", "-o", str(out), "-", *_link_flags()],
+            input=body,
             capture_output=True,
             text=True,
             check=False,
@@ -175,24 +185,6 @@ def _indexed(kernel: _Kernel) -> Path | None:
     if name is None or not re.fullmatch(rb"[0-9a-f]{64}\.so", name):
         return None
     return cache.verified("cpu-so", name.decode())
-
-
-def _native_refusal(body: Graph) -> str | None:
-    """Why this group cannot be a native kernel, or None."""
-    for v in body.values():
-        if v.dtype.name not in cpu_native._NPY_TYPES:
-            return f"dtype {v.dtype} (the extension entry point has no NumPy type for it)"
-    return _float_to_int_cast(body)
-
-
-def _float_to_int_cast(body: Graph) -> str | None:
-    for n in body.nodes:
-        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
-            return (
-                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
-                "and out-of-range values, where NumPy's result is defined by its own loop)"
-            )
-    return None
 
 
 class CpuBackend(NumpyBackend):
@@ -316,72 +308,6 @@ def _bind_built(path: Path, kernels: list[_Kernel]) -> None:
     for k in kernels:
         k.bind(lib, module)
         cache.write("cpu-index", k.key(), path.name.encode())
-
-
-def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:
-    body: Graph = node.attrs["body"]
-    # broadcast operands: a row x column loop nest that vectorizes (rendered once: the policy
-    # and the runner both need it)
-    nest = emit_cpu_kernel(body)
-    refusal = _native_refusal(body) or policy_refusal(node, nest is not None)
-    if refusal is not None:
-        # the NumPy backend's runner itself (a new function per node), so the program keeps
-        # inlining it (its ``inline`` / ``call``) as on the NumPy backend
-        runner = _prepare_numpy(node, backend)
-        runner.cpu_refusal = refusal  # type: ignore[attr-defined]
-        return runner
-    return _native_runner(node, backend, nest)
-
-
-def _native_runner(node: Node, backend: CpuBackend, nest: Kernel | None = None) -> Runner:
-    """The group's native runner: ``nest`` (its loop-nest kernel) when it has one, else the
-    flat kernel of its CUDA source."""
-    source, name = (
-        (nest.source, nest.name) if nest else (node.attrs["cuda_source"], node.attrs["kernel_name"])
-    )
-    return kernel_runner(node, backend, source, name, node.outputs[0].type.size)
-
-
-def kernel_runner(
-    node: Node, backend: CpuBackend, source: str, name: str, n: int, kernel_n: int | None = None
-) -> Runner:
-    """The runner of one native kernel over an iteration space of ``n`` elements (split into
-    chunks over the OpenMP threads above the parallel threshold), for a fused group
-    (elementwise, or a row kernel: cpu_rows). ``kernel_n``: the kernel's own element count,
-    when it differs from ``n``."""
-    params = [(v.type.dtype.name, v.type.size, False) for v in node.inputs]
-    params += [(v.type.dtype.name, v.type.size, True) for v in node.outputs]
-    kernel = backend.kernel(source, name, len(params), params, n=kernel_n)
-
-    def run(ins: list, outs: list) -> None:
-        if n == 0:
-            return
-        if kernel.fn is None:
-            backend.compile_pending()
-        chunk = n
-        if n >= parallel_min() and kernel.threads > 1:
-            chunk = -(-math.ceil(n / kernel.threads) // CHUNK_ALIGN) * CHUNK_ALIGN
-        args = [np.ascontiguousarray(a) for a in ins]
-        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
-        kernel.fn(n, chunk, *[a.ctypes.data for a in args], *[t.ctypes.data for t in targets])
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
-
-    def inline(args: list[str], dests: list[str], prefix: str) -> tuple[list[str], dict]:
-        """One line of the generated program: the extension function on the arrays
-        themselves, falling back to ``run`` (ctypes, contiguous copies) when it declines."""
-        slow = f"{prefix}run([{', '.join(args)}], [{', '.join(dests)}])"
-        if kernel.fn is None:  # a plan's kernels compile before its program is generated
-            backend.compile_pending()
-        if kernel.py is None:
-            return [slow], {f"{prefix}run": run}
-        line = f"{prefix}k({', '.join(args + dests)}) or {slow}"
-        return [line], {f"{prefix}run": run, f"{prefix}k": kernel.py}
-
-    run.cpu_kernel = kernel  # type: ignore[attr-defined]
-    run.inline = inline  # type: ignore[attr-defined]
-    return run
 
 
 FUSED.extra["prepare"]["cpu"] = _prepare_fused

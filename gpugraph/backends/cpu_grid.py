@@ -34,6 +34,9 @@ def prepare_fused_grid_reduce(node: Node, backend: CpuBackend) -> Runner:
     if rows == 0 and reduction.op != "sum":
         return _refused(node, backend, f"a {reduction.op} over 0 rows (NumPy raises)")
     refusal = _native_refusal(body)
+    if refusal is None and any(v.dtype.name == "bfloat16" for v in body.values()):
+        # the grid kernel's loads have no bfloat16 rules (it did not compile; elementwise do)
+        refusal = "cpu grid kernel: bfloat16 values are not rendered"
     if refusal is not None:
         return _refused(node, backend, refusal)
     try:

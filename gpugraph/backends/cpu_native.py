@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedError
+from ..ir import BFLOAT16
 
 # Below this many elements a group runs on the calling thread (GPUGRAPH_CPU_PARALLEL_MIN
 # overrides it). Measured on the shared 2-core box (docs/cpu-backend.md, "Threads"): an OpenMP
@@ -53,7 +54,10 @@ _NPY_TYPES = {
     "uint8": "NPY_UINT8",
     "uint16": "NPY_UINT16",
     "bool": "NPY_BOOL",
-}  # bfloat16 has no NumPy type number: its groups run on NumPy (cpu_backend._native_refusal)
+    # no fixed NumPy type number (ml_dtypes registers one when it is imported): checked against
+    # the number ``load`` gives the module
+    "bfloat16": "__gg_py::TYPE_BFLOAT16",
+}
 
 MODULE_HEADER = """\
 #define PY_SSIZE_T_CLEAN
@@ -67,6 +71,10 @@ struct Arg {
   npy_intp size;
   bool out;
 };
+// bfloat16's type number is ml_dtypes' registration in this process, set through
+// _gg_set_bfloat16 when the module is loaded; until then it matches no array (the ctypes path).
+static const int TYPE_BFLOAT16 = -2;
+static int bfloat16_type = -3;
 
 // Check each argument against the kernel's spec and call it; False (no call) on a mismatch.
 template <class... P>
@@ -83,7 +91,8 @@ PyObject* call(void (*kernel)(P...), PyObject* const* args, Py_ssize_t nargs, co
     PyArrayObject* a = (PyArrayObject*)args[j];
     const int need =
         NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | (spec[j].out ? NPY_ARRAY_WRITEABLE : 0);
-    if ((PyArray_FLAGS(a) & need) != need || PyArray_TYPE(a) != spec[j].type ||
+    const int type = spec[j].type == TYPE_BFLOAT16 ? bfloat16_type : spec[j].type;
+    if ((PyArray_FLAGS(a) & need) != need || PyArray_TYPE(a) != type ||
         !PyArray_ISNOTSWAPPED(a) || PyArray_SIZE(a) != spec[j].size)
       Py_RETURN_FALSE;
     ptrs[j] = PyArray_DATA(a);
@@ -111,8 +120,15 @@ static PyObject* gg_py_{name}(PyObject*, PyObject* const* args, Py_ssize_t nargs
 """
 METHOD = '  {{"{name}", (PyCFunction)(void (*)(void))gg_py_{name}, METH_FASTCALL, NULL}},\n'
 MODULE_FOOTER = """\
+static PyObject* gg_set_bfloat16(PyObject*, PyObject* num) {{
+  const long value = PyLong_AsLong(num);
+  if (value == -1 && PyErr_Occurred()) return NULL;
+  __gg_py::bfloat16_type = (int)value;
+  Py_RETURN_NONE;
+}}
 static PyMethodDef gg_methods[] = {{
-{methods}  {{NULL, NULL, 0, NULL}}}};
+{methods}  {{"_gg_set_bfloat16", gg_set_bfloat16, METH_O, NULL}},
+  {{NULL, NULL, 0, NULL}}}};
 static struct PyModuleDef gg_module = {{PyModuleDef_HEAD_INIT, "{module}", NULL, -1, gg_methods}};
 extern "C" PyMODINIT_FUNC PyInit_{module}(void) {{
   import_array();
@@ -197,5 +213,7 @@ def load(path: Path, lib: Any) -> ModuleType | None:
         assert spec is not None
         module = importlib.util.module_from_spec(spec)
         loader.exec_module(module)
+        if BFLOAT16 is not None and hasattr(module, "_gg_set_bfloat16"):
+            module._gg_set_bfloat16(BFLOAT16.num)
         _loaded[name] = module
     return module

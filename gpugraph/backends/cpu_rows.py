@@ -26,6 +26,9 @@ def prepare_fused_reduce(node: Node, backend: CpuBackend) -> Runner:
     body = node.attrs["body"]
     if space.cols == 0 and any(n.op == "max" for n in body.nodes):
         return _refused(node, backend, "a max over rows of 0 columns (NumPy raises)")
+    if any(v.dtype.name == "bfloat16" for v in body.values()):
+        # the row kernel's loads and stores have no bfloat16 rules (elementwise groups do)
+        return _refused(node, backend, "cpu row kernel: bfloat16 values are not rendered")
     try:
         rk = cpu_row_kernel(body, space)
     except UnsupportedError as exc:
