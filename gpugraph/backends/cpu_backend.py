@@ -45,7 +45,6 @@ from .base import Runner, register_backend
 from .cpu_native import PARALLEL_MIN_ENV, parallel_min  # noqa: F401  (tests set the env)
 from .cpu_runner import (  # noqa: F401  (re-exported: cpu_grid, cpu_rows, cpu_unfused, tests)
     CHUNK_ALIGN,
-    _float_to_int_cast,
     _native_refusal,
     _native_runner,
     _prepare_fused,

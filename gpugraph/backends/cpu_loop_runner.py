@@ -30,20 +30,9 @@ from . import blas
 from .cpu_backend import CpuBackend
 from .cpu_loop_blas import gemm
 from .cpu_native import parallel_min
+from .cpu_select import float_to_int_cast
 
 LOOPS_ENV = "GPUGRAPH_CPU_LOOPS"
-
-
-def _float_to_int_cast(body: Graph) -> str | None:
-    """A float -> int cast in a group's body (kept here, not imported from the backend module,
-    whose private helpers may move)."""
-    for n in body.nodes:
-        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
-            return (
-                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
-                "and out-of-range values, where NumPy's result is defined by its own loop)"
-            )
-    return None
 
 
 def _refusal(graph: Graph) -> str | None:
@@ -55,7 +44,7 @@ def _refusal(graph: Graph) -> str | None:
             if why:
                 return why
         if n.op in ("fused", "fused_reduce", "fused_grid_reduce"):
-            why = _float_to_int_cast(n.attrs["body"])
+            why = float_to_int_cast(n.attrs["body"])
             if why:
                 return why
     return None

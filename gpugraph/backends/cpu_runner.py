@@ -21,7 +21,7 @@ from ..ops.fused import _prepare_numpy
 from . import cpu_native
 from .base import Runner
 from .cpu_native import parallel_min
-from .cpu_select import policy_refusal
+from .cpu_select import float_to_int_cast, policy_refusal
 
 if TYPE_CHECKING:
     from .cpu_backend import CpuBackend
@@ -34,17 +34,7 @@ def _native_refusal(body: Graph) -> str | None:
     for v in body.values():
         if v.dtype.name not in cpu_native._NPY_TYPES:
             return f"dtype {v.dtype} (the extension entry point has no NumPy type for it)"
-    return _float_to_int_cast(body)
-
-
-def _float_to_int_cast(body: Graph) -> str | None:
-    for n in body.nodes:
-        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
-            return (
-                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
-                "and out-of-range values, where NumPy's result is defined by its own loop)"
-            )
-    return None
+    return float_to_int_cast(body)
 
 
 def _prepare_fused(node: Node, backend: CpuBackend) -> Runner:

@@ -151,3 +151,15 @@ def unfused_refusal(group: Node) -> str | None:
     if n >= UNFUSED_ARITH_MAX:
         return f"{n} elements: memory-bound, the ufunc's fixed cost no longer matters"
     return None
+
+
+def float_to_int_cast(body) -> str | None:
+    """Why a group body cannot run natively because of a float -> int cast (undefined in C for
+    NaN, inf and out-of-range values), or None. The fused-group runner and native loops ask."""
+    for n in body.nodes:
+        if n.op == "astype" and n.inputs[0].dtype.kind == "f" and n.output.dtype.kind in "iu":
+            return (
+                f"a {n.inputs[0].dtype} -> {n.output.dtype} cast (undefined in C for NaN, inf "
+                "and out-of-range values, where NumPy's result is defined by its own loop)"
+            )
+    return None
