@@ -13,6 +13,7 @@ import pytest
 import gpugraph as gg
 from gpugraph.errors import GpuGraphError
 from gpugraph.ops import conv_dispatch, conv_lower
+from tests.conv_helpers import no_im2col, torch_grads
 from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(5)
@@ -21,18 +22,7 @@ SPATIAL = {1: (9,), 2: (7, 6), 3: (4, 5, 4)}
 
 
 def _refuse(*a, **k):
-    raise AssertionError("the im2col lowering ran on a depthwise conv")
-
-
-def _no_im2col(monkeypatch):
-    monkeypatch.setattr(conv_lower.Im2col, "each_tile", _refuse)
-
-
-def _torch_grads(f, args, g):
-    ts = [torch.tensor(a, requires_grad=True) for a in args]
-    out = f(*ts)
-    out.backward(torch.tensor(g))
-    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+    raise AssertionError("the general conv lowering ran on a depthwise conv")
 
 
 @pytest.mark.parametrize(
@@ -62,9 +52,9 @@ def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, st,
         return tconv(F.pad(x, flat), w, None, st, 0, dil, c)
 
     g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
-    want, grads = _torch_grads(tf, [x, w], g)
+    want, grads = torch_grads(tf, [x, w], g)
     if mult == 1 and st == 1:
-        _no_im2col(monkeypatch)  # conv_transpose too is the direct path
+        no_im2col(monkeypatch, "a depthwise conv")  # conv_transpose too is the direct path
     else:  # the x gradient keeps the general path; conv and conv_weight must not
         monkeypatch.setattr(conv_lower, "conv_impl", _refuse)
         monkeypatch.setattr(conv_lower, "conv_weight_impl", _refuse)
@@ -89,7 +79,7 @@ def test_depthwise_conv_transpose_against_torch(stride, outpad, monkeypatch):
     w = RNG.standard_normal((c, 1, 3, 3))
     want = F.conv_transpose2d(torch.tensor(x), torch.tensor(w), None, stride, 1, outpad, c).numpy()
     if stride == 1:
-        _no_im2col(monkeypatch)
+        no_im2col(monkeypatch, "a depthwise conv")
     got = gg.conv_transpose(x, w, stride=stride, padding=1, output_padding=outpad, groups=c)
     np.testing.assert_allclose(got, want, **TOL)
 

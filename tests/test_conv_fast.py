@@ -11,28 +11,12 @@ import pytest
 
 import gpugraph as gg
 from gpugraph.ops import conv as conv_mod
-from gpugraph.ops import conv_lower
+from tests.conv_helpers import no_im2col, torch_grads
 from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(11)
 TOL = dict(rtol=1e-10, atol=1e-10)
 SPATIAL = {1: (7,), 2: (6, 5), 3: (3, 4, 5)}
-
-
-def _no_im2col(monkeypatch):
-    """Make any im2col call fail, so a passing test proves the fast path ran."""
-
-    def refuse(*a, **k):
-        raise AssertionError("im2col ran on a 1x1 unpadded conv")
-
-    monkeypatch.setattr(conv_lower.Im2col, "each_tile", refuse)
-
-
-def _torch_grads(f, args, g):
-    ts = [torch.tensor(a, requires_grad=True) for a in args]
-    out = f(*ts)
-    out.backward(torch.tensor(g))
-    return out.detach().numpy(), [t.grad.numpy() for t in ts]
 
 
 def _pointwise_case(d, stride, groups, dil):
@@ -44,7 +28,7 @@ def _pointwise_case(d, stride, groups, dil):
         return tconv(x, w, None, stride, 0, dil, groups)
 
     g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
-    want, grads = _torch_grads(tf, [x, w], g)
+    want, grads = torch_grads(tf, [x, w], g)
 
     def f(x, w):
         return gg.conv(x, w, stride=stride, dilation=dil, groups=groups)
@@ -58,7 +42,7 @@ def _pointwise_case(d, stride, groups, dil):
 
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_pointwise_conv_and_gradients_against_torch(d, monkeypatch):
-    _no_im2col(monkeypatch)
+    no_im2col(monkeypatch, "a 1x1 unpadded conv")
     for stride, groups, dil in itertools.product((1, 2, (2, 1, 3)[:d]), (1, 2), (1, 2)):
         _pointwise_case(d, stride, groups, dil)
 
@@ -67,7 +51,7 @@ def test_pointwise_conv_and_gradients_against_torch(d, monkeypatch):
     "stride, outpad, dil", [(1, 0, 1), (2, 0, 1), (2, 1, 1), (3, 2, 1), (1, 1, 2)]
 )
 def test_pointwise_conv_transpose_against_torch(stride, outpad, dil, monkeypatch):
-    _no_im2col(monkeypatch)
+    no_im2col(monkeypatch, "a 1x1 unpadded conv")
     x = RNG.standard_normal((2, 4, 5, 4))
     w = RNG.standard_normal((4, 3, 1, 1))
 
@@ -75,7 +59,7 @@ def test_pointwise_conv_transpose_against_torch(stride, outpad, dil, monkeypatch
         return F.conv_transpose2d(x, w, None, stride, 0, outpad, 1, dil)
 
     g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
-    want, grads = _torch_grads(tf, [x, w], g)
+    want, grads = torch_grads(tf, [x, w], g)
 
     def f(x, w):
         return gg.conv_transpose(x, w, stride=stride, output_padding=outpad, dilation=dil)
@@ -106,7 +90,7 @@ def test_grouped_strided_conv_at_small_batches(n):
     def tf(x, w):
         return F.conv2d(x, w, None, 2, 1, 1, 2)
 
-    want, grads = _torch_grads(tf, [x, w], g)
+    want, grads = torch_grads(tf, [x, w], g)
     f = lambda x, w: gg.conv(x, w, stride=2, padding=1, groups=2)  # noqa: E731
     np.testing.assert_allclose(f(x, w), want, **TOL)
     for a, e in zip(gg.jit(gg.grad(lambda x, w: gg.sum(f(x, w) * g), (0, 1)))(x, w), grads):
