@@ -94,6 +94,7 @@ class Compiled:
             self.backend_choice = default_backend()
             name = self.backend_choice.name
         self.backend = get_backend(name)
+        self._nd_native = self.backend.is_native(np.empty(0))  # NumPy arrays pass unconverted
         self.pass_log: list[PassRecord] = []
         check = options.verify
         if check:
@@ -149,7 +150,13 @@ class Compiled:
             )
         out = []
         b = self.backend
+        nd, nd_native = np.ndarray, self._nd_native
         for name, t, x in zip(self.arg_names, types, leaves):
+            # the common leaf first: a native NumPy array of the right shape and dtype passes
+            # as it is (any other leaf, or a mismatch, goes through the checks that name it)
+            if type(x) is nd and nd_native and x.shape == t.shape and x.dtype == t.dtype:
+                out.append(x)
+                continue
             if isinstance(x, (bool, int, float)) and t.weak:
                 out.append(self._scalar_arg(len(out), name, t, x))
                 continue

@@ -17,7 +17,7 @@ from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
 from .interop import as_array
 from .ir import SUPPORTED_DTYPES, Graph, TensorType, check_shape, freeze
-from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
+from .ops.core import _TYPE_CACHE, check_dtype, is_array, is_python_scalar, type_of
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .runtime import Compiled, Options
 from .tracer import Trace, Tracer
@@ -184,14 +184,16 @@ def _is_leaf_arg(x: Any) -> bool:
 
 
 def leaf_type(x: Any, name: str) -> TensorType:
+    if type(x) is np.ndarray:  # the common leaf: one TensorType per (shape, dtype), built once
+        t = _TYPE_CACHE.get((x.shape, x.dtype))
+        if t is not None:
+            return t
     if isinstance(x, ShapeDtype):
         return TensorType(x.shape, x.dtype)
     if isinstance(x, Tracer):
         return x.value.type
-    if is_python_scalar(x):
-        return TensorType((), scalar_default_dtype(x), weak=True)
-    if is_array(x):
-        return TensorType(x.shape, check_dtype(x.dtype, f"argument {name}"))
+    if is_python_scalar(x) or is_array(x):  # cached (and checked once) by ops.core.type_of
+        return type_of(x, f"argument {name}")
     raise GpuGraphError(f"argument {name}: {_not_a_leaf(x)}")
 
 
@@ -371,11 +373,15 @@ class JitFunction:
         dynamic, static, call = self._split(args, kwargs, static_idx)
         leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
         leaves = [as_array(x) for x in leaves]  # torch, JAX ... arrays: shared, not copied
-        names = self._names(args, static_idx, tree)
-        types = [leaf_type(x, n) for x, n in zip(leaves, names)]
+        try:  # the leaves' names only matter for an error or a new entry: built lazily
+            types = [leaf_type(x, "") for x in leaves]
+        except GpuGraphError:
+            names = self._names(args, static_idx, tree)
+            types = [leaf_type(x, n) for x, n in zip(leaves, names)]  # raises, naming it
         key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
         if compiled is None:
+            names = self._names(args, static_idx, tree)
             with gc_paused(), record_conversions(self.autograph) as notes:
                 graph, out_tree, _ = trace_flat(call, types, tree, names)
                 graph.meta["autograph"] = list(notes)

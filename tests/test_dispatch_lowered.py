@@ -106,3 +106,14 @@ def test_donated_lowered_calls_consume_their_argument():
         np.testing.assert_allclose(c(x), want, rtol=1e-6)
         with pytest.raises(gg.GpuGraphError):
             c(x)
+
+
+def test_full_path_errors_still_name_the_leaf_and_entries_are_shared():
+    """The full path (keywords) builds leaf names only for an error or a new entry."""
+    g = gg.jit(lambda p, x: p["w"] * x, backend="numpy")
+    p, x = {"w": f32(3)}, f32(3)
+    np.testing.assert_allclose(g(p=p, x=x), p["w"] * x, rtol=1e-6)
+    np.testing.assert_allclose(g(p=p, x=2 * x), p["w"] * 2 * x, rtol=1e-6)
+    assert g.cache_size == 1
+    with pytest.raises(gg.DTypeError, match=r"argument p\['w'\]: dtype complex64"):
+        g(p={"w": np.ones(3, np.complex64)}, x=x)
