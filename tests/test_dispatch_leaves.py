@@ -168,3 +168,25 @@ def test_static_arguments_are_part_of_the_fast_key():
         f(p, {1, 2}, x)  # an unhashable static: the full path raises as before
     with pytest.raises(gg.GpuGraphError, match="static_argnums names argument"):
         jit(fn, static_argnums=5)(p, 2, x)
+
+
+def test_feeding_sorted_dict_outputs_back_adds_one_fast_key_once(monkeypatch):
+    """Outputs come back with sorted keys: ``params = step(params)`` from an unsorted dict
+    makes a second fast key (the same compiled entry) on the first feedback, then no more."""
+    step = jit(lambda p: {k: v * 0.5 for k, v in p.items()})
+    p = {"w": f32(3), "b": f32(3)}  # insertion order is not sorted
+    want = {k: v.copy() for k, v in p.items()}
+    p = step(p)
+    assert list(p) == ["b", "w"]
+    p = step(p)
+    assert step.cache_size == 1 and len(step._fast) == 2
+
+    def full_path(*args, **kwargs):
+        raise AssertionError("a seen signature took the full call path")
+
+    monkeypatch.setattr(step, "_compiled_for", full_path)
+    for _ in range(3):
+        p = step(p)
+    assert step.cache_size == 1 and len(step._fast) == 2
+    for k in want:
+        np.testing.assert_allclose(p[k], want[k] * 0.5**5, rtol=1e-6)
