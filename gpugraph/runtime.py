@@ -17,7 +17,7 @@ from .ir import Graph, TensorType, verify
 from .memory import plan_memory, reorder_for_memory
 from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
-from .pytree import TreeDef, leaf_paths, unflatten
+from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .region_explain import explain_regions
 from .schedule import schedule
 
@@ -65,6 +65,18 @@ def _weak_int_ranges(graph: Graph) -> dict[int, tuple[int, int]]:
 
 # At most this many fast keys per Compiled (each is one checked call's tree and types).
 _FAST_KEYS_MAX = 16
+
+_FAST_FLATTEN: Callable[[Any], tuple[tuple, list] | None] | None = None
+
+
+def _load_fast_flatten() -> Callable[[Any], tuple[tuple, list] | None]:
+    """trace.fast_flatten, imported on the first call (trace imports this module)."""
+    global _FAST_FLATTEN
+    from .trace import fast_flatten
+
+    _FAST_FLATTEN = fast_flatten
+    return fast_flatten
+
 
 # Called with every Compiled once it is built (the test suite race-checks every plan).
 COMPILED_OBSERVERS: list[Callable[[Compiled], None]] = []
@@ -234,9 +246,7 @@ class Compiled:
         that were passed to the jitted function by keyword (keyword-only parameters).
         ``out``: output buffers (an array, or the output's tree of arrays) to write the results
         into; they are returned. Without it every call returns fresh arrays."""
-        from .pytree import flatten
-        from .trace import fast_flatten
-
+        fast_flatten = _FAST_FLATTEN or _load_fast_flatten()
         found = fast_flatten(args) if out is None and not kwargs else None
         if found is not None:  # a plain tree seen (and checked) before: no per-leaf checks
             if found is not None:
@@ -291,8 +301,6 @@ class Compiled:
         a single output may be given as the bare array)."""
         if out is None:
             return None
-        from .pytree import flatten
-
         leaves, tree = flatten(out, is_leaf=lambda x: hasattr(x, "shape"))
         if tree != self.out_tree:
             raise GpuGraphError(
