@@ -418,7 +418,7 @@ class JitFunction:
         """Call ``fn`` compiled for these arguments. ``out=`` (when ``fn`` has no parameter
         of that name): arrays to write the outputs into, in the output's structure; they are
         returned. Without it each call returns fresh arrays that stay valid."""
-        found = self._fast_probe(args) if not kwargs else None
+        found = self._fast_probe(args) if not kwargs else self._fast_probe_keywords(args, kwargs)
         if found is not None:  # the hot path: a signature seen before, plain trees of arrays
             hit = self._fast.get(found[0])
             if hit is not None:
@@ -461,6 +461,18 @@ class JitFunction:
         dyn = tuple(a for i, a in enumerate(args) if i not in static_idx)
         found = fast_flatten(dyn)
         return None if found is None else ((skey, found[0]), found[1], dyn)
+
+    def _fast_probe_keywords(self, args: tuple, kwargs: dict) -> tuple[tuple, list, tuple] | None:
+        """``_fast_probe`` of a call whose keywords all name positional parameters: bound to
+        positions, it is the positional call (``_compiled_for`` binds it so too), and shares
+        its fast key. Keyword-only parameters, ``out=`` and a binding error: the full path."""
+        if self._out_kw and "out" in kwargs:
+            return None
+        try:
+            bound, rest = self._bind(args, kwargs)
+        except (TypeError, GpuGraphError):
+            return None  # the full path raises it, after its own checks
+        return None if rest else self._fast_probe(bound)
 
     def _remember_fast(
         self, found: tuple[tuple, list, tuple], compiled: Compiled, leaves: list
