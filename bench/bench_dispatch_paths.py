@@ -3,8 +3,9 @@ arrays (the arithmetic is negligible; the time is dispatch):
 
 - ``jit(f)(x, y)``: the signature fast path;
 - ``jit(f).lower(x, y)(x, y)``: calling the lowered entry;
-- ``jit(f)(x=x, y=y)``: keywords take the full path (flatten, types, ``check_args``);
-- the full path with a dict of N float32[4] leaves passed by keyword, for the per-leaf cost.
+- ``jit(f)(x=x, y=y)``: keywords naming positional parameters (bound, then the fast path);
+- ``jit(f)(P(x, y))`` with P a NamedTuple: the full path (flatten, types, ``check_args``);
+- the full path with a NamedTuple of N float32[4] leaves, for its per-leaf cost.
 
 Interleaved rounds with jax.jit on the same NumPy arrays (bench/common.py); ratios are
 contender / gpugraph's fast path or, for the leaf rows, jax.jit / gpugraph.
@@ -16,6 +17,7 @@ writes bench/results/<name>-cpu-<date>.{md,json}
 from __future__ import annotations
 
 import argparse
+from collections import namedtuple
 
 import numpy as np
 from common import gg, interleaved, table, write
@@ -26,7 +28,11 @@ def two_op(x, y):
 
 
 def leafy(p, x):
-    return x * p["layer0000.w"] + p["layer0001.w"]
+    return x * p.l0000 + p.l0001
+
+
+def two_op_tuple(p):
+    return p.x * p.y + p.x
 
 
 def small() -> dict:
@@ -35,12 +41,18 @@ def small() -> dict:
     x, y = np.ones(8, np.float32), np.full(8, 2, np.float32)
     g = gg.jit(two_op, backend="numpy")
     c = g.lower(x, y)
+    t = gg.jit(two_op_tuple, backend="numpy")
+    pair = namedtuple("Pair", "x y")(x, y)
     j = jax.jit(two_op)
+    jt = jax.jit(two_op_tuple)
     return {
         "gpugraph jit (fast path)": lambda: g(x, y),
         "gpugraph lowered": lambda: c(x, y),
-        "gpugraph keywords (full path)": lambda: g(x=x, y=y),
+        "gpugraph keywords": lambda: g(x=x, y=y),
+        "gpugraph NamedTuple (full path)": lambda: t(pair),
         "jax.jit (NumPy args)": lambda: j(x, y).block_until_ready(),
+        "jax.jit keywords": lambda: j(x=x, y=y).block_until_ready(),
+        "jax.jit NamedTuple": lambda: jt(pair).block_until_ready(),
     }
 
 
@@ -48,13 +60,14 @@ def leaves(n: int) -> dict:
     import jax
 
     rng = np.random.default_rng(0)
-    p = {f"layer{i:04d}.w": rng.standard_normal(4).astype(np.float32) for i in range(n)}
+    fields = [f"l{i:04d}" for i in range(n)]
+    p = namedtuple("Params", fields)(*(rng.standard_normal(4).astype(np.float32) for _ in fields))
     x = rng.standard_normal(4).astype(np.float32)
     g = gg.jit(leafy, backend="numpy")
     j = jax.jit(leafy)
     return {
-        "gpugraph keywords (full path)": lambda: g(p=p, x=x),
-        "jax.jit keywords (NumPy leaves)": lambda: j(p=p, x=x).block_until_ready(),
+        "gpugraph NamedTuple (full path)": lambda: g(p, x),
+        "jax.jit NamedTuple (NumPy leaves)": lambda: j(p, x).block_until_ready(),
     }
 
 
@@ -76,7 +89,7 @@ def main() -> None:
         m = interleaved(leaves(n), a.rounds, max(1, a.inner // max(1, n // 50)))
         for k, t in m.items():
             per.setdefault(k, {})[n] = t
-            ratio = m["jax.jit keywords (NumPy leaves)"] / m["gpugraph keywords (full path)"]
+            ratio = m["jax.jit NamedTuple (NumPy leaves)"] / m["gpugraph NamedTuple (full path)"]
             rows.append({"case": f"{n} leaves", "contender": k, "us/call": t * 1e6})
         rows[-1]["ratio"] = ratio
     lo, hi = counts[0], counts[-1]
