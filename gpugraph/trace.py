@@ -372,7 +372,8 @@ class JitFunction:
         static_idx = self._static_positions(len(args))
         dynamic, static, call = self._split(args, kwargs, static_idx)
         leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
-        leaves = [as_array(x) for x in leaves]  # torch, JAX ... arrays: shared, not copied
+        nd = np.ndarray  # torch, JAX ... arrays: shared, not copied
+        leaves = [x if type(x) is nd else as_array(x) for x in leaves]
         try:  # the leaves' names only matter for an error or a new entry: built lazily
             types = [leaf_type(x, "") for x in leaves]
         except GpuGraphError:
