@@ -367,11 +367,18 @@ class JitFunction:
                 names.extend(leaf_paths(child, str(key)))
         return names
 
-    def _compiled_for(self, args: tuple, kwargs: dict) -> tuple[Compiled, list]:
+    def _compiled_for(
+        self, args: tuple, kwargs: dict, flat: tuple[list, TreeDef] | None = None
+    ) -> tuple[Compiled, list]:
+        """``flat``: ``flatten(args, is_leaf=_is_leaf_arg)`` when the caller has it and there
+        are no keywords and no static arguments (then it is the dynamic arguments' flattening)."""
         args, kwargs = self._bind(args, kwargs)
         static_idx = self._static_positions(len(args))
         dynamic, static, call = self._split(args, kwargs, static_idx)
-        leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
+        if flat is not None and not kwargs and not static_idx:
+            leaves, tree = flat
+        else:
+            leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
         nd = np.ndarray  # torch, JAX ... arrays: shared, not copied
         leaves = [x if type(x) is nd else as_array(x) for x in leaves]
         try:  # the leaves' names only matter for an error or a new entry: built lazily
@@ -427,7 +434,7 @@ class JitFunction:
                 leaves = found[1] if order is None else [found[1][i] for i in order]
                 return compiled.call_fast(leaves, scalars_at)
         out = kwargs.pop("out", None) if self._out_kw and "out" in kwargs else None
-        leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
+        leaves, whole = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
             if out is not None:
                 raise GpuGraphError("out= cannot be used inside a traced function")
@@ -439,7 +446,9 @@ class JitFunction:
                 f"data for compiling only: use {getattr(self.fn, '__name__', 'fn')}.lower(...) "
                 "with it, then call the result with arrays"
             )
-        compiled, dyn_leaves = self._compiled_for(args, kwargs)
+        # without keywords, (args, {}) flattens to args' leaves and tree: not flattened again
+        flat = None if kwargs else (leaves, whole.children[0])
+        compiled, dyn_leaves = self._compiled_for(args, kwargs, flat)
         if out is None and found is not None:
             self._remember_fast(found, compiled, dyn_leaves)
         results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
