@@ -248,13 +248,11 @@ class Compiled:
         into; they are returned. Without it every call returns fresh arrays."""
         fast_flatten = _FAST_FLATTEN or _load_fast_flatten()
         found = fast_flatten(args) if out is None and not kwargs else None
-        if found is not None:  # a plain tree seen (and checked) before: no per-leaf checks
-            if found is not None:
-                hit = self._fast.get(found[0])
-                if hit is not None:
-                    scalars_at, order = hit
-                    leaves = found[1] if order is None else [found[1][i] for i in order]
-                    return self.call_fast(leaves, scalars_at)
+        hit = None if found is None else self._fast.get(found[0])
+        if hit is not None:  # a plain tree seen (and checked) before: no per-leaf checks
+            scalars_at, order = hit
+            leaves = found[1] if order is None else [found[1][i] for i in order]
+            return self.call_fast(leaves, scalars_at)
         if not self.reserve_out and out is not None:  # fn's own parameter called out
             kwargs, out = {**kwargs, "out": out}, None
         leaves, _ = flatten(args + ((kwargs,) if kwargs else ()))
