@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class TreeDef:
@@ -28,10 +30,24 @@ class TreeDef:
 
 
 LEAF = TreeDef("leaf")
+_NDARRAY = np.ndarray
 
 
 def flatten(obj: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, TreeDef]:
     leaves: list = []
+    add = leaves.append
+
+    def kids(items: Any) -> tuple[TreeDef, ...]:
+        # an exact ndarray is a leaf whatever is_leaf says (no node type matches it): inline,
+        # without a call per leaf, as a model's parameter tree is mostly such leaves
+        out = []
+        for c in items:
+            if type(c) is _NDARRAY:
+                add(c)
+                out.append(LEAF)
+            else:
+                out.append(walk(c))
+        return tuple(out)
 
     def walk(o: Any) -> TreeDef:
         if is_leaf is not None and is_leaf(o):
@@ -40,18 +56,17 @@ def flatten(obj: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[lis
         if o is None:
             return TreeDef("none")
         if isinstance(o, tuple) and hasattr(o, "_fields"):
-            kids = tuple(walk(c) for c in o)
-            return TreeDef("namedtuple", kids, tuple(o._fields), type(o))
+            return TreeDef("namedtuple", kids(o), tuple(o._fields), type(o))
         if isinstance(o, tuple):
-            return TreeDef("tuple", tuple(walk(c) for c in o))
+            return TreeDef("tuple", kids(o))
         if _is_dataclass_node(o):
             keys = tuple(f.name for f in dataclasses.fields(o))
-            return TreeDef("dataclass", tuple(walk(getattr(o, k)) for k in keys), keys, type(o))
+            return TreeDef("dataclass", kids(getattr(o, k) for k in keys), keys, type(o))
         if isinstance(o, list):
-            return TreeDef("list", tuple(walk(c) for c in o))
+            return TreeDef("list", kids(o))
         if isinstance(o, dict):
             keys = tuple(sorted(o, key=repr))
-            return TreeDef("dict", tuple(walk(o[k]) for k in keys), keys)
+            return TreeDef("dict", kids(o[k] for k in keys), keys)
         leaves.append(o)
         return LEAF
 

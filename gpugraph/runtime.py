@@ -17,7 +17,7 @@ from .ir import Graph, TensorType, verify
 from .memory import plan_memory, reorder_for_memory
 from .ops.core import is_array, is_cupy
 from .passes.pipeline import PassRecord, lower_for_backend, optimize
-from .pytree import TreeDef, leaf_paths, unflatten
+from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .region_explain import explain_regions
 from .schedule import schedule
 
@@ -63,6 +63,21 @@ def _weak_int_ranges(graph: Graph) -> dict[int, tuple[int, int]]:
     return ranges
 
 
+# At most this many fast keys per Compiled (each is one checked call's tree and types).
+_FAST_KEYS_MAX = 16
+
+_FAST_FLATTEN: Callable[[Any], tuple[tuple, list] | None] | None = None
+
+
+def _load_fast_flatten() -> Callable[[Any], tuple[tuple, list] | None]:
+    """trace.fast_flatten, imported on the first call (trace imports this module)."""
+    global _FAST_FLATTEN
+    from .trace import fast_flatten
+
+    _FAST_FLATTEN = fast_flatten
+    return fast_flatten
+
+
 # Called with every Compiled once it is built (the test suite race-checks every plan).
 COMPILED_OBSERVERS: list[Callable[[Compiled], None]] = []
 
@@ -91,6 +106,7 @@ class Compiled:
             self.backend_choice = default_backend()
             name = self.backend_choice.name
         self.backend = get_backend(name)
+        self._nd_native = self.backend.is_native(np.empty(0))  # NumPy arrays pass unconverted
         self.pass_log: list[PassRecord] = []
         check = options.verify
         if check:
@@ -127,6 +143,8 @@ class Compiled:
         # input positions that take Python numbers (converted each call)
         self._scalars = [i for i, t in enumerate(self.input_types) if t.weak]
         self._pack = _packer(out_tree)
+        # fast key -> (NumPy scalar positions, insertion-to-leaf order) of calls checked once
+        self._fast: dict[tuple, tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
         self.reserve_out = True  # ``out=`` means output buffers (jit clears it if fn has out)
         for observe in COMPILED_OBSERVERS:
             observe(self)
@@ -144,7 +162,13 @@ class Compiled:
             )
         out = []
         b = self.backend
+        nd, nd_native = np.ndarray, self._nd_native
         for name, t, x in zip(self.arg_names, types, leaves):
+            # the common leaf first: a native NumPy array of the right shape and dtype passes
+            # as it is (any other leaf, or a mismatch, goes through the checks that name it)
+            if type(x) is nd and nd_native and x.shape == t.shape and x.dtype == t.dtype:
+                out.append(x)
+                continue
             if isinstance(x, (bool, int, float)) and t.weak:
                 out.append(self._scalar_arg(len(out), name, t, x))
                 continue
@@ -222,20 +246,59 @@ class Compiled:
         that were passed to the jitted function by keyword (keyword-only parameters).
         ``out``: output buffers (an array, or the output's tree of arrays) to write the results
         into; they are returned. Without it every call returns fresh arrays."""
-        from .pytree import flatten
-
+        fast_flatten = _FAST_FLATTEN or _load_fast_flatten()
+        found = fast_flatten(args) if out is None and not kwargs else None
+        hit = None if found is None else self._fast.get(found[0])
+        if hit is not None:  # a plain tree seen (and checked) before: no per-leaf checks
+            scalars_at, order = hit
+            leaves = found[1] if order is None else [found[1][i] for i in order]
+            return self.call_fast(leaves, scalars_at)
         if not self.reserve_out and out is not None:  # fn's own parameter called out
             kwargs, out = {**kwargs, "out": out}, None
         leaves, _ = flatten(args + ((kwargs,) if kwargs else ()))
+        if found is not None:
+            args_checked = self.check_args(leaves)  # raises as before on any mismatch
+            self._remember_fast(found, args, leaves, args_checked)
+            if _CONSUMED:
+                check_live(leaves, self.arg_names)
+            return self._pack(self._run(leaves, args_checked, None))
         return self._pack(self.call_flat(leaves, self.flatten_out(out)))
+
+    def _remember_fast(
+        self, found: tuple[tuple, list], args: tuple, leaves: list, checked: list
+    ) -> None:
+        """Enter a fast key whose call ``check_args`` just accepted: a later call with the same
+        key (the same tree, array shapes and dtypes, number types) skips the checks, as
+        ``JitFunction``'s cache hit does. Only where ``call_fast`` converts exactly what
+        ``check_args`` did: Python numbers at the weak inputs, NumPy scalars made 0-d arrays,
+        every other leaf passed through as it is (no backend conversion)."""
+        from .trace import _FAST_SCALARS, _NUMPY_SCALARS, leaf_order
+
+        if len(self._fast) >= _FAST_KEYS_MAX:
+            return  # a caller cycling through many orders or types: the checked path stays
+        order = leaf_order(args)
+        mine = found[1] if order is None else [found[1][i] for i in order]
+        if len(mine) != len(leaves) or any(a is not b for a, b in zip(mine, leaves)):
+            return
+        weak = set(self._scalars)
+        scalars_at = []
+        for i, (x, y) in enumerate(zip(leaves, checked)):
+            t = type(x)
+            if (t in _FAST_SCALARS) != (i in weak):
+                return  # e.g. a 0-d array for a weak input: call_fast would treat it as a number
+            if t in _NUMPY_SCALARS:
+                scalars_at.append(i)
+            elif i not in weak and y is not x:
+                return  # converted for the backend (e.g. NumPy to CuPy): the checked path does
+        if scalars_at and self.donated:
+            return  # a donated NumPy scalar is consumed as the caller's object: checked path
+        self._fast[found[0]] = (tuple(scalars_at), order)
 
     def flatten_out(self, out: Any) -> list[Any] | None:
         """``out=`` as a list of leaves in output order (it must have the output's structure;
         a single output may be given as the bare array)."""
         if out is None:
             return None
-        from .pytree import flatten
-
         leaves, tree = flatten(out, is_leaf=lambda x: hasattr(x, "shape"))
         if tree != self.out_tree:
             raise GpuGraphError(

@@ -17,7 +17,7 @@ from .autograph_ops import record as record_conversions
 from .errors import GpuGraphError, TraceError
 from .interop import as_array
 from .ir import SUPPORTED_DTYPES, Graph, TensorType, check_shape, freeze
-from .ops.core import check_dtype, is_array, is_python_scalar, scalar_default_dtype
+from .ops.core import _TYPE_CACHE, check_dtype, is_array, is_python_scalar, type_of
 from .pytree import TreeDef, flatten, leaf_paths, unflatten
 from .runtime import Compiled, Options
 from .tracer import Trace, Tracer
@@ -184,14 +184,16 @@ def _is_leaf_arg(x: Any) -> bool:
 
 
 def leaf_type(x: Any, name: str) -> TensorType:
+    if type(x) is np.ndarray:  # the common leaf: one TensorType per (shape, dtype), built once
+        t = _TYPE_CACHE.get((x.shape, x.dtype))
+        if t is not None:
+            return t
     if isinstance(x, ShapeDtype):
         return TensorType(x.shape, x.dtype)
     if isinstance(x, Tracer):
         return x.value.type
-    if is_python_scalar(x):
-        return TensorType((), scalar_default_dtype(x), weak=True)
-    if is_array(x):
-        return TensorType(x.shape, check_dtype(x.dtype, f"argument {name}"))
+    if is_python_scalar(x) or is_array(x):  # cached (and checked once) by ops.core.type_of
+        return type_of(x, f"argument {name}")
     raise GpuGraphError(f"argument {name}: {_not_a_leaf(x)}")
 
 
@@ -365,17 +367,29 @@ class JitFunction:
                 names.extend(leaf_paths(child, str(key)))
         return names
 
-    def _compiled_for(self, args: tuple, kwargs: dict) -> tuple[Compiled, list]:
+    def _compiled_for(
+        self, args: tuple, kwargs: dict, flat: tuple[list, TreeDef] | None = None
+    ) -> tuple[Compiled, list]:
+        """``flat``: ``flatten(args, is_leaf=_is_leaf_arg)`` when the caller has it and there
+        are no keywords and no static arguments (then it is the dynamic arguments' flattening)."""
         args, kwargs = self._bind(args, kwargs)
         static_idx = self._static_positions(len(args))
         dynamic, static, call = self._split(args, kwargs, static_idx)
-        leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
-        leaves = [as_array(x) for x in leaves]  # torch, JAX ... arrays: shared, not copied
-        names = self._names(args, static_idx, tree)
-        types = [leaf_type(x, n) for x, n in zip(leaves, names)]
+        if flat is not None and not kwargs and not static_idx:
+            leaves, tree = flat
+        else:
+            leaves, tree = flatten(tuple(dynamic), is_leaf=_is_leaf_arg)
+        nd = np.ndarray  # torch, JAX ... arrays: shared, not copied
+        leaves = [x if type(x) is nd else as_array(x) for x in leaves]
+        try:  # the leaves' names only matter for an error or a new entry: built lazily
+            types = [leaf_type(x, "") for x in leaves]
+        except GpuGraphError:
+            names = self._names(args, static_idx, tree)
+            types = [leaf_type(x, n) for x, n in zip(leaves, names)]  # raises, naming it
         key = (tree, tuple(types), static_key(static), self.options)
         compiled = self._cache.get(key)
         if compiled is None:
+            names = self._names(args, static_idx, tree)
             with gc_paused(), record_conversions(self.autograph) as notes:
                 graph, out_tree, _ = trace_flat(call, types, tree, names)
                 graph.meta["autograph"] = list(notes)
@@ -412,7 +426,7 @@ class JitFunction:
         """Call ``fn`` compiled for these arguments. ``out=`` (when ``fn`` has no parameter
         of that name): arrays to write the outputs into, in the output's structure; they are
         returned. Without it each call returns fresh arrays that stay valid."""
-        found = self._fast_probe(args) if not kwargs else None
+        found = self._fast_probe(args) if not kwargs else self._fast_probe_keywords(args, kwargs)
         if found is not None:  # the hot path: a signature seen before, plain trees of arrays
             hit = self._fast.get(found[0])
             if hit is not None:
@@ -420,7 +434,7 @@ class JitFunction:
                 leaves = found[1] if order is None else [found[1][i] for i in order]
                 return compiled.call_fast(leaves, scalars_at)
         out = kwargs.pop("out", None) if self._out_kw and "out" in kwargs else None
-        leaves, _ = flatten((args, kwargs), is_leaf=_is_leaf_arg)
+        leaves, whole = flatten((args, kwargs), is_leaf=_is_leaf_arg)
         if any(isinstance(x, Tracer) for x in leaves):
             if out is not None:
                 raise GpuGraphError("out= cannot be used inside a traced function")
@@ -432,7 +446,9 @@ class JitFunction:
                 f"data for compiling only: use {getattr(self.fn, '__name__', 'fn')}.lower(...) "
                 "with it, then call the result with arrays"
             )
-        compiled, dyn_leaves = self._compiled_for(args, kwargs)
+        # without keywords, (args, {}) flattens to args' leaves and tree: not flattened again
+        flat = None if kwargs else (leaves, whole.children[0])
+        compiled, dyn_leaves = self._compiled_for(args, kwargs, flat)
         if out is None and found is not None:
             self._remember_fast(found, compiled, dyn_leaves)
         results = compiled.call_flat(dyn_leaves, compiled.flatten_out(out))
@@ -455,6 +471,18 @@ class JitFunction:
         dyn = tuple(a for i, a in enumerate(args) if i not in static_idx)
         found = fast_flatten(dyn)
         return None if found is None else ((skey, found[0]), found[1], dyn)
+
+    def _fast_probe_keywords(self, args: tuple, kwargs: dict) -> tuple[tuple, list, tuple] | None:
+        """``_fast_probe`` of a call whose keywords all name positional parameters: bound to
+        positions, it is the positional call (``_compiled_for`` binds it so too), and shares
+        its fast key. Keyword-only parameters, ``out=`` and a binding error: the full path."""
+        if self._out_kw and "out" in kwargs:
+            return None
+        try:
+            bound, rest = self._bind(args, kwargs)
+        except (TypeError, GpuGraphError):
+            return None  # the full path raises it, after its own checks
+        return None if rest else self._fast_probe(bound)
 
     def _remember_fast(
         self, found: tuple[tuple, list, tuple], compiled: Compiled, leaves: list

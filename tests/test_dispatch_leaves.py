@@ -168,3 +168,58 @@ def test_static_arguments_are_part_of_the_fast_key():
         f(p, {1, 2}, x)  # an unhashable static: the full path raises as before
     with pytest.raises(gg.GpuGraphError, match="static_argnums names argument"):
         jit(fn, static_argnums=5)(p, 2, x)
+
+
+def test_feeding_sorted_dict_outputs_back_adds_one_fast_key_once(monkeypatch):
+    """Outputs come back with sorted keys: ``params = step(params)`` from an unsorted dict
+    makes a second fast key (the same compiled entry) on the first feedback, then no more."""
+    step = jit(lambda p: {k: v * 0.5 for k, v in p.items()})
+    p = {"w": f32(3), "b": f32(3)}  # insertion order is not sorted
+    want = {k: v.copy() for k, v in p.items()}
+    p = step(p)
+    assert list(p) == ["b", "w"]
+    p = step(p)
+    assert step.cache_size == 1 and len(step._fast) == 2
+
+    def full_path(*args, **kwargs):
+        raise AssertionError("a seen signature took the full call path")
+
+    monkeypatch.setattr(step, "_compiled_for", full_path)
+    for _ in range(3):
+        p = step(p)
+    assert step.cache_size == 1 and len(step._fast) == 2
+    for k in want:
+        np.testing.assert_allclose(p[k], want[k] * 0.5**5, rtol=1e-6)
+
+
+def test_keywords_naming_positional_parameters_share_the_positional_fast_key(monkeypatch):
+    f = jit(weighted)
+    p = {"a": f32(4), "b": f32(4), "c": [f32(4), f32(4)]}
+    x = f32(4)
+    f(p, x)
+
+    def full_path(*args, **kwargs):
+        raise AssertionError("a seen signature took the full call path")
+
+    monkeypatch.setattr(f, "_compiled_for", full_path)
+    np.testing.assert_allclose(f(p=p, x=x), weighted_ref(p, x), rtol=1e-6)
+    np.testing.assert_allclose(f(p, x=2 * x), weighted_ref(p, 2 * x), rtol=1e-6)
+    assert len(f._fast) == 1
+    monkeypatch.undo()
+    with pytest.raises(TypeError):  # a wrong keyword raises as Python does
+        f(p, y=x)
+    with pytest.raises(gg.ShapeError):
+        f.lower(p, x)(p, x=f32(5))
+    g = jit(lambda x, *, k: x * k)  # keyword-only: the full path, still correct
+    np.testing.assert_allclose(g(x, k=x), x * x, rtol=1e-6)
+    np.testing.assert_allclose(g(x, k=x), x * x, rtol=1e-6)
+    assert g.cache_size == 1
+
+
+def test_static_argname_by_keyword_is_in_the_fast_key():
+    f = jit(lambda x, n: x * n, static_argnames="n")
+    x = f32(3)
+    np.testing.assert_allclose(f(x, n=2), x * 2, rtol=1e-6)
+    np.testing.assert_allclose(f(x, n=3), x * 3, rtol=1e-6)
+    np.testing.assert_allclose(f(x=x, n=2), x * 2, rtol=1e-6)
+    assert f.cache_size == 2
