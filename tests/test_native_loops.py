@@ -41,15 +41,14 @@ def program(fn: Callable, *args, **jit) -> Callable:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_batch():
-    """Lower every registered program on the cpu backend with its compile deferred (``ready``
-    only compiles what plans registered), then compile them all at once: two libraries."""
+    """Lower every registered program on the cpu backend with its compile deferred
+    (``CpuBackend.deferred``), then compile them all at once: two libraries. The body plans of
+    native loops stay deferred (their own group): they compile only if a fallback runs."""
     backend = get_backend("cpu")
-    backend.ready = lambda executable: None  # an instance attribute over the method
-    try:
+    with backend.deferred() as group:
         for fn, args, jit in PROGRAMS:
             gg.jit(fn, backend="cpu", **jit).lower(*args)
-    finally:
-        del backend.ready
+    backend.release(group)
     backend.compile_pending(2)  # two concurrent compiler runs (CI has 2 cores)
 
 
@@ -535,3 +534,39 @@ def test_cond_and_switch_in_a_body_compile_with_the_loop():
     c = both(_conds, V, XS, KS)
     assert compiled_loops(c) == 1, c.explain()
     assert "cond" in str(c.graph), "the conds stayed regions"
+
+
+def _deferred_body(x, a):  # a body kernel no other test uses: its compile state is this test's
+    return gg.fori_loop(0, 9, lambda i, v: gg.sin(v * a) * 0.75 + 0.2, x)
+
+
+program(_deferred_body, V, np.float32(1.3))
+
+
+def test_the_fallback_compiles_the_body_kernels_when_it_first_runs():
+    args = (V, np.float32(1.3))
+    c = gg.jit(_deferred_body, backend="cpu").lower(*args)
+    (runner,) = [la.runner for la in c.executable.launches if getattr(la.runner, "plans", 0)]
+    body = runner.plans["body"].executable
+    kernels = [la.runner.cpu_kernel for la in body.launches if hasattr(la.runner, "cpu_kernel")]
+    assert compiled_loops(c) == 1 and kernels, c.explain()
+    native = c(*args)
+    assert all(k.fn is None for k in kernels)  # not compiled at lower(), nor by a native run
+    runner.native = None  # this runner now runs host-driven (as the race checker's copies)
+    host = c(*args)
+    assert all(k.fn is not None for k in kernels)  # compiled by the fallback's first run
+    want = gg.jit(_deferred_body, backend="numpy")(*args)
+    np.testing.assert_allclose(host, native, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(host, want, rtol=1e-6, atol=1e-6)
+
+
+def _grid_prod(v, xs):
+    return gg.scan(lambda h, x: (gg.tanh(h * 0.9 + x), gg.prod(h * 0.5 + 1.0, axis=0)), v, xs)
+
+
+program(_grid_prod, GRID_V, GRID_XS)
+
+
+def test_a_grid_prod_keeps_its_loop_host_driven_and_says_why():
+    text = gg.jit(_grid_prod, backend="cpu").lower(GRID_V, GRID_XS).explain()
+    assert "host-driven, not compiled: cpu grid kernel: a prod reduction" in text, text
