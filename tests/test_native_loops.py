@@ -570,3 +570,30 @@ program(_grid_prod, GRID_V, GRID_XS)
 def test_a_grid_prod_keeps_its_loop_host_driven_and_says_why():
     text = gg.jit(_grid_prod, backend="cpu").lower(GRID_V, GRID_XS).explain()
     assert "host-driven, not compiled: cpu grid kernel: a prod reduction" in text, text
+
+
+def _blocked_grids(v, xs):  # 600 rows: three of the grid templates' 256-row blocks
+    def step(h, x):
+        return h + 1.0, ((x * x + 0.5).sum(axis=0), (x - 0.25).sum(), gg.max(x * 2.0, axis=0))
+
+    return gg.scan(step, v, xs)
+
+
+# float64: the association shows in the last bits (float32 results round it away)
+BIG_XS = np.random.default_rng(5).standard_normal((2, 600, 5))
+BIG_XS[1, 300, 2] = np.nan
+V64 = V.astype(np.float64)
+program(_blocked_grids, V64, BIG_XS)
+
+
+def test_grid_reductions_in_a_loop_give_the_bits_of_the_fallbacks_grid_kernels():
+    # the loop renders cpu_grid's block templates: the same association (256-row blocks) and
+    # NaN tracking as the grid kernels the host-driven fallback runs (in-order accumulation
+    # differed in the last bits of these float64 sums)
+    c = both(_blocked_grids, V64, BIG_XS, rtol=1e-12, atol=1e-12)
+    assert compiled_loops(c) == 1 and "fused_grid_reduce x3" in c.explain(), c.explain()
+    native = gg.tree_leaves(c(V64, BIG_XS))
+    (runner,) = [la.runner for la in c.executable.launches if getattr(la.runner, "plans", 0)]
+    runner.native = None
+    for got, want in zip(native, gg.tree_leaves(c(V64, BIG_XS))):
+        np.testing.assert_array_equal(got, want)
