@@ -9,10 +9,11 @@ through the same arena and the same generated straight-line program (this class 
 
 Kernels are compiled in batches: ``prepare`` only registers a fused group; when the plan is
 built (``ready``, at ``lower()``) every kernel registered so far is compiled in one compiler run
-(one library), unless the cache already holds them. A float -> int cast is undefined behaviour
-in C for NaN, inf and out-of-range values, so a group containing one runs on NumPy
-(``explain()`` says so). So do groups the native path would make slower (``cpu_select``, which
-also has the probe ``backend="auto"`` runs).
+(one library), unless the cache already holds them; kernels registered inside ``deferred()``
+(a native loop's body plans, run only by its fallback) wait until released. A float -> int
+cast is undefined behaviour in C for NaN, inf and out-of-range values, so a group containing
+one runs on NumPy (``explain()`` says so). So do groups the native path would make slower
+(``cpu_select``, which also has the probe ``backend="auto"`` runs).
 
 Where the rest lives: the compiler, its flags, the prelude and the C entry point in
 ``cpu_toolchain.py`` (re-exported here); the precompiled prelude in ``cpu_pch.py``; the
