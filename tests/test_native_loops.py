@@ -41,15 +41,14 @@ def program(fn: Callable, *args, **jit) -> Callable:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_batch():
-    """Lower every registered program on the cpu backend with its compile deferred (``ready``
-    only compiles what plans registered), then compile them all at once: two libraries."""
+    """Lower every registered program on the cpu backend with its compile deferred
+    (``CpuBackend.deferred``), then compile them all at once: two libraries. The body plans of
+    native loops stay deferred (their own group): they compile only if a fallback runs."""
     backend = get_backend("cpu")
-    backend.ready = lambda executable: None  # an instance attribute over the method
-    try:
+    with backend.deferred() as group:
         for fn, args, jit in PROGRAMS:
             gg.jit(fn, backend="cpu", **jit).lower(*args)
-    finally:
-        del backend.ready
+    backend.release(group)
     backend.compile_pending(2)  # two concurrent compiler runs (CI has 2 cores)
 
 
@@ -535,3 +534,66 @@ def test_cond_and_switch_in_a_body_compile_with_the_loop():
     c = both(_conds, V, XS, KS)
     assert compiled_loops(c) == 1, c.explain()
     assert "cond" in str(c.graph), "the conds stayed regions"
+
+
+def _deferred_body(x, a):  # a body kernel no other test uses: its compile state is this test's
+    return gg.fori_loop(0, 9, lambda i, v: gg.sin(v * a) * 0.75 + 0.2, x)
+
+
+program(_deferred_body, V, np.float32(1.3))
+
+
+def test_the_fallback_compiles_the_body_kernels_when_it_first_runs():
+    args = (V, np.float32(1.3))
+    c = gg.jit(_deferred_body, backend="cpu").lower(*args)
+    (runner,) = [la.runner for la in c.executable.launches if getattr(la.runner, "plans", 0)]
+    body = runner.plans["body"].executable
+    kernels = [la.runner.cpu_kernel for la in body.launches if hasattr(la.runner, "cpu_kernel")]
+    assert compiled_loops(c) == 1 and kernels, c.explain()
+    native = c(*args)
+    assert all(k.fn is None for k in kernels)  # not compiled at lower(), nor by a native run
+    runner.native = None  # this runner now runs host-driven (as the race checker's copies)
+    host = c(*args)
+    assert all(k.fn is not None for k in kernels)  # compiled by the fallback's first run
+    want = gg.jit(_deferred_body, backend="numpy")(*args)
+    np.testing.assert_allclose(host, native, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(host, want, rtol=1e-6, atol=1e-6)
+
+
+def _grid_prod(v, xs):
+    return gg.scan(lambda h, x: (gg.tanh(h * 0.9 + x), gg.prod(h * 0.5 + 1.0, axis=0)), v, xs)
+
+
+program(_grid_prod, GRID_V, GRID_XS)
+
+
+def test_a_grid_prod_keeps_its_loop_host_driven_and_says_why():
+    text = gg.jit(_grid_prod, backend="cpu").lower(GRID_V, GRID_XS).explain()
+    assert "host-driven, not compiled: cpu grid kernel: a prod reduction" in text, text
+
+
+def _blocked_grids(v, xs):  # 600 rows: three of the grid templates' 256-row blocks
+    def step(h, x):
+        return h + 1.0, ((x * x + 0.5).sum(axis=0), (x - 0.25).sum(), gg.max(x * 2.0, axis=0))
+
+    return gg.scan(step, v, xs)
+
+
+# float64: the association shows in the last bits (float32 results round it away)
+BIG_XS = np.random.default_rng(5).standard_normal((2, 600, 5))
+BIG_XS[1, 300, 2] = np.nan
+V64 = V.astype(np.float64)
+program(_blocked_grids, V64, BIG_XS)
+
+
+def test_grid_reductions_in_a_loop_give_the_bits_of_the_fallbacks_grid_kernels():
+    # the loop renders cpu_grid's block templates: the same association (256-row blocks) and
+    # NaN tracking as the grid kernels the host-driven fallback runs (in-order accumulation
+    # differed in the last bits of these float64 sums)
+    c = both(_blocked_grids, V64, BIG_XS, rtol=1e-12, atol=1e-12)
+    assert compiled_loops(c) == 1 and "fused_grid_reduce x3" in c.explain(), c.explain()
+    native = gg.tree_leaves(c(V64, BIG_XS))
+    (runner,) = [la.runner for la in c.executable.launches if getattr(la.runner, "plans", 0)]
+    runner.native = None
+    for got, want in zip(native, gg.tree_leaves(c(V64, BIG_XS))):
+        np.testing.assert_array_equal(got, want)

@@ -9,10 +9,11 @@ through the same arena and the same generated straight-line program (this class 
 
 Kernels are compiled in batches: ``prepare`` only registers a fused group; when the plan is
 built (``ready``, at ``lower()``) every kernel registered so far is compiled in one compiler run
-(one library), unless the cache already holds them. A float -> int cast is undefined behaviour
-in C for NaN, inf and out-of-range values, so a group containing one runs on NumPy
-(``explain()`` says so). So do groups the native path would make slower (``cpu_select``, which
-also has the probe ``backend="auto"`` runs).
+(one library), unless the cache already holds them; kernels registered inside ``deferred()``
+(a native loop's body plans, run only by its fallback) wait until released. A float -> int
+cast is undefined behaviour in C for NaN, inf and out-of-range values, so a group containing
+one runs on NumPy (``explain()`` says so). So do groups the native path would make slower
+(``cpu_select``, which also has the probe ``backend="auto"`` runs).
 
 Where the rest lives: the compiler, its flags, the prelude and the C entry point in
 ``cpu_toolchain.py`` (re-exported here); the precompiled prelude in ``cpu_pch.py``; the
@@ -30,7 +31,9 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +197,7 @@ class CpuBackend(NumpyBackend):
         self._pending: dict[str, _Kernel] = {}
         self._kernels: dict[str, _Kernel] = {}
         self._lock = threading.Lock()
+        self._scopes = threading.local()  # per thread: the stack of open ``deferred()`` groups
 
     def prepare(self, node: Node) -> Runner:
         """This backend's hook for the op, else a one-op native kernel for an elementwise op
@@ -209,10 +213,38 @@ class CpuBackend(NumpyBackend):
         return hook(node, self) if hook is not None else self.generic_runner(node)
 
     def ready(self, executable: Any) -> None:
-        self.compile_pending()  # every kernel of the plan in one compiler run, at lower()
+        """Every kernel the plan registered, in one compiler run, at lower(); kernels
+        registered inside a ``deferred()`` scope are not among them."""
+        self.compile_pending()
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[_Kernel]]:
+        """Kernels first registered inside this scope (by plans lowered in it) are held in
+        the yielded group instead of the next batch: no ``ready()``/``compile_pending()``
+        compiles them until ``release(group)``. For plans that may never run (the body plans
+        of a native loop, run only by its host-driven fallback), and for compiling many plans
+        in one batch (lower them in the scope, release, ``compile_pending(jobs)``). An
+        executable whose ``cpu_deferred`` is a group releases it when its program is made."""
+        stack = self._scopes.__dict__.setdefault("stack", [])
+        group: list[_Kernel] = []
+        stack.append(group)
+        try:
+            yield group
+        finally:
+            stack.pop()
+
+    def release(self, group: list[_Kernel] | None) -> None:
+        """The group's uncompiled kernels join the next batch (``compile_pending``)."""
+        with self._lock:
+            for k in group or ():
+                if k.fn is None:
+                    self._pending[k.name] = k
 
     def program(self, executable: Any):
-        self.compile_pending()  # a plan built without ready() (e.g. the race checker's copies)
+        # a deferred plan's kernels compile when it first runs; a plan built without ready()
+        # (e.g. the race checker's copies) compiles its own here too
+        self.release(getattr(executable, "cpu_deferred", None))
+        self.compile_pending()
         return super().program(executable)
 
     def kernel(
@@ -227,11 +259,16 @@ class CpuBackend(NumpyBackend):
         its parameters' (dtype, element count, is output), it also gets the fast entry point
         (cpu_native); without, only the ctypes one. ``n``: its iteration space, where that is
         not its outputs' size."""
+        stack = getattr(self._scopes, "stack", None)
         with self._lock:  # a name is a hash of the source, which fixes the parameters
             k = self._kernels.get(name)
             if k is None:
-                k = _Kernel(source, name, nargs, args, n)
-                self._kernels[name] = self._pending[name] = k
+                k = self._kernels[name] = _Kernel(source, name, nargs, args, n)
+            if k.fn is None:  # new, or held by a deferred group: needed by this plan too
+                if stack:
+                    stack[-1].append(k)
+                else:
+                    self._pending[name] = k
             return k
 
     def compile_pending(self, jobs: int = 1) -> None:

@@ -112,8 +112,23 @@ class _Native:
     max_steps: int | None = None
     loc: str | None = None
 
-    def setup_native(self) -> None:
-        loop, self.native_note = native_loop(self.node)
+    def build(self, node: Node, backend: CpuBackend, host_init: Any) -> None:
+        """``host_init`` (the host runner's __init__, which compiles the body plans), then the
+        native function. The body plans of a native loop run only in its host-driven fallback:
+        their kernels are deferred (``CpuBackend.deferred``) and compile when a body plan's
+        program is first made, not at ``lower()``."""
+        loop, self.native_note = native_loop(node)
+        self.deferred: list | None = None
+        if loop is None:
+            host_init(self, node, backend)
+        else:
+            with backend.deferred() as self.deferred:
+                host_init(self, node, backend)
+            for plan in self.plans.values():
+                plan.executable.cpu_deferred = self.deferred
+        self.setup_native(loop)
+
+    def setup_native(self, loop: NativeLoop | None) -> None:
         self.native: Any = None
         self.gemm_policy: Any = None
         if loop is None:
@@ -172,14 +187,12 @@ class _Native:
 
 class NativeScanRunner(_Native, ScanRunner):
     def __init__(self, node: Node, backend: CpuBackend) -> None:
-        super().__init__(node, backend)
-        self.setup_native()
+        self.build(node, backend, ScanRunner.__init__)
 
 
 class NativeWhileRunner(_Native, WhileRunner):
     def __init__(self, node: Node, backend: CpuBackend) -> None:
-        super().__init__(node, backend)
-        self.setup_native()
+        self.build(node, backend, WhileRunner.__init__)
 
 
 def _install() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Graph
-from .cpu_grid import native_form_refusal
+from .cpu_grid import BLOCK_ROWS, COLUMNS_BLOCK, ONE_COLUMN_BLOCK, TABLES, native_form_refusal
 from .cuda import _body_lines, c_type, compute_type, op_template
 from .loop_native_ops import DTYPES, HELPER_NAME, Emitter
 
@@ -64,55 +64,32 @@ def sum_rows(node, em: Emitter) -> str:
     return em.helper(text, None)
 
 
-# fused_grid_reduce: rows r (the reduced leading axes, merged) x columns c (the kept axes,
-# merged); each element's prologue is computed where it is read, the rows are folded in order
-# into one accumulator per column (double for sums, as the row kernels do; max propagates NaN
-# as np.maximum does), then the epilogue runs per column
-GRID_REDUCE = """\
+# fused_grid_reduce: rows (the reduced leading axes, merged) x columns (the kept axes, merged).
+# The row blocks are cpu_grid's own templates (COLUMNS_BLOCK, ONE_COLUMN_BLOCK, its per-op
+# init/combine/merge TABLES): the same association (a partial per column and block of
+# BLOCK_ROWS rows, added to the column's total; double for sums), the same NaN tracking for
+# max/min, so a grid reduction in a native loop gives the bits the host-driven fallback's grid
+# kernel gives. Only this frame is the loop's: one call covers every column (no thread range),
+# the accumulators are on the stack, inputs are read full-size, one element, or a row of the
+# trailing axes (``_source``) through the loop's prologue lines, and the epilogue writes o[c].
+GRID_FRAME = """\
 {helpers}static void {name}({params}) {{
-{hoisted}  {at} acc[{post}];
-  for (long long c = 0; c < {post}LL; ++c) acc[c] = {init};
-  for (long long r = 0; r < {red}LL; ++r) {{
-    for (long long c = 0; c < {post}LL; ++c) {{
-      const long long i = r * {post}LL + c;
-      {rt} t;
-      {{
-{prologue}      }}
-      {combine}
-    }}
+{hoisted}  const long long rows = {red}LL, cols = {post}LL, lo = 0, hi = cols, width = cols;
+  (void)hi;
+  (void)width;
+  {at} total[{slots}], part[{slots}];
+  unsigned char nan[{slots}] = {{0}};
+  (void)part;
+  for (long long c = 0; c < cols; ++c) total[c] = {init};
+  for (long long r0 = 0; r0 < rows; r0 += {block}LL) {{
+    const long long r1 = r0 + {block}LL < rows ? r0 + {block}LL : rows;
+{block_body}
   }}
-  for (long long c = 0; c < {post}LL; ++c) {{
-    const {rt} x = ({rt})acc[c];
+  for (long long c = 0; c < cols; ++c) {{
+    const {rt} x = nan[c] ? ({rt})NAN : ({rt})total[c];
 {epilogue}  }}
 }}
 """
-# a full sum (one column): one double accumulator whose lanes GCC vectorizes (an OpenMP simd
-# reduction, a fixed order, as the row kernels' sums); a sequential add chain ran about 3x
-# slower (cpu backend's grid kernels, bench/results cpu-grid)
-GRID_FULL_SUM = """\
-{helpers}static void {name}({params}) {{
-{hoisted}  double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-  for (long long i = 0; i < {red}LL; ++i) {{
-    {rt} t;
-    {{
-{prologue}    }}
-    acc += (double)t;
-  }}
-  {{
-    const long long c = 0;
-    const {rt} x = ({rt})acc;
-{epilogue}  }}
-}}
-"""
-COMBINE = {
-    "sum": ("double", "0.0", "acc[c] += (double)t;"),
-    # a NaN kept stays (acc != acc); a NaN read is taken (t <= acc is false)
-    "max": (None, None, "acc[c] = (acc[c] != acc[c] || t <= acc[c]) ? acc[c] : t;"),
-    "min": (None, None, "acc[c] = (acc[c] != acc[c] || t >= acc[c]) ? acc[c] : t;"),
-}
-# the identity of max and min, when the accumulator type is the compute type
-INIT = {"max": "-({rt})__builtin_inf()", "min": "({rt})__builtin_inf()"}
 
 
 def _source(v, size: int, full: tuple[int, ...], j: int) -> str:
@@ -127,6 +104,12 @@ def _source(v, size: int, full: tuple[int, ...], j: int) -> str:
     raise UnsupportedError(f"grid reduction input {v.type} read against {full}")
 
 
+def _element(lines: list[str], rt: str, pad: str) -> str:
+    """The prologue of one element (index i) computed into ``t``, in its own scope."""
+    inner = "".join(f"{pad}  {ln}\n" for ln in lines)
+    return f"{pad}{rt} t;\n{pad}{{\n{inner}{pad}}}\n"
+
+
 def grid_reduce(node, em: Emitter) -> str:
     body: Graph = node.attrs["body"]
     # one sum/max/min over leading axes; several reductions in one pass (a layer norm's dw and
@@ -134,7 +117,7 @@ def grid_reduce(node, em: Emitter) -> str:
     why = native_form_refusal(body, int(node.attrs.get("start", 0)))
     if why is not None:
         raise UnsupportedError(why)
-    split = next(i for i, n in enumerate(body.nodes) if n.op in COMBINE) + 1
+    split = next(i for i, n in enumerate(body.nodes) if n.op in TABLES) + 1
     seed = body.nodes[split - 1]
     x, k = seed.inputs[0], int(node.attrs["axes"])
     full = tuple(x.shape)
@@ -157,22 +140,34 @@ def grid_reduce(node, em: Emitter) -> str:
     params.append("void* q0")
     hoisted.append(f"  {c_type(out.dtype)}* __restrict o = ({c_type(out.dtype)}*)q0;\n")
     sources = [_source(v, x.type.size, full, j) for j, v in enumerate(body.inputs)]
+    members = [n for n in body.nodes if n.op not in ("constant", *TABLES)]
     rt = compute_type(x.dtype)
-    at, init, combine = COMBINE[seed.op]
-    members = [n for n in body.nodes if n.op not in ("constant", *COMBINE)]
-    template = GRID_FULL_SUM if seed.op == "sum" and post == 1 else GRID_REDUCE
-    text = template.format(
+    table, ct = TABLES[seed.op], c_type(x.dtype)
+    lines = _body_lines(pro, sources, lambda j: "t")
+    if post == 1:  # a full reduction: one simd reduction per block
+        block_body = ONE_COLUMN_BLOCK[seed.op].format(
+            prologue=_element(lines, rt, "      "), x="t", ct=ct
+        )
+    else:
+        block_body = COLUMNS_BLOCK.format(
+            init=table["init"].format(ct=ct),
+            prologue=_element(lines, rt, "        "),
+            combine=table["combine"].format(x="t", ct=ct),
+            merge=table["merge"],
+        )
+    text = GRID_FRAME.format(
         helpers="".join(sorted({op_template(m)[1] for m in members})),
         name=HELPER_NAME,
         params=", ".join(params),
         hoisted="".join(hoisted),
-        at=at or rt,
+        at="double" if seed.op == "sum" else ct,
+        slots=max(post, 1),
         post=post,
-        init=init or INIT[seed.op].format(rt=rt),
+        init=table["init"].format(ct=ct),
         red=red,
+        block=BLOCK_ROWS,
+        block_body=block_body,
         rt=rt,
-        prologue="".join(f"    {ln}\n" for ln in _body_lines(pro, sources, lambda j: "t")),
-        combine=combine,
-        epilogue="".join(f"{ln}\n" for ln in _body_lines(epi, ["x"], lambda j: "o[c]")),
+        epilogue="".join(f"    {ln}\n" for ln in _body_lines(epi, ["x"], lambda j: "o[c]")),
     )
     return em.helper(text, None)
