@@ -5,8 +5,7 @@
   ``max_pool(x, x)``. It is linear in h, and its adjoint ``max_pool_grad(x, g)`` adds each g
   into the window position that won; each is the other's derivative in h, and x only selects
   (piecewise constant), so gradients of any order are graph.
-* ``avg_pool`` is a depthwise ``conv`` with a ones kernel divided by the window counts, so it
-  inherits conv's lowering and derivatives.
+* ``avg_pool`` (ops/pool_avg.py) is a direct windowed sum divided by the window counts.
 * Global pooling is a mean or max over the spatial axes.
 """
 
@@ -21,16 +20,14 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
-from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
-from .conv import conv as _conv
+from .conv import as_tuple, norm_padding, out_spatial, windows
 from .conv_lower import Layout, _finish, _target, pad_into, padded_elems, pads
 from .core import bind, type_of
-from .elementwise import divide, scalar_like
-from .half import accumulate_in_float32
+from .pool_avg import avg_pool as avg_pool  # re-exported: ops/__init__ reads it here
+from .pool_avg import real_box
 from .reduce import max as _max
 from .reduce import mean
 from .registry import OpDef, register
-from .shape import reshape
 
 
 def _fill(dtype: np.dtype):
@@ -103,17 +100,6 @@ def _select_impl(xp, x, h, window, stride, pad, out=None, scratch=None):
     return _finish(out, xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0])
 
 
-def _real_box(kk, stride, pad, spatial, ys):
-    """Per spatial dim, the output positions whose window offset ``kk`` falls on a real (not
-    padded) element: a range, so the positions are a box."""
-    box = []
-    for k, st, (lo, _), s, y in zip(kk, stride, pad, spatial, ys):
-        a = max(0, -((k - lo) // st))  # ceil((lo - k) / st)
-        b = min(y, (lo + s - 1 - k) // st + 1)
-        box.append((a, b))
-    return box
-
-
 def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
     lay = Layout()
     n = math.prod(g_shape)
@@ -145,7 +131,7 @@ def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
     floats = x.dtype.kind == "f"
     steps = []  # (flat offset, output box, the x elements that offset reads there)
     for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
-        box = _real_box(kk, stride, pad, spatial, ys)
+        box = real_box(kk, stride, pad, spatial, ys)
         if any(a >= b for a, b in box):
             continue
         at = (slice(None),) * 2 + tuple(slice(a, b) for a, b in box)
@@ -254,36 +240,6 @@ def max_pool(
     max). The gradient goes to the first maximal element of each window, as torch."""
     window, stride, pad = _geometry("max_pool", x, window, stride, padding)
     return bind("max_pool", x, x, window=window, stride=stride, pad=pad)
-
-
-@accumulate_in_float32
-def avg_pool(
-    x: Any,
-    window: int | Sequence[int],
-    stride: int | Sequence[int] | None = None,
-    padding: Any = 0,
-    count_include_pad: bool = True,
-) -> Any:
-    """Average pooling of ``x[N, C, *S]``; with ``count_include_pad=False`` padded positions
-    are left out of each window's count (torch's flag)."""
-    from .core import to_float
-
-    x = to_float(x)
-    window, stride, pad = _geometry("avg_pool", x, window, stride, padding)
-    t = type_of(x)
-    n, c, spatial = t.shape[0], t.shape[1], t.shape[2:]
-    ones = np.ones((1, 1, *window), t.dtype)
-    flat = reshape(x, (n * c, 1, *spatial))
-    summed = _conv(flat, ones, stride=stride, padding=pad)
-    ys = type_of(summed).shape[2:]
-    if count_include_pad:
-        count: Any = scalar_like(math.prod(window), x)
-    else:  # static shapes: the counts are a constant computed once, at trace time
-        count = _conv_impl(
-            np, np.ones((1, 1, *spatial), t.dtype), ones, stride, pad, (1,) * len(ys), 1
-        )
-        count = count.reshape(ys)
-    return reshape(divide(summed, count), (n, c, *ys))
 
 
 def global_avg_pool(x: Any) -> Any:
