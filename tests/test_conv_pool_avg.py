@@ -63,15 +63,17 @@ def test_avg_pool_and_gradient_against_torch(d, k, st, pad, include, direct_only
         np.testing.assert_allclose(got, gx, **TOL)
 
 
-def test_avg_pool_uneven_padding_counts_the_zeros(direct_only):
-    """Asymmetric padding (torch has none): count_include_pad=True is a pool of the
-    zero-padded input."""
+@pytest.mark.parametrize("st", [1, 2])
+@pytest.mark.parametrize("pad", [((0, 2), (1, 0)), ((1, 0), (2, 1))])
+def test_avg_pool_uneven_padding_counts_the_zeros(st, pad, direct_only):
+    """Asymmetric padding (torch has none): count_include_pad=True
+    is a pool of the zero-padded input, on both the flat-run (stride 1) and the box path."""
     x = RNG.standard_normal((1, 2, 7, 6))
-    pad = ((0, 2), (1, 0))
-    tf = lambda x: F.avg_pool2d(F.pad(x, (1, 0, 0, 2)), 3, 2)  # noqa: E731
+    flat = [v for lo_hi in reversed(pad) for v in lo_hi]
+    tf = lambda x: F.avg_pool2d(F.pad(x, flat), 3, st)  # noqa: E731
     g = RNG.standard_normal(tf(torch.tensor(x)).shape)
     want, (gx,) = torch_grads(tf, [x], g)
-    f = lambda x: gg.avg_pool(x, 3, 2, pad)  # noqa: E731
+    f = lambda x: gg.avg_pool(x, 3, st, pad)  # noqa: E731
     np.testing.assert_allclose(f(x), want, **TOL)
     np.testing.assert_allclose(gg.grad(lambda x: gg.sum(f(x) * g))(x), gx, **TOL)
 
@@ -111,3 +113,29 @@ def test_avg_pool_impls_write_into_out_contiguous_or_not():
         for out in (np.full_like(want, np.nan), np.full(want.shape[::-1], np.nan).T):
             assert impl(np, arg, **geom, **extra, out=out) is out
             np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("pad", [((1, 1), (1, 0)), ((0, 0), (0, 0))])
+def test_avg_pool_runs_in_exactly_its_planned_scratch(pad):
+    """The stride-1 path's scratch_bytes is what it uses: it runs in exactly that range
+    (NaN-filled, so reads of unwritten scratch would show), and a shorter one is an error."""
+    from gpugraph.errors import GpuGraphError
+    from gpugraph.ops import pool_avg
+    from gpugraph.ops.registry import get_op
+
+    x = RNG.standard_normal((2, 3, 7, 6))
+    geom = dict(window=(3, 2), stride=(1, 1), pad=pad)
+    y = get_op("avg_pool_sum").impl(np, x, **geom)
+    lay = pool_avg._layout(x.shape, (1, 1), pad, x.dtype)
+    assert lay.nbytes > 0
+    for name, arg, extra in (
+        ("avg_pool_sum", x, {}),
+        ("avg_pool_sum_grad", y, {"x_shape": x.shape}),
+    ):
+        impl = get_op(name).impl
+        want = impl(np, arg, **geom, **extra)
+        planned = np.full(lay.nbytes // 8, np.nan).view(np.uint8)
+        got = impl(np, arg, **geom, **extra, scratch=planned)
+        np.testing.assert_array_equal(got, want)
+        with pytest.raises(GpuGraphError):
+            impl(np, arg, **geom, **extra, scratch=planned[: lay.nbytes - 8])

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
 from .conv import out_spatial
-from .conv_lower import _finish, _target
+from .conv_lower import Layout, _finish, _target, pad_into, pads
 from .core import bind, type_of
 from .elementwise import divide, scalar_like
 from .half import accumulate_in_float32
@@ -62,17 +62,104 @@ def _sum_shape(x_shape, window, stride, pad) -> tuple[int, ...]:
     return tuple(x_shape[:2]) + ys
 
 
-def _sum_impl(xp, x, window, stride, pad, out=None):
+def _flat(stride) -> bool:
+    """Stride 1 everywhere: the separable flat-run sums (every position is an output, so
+    nothing they compute is wasted); else the per-offset box adds."""
+    return all(s == 1 for s in stride)
+
+
+def _padded(x_shape, pad) -> tuple[int, ...]:
+    return tuple(x_shape[:2]) + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pad))
+
+
+def _layout(x_shape, stride, pad, dtype) -> Layout:
+    """Two ping-pong buffers of the padded input's size (flat path only)."""
+    lay = Layout()
+    if _flat(stride):
+        n = math.prod(_padded(x_shape, pad))
+        lay.add("a", (n,), dtype)
+        lay.add("b", (n,), dtype)
+    return lay
+
+
+def _runs(padded, window):
+    """Per summed dim, last first: (flat step, window, elements in, elements out)."""
+    steps, n = [], math.prod(padded)
+    for d in reversed(range(len(window))):
+        k, sf = window[d], math.prod(padded[3 + d :])
+        if k > 1:
+            steps.append((sf, k, n, n - (k - 1) * sf))
+            n -= (k - 1) * sf
+    return steps
+
+
+def _sum_flat(xp, x, window, pad, y, buf):
+    """Window sums along one dim at a time over the zero-padded input, each a few adds of long
+    contiguous shifted runs of the flat buffer (a run that crosses a row end only feeds
+    positions that are never outputs)."""
+    padded = _padded(x.shape, pad)
+    src, dst = buf["a"], buf["b"]
+    p = pad_into(x, pad, src, 0)
+    if not pads(pad):  # x itself (or a crop of it): copied, since the runs need it flat
+        src[: math.prod(padded)].reshape(padded)[...] = p
+    for sf, k, _, n in _runs(padded, window):
+        xp.add(src[:n], src[sf : sf + n], out=dst[:n])
+        for j in range(2, k):
+            dst[:n] += src[j * sf : j * sf + n]
+        src, dst = dst, src
+    full = src[: math.prod(padded)].reshape(padded)
+    y[...] = full[(slice(None),) * 2 + tuple(slice(0, n) for n in y.shape[2:])]
+    return y
+
+
+def _sum_grad_flat(xp, g, window, pad, y, buf):
+    """The adjoint of ``_sum_flat``: g placed into a zeroed padded buffer, each dim's shifted
+    adds run backwards (in reverse dim order), then the padding cropped off."""
+    padded = _padded(y.shape, pad)
+    src, dst = buf["a"], buf["b"]
+    src[: math.prod(padded)] = 0
+    full = src[: math.prod(padded)].reshape(padded)
+    full[(slice(None),) * 2 + tuple(slice(0, n) for n in g.shape[2:])] = g
+    for sf, k, n_in, n in reversed(_runs(padded, window)):
+        dst[:n] = src[:n]
+        dst[n:n_in] = 0
+        for j in range(1, k):
+            dst[j * sf : j * sf + n] += src[:n]
+        src, dst = dst, src
+    full = src[: math.prod(padded)].reshape(padded)
+    real = tuple(s + min(hi, 0) for s, (_, hi) in zip(y.shape[2:], pad))
+    if real != y.shape[2:]:  # a negative high padding cropped x: those elements get 0
+        y[...] = 0
+    at = tuple(slice(0, s) for s in real)
+    y[(slice(None),) * 2 + at] = full[
+        (slice(None),) * 2 + tuple(slice(lo, lo + s) for (lo, _), s in zip(pad, real))
+    ]
+    return y
+
+
+def _scratch(node) -> int:
+    a = node.attrs
+    x_shape = a["x_shape"] if "x_shape" in a else node.inputs[0].type.shape
+    return _layout(x_shape, a["stride"], a["pad"], node.inputs[0].type.dtype).nbytes
+
+
+def _sum_impl(xp, x, window, stride, pad, out=None, scratch=None):
     ys = _sum_shape(x.shape, window, stride, pad)
     y = _target(xp, out, ys, x.dtype)
+    if _flat(stride):
+        buf = _layout(x.shape, stride, pad, x.dtype).views(xp, scratch)
+        return _finish(out, _sum_flat(xp, x, window, pad, y, buf))
     y[...] = 0
     for at, src in window_steps(window, stride, pad, x.shape[2:], ys[2:]):
         y[at] += x[src]
     return _finish(out, y)
 
 
-def _sum_grad_impl(xp, g, window, stride, pad, x_shape, out=None):
+def _sum_grad_impl(xp, g, window, stride, pad, x_shape, out=None, scratch=None):
     y = _target(xp, out, tuple(x_shape), g.dtype)
+    if _flat(stride):
+        buf = _layout(x_shape, stride, pad, g.dtype).views(xp, scratch)
+        return _finish(out, _sum_grad_flat(xp, g, window, pad, y, buf))
     y[...] = 0
     for at, src in window_steps(window, stride, pad, x_shape[2:], g.shape[2:]):
         y[src] += g[at]
@@ -108,6 +195,7 @@ register(
         ],
         jvp=lambda ts, outs, x, **a: [None if ts[0] is None else bind("avg_pool_sum", ts[0], **a)],
         out_kw=True,
+        extra={"scratch_bytes": _scratch, "scratch_kw": True},
     )
 )
 register(
@@ -121,6 +209,7 @@ register(
             None if ts[0] is None else bind("avg_pool_sum_grad", ts[0], **a)
         ],
         out_kw=True,
+        extra={"scratch_bytes": _scratch, "scratch_kw": True},
     )
 )
 
