@@ -63,11 +63,11 @@ def test_avg_pool_and_gradient_against_torch(d, k, st, pad, include, direct_only
         np.testing.assert_allclose(got, gx, **TOL)
 
 
-@pytest.mark.parametrize("st", [1, 2])
-@pytest.mark.parametrize("pad", [((0, 2), (1, 0)), ((1, 0), (2, 1))])
+@pytest.mark.parametrize("st", [1, 3])
+@pytest.mark.parametrize("pad", [((0, 2), (1, 0)), ((1, 0), (1, 1))])
 def test_avg_pool_uneven_padding_counts_the_zeros(st, pad, direct_only):
-    """Asymmetric padding (torch has none): count_include_pad=True
-    is a pool of the zero-padded input, on both the flat-run (stride 1) and the box path."""
+    """Asymmetric padding (torch has none): count_include_pad=True is a pool of the zero-padded
+    input, on both the flat-run (overlapping windows) and the box path (stride = window)."""
     x = RNG.standard_normal((1, 2, 7, 6))
     flat = [v for lo_hi in reversed(pad) for v in lo_hi]
     tf = lambda x: F.avg_pool2d(F.pad(x, flat), 3, st)  # noqa: E731
@@ -117,7 +117,7 @@ def test_avg_pool_impls_write_into_out_contiguous_or_not():
 
 @pytest.mark.parametrize("pad", [((1, 1), (1, 0)), ((0, 0), (0, 0))])
 def test_avg_pool_runs_in_exactly_its_planned_scratch(pad):
-    """The stride-1 path's scratch_bytes is what it uses: it runs in exactly that range
+    """The flat-run path's scratch_bytes is what it uses: it runs in exactly that range
     (NaN-filled, so reads of unwritten scratch would show), and a shorter one is an error."""
     from gpugraph.errors import GpuGraphError
     from gpugraph.ops import pool_avg
@@ -126,7 +126,7 @@ def test_avg_pool_runs_in_exactly_its_planned_scratch(pad):
     x = RNG.standard_normal((2, 3, 7, 6))
     geom = dict(window=(3, 2), stride=(1, 1), pad=pad)
     y = get_op("avg_pool_sum").impl(np, x, **geom)
-    lay = pool_avg._layout(x.shape, (1, 1), pad, x.dtype)
+    lay = pool_avg._layout(x.shape, (3, 2), (1, 1), pad, x.dtype)
     assert lay.nbytes > 0
     for name, arg, extra in (
         ("avg_pool_sum", x, {}),

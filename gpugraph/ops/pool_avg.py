@@ -62,20 +62,21 @@ def _sum_shape(x_shape, window, stride, pad) -> tuple[int, ...]:
     return tuple(x_shape[:2]) + ys
 
 
-def _flat(stride) -> bool:
-    """Stride 1 everywhere: the separable flat-run sums (every position is an output, so
-    nothing they compute is wasted); else the per-offset box adds."""
-    return all(s == 1 for s in stride)
+def _flat(window, stride) -> bool:
+    """Overlapping windows: the separable flat-run sums (measured 2-4x faster than the box
+    adds at 3x3 stride 1 and 2, though they sum at every padded position); windows that do
+    not overlap (e.g. 2x2 stride 2): the per-offset box adds, which read each element once."""
+    return any(k > s for k, s in zip(window, stride))
 
 
 def _padded(x_shape, pad) -> tuple[int, ...]:
     return tuple(x_shape[:2]) + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pad))
 
 
-def _layout(x_shape, stride, pad, dtype) -> Layout:
+def _layout(x_shape, window, stride, pad, dtype) -> Layout:
     """Two ping-pong buffers of the padded input's size (flat path only)."""
     lay = Layout()
-    if _flat(stride):
+    if _flat(window, stride):
         n = math.prod(_padded(x_shape, pad))
         lay.add("a", (n,), dtype)
         lay.add("b", (n,), dtype)
@@ -93,7 +94,12 @@ def _runs(padded, window):
     return steps
 
 
-def _sum_flat(xp, x, window, pad, y, buf):
+def _outputs(ys, stride) -> tuple[slice, ...]:
+    """Where the outputs sit among the window sums at every padded position."""
+    return tuple(slice(0, (n - 1) * s + 1, s) for n, s in zip(ys, stride))
+
+
+def _sum_flat(xp, x, window, stride, pad, y, buf):
     """Window sums along one dim at a time over the zero-padded input, each a few adds of long
     contiguous shifted runs of the flat buffer (a run that crosses a row end only feeds
     positions that are never outputs)."""
@@ -108,18 +114,18 @@ def _sum_flat(xp, x, window, pad, y, buf):
             dst[:n] += src[j * sf : j * sf + n]
         src, dst = dst, src
     full = src[: math.prod(padded)].reshape(padded)
-    y[...] = full[(slice(None),) * 2 + tuple(slice(0, n) for n in y.shape[2:])]
+    y[...] = full[(slice(None),) * 2 + _outputs(y.shape[2:], stride)]
     return y
 
 
-def _sum_grad_flat(xp, g, window, pad, y, buf):
+def _sum_grad_flat(xp, g, window, stride, pad, y, buf):
     """The adjoint of ``_sum_flat``: g placed into a zeroed padded buffer, each dim's shifted
     adds run backwards (in reverse dim order), then the padding cropped off."""
     padded = _padded(y.shape, pad)
     src, dst = buf["a"], buf["b"]
     src[: math.prod(padded)] = 0
     full = src[: math.prod(padded)].reshape(padded)
-    full[(slice(None),) * 2 + tuple(slice(0, n) for n in g.shape[2:])] = g
+    full[(slice(None),) * 2 + _outputs(g.shape[2:], stride)] = g
     for sf, k, n_in, n in reversed(_runs(padded, window)):
         dst[:n] = src[:n]
         dst[n:n_in] = 0
@@ -140,15 +146,15 @@ def _sum_grad_flat(xp, g, window, pad, y, buf):
 def _scratch(node) -> int:
     a = node.attrs
     x_shape = a["x_shape"] if "x_shape" in a else node.inputs[0].type.shape
-    return _layout(x_shape, a["stride"], a["pad"], node.inputs[0].type.dtype).nbytes
+    return _layout(x_shape, a["window"], a["stride"], a["pad"], node.inputs[0].type.dtype).nbytes
 
 
 def _sum_impl(xp, x, window, stride, pad, out=None, scratch=None):
     ys = _sum_shape(x.shape, window, stride, pad)
     y = _target(xp, out, ys, x.dtype)
-    if _flat(stride):
-        buf = _layout(x.shape, stride, pad, x.dtype).views(xp, scratch)
-        return _finish(out, _sum_flat(xp, x, window, pad, y, buf))
+    if _flat(window, stride):
+        buf = _layout(x.shape, window, stride, pad, x.dtype).views(xp, scratch)
+        return _finish(out, _sum_flat(xp, x, window, stride, pad, y, buf))
     y[...] = 0
     for at, src in window_steps(window, stride, pad, x.shape[2:], ys[2:]):
         y[at] += x[src]
@@ -157,9 +163,9 @@ def _sum_impl(xp, x, window, stride, pad, out=None, scratch=None):
 
 def _sum_grad_impl(xp, g, window, stride, pad, x_shape, out=None, scratch=None):
     y = _target(xp, out, tuple(x_shape), g.dtype)
-    if _flat(stride):
-        buf = _layout(x_shape, stride, pad, g.dtype).views(xp, scratch)
-        return _finish(out, _sum_grad_flat(xp, g, window, pad, y, buf))
+    if _flat(window, stride):
+        buf = _layout(x_shape, window, stride, pad, g.dtype).views(xp, scratch)
+        return _finish(out, _sum_grad_flat(xp, g, window, stride, pad, y, buf))
     y[...] = 0
     for at, src in window_steps(window, stride, pad, x_shape[2:], g.shape[2:]):
         y[src] += g[at]
