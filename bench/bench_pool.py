@@ -94,6 +94,48 @@ def jax_fns(x, k, s, p, include):
     return lambda: fwd(xj).block_until_ready(), lambda: both(xj).block_until_ready()
 
 
+TRANSPOSE = {  # N, C, H (of x), K, stride, pad: the x gradient of a strided depthwise conv
+    "MobileNet 3x3 s2 p1, 8x64x56x56": (8, 64, 56, 3, 2, 1),
+    "ShuffleNet 3x3 s2 p1, 8x232x14x14": (8, 232, 14, 3, 2, 1),
+    "EfficientNet 5x5 s2 p2, 8x96x28x28": (8, 96, 28, 5, 2, 2),
+}
+
+
+def _transpose_fns(n, c, h, k, s, p, rng) -> dict:
+    import torch
+
+    from gpugraph.ops.conv_depthwise_t import dw_phased_impl, dw_phased_layout
+    from gpugraph.ops.conv_transpose_lower import conv_transpose_impl, conv_transpose_layout
+
+    ys = (h + 2 * p - k) // s + 1
+    y = rng.standard_normal((n, c, ys, ys), dtype=np.float32)
+    w = rng.standard_normal((c, 1, k, k), dtype=np.float32)
+    g, hw = ((s, s), ((p, p), (p, p)), (1, 1)), (h, h)
+    sp = np.empty(dw_phased_layout(y.shape, w.shape, *g, hw, y.dtype).nbytes, np.uint8)
+    lay = conv_transpose_layout(y.shape, w.shape, *g, c, hw, y.dtype)
+    sc, out = np.empty(lay.nbytes, np.uint8), np.empty((n, c, h, h), np.float32)
+    yt, wt, op = torch.tensor(y), torch.tensor(w), (h + 2 * p - k) % s
+    return {
+        "gpugraph by phase": lambda: dw_phased_impl(np, y, w, *g, hw, out=out, scratch=sp),
+        "gpugraph col2im (before)": lambda: conv_transpose_impl(
+            np, y, w, *g, c, hw, out=out, scratch=sc
+        ),
+        "torch": lambda: torch.nn.functional.conv_transpose2d(yt, wt, None, s, p, op, 1, c),
+    }
+
+
+def transpose_lines(rounds: int) -> list[str]:
+    """Strided depthwise conv_transpose: the phase lowering vs col2im (both impls called
+    directly with their planned scratch) vs torch, interleaved."""
+    rng, lines = np.random.default_rng(1), []
+    for case, geo in TRANSPOSE.items():
+        res = timed(_transpose_fns(*geo, rng), rounds)
+        base = res["gpugraph by phase"][0]
+        for name, (t, _) in res.items():
+            lines.append(f"| {case} | {name} | {t * 1e3:.2f} | {t / base:.2f} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
@@ -137,7 +179,16 @@ def main() -> None:
         "| case | pass | impl | wall ms | ratio | cpu ms | cpu ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join(head + lines) + "\n"
+    tail = [
+        "",
+        "Strided depthwise conv_transpose (multiplier 1), float32, impl level (planned scratch "
+        "passed in), ratio = row ms / phase ms:",
+        "",
+        "| case | impl | wall ms | ratio |",
+        "|---|---|---|---|",
+        *transpose_lines(args.rounds),
+    ]
+    text = "\n".join(head + lines + tail) + "\n"
     print(text)
     out = Path(__file__).resolve().parent / "results"
     (out / f"{args.name}-cpu-{datetime.date.today()}{args.suffix}.md").write_text(text)
