@@ -94,6 +94,15 @@ def _max_pool_grad(draw, values):
     return lambda g: bind("max_pool_grad", x, g, **POOL), [values(draw, (1, 2, 5, 2), "any")], {}
 
 
+def _avg_pool_sum(draw, values):
+    return lambda x: bind("avg_pool_sum", x, **POOL), [values(draw, (1, 2, 4, 5), "any")], {}
+
+
+def _avg_pool_sum_grad(draw, values):
+    g = values(draw, (1, 2, 5, 2), "any")
+    return lambda g: bind("avg_pool_sum_grad", g, **POOL, x_shape=(1, 2, 4, 5)), [g], {}
+
+
 def _prod(draw, values):
     shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
     axis = draw(st.integers(0, len(shape) - 1))
@@ -146,6 +155,8 @@ CASES = {
     "conv_weight": _conv_weight,
     "max_pool": _max_pool,
     "max_pool_grad": _max_pool_grad,
+    "avg_pool_sum": _avg_pool_sum,
+    "avg_pool_sum_grad": _avg_pool_sum_grad,
     "prod": _prod,
     "cumsum": _cumsum,
     "flip": _flip,

@@ -2,8 +2,9 @@
 (ops/conv_depthwise.py: shifted flat runs, no im2col) against torch float64: values, both
 gradients and conv_transpose, in 1/2/3 dims, with strides (the phase split), channel
 multipliers, dilation and uneven padding; eager and under jit (planned scratch). im2col is made
-to fail, so a passing test proves the direct path ran (the x gradient of a strided or
-multiplier > 1 depthwise conv keeps the general path)."""
+to fail, so a passing test proves the direct path ran (the x gradient of a multiplier > 1
+depthwise conv keeps the general path; a strided one with multiplier 1 runs by phase,
+ops/conv_depthwise_t.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def _refuse(*a, **k):
         (2, 1, 1, 1, 3, 2, 2),
         (2, 2, ((1, 2), (0, 1)), 2, 3, 1, (2, 3)),
         (1, 1, 2, 1, 4, 1, 3),
+        (2, 1, ((1, 2), (0, 1)), 2, 3, 1, (2, 3)),
+        (3, 1, 1, 1, 3, 1, 2),
     ],
 )
 def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, st, monkeypatch):
@@ -53,8 +56,9 @@ def test_depthwise_conv_and_gradients_against_torch(d, mult, pad, dil, k, n, st,
 
     g = RNG.standard_normal(tf(torch.tensor(x), torch.tensor(w)).shape)
     want, grads = torch_grads(tf, [x, w], g)
-    if mult == 1 and st == 1:
-        no_im2col(monkeypatch, "a depthwise conv")  # conv_transpose too is the direct path
+    if mult == 1:  # conv_transpose too is a direct path (strided: by phase; no col2im)
+        no_im2col(monkeypatch, "a depthwise conv")
+        monkeypatch.setattr(conv_dispatch, "conv_transpose_impl", _refuse)
     else:  # the x gradient keeps the general path; conv and conv_weight must not
         monkeypatch.setattr(conv_lower, "conv_impl", _refuse)
         monkeypatch.setattr(conv_lower, "conv_weight_impl", _refuse)
@@ -78,8 +82,8 @@ def test_depthwise_conv_transpose_against_torch(stride, outpad, monkeypatch):
     x = RNG.standard_normal((2, c, 5, 6))
     w = RNG.standard_normal((c, 1, 3, 3))
     want = F.conv_transpose2d(torch.tensor(x), torch.tensor(w), None, stride, 1, outpad, c).numpy()
-    if stride == 1:
-        no_im2col(monkeypatch, "a depthwise conv")
+    no_im2col(monkeypatch, "a depthwise conv")  # strided: the phase lowering, no col2im
+    monkeypatch.setattr(conv_dispatch, "conv_transpose_impl", _refuse)
     got = gg.conv_transpose(x, w, stride=stride, padding=1, output_padding=outpad, groups=c)
     np.testing.assert_allclose(got, want, **TOL)
 
@@ -132,12 +136,11 @@ def test_depthwise_runs_in_exactly_its_planned_scratch(stride):
             cd._conv_weight_layout(x.shape, y.shape, *g, (3, 3), x.dtype),
         ),
     }
-    if stride == (1, 1):
-        calls["conv_transpose"] = (
-            (y, w),
-            {"in_shape": (7, 6)},
-            cd._conv_transpose_layout(y.shape, w.shape, *g, (7, 6), x.dtype),
-        )
+    calls["conv_transpose"] = (  # strided: the phase lowering's layout
+        (y, w),
+        {"in_shape": (7, 6)},
+        cd._conv_transpose_layout(y.shape, w.shape, *g, (7, 6), x.dtype),
+    )
     for name, (args, extra, lay) in calls.items():
         impl = get_op(name).impl
         want = impl(np, *args, **geom, **extra)

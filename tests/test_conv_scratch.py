@@ -245,3 +245,37 @@ def test_gpu_branch_tiles_the_whole_batch_and_allocates_past_a_cpu_sized_range(m
         for scratch in (None, planned):  # ... on a device, the pool serves the batch tile
             got = impl(_DeviceLike(), *args, *geom, *extra, scratch=scratch)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_max_pool_select_of_another_h_in_its_planned_scratch():
+    """max_pool(x, h) with h not x (a derivative's selection): h at torch's winner (ties,
+    NaN, an all -inf window with padding), computed in exactly its planned scratch range
+    (NaN-filled); a shorter range is an error; under jit its node has a scratch range."""
+    from gpugraph.ops import pool
+    from gpugraph.ops.registry import get_op
+
+    x = RNG.integers(-2, 3, (2, 2, 7, 6)).astype(np.float64)  # many ties
+    x[0, 0].flat[3], x[1, 1] = np.nan, -np.inf
+    h = RNG.standard_normal(x.shape)
+    geom = dict(window=(3, 3), stride=(2, 1), pad=((1, 1), (1, 1)))
+    _, ind = F.max_pool2d(torch.tensor(x), 3, (2, 1), 1, return_indices=True)
+    ind = ind.numpy()
+    want = np.take_along_axis(h.reshape(4, -1), ind.reshape(4, -1), 1).reshape(ind.shape)
+    lay = pool._select_layout(x.shape, ind.shape, geom["pad"], x.dtype, False)
+    planned = np.full(-(-lay.nbytes // 8), np.nan).view(np.uint8)
+    impl = get_op("max_pool").impl
+    np.testing.assert_array_equal(impl(np, x, h, **geom, scratch=planned), want)
+    with pytest.raises(GpuGraphError):
+        impl(np, x, h, **geom, scratch=planned[: lay.nbytes - 8])
+    v = RNG.standard_normal(x.shape)
+    xs = RNG.standard_normal(x.shape)
+    hvp = gg.jit(
+        gg.grad(lambda x: gg.sum(gg.grad(lambda y: gg.sum(gg.max_pool(y, 3, 2, 1) ** 2))(x) * v)),
+        backend="numpy",
+    )
+    selects = [n for n in hvp.lower(xs).memory.scratch if n.op == "max_pool"]
+    assert any(n.inputs[0] is not n.inputs[1] for n in selects)  # the forward has one too
+    xt = torch.tensor(xs, requires_grad=True)
+    (gt,) = torch.autograd.grad((F.max_pool2d(xt, 3, 2, 1) ** 2).sum(), xt, create_graph=True)
+    (gt * torch.tensor(v)).sum().backward()
+    np.testing.assert_allclose(hvp(xs), xt.grad.numpy(), **TOL)

@@ -297,6 +297,8 @@ COVERED = {
     "conv_weight",
     "max_pool",
     "max_pool_grad",
+    "avg_pool_sum",  # and its adjoint: against torch in tests/test_conv_pool_avg.py
+    "avg_pool_sum_grad",
     "prod",
     "argmin",
     "any",

@@ -15,6 +15,7 @@ from .conv_depthwise import (
     dw_weight_layout,
     is_depthwise,
 )
+from .conv_depthwise_t import dw_phased_impl, dw_phased_layout, dw_phased_ok
 from .conv_lower import (
     conv_flops,
     conv_impl,
@@ -45,6 +46,8 @@ def _conv_weight_layout(x_shape, y_shape, stride, pad, dilation, groups, kernel,
 def _conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype):
     if dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation):
         return dw_transpose_layout(y_shape, w_shape, stride, pad, dilation, dtype)
+    if dw_phased_ok(y_shape, w_shape, groups, stride, pad, dilation, in_shape):
+        return dw_phased_layout(y_shape, w_shape, stride, pad, dilation, in_shape, dtype)
     return conv_transpose_layout(y_shape, w_shape, stride, pad, dilation, groups, in_shape, dtype)
 
 
@@ -61,8 +64,10 @@ def _dw_weight(x_shape, y_shape, stride, pad, dilation, groups, kernel, *rest):
     return is_depthwise(x_shape[1], x_shape[1] // groups, groups, kernel, stride)
 
 
-def _dw_transpose(y_shape, w_shape, stride, pad, dilation, groups, *rest):
-    return dw_transpose_ok(y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation)
+def _dw_transpose(y_shape, w_shape, stride, pad, dilation, groups, in_shape, *rest):
+    return dw_transpose_ok(
+        y_shape, w_shape, groups, w_shape[2:], pad, stride, dilation
+    ) or dw_phased_ok(y_shape, w_shape, groups, stride, pad, dilation, in_shape)
 
 
 def _conv_impl(xp, x, w, stride, pad, dilation, groups, out=None, scratch=None):
@@ -81,6 +86,9 @@ def _conv_weight_impl(xp, x, y, stride, pad, dilation, groups, kernel, out=None,
 def _conv_transpose_impl(xp, y, w, stride, pad, dilation, groups, in_shape, out=None, scratch=None):
     if dw_transpose_ok(y.shape, w.shape, groups, w.shape[2:], pad, stride, dilation):
         return dw_transpose_impl(xp, y, w, stride, pad, dilation, out=out, scratch=scratch)
+    if dw_phased_ok(y.shape, w.shape, groups, stride, pad, dilation, in_shape):
+        geom = (stride, pad, dilation, in_shape)
+        return dw_phased_impl(xp, y, w, *geom, out=out, scratch=scratch)
     geom = (stride, pad, dilation, groups, in_shape)
     return conv_transpose_impl(xp, y, w, *geom, out=out, scratch=scratch)
 

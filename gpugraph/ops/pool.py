@@ -5,8 +5,7 @@
   ``max_pool(x, x)``. It is linear in h, and its adjoint ``max_pool_grad(x, g)`` adds each g
   into the window position that won; each is the other's derivative in h, and x only selects
   (piecewise constant), so gradients of any order are graph.
-* ``avg_pool`` is a depthwise ``conv`` with a ones kernel divided by the window counts, so it
-  inherits conv's lowering and derivatives.
+* ``avg_pool`` (ops/pool_avg.py) is a direct windowed sum divided by the window counts.
 * Global pooling is a mean or max over the spatial axes.
 """
 
@@ -21,38 +20,18 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from ..ir import TensorType
-from .conv import _conv_impl, as_tuple, norm_padding, out_spatial, windows
-from .conv import conv as _conv
+from .conv import as_tuple, norm_padding, out_spatial
 from .conv_lower import Layout, _finish, _target, pad_into, padded_elems, pads
 from .core import bind, type_of
-from .elementwise import divide, scalar_like
-from .half import accumulate_in_float32
+from .pool_avg import avg_pool as avg_pool  # re-exported: ops/__init__ reads it here
+from .pool_avg import real_box
 from .reduce import max as _max
 from .reduce import mean
 from .registry import OpDef, register
-from .shape import reshape
 
 
 def _fill(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
-
-
-def _winners(xp, x, window, stride, pad):
-    """Flat index in the window of each window's winner: ``[N, C, *Y]``: the first maximal
-    element (the first NaN, if any), never a padded position, even where the real elements
-    equal the padding value (all -inf, or the integer minimum)."""
-    d = len(window)
-    ones = (1,) * d
-    v = windows(xp, x, window, stride, pad, ones, fill=_fill(x.dtype))
-    v = v.reshape(v.shape[: 2 + d] + (-1,))
-    hit = v == v.max(axis=-1, keepdims=True)
-    if x.dtype.kind == "f":
-        hit |= xp.isnan(v)  # the max is NaN there, which equals nothing
-    if any(p != (0, 0) for p in pad):
-        real = xp.ones((1, 1, *x.shape[2:]), dtype=bool)
-        real = windows(xp, real, window, stride, pad, ones, fill=False)
-        hit &= real.reshape(real.shape[: 2 + d] + (-1,))
-    return xp.argmax(hit.view(xp.int8), axis=-1)  # as int8: argmax of bools is not in every xp
 
 
 def _window_max(xp, x, window, stride, pad, y, buf):
@@ -71,10 +50,13 @@ def _window_max(xp, x, window, stride, pad, y, buf):
     return y
 
 
-def _select_layout(x_shape, pad, dtype, same: bool) -> Layout:
-    """The forward pool's scratch: x padded with the fill value (for ``h is x`` only)."""
+def _select_layout(x_shape, y_shape, pad, dtype, same: bool) -> Layout:
+    """The forward pool's scratch: x padded with the fill value (``h is x``); else (a
+    derivative's selection) the winner bookkeeping."""
+    if not same:
+        return _winner_layout(y_shape, dtype)
     lay = Layout()
-    if same and pads(pad):
+    if pads(pad):
         lay.add("xpad", (padded_elems(x_shape, pad),), dtype)
     return lay
 
@@ -82,46 +64,45 @@ def _select_layout(x_shape, pad, dtype, same: bool) -> Layout:
 def _select_scratch(node) -> int:
     x, h = node.inputs
     a = node.attrs
-    return _select_layout(x.type.shape, a["pad"], x.type.dtype, x is h).nbytes
+    y = node.outputs[0].type.shape
+    return _select_layout(x.type.shape, y, a["pad"], x.type.dtype, x is h).nbytes
 
 
 def _select_impl(xp, x, h, window, stride, pad, out=None, scratch=None):
     d = len(window)
+    shape = (*x.shape[:2], *out_spatial(x.shape[2:], window, stride, pad, (1,) * d))
     if h is x:  # the forward pool (the selected values are the maxima themselves)
-        shape = (*x.shape[:2], *out_spatial(x.shape[2:], window, stride, pad, (1,) * d))
         y = _target(xp, out, shape, x.dtype)
-        lay = _select_layout(x.shape, pad, x.dtype, True)
+        lay = _select_layout(x.shape, shape, pad, x.dtype, True)
         if scratch is not None and scratch.nbytes < lay.nbytes:
             # the plan saw two values (e.g. x and a view of it) that are one array here: no
             # range was reserved, so this call allocates its own
             scratch = None
         buf = lay.views(xp, scratch)
         return _finish(out, _window_max(xp, x, window, stride, pad, y, buf))
-    idx = _winners(xp, x, window, stride, pad)
-    hv = windows(xp, h, window, stride, pad, (1,) * d)
-    hv = hv.reshape(hv.shape[: 2 + d] + (-1,))
-    return _finish(out, xp.take_along_axis(hv, idx[..., None], axis=-1)[..., 0])
+    buf = _winner_layout(shape, x.dtype).views(xp, scratch)
+    steps, idx, take = _winners(xp, x, window, stride, pad, shape, buf)
+    y = _target(xp, out, shape, h.dtype)
+    for flat, at, src in steps:  # every window has a real element, so each y is written
+        tt = take[at]
+        xp.equal(idx[at], flat, out=tt)
+        xp.copyto(y[at], h[src], where=tt)
+    return _finish(out, y)
 
 
-def _real_box(kk, stride, pad, spatial, ys):
-    """Per spatial dim, the output positions whose window offset ``kk`` falls on a real (not
-    padded) element: a range, so the positions are a box."""
-    box = []
-    for k, st, (lo, _), s, y in zip(kk, stride, pad, spatial, ys):
-        a = max(0, -((k - lo) // st))  # ceil((lo - k) / st)
-        b = min(y, (lo + s - 1 - k) // st + 1)
-        box.append((a, b))
-    return box
-
-
-def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
+def _winner_layout(g_shape, xdtype) -> Layout:
     lay = Layout()
     n = math.prod(g_shape)
     lay.add("best", (n,), xdtype)
     lay.add("idx", (n,), np.int32)
-    lay.add("sel", (n,), gdtype)
     for name in ("take", "new"):
         lay.add(name, (n,), np.bool_)
+    return lay
+
+
+def _scatter_layout(g_shape, xdtype, gdtype) -> Layout:
+    lay = _winner_layout(g_shape, xdtype)
+    lay.add("sel", (math.prod(g_shape),), gdtype)
     return lay
 
 
@@ -130,22 +111,20 @@ def _scatter_scratch(node) -> int:
     return _scatter_layout(g.shape, x.dtype, g.dtype).nbytes
 
 
-def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
-    """max_pool_grad: each g added at its window's winner, the first maximal element (the
-    first NaN, if any) among the real ones (never a padded position, even where the real
-    elements equal the fill). The winner is a running comparison over the window offsets,
-    each restricted to the box of outputs where that offset falls on x itself (so nothing is
-    padded); every temporary is a piece of the plan's scratch."""
-    spatial, ys = x.shape[2:], g.shape[2:]
-    buf = _scatter_layout(g.shape, x.dtype, g.dtype).views(xp, scratch)
-    best, idx, sel, take, new = (
-        buf[k].reshape(g.shape) for k in ("best", "idx", "sel", "take", "new")
-    )
+def _winners(xp, x, window, stride, pad, g_shape, buf):
+    """Each window's winner, the first maximal element (the first NaN, if any) among the real
+    ones (never a padded position, even where the real elements equal the fill): a running
+    comparison over the window offsets, each restricted to the box of outputs where that
+    offset falls on x itself (so nothing is padded). Returns the offsets' (flat index, output
+    box, x slice), the winners' flat indices and a bool piece free for the caller; every
+    temporary is a piece of ``buf`` (the plan's scratch)."""
+    spatial, ys = x.shape[2:], g_shape[2:]
+    best, idx, take, new = (buf[k].reshape(g_shape) for k in ("best", "idx", "take", "new"))
     idx[...] = -1
     floats = x.dtype.kind == "f"
     steps = []  # (flat offset, output box, the x elements that offset reads there)
     for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
-        box = _real_box(kk, stride, pad, spatial, ys)
+        box = real_box(kk, stride, pad, spatial, ys)
         if any(a >= b for a, b in box):
             continue
         at = (slice(None),) * 2 + tuple(slice(a, b) for a, b in box)
@@ -167,6 +146,14 @@ def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
         xp.logical_or(tt, nn, out=tt)
         xp.copyto(bb, val, where=tt)
         xp.copyto(ii, flat, where=tt)
+    return steps, idx, take
+
+
+def _scatter_impl(xp, x, g, window, stride, pad, out=None, scratch=None):
+    """max_pool_grad: each g added at its window's winner (``_winners``)."""
+    buf = _scatter_layout(g.shape, x.dtype, g.dtype).views(xp, scratch)
+    steps, idx, take = _winners(xp, x, window, stride, pad, g.shape, buf)
+    sel = buf["sel"].reshape(g.shape)
     y = _target(xp, out, x.shape, g.dtype)
     y[...] = 0
     for flat, at, src in steps:
@@ -254,36 +241,6 @@ def max_pool(
     max). The gradient goes to the first maximal element of each window, as torch."""
     window, stride, pad = _geometry("max_pool", x, window, stride, padding)
     return bind("max_pool", x, x, window=window, stride=stride, pad=pad)
-
-
-@accumulate_in_float32
-def avg_pool(
-    x: Any,
-    window: int | Sequence[int],
-    stride: int | Sequence[int] | None = None,
-    padding: Any = 0,
-    count_include_pad: bool = True,
-) -> Any:
-    """Average pooling of ``x[N, C, *S]``; with ``count_include_pad=False`` padded positions
-    are left out of each window's count (torch's flag)."""
-    from .core import to_float
-
-    x = to_float(x)
-    window, stride, pad = _geometry("avg_pool", x, window, stride, padding)
-    t = type_of(x)
-    n, c, spatial = t.shape[0], t.shape[1], t.shape[2:]
-    ones = np.ones((1, 1, *window), t.dtype)
-    flat = reshape(x, (n * c, 1, *spatial))
-    summed = _conv(flat, ones, stride=stride, padding=pad)
-    ys = type_of(summed).shape[2:]
-    if count_include_pad:
-        count: Any = scalar_like(math.prod(window), x)
-    else:  # static shapes: the counts are a constant computed once, at trace time
-        count = _conv_impl(
-            np, np.ones((1, 1, *spatial), t.dtype), ones, stride, pad, (1,) * len(ys), 1
-        )
-        count = count.reshape(ys)
-    return reshape(divide(summed, count), (n, c, *ys))
 
 
 def global_avg_pool(x: Any) -> Any:
