@@ -24,7 +24,7 @@ from .conv import as_tuple, norm_padding, out_spatial
 from .conv_lower import Layout, _finish, _target, pad_into, padded_elems, pads
 from .core import bind, type_of
 from .pool_avg import avg_pool as avg_pool  # re-exported: ops/__init__ reads it here
-from .pool_avg import real_box
+from .pool_avg import window_steps
 from .reduce import max as _max
 from .reduce import mean
 from .registry import OpDef, register
@@ -122,17 +122,7 @@ def _winners(xp, x, window, stride, pad, g_shape, buf):
     best, idx, take, new = (buf[k].reshape(g_shape) for k in ("best", "idx", "take", "new"))
     idx[...] = -1
     floats = x.dtype.kind == "f"
-    steps = []  # (flat offset, output box, the x elements that offset reads there)
-    for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
-        box = real_box(kk, stride, pad, spatial, ys)
-        if any(a >= b for a, b in box):
-            continue
-        at = (slice(None),) * 2 + tuple(slice(a, b) for a, b in box)
-        src = (slice(None),) * 2 + tuple(
-            slice(k - lo + a * st, k - lo + (b - 1) * st + 1, st)
-            for k, st, (lo, _), (a, b) in zip(kk, stride, pad, box)
-        )
-        steps.append((flat, at, src))
+    steps = window_steps(window, stride, pad, spatial, ys)
     for flat, at, src in steps:
         val, bb, ii, tt, nn = x[src], best[at], idx[at], take[at], new[at]
         if floats:  # not (val <= best): greater, or a NaN on either side; a NaN best stays

@@ -40,9 +40,10 @@ def real_box(kk, stride, pad, spatial, ys):
 
 
 def window_steps(window, stride, pad, spatial, ys):
-    """Per window offset that reads any real element: (output box, the x slice it reads)."""
+    """Per window offset that reads any real element: (its flat index in the window, output
+    box, the x slice it reads)."""
     steps = []
-    for kk in itertools.product(*(range(k) for k in window)):
+    for flat, kk in enumerate(itertools.product(*(range(k) for k in window))):
         box = real_box(kk, stride, pad, spatial, ys)
         if any(a >= b for a, b in box):
             continue
@@ -51,7 +52,7 @@ def window_steps(window, stride, pad, spatial, ys):
             slice(k - lo + a * st, k - lo + (b - 1) * st + 1, st)
             for k, st, (lo, _), (a, b) in zip(kk, stride, pad, box)
         )
-        steps.append((at, src))
+        steps.append((flat, at, src))
     return steps
 
 
@@ -156,7 +157,7 @@ def _sum_impl(xp, x, window, stride, pad, out=None, scratch=None):
         buf = _layout(x.shape, window, stride, pad, x.dtype).views(xp, scratch)
         return _finish(out, _sum_flat(xp, x, window, stride, pad, y, buf))
     y[...] = 0
-    for at, src in window_steps(window, stride, pad, x.shape[2:], ys[2:]):
+    for _, at, src in window_steps(window, stride, pad, x.shape[2:], ys[2:]):
         y[at] += x[src]
     return _finish(out, y)
 
@@ -167,7 +168,7 @@ def _sum_grad_impl(xp, g, window, stride, pad, x_shape, out=None, scratch=None):
         buf = _layout(x_shape, window, stride, pad, g.dtype).views(xp, scratch)
         return _finish(out, _sum_grad_flat(xp, g, window, stride, pad, y, buf))
     y[...] = 0
-    for at, src in window_steps(window, stride, pad, x_shape[2:], g.shape[2:]):
+    for _, at, src in window_steps(window, stride, pad, x_shape[2:], g.shape[2:]):
         y[src] += g[at]
     return _finish(out, y)
 
