@@ -23,6 +23,7 @@ from ..codegen.loop_native import RERUN_HOST, NativeLoop, emit_native_loop, loop
 from ..errors import UnsupportedError
 from ..ir import Graph, Node
 from ..ops.control import loop_limit_error
+from ..ops.fused import copy_back, staged_targets
 from ..ops.registry import get_op
 from ..region_body import planned
 from ..region_exec import ScanRunner, WhileRunner
@@ -177,12 +178,10 @@ class _Native:
         """The ctypes entry on contiguous copies (an input that is a NumPy scalar, a view)."""
         types = [v.type for v in self.node.inputs]
         arrays = [np.ascontiguousarray(x, t.dtype).reshape(t.shape) for x, t in zip(ins, types)]
-        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        targets = staged_targets(np, outs)
         ptrs = [a.ctypes.data for a in (*arrays, *targets, *self.consts)]
         self.native.fn(1, 1, *ptrs, self.scratch.ctypes.data, self.status.ctypes.data)
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
+        copy_back(outs, targets)
 
 
 class NativeScanRunner(_Native, ScanRunner):

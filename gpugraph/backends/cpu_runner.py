@@ -17,7 +17,7 @@ from ..codegen.cpu_loops import MIN_INNER, emit_cpu_kernel
 from ..codegen.cpu_tiled import emit_tiled_kernel
 from ..codegen.cuda import Kernel
 from ..ir import Graph, Node
-from ..ops.fused import _prepare_numpy
+from ..ops.fused import _prepare_numpy, copy_back, staged_targets
 from . import cpu_native
 from .base import Runner
 from .cpu_native import parallel_min
@@ -81,11 +81,9 @@ def kernel_runner(
         if n >= parallel_min() and kernel.threads > 1:
             chunk = -(-math.ceil(n / kernel.threads) // CHUNK_ALIGN) * CHUNK_ALIGN
         args = [np.ascontiguousarray(a) for a in ins]
-        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        targets = staged_targets(np, outs)
         kernel.fn(n, chunk, *[a.ctypes.data for a in args], *[t.ctypes.data for t in targets])
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
+        copy_back(outs, targets)
 
     def inline(args: list[str], dests: list[str], prefix: str) -> tuple[list[str], dict]:
         """One line of the generated program: the extension function on the arrays

@@ -402,6 +402,29 @@ def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
+def staged_targets(xp: Any, outs: list) -> list:
+    """Where a kernel writes each output: the output itself when C-contiguous, else a
+    contiguous stand-in that ``copy_back`` copies into it (kernels index flat)."""
+    return [o if o.flags.c_contiguous else xp.empty(o.shape, o.dtype) for o in outs]
+
+
+def copy_back(outs: list, targets: list) -> None:
+    """The stand-ins ``staged_targets`` made, copied into their outputs."""
+    for o, t in zip(outs, targets):
+        if o is not t:
+            o[...] = t
+
+
+def members_runner(xp: Any, body: Graph):
+    """A runner evaluating ``body`` op by op with ``xp`` (a group no kernel rendered)."""
+
+    def run_ops(ins: list, outs: list) -> None:
+        for o, r in zip(outs, evaluate_body(xp, body, ins)):
+            o[...] = r
+
+    return run_ops
+
+
 def launch_config(n: int, sm_count: int, lanes: int = 1) -> tuple[int, int]:
     """(grid, block) for a grid-stride loop over n elements, ``lanes`` per thread and step, on a
     device with sm_count SMs."""
@@ -419,11 +442,9 @@ def _prepare_cupy(node: Any, backend: Any):
         if n == 0:
             return
         args = [cupy.ascontiguousarray(a) for a in ins]
-        targets = [o if o.flags.c_contiguous else cupy.empty(o.shape, o.dtype) for o in outs]
+        targets = staged_targets(cupy, outs)
         kernel((grid,), (block,), (*args, *targets))
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
+        copy_back(outs, targets)
 
     return run
 

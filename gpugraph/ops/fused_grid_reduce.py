@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph, TensorType, Value
-from .fused import evaluate_body
+from .fused import evaluate_body, members_runner
 from .registry import OpDef, get_op, register
 
 # Elements per block of axis 0: each temporary of the prologue is one block (64 KiB of
@@ -135,12 +135,7 @@ def _prepare_cupy(node: Any, backend: Any):
     body: Graph = node.attrs["body"]
     kernels = node.attrs.get("grid_kernels")
     if kernels is None:
-
-        def run_ops(ins: list, outs: list) -> None:
-            for out, r in zip(outs, evaluate_body(cupy, body, ins)):
-                out[...] = r
-
-        return run_ops
+        return members_runner(cupy, body)
     return _GridRunner(node, kernels, cupy)
 
 

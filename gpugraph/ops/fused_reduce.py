@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph, TensorType, Value
-from .fused import _scratch, direct_call, evaluate_body
+from .fused import (
+    _scratch,
+    copy_back,
+    direct_call,
+    evaluate_body,
+    members_runner,
+    staged_targets,
+)
 from .registry import OpDef, get_op, register
 from .row_space import COL, ELEM, ROW, ROW_REDUCERS, SCALAR, Space, body_kinds
 
@@ -143,7 +150,7 @@ class RowPlan:
         rows = self.space.rows
         if rows == 0:
             return
-        targets = [o if o.flags.c_contiguous else np.empty(o.shape, o.dtype) for o in outs]
+        targets = staged_targets(np, outs)
         arrays = self._layout(ins, self.body.inputs) + self._layout(targets, self.body.outputs)
         bufs = _scratch(self.scratch)
         slots: list[Any] = [a for a, _ in arrays] + bufs + self.consts
@@ -159,9 +166,7 @@ class RowPlan:
                     slots[nio + j] = b[:current] if cut else b
             for call, src, dst in self.steps:
                 call(*[slots[k] for k in src], out=slots[dst])
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
+        copy_back(outs, targets)
 
 
 def _space(node: Any) -> Space:
@@ -182,12 +187,7 @@ def _prepare_cupy(node: Any, backend: Any):
     body: Graph = node.attrs["body"]
     source = node.attrs.get("cuda_source")
     if source is None:
-
-        def run_ops(ins: list, outs: list) -> None:
-            for o, r in zip(outs, evaluate_body(cupy, body, ins)):
-                o[...] = r
-
-        return run_ops
+        return members_runner(cupy, body)
     kernel = _raw_kernel(source, node.attrs["kernel_name"])
     space = _space(node)
     block = int(node.attrs["row_block"])
@@ -198,11 +198,9 @@ def _prepare_cupy(node: Any, backend: Any):
         if space.rows == 0:
             return
         args = [cupy.ascontiguousarray(a) for a in ins]
-        targets = [o if o.flags.c_contiguous else cupy.empty(o.shape, o.dtype) for o in outs]
+        targets = staged_targets(cupy, outs)
         kernel((grid,), (block,), (*args, *targets, *sizes))
-        for o, t in zip(outs, targets):
-            if o is not t:
-                o[...] = t
+        copy_back(outs, targets)
 
     return run
 
