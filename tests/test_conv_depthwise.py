@@ -14,7 +14,7 @@ import pytest
 import gpugraph as gg
 from gpugraph.errors import GpuGraphError
 from gpugraph.ops import conv_dispatch, conv_lower
-from tests.conv_helpers import no_im2col, torch_grads
+from tests.conv_helpers import check_out_argument, no_im2col, torch_grads
 from tests.torch_ref import F, torch
 
 RNG = np.random.default_rng(5)
@@ -101,12 +101,7 @@ def test_depthwise_impls_write_into_out_contiguous_or_not():
         "conv_transpose": ((y1, w1), {"in_shape": (6, 5)}),
         "conv_weight": ((x, y), {"kernel": (3, 3)}),
     }
-    for name, (args, extra) in calls.items():
-        impl = get_op(name).impl
-        want = impl(np, *args, **geom, **extra)
-        for out in (np.empty_like(want), np.empty(want.shape[::-1]).T):
-            assert impl(np, *args, **geom, **extra, out=out) is out
-            np.testing.assert_array_equal(out, want)
+    check_out_argument(calls, geom)
 
 
 class _OtherModule:
